@@ -1,0 +1,30 @@
+//! The resource model of fission-rs and the ports its components talk through.
+//!
+//! This crate owns the `fission.io/v1` object shapes (byte-compatible with Fission's CRDs,
+//! including their odd key casing), the defaults Fission applies, validation with messages a
+//! user can act on, the error classification shared by every server, and the traits that
+//! decouple components: [`ResourceStore`] (the controller's persistence and the change feed the
+//! router and executor consume) and [`FunctionInstances`] (the router's in-process hand-off to
+//! the executor).
+//!
+//! It deliberately does no I/O: no sockets, no files, no runtime.
+#![deny(missing_docs)]
+
+mod error;
+mod executor;
+mod meta;
+mod names;
+pub mod resources;
+mod store;
+pub mod validation;
+
+pub use error::{ErrorCode, ErrorBody};
+pub use executor::{ExecutorError, FunctionInstances, InstanceLease, LeaseRelease};
+pub use meta::{ObjectMeta, ObjectReference, API_VERSION};
+pub use names::{is_dns1123_label, is_dns1123_subdomain};
+pub use resources::{AnyResource, Object, ResourceKind, Spec};
+pub use store::{ResourceStore, StoreError, WatchEvent, WatchEventType, WatchStream};
+pub use validation::ValidationError;
+
+/// The namespace used when a request names none.
+pub const DEFAULT_NAMESPACE: &str = "default";
