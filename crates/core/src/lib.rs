@@ -15,6 +15,7 @@ mod executor;
 mod meta;
 mod names;
 pub mod resources;
+pub mod runtime;
 mod store;
 pub mod validation;
 

@@ -1,0 +1,557 @@
+'use strict';
+// fission-rs Node.js runtime ("environment").
+//
+// Speaks Fission's node-env contract: a generic instance starts warm (Express
+// loaded, socket listening), is specialized exactly once with
+// POST /v2/specialize (or the v1 POST /specialize), and from then on every
+// request is handed to the loaded user function.  See ../README.md.
+
+const fs = require('fs');
+const path = require('path');
+const { pathToFileURL } = require('url');
+const { performance } = require('perf_hooks');
+
+// Heavy imports happen before we start serving so a generic instance is warm.
+const express = require('express');
+
+// ---------------------------------------------------------------------------
+// Configuration
+// ---------------------------------------------------------------------------
+
+function argValue(name) {
+  const argv = process.argv.slice(2);
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === `--${name}`) return argv[i + 1];
+    if (a.startsWith(`--${name}=`)) return a.slice(name.length + 3);
+  }
+  return undefined;
+}
+
+const LISTEN_FD = process.env.FISSION_LISTEN_FD;
+const PORT = Number(argValue('port') || process.env.RUNTIME_PORT || process.env.PORT || 8888);
+const HOST = process.env.HOST || '127.0.0.1';
+const CODEPATH = argValue('codepath') || process.env.FISSION_CODEPATH || '/userfunc/user';
+const BODY_PARSER_LIMIT = process.env.BODY_PARSER_LIMIT || '1mb';
+// Idle keep-alive timeout for client connections, in seconds.  Longer than
+// the usual client pool idle timeouts (90 s) so the proxy in front of us is
+// the side that closes idle connections.
+const KEEPALIVE_TIMEOUT_MS = Math.round(Number(process.env.KEEPALIVE_TIMEOUT || 120) * 1000);
+
+const EXTENSIONS = ['.js', '.mjs', '.cjs'];
+
+// ---------------------------------------------------------------------------
+// Errors
+// ---------------------------------------------------------------------------
+
+// An error whose message is already the complete, user-facing explanation.
+class LoadError extends Error {
+  constructor(message) {
+    super(message);
+    this.name = 'LoadError';
+  }
+}
+
+function isFile(p) {
+  try {
+    return fs.statSync(p).isFile();
+  } catch (_) {
+    return false;
+  }
+}
+
+function isDir(p) {
+  try {
+    return fs.statSync(p).isDirectory();
+  } catch (_) {
+    return false;
+  }
+}
+
+function displayPath(p, root) {
+  if (!p) return p;
+  if (p.startsWith('file://')) {
+    try {
+      p = require('url').fileURLToPath(p);
+    } catch (_) {
+      /* keep as is */
+    }
+  }
+  if (root) {
+    const base = isDir(root) ? root : path.dirname(root);
+    const rel = path.relative(base, p);
+    if (rel && !rel.startsWith('..') && !path.isAbsolute(rel)) return rel;
+  }
+  return p;
+}
+
+// Turns an error thrown while loading user code into a readable one-liner
+// (plus the code frame for syntax errors), e.g.
+//   SyntaxError: Unexpected token ')' (hello.js:3)
+function describeLoadError(err, root) {
+  if (err instanceof LoadError) return err.message;
+  if (!(err instanceof Error)) return `non-error thrown while loading: ${String(err)}`;
+  const head = `${err.name || 'Error'}: ${err.message}`;
+  const stack = String(err.stack || '');
+  if (err instanceof SyntaxError) {
+    // V8 prefixes the stack of compile errors with "file:line\ncode\n  ^^^\n\n".
+    const m = /^((?:file:\/\/)?\/[^\n]*?):(\d+)\n([^\n]*)\n([ \t]*\^+[^\n]*)\n/.exec(stack);
+    if (m) {
+      return `${head} (${displayPath(m[1], root)}:${m[2]})\n    ${m[3]}\n    ${m[4]}`;
+    }
+  }
+  // Otherwise point at the first stack frame inside the user's code.
+  const base = root && (isDir(root) ? root : path.dirname(root));
+  if (base) {
+    const frames = stack.split('\n').slice(1);
+    for (const frame of frames) {
+      const fm = /\(?((?:file:\/\/)?\/[^():]+):(\d+):(\d+)\)?\s*$/.exec(frame);
+      if (!fm) continue;
+      let file = fm[1];
+      if (file.startsWith('file://')) file = require('url').fileURLToPath(file);
+      if (file.startsWith(base + path.sep) || file === root) {
+        if (file.includes(`${path.sep}node_modules${path.sep}`)) continue;
+        return `${head} (at ${displayPath(file, root)}:${fm[2]})`;
+      }
+    }
+  }
+  return head;
+}
+
+// ---------------------------------------------------------------------------
+// Loading user code
+// ---------------------------------------------------------------------------
+
+function shouldRetryAsImport(err) {
+  if (!err) return false;
+  if (err.code === 'ERR_REQUIRE_ESM' || err.code === 'ERR_REQUIRE_ASYNC_MODULE') return true;
+  if (err instanceof SyntaxError) {
+    return /\b(import|export)\b|import\.meta|top-level await|await is only valid/.test(err.message);
+  }
+  return false;
+}
+
+// Loads a module from an absolute file path: require() first (CommonJS, and
+// ES modules through require(esm)), dynamic import() as the fallback for
+// what require cannot do (e.g. ES modules with top-level await).
+async function loadModule(file) {
+  try {
+    return require(file);
+  } catch (err) {
+    if (!shouldRetryAsImport(err)) throw err;
+    try {
+      return await import(pathToFileURL(file).href);
+    } catch (err2) {
+      // A real syntax error fails both ways; report the ESM loader's view
+      // unless it only complains about the CommonJS syntax we fell back from.
+      throw err2;
+    }
+  }
+}
+
+// Resolves a path (without or with extension) to a file, trying the usual
+// extensions and, for directories, the directory's entry file.
+function resolveFile(p) {
+  if (isFile(p)) return p;
+  for (const ext of EXTENSIONS) {
+    if (isFile(p + ext)) return p + ext;
+  }
+  if (isDir(p)) return resolveDirEntry(p);
+  return null;
+}
+
+// Entry file of a directory: package.json "main", else index.{js,mjs,cjs},
+// else the only .js/.mjs/.cjs file in it.
+function resolveDirEntry(dir) {
+  const pkgPath = path.join(dir, 'package.json');
+  if (isFile(pkgPath)) {
+    let pkg;
+    try {
+      pkg = JSON.parse(fs.readFileSync(pkgPath, 'utf8'));
+    } catch (err) {
+      throw new LoadError(`cannot parse ${displayPath(pkgPath, dir)}: ${err.message}`);
+    }
+    if (pkg && typeof pkg.main === 'string' && pkg.main) {
+      const main = path.resolve(dir, pkg.main);
+      const f = isDir(main) ? resolveDirEntryNoPkg(main) : resolveFile(main);
+      if (!f) {
+        throw new LoadError(
+          `package.json "main" is "${pkg.main}" but no such file exists in ${dir}`,
+        );
+      }
+      return f;
+    }
+  }
+  return resolveDirEntryNoPkg(dir);
+}
+
+function resolveDirEntryNoPkg(dir) {
+  for (const ext of EXTENSIONS) {
+    const f = path.join(dir, 'index' + ext);
+    if (isFile(f)) return f;
+  }
+  let entries = [];
+  try {
+    entries = fs.readdirSync(dir);
+  } catch (_) {
+    return null;
+  }
+  const candidates = entries.filter((n) => EXTENSIONS.includes(path.extname(n)) && isFile(path.join(dir, n)));
+  if (candidates.length === 1) return path.join(dir, candidates[0]);
+  return null;
+}
+
+function exportNames(mod) {
+  if (mod === null || mod === undefined) return [];
+  if (typeof mod !== 'object' && typeof mod !== 'function') return [];
+  const names = new Set(Object.keys(mod).filter((k) => k !== '__esModule'));
+  if (mod.default && typeof mod.default === 'object') {
+    for (const k of Object.keys(mod.default)) names.add(`default.${k}`);
+  }
+  return [...names];
+}
+
+function listExports(mod) {
+  const names = exportNames(mod);
+  return names.length ? names.join(', ') : 'none';
+}
+
+// The "default export": CommonJS module.exports, or an ES module's default.
+function defaultExport(mod) {
+  if (typeof mod === 'function') return mod;
+  if (mod && (typeof mod === 'object') && 'default' in mod) {
+    // ES module namespace (import / require(esm)), or transpiled CommonJS
+    // (exports.default = fn).
+    return mod.default;
+  }
+  return mod;
+}
+
+function namedExport(mod, name) {
+  if (mod === null || mod === undefined) return undefined;
+  if (Object.prototype.hasOwnProperty.call(Object(mod), name) || (typeof mod === 'object' && name in mod)) {
+    if (mod[name] !== undefined) return mod[name];
+  }
+  const def = mod.default;
+  if (def && (typeof def === 'object' || typeof def === 'function') && def[name] !== undefined) {
+    return def[name];
+  }
+  return undefined;
+}
+
+function kindOf(v) {
+  if (v === null) return 'null';
+  if (Array.isArray(v)) return 'an array';
+  return typeof v === 'object' ? 'an object' : typeof v;
+}
+
+// Resolves a LoadReq (filepath + functionName) to the user function.
+async function loadUserFunction(filepath, functionName) {
+  functionName = (functionName || '').trim();
+  if (!filepath) throw new LoadError('specialize request has no "filepath"');
+  filepath = path.resolve(filepath);
+  const root = filepath;
+  if (!fs.existsSync(filepath)) {
+    throw new LoadError(`code path ${filepath} does not exist`);
+  }
+  const rootIsFile = isFile(filepath);
+
+  // Chooses [file, exportName|null].
+  let file;
+  let func = null;
+  let fallbackDefault = false;
+  if (rootIsFile) {
+    file = filepath;
+    if (functionName) {
+      const dot = functionName.lastIndexOf('.');
+      // A single file: "func" and "anything.func" name an export of it.
+      // "func" that is no export of the file names the file itself.
+      func = dot >= 0 ? functionName.slice(dot + 1) : functionName;
+      fallbackDefault = dot < 0;
+    }
+  } else if (!functionName) {
+    file = resolveDirEntry(filepath);
+    if (!file) {
+      throw new LoadError(
+        `no entrypoint found in ${filepath}: expected package.json "main", index.js/index.mjs/index.cjs, ` +
+          `or a single .js/.mjs/.cjs file; set the function's entrypoint (e.g. "hello" or "hello.handler")`,
+      );
+    }
+  } else {
+    const exact = path.resolve(filepath, functionName);
+    if (functionName.includes('.') && isFile(exact) && EXTENSIONS.includes(path.extname(exact))) {
+      file = exact; // "hello.js" names a file
+    } else {
+      const dot = functionName.lastIndexOf('.');
+      const modName = dot >= 0 ? functionName.slice(0, dot) : functionName;
+      func = dot >= 0 ? functionName.slice(dot + 1) : null;
+      if (!modName) throw new LoadError(`invalid entrypoint "${functionName}": empty module name`);
+      if (dot >= 0 && !func) throw new LoadError(`invalid entrypoint "${functionName}": empty export name`);
+      file = resolveFile(path.resolve(filepath, modName));
+      if (!file && dot < 0) {
+        // Lenient: "handler" may also be an export of the directory's entry file.
+        const entry = resolveDirEntry(filepath);
+        if (entry) {
+          const mod = await loadModule(entry);
+          const fn = namedExport(mod, functionName);
+          if (typeof fn === 'function') return { fn, file: entry, exportName: functionName };
+        }
+      }
+      if (!file) {
+        throw new LoadError(
+          `entrypoint "${functionName}": no module "${modName}" in ${filepath} ` +
+            `(looked for ${modName}, ${EXTENSIONS.map((e) => modName + e).join(', ')} and ${modName}/index.js)`,
+        );
+      }
+    }
+  }
+
+  const mod = await loadModule(file);
+  const shown = displayPath(file, rootIsFile ? path.dirname(root) : root);
+  let fn;
+  let exportName = 'default export';
+  if (func) {
+    fn = namedExport(mod, func);
+    if (fn === undefined && fallbackDefault) {
+      fn = defaultExport(mod);
+    } else {
+      exportName = `export "${func}"`;
+      if (fn === undefined) {
+        throw new LoadError(`module ${shown} has no export "${func}" (exports: ${listExports(mod)})`);
+      }
+    }
+  } else {
+    fn = defaultExport(mod);
+  }
+  if (typeof fn !== 'function') {
+    if (fn === undefined || (exportName === 'default export' && fn && typeof fn === 'object' && Object.keys(fn).length === 0)) {
+      throw new LoadError(
+        `module ${shown} exports no function (exports: ${listExports(mod)}); ` +
+          `use module.exports = async function (context) {...} or export default, or name an export in the entrypoint ("file.func")`,
+      );
+    }
+    throw new LoadError(
+      `${exportName} of ${shown} is ${kindOf(fn)}, not a function` +
+        (exportName === 'default export' ? ` (exports: ${listExports(mod)}; set the entrypoint to "file.func")` : ''),
+    );
+  }
+  return { fn, file, exportName };
+}
+
+// ---------------------------------------------------------------------------
+// Invocation
+// ---------------------------------------------------------------------------
+
+function logFunctionError(err) {
+  console.error(`Function error: ${err && err.stack ? err.stack : String(err)}`);
+}
+
+function failRequest(res, err) {
+  logFunctionError(err);
+  if (!res.headersSent) {
+    res.status(500).type('text/plain').send('Internal server error');
+  } else if (!res.writableEnded) {
+    res.end();
+  }
+}
+
+function sendResult(res, result) {
+  const { status, body, headers } = result;
+  if (headers && typeof headers === 'object') {
+    for (const name of Object.keys(headers)) {
+      if (headers[name] !== undefined && headers[name] !== null) res.set(name, headers[name]);
+    }
+  }
+  res.status(status ? Number(status) : 200);
+  if (body === undefined || body === null) {
+    res.end();
+  } else if (typeof body.pipe === 'function') {
+    body.on('error', (err) => failRequest(res, err));
+    body.pipe(res);
+  } else if (typeof body === 'string' || Buffer.isBuffer(body) || typeof body === 'object') {
+    res.send(body);
+  } else {
+    res.send(String(body));
+  }
+}
+
+function invoke(fn, req, res) {
+  const context = { request: req, response: res };
+  if (fn.length >= 2) {
+    let called = false;
+    const callback = (status, body, headers) => {
+      if (called) return;
+      called = true;
+      if (res.headersSent) return;
+      try {
+        sendResult(res, { status, body, headers });
+      } catch (err) {
+        failRequest(res, err);
+      }
+    };
+    try {
+      const rv = fn(context, callback);
+      if (rv && typeof rv.then === 'function') {
+        rv.then(undefined, (err) => {
+          if (!called) {
+            called = true;
+            failRequest(res, err);
+          } else {
+            logFunctionError(err);
+          }
+        });
+      }
+    } catch (err) {
+      called = true;
+      failRequest(res, err);
+    }
+    return;
+  }
+  let rv;
+  try {
+    rv = fn(context);
+  } catch (err) {
+    failRequest(res, err);
+    return;
+  }
+  Promise.resolve(rv).then(
+    (result) => {
+      if (res.headersSent || res.writableEnded) return; // the function answered itself
+      if (result === null || typeof result !== 'object') {
+        throw new TypeError(
+          `function returned ${result === undefined ? 'undefined' : kindOf(result)}; ` +
+            'expected an object {status, body, headers} (or write to context.response)',
+        );
+      }
+      sendResult(res, result);
+    },
+  ).catch((err) => failRequest(res, err));
+}
+
+// ---------------------------------------------------------------------------
+// HTTP server
+// ---------------------------------------------------------------------------
+
+let userFunction = null;
+let specializing = false;
+
+const app = express();
+
+app.use(express.urlencoded({ extended: false, limit: BODY_PARSER_LIMIT }));
+app.use(express.json({ limit: BODY_PARSER_LIMIT }));
+app.use(express.raw({ type: 'application/octet-stream', limit: BODY_PARSER_LIMIT }));
+app.use(express.text({ type: 'text/*', limit: BODY_PARSER_LIMIT }));
+
+app.get('/healthz', (req, res) => {
+  res.status(200).end();
+});
+
+function parseLoadRequest(req) {
+  let body = req.body;
+  if (Buffer.isBuffer(body)) body = body.toString('utf8');
+  if (typeof body === 'string') {
+    if (!body.trim()) return {};
+    body = JSON.parse(body);
+  }
+  if (!body || typeof body !== 'object' || Array.isArray(body)) {
+    throw new Error('expected a JSON object');
+  }
+  return body;
+}
+
+async function specializeWith(res, filepath, functionName, label) {
+  if (userFunction || specializing) {
+    res.status(400).type('text/plain').send('Not a generic container');
+    return;
+  }
+  specializing = true;
+  const started = performance.now();
+  try {
+    const { fn, file, exportName } = await loadUserFunction(filepath, functionName);
+    userFunction = fn;
+    const ms = (performance.now() - started).toFixed(1);
+    console.log(`specialized (${label}): ${exportName} of ${file} in ${ms} ms`);
+    res.status(202).end();
+  } catch (err) {
+    const msg = `user code load error: ${describeLoadError(err, path.resolve(filepath || '.'))}`;
+    if (err instanceof LoadError) {
+      console.error(msg);
+    } else {
+      console.error(`user code load error: ${err && err.stack ? err.stack : String(err)}`);
+    }
+    res.status(500).type('text/plain').send(msg + '\n');
+  } finally {
+    specializing = false;
+  }
+}
+
+app.post('/v2/specialize', (req, res) => {
+  let loadReq;
+  try {
+    loadReq = parseLoadRequest(req);
+  } catch (err) {
+    res.status(400).type('text/plain').send(`invalid specialize request: ${err.message}\n`);
+    return;
+  }
+  specializeWith(res, loadReq.filepath, loadReq.functionName, 'v2');
+});
+
+app.post('/specialize', (req, res) => {
+  specializeWith(res, CODEPATH, '', 'v1');
+});
+
+app.all('*', (req, res) => {
+  const fn = userFunction;
+  if (!fn) {
+    res.status(500).type('text/plain').send('Generic container: no requests supported');
+    return;
+  }
+  invoke(fn, req, res);
+});
+
+// Body-parser errors (413 too large, 400 bad JSON, 415 bad charset) and
+// anything else Express catches: plain text, never a stack trace.
+// eslint-disable-next-line no-unused-vars
+app.use((err, req, res, next) => {
+  const status = Number(err.status || err.statusCode) || 500;
+  if (status >= 500) logFunctionError(err);
+  if (res.headersSent) {
+    res.end();
+    return;
+  }
+  const text = err.expose && err.message ? err.message : require('http').STATUS_CODES[status] || 'Error';
+  res.status(status).type('text/plain').send(text);
+});
+
+// User code must not take the runtime down: log and keep serving, like
+// Fission's node-env.
+process.on('uncaughtException', (err) => logFunctionError(err));
+process.on('unhandledRejection', (err) => logFunctionError(err));
+process.on('SIGTERM', () => process.exit(0));
+process.on('SIGINT', () => process.exit(0));
+
+const server = require('http').createServer(app);
+server.keepAliveTimeout = KEEPALIVE_TIMEOUT_MS;
+server.headersTimeout = KEEPALIVE_TIMEOUT_MS + 1000;
+
+server.on('error', (err) => {
+  console.error(`runtime server error: ${err.stack || err}`);
+  process.exit(1);
+});
+
+function onListening() {
+  const addr = server.address();
+  const where = addr && typeof addr === 'object' ? `${addr.address}:${addr.port}` : String(addr);
+  console.log(`fission-rs nodejs runtime listening on ${where}${LISTEN_FD ? ` (fd ${LISTEN_FD})` : ''}`);
+}
+
+if (LISTEN_FD !== undefined && LISTEN_FD !== '') {
+  const fd = Number(LISTEN_FD);
+  if (!Number.isInteger(fd) || fd < 0) {
+    console.error(`invalid FISSION_LISTEN_FD: ${LISTEN_FD}`);
+    process.exit(2);
+  }
+  server.listen({ fd }, onListening);
+} else {
+  server.listen(PORT, HOST, onListening);
+}
