@@ -1,0 +1,185 @@
+//! Content-addressed archive store: package archives too large to keep inline (≥ 256 KiB),
+//! stored once under their sha256 and verified on every read.
+
+use std::fs;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+/// The URL form Fission's storagesvc gives archives; the host part is ignored here and the id
+/// is resolved against the local [`ArchiveStore`].
+pub const STORAGE_URL_PREFIX: &str = "http://storagesvc.fission/v1/archive?id=";
+
+/// Why an archive operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    /// No archive with this id.
+    #[error("archive '{0}' not found")]
+    NotFound(String),
+    /// Stored bytes no longer match their checksum.
+    #[error("archive '{id}' is corrupt: its sha256 is {actual}")]
+    Corrupt {
+        /// The id (expected sha256).
+        id: String,
+        /// What the bytes hash to now.
+        actual: String,
+    },
+    /// Not a sha256 hex id.
+    #[error("'{0}' is not an archive id (64 hexadecimal digits)")]
+    InvalidId(String),
+    /// Filesystem failure.
+    #[error("archive store I/O on {path}: {source}")]
+    Io {
+        /// The path involved.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ArchiveError + '_ {
+    move |source| ArchiveError::Io { path: path.to_owned(), source }
+}
+
+/// Hex sha256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// The archive id in a storage URL (`…/v1/archive?id=<id>`), whatever the host.
+pub fn archive_id_from_url(url: &str) -> Option<&str> {
+    let (_, query) = url.split_once("/v1/archive?")?;
+    query.split('&').find_map(|kv| kv.strip_prefix("id=")).filter(|id| !id.is_empty())
+}
+
+/// Files on disk, one per distinct content, named by sha256.
+#[derive(Debug, Clone)]
+pub struct ArchiveStore {
+    root: PathBuf,
+}
+
+impl ArchiveStore {
+    /// Open (creating) the store rooted at `dir`.
+    pub fn open(dir: impl Into<PathBuf>) -> Result<Self, ArchiveError> {
+        let root = dir.into();
+        fs::create_dir_all(&root).map_err(io_err(&root))?;
+        Ok(Self { root })
+    }
+
+    fn path_of(&self, id: &str) -> Result<PathBuf, ArchiveError> {
+        if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
+            return Err(ArchiveError::InvalidId(id.to_owned()));
+        }
+        Ok(self.root.join(&id[..2]).join(id))
+    }
+
+    /// Store `bytes` (durably) and return their id. Storing the same bytes twice is a no-op.
+    pub fn put(&self, bytes: &[u8]) -> Result<String, ArchiveError> {
+        let id = sha256_hex(bytes);
+        let path = self.path_of(&id)?;
+        if path.exists() {
+            return Ok(id);
+        }
+        let dir = path.parent().unwrap_or(&self.root).to_owned();
+        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        let tmp = dir.join(format!(".{id}.{}.tmp", std::process::id()));
+        let mut f = fs::File::create(&tmp).map_err(io_err(&tmp))?;
+        f.write_all(bytes).map_err(io_err(&tmp))?;
+        f.sync_all().map_err(io_err(&tmp))?;
+        fs::rename(&tmp, &path).map_err(io_err(&path))?;
+        Ok(id)
+    }
+
+    /// Read and verify an archive.
+    pub fn get(&self, id: &str) -> Result<Vec<u8>, ArchiveError> {
+        let path = self.path_of(id)?;
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(ArchiveError::NotFound(id.to_owned())),
+            Err(e) => return Err(ArchiveError::Io { path, source: e }),
+        };
+        let actual = sha256_hex(&bytes);
+        if actual != id {
+            return Err(ArchiveError::Corrupt { id: id.to_owned(), actual });
+        }
+        Ok(bytes)
+    }
+
+    /// Whether an archive exists.
+    pub fn contains(&self, id: &str) -> bool {
+        self.path_of(id).map(|p| p.exists()).unwrap_or(false)
+    }
+
+    /// Remove an archive.
+    pub fn delete(&self, id: &str) -> Result<(), ArchiveError> {
+        let path = self.path_of(id)?;
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(ArchiveError::NotFound(id.to_owned())),
+            Err(e) => Err(ArchiveError::Io { path, source: e }),
+        }
+    }
+
+    /// Every stored id.
+    pub fn list(&self) -> Result<Vec<String>, ArchiveError> {
+        let mut out = Vec::new();
+        for shard in fs::read_dir(&self.root).map_err(io_err(&self.root))? {
+            let shard = shard.map_err(io_err(&self.root))?.path();
+            if !shard.is_dir() {
+                continue;
+            }
+            for f in fs::read_dir(&shard).map_err(io_err(&shard))? {
+                let name = f.map_err(io_err(&shard))?.file_name().to_string_lossy().into_owned();
+                if name.len() == 64 {
+                    out.push(name);
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stores_content_under_its_sha256_and_reads_it_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = ArchiveStore::open(dir.path()).expect("open");
+        let id = store.put(b"hello").expect("put");
+        assert_eq!(id, sha256_hex(b"hello"));
+        assert_eq!(store.get(&id).expect("get"), b"hello");
+        assert_eq!(store.put(b"hello").expect("put again"), id);
+        assert_eq!(store.list().expect("list"), vec![id.clone()]);
+        store.delete(&id).expect("delete");
+        assert!(matches!(store.get(&id), Err(ArchiveError::NotFound(_))));
+    }
+
+    #[test]
+    fn refuses_to_return_tampered_bytes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = ArchiveStore::open(dir.path()).expect("open");
+        let id = store.put(b"original").expect("put");
+        fs::write(dir.path().join(&id[..2]).join(&id), b"tampered").expect("tamper");
+        assert!(matches!(store.get(&id), Err(ArchiveError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn rejects_ids_that_could_escape_the_store() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = ArchiveStore::open(dir.path()).expect("open");
+        assert!(matches!(store.get("../../etc/passwd"), Err(ArchiveError::InvalidId(_))));
+    }
+
+    #[test]
+    fn finds_id_in_storage_urls() {
+        let url = format!("{STORAGE_URL_PREFIX}abc");
+        assert_eq!(archive_id_from_url(&url), Some("abc"));
+        assert_eq!(archive_id_from_url("http://x/v1/archive?foo=1&id=z"), Some("z"));
+        assert_eq!(archive_id_from_url("http://x/other"), None);
+    }
+}

@@ -1,0 +1,264 @@
+//! Per-function logs: every line an instance prints, timestamped, kept bounded on disk, and
+//! fanned out live to followers (`fission fn logs -f`).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::fs::{self, OpenOptions};
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use tokio::sync::broadcast;
+
+/// A log file is rotated once it grows past this; one rotated file is kept.
+const MAX_LOG_BYTES: u64 = 2 * 1024 * 1024;
+/// Live records buffered per follower before it lags.
+const FOLLOW_BUFFER: usize = 1024;
+
+/// Which stream a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogStream {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+impl LogStream {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Stdout => "stdout",
+            Self::Stderr => "stderr",
+        }
+    }
+}
+
+/// One line of output.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogRecord {
+    /// When the line was read.
+    pub timestamp: DateTime<Utc>,
+    /// Which instance printed it.
+    pub instance: u64,
+    /// stdout or stderr.
+    pub stream: LogStream,
+    /// The line, without its newline.
+    pub message: String,
+}
+
+impl fmt::Display for LogRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {} {} {}",
+            self.timestamp.to_rfc3339_opts(SecondsFormat::Millis, true),
+            self.instance,
+            self.stream.as_str(),
+            self.message
+        )
+    }
+}
+
+impl LogRecord {
+    fn parse(line: &str) -> Option<Self> {
+        let mut parts = line.splitn(4, ' ');
+        let timestamp = DateTime::parse_from_rfc3339(parts.next()?).ok()?.with_timezone(&Utc);
+        let instance = parts.next()?.parse().ok()?;
+        let stream = match parts.next()? {
+            "stdout" => LogStream::Stdout,
+            "stderr" => LogStream::Stderr,
+            _ => return None,
+        };
+        Some(Self { timestamp, instance, stream, message: parts.next().unwrap_or("").to_owned() })
+    }
+}
+
+/// Why reading logs failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// Filesystem failure.
+    #[error("log store I/O on {path}: {source}")]
+    Io {
+        /// Path involved.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+type Key = (String, String);
+
+#[derive(Debug)]
+struct Inner {
+    dir: PathBuf,
+    followers: Mutex<HashMap<Key, broadcast::Sender<LogRecord>>>,
+    // Serializes appends and rotation per store; log volume is small next to request volume.
+    write_lock: Mutex<()>,
+}
+
+/// Function logs under one directory: `<dir>/<namespace>/<function>.log`.
+#[derive(Debug, Clone)]
+pub struct LogStore {
+    inner: Arc<Inner>,
+}
+
+impl LogStore {
+    /// Open (creating) the store.
+    pub fn open(dir: impl Into<PathBuf>) -> Result<Self, LogError> {
+        let dir = dir.into();
+        fs::create_dir_all(&dir).map_err(|source| LogError::Io { path: dir.clone(), source })?;
+        Ok(Self {
+            inner: Arc::new(Inner { dir, followers: Mutex::new(HashMap::new()), write_lock: Mutex::new(()) }),
+        })
+    }
+
+    fn path(&self, namespace: &str, function: &str) -> PathBuf {
+        // Names are DNS-1123 labels (validated), except synthetic ones like `env:<name>`.
+        let safe = |s: &str| s.replace(['/', '\\'], "_").replace("..", "_");
+        self.inner.dir.join(safe(namespace)).join(format!("{}.log", safe(function)))
+    }
+
+    /// A writer that appends lines for one instance of one function.
+    pub fn writer(&self, namespace: &str, function: &str, instance_id: u64) -> FunctionLogWriter {
+        FunctionLogWriter {
+            store: self.clone(),
+            namespace: namespace.to_owned(),
+            function: function.to_owned(),
+            instance: instance_id,
+        }
+    }
+
+    /// The last `tail` records of a function (oldest first).
+    pub fn read(&self, namespace: &str, function: &str, tail: usize) -> Result<Vec<LogRecord>, LogError> {
+        let path = self.path(namespace, function);
+        let mut text = String::new();
+        for p in [path.with_extension("log.1"), path.clone()] {
+            match fs::read(&p) {
+                Ok(b) => text.push_str(&String::from_utf8_lossy(&b)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => return Err(LogError::Io { path: p, source }),
+            }
+        }
+        let records: Vec<LogRecord> = text.lines().filter_map(LogRecord::parse).collect();
+        let skip = records.len().saturating_sub(tail);
+        Ok(records.into_iter().skip(skip).collect())
+    }
+
+    /// Live records of a function from now on.
+    pub fn follow(&self, namespace: &str, function: &str) -> broadcast::Receiver<LogRecord> {
+        let mut followers = self.inner.followers.lock().unwrap_or_else(|e| e.into_inner());
+        followers
+            .entry((namespace.to_owned(), function.to_owned()))
+            .or_insert_with(|| broadcast::channel(FOLLOW_BUFFER).0)
+            .subscribe()
+    }
+
+    /// Remove a function's logs.
+    pub fn remove(&self, namespace: &str, function: &str) {
+        let path = self.path(namespace, function);
+        let _ = fs::remove_file(path.with_extension("log.1"));
+        let _ = fs::remove_file(path);
+    }
+
+    fn append(&self, namespace: &str, function: &str, record: LogRecord) {
+        let path = self.path(namespace, function);
+        {
+            let _guard = self.inner.write_lock.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(dir) = path.parent() {
+                let _ = fs::create_dir_all(dir);
+            }
+            if fs::metadata(&path).map(|m| m.len() > MAX_LOG_BYTES).unwrap_or(false) {
+                let _ = fs::rename(&path, path.with_extension("log.1"));
+            }
+            // Logging must never take an instance down: failures to write are reported once
+            // per line to the server's own log and otherwise ignored.
+            let result = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .and_then(|mut f| writeln!(f, "{record}"));
+            if let Err(e) = result {
+                tracing::warn!(path = %path.display(), error = %e, "cannot write function log");
+            }
+        }
+        let followers = self.inner.followers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(tx) = followers.get(&(namespace.to_owned(), function.to_owned())) {
+            let _ = tx.send(record);
+        }
+    }
+}
+
+/// Appends lines of one instance to its function's log.
+#[derive(Debug, Clone)]
+pub struct FunctionLogWriter {
+    store: LogStore,
+    namespace: String,
+    function: String,
+    instance: u64,
+}
+
+impl FunctionLogWriter {
+    /// Append one line (a trailing newline is stripped; embedded newlines split records).
+    pub fn write(&self, stream: LogStream, line: &str) {
+        for l in line.trim_end_matches(['\n', '\r']).split('\n') {
+            let record = LogRecord {
+                timestamp: Utc::now(),
+                instance: self.instance,
+                stream,
+                message: l.trim_end_matches('\r').to_owned(),
+            };
+            self.store.append(&self.namespace, &self.function, record);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_lines_per_function_and_returns_the_tail() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let logs = LogStore::open(dir.path()).expect("open");
+        let w = logs.writer("default", "hello", 7);
+        for i in 0..30 {
+            w.write(LogStream::Stdout, &format!("line {i}\n"));
+        }
+        logs.writer("default", "other", 1).write(LogStream::Stderr, "boom");
+        let tail = logs.read("default", "hello", 20).expect("read");
+        assert_eq!(tail.len(), 20);
+        assert_eq!(tail[0].message, "line 10");
+        assert_eq!(tail[19].message, "line 29");
+        assert_eq!(tail[19].instance, 7);
+        let other = logs.read("default", "other", 20).expect("read");
+        assert_eq!(other.len(), 1);
+        assert_eq!(other[0].stream, LogStream::Stderr);
+    }
+
+    #[tokio::test]
+    async fn followers_receive_new_lines() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let logs = LogStore::open(dir.path()).expect("open");
+        let mut rx = logs.follow("default", "hello");
+        logs.writer("default", "hello", 1).write(LogStream::Stdout, "live");
+        assert_eq!(rx.recv().await.expect("record").message, "live");
+    }
+
+    #[test]
+    fn rotates_instead_of_growing_without_bound() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let logs = LogStore::open(dir.path()).expect("open");
+        let w = logs.writer("default", "noisy", 1);
+        let line = "x".repeat(1000);
+        for _ in 0..(3 * MAX_LOG_BYTES as usize / 1000) {
+            w.write(LogStream::Stdout, &line);
+        }
+        let total: u64 = fs::read_dir(dir.path().join("default"))
+            .expect("dir")
+            .map(|e| e.expect("entry").metadata().expect("meta").len())
+            .sum();
+        assert!(total <= 2 * MAX_LOG_BYTES + 4096, "logs use {total} bytes");
+    }
+}
