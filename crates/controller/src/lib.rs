@@ -1,1 +1,93 @@
-//! placeholder
+//! The controller: Fission's REST API (`/v2/...`) over the resource store.
+//!
+//! Requests are parsed into typed objects, normalized (Fission's defaults), validated, checked
+//! against what they refer to, and written through [`ResourceStore`]; the store's change feed
+//! carries every accepted write to the router and executor. Errors leave this crate in one
+//! place ([`error::ApiError`]) as `{"code", "message"}` JSON with Fission's status table.
+//!
+//! Besides the resource collections it serves the archive store (`/proxy/storage/v1/archive`),
+//! function logs (`/proxy/logs/{fn}`), service discovery for the CLI (`/proxy/svcname`), health
+//! and version, and an OpenAPI document generated from the same route table it serves.
+
+mod apidocs;
+mod error;
+mod handlers;
+mod references;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fission_core::ResourceStore;
+use fission_store::archive::ArchiveStore;
+use fission_store::logs::LogStore;
+use tokio_util::sync::CancellationToken;
+
+pub use error::ApiError;
+
+/// Controller settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Base URL of the router, given to clients that ask (`fission fn test`).
+    pub router_url: String,
+    /// Largest accepted object body (create/update).
+    pub max_object_bytes: usize,
+    /// Largest accepted archive upload.
+    pub max_archive_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            router_url: "http://127.0.0.1:31314".to_owned(),
+            // Objects carry literal archives below 256 KiB, base64-encoded; 8 MiB is generous.
+            max_object_bytes: 8 * 1024 * 1024,
+            // Fission caps archives at 256 MiB (v1.27).
+            max_archive_bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+
+/// Shared state of the API handlers.
+#[derive(Clone)]
+pub struct Controller {
+    pub(crate) store: Arc<dyn ResourceStore>,
+    pub(crate) archives: ArchiveStore,
+    pub(crate) logs: LogStore,
+    pub(crate) config: Arc<Config>,
+    pub(crate) shutdown: CancellationToken,
+}
+
+impl Controller {
+    /// A controller over `store`.
+    pub fn new(
+        config: Config,
+        store: Arc<dyn ResourceStore>,
+        archives: ArchiveStore,
+        logs: LogStore,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self { store, archives, logs, config: Arc::new(config), shutdown }
+    }
+
+    /// The HTTP application.
+    pub fn app(&self) -> axum::Router {
+        handlers::routes(self.clone())
+    }
+
+    /// Serve on `listener` until `shutdown`, then let in-flight requests finish for up to `grace`.
+    pub async fn serve(self, listener: tokio::net::TcpListener, grace: Duration) -> std::io::Result<()> {
+        let shutdown = self.shutdown.clone();
+        let app = self.app().into_make_service_with_connect_info::<SocketAddr>();
+        let server = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+        let server = tokio::spawn(async move { server.await });
+        shutdown.cancelled().await;
+        match tokio::time::timeout(grace, server).await {
+            Ok(joined) => joined.map_err(std::io::Error::other)?,
+            Err(_) => {
+                tracing::warn!(?grace, "controller did not drain within the grace period");
+                Ok(())
+            }
+        }
+    }
+}

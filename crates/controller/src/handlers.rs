@@ -1,0 +1,265 @@
+use std::collections::HashMap;
+use std::convert::Infallible;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use fission_core::resources::{initial_build_status, AnyResource, ResourceKind};
+use fission_core::validation::{self, FieldErrors};
+use fission_core::DEFAULT_NAMESPACE;
+use futures::StreamExt as _;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::error::ApiError;
+use crate::references::{check_before_delete, check_before_write};
+use crate::{apidocs, Controller};
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// `?namespace=` and friends.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct ItemQuery {
+    namespace: Option<String>,
+    #[serde(default)]
+    force: Option<String>,
+}
+
+impl ItemQuery {
+    fn namespace(&self) -> &str {
+        self.namespace.as_deref().filter(|n| !n.is_empty()).unwrap_or(DEFAULT_NAMESPACE)
+    }
+
+    fn forced(&self) -> bool {
+        matches!(self.force.as_deref(), Some("true" | "1" | "yes"))
+    }
+}
+
+pub(crate) fn routes(c: Controller) -> Router {
+    let mut r = Router::new()
+        .route("/", get(version))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/v2/apidocs.json", get(|| async { Json(apidocs::document()) }))
+        .route(
+            "/proxy/storage/v1/archive",
+            get(archive_get).post(archive_put).layer(DefaultBodyLimit::max(c.config.max_archive_bytes)),
+        )
+        .route("/proxy/svcname", get(svcname))
+        .route("/proxy/logs/{function}", get(function_logs).post(function_logs));
+    for kind in ResourceKind::ALL {
+        let collection = format!("/v2/{}", kind.api_path());
+        let item = format!("{collection}/{{name}}");
+        r = r
+            .route(
+                &collection,
+                get(move |s: State<Controller>, q: Query<ItemQuery>| list(s, kind, q))
+                    .post(move |s: State<Controller>, q: Query<ItemQuery>, b: Bytes| create(s, kind, q, b)),
+            )
+            .route(
+                &item,
+                get(move |s: State<Controller>, p: Path<String>, q: Query<ItemQuery>| get_one(s, kind, p, q))
+                    .put(move |s: State<Controller>, p: Path<String>, q: Query<ItemQuery>, b: Bytes| update(s, kind, p, q, b))
+                    .delete(move |s: State<Controller>, p: Path<String>, q: Query<ItemQuery>| delete(s, kind, p, q)),
+            );
+    }
+    r.route("/v1/{*rest}", axum::routing::any(v1_gone))
+        .fallback(|| async { ApiError::not_found("no such API path; see /v2/apidocs.json") })
+        .layer(DefaultBodyLimit::max(c.config.max_object_bytes))
+        .with_state(c)
+}
+
+async fn version() -> Json<Value> {
+    Json(json!({
+        "name": "fission-rs",
+        "version": env!("CARGO_PKG_VERSION"),
+        "apiVersion": fission_core::API_VERSION,
+    }))
+}
+
+async fn v1_gone() -> ApiError {
+    ApiError::not_found("Fission server supports API v2 only -- v1 is not supported. Please upgrade your Fission client/CLI.")
+}
+
+/// Turn a request body into a normalized object of `kind`, or say exactly what is wrong.
+fn parse_object(kind: ResourceKind, body: &[u8], query_ns: Option<&str>) -> ApiResult<AnyResource> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::invalid(format!("request body is not valid JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(ApiError::invalid(format!("request body must be a {kind} object")));
+    }
+    if let Some(k) = value.get("kind").and_then(Value::as_str).filter(|k| !k.is_empty()) {
+        if !k.eq_ignore_ascii_case(kind.kind_name()) {
+            return Err(ApiError::invalid(format!("body is a {k}, but this endpoint takes {kind}")));
+        }
+    }
+    if let Some(v) = value.get("apiVersion").and_then(Value::as_str).filter(|v| !v.is_empty()) {
+        if v != fission_core::API_VERSION {
+            return Err(ApiError::invalid(format!("apiVersion '{v}' is not supported: use {}", fission_core::API_VERSION)));
+        }
+    }
+    let mut obj = AnyResource::from_value(kind, value)
+        .map_err(|e| ApiError::invalid(format!("invalid {kind}: {e}")))?;
+    if let Some(ns) = query_ns.filter(|n| !n.is_empty()) {
+        let m = obj.meta_mut();
+        if m.namespace.is_empty() {
+            m.namespace = ns.to_owned();
+        } else if m.namespace != ns {
+            return Err(ApiError::invalid(format!(
+                "namespace '{}' in the body does not match namespace '{ns}' in the request",
+                m.namespace
+            )));
+        }
+    }
+    obj.normalize();
+    if let AnyResource::Package(p) = &mut obj {
+        if p.status.buildstatus.is_empty() {
+            let (status, log) = initial_build_status(&p.spec);
+            p.status.buildstatus = status.to_owned();
+            if p.status.buildlog.is_empty() {
+                p.status.buildlog = log.to_owned();
+            }
+        }
+        if p.status.last_update_timestamp.is_none() {
+            p.status.last_update_timestamp = Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+        }
+        let mut errs = FieldErrors::default();
+        validation::package_status(&p.status, &mut errs);
+        errs.into_result(kind, &p.metadata.name)?;
+    }
+    obj.validate()?;
+    Ok(obj)
+}
+
+async fn list(State(c): State<Controller>, kind: ResourceKind, Query(q): Query<ItemQuery>) -> ApiResult<Json<Vec<Value>>> {
+    let ns = q.namespace.as_deref().filter(|n| !n.is_empty());
+    let objects = c.store.list(kind, ns).await?;
+    Ok(Json(objects.iter().map(AnyResource::to_value).collect()))
+}
+
+async fn create(State(c): State<Controller>, kind: ResourceKind, Query(q): Query<ItemQuery>, body: Bytes) -> ApiResult<Response> {
+    let obj = parse_object(kind, &body, q.namespace.as_deref())?;
+    check_before_write(c.store.as_ref(), &obj).await?;
+    let created = c.store.create(obj).await?;
+    tracing::info!(kind = %kind, namespace = %created.meta().namespace, name = %created.meta().name, "created");
+    Ok((StatusCode::CREATED, Json(created.meta().clone())).into_response())
+}
+
+async fn get_one(State(c): State<Controller>, kind: ResourceKind, Path(name): Path<String>, Query(q): Query<ItemQuery>) -> ApiResult<Json<Value>> {
+    Ok(Json(c.store.get(kind, q.namespace(), &name).await?.to_value()))
+}
+
+async fn update(
+    State(c): State<Controller>,
+    kind: ResourceKind,
+    Path(name): Path<String>,
+    Query(q): Query<ItemQuery>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    let mut obj = parse_object(kind, &body, Some(q.namespace()))?;
+    if obj.meta().name != name {
+        return Err(ApiError::invalid(format!(
+            "{kind} name '{}' in the body doesn't match URL '{name}'",
+            obj.meta().name
+        )));
+    }
+    if obj.meta().namespace.is_empty() {
+        obj.meta_mut().namespace = q.namespace().to_owned();
+    }
+    check_before_write(c.store.as_ref(), &obj).await?;
+    let updated = c.store.update(obj).await?;
+    tracing::info!(kind = %kind, namespace = %updated.meta().namespace, name = %updated.meta().name, rv = %updated.meta().resource_version, "updated");
+    Ok(Json(serde_json::to_value(updated.meta()).unwrap_or_default()))
+}
+
+async fn delete(State(c): State<Controller>, kind: ResourceKind, Path(name): Path<String>, Query(q): Query<ItemQuery>) -> ApiResult<StatusCode> {
+    let ns = q.namespace();
+    // Existence first, so deleting a missing object is a 404 and not a misleading 409.
+    c.store.get(kind, ns, &name).await?;
+    check_before_delete(c.store.as_ref(), kind, ns, &name, q.forced()).await?;
+    c.store.delete(kind, ns, &name).await?;
+    tracing::info!(kind = %kind, namespace = %ns, name = %name, "deleted");
+    Ok(StatusCode::OK)
+}
+
+async fn archive_put(State(c): State<Controller>, body: Bytes) -> ApiResult<Response> {
+    if body.is_empty() {
+        return Err(ApiError::invalid("archive upload is empty"));
+    }
+    let archives = c.archives.clone();
+    let id = tokio::task::spawn_blocking(move || archives.put(&body))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok((StatusCode::CREATED, Json(json!({ "id": id }))).into_response())
+}
+
+async fn archive_get(State(c): State<Controller>, Query(q): Query<HashMap<String, String>>) -> ApiResult<Response> {
+    let Some(id) = q.get("id").cloned() else {
+        let archives = c.archives.clone();
+        let ids = tokio::task::spawn_blocking(move || archives.list())
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        return Ok(Json(ids).into_response());
+    };
+    let archives = c.archives.clone();
+    let bytes = tokio::task::spawn_blocking(move || archives.get(&id))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(|e| match e {
+            fission_store::archive::ArchiveError::NotFound(_) => ApiError::not_found("Error retrieving item: not found"),
+            fission_store::archive::ArchiveError::InvalidId(id) => ApiError::invalid(format!("'{id}' is not an archive id")),
+            other => ApiError::internal(other.to_string()),
+        })?;
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
+}
+
+async fn svcname(State(c): State<Controller>, Query(q): Query<HashMap<String, String>>) -> ApiResult<String> {
+    match q.get("application").map(String::as_str) {
+        Some("fission-router") => Ok(c.config.router_url.clone()),
+        Some(other) => Err(ApiError::not_found(format!("no service for application '{other}'"))),
+        None => Err(ApiError::invalid("query parameter 'application' is required")),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct LogQuery {
+    namespace: Option<String>,
+    recordcount: Option<usize>,
+    follow: Option<bool>,
+}
+
+async fn function_logs(State(c): State<Controller>, Path(function): Path<String>, Query(q): Query<LogQuery>) -> ApiResult<Response> {
+    let ns = q.namespace.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned());
+    if c.store.get(ResourceKind::Function, &ns, &function).await.is_err() {
+        return Err(ApiError::not_found(format!("function '{function}' not found in namespace '{ns}'")));
+    }
+    // Subscribe before reading the tail so no line falls between the two.
+    let live = q.follow.unwrap_or(false).then(|| c.logs.follow(&ns, &function));
+    let logs = c.logs.clone();
+    let (ns2, f2, count) = (ns.clone(), function.clone(), q.recordcount.unwrap_or(20));
+    let tail = tokio::task::spawn_blocking(move || logs.read(&ns2, &f2, count))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let head: String = tail.iter().map(|r| format!("{r}\n")).collect();
+    let Some(rx) = live else {
+        return Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], head).into_response());
+    };
+    let shutdown = c.shutdown.clone();
+    let live = futures::stream::unfold(rx, |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(r) => return Some((Ok::<_, Infallible>(Bytes::from(format!("{r}\n"))), rx)),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    })
+    .take_until(shutdown.cancelled_owned());
+    let stream = futures::stream::once(async move { Ok::<_, Infallible>(Bytes::from(head)) }).chain(live);
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], Body::from_stream(stream)).into_response())
+}
