@@ -91,13 +91,25 @@ function displayPath(p, root) {
 function describeLoadError(err, root) {
   if (err instanceof LoadError) return err.message;
   if (!(err instanceof Error)) return `non-error thrown while loading: ${String(err)}`;
-  const head = `${err.name || 'Error'}: ${err.message}`;
+  // "Cannot find module 'x'\nRequire stack:\n- ..." -> first line only.
+  const message = String(err.message).split('\nRequire stack:')[0];
+  const head = `${err.name || 'Error'}: ${message}`;
   const stack = String(err.stack || '');
   if (err instanceof SyntaxError) {
     // V8 prefixes the stack of compile errors with "file:line\ncode\n  ^^^\n\n".
-    const m = /^((?:file:\/\/)?\/[^\n]*?):(\d+)\n([^\n]*)\n([ \t]*\^+[^\n]*)\n/.exec(stack);
+    let located = stack;
+    if (!/^(?:file:\/\/)?\/[^\n]*?:\d+\n/.test(located) && err.loadingFile) {
+      located = locateSyntaxError(err.loadingFile) || stack;
+    }
+    const m = /^((?:file:\/\/)?\/[^\n]*?):(\d+)\n/.exec(located);
     if (m) {
-      return `${head} (${displayPath(m[1], root)}:${m[2]})\n    ${m[3]}\n    ${m[4]}`;
+      const frame = located
+        .slice(m[0].length)
+        .split(/\n\s*\n/)[0]
+        .split('\n')
+        .filter((l) => l.trim() && !l.startsWith(`${err.name}:`));
+      const code = frame.length ? '\n' + frame.map((l) => `    ${l}`).join('\n') : '';
+      return `${head} (${displayPath(m[1], root)}:${m[2]})${code}`;
     }
   }
   // Otherwise point at the first stack frame inside the user's code.
@@ -136,17 +148,37 @@ function shouldRetryAsImport(err) {
 // what require cannot do (e.g. ES modules with top-level await).
 async function loadModule(file) {
   try {
-    return require(file);
-  } catch (err) {
-    if (!shouldRetryAsImport(err)) throw err;
     try {
+      return require(file);
+    } catch (err) {
+      if (!shouldRetryAsImport(err)) throw err;
       return await import(pathToFileURL(file).href);
-    } catch (err2) {
-      // A real syntax error fails both ways; report the ESM loader's view
-      // unless it only complains about the CommonJS syntax we fell back from.
-      throw err2;
+    }
+  } catch (err) {
+    if (err && typeof err === 'object' && !err.loadingFile) err.loadingFile = file;
+    throw err;
+  }
+}
+
+// V8 gives ES-module syntax errors no location; `node --check` prints it
+// ("file:line\ncode\n  ^\n\nSyntaxError: ...").  Only used on the error path.
+function locateSyntaxError(file) {
+  // Ambiguous .js files pass a plain --check when they fail both as CommonJS
+  // and as ESM; checking them as ESM explicitly finds the location.
+  const attempts = [['--check', file], ['--experimental-default-type=module', '--check', file]];
+  for (const args of attempts) {
+    try {
+      require('child_process').execFileSync(process.execPath, args, {
+        stdio: ['ignore', 'ignore', 'pipe'],
+        timeout: 5000,
+        env: {},
+      });
+    } catch (err) {
+      const stderr = err && err.stderr ? err.stderr.toString('utf8') : '';
+      if (/^(?:file:\/\/)?\/[^\n]*?:\d+\n/.test(stderr)) return stderr;
     }
   }
+  return null;
 }
 
 // Resolves a path (without or with extension) to a file, trying the usual
@@ -213,7 +245,8 @@ function exportNames(mod) {
 
 function listExports(mod) {
   const names = exportNames(mod);
-  return names.length ? names.join(', ') : 'none';
+  if (names.length) return names.join(', ');
+  return typeof mod === 'function' ? 'only a function as module.exports' : 'none';
 }
 
 // The "default export": CommonJS module.exports, or an ES module's default.
@@ -227,15 +260,24 @@ function defaultExport(mod) {
   return mod;
 }
 
+function hasOwn(obj, name) {
+  return obj !== null && obj !== undefined && Object.prototype.hasOwnProperty.call(Object(obj), name);
+}
+
+// Own properties every function has; never treated as exports.
+const FUNCTION_BUILTINS = new Set(['name', 'length', 'prototype', 'arguments', 'caller']);
+
+function exportOf(obj, name) {
+  if (!hasOwn(obj, name)) return undefined;
+  if (typeof obj === 'function' && FUNCTION_BUILTINS.has(name)) return undefined;
+  return obj[name];
+}
+
 function namedExport(mod, name) {
-  if (mod === null || mod === undefined) return undefined;
-  if (Object.prototype.hasOwnProperty.call(Object(mod), name) || (typeof mod === 'object' && name in mod)) {
-    if (mod[name] !== undefined) return mod[name];
-  }
-  const def = mod.default;
-  if (def && (typeof def === 'object' || typeof def === 'function') && def[name] !== undefined) {
-    return def[name];
-  }
+  const direct = exportOf(mod, name);
+  if (direct !== undefined) return direct;
+  const def = mod && mod.default;
+  if (typeof def === 'object' || typeof def === 'function') return exportOf(def, name);
   return undefined;
 }
 
@@ -250,10 +292,13 @@ async function loadUserFunction(filepath, functionName) {
   functionName = (functionName || '').trim();
   if (!filepath) throw new LoadError('specialize request has no "filepath"');
   filepath = path.resolve(filepath);
-  const root = filepath;
   if (!fs.existsSync(filepath)) {
-    throw new LoadError(`code path ${filepath} does not exist`);
+    // v1 code paths may omit the extension (/userfunc/user -> user.js).
+    const withExt = EXTENSIONS.map((e) => filepath + e).find(isFile);
+    if (!withExt) throw new LoadError(`code path ${filepath} does not exist`);
+    filepath = withExt;
   }
+  const root = filepath;
   const rootIsFile = isFile(filepath);
 
   // Chooses [file, exportName|null].
@@ -324,16 +369,12 @@ async function loadUserFunction(filepath, functionName) {
     fn = defaultExport(mod);
   }
   if (typeof fn !== 'function') {
-    if (fn === undefined || (exportName === 'default export' && fn && typeof fn === 'object' && Object.keys(fn).length === 0)) {
-      throw new LoadError(
-        `module ${shown} exports no function (exports: ${listExports(mod)}); ` +
-          `use module.exports = async function (context) {...} or export default, or name an export in the entrypoint ("file.func")`,
-      );
-    }
-    throw new LoadError(
-      `${exportName} of ${shown} is ${kindOf(fn)}, not a function` +
-        (exportName === 'default export' ? ` (exports: ${listExports(mod)}; set the entrypoint to "file.func")` : ''),
-    );
+    const hint =
+      exportName === 'default export'
+        ? ` (exports: ${listExports(mod)}); use module.exports = async function (context) {...} or ` +
+          'export default, or name an export in the entrypoint ("file.func")'
+        : '';
+    throw new LoadError(`${exportName} of ${shown} is ${kindOf(fn)}, not a function${hint}`);
   }
   return { fn, file, exportName };
 }
@@ -437,6 +478,25 @@ let specializing = false;
 
 const app = express();
 
+// The specialize endpoints read their own body (whatever its Content-Type),
+// so they are registered before the user-facing body parsers.
+const rawBody = express.raw({ type: () => true, limit: '1mb' });
+
+app.post('/v2/specialize', rawBody, (req, res) => {
+  let loadReq;
+  try {
+    loadReq = parseLoadRequest(req.body);
+  } catch (err) {
+    res.status(400).type('text/plain').send(`invalid specialize request: ${err.message}\n`);
+    return;
+  }
+  specializeWith(res, loadReq.filepath, loadReq.functionName, 'v2');
+});
+
+app.post('/specialize', rawBody, (req, res) => {
+  specializeWith(res, CODEPATH, '', 'v1');
+});
+
 app.use(express.urlencoded({ extended: false, limit: BODY_PARSER_LIMIT }));
 app.use(express.json({ limit: BODY_PARSER_LIMIT }));
 app.use(express.raw({ type: 'application/octet-stream', limit: BODY_PARSER_LIMIT }));
@@ -446,17 +506,15 @@ app.get('/healthz', (req, res) => {
   res.status(200).end();
 });
 
-function parseLoadRequest(req) {
-  let body = req.body;
-  if (Buffer.isBuffer(body)) body = body.toString('utf8');
-  if (typeof body === 'string') {
-    if (!body.trim()) return {};
-    body = JSON.parse(body);
-  }
-  if (!body || typeof body !== 'object' || Array.isArray(body)) {
+// The LoadReq JSON object from the raw request body.
+function parseLoadRequest(body) {
+  const text = Buffer.isBuffer(body) ? body.toString('utf8') : '';
+  if (!text.trim()) return {};
+  const obj = JSON.parse(text);
+  if (!obj || typeof obj !== 'object' || Array.isArray(obj)) {
     throw new Error('expected a JSON object');
   }
-  return body;
+  return obj;
 }
 
 async function specializeWith(res, filepath, functionName, label) {
@@ -474,31 +532,13 @@ async function specializeWith(res, filepath, functionName, label) {
     res.status(202).end();
   } catch (err) {
     const msg = `user code load error: ${describeLoadError(err, path.resolve(filepath || '.'))}`;
-    if (err instanceof LoadError) {
-      console.error(msg);
-    } else {
-      console.error(`user code load error: ${err && err.stack ? err.stack : String(err)}`);
-    }
+    console.error(msg);
+    if (!(err instanceof LoadError) && err && err.stack) console.error(err.stack);
     res.status(500).type('text/plain').send(msg + '\n');
   } finally {
     specializing = false;
   }
 }
-
-app.post('/v2/specialize', (req, res) => {
-  let loadReq;
-  try {
-    loadReq = parseLoadRequest(req);
-  } catch (err) {
-    res.status(400).type('text/plain').send(`invalid specialize request: ${err.message}\n`);
-    return;
-  }
-  specializeWith(res, loadReq.filepath, loadReq.functionName, 'v2');
-});
-
-app.post('/specialize', (req, res) => {
-  specializeWith(res, CODEPATH, '', 'v1');
-});
 
 app.all('*', (req, res) => {
   const fn = userFunction;

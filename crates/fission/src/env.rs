@@ -1,0 +1,16 @@
+//! Environment variables the server reads, each declared once.
+
+/// Data directory.
+pub const ENV_DATA_DIR: &str = "FISSION_DATA_DIR";
+/// Controller listen address.
+pub const ENV_CONTROLLER_LISTEN: &str = "FISSION_CONTROLLER_LISTEN";
+/// Router listen address.
+pub const ENV_ROUTER_LISTEN: &str = "FISSION_ROUTER_LISTEN";
+/// Directory holding the built-in runtimes (`nodejs/`, `python/`).
+pub const ENV_ENVIRONMENTS_DIR: &str = "FISSION_ENVIRONMENTS_DIR";
+/// Node.js binary used for Node runtimes.
+pub const ENV_NODE: &str = "FISSION_NODE";
+/// Python binary used for Python runtimes.
+pub const ENV_PYTHON: &str = "FISSION_PYTHON";
+/// Shutdown grace period.
+pub const ENV_GRACE_PERIOD: &str = "FISSION_GRACE_PERIOD";

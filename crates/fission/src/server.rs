@@ -1,0 +1,234 @@
+//! `fission server`: the all-in-one process. Opens the data directory, builds the store,
+//! controller, executor and router, serves until SIGINT/SIGTERM, then drains.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use clap::Args;
+use fission_core::ResourceStore;
+use fission_store::archive::ArchiveStore;
+use fission_store::logs::LogStore;
+use fission_store::{DataDir, RedbStore};
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::env::*;
+
+/// Flags of `fission server`.
+#[derive(Debug, Args)]
+#[command(after_help = "Every flag can also be set through the environment variable named in brackets.\n\
+The server keeps all state (objects, archives, logs, unpacked packages) in --data-dir; \
+only one server may use a data directory at a time.\n\
+Function instances run as local processes with the server's privileges: no sandbox yet.")]
+pub struct ServerArgs {
+    /// Where objects, archives and logs are kept [default: $XDG_DATA_HOME/fission or ~/.local/share/fission].
+    #[arg(long, env = ENV_DATA_DIR)]
+    data_dir: Option<PathBuf>,
+    /// Address of the controller API (what `fission` talks to).
+    #[arg(long, env = ENV_CONTROLLER_LISTEN, default_value = "127.0.0.1:31313")]
+    controller_listen: SocketAddr,
+    /// Address of the router (where functions are called).
+    #[arg(long, env = ENV_ROUTER_LISTEN, default_value = "127.0.0.1:31314")]
+    router_listen: SocketAddr,
+    /// Directory holding the built-in runtimes (nodejs/, python/) [default: found next to the binary or in ./environments].
+    #[arg(long, env = ENV_ENVIRONMENTS_DIR)]
+    environments_dir: Option<PathBuf>,
+    /// Node.js binary for Node environments [default: /usr/bin/node, else node on PATH].
+    #[arg(long, env = ENV_NODE)]
+    node: Option<PathBuf>,
+    /// Python binary for Python environments [default: /usr/bin/python3, else python3 on PATH].
+    #[arg(long, env = ENV_PYTHON)]
+    python: Option<PathBuf>,
+    /// How long in-flight requests may take to finish at shutdown, in seconds.
+    #[arg(long, env = ENV_GRACE_PERIOD, default_value_t = 10)]
+    grace_period: u64,
+}
+
+fn default_data_dir() -> PathBuf {
+    if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(xdg).join("fission");
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    home.join(".local/share/fission")
+}
+
+/// Find `environments/` next to the binary (a cargo build) or in the working directory.
+fn default_environments_dir() -> Option<PathBuf> {
+    let mut candidates = Vec::new();
+    if let Ok(exe) = std::env::current_exe() {
+        for up in exe.ancestors().skip(1).take(4) {
+            candidates.push(up.join("environments"));
+            candidates.push(up.join("share/fission/environments"));
+        }
+    }
+    if let Ok(cwd) = std::env::current_dir() {
+        candidates.push(cwd.join("environments"));
+    }
+    // A binary built from a checkout (and installed elsewhere) still finds that checkout's runtimes.
+    candidates.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../environments"));
+    candidates.into_iter().find(|c| c.join("nodejs/server.js").is_file() || c.join("python/server.py").is_file())
+}
+
+/// An interpreter by absolute path: the preferred system path, else the first on PATH with
+/// symlinks resolved. Version-manager shims cost ~80 ms per start, so a shim is skipped.
+fn find_binary(explicit: Option<PathBuf>, preferred: &str, name: &str) -> PathBuf {
+    if let Some(p) = explicit {
+        return p;
+    }
+    if Path::new(preferred).is_file() {
+        return PathBuf::from(preferred);
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path) {
+        let candidate = dir.join(name);
+        if candidate.is_file() && !candidate.to_string_lossy().contains("shims") {
+            return std::fs::canonicalize(&candidate).unwrap_or(candidate);
+        }
+    }
+    PathBuf::from(preferred)
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    match (term, int) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
+                _ = int.recv() => tracing::info!("SIGINT received, shutting down"),
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Run the server until a signal arrives.
+pub async fn run(args: ServerArgs) -> Result<()> {
+    init_tracing();
+    let started = tokio::time::Instant::now();
+    let data_dir_path = args.data_dir.clone().unwrap_or_else(default_data_dir);
+    let data = DataDir::open(&data_dir_path)?;
+    let store = RedbStore::open(&data.database())
+        .with_context(|| format!("cannot open the object database in {}", data.root().display()))?;
+    let store: Arc<dyn ResourceStore> = Arc::new(store);
+    let archives = ArchiveStore::open(data.archives())?;
+    let logs = LogStore::open(data.logs())?;
+
+    let controller_listener = TcpListener::bind(args.controller_listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (controller); is another server running? use --controller-listen", args.controller_listen))?;
+    let router_listener = TcpListener::bind(args.router_listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (router); use --router-listen", args.router_listen))?;
+    let controller_addr = controller_listener.local_addr()?;
+    let router_addr = router_listener.local_addr()?;
+
+    let environments_dir = args.environments_dir.clone().or_else(default_environments_dir);
+    let environments_dir = match environments_dir {
+        Some(d) => d,
+        None => {
+            tracing::warn!("no built-in runtimes found (environments/nodejs, environments/python); functions cannot run until --environments-dir is set");
+            PathBuf::from("environments")
+        }
+    };
+    let node = find_binary(args.node.clone(), "/usr/bin/node", "node");
+    let python = find_binary(args.python.clone(), "/usr/bin/python3", "python3");
+
+    let shutdown = CancellationToken::new();
+    let grace = Duration::from_secs(args.grace_period);
+    let mut registry = Registry::default();
+
+    let executor_config = fission_executor::Config {
+        environments_dir: environments_dir.clone(),
+        cache_dir: data.cache(),
+        node_bin: node.clone(),
+        python_bin: python.clone(),
+        ..fission_executor::Config::default()
+    };
+    let launcher = Arc::new(fission_executor::ProcessLauncher::new());
+    let executor = fission_executor::Executor::new(executor_config, store.clone(), archives.clone(), logs.clone(), launcher, &mut registry);
+
+    let router_config = fission_router::Config {
+        listen: router_addr,
+        ..fission_router::Config::default()
+    };
+    let router = fission_router::Router::new(router_config, executor.clone(), &mut registry);
+    let registry = Arc::new(Mutex::new(registry));
+    let router = router.with_metrics(registry.clone());
+
+    let controller_config = fission_controller::Config {
+        router_url: format!("http://{router_addr}"),
+        ..fission_controller::Config::default()
+    };
+    let controller = fission_controller::Controller::new(controller_config, store.clone(), archives, logs, shutdown.clone());
+
+    let mut tasks = JoinSet::new();
+    {
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move { executor.run(shutdown).await.context("executor failed") });
+    }
+    {
+        let (router, store, shutdown) = (router.clone(), store.clone(), shutdown.clone());
+        tasks.spawn(async move { router.sync_routes(store, shutdown).await.context("route sync failed") });
+    }
+    {
+        let (router, shutdown) = (router.clone(), shutdown.clone());
+        tasks.spawn(async move { router.serve(router_listener, shutdown, grace).await.context("router failed") });
+    }
+    tasks.spawn(async move { controller.serve(controller_listener, grace).await.context("controller failed") });
+
+    router.ready().await;
+    tracing::info!(data_dir = %data.root().display(), environments = %environments_dir.display(), node = %node.display(), python = %python.display(), "fission server started");
+    tracing::info!("controller listening on http://{controller_addr}");
+    tracing::info!("router listening on http://{router_addr}");
+    println!(
+        "fission server ready in {} ms: controller http://{controller_addr} router http://{router_addr}",
+        started.elapsed().as_millis()
+    );
+
+    let mut first_error = None;
+    tokio::select! {
+        _ = shutdown_signal() => {}
+        Some(res) = tasks.join_next() => {
+            // A component stopped on its own: that is a failure; take the others down too.
+            match res {
+                Ok(Err(e)) => first_error = Some(e),
+                Err(e) => first_error = Some(anyhow::anyhow!("component panicked: {e}")),
+                Ok(Ok(())) => first_error = Some(anyhow::anyhow!("a component stopped unexpectedly")),
+            }
+        }
+    }
+    shutdown.cancel();
+    let drained = tokio::time::timeout(grace + Duration::from_secs(5), async {
+        while let Some(res) = tasks.join_next().await {
+            if let Ok(Err(e)) = res {
+                tracing::warn!(error = %format!("{e:#}"), "component stopped with an error");
+            }
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("components did not stop within the grace period");
+    } else {
+        tracing::info!("fission server stopped");
+    }
+    drop(data);
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}

@@ -1,0 +1,202 @@
+//! Drives the real `fission` binary: a server on free ports with a temp data dir, and CLI
+//! invocations against it, as a user would.
+#![allow(dead_code)]
+
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_fission");
+
+pub struct Server {
+    pub child: Child,
+    pub controller: String,
+    pub router: String,
+    pub data_dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    stderr_log: PathBuf,
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(o: Output) -> Self {
+        Self {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+
+    #[track_caller]
+    pub fn ok(self) -> Self {
+        assert_eq!(self.code, 0, "command failed\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        self
+    }
+
+    #[track_caller]
+    pub fn fails_with(self, needle: &str) -> Self {
+        assert_eq!(self.code, 1, "command should fail\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        assert!(self.stderr.starts_with("Error: "), "stderr must start with 'Error: ': {}", self.stderr);
+        assert!(self.stderr.contains(needle), "stderr lacks {needle:?}: {}", self.stderr);
+        self
+    }
+}
+
+impl Server {
+    pub fn start() -> Self {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let data_dir = tmp.path().join("data");
+        let mut s = Self::start_on(&data_dir, "127.0.0.1:0", "127.0.0.1:0");
+        s._tmp = Some(tmp);
+        s
+    }
+
+    /// Start on `data_dir`; panics if the server does not become ready.
+    pub fn start_on(data_dir: &Path, controller: &str, router: &str) -> Self {
+        match Self::try_start_on(data_dir, controller, router) {
+            Ok(s) => s,
+            Err(e) => panic!("server did not start: {e}"),
+        }
+    }
+
+    pub fn try_start_on(data_dir: &Path, controller: &str, router: &str) -> Result<Self, String> {
+        std::fs::create_dir_all(data_dir).expect("data dir");
+        let stderr_log = data_dir.with_extension(format!("{}.server.log", std::process::id()));
+        let log = std::fs::File::create(&stderr_log).expect("log file");
+        let mut child = Command::new(BIN)
+            .args(["server", "--data-dir"])
+            .arg(data_dir)
+            .args(["--controller-listen", controller, "--router-listen", router, "--grace-period", "2"])
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("spawn server");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(line) if line.starts_with("fission server ready") => {
+                    let controller = field_after(&line, "controller ");
+                    let router = field_after(&line, "router ");
+                    return Ok(Self { child, controller, router, data_dir: data_dir.to_owned(), _tmp: None, stderr_log });
+                }
+                Ok(_) => {}
+                Err(_) => {
+                    if let Ok(Some(status)) = child.try_wait() {
+                        let log = std::fs::read_to_string(&stderr_log).unwrap_or_default();
+                        return Err(format!("server exited with {status}: {log}"));
+                    }
+                    if Instant::now() > deadline {
+                        let _ = child.kill();
+                        return Err("timed out waiting for the ready line".into());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Run `fission <args>` against this server.
+    pub fn fission(&self, args: &[&str]) -> Run {
+        self.fission_in(args, None)
+    }
+
+    pub fn fission_in(&self, args: &[&str], cwd: Option<&Path>) -> Run {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .env("FISSION_URL", &self.controller)
+            .env("FISSION_ROUTER_URL", &self.router)
+            .env_remove("FISSION_DEFAULT_NAMESPACE")
+            .stdin(Stdio::null());
+        if let Some(d) = cwd {
+            cmd.current_dir(d);
+        }
+        Run::from(cmd.output().expect("run fission"))
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.router, path)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // SIGTERM first so the server stops its instances; then make sure.
+        let pid = self.child.id() as i32;
+        let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                let _ = std::fs::remove_file(&self.stderr_log);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.stderr_log);
+    }
+}
+
+fn field_after(line: &str, key: &str) -> String {
+    line.split(key).nth(1).and_then(|r| r.split_whitespace().next()).unwrap_or_default().to_owned()
+}
+
+/// Poll `f` until it returns Some, or panic after `secs`.
+#[track_caller]
+pub fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {secs}s waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// A blocking HTTP client for calling functions through the router.
+pub fn http() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().expect("client")
+}
+
+pub fn write(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let p = dir.join(name);
+    if let Some(parent) = p.parent() {
+        std::fs::create_dir_all(parent).expect("mkdir");
+    }
+    std::fs::write(&p, body).expect("write");
+    p
+}
+
+pub fn runtimes_installed() -> bool {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../environments");
+    root.join("nodejs/node_modules/express").is_dir() && root.join("python/vendor/flask").is_dir()
+}
