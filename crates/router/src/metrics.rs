@@ -1,0 +1,263 @@
+//! Prometheus metrics, under Fission's names so existing dashboards and the canary manager's
+//! queries keep working.
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `fission_function_calls_total` | counter | namespace, name, path, method, code |
+//! | `fission_function_errors_total` | counter (code ≥ 400, as Fission) | namespace, name, path, method, code |
+//! | `fission_function_overhead_seconds` | histogram | namespace, name, path, method, code |
+//! | `fission_function_cold_starts_total` | counter | namespace, name |
+//!
+//! `path` is the trigger's prefix or relativeurl (empty for `/fission-function/...`), `code`
+//! the status sent to the client; a client that disconnects before the response head is
+//! counted with code 499, as Fission does. Overhead is the time from receiving the request to
+//! having the response head, minus the time spent waiting for the function: it includes
+//! leasing an instance, so cold starts show up in it.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::Method;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use tokio::time::Instant;
+
+use crate::table::FunctionTarget;
+
+/// Status code recorded when the client went away before the response head.
+const CLIENT_CLOSED: u16 = 499;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabels {
+    namespace: Arc<str>,
+    name: Arc<str>,
+    path: Arc<str>,
+    method: Cow<'static, str>,
+    code: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FunctionLabels {
+    namespace: Arc<str>,
+    name: Arc<str>,
+}
+
+/// Prometheus' default buckets, plus finer ones below 5 ms where a warm proxy hop lives.
+fn overhead_histogram() -> Histogram {
+    Histogram::new([
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ])
+}
+
+/// The router's metric families.
+#[derive(Debug)]
+pub(crate) struct Metrics {
+    calls: Family<CallLabels, Counter>,
+    errors: Family<CallLabels, Counter>,
+    overhead: Family<CallLabels, Histogram, fn() -> Histogram>,
+    cold_starts: Family<FunctionLabels, Counter>,
+}
+
+impl Metrics {
+    /// Create the families and register them. prometheus-client appends `_total` to counters,
+    /// so they are registered without it.
+    pub(crate) fn register(registry: &mut Registry) -> Self {
+        let m = Self {
+            calls: Family::default(),
+            errors: Family::default(),
+            overhead: Family::new_with_constructor(overhead_histogram),
+            cold_starts: Family::default(),
+        };
+        registry.register(
+            "fission_function_calls",
+            "Count of Fission function calls",
+            m.calls.clone(),
+        );
+        registry.register(
+            "fission_function_errors",
+            "Count of Fission function errors",
+            m.errors.clone(),
+        );
+        registry.register(
+            "fission_function_overhead_seconds",
+            "The function call delay caused by fission",
+            m.overhead.clone(),
+        );
+        registry.register(
+            "fission_function_cold_starts",
+            "Requests that had to wait for a function instance to be specialized",
+            m.cold_starts.clone(),
+        );
+        m
+    }
+}
+
+/// Standard methods as static strings, so labelling a request does not allocate.
+fn method_label(m: &Method) -> Cow<'static, str> {
+    const KNOWN: [Method; 9] = [
+        Method::GET,
+        Method::HEAD,
+        Method::POST,
+        Method::PUT,
+        Method::PATCH,
+        Method::DELETE,
+        Method::CONNECT,
+        Method::OPTIONS,
+        Method::TRACE,
+    ];
+    const NAMES: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "CONNECT", "OPTIONS", "TRACE",
+    ];
+    KNOWN.iter().position(|k| k == m).map_or_else(
+        || Cow::Owned(m.as_str().to_owned()),
+        |i| Cow::Borrowed(NAMES[i]),
+    )
+}
+
+/// Metrics of one proxied call. Recording happens exactly once: in [`CallRecord::finish`], or
+/// on drop with code 499 when the request future was abandoned (client disconnect).
+pub(crate) struct CallRecord {
+    metrics: Arc<Metrics>,
+    labels: Option<CallLabels>,
+    started: Instant,
+    upstream: Duration,
+}
+
+impl CallRecord {
+    pub(crate) fn start(
+        metrics: Arc<Metrics>,
+        target: &FunctionTarget,
+        path: &Arc<str>,
+        method: &Method,
+    ) -> Self {
+        Self {
+            metrics,
+            labels: Some(CallLabels {
+                namespace: target.namespace.clone(),
+                name: target.name.clone(),
+                path: path.clone(),
+                method: method_label(method),
+                code: 0,
+            }),
+            started: Instant::now(),
+            upstream: Duration::ZERO,
+        }
+    }
+
+    /// Time spent waiting for the function (excluded from the overhead).
+    pub(crate) fn add_upstream(&mut self, d: Duration) {
+        self.upstream += d;
+    }
+
+    /// This request caused a specialization.
+    pub(crate) fn cold_start(&self) {
+        if let Some(l) = &self.labels {
+            let labels = FunctionLabels {
+                namespace: l.namespace.clone(),
+                name: l.name.clone(),
+            };
+            self.metrics.cold_starts.get_or_create(&labels).inc();
+        }
+    }
+
+    /// Record the call with the status sent to the client.
+    pub(crate) fn finish(mut self, code: u16) {
+        self.record(code);
+    }
+
+    fn record(&mut self, code: u16) {
+        let Some(mut labels) = self.labels.take() else {
+            return;
+        };
+        labels.code = code;
+        let overhead = self.started.elapsed().saturating_sub(self.upstream);
+        self.metrics.calls.get_or_create(&labels).inc();
+        if code >= 400 {
+            self.metrics.errors.get_or_create(&labels).inc();
+        }
+        self.metrics
+            .overhead
+            .get_or_create(&labels)
+            .observe(overhead.as_secs_f64());
+    }
+}
+
+impl Drop for CallRecord {
+    fn drop(&mut self) {
+        self.record(CLIENT_CLOSED);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fission_core::resources::{Function, FunctionSpec};
+    use prometheus_client::encoding::text::encode;
+
+    fn target() -> Arc<FunctionTarget> {
+        let f = Function::new("default", "hello", FunctionSpec::default());
+        let table = crate::table::RouteTable::build([&f], []);
+        match table.lookup(&Method::GET, None, "/fission-function/hello") {
+            crate::table::Lookup::Function(m) => m.backend.pick_with_roll(0).clone(),
+            other => panic!("internal route missing: {other:?}"),
+        }
+    }
+
+    fn exposition(registry: &Registry) -> String {
+        let mut s = String::new();
+        encode(&mut s, registry).expect("encoding to a String cannot fail");
+        s
+    }
+
+    #[test]
+    fn exposes_fission_metric_names_with_single_total_suffix() {
+        let mut registry = Registry::default();
+        let metrics = Arc::new(Metrics::register(&mut registry));
+        let t = target();
+        let path: Arc<str> = Arc::from("/hello");
+        let rec = CallRecord::start(metrics.clone(), &t, &path, &Method::GET);
+        rec.cold_start();
+        rec.finish(500);
+
+        let text = exposition(&registry);
+        assert!(text.contains(r#"fission_function_calls_total{namespace="default",name="hello",path="/hello",method="GET",code="500"} 1"#), "{text}");
+        assert!(text.contains(r#"fission_function_errors_total{namespace="default",name="hello",path="/hello",method="GET",code="500"} 1"#), "{text}");
+        assert!(
+            text.contains(
+                r#"fission_function_cold_starts_total{namespace="default",name="hello"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("fission_function_overhead_seconds_bucket{"),
+            "{text}"
+        );
+        assert!(!text.contains("_total_total"), "{text}");
+    }
+
+    #[test]
+    fn successful_call_is_not_an_error_and_abandoned_call_counts_as_499() {
+        let mut registry = Registry::default();
+        let metrics = Arc::new(Metrics::register(&mut registry));
+        let t = target();
+        let path: Arc<str> = Arc::from("");
+        CallRecord::start(metrics.clone(), &t, &path, &Method::POST).finish(200);
+        drop(CallRecord::start(metrics.clone(), &t, &path, &Method::POST));
+
+        let text = exposition(&registry);
+        assert!(text.contains(r#"fission_function_calls_total{namespace="default",name="hello",path="",method="POST",code="200"} 1"#), "{text}");
+        assert!(!text.contains(r#"fission_function_errors_total{namespace="default",name="hello",path="",method="POST",code="200"}"#), "{text}");
+        assert!(text.contains(r#"fission_function_calls_total{namespace="default",name="hello",path="",method="POST",code="499"} 1"#), "{text}");
+    }
+
+    #[test]
+    fn labels_extension_methods_verbatim() {
+        assert_eq!(method_label(&Method::GET), "GET");
+        let purge = Method::from_bytes(b"PURGE").expect("valid method");
+        assert_eq!(method_label(&purge), "PURGE");
+    }
+}

@@ -1,0 +1,571 @@
+//! Forwarding one request to a function instance and relaying its answer.
+//!
+//! The sequence per request:
+//!
+//! 1. Refuse an oversized body by its `Content-Length` before anything else happens.
+//! 2. Buffer small bodies (known length ≤ [`BUFFER_LIMIT`]) so the request can be retried;
+//!    stream everything else with the size limit enforced as bytes flow.
+//! 3. Lease an instance from the executor, bounded by the function's timeout.
+//! 4. Send the request on the shared pooled client, bounded by the function's timeout until
+//!    the response head arrives (a function may stream its body for longer).
+//! 5. If the instance could not be reached or dropped the connection without answering, mark
+//!    it broken and, when the body is replayable, try once more on a fresh lease.
+//! 6. Relay the response verbatim, holding the lease until its body ends; relay protocol
+//!    upgrades (websockets) by splicing the two upgraded connections.
+//!
+//! Everything runs inside the request future, so when the client disconnects and hyper drops
+//! that future, the lease wait or the upstream call is dropped (cancelled) with it.
+
+use std::error::Error as StdError;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use fission_core::FunctionInstances;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri, Version};
+use hyper::body::{Body as _, Incoming};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument as _, Span, debug, warn};
+
+use crate::body::{BodyState, CollectError, RouterBody, UpstreamBody, collect_limited};
+use crate::metrics::{CallRecord, Metrics};
+use crate::respond;
+use crate::table::{FunctionTarget, RouteMatch, percent_decode};
+
+/// Bodies with a known length up to this size are read before the function is called, which
+/// makes the request replayable on a fresh instance and keeps a slow uploader from holding an
+/// instance slot.
+pub(crate) const BUFFER_LIMIT: u64 = 64 * 1024;
+
+/// How long to wait for a TCP connection to an instance. Instances are local processes that
+/// either accept at once or are gone; a long wait would only delay the retry.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Idle pooled connections to an instance are closed after this (Fission's keep-alive time).
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+// === Forward ===
+
+/// Everything about a request bound for a function that depends on the route, computed while
+/// the route table is borrowed.
+#[derive(Debug)]
+pub(crate) struct Forward {
+    pub(crate) target: Arc<FunctionTarget>,
+    /// Path for the function plus the original query.
+    pub(crate) path_and_query: String,
+    /// `X-Fission-Params-*` headers.
+    pub(crate) params: Vec<(HeaderName, HeaderValue)>,
+    /// `path` metric label.
+    pub(crate) metric_path: Arc<str>,
+    pub(crate) client_addr: SocketAddr,
+}
+
+impl Forward {
+    pub(crate) fn new(
+        m: &RouteMatch<'_, '_>,
+        target: Arc<FunctionTarget>,
+        uri: &Uri,
+        client_addr: SocketAddr,
+    ) -> Self {
+        let mut path_and_query =
+            String::with_capacity(m.forward_path.len() + uri.query().map_or(0, |q| q.len() + 1));
+        path_and_query.push_str(&m.forward_path);
+        if let Some(q) = uri.query() {
+            path_and_query.push('?');
+            path_and_query.push_str(q);
+        }
+        let params = m
+            .params
+            .iter()
+            .filter_map(|p| {
+                // Fission's mux matches the decoded path, so functions expect decoded values;
+                // fall back to the raw text when the decoded one cannot be a header value.
+                let value = percent_decode(p.value)
+                    .and_then(|v| HeaderValue::from_str(&v).ok())
+                    .or_else(|| HeaderValue::from_str(p.value).ok())?;
+                Some((p.header.clone(), value))
+            })
+            .collect();
+        Self {
+            target,
+            path_and_query,
+            params,
+            metric_path: m.metric_path.clone(),
+            client_addr,
+        }
+    }
+}
+
+// === Proxy ===
+
+/// The shared upstream client and what it needs around it.
+pub(crate) struct Proxy {
+    client: Client<HttpConnector, UpstreamBody>,
+    instances: Arc<dyn FunctionInstances>,
+    metrics: Arc<Metrics>,
+    max_body_bytes: usize,
+}
+
+/// The request body before an attempt.
+enum PendingBody {
+    /// Empty or buffered: every attempt gets a cheap copy.
+    Replayable(Option<Bytes>),
+    /// Streamed: only one attempt can have it.
+    Stream(Option<UpstreamBody>),
+}
+
+impl Proxy {
+    pub(crate) fn new(
+        instances: Arc<dyn FunctionInstances>,
+        metrics: Arc<Metrics>,
+        max_body_bytes: usize,
+    ) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            // Go writes canonical header names (`X-Fission-Params-User_id`); title case gives
+            // the same spelling for the headers we add, and for the client's own.
+            .http1_title_case_headers(true)
+            .build(connector);
+        Self {
+            client,
+            instances,
+            metrics,
+            max_body_bytes,
+        }
+    }
+
+    /// Forward `req` as `fwd` says and produce the client's response. Never fails: every
+    /// failure becomes a synthetic response from [`respond`].
+    pub(crate) async fn forward(
+        &self,
+        req: Request<Incoming>,
+        fwd: Forward,
+        shutdown: &CancellationToken,
+    ) -> Response<RouterBody> {
+        let mut record = CallRecord::start(
+            self.metrics.clone(),
+            &fwd.target,
+            &fwd.metric_path,
+            req.method(),
+        );
+        let resp = self.forward_inner(req, &fwd, &mut record, shutdown).await;
+        record.finish(resp.status().as_u16());
+        resp
+    }
+
+    async fn forward_inner(
+        &self,
+        mut req: Request<Incoming>,
+        fwd: &Forward,
+        record: &mut CallRecord,
+        shutdown: &CancellationToken,
+    ) -> Response<RouterBody> {
+        let target = &fwd.target;
+        let upgrade =
+            requested_upgrade(req.headers()).map(|proto| (proto, hyper::upgrade::on(&mut req)));
+
+        let content_length = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if let Some(n) = content_length.filter(|n| *n > self.max_body_bytes as u64) {
+            return respond::payload_too_large(self.max_body_bytes, Some(n));
+        }
+
+        let (mut parts, body) = req.into_parts();
+        let body_state = Arc::new(BodyState::default());
+        let mut pending = if body.is_end_stream() {
+            PendingBody::Replayable(None)
+        } else if content_length.is_some_and(|n| n <= BUFFER_LIMIT) {
+            match collect_limited(body, self.max_body_bytes).await {
+                Ok(bytes) => PendingBody::Replayable(Some(bytes)),
+                Err(CollectError::TooLarge) => {
+                    return respond::payload_too_large(self.max_body_bytes, content_length);
+                }
+                Err(CollectError::Client(e)) => return respond::bad_request_body(&e),
+            }
+        } else {
+            PendingBody::Stream(Some(UpstreamBody::streaming(
+                body,
+                self.max_body_bytes,
+                body_state.clone(),
+            )))
+        };
+
+        prepare_request_headers(
+            &mut parts.headers,
+            &parts.uri,
+            fwd,
+            upgrade.as_ref().map(|(p, _)| p),
+        );
+
+        let mut client_upgrade = upgrade.map(|(_, on)| on);
+        let mut attempt = 1;
+        loop {
+            let mut lease = match tokio::time::timeout(
+                target.timeout,
+                self.instances.acquire(&target.function),
+            )
+            .await
+            {
+                Err(_) => return respond::lease_timeout(&target.label, target.timeout),
+                Ok(Err(e)) => {
+                    debug!(function = %target.label, error = %e, "executor could not provide an instance");
+                    return respond::executor_error(&target.label, &e);
+                }
+                Ok(Ok(lease)) => lease,
+            };
+            if lease.cold {
+                record.cold_start();
+                Span::current().record("fission.cold", true);
+            }
+
+            let (body, headers, replayable) = match &mut pending {
+                PendingBody::Replayable(b) => {
+                    (UpstreamBody::Full(b.clone()), parts.headers.clone(), true)
+                }
+                PendingBody::Stream(s) => match s.take() {
+                    Some(b) => (b, std::mem::take(&mut parts.headers), false),
+                    None => {
+                        return respond::internal("request body was already sent to an instance");
+                    }
+                },
+            };
+            let uri = match upstream_uri(lease.addr, &fwd.path_and_query) {
+                Ok(uri) => uri,
+                Err(e) => return respond::internal(&format!("cannot build the instance URL: {e}")),
+            };
+            let mut up = Request::new(body);
+            *up.method_mut() = parts.method.clone();
+            *up.uri_mut() = uri;
+            *up.version_mut() = Version::HTTP_11;
+            *up.headers_mut() = headers;
+
+            let sent = Instant::now();
+            let result = tokio::time::timeout(target.timeout, self.client.request(up)).await;
+            record.add_upstream(sent.elapsed());
+            match result {
+                Err(_) => {
+                    warn!(function = %target.label, instance = %lease.addr, timeout_s = target.timeout.as_secs(),
+                        "function did not answer before its timeout; retiring the instance");
+                    lease.mark_broken();
+                    return respond::function_timeout();
+                }
+                Ok(Ok(resp)) => return relay(resp, lease, client_upgrade.take(), shutdown),
+                Ok(Err(err)) => {
+                    if body_state.exceeded() {
+                        return respond::payload_too_large(self.max_body_bytes, None);
+                    }
+                    if body_state.client_failed() {
+                        return respond::bad_request_body("the client stopped sending it");
+                    }
+                    let addr = lease.addr;
+                    lease.mark_broken();
+                    drop(lease);
+                    let detail = describe_error(&err);
+                    if attempt == 1 && replayable && failed_before_response(&err) {
+                        warn!(function = %target.label, instance = %addr, error = %detail,
+                            "instance failed before answering; retrying once on a fresh instance");
+                        attempt += 1;
+                        continue;
+                    }
+                    warn!(function = %target.label, instance = %addr, error = %detail, "request to instance failed");
+                    return respond::upstream_failed(
+                        &target.label,
+                        &format!("instance {addr}: {detail}"),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Relay the function's response; splice upgraded connections when it switched protocols.
+fn relay(
+    mut resp: Response<Incoming>,
+    lease: fission_core::InstanceLease,
+    client_upgrade: Option<OnUpgrade>,
+    shutdown: &CancellationToken,
+) -> Response<RouterBody> {
+    // An unsolicited 101 is relayed like any other response.
+    let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+    if let Some(client_side) = client_upgrade.filter(|_| switching) {
+        let upstream_side = hyper::upgrade::on(&mut resp);
+        let shutdown = shutdown.clone();
+        tokio::spawn(tunnel(client_side, upstream_side, lease, shutdown).in_current_span());
+        let (parts, _) = resp.into_parts();
+        return Response::from_parts(parts, RouterBody::empty());
+    }
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    Response::from_parts(parts, RouterBody::upstream(body, lease))
+}
+
+/// Copy bytes both ways between an upgraded client connection and an upgraded instance
+/// connection until either side closes or the server shuts down. The lease lives as long.
+async fn tunnel(
+    client_side: OnUpgrade,
+    upstream_side: OnUpgrade,
+    lease: fission_core::InstanceLease,
+    shutdown: CancellationToken,
+) {
+    let _lease = lease;
+    let (client, upstream) = match tokio::try_join!(client_side, upstream_side) {
+        Ok(both) => both,
+        Err(e) => {
+            debug!(error = %e, "protocol upgrade did not complete");
+            return;
+        }
+    };
+    let mut client = TokioIo::new(client);
+    let mut upstream = TokioIo::new(upstream);
+    tokio::select! {
+        r = tokio::io::copy_bidirectional(&mut client, &mut upstream) => match r {
+            Ok((up, down)) => debug!(bytes_to_function = up, bytes_to_client = down, "upgraded connection closed"),
+            Err(e) => debug!(error = %e, "upgraded connection failed"),
+        },
+        () = shutdown.cancelled() => debug!("closing upgraded connection for shutdown"),
+    }
+}
+
+// === Headers ===
+
+const FULL_URL: HeaderName = HeaderName::from_static("x-fission-full-url");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1, and the ones Go's reverse proxy drops).
+fn hop_by_hop() -> [HeaderName; 9] {
+    [
+        header::CONNECTION,
+        HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("proxy-connection"),
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ]
+}
+
+/// Remove hop-by-hop headers, including any the `Connection` header names.
+fn strip_hop_by_hop(h: &mut HeaderMap) {
+    if h.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = h
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+            .collect();
+        for n in named {
+            h.remove(n);
+        }
+    }
+    for n in hop_by_hop() {
+        h.remove(n);
+    }
+}
+
+/// The `Upgrade` value if the client asks to switch protocols (`Connection: upgrade`).
+fn requested_upgrade(h: &HeaderMap) -> Option<HeaderValue> {
+    let asks = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    if asks {
+        h.get(header::UPGRADE).cloned()
+    } else {
+        None
+    }
+}
+
+/// Turn the client's headers into the function's: drop hop-by-hop headers, add Fission's
+/// `X-Fission-*` and forwarding headers, and leave `Host` to the client (it writes the
+/// instance address).
+fn prepare_request_headers(
+    h: &mut HeaderMap,
+    uri: &Uri,
+    fwd: &Forward,
+    upgrade: Option<&HeaderValue>,
+) {
+    let host = h.get(header::HOST).cloned().or_else(|| {
+        uri.authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
+    strip_hop_by_hop(h);
+    h.remove(header::HOST);
+    // The client does not implement `Expect: 100-continue`; the body is sent right away.
+    h.remove(header::EXPECT);
+    if let Some(proto) = upgrade {
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        h.insert(header::UPGRADE, proto.clone());
+    }
+    for (name, value) in &fwd.params {
+        h.insert(name.clone(), value.clone());
+    }
+    let full_url = uri.path_and_query().map_or("/", |pq| pq.as_str());
+    if let Ok(v) = HeaderValue::from_str(full_url) {
+        h.insert(FULL_URL, v);
+    }
+    for (name, value) in fwd.target.identity_headers() {
+        h.insert(name.clone(), value.clone());
+    }
+    let client_forwarded = h.contains_key(header::FORWARDED) || h.contains_key(&X_FORWARDED_HOST);
+    if let Some(host) = host.filter(|_| !client_forwarded) {
+        if let Some(v) = forwarded_value(&host) {
+            h.insert(header::FORWARDED, v);
+        }
+        h.insert(X_FORWARDED_HOST, host);
+    }
+    append_forwarded_for(h, fwd.client_addr);
+}
+
+/// `host=<host>;`, quoting IPv6 literals as RFC 7239 requires.
+fn forwarded_value(host: &HeaderValue) -> Option<HeaderValue> {
+    let host = host.to_str().ok()?;
+    let v = if host.starts_with('[') {
+        format!("host=\"{host}\";")
+    } else {
+        format!("host={host};")
+    };
+    HeaderValue::from_str(&v).ok()
+}
+
+/// Append the client's IP to `X-Forwarded-For`, as Go's reverse proxy does.
+fn append_forwarded_for(h: &mut HeaderMap, client: SocketAddr) {
+    let ip = client.ip().to_string();
+    let joined = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prior) if !prior.is_empty() => format!("{prior}, {ip}"),
+        _ => ip,
+    };
+    if let Ok(v) = HeaderValue::from_str(&joined) {
+        h.insert(X_FORWARDED_FOR, v);
+    }
+}
+
+fn upstream_uri(addr: SocketAddr, path_and_query: &str) -> Result<Uri, http::uri::InvalidUri> {
+    format!("http://{addr}{path_and_query}").parse()
+}
+
+// === Error classification ===
+
+/// Whether the instance failed without producing any response: it refused the connection,
+/// or reset/closed it before a status line arrived. Such requests never reached user code
+/// with a response in flight, so one replay on a fresh instance is reasonable.
+fn failed_before_response(err: &hyper_util::client::legacy::Error) -> bool {
+    if err.is_connect() {
+        return true;
+    }
+    let mut source = err.source();
+    while let Some(e) = source {
+        if let Some(h) = e.downcast_ref::<hyper::Error>() {
+            if h.is_incomplete_message() || h.is_canceled() || h.is_closed() {
+                return true;
+            }
+            if h.is_parse() || h.is_timeout() {
+                return false;
+            }
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::*;
+            if matches!(
+                io.kind(),
+                ConnectionRefused | ConnectionReset | ConnectionAborted | BrokenPipe
+            ) {
+                return true;
+            }
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// A readable description of a client error: the cause chain, without hyper-util's
+/// uninformative `client error (…)` wrapper.
+fn describe_error(err: &hyper_util::client::legacy::Error) -> String {
+    let mut out = String::from(if err.is_connect() {
+        "could not connect to the instance"
+    } else {
+        "the instance closed the connection or sent an invalid response"
+    });
+    let mut source = err.source();
+    while let Some(e) = source {
+        let _ = write!(out, ": {e}");
+        source = e.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_hop_by_hop_headers_and_those_named_by_connection() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.insert("x-kept", HeaderValue::from_static("yes"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h.get("x-kept").map(|v| v.as_bytes()), Some(&b"yes"[..]));
+    }
+
+    #[test]
+    fn detects_upgrade_requests_only_with_connection_upgrade() {
+        let mut h = HeaderMap::new();
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        assert_eq!(requested_upgrade(&h), None);
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, Upgrade"),
+        );
+        assert_eq!(
+            requested_upgrade(&h),
+            Some(HeaderValue::from_static("websocket"))
+        );
+    }
+
+    #[test]
+    fn quotes_ipv6_hosts_in_forwarded() {
+        let v = forwarded_value(&HeaderValue::from_static("[::1]:8888")).expect("valid");
+        assert_eq!(v, "host=\"[::1]:8888\";");
+        let v = forwarded_value(&HeaderValue::from_static("example.com:8888")).expect("valid");
+        assert_eq!(v, "host=example.com:8888;");
+    }
+
+    #[test]
+    fn appends_client_ip_to_existing_forwarded_for() {
+        let mut h = HeaderMap::new();
+        let client: SocketAddr = "10.0.0.7:5000".parse().expect("valid addr");
+        append_forwarded_for(&mut h, client);
+        assert_eq!(h.get(&X_FORWARDED_FOR).expect("set"), "10.0.0.7");
+        append_forwarded_for(&mut h, client);
+        assert_eq!(h.get(&X_FORWARDED_FOR).expect("set"), "10.0.0.7, 10.0.0.7");
+    }
+}
