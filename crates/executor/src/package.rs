@@ -1,0 +1,632 @@
+//! Deployment archives on local disk: fetched from the package (inline literal or the archive
+//! store), unpacked once per package version into
+//! `<cache_dir>/<namespace>/<package>/<resourceVersion>/deployarchive`, then shared read-only by
+//! every instance that loads it.
+//!
+//! Like Fission's fetcher, a zip becomes a directory and anything else stays a single file named
+//! `deployarchive`. Unlike it, unpacking refuses entries that would land outside the target
+//! (zip-slip, absolute paths), symbolic links, and archives beyond a size and entry budget.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::{self, Read as _};
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use fission_core::resources::{build_status, initial_build_status, Package, ARCHIVE_LITERAL, ARCHIVE_URL};
+use fission_store::archive::{archive_id_from_url, sha256_hex, ArchiveError, ArchiveStore};
+
+/// File (or directory) name of an unpacked deployment, as in Fission (`/userfunc/deployarchive`).
+pub(crate) const DEPLOY_NAME: &str = "deployarchive";
+
+/// Budget for one unpacked archive.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct UnpackLimits {
+    /// Total bytes written.
+    pub max_bytes: u64,
+    /// Number of zip entries (files and directories).
+    pub max_entries: usize,
+}
+
+impl Default for UnpackLimits {
+    fn default() -> Self {
+        // Generous for functions with vendored dependencies, small enough that a zip bomb cannot
+        // fill the disk. Fission's storagesvc caps uploads at 256 MiB.
+        Self { max_bytes: 1 << 30, max_entries: 100_000 }
+    }
+}
+
+/// Why an archive could not be unpacked.
+#[derive(Debug, thiserror::Error)]
+pub enum UnpackError {
+    /// An entry would be written outside the target or is a link.
+    #[error("refusing to unpack zip entry '{name}': {reason}")]
+    UnsafeEntry {
+        /// Entry name as stored in the archive.
+        name: String,
+        /// Why it is refused.
+        reason: &'static str,
+    },
+    /// Two entries with the same path.
+    #[error("refusing to unpack zip: entry '{0}' appears more than once")]
+    DuplicateEntry(String),
+    /// Over the byte budget.
+    #[error("refusing to unpack zip: it expands to more than {limit} bytes")]
+    TooLarge {
+        /// The budget.
+        limit: u64,
+    },
+    /// Over the entry budget.
+    #[error("refusing to unpack zip: it has {count} entries, more than the limit of {limit}")]
+    TooManyEntries {
+        /// Entries in the archive.
+        count: usize,
+        /// The budget.
+        limit: usize,
+    },
+    /// Not a readable zip although it starts like one.
+    #[error("corrupt zip archive: {0}")]
+    Corrupt(String),
+    /// Filesystem failure.
+    #[error("cannot write {path}: {source}")]
+    Io {
+        /// The path involved.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Why a package's deployment could not be made available.
+#[derive(Debug, thiserror::Error)]
+pub enum PackageError {
+    /// Build not finished or failed.
+    #[error(
+        "cannot fetch deployment: package build status was \"{status}\" (it must be \"succeeded\" or \"none\"); \
+         see `fission pkg info --name {name}`"
+    )]
+    NotBuilt {
+        /// Package name.
+        name: String,
+        /// Its build status.
+        status: String,
+    },
+    /// Nothing to deploy.
+    #[error("package '{0}' has no deployment archive")]
+    NoDeployment(String),
+    /// A URL this server cannot fetch from.
+    #[error(
+        "package '{name}': deployment URL '{url}' is not supported (only archives of this server's \
+         storage, '…/v1/archive?id=<id>', can be fetched)"
+    )]
+    UnsupportedUrl {
+        /// Package name.
+        name: String,
+        /// The URL.
+        url: String,
+    },
+    /// Reading the archive store failed.
+    #[error("package '{name}': {source}")]
+    Archive {
+        /// Package name.
+        name: String,
+        /// Cause.
+        #[source]
+        source: ArchiveError,
+    },
+    /// The archive does not match the package's checksum.
+    #[error("package '{name}': deployment archive checksum mismatch (expected sha256 {expected}, got {actual})")]
+    Checksum {
+        /// Package name.
+        name: String,
+        /// Recorded.
+        expected: String,
+        /// Computed.
+        actual: String,
+    },
+    /// A name that cannot be a path component.
+    #[error("package '{namespace}/{name}' has a name that cannot be used as a cache path")]
+    InvalidName {
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+    },
+    /// Unpacking failed.
+    #[error("package '{name}': {source}")]
+    Unpack {
+        /// Package name.
+        name: String,
+        /// Cause.
+        #[source]
+        source: UnpackError,
+    },
+}
+
+/// The unpacked-deployment cache.
+pub(crate) struct PackageCache {
+    root: PathBuf,
+    archives: ArchiveStore,
+    limits: UnpackLimits,
+    /// One lock per target path, so concurrent first calls unpack once.
+    inflight: Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl PackageCache {
+    pub(crate) fn new(root: PathBuf, archives: ArchiveStore, limits: UnpackLimits) -> Self {
+        Self { root, archives, limits, inflight: Mutex::new(HashMap::new()) }
+    }
+
+    /// The local path of `pkg`'s deployment (a directory for zips, else a file), unpacking it
+    /// on first use. `keep_archive` (the environment's `keeparchive`) delivers zips unopened.
+    pub(crate) async fn deployment(&self, pkg: &Package, keep_archive: bool) -> Result<PathBuf, PackageError> {
+        let ns = &pkg.metadata.namespace;
+        let name = &pkg.metadata.name;
+        let status = if pkg.status.buildstatus.is_empty() {
+            initial_build_status(&pkg.spec).0
+        } else {
+            pkg.status.buildstatus.as_str()
+        };
+        if status != build_status::SUCCEEDED && status != build_status::NONE {
+            return Err(PackageError::NotBuilt { name: name.clone(), status: status.to_owned() });
+        }
+        let archive = &pkg.spec.deployment;
+        if archive.is_empty() {
+            return Err(PackageError::NoDeployment(name.clone()));
+        }
+        if !is_safe_component(ns) || !is_safe_component(name) {
+            return Err(PackageError::InvalidName { namespace: ns.clone(), name: name.clone() });
+        }
+
+        // The version directory: the package's resourceVersion (a decimal string), or, for
+        // objects without one, a content hash.
+        let rv = &pkg.metadata.resource_version;
+        let version = if !rv.is_empty() && rv.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            Some(rv.clone())
+        } else {
+            None
+        };
+        let mode = if keep_archive { "-keep" } else { "" };
+        if let Some(v) = &version {
+            let target = self.root.join(ns).join(name).join(format!("{v}{mode}")).join(DEPLOY_NAME);
+            if target.symlink_metadata().is_ok() {
+                return Ok(target);
+            }
+        }
+
+        let bytes = self.archive_bytes(pkg).await?;
+        let version = version.unwrap_or_else(|| format!("sha256-{}", &sha256_hex(&bytes)[..32]));
+        let target = self.root.join(ns).join(name).join(format!("{version}{mode}")).join(DEPLOY_NAME);
+
+        let lock = {
+            let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+            inflight.entry(target.clone()).or_default().clone()
+        };
+        let result = {
+            let _guard = lock.lock().await;
+            if target.symlink_metadata().is_ok() {
+                Ok(())
+            } else {
+                let limits = self.limits;
+                let t = target.clone();
+                tokio::task::spawn_blocking(move || install(&bytes, &t, keep_archive, limits))
+                    .await
+                    .unwrap_or_else(|e| Err(UnpackError::Io { path: target.clone(), source: io::Error::other(e) }))
+            }
+        };
+        self.inflight.lock().unwrap_or_else(|e| e.into_inner()).remove(&target);
+        result.map_err(|source| PackageError::Unpack { name: name.clone(), source })?;
+        Ok(target)
+    }
+
+    async fn archive_bytes(&self, pkg: &Package) -> Result<Vec<u8>, PackageError> {
+        let name = &pkg.metadata.name;
+        let archive = &pkg.spec.deployment;
+        let use_literal = archive.archive_type == ARCHIVE_LITERAL
+            || (archive.archive_type != ARCHIVE_URL && !archive.literal.is_empty());
+        if use_literal {
+            return Ok(archive.literal.clone());
+        }
+        let Some(id) = archive_id_from_url(&archive.url) else {
+            return Err(PackageError::UnsupportedUrl { name: name.clone(), url: archive.url.clone() });
+        };
+        let store = self.archives.clone();
+        let id = id.to_owned();
+        let bytes = tokio::task::spawn_blocking(move || store.get(&id))
+            .await
+            .map_err(|e| PackageError::Archive {
+                name: name.clone(),
+                source: ArchiveError::Io { path: PathBuf::new(), source: io::Error::other(e) },
+            })?
+            .map_err(|source| PackageError::Archive { name: name.clone(), source })?;
+        let sum = &archive.checksum.sum;
+        if !sum.is_empty() {
+            let actual = sha256_hex(&bytes);
+            if !actual.eq_ignore_ascii_case(sum) {
+                return Err(PackageError::Checksum { name: name.clone(), expected: sum.clone(), actual });
+            }
+        }
+        Ok(bytes)
+    }
+}
+
+/// A namespace or package name usable as one path component.
+fn is_safe_component(s: &str) -> bool {
+    !s.is_empty() && !s.starts_with('.') && !s.contains(['/', '\\', '\0'])
+}
+
+/// Whether `bytes` is a zip archive (local file header, or an empty archive).
+pub(crate) fn is_zip(bytes: &[u8]) -> bool {
+    bytes.starts_with(b"PK\x03\x04") || bytes.starts_with(b"PK\x05\x06")
+}
+
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Write `bytes` to `target` (unzipped into a directory if it is a zip and `keep_archive` is
+/// false): built under a temporary sibling and renamed into place, so readers never see a
+/// partial deployment and a concurrent writer (another server on the same cache) is harmless.
+pub(crate) fn install(bytes: &[u8], target: &Path, keep_archive: bool, limits: UnpackLimits) -> Result<(), UnpackError> {
+    let parent = target.parent().unwrap_or(Path::new("."));
+    let io_err = |path: &Path| {
+        let path = path.to_owned();
+        move |source| UnpackError::Io { path, source }
+    };
+    fs::create_dir_all(parent).map_err(io_err(parent))?;
+    let tmp = parent.join(format!(
+        ".tmp-{}-{}",
+        std::process::id(),
+        TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    fs::create_dir(&tmp).map_err(io_err(&tmp))?;
+    let staged = tmp.join(DEPLOY_NAME);
+    let result = (|| {
+        if is_zip(bytes) && !keep_archive {
+            unzip(bytes, &staged, limits)?;
+        } else {
+            if bytes.len() as u64 > limits.max_bytes {
+                return Err(UnpackError::TooLarge { limit: limits.max_bytes });
+            }
+            fs::write(&staged, bytes).map_err(io_err(&staged))?;
+        }
+        match fs::rename(&staged, target) {
+            Ok(()) => Ok(()),
+            // Someone else installed it first; theirs is as good as ours.
+            Err(_) if target.symlink_metadata().is_ok() => Ok(()),
+            Err(e) => Err(UnpackError::Io { path: target.to_owned(), source: e }),
+        }
+    })();
+    let _ = fs::remove_dir_all(&tmp);
+    result
+}
+
+/// Unzip `bytes` into the new directory `dest`.
+pub(crate) fn unzip(bytes: &[u8], dest: &Path, limits: UnpackLimits) -> Result<(), UnpackError> {
+    let corrupt = |e: zip::result::ZipError| UnpackError::Corrupt(e.to_string());
+    let mut zip = zip::ZipArchive::new(io::Cursor::new(bytes)).map_err(corrupt)?;
+    if zip.len() > limits.max_entries {
+        return Err(UnpackError::TooManyEntries { count: zip.len(), limit: limits.max_entries });
+    }
+    // Check every entry before writing anything: names, kinds and declared sizes.
+    let mut declared: u64 = 0;
+    for i in 0..zip.len() {
+        let entry = zip.by_index_raw(i).map_err(corrupt)?;
+        safe_relative_path(entry.name())?;
+        if entry.is_symlink() {
+            return Err(UnpackError::UnsafeEntry {
+                name: entry.name().to_owned(),
+                reason: "symbolic links are not allowed",
+            });
+        }
+        declared = declared.saturating_add(entry.size());
+        if declared > limits.max_bytes {
+            return Err(UnpackError::TooLarge { limit: limits.max_bytes });
+        }
+    }
+
+    let io_err = |path: &Path| {
+        let path = path.to_owned();
+        move |source| UnpackError::Io { path, source }
+    };
+    fs::create_dir(dest).map_err(io_err(dest))?;
+    let mut written: u64 = 0;
+    for i in 0..zip.len() {
+        let mut entry = zip.by_index(i).map_err(corrupt)?;
+        let rel = safe_relative_path(entry.name())?;
+        if rel.as_os_str().is_empty() {
+            continue; // "./"
+        }
+        let path = dest.join(&rel);
+        if entry.is_dir() {
+            fs::create_dir_all(&path).map_err(io_err(&path))?;
+            continue;
+        }
+        if let Some(p) = path.parent() {
+            fs::create_dir_all(p).map_err(io_err(p))?;
+        }
+        let mut file = match fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                return Err(UnpackError::DuplicateEntry(entry.name().to_owned()));
+            }
+            Err(e) => return Err(UnpackError::Io { path, source: e }),
+        };
+        // Declared sizes can lie: count what decompression actually produces.
+        let budget = limits.max_bytes - written;
+        let n = io::copy(&mut (&mut entry).take(budget + 1), &mut file).map_err(io_err(&path))?;
+        written += n;
+        if n > budget {
+            return Err(UnpackError::TooLarge { limit: limits.max_bytes });
+        }
+        let executable = entry.unix_mode().is_some_and(|m| m & 0o111 != 0);
+        set_mode(&path, if executable { 0o755 } else { 0o644 }).map_err(io_err(&path))?;
+    }
+    Ok(())
+}
+
+fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+}
+
+/// The relative path an entry name stands for, or why it is refused.
+fn safe_relative_path(name: &str) -> Result<PathBuf, UnpackError> {
+    let refuse = |reason| UnpackError::UnsafeEntry { name: name.to_owned(), reason };
+    if name.contains('\0') {
+        return Err(refuse("the name contains a NUL byte"));
+    }
+    let b = name.as_bytes();
+    if name.starts_with('/') || name.starts_with('\\') || (b.len() >= 2 && b[1] == b':' && b[0].is_ascii_alphabetic()) {
+        return Err(refuse("absolute paths are not allowed"));
+    }
+    let mut out = PathBuf::new();
+    // Zips made on Windows may use backslashes.
+    for part in name.split(['/', '\\']) {
+        match part {
+            "" | "." => {}
+            ".." => return Err(refuse("the path leaves the archive root ('..')")),
+            p => {
+                // A single normal component, whatever the platform thinks.
+                if !matches!(Path::new(p).components().next(), Some(Component::Normal(_))) {
+                    return Err(refuse("the path has an invalid component"));
+                }
+                out.push(p)
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+
+    use super::*;
+
+    fn zip_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut buf = io::Cursor::new(Vec::new());
+        {
+            let mut w = zip::ZipWriter::new(&mut buf);
+            let opts = zip::write::SimpleFileOptions::default();
+            for (name, data) in entries {
+                if name.ends_with('/') {
+                    w.add_directory(*name, opts).expect("dir");
+                } else {
+                    w.start_file(*name, opts).expect("start");
+                    w.write_all(data).expect("write");
+                }
+            }
+            w.finish().expect("finish");
+        }
+        buf.into_inner()
+    }
+
+    fn limits() -> UnpackLimits {
+        UnpackLimits::default()
+    }
+
+    #[test]
+    fn a_single_file_stays_a_file_named_deployarchive() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let target = dir.path().join("ns/pkg/7").join(DEPLOY_NAME);
+        install(b"module.exports = () => 1;\n", &target, false, limits()).expect("install");
+        assert!(target.is_file());
+        assert_eq!(fs::read(&target).expect("read"), b"module.exports = () => 1;\n");
+        // No temporary directories left behind.
+        let names: Vec<_> = fs::read_dir(target.parent().expect("parent"))
+            .expect("ls")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from(DEPLOY_NAME)]);
+    }
+
+    #[test]
+    fn a_zip_becomes_a_directory() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let target = dir.path().join(DEPLOY_NAME);
+        let z = zip_of(&[("hello.py", b"def main(): return 'hi'\n"), ("lib/", b""), ("lib/util.py", b"X = 1\n")]);
+        install(&z, &target, false, limits()).expect("install");
+        assert!(target.is_dir());
+        assert_eq!(fs::read_to_string(target.join("hello.py")).expect("read"), "def main(): return 'hi'\n");
+        assert_eq!(fs::read_to_string(target.join("lib/util.py")).expect("read"), "X = 1\n");
+    }
+
+    #[test]
+    fn keeparchive_delivers_the_zip_unopened() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let target = dir.path().join(DEPLOY_NAME);
+        let z = zip_of(&[("a.txt", b"a")]);
+        install(&z, &target, true, limits()).expect("install");
+        assert!(target.is_file());
+        assert_eq!(fs::read(&target).expect("read"), z);
+    }
+
+    #[test]
+    fn zip_slip_is_refused_and_nothing_is_written() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let target = dir.path().join("v").join(DEPLOY_NAME);
+        let z = zip_of(&[("ok.js", b"1"), ("../../evil.js", b"pwned")]);
+        let err = install(&z, &target, false, limits()).expect_err("must refuse");
+        let msg = err.to_string();
+        assert!(msg.contains("../../evil.js") && msg.contains("leaves the archive root"), "{msg}");
+        assert!(!dir.path().join("evil.js").exists());
+        assert!(target.symlink_metadata().is_err(), "no partial deployment");
+    }
+
+    #[test]
+    fn absolute_entry_paths_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let target = dir.path().join(DEPLOY_NAME);
+        let z = zip_of(&[("/etc/evil", b"x")]);
+        let err = install(&z, &target, false, limits()).expect_err("must refuse");
+        assert!(err.to_string().contains("absolute paths are not allowed"), "{err}");
+        let err = safe_relative_path("C:\\Windows\\evil").expect_err("drive path");
+        assert!(err.to_string().contains("absolute"), "{err}");
+    }
+
+    #[test]
+    fn symlink_entries_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut buf = io::Cursor::new(Vec::new());
+        {
+            let mut w = zip::ZipWriter::new(&mut buf);
+            w.add_symlink("link", "/etc/passwd", zip::write::SimpleFileOptions::default()).expect("symlink");
+            w.finish().expect("finish");
+        }
+        let err = install(&buf.into_inner(), &dir.path().join(DEPLOY_NAME), false, limits()).expect_err("refuse");
+        assert!(err.to_string().contains("symbolic links are not allowed"), "{err}");
+    }
+
+    #[test]
+    fn oversize_archives_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let big = vec![b'a'; 64 * 1024];
+        let z = zip_of(&[("a.bin", &big), ("b.bin", &big)]);
+        let small = UnpackLimits { max_bytes: 100 * 1024, max_entries: 10 };
+        let err = install(&z, &dir.path().join("x").join(DEPLOY_NAME), false, small).expect_err("refuse");
+        assert!(matches!(err, UnpackError::TooLarge { .. }), "{err}");
+        assert!(err.to_string().contains("more than 102400 bytes"), "{err}");
+
+        let many: Vec<(String, Vec<u8>)> = (0..20).map(|i| (format!("f{i}"), vec![])).collect();
+        let refs: Vec<(&str, &[u8])> = many.iter().map(|(n, d)| (n.as_str(), d.as_slice())).collect();
+        let err = install(&zip_of(&refs), &dir.path().join("y").join(DEPLOY_NAME), false, small).expect_err("refuse");
+        assert!(matches!(err, UnpackError::TooManyEntries { count: 20, limit: 10 }), "{err}");
+
+        let err = install(&big, &dir.path().join("z").join(DEPLOY_NAME), false, UnpackLimits { max_bytes: 10, max_entries: 1 })
+            .expect_err("refuse single file");
+        assert!(matches!(err, UnpackError::TooLarge { .. }), "{err}");
+    }
+
+    #[test]
+    fn lying_declared_sizes_do_not_bypass_the_budget() {
+        // Declared sizes pass the pre-check only if they are honest; the copy loop enforces the
+        // budget on real output too. Simulate with a budget just under the real size.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = vec![b'z'; 10_000];
+        let z = zip_of(&[("z", &data)]);
+        let err = unzip(&z, &dir.path().join("d"), UnpackLimits { max_bytes: 9_999, max_entries: 5 }).expect_err("refuse");
+        assert!(matches!(err, UnpackError::TooLarge { .. }));
+    }
+
+    fn package(deployment: fission_core::resources::Archive, status: &str) -> Package {
+        let mut p = Package::new("default", "pkg", fission_core::resources::PackageSpec { deployment, ..Default::default() });
+        p.metadata.resource_version = "42".to_owned();
+        p.status.buildstatus = status.to_owned();
+        p
+    }
+
+    #[tokio::test]
+    async fn url_archives_come_from_the_archive_store_and_are_checksummed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let archives = ArchiveStore::open(dir.path().join("archives")).expect("archives");
+        let z = zip_of(&[("main.py", b"def main(): return 1\n")]);
+        let id = archives.put(&z).expect("put");
+        let cache = PackageCache::new(dir.path().join("cache"), archives, limits());
+        let url = format!("http://storagesvc.fission/v1/archive?id={id}");
+        let mut archive = fission_core::resources::Archive { archive_type: ARCHIVE_URL.to_owned(), url, ..Default::default() };
+        archive.checksum.checksum_type = "sha256".to_owned();
+        archive.checksum.sum = id.clone();
+
+        let path = cache.deployment(&package(archive.clone(), "succeeded"), false).await.expect("deployment");
+        assert_eq!(path, dir.path().join("cache/default/pkg/42/deployarchive"));
+        assert!(path.join("main.py").is_file());
+
+        let mut wrong = archive.clone();
+        wrong.checksum.sum = "0".repeat(64);
+        let mut pkg = package(wrong, "succeeded");
+        pkg.metadata.resource_version = "43".to_owned();
+        let err = cache.deployment(&pkg, false).await.expect_err("checksum");
+        assert!(err.to_string().contains("checksum mismatch"), "{err}");
+
+        let other = fission_core::resources::Archive {
+            archive_type: ARCHIVE_URL.to_owned(),
+            url: "https://example.com/code.zip".to_owned(),
+            ..Default::default()
+        };
+        let mut pkg = package(other, "none");
+        pkg.metadata.resource_version = "44".to_owned();
+        let err = cache.deployment(&pkg, false).await.expect_err("foreign url");
+        assert!(matches!(err, PackageError::UnsupportedUrl { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn only_built_packages_are_deployed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let archives = ArchiveStore::open(dir.path().join("a")).expect("archives");
+        let cache = PackageCache::new(dir.path().join("cache"), archives, limits());
+        for status in ["pending", "running", "failed"] {
+            let err = cache
+                .deployment(&package(fission_core::resources::Archive::literal(b"x".to_vec()), status), false)
+                .await
+                .expect_err("not built");
+            assert!(err.to_string().contains(&format!("build status was \"{status}\"")), "{err}");
+        }
+        // No status yet: deployable when it has a deployment archive (Fission's "none").
+        cache
+            .deployment(&package(fission_core::resources::Archive::literal(b"x".to_vec()), ""), false)
+            .await
+            .expect("deployable");
+        let err = cache.deployment(&package(Default::default(), "none"), false).await.expect_err("empty");
+        assert!(matches!(err, PackageError::NoDeployment(_)), "{err}");
+    }
+
+    #[tokio::test]
+    async fn concurrent_first_calls_unpack_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let archives = ArchiveStore::open(dir.path().join("a")).expect("archives");
+        let cache = Arc::new(PackageCache::new(dir.path().join("cache"), archives, limits()));
+        let pkg = package(fission_core::resources::Archive::literal(zip_of(&[("a.js", b"1")])), "succeeded");
+        let calls: Vec<_> = (0..8)
+            .map(|_| {
+                let cache = cache.clone();
+                let pkg = pkg.clone();
+                tokio::spawn(async move { cache.deployment(&pkg, false).await })
+            })
+            .collect();
+        for c in calls {
+            let path = c.await.expect("join").expect("deployment");
+            assert!(path.join("a.js").is_file());
+        }
+        // Exactly the deployment: no leftover temporaries.
+        let entries: Vec<_> = fs::read_dir(dir.path().join("cache/default/pkg/42"))
+            .expect("ls")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(entries, vec![std::ffi::OsString::from(DEPLOY_NAME)]);
+    }
+
+    #[test]
+    fn concurrent_installs_of_the_same_target_both_succeed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let target = dir.path().join("p").join(DEPLOY_NAME);
+        let z = zip_of(&[("index.js", b"module.exports = 1")]);
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..4).map(|_| s.spawn(|| install(&z, &target, false, limits()))).collect();
+            for h in handles {
+                h.join().expect("thread").expect("install");
+            }
+        });
+        assert_eq!(fs::read_to_string(target.join("index.js")).expect("read"), "module.exports = 1");
+    }
+}

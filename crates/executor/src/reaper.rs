@@ -1,0 +1,31 @@
+//! The idle reaper: every `reaper_interval`, specialized instances idle longer than their
+//! function's `idletimeout` are killed, except the `retainPods` most recently used per
+//! function version. It runs on tokio time, so tests can pause and advance the clock.
+
+use std::sync::Arc;
+
+use tokio::time::{Instant, MissedTickBehavior};
+
+use crate::Executor;
+
+pub(crate) async fn run(executor: Arc<Executor>) {
+    let mut tick = tokio::time::interval(executor.config.reaper_interval);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = executor.stopping.cancelled() => return,
+        }
+        reap_once(&executor);
+    }
+}
+
+/// One reaper pass; returns how many instances were stopped.
+pub(crate) fn reap_once(executor: &Executor) -> usize {
+    let victims = executor.table.reap(Instant::now());
+    for v in &victims {
+        tracing::info!(instance = v.id(), "stopping idle instance");
+        v.kill();
+    }
+    victims.len()
+}
