@@ -74,25 +74,6 @@ fn default_environments_dir() -> Option<PathBuf> {
     candidates.into_iter().find(|c| c.join("nodejs/server.js").is_file() || c.join("python/server.py").is_file())
 }
 
-/// An interpreter by absolute path: the preferred system path, else the first on PATH with
-/// symlinks resolved. Version-manager shims cost ~80 ms per start, so a shim is skipped.
-fn find_binary(explicit: Option<PathBuf>, preferred: &str, name: &str) -> PathBuf {
-    if let Some(p) = explicit {
-        return p;
-    }
-    if Path::new(preferred).is_file() {
-        return PathBuf::from(preferred);
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    for dir in std::env::split_paths(&path) {
-        let candidate = dir.join(name);
-        if candidate.is_file() && !candidate.to_string_lossy().contains("shims") {
-            return std::fs::canonicalize(&candidate).unwrap_or(candidate);
-        }
-    }
-    PathBuf::from(preferred)
-}
-
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
@@ -145,30 +126,35 @@ pub async fn run(args: ServerArgs) -> Result<()> {
             PathBuf::from("environments")
         }
     };
-    let node = find_binary(args.node.clone(), "/usr/bin/node", "node");
-    let python = find_binary(args.python.clone(), "/usr/bin/python3", "python3");
+    let (found_node, found_python) = fission_executor::resolve_runtime_binaries();
+    let node = args.node.clone().or(found_node).unwrap_or_else(|| PathBuf::from("/usr/bin/node"));
+    let python = args.python.clone().or(found_python).unwrap_or_else(|| PathBuf::from("/usr/bin/python3"));
 
     let shutdown = CancellationToken::new();
     let grace = Duration::from_secs(args.grace_period);
     let mut registry = Registry::default();
 
-    let executor_config = fission_executor::Config {
-        environments_dir: environments_dir.clone(),
-        cache_dir: data.cache(),
-        node_bin: node.clone(),
-        python_bin: python.clone(),
-        ..fission_executor::Config::default()
-    };
-    let launcher = Arc::new(fission_executor::ProcessLauncher::new());
+    let executor_config = fission_executor::Config::new(environments_dir.clone(), data.cache(), node.clone(), python.clone());
+    let run_dir = data.root().join("run");
+    // Instance homes of a previous (crashed) run are stale: start clean.
+    let _ = std::fs::remove_dir_all(&run_dir);
+    let launcher = Arc::new(
+        fission_executor::ProcessLauncher::new(run_dir.clone())
+            .with_context(|| format!("cannot create {}", run_dir.display()))?,
+    );
     let executor = fission_executor::Executor::new(executor_config, store.clone(), archives.clone(), logs.clone(), launcher, &mut registry);
 
-    let router_config = fission_router::Config {
-        listen: router_addr,
-        ..fission_router::Config::default()
-    };
+    let router_config = fission_router::Config { listen: router_addr, ..fission_router::Config::default() };
     let router = fission_router::Router::new(router_config, executor.clone(), &mut registry);
     let registry = Arc::new(Mutex::new(registry));
-    let router = router.with_metrics(registry.clone());
+    let router = router.with_metrics_endpoint(move || {
+        let mut text = String::new();
+        let registry = registry.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &registry) {
+            tracing::warn!(error = %e, "cannot encode metrics");
+        }
+        text
+    });
 
     let controller_config = fission_controller::Config {
         router_url: format!("http://{router_addr}"),

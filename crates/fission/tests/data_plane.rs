@@ -1,0 +1,278 @@
+//! End-to-end: functions called through the real router, served by real Node and Python
+//! instances started by the real executor.
+
+mod support;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use support::*;
+
+struct Setup {
+    server: Server,
+    dir: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new() -> Option<Self> {
+        if !runtimes_installed() {
+            eprintln!("runtimes not installed (run environments/setup.sh); skipping");
+            return None;
+        }
+        let server = Server::start();
+        server.fission(&["env", "create", "--name", "nodejs", "--image", "fission/node-env", "--poolsize", "2"]).ok();
+        server.fission(&["env", "create", "--name", "python", "--image", "fission/python-env", "--poolsize", "2"]).ok();
+        Some(Self { server, dir: tempfile::tempdir().expect("tempdir") })
+    }
+
+    fn function(&self, name: &str, env: &str, file: &str, code: &str, extra: &[&str]) {
+        let path = write(self.dir.path(), &format!("{name}/{file}"), code);
+        let mut args = vec!["fn", "create", "--name", name, "--env", env, "--code", path.to_str().expect("path")];
+        args.extend_from_slice(extra);
+        self.server.fission(&args).ok();
+    }
+
+    fn route(&self, args: &[&str]) {
+        let mut a = vec!["route", "create"];
+        a.extend_from_slice(args);
+        self.server.fission(&a).ok();
+    }
+
+    /// GET through the router, waiting for the route to appear (routes apply within ms).
+    fn get(&self, path: &str) -> (u16, String) {
+        let client = http();
+        eventually(10, &format!("route {path}"), || {
+            let resp = client.get(self.server.url(path)).send().ok()?;
+            let status = resp.status().as_u16();
+            let body = resp.text().ok()?;
+            (status != 404 || !body.contains("404 page not found")).then_some((status, body))
+        })
+    }
+}
+
+const HELLO_JS: &str = "module.exports = async function(context) {\n  return { status: 200, body: \"Hello, world!\\n\" };\n}\n";
+
+#[test]
+fn seed_walkthrough_answers_hello_world_from_node_and_python() {
+    let Some(s) = Setup::new() else { return };
+    s.function("hello", "nodejs", "hello.js", HELLO_JS, &[]);
+    s.route(&["--method", "GET", "--url", "/hello", "--function", "hello"]);
+    assert_eq!(s.get("/hello"), (200, "Hello, world!\n".to_owned()));
+
+    s.function("cb", "nodejs", "cb.js", "module.exports = function(context, callback) { callback(201, 'from callback', {'x-cb': '1'}); };\n", &[]);
+    s.route(&["--url", "/cb", "--function", "cb"]);
+    let resp = eventually(10, "cb route", || {
+        let r = http().get(s.server.url("/cb")).send().ok()?;
+        (r.status() != 404).then_some(r)
+    });
+    assert_eq!(resp.status(), 201);
+    assert_eq!(resp.headers().get("x-cb").and_then(|v| v.to_str().ok()), Some("1"));
+    assert_eq!(resp.text().expect("body"), "from callback");
+
+    s.function("pyhello", "python", "hello.py", "def main():\n    return 'Hello, world!\\n'\n", &[]);
+    s.route(&["--url", "/pyhello", "--function", "pyhello"]);
+    assert_eq!(s.get("/pyhello"), (200, "Hello, world!\n".to_owned()));
+}
+
+#[test]
+fn path_params_query_strings_and_bodies_reach_the_function() {
+    let Some(s) = Setup::new() else { return };
+    s.function(
+        "echo",
+        "nodejs",
+        "echo.js",
+        r#"module.exports = async (ctx) => {
+  const r = ctx.request;
+  return { status: 200, headers: {'content-type': 'application/json'}, body: JSON.stringify({
+    name: r.get('x-fission-params-name') || null, id: r.get('x-fission-params-id') || null,
+    query: r.query, url: r.url, full: r.get('x-fission-full-url'), method: r.method,
+    body: Buffer.isBuffer(r.body) ? r.body.toString('base64') : r.body }) };
+};
+"#,
+        &[],
+    );
+    s.route(&["--url", "/hello/{name}", "--function", "echo", "--method", "GET", "--method", "POST"]);
+    s.route(&["--url", "/items/{id:[0-9]+}", "--function", "echo"]);
+    let (status, body) = s.get("/hello/world?x=1&y=two");
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(v["name"], "world");
+    assert_eq!(v["query"]["y"], "two");
+    assert_eq!(v["full"], "/hello/world?x=1&y=two");
+    assert_eq!(v["url"], "/?x=1&y=two", "relativeurl triggers forward '/' with the query");
+
+    let (_, body) = s.get("/items/42");
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&body).expect("json")["id"], "42");
+    let r = http().get(s.server.url("/items/abc")).send().expect("send");
+    assert_eq!(r.status(), 404, "regex constraint rejects non-digits");
+
+    let client = http();
+    let r = client.post(s.server.url("/hello/json")).json(&serde_json::json!({"a": [1, 2]})).send().expect("post");
+    let v: serde_json::Value = r.json().expect("json");
+    assert_eq!(v["body"]["a"][1], 2);
+    assert_eq!(v["method"], "POST");
+    let r = client.post(s.server.url("/hello/text")).header("content-type", "text/plain").body("plain text").send().expect("post");
+    assert_eq!(r.json::<serde_json::Value>().expect("json")["body"], "plain text");
+    let bin: Vec<u8> = (0..=255u8).collect();
+    let r = client.post(s.server.url("/hello/bin")).header("content-type", "application/octet-stream").body(bin.clone()).send().expect("post");
+    let b64 = r.json::<serde_json::Value>().expect("json")["body"].as_str().unwrap_or_default().to_owned();
+    use base64::Engine as _;
+    assert_eq!(base64::engine::general_purpose::STANDARD.decode(b64).expect("b64"), bin);
+
+    let r = client.delete(s.server.url("/hello/x")).send().expect("delete");
+    assert_eq!(r.status(), 405, "path matches, method does not");
+    let r = client.get(s.server.url("/nothing-here")).send().expect("get");
+    assert_eq!(r.status(), 404);
+}
+
+#[test]
+fn prefix_routes_strip_or_keep_the_prefix() {
+    let Some(s) = Setup::new() else { return };
+    let code = "module.exports = async (ctx) => ({status: 200, body: ctx.request.url});\n";
+    s.function("strip", "nodejs", "p.js", code, &[]);
+    s.function("keep", "nodejs", "p.js", code, &[]);
+    s.route(&["--prefix", "/api", "--function", "strip"]);
+    s.route(&["--prefix", "/keep", "--keepprefix", "--function", "keep"]);
+    assert_eq!(s.get("/api/users/7?q=1"), (200, "/users/7?q=1".to_owned()));
+    assert_eq!(s.get("/api"), (200, "/".to_owned()));
+    assert_eq!(s.get("/keep/a/b"), (200, "/keep/a/b".to_owned()));
+    let r = http().get(s.server.url("/apix")).send().expect("get");
+    assert_eq!(r.status(), 404, "/api does not match /apix");
+}
+
+#[test]
+fn internal_routes_and_fn_test_reach_every_function() {
+    let Some(s) = Setup::new() else { return };
+    s.function("hello", "nodejs", "hello.js", HELLO_JS, &[]);
+    assert_eq!(s.get("/fission-function/hello"), (200, "Hello, world!\n".to_owned()));
+    assert_eq!(s.get("/fission-function/default/hello"), (200, "Hello, world!\n".to_owned()));
+    let out = s.server.fission(&["fn", "test", "--name", "hello"]).ok();
+    assert_eq!(out.stdout, "Hello, world!\n");
+
+    s.function("broken", "nodejs", "broken.js", "module.exports = async (ctx) => { return {status: 200, body: 'x' ;\n", &[]);
+    let out = s.server.fission(&["fn", "test", "--name", "broken"]);
+    assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("Error:"), "{}", out.stderr);
+    assert!(out.stderr.contains("SyntaxError"), "the loader's error is shown: {}", out.stderr);
+    let logs = s.server.fission(&["fn", "logs", "--name", "broken"]).ok();
+    assert!(logs.stdout.contains("SyntaxError"), "fn logs shows it: {}", logs.stdout);
+}
+
+#[test]
+fn failing_specialization_answers_500_quickly_with_the_loader_message() {
+    let Some(s) = Setup::new() else { return };
+    s.function("nomain", "python", "nomain.py", "def other():\n    return 'x'\n", &[]);
+    s.route(&["--url", "/nomain", "--function", "nomain"]);
+    // Wait for the route, then time one call.
+    let _ = s.get("/nomain");
+    let t = Instant::now();
+    let r = http().get(s.server.url("/nomain")).send().expect("get");
+    assert!(t.elapsed() < Duration::from_secs(2), "took {:?}", t.elapsed());
+    assert_eq!(r.status(), 500);
+    assert!(r.text().expect("body").contains("main"), "names the missing function");
+}
+
+#[test]
+fn function_update_serves_new_code_immediately() {
+    let Some(s) = Setup::new() else { return };
+    s.function("ver", "nodejs", "v.js", "module.exports = async () => ({status: 200, body: 'v1'});\n", &[]);
+    s.route(&["--url", "/ver", "--function", "ver"]);
+    assert_eq!(s.get("/ver").1, "v1");
+    let v2 = write(s.dir.path(), "ver/v2.js", "module.exports = async () => ({status: 200, body: 'v2'});\n");
+    s.server.fission(&["fn", "update", "--name", "ver", "--code", v2.to_str().expect("p")]).ok();
+    // Immediately after the CLI returns, no call may run the old code.
+    for _ in 0..5 {
+        let r = http().get(s.server.url("/ver")).send().expect("get");
+        assert_eq!(r.text().expect("body"), "v2");
+    }
+}
+
+#[test]
+fn slow_function_gets_504_after_its_timeout() {
+    let Some(s) = Setup::new() else { return };
+    s.function("slow", "nodejs", "slow.js", "module.exports = async () => { await new Promise(r => setTimeout(r, 5000)); return {status: 200, body: 'late'}; };\n", &["--fntimeout", "1"]);
+    s.route(&["--url", "/slow", "--function", "slow"]);
+    let _ = eventually(10, "route", || {
+        let r = http().get(s.server.url("/slow")).send().ok()?;
+        (r.status() != 404).then_some(())
+    });
+    let t = Instant::now();
+    let r = http().get(s.server.url("/slow")).send().expect("get");
+    assert_eq!(r.status(), 504);
+    assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
+    assert_eq!(r.text().expect("body").trim_end(), "no response from function before timeout");
+}
+
+const PID_JS: &str = "module.exports = async (ctx) => { await new Promise(r => setTimeout(r, Number(ctx.request.query.ms || 0))); return {status: 200, body: String(process.pid)}; };\n";
+
+#[test]
+fn burst_respects_concurrency_and_requests_per_pod() {
+    let Some(s) = Setup::new() else { return };
+    s.function("limited", "nodejs", "pid.js", PID_JS, &["--concurrency", "2", "--rpp", "1"]);
+    s.route(&["--url", "/limited", "--function", "limited"]);
+    let _ = s.get("/limited");
+    let handles: Vec<_> = (0..6)
+        .map(|_| {
+            let url = s.server.url("/limited?ms=300");
+            std::thread::spawn(move || http().get(url).send().and_then(|r| r.text()).expect("call"))
+        })
+        .collect();
+    let pids: HashSet<String> = handles.into_iter().map(|h| h.join().expect("thread")).collect();
+    assert!(pids.len() <= 2, "at most `concurrency` instances served the burst: {pids:?}");
+}
+
+#[test]
+fn killed_instance_is_replaced_and_calls_keep_working() {
+    let Some(s) = Setup::new() else { return };
+    s.function("pid", "nodejs", "pid.js", PID_JS, &[]);
+    s.route(&["--url", "/pid", "--function", "pid"]);
+    let (_, first) = s.get("/pid");
+    let pid: i32 = first.trim().parse().expect("pid");
+    std::process::Command::new("kill").args(["-9", &pid.to_string()]).status().expect("kill");
+    let second = eventually(10, "a new instance", || {
+        let r = http().get(s.server.url("/pid")).send().ok()?;
+        if r.status() != 200 {
+            return None;
+        }
+        let b = r.text().ok()?;
+        (b != first).then_some(b)
+    });
+    assert_ne!(second, first);
+}
+
+#[test]
+fn idle_instances_are_reaped_after_idletimeout() {
+    let Some(s) = Setup::new() else { return };
+    s.function("idle", "nodejs", "pid.js", PID_JS, &["--idletimeout", "1"]);
+    s.route(&["--url", "/idle", "--function", "idle"]);
+    let (_, first) = s.get("/idle");
+    let pid: i32 = first.trim().parse().expect("pid");
+    eventually(20, "the idle instance to exit", || {
+        let alive = std::path::Path::new(&format!("/proc/{pid}")).exists();
+        (!alive).then_some(())
+    });
+    let (_, again) = s.get("/idle");
+    assert_ne!(again, first);
+}
+
+#[test]
+fn oversized_request_body_is_refused_with_413() {
+    let Some(s) = Setup::new() else { return };
+    s.function("hello", "nodejs", "hello.js", HELLO_JS, &[]);
+    s.route(&["--url", "/big", "--function", "hello", "--method", "POST"]);
+    let _ = eventually(10, "route", || {
+        let r = http().post(s.server.url("/big")).body("x").send().ok()?;
+        (r.status() != 404).then_some(())
+    });
+    // Announce a body over the limit and read the answer before sending it.
+    use std::io::{Read as _, Write as _};
+    let addr = s.server.router.trim_start_matches("http://").to_owned();
+    let mut conn = std::net::TcpStream::connect(&addr).expect("connect");
+    conn.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    write!(conn, "POST /big HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\n\r\n", 200u64 * 1024 * 1024).expect("write");
+    conn.write_all(&[b'x'; 4096]).expect("write some body");
+    let mut head = [0u8; 512];
+    let n = conn.read(&mut head).expect("read");
+    let head = String::from_utf8_lossy(&head[..n]);
+    assert!(head.starts_with("HTTP/1.1 413"), "{head}");
+}
