@@ -1,0 +1,139 @@
+//! One module per command group; shared plumbing here.
+
+pub(crate) mod canary;
+pub(crate) mod env;
+pub(crate) mod function;
+pub(crate) mod mqtrigger;
+pub(crate) mod package;
+pub(crate) mod route;
+pub(crate) mod timetrigger;
+pub(crate) mod version;
+pub(crate) mod watch;
+
+use std::fmt::Display;
+
+use anyhow::bail;
+use fission_core::{AnyResource, Object, Spec};
+use serde::Serialize;
+
+use crate::api::{Api, Wrap};
+use crate::output::{self, OutputFormat};
+use crate::{GlobalArgs, NsKind};
+
+/// What every command gets: the API client and the global flags.
+pub(crate) struct Ctx {
+    pub(crate) api: Api,
+    pub(crate) global: GlobalArgs,
+}
+
+impl Ctx {
+    pub(crate) fn new(global: GlobalArgs) -> anyhow::Result<Self> {
+        let api = Api::new(&global.server, global.verbosity >= 2)?;
+        Ok(Self { api, global })
+    }
+
+    pub(crate) fn ns(&self, kind: NsKind) -> String {
+        self.global.namespace_for(kind)
+    }
+
+    /// An informational line on stdout (suppressed by `--verbosity 0`).
+    pub(crate) fn info(&self, msg: impl Display) {
+        if self.global.verbosity >= 1 {
+            output::print_stdout(format!("{msg}\n").as_bytes());
+        }
+    }
+
+    /// `Warning: …` on stderr (suppressed by `--verbosity 0`).
+    pub(crate) fn warn(&self, msg: impl Display) {
+        if self.global.verbosity >= 1 {
+            eprintln!("Warning: {msg}");
+        }
+    }
+}
+
+/// A result line on stdout (`function 'x' created`), always printed.
+pub(crate) fn say(msg: impl Display) {
+    output::print_stdout(format!("{msg}\n").as_bytes());
+}
+
+/// `-A` and `-o` of list commands.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ListArgs {
+    /// List objects in all namespaces
+    #[arg(long = "all-namespaces", short = 'A')]
+    pub all_namespaces: bool,
+    /// Print the full objects as json or yaml instead of a table
+    #[arg(long = "output", short = 'o', value_enum)]
+    pub output: Option<OutputFormat>,
+}
+
+impl ListArgs {
+    /// The namespace to list: `None` (all) with `-A`.
+    pub(crate) fn scope(&self, ctx: &Ctx, kind: NsKind) -> Option<String> {
+        if self.all_namespaces { None } else { Some(ctx.ns(kind)) }
+    }
+}
+
+/// `--spec` / `--dry` of create commands.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct SpecArgs {
+    /// Save to the spec directory instead of creating on the server (not supported yet)
+    #[arg(long)]
+    pub spec: bool,
+    /// Print the object(s) as YAML instead of creating them
+    #[arg(long)]
+    pub dry: bool,
+    /// Spec directory (for --spec)
+    #[arg(long, hide = true)]
+    pub specdir: Option<String>,
+}
+
+impl SpecArgs {
+    /// Refuse `--spec` (declarative specs are a later feature). Returns whether `--dry` is set.
+    pub(crate) fn dry_run(&self) -> anyhow::Result<bool> {
+        if self.spec {
+            bail!("--spec is not supported yet; use --dry to print the object(s) as YAML");
+        }
+        Ok(self.dry)
+    }
+}
+
+/// Print objects as `---`-separated YAML (what `--dry` shows).
+pub(crate) fn print_dry(docs: &[String]) -> anyhow::Result<()> {
+    output::print_stdout(output::yaml_documents(docs).as_bytes());
+    Ok(())
+}
+
+/// One object as a YAML document, keys in the object's field order.
+pub(crate) fn to_yaml<T: Serialize>(v: &T) -> anyhow::Result<String> {
+    output::render(OutputFormat::Yaml, v)
+}
+
+/// Delete one object, honouring `--ignorenotfound`. Returns whether something was deleted.
+pub(crate) async fn delete_one<S: Spec>(
+    ctx: &Ctx,
+    ns: &str,
+    name: &str,
+    ignore_not_found: bool,
+    force: bool,
+    what: &str,
+) -> anyhow::Result<bool>
+where
+    AnyResource: From<Object<S>>,
+{
+    crate::util::check_name::<S>(ns, name)?;
+    match ctx.api.delete::<S>(ns, name, force).await {
+        Ok(()) => Ok(true),
+        Err(e) if e.is_not_found() && ignore_not_found => Ok(false),
+        Err(e) => Err(e).wrap(&format!("error deleting {what}")),
+    }
+}
+
+/// Read one object by name, checking the name first.
+pub(crate) async fn get_one<S: Spec>(ctx: &Ctx, ns: &str, name: &str, what: &str) -> anyhow::Result<Object<S>>
+where
+    AnyResource: From<Object<S>>,
+{
+    crate::util::check_name::<S>(ns, name)?;
+    ctx.api.get::<S>(ns, name).await.wrap(&format!("error getting {what}"))
+}

@@ -1,0 +1,586 @@
+//! `fission package|pkg …` (§3.5), plus the package plumbing `fn create/update` share.
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Subcommand};
+use fission_core::resources::{
+    ARCHIVE_LITERAL, Archive, Environment, EnvironmentSpec, Function, FunctionSpec, Package, PackageSpec,
+    PackageStatus, build_status,
+};
+use fission_core::{ObjectMeta, ObjectReference};
+
+use super::{Ctx, ListArgs, SpecArgs, delete_one, get_one, print_dry, say, to_yaml};
+use crate::NsKind;
+use crate::api::Wrap;
+use crate::archive::{self, ArchiveSource};
+use crate::output::{OutputFormat, Table, print_stdout, print_structured};
+use crate::util::{check_name, package_name_from_file, random_suffix, validate};
+
+/// `fission pkg` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum PkgCommand {
+    /// Create a package from source or deployment archives
+    Create(PkgCreateArgs),
+    /// Update a package's archives, environment or build command
+    Update(PkgUpdateArgs),
+    /// Show a package's status and build logs
+    Info(PkgNameArgs),
+    /// List packages
+    List(PkgListArgs),
+    /// Delete a package
+    Delete(PkgDeleteArgs),
+    /// Download the deployment archive
+    Getdeploy(PkgGetArgs),
+    /// Download the source archive
+    Getsrc(PkgGetArgs),
+    /// Retry a failed build
+    Rebuild(PkgNameArgs),
+}
+
+/// Archive flags shared by `pkg create/update` and `fn create/update`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct CodeArgs {
+    /// Local path or URL of a single file of code (stored as is, not zipped)
+    #[arg(long)]
+    pub code: Option<String>,
+    /// Deployment archive: zip file, files, directories or globs (repeatable)
+    #[arg(long = "deploy", visible_alias = "deployarchive")]
+    pub deploy: Vec<String>,
+    /// Source archive to be built: zip file, files, directories or globs (repeatable)
+    #[arg(long = "src", visible_aliases = ["source", "sourcearchive"])]
+    pub src: Vec<String>,
+    /// SHA256 checksum of a source archive given by URL
+    #[arg(long)]
+    pub srcchecksum: Option<String>,
+    /// SHA256 checksum of a deployment archive given by URL
+    #[arg(long)]
+    pub deploychecksum: Option<String>,
+    /// Do not verify/compute the checksum of archives given by URL
+    #[arg(long)]
+    pub insecure: bool,
+    /// Build command for the builder (overrides the environment's)
+    #[arg(long)]
+    pub buildcmd: Option<String>,
+}
+
+/// Archives read from disk, ready to become package archives.
+#[derive(Debug, Default)]
+pub(crate) struct PreparedCode {
+    deploy: Option<ArchiveSource>,
+    src: Option<ArchiveSource>,
+}
+
+impl PreparedCode {
+    pub(crate) fn has_source(&self) -> bool {
+        self.src.is_some()
+    }
+}
+
+impl CodeArgs {
+    /// Whether any archive flag was given.
+    pub(crate) fn any(&self) -> bool {
+        self.code.is_some() || !self.deploy.is_empty() || !self.src.is_empty()
+    }
+
+    /// The first path given (for the default package name).
+    pub(crate) fn first_arg(&self) -> Option<&str> {
+        self.code.as_deref().or(self.deploy.first().map(String::as_str)).or(self.src.first().map(String::as_str))
+    }
+
+    /// Read the files (all local failures happen here, before anything is written).
+    pub(crate) fn prepare(&self) -> anyhow::Result<PreparedCode> {
+        if self.code.is_some() && !self.deploy.is_empty() {
+            bail!("--code and --deploy cannot be used together: --code takes one file, --deploy zips files");
+        }
+        let deploy = match (&self.code, self.deploy.is_empty()) {
+            (Some(c), _) => Some(archive::from_code(c)?),
+            (None, false) => Some(archive::from_files(&self.deploy)?),
+            (None, true) => None,
+        };
+        let src = if self.src.is_empty() { None } else { Some(archive::from_files(&self.src)?) };
+        Ok(PreparedCode { deploy, src })
+    }
+
+    /// Turn prepared code into `(deployment, source)` archives; uploads large ones unless `dry`.
+    pub(crate) async fn archives(
+        &self,
+        ctx: &Ctx,
+        p: PreparedCode,
+        dry: bool,
+    ) -> anyhow::Result<(Option<Archive>, Option<Archive>)> {
+        let one = |src: Option<ArchiveSource>, sum: Option<String>| async move {
+            match src {
+                None => Ok::<_, anyhow::Error>(None),
+                Some(s) if dry => Ok(Some(archive::dry_archive(s, sum.as_deref())?)),
+                Some(s) => Ok(Some(archive::into_archive(&ctx.api, s, sum.as_deref(), self.insecure).await?)),
+            }
+        };
+        let deploy = one(p.deploy, self.deploychecksum.clone()).await?;
+        let src = one(p.src, self.srcchecksum.clone()).await?;
+        Ok((deploy, src))
+    }
+}
+
+fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// The status a CLI-written package gets: `pending` when there is source to build, else
+/// `succeeded`.
+pub(crate) fn initial_status(has_source: bool) -> PackageStatus {
+    PackageStatus {
+        buildstatus: if has_source { build_status::PENDING } else { build_status::SUCCEEDED }.to_owned(),
+        buildlog: String::new(),
+        last_update_timestamp: Some(now_rfc3339()),
+    }
+}
+
+/// A new Package object as the CLI writes it (§2.9a).
+pub(crate) fn new_package(
+    ns: &str,
+    name: &str,
+    env: &ObjectReference,
+    deploy: Option<Archive>,
+    src: Option<Archive>,
+    buildcmd: Option<&str>,
+) -> Package {
+    let has_source = src.is_some();
+    let spec = PackageSpec {
+        environment: env.clone(),
+        source: src.unwrap_or_default(),
+        deployment: deploy.unwrap_or_default(),
+        buildcmd: buildcmd.unwrap_or_default().to_owned(),
+    };
+    let mut p = Package::new(ns, name, spec);
+    p.status = initial_status(has_source);
+    p
+}
+
+/// Check an environment exists (Fission's wording), warning when source code will never build.
+pub(crate) async fn check_environment(ctx: &Ctx, ns: &str, env: &str, has_source: bool) -> anyhow::Result<Environment> {
+    check_name::<EnvironmentSpec>(ns, env)?;
+    let e: Environment = ctx.api.get(ns, env).await.wrap("error retrieving environment information")?;
+    if has_source && e.spec.builder.as_ref().is_none_or(|b| b.image.is_empty()) {
+        ctx.warn(format!(
+            "environment '{env}' has no builder image: the source package stays pending until the environment gets one"
+        ));
+    }
+    Ok(e)
+}
+
+/// Functions in `ns` whose package reference names `pkg`.
+pub(crate) async fn functions_using(ctx: &Ctx, ns: &str, pkg: &str) -> anyhow::Result<Vec<Function>> {
+    let fns: Vec<Function> = ctx.api.list(Some(ns)).await.wrap("error listing functions")?;
+    Ok(fns.into_iter().filter(|f| references_package(&f.spec, ns, pkg, &f.metadata.namespace)).collect())
+}
+
+fn references_package(f: &FunctionSpec, pkg_ns: &str, pkg: &str, fn_ns: &str) -> bool {
+    let r = &f.package.packageref;
+    let ns = if r.namespace.is_empty() { fn_ns } else { &r.namespace };
+    r.name == pkg && ns == pkg_ns
+}
+
+/// Apply new archives (and optionally environment/build command) to an existing package, write
+/// it, and re-pin every function that uses it except `skip_fn` (whose caller re-pins it).
+/// Returns the package's new metadata.
+pub(crate) async fn update_package(
+    ctx: &Ctx,
+    mut pkg: Package,
+    deploy: Option<Archive>,
+    src: Option<Archive>,
+    buildcmd: Option<&str>,
+    env: Option<ObjectReference>,
+    skip_fn: Option<&str>,
+) -> anyhow::Result<ObjectMeta> {
+    let mut rebuild = false;
+    if let Some(d) = deploy {
+        pkg.spec.deployment = d;
+    }
+    if let Some(s) = src {
+        pkg.spec.source = s;
+        rebuild = true;
+    }
+    if let Some(b) = buildcmd {
+        pkg.spec.buildcmd = b.to_owned();
+        rebuild |= !pkg.spec.source.is_empty();
+    }
+    if let Some(e) = env {
+        rebuild |= e != pkg.spec.environment && !pkg.spec.source.is_empty();
+        pkg.spec.environment = e;
+    }
+    pkg.status = initial_status(rebuild);
+    validate(&pkg)?;
+    let ns = pkg.metadata.namespace.clone();
+    let name = pkg.metadata.name.clone();
+    let meta = ctx.api.update(&pkg).await.wrap("error updating package")?;
+    for mut f in functions_using(ctx, &ns, &name).await? {
+        if Some(f.metadata.name.as_str()) == skip_fn {
+            continue;
+        }
+        f.spec.package.packageref.resourceversion = meta.resource_version.clone();
+        ctx.api
+            .update(&f)
+            .await
+            .wrap(&format!("error updating function '{}' to the new package version", f.metadata.name))?;
+    }
+    Ok(meta)
+}
+
+/// `pkg create` flags.
+#[derive(Debug, Args)]
+pub struct PkgCreateArgs {
+    /// Package name (default: derived from the first file name)
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Environment name
+    #[arg(long)]
+    pub env: Option<String>,
+    #[command(flatten)]
+    pub code: CodeArgs,
+    #[command(flatten)]
+    pub spec: SpecArgs,
+}
+
+/// `pkg update` flags.
+#[derive(Debug, Args)]
+pub struct PkgUpdateArgs {
+    /// Package name
+    #[arg(long)]
+    pub name: String,
+    /// Environment name
+    #[arg(long)]
+    pub env: Option<String>,
+    #[command(flatten)]
+    pub code: CodeArgs,
+    /// Update even if several functions use the package
+    #[arg(long, short = 'f')]
+    pub force: bool,
+}
+
+/// `--name` only.
+#[derive(Debug, Args)]
+pub struct PkgNameArgs {
+    /// Package name
+    #[arg(long)]
+    pub name: String,
+    /// Print the full object as json or yaml
+    #[arg(long = "output", short = 'o', value_enum)]
+    pub output: Option<OutputFormat>,
+}
+
+/// `pkg list` flags.
+#[derive(Debug, Args)]
+pub struct PkgListArgs {
+    #[command(flatten)]
+    pub list: ListArgs,
+    /// Only packages with this build status (pending, running, succeeded, failed, none)
+    #[arg(long)]
+    pub status: Option<String>,
+    /// Only packages no function uses
+    #[arg(long)]
+    pub orphan: bool,
+}
+
+/// `pkg delete` flags.
+#[derive(Debug, Args)]
+pub struct PkgDeleteArgs {
+    /// Package name
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Delete every package no function uses
+    #[arg(long)]
+    pub orphan: bool,
+    /// Delete even if functions use the package
+    #[arg(long, short = 'f')]
+    pub force: bool,
+    /// Do not fail when the package does not exist
+    #[arg(long)]
+    pub ignorenotfound: bool,
+}
+
+/// `pkg getdeploy|getsrc` flags.
+#[derive(Debug, Args)]
+pub struct PkgGetArgs {
+    /// Package name
+    #[arg(long)]
+    pub name: String,
+    /// Write the archive to this file instead of stdout
+    #[arg(long = "output", short = 'o')]
+    pub output: Option<String>,
+}
+
+pub(crate) async fn run(ctx: &Ctx, cmd: PkgCommand) -> anyhow::Result<()> {
+    match cmd {
+        PkgCommand::Create(a) => create(ctx, a).await,
+        PkgCommand::Update(a) => update(ctx, a).await,
+        PkgCommand::Info(a) => info(ctx, a).await,
+        PkgCommand::List(a) => list(ctx, a).await,
+        PkgCommand::Delete(a) => delete(ctx, a).await,
+        PkgCommand::Getdeploy(a) => get_archive(ctx, a, false).await,
+        PkgCommand::Getsrc(a) => get_archive(ctx, a, true).await,
+        PkgCommand::Rebuild(a) => rebuild(ctx, a).await,
+    }
+}
+
+async fn create(ctx: &Ctx, a: PkgCreateArgs) -> anyhow::Result<()> {
+    let dry = a.spec.dry_run()?;
+    let ns = ctx.ns(NsKind::Package);
+    let Some(env) = a.env.clone().filter(|e| !e.is_empty()) else { bail!("need --env argument") };
+    if !a.code.any() {
+        bail!("need --code or --deploy or --src argument");
+    }
+    let name = match &a.name {
+        Some(n) => n.clone(),
+        None => package_name_from_file(a.code.first_arg().unwrap_or_default(), &random_suffix(4)),
+    };
+    check_name::<PackageSpec>(&ns, &name)?;
+    check_name::<EnvironmentSpec>(&ns, &env)?;
+    let prepared = a.code.prepare().context("error creating package")?;
+    if !dry {
+        check_environment(ctx, &ns, &env, prepared.has_source()).await?;
+        if ctx.api.get_opt::<PackageSpec>(&ns, &name).await.wrap("error creating package")?.is_some() {
+            bail!("error creating package: package '{name}' already exists");
+        }
+    }
+    let (deploy, src) = a.code.archives(ctx, prepared, dry).await.wrap("error creating package")?;
+    let env_ref = ObjectReference { namespace: ns.clone(), name: env };
+    let pkg = new_package(&ns, &name, &env_ref, deploy, src, a.code.buildcmd.as_deref());
+    validate(&pkg)?;
+    if dry {
+        return print_dry(&[to_yaml(&pkg)?]);
+    }
+    ctx.api.create(&pkg).await.wrap("error creating package")?;
+    say(format!("Package '{name}' created"));
+    Ok(())
+}
+
+async fn update(ctx: &Ctx, a: PkgUpdateArgs) -> anyhow::Result<()> {
+    let ns = ctx.ns(NsKind::Package);
+    let pkg: Package = get_one(ctx, &ns, &a.name, "package").await?;
+    if !a.code.any() && a.env.is_none() && a.code.buildcmd.is_none() {
+        bail!("nothing to update: give --code, --deploy, --src, --env or --buildcmd");
+    }
+    let users = functions_using(ctx, &ns, &a.name).await?;
+    if users.len() > 1 && !a.force {
+        bail!("package is used by multiple functions, use --force to force update");
+    }
+    let prepared = a.code.prepare().context("error updating package")?;
+    let env = match &a.env {
+        Some(e) => {
+            check_environment(ctx, &ns, e, prepared.has_source() || !pkg.spec.source.is_empty()).await?;
+            Some(ObjectReference { namespace: ns.clone(), name: e.clone() })
+        }
+        None => None,
+    };
+    let (deploy, src) = a.code.archives(ctx, prepared, false).await.wrap("error updating package")?;
+    update_package(ctx, pkg, deploy, src, a.code.buildcmd.as_deref(), env, None).await?;
+    say(format!("Package '{}' updated", a.name));
+    Ok(())
+}
+
+/// `Label:\tvalue` lines, tab-aligned as Fission prints them.
+pub(crate) fn info_text(pkg: &Package) -> String {
+    let mut t = Table::headless();
+    t.row(vec!["Name:".into(), pkg.metadata.name.clone()]);
+    t.row(vec!["Environment:".into(), pkg.spec.environment.name.clone()]);
+    t.row(vec!["Status:".into(), pkg.status.buildstatus.clone()]);
+    t.row(vec!["Build Logs:".into(), String::new()]);
+    let mut out = t.render();
+    let log = pkg.status.buildlog.replace("\\n", "\n");
+    if !log.is_empty() {
+        out.push_str(&log);
+        if !log.ends_with('\n') {
+            out.push('\n');
+        }
+    }
+    out
+}
+
+async fn info(ctx: &Ctx, a: PkgNameArgs) -> anyhow::Result<()> {
+    let ns = ctx.ns(NsKind::Package);
+    let pkg: Package = get_one(ctx, &ns, &a.name, "package").await?;
+    if let Some(f) = a.output {
+        return print_structured(f, &pkg);
+    }
+    print_stdout(info_text(&pkg).as_bytes());
+    Ok(())
+}
+
+/// Go's `time.RFC822` layout (`02 Jan 06 15:04 MST`) of an RFC 3339 timestamp, in UTC.
+pub(crate) fn rfc822(ts: Option<&str>) -> String {
+    ts.and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+        .map(|t| t.with_timezone(&chrono::Utc).format("%d %b %y %H:%M UTC").to_string())
+        .unwrap_or_default()
+}
+
+pub(crate) fn pkg_table(pkgs: &[Package]) -> Table {
+    let mut t = Table::new(&["NAME", "BUILD_STATUS", "ENV", "LASTUPDATEDAT", "NAMESPACE"]);
+    for p in pkgs {
+        t.row(vec![
+            p.metadata.name.clone(),
+            p.status.buildstatus.clone(),
+            p.spec.environment.name.clone(),
+            rfc822(p.status.last_update_timestamp.as_deref()),
+            p.metadata.namespace.clone(),
+        ]);
+    }
+    t
+}
+
+/// Packages no function references (functions may live in any namespace of `fns`).
+fn orphans(pkgs: Vec<Package>, fns: &[Function]) -> Vec<Package> {
+    pkgs.into_iter()
+        .filter(|p| {
+            !fns.iter()
+                .any(|f| references_package(&f.spec, &p.metadata.namespace, &p.metadata.name, &f.metadata.namespace))
+        })
+        .collect()
+}
+
+async fn list(ctx: &Ctx, a: PkgListArgs) -> anyhow::Result<()> {
+    let scope = a.list.scope(ctx, NsKind::Package);
+    let mut pkgs: Vec<Package> = ctx.api.list(scope.as_deref()).await.wrap("error listing packages")?;
+    if let Some(st) = &a.status {
+        pkgs.retain(|p| p.status.buildstatus.eq_ignore_ascii_case(st));
+    }
+    if a.orphan {
+        let fns: Vec<Function> = ctx.api.list(scope.as_deref()).await.wrap("error listing functions")?;
+        pkgs = orphans(pkgs, &fns);
+    }
+    if let Some(f) = a.list.output {
+        return print_structured(f, &pkgs);
+    }
+    pkg_table(&pkgs).print();
+    Ok(())
+}
+
+async fn delete(ctx: &Ctx, a: PkgDeleteArgs) -> anyhow::Result<()> {
+    let ns = ctx.ns(NsKind::Package);
+    match (&a.name, a.orphan) {
+        (Some(_), true) => bail!("use either --name or --orphan, not both"),
+        (None, false) => bail!("need --name argument or --orphan"),
+        (None, true) => {
+            let pkgs: Vec<Package> = ctx.api.list(Some(&ns)).await.wrap("error listing packages")?;
+            let fns: Vec<Function> = ctx.api.list(Some(&ns)).await.wrap("error listing functions")?;
+            for p in orphans(pkgs, &fns) {
+                if delete_one::<PackageSpec>(ctx, &ns, &p.metadata.name, true, false, "package").await? {
+                    say(format!("Package '{}' deleted", p.metadata.name));
+                }
+            }
+            Ok(())
+        }
+        (Some(name), false) => {
+            check_name::<PackageSpec>(&ns, name)?;
+            if !a.force && !functions_using(ctx, &ns, name).await?.is_empty() {
+                bail!("Package is used by at least one function, use -f to force delete");
+            }
+            if delete_one::<PackageSpec>(ctx, &ns, name, a.ignorenotfound, a.force, "package").await? {
+                say(format!("Package '{name}' deleted"));
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The bytes of an archive: the literal, or downloaded from its URL.
+pub(crate) async fn archive_bytes(ctx: &Ctx, a: &Archive) -> anyhow::Result<Vec<u8>> {
+    if a.archive_type == ARCHIVE_LITERAL || (!a.literal.is_empty() && a.url.is_empty()) {
+        return Ok(a.literal.clone());
+    }
+    ctx.api.download_archive(&a.url).await.wrap("error downloading archive")
+}
+
+async fn get_archive(ctx: &Ctx, a: PkgGetArgs, source: bool) -> anyhow::Result<()> {
+    let ns = ctx.ns(NsKind::Package);
+    let pkg: Package = get_one(ctx, &ns, &a.name, "package").await?;
+    let (arch, what) = if source { (&pkg.spec.source, "source") } else { (&pkg.spec.deployment, "deployment") };
+    if arch.is_empty() {
+        bail!("package '{}' has no {what} archive (build status: {})", a.name, pkg.status.buildstatus);
+    }
+    let bytes = archive_bytes(ctx, arch).await?;
+    match &a.output {
+        Some(path) => std::fs::write(path, &bytes).with_context(|| format!("error writing '{path}'"))?,
+        None => print_stdout(&bytes),
+    }
+    Ok(())
+}
+
+async fn rebuild(ctx: &Ctx, a: PkgNameArgs) -> anyhow::Result<()> {
+    let ns = ctx.ns(NsKind::Package);
+    let mut pkg: Package = get_one(ctx, &ns, &a.name, "package").await?;
+    if pkg.status.buildstatus != build_status::FAILED {
+        bail!(
+            "package '{}' is not in failed state (status: {}); only failed builds can be retried",
+            a.name,
+            pkg.status.buildstatus
+        );
+    }
+    pkg.status = PackageStatus {
+        buildstatus: build_status::PENDING.to_owned(),
+        buildlog: String::new(),
+        last_update_timestamp: Some(now_rfc3339()),
+    };
+    ctx.api.update(&pkg).await.wrap("error updating package")?;
+    say(format!("Retrying build for pkg {}. Use \"fission pkg info --name {}\" to view status", a.name, a.name));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deploy_only_packages_are_succeeded_and_source_packages_pending() {
+        let env = ObjectReference { namespace: "default".into(), name: "nodejs".into() };
+        let p = new_package("default", "p", &env, Some(Archive::literal(b"x".to_vec())), None, None);
+        assert_eq!(p.status.buildstatus, "succeeded");
+        assert!(p.status.last_update_timestamp.is_some());
+        let p = new_package("default", "p", &env, None, Some(Archive::literal(b"x".to_vec())), Some("build"));
+        assert_eq!(p.status.buildstatus, "pending");
+        assert_eq!(p.spec.buildcmd, "build");
+        validate(&p).expect("valid");
+    }
+
+    #[test]
+    fn package_json_carries_literal_as_base64() {
+        let env = ObjectReference { namespace: "default".into(), name: "nodejs".into() };
+        let p = new_package("default", "p", &env, Some(Archive::literal(b"hi".to_vec())), None, None);
+        let v = serde_json::to_value(&p).expect("json");
+        assert_eq!(v["spec"]["deployment"]["type"], "literal");
+        assert_eq!(v["spec"]["deployment"]["literal"], "aGk=");
+        assert_eq!(v["status"]["buildstatus"], "succeeded");
+    }
+
+    #[test]
+    fn pkg_info_prints_aligned_labels_and_expands_log_newlines() {
+        let env = ObjectReference { namespace: "default".into(), name: "py".into() };
+        let mut p = new_package("default", "p1", &env, None, None, None);
+        p.status.buildstatus = "failed".into();
+        p.status.buildlog = "line1\\nline2".into();
+        let out = info_text(&p);
+        assert_eq!(out, "Name:        p1\nEnvironment: py\nStatus:      failed\nBuild Logs:\nline1\nline2\n");
+    }
+
+    #[test]
+    fn last_update_is_shown_in_go_rfc822() {
+        assert_eq!(rfc822(Some("2025-03-04T05:06:07Z")), "04 Mar 25 05:06 UTC");
+        assert_eq!(rfc822(None), "");
+    }
+
+    #[test]
+    fn orphan_packages_are_those_no_function_references() {
+        let env = ObjectReference { namespace: "default".into(), name: "e".into() };
+        let used = new_package("default", "used", &env, None, None, None);
+        let free = new_package("default", "free", &env, None, None, None);
+        let mut f = Function::new("default", "f", FunctionSpec::default());
+        f.spec.package.packageref.name = "used".into();
+        let left = orphans(vec![used, free], &[f]);
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].metadata.name, "free");
+    }
+
+    #[test]
+    fn code_and_deploy_together_are_refused() {
+        let c = CodeArgs { code: Some("a.js".into()), deploy: vec!["b.js".into()], ..Default::default() };
+        assert!(c.prepare().expect_err("must fail").to_string().contains("--code and --deploy"));
+    }
+}
