@@ -2,6 +2,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 
 use axum::body::{Body, Bytes};
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -19,6 +20,18 @@ use crate::references::{check_before_delete, check_before_write};
 use crate::{apidocs, Controller};
 
 type ApiResult<T> = Result<T, ApiError>;
+type BodyResult = Result<Bytes, BytesRejection>;
+
+/// Body-reading failures as API errors, so even a too-large body gets the JSON error shape.
+fn body_or_error(body: BodyResult, limit: usize) -> ApiResult<Bytes> {
+    body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::too_large(format!("request body is larger than the limit of {limit} bytes"))
+        } else {
+            ApiError::invalid(format!("cannot read request body: {}", rejection.body_text()))
+        }
+    })
+}
 
 /// `?namespace=` and friends.
 #[derive(Debug, Default, Deserialize)]
@@ -56,12 +69,12 @@ pub(crate) fn routes(c: Controller) -> Router {
             .route(
                 &collection,
                 get(move |s: State<Controller>, q: Query<ItemQuery>| list(s, kind, q))
-                    .post(move |s: State<Controller>, q: Query<ItemQuery>, b: Bytes| create(s, kind, q, b)),
+                    .post(move |s: State<Controller>, q: Query<ItemQuery>, b: BodyResult| create(s, kind, q, b)),
             )
             .route(
                 &item,
                 get(move |s: State<Controller>, p: Path<String>, q: Query<ItemQuery>| get_one(s, kind, p, q))
-                    .put(move |s: State<Controller>, p: Path<String>, q: Query<ItemQuery>, b: Bytes| update(s, kind, p, q, b))
+                    .put(move |s: State<Controller>, p: Path<String>, q: Query<ItemQuery>, b: BodyResult| update(s, kind, p, q, b))
                     .delete(move |s: State<Controller>, p: Path<String>, q: Query<ItemQuery>| delete(s, kind, p, q)),
             );
     }
@@ -139,7 +152,8 @@ async fn list(State(c): State<Controller>, kind: ResourceKind, Query(q): Query<I
     Ok(Json(objects.iter().map(AnyResource::to_value).collect()))
 }
 
-async fn create(State(c): State<Controller>, kind: ResourceKind, Query(q): Query<ItemQuery>, body: Bytes) -> ApiResult<Response> {
+async fn create(State(c): State<Controller>, kind: ResourceKind, Query(q): Query<ItemQuery>, body: BodyResult) -> ApiResult<Response> {
+    let body = body_or_error(body, c.config.max_object_bytes)?;
     let obj = parse_object(kind, &body, q.namespace.as_deref())?;
     check_before_write(c.store.as_ref(), &obj).await?;
     let created = c.store.create(obj).await?;
@@ -156,8 +170,9 @@ async fn update(
     kind: ResourceKind,
     Path(name): Path<String>,
     Query(q): Query<ItemQuery>,
-    body: Bytes,
+    body: BodyResult,
 ) -> ApiResult<Json<Value>> {
+    let body = body_or_error(body, c.config.max_object_bytes)?;
     let mut obj = parse_object(kind, &body, Some(q.namespace()))?;
     if obj.meta().name != name {
         return Err(ApiError::invalid(format!(
@@ -184,7 +199,8 @@ async fn delete(State(c): State<Controller>, kind: ResourceKind, Path(name): Pat
     Ok(StatusCode::OK)
 }
 
-async fn archive_put(State(c): State<Controller>, body: Bytes) -> ApiResult<Response> {
+async fn archive_put(State(c): State<Controller>, body: BodyResult) -> ApiResult<Response> {
+    let body = body_or_error(body, c.config.max_archive_bytes)?;
     if body.is_empty() {
         return Err(ApiError::invalid("archive upload is empty"));
     }

@@ -157,8 +157,10 @@ async fn malformed_json_and_oversized_bodies_are_refused() {
     assert!(err["message"].as_str().unwrap_or_default().contains("not valid JSON"), "{err}");
     let mut big = env("big");
     big["metadata"]["annotations"] = json!({"pad": "x".repeat(100 * 1024)});
-    let (status, _, _) = api.call(Method::POST, "/v2/environments", Some(serde_json::to_vec(&big).expect("json"))).await;
+    let (status, err, _) = api.call(Method::POST, "/v2/environments", Some(serde_json::to_vec(&big).expect("json"))).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(err["message"].as_str().unwrap_or_default().contains("larger than the limit"), "{err}");
+    assert_eq!(err["code"], 8);
     let (_, envs) = api.get("/v2/environments").await;
     assert_eq!(envs, json!([]));
 }

@@ -178,6 +178,9 @@ pub struct FnGetArgs {
     /// Function name
     #[arg(long)]
     pub name: String,
+    /// Print the function object as json or yaml instead of its code
+    #[arg(long = "output", short = 'o', value_enum)]
+    pub output: Option<OutputFormat>,
 }
 
 /// `fn getmeta` flags.
@@ -560,6 +563,9 @@ async fn package_of(ctx: &Ctx, f: &Function) -> anyhow::Result<Package> {
 async fn get(ctx: &Ctx, a: FnGetArgs) -> anyhow::Result<()> {
     let ns = ctx.ns(NsKind::Function);
     let f: Function = get_one(ctx, &ns, &a.name, "function").await?;
+    if let Some(fmt) = a.output {
+        return print_structured(fmt, &f);
+    }
     let pkg = package_of(ctx, &f).await?;
     if pkg.spec.deployment.is_empty() {
         bail!(
