@@ -103,16 +103,14 @@ fn parse_object(kind: ResourceKind, body: &[u8], query_ns: Option<&str>) -> ApiR
     if !value.is_object() {
         return Err(ApiError::invalid(format!("request body must be a {kind} object")));
     }
-    if let Some(k) = value.get("kind").and_then(Value::as_str).filter(|k| !k.is_empty()) {
-        if !k.eq_ignore_ascii_case(kind.kind_name()) {
+    if let Some(k) = value.get("kind").and_then(Value::as_str).filter(|k| !k.is_empty())
+        && !k.eq_ignore_ascii_case(kind.kind_name()) {
             return Err(ApiError::invalid(format!("body is a {k}, but this endpoint takes {kind}")));
         }
-    }
-    if let Some(v) = value.get("apiVersion").and_then(Value::as_str).filter(|v| !v.is_empty()) {
-        if v != fission_core::API_VERSION {
+    if let Some(v) = value.get("apiVersion").and_then(Value::as_str).filter(|v| !v.is_empty())
+        && v != fission_core::API_VERSION {
             return Err(ApiError::invalid(format!("apiVersion '{v}' is not supported: use {}", fission_core::API_VERSION)));
         }
-    }
     let mut obj = AnyResource::from_value(kind, value)
         .map_err(|e| ApiError::invalid(format!("invalid {kind}: {e}")))?;
     if let Some(ns) = query_ns.filter(|n| !n.is_empty()) {

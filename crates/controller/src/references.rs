@@ -28,14 +28,13 @@ pub(crate) async fn check_before_write(store: &dyn ResourceStore, obj: &AnyResou
             if builtin_runtime(&env.spec.runtime.image).is_none() {
                 return Err(ApiError::invalid(unsupported_image_message(&env.spec.runtime.image)));
             }
-            if let Some(b) = env.spec.builder.as_ref().filter(|b| !b.image.is_empty()) {
-                if builtin_builder(&b.image).is_none() {
+            if let Some(b) = env.spec.builder.as_ref().filter(|b| !b.image.is_empty())
+                && builtin_builder(&b.image).is_none() {
                     return Err(ApiError::invalid(format!(
                         "builder image '{}' is not supported yet: use fission/node-builder or fission/python-builder",
                         b.image
                     )));
                 }
-            }
         }
         AnyResource::Function(f) => {
             if f.spec.executor_type() != resources::executor_type::POOLMGR {

@@ -107,20 +107,18 @@ fn resources(field: &str, r: &ResourceRequirements, errs: &mut FieldErrors) {
         }
     }
     let cpu = (ResourceRequirements::cpu_millis(&r.requests), ResourceRequirements::cpu_millis(&r.limits));
-    if let (Some(min), Some(max)) = cpu {
-        if min > max {
+    if let (Some(min), Some(max)) = cpu
+        && min > max {
             errs.push(format!("{field}.requests.cpu"), format!("MinCPU ({min}m) cannot be greater than MaxCPU ({max}m)"));
         }
-    }
     let mem = (ResourceRequirements::memory_bytes(&r.requests), ResourceRequirements::memory_bytes(&r.limits));
-    if let (Some(min), Some(max)) = mem {
-        if min > max {
+    if let (Some(min), Some(max)) = mem
+        && min > max {
             errs.push(
                 format!("{field}.requests.memory"),
                 format!("MinMemory ({}) cannot be greater than MaxMemory ({})", r.requests["memory"], r.limits["memory"]),
             );
         }
-    }
 }
 
 pub(crate) fn environment(s: &EnvironmentSpec, errs: &mut FieldErrors) {
@@ -158,7 +156,9 @@ fn archive(field: &str, a: &Archive, errs: &mut FieldErrors) {
     if !a.checksum.checksum_type.is_empty() && a.checksum.checksum_type != "sha256" {
         errs.push(format!("{field}.checksum.type"), format!("'{}' is not supported: use sha256", a.checksum.checksum_type));
     }
-    if !a.checksum.sum.is_empty() && !(a.checksum.sum.len() == 64 && a.checksum.sum.bytes().all(|b| b.is_ascii_hexdigit())) {
+    let sum = &a.checksum.sum;
+    let is_sha256 = sum.len() == 64 && sum.bytes().all(|b| b.is_ascii_hexdigit());
+    if !sum.is_empty() && !is_sha256 {
         errs.push(format!("{field}.checksum.sum"), "must be 64 hexadecimal digits (sha256)");
     }
 }

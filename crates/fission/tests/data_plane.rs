@@ -192,7 +192,7 @@ fn slow_function_gets_504_after_its_timeout() {
     let Some(s) = Setup::new() else { return };
     s.function("slow", "nodejs", "slow.js", "module.exports = async () => { await new Promise(r => setTimeout(r, 5000)); return {status: 200, body: 'late'}; };\n", &["--fntimeout", "1"]);
     s.route(&["--url", "/slow", "--function", "slow"]);
-    let _ = eventually(10, "route", || {
+    eventually(10, "route", || {
         let r = http().get(s.server.url("/slow")).send().ok()?;
         (r.status() != 404).then_some(())
     });
@@ -260,7 +260,7 @@ fn oversized_request_body_is_refused_with_413() {
     let Some(s) = Setup::new() else { return };
     s.function("hello", "nodejs", "hello.js", HELLO_JS, &[]);
     s.route(&["--url", "/big", "--function", "hello", "--method", "POST"]);
-    let _ = eventually(10, "route", || {
+    eventually(10, "route", || {
         let r = http().post(s.server.url("/big")).body("x").send().ok()?;
         (r.status() != 404).then_some(())
     });
