@@ -276,3 +276,81 @@ fn oversized_request_body_is_refused_with_413() {
     let head = String::from_utf8_lossy(&head[..n]);
     assert!(head.starts_with("HTTP/1.1 413"), "{head}");
 }
+
+#[test]
+fn python_functions_use_flask_request_and_return_values() {
+    let Some(s) = Setup::new() else { return };
+    s.function(
+        "pyecho",
+        "python",
+        "echo.py",
+        "from flask import request\n\ndef main():\n    name = request.args.get('name', 'nobody')\n    return 'hi ' + name + ' ' + request.get_data(as_text=True), 202, {'X-Py': 'yes'}\n",
+        &[],
+    );
+    s.route(&["--url", "/pyecho", "--function", "pyecho", "--method", "POST"]);
+    let r = eventually(10, "route", || {
+        let r = http().post(s.server.url("/pyecho?name=ann")).body("body!").send().ok()?;
+        (r.status() != 404).then_some(r)
+    });
+    assert_eq!(r.status(), 202);
+    assert_eq!(r.headers().get("x-py").and_then(|v| v.to_str().ok()), Some("yes"));
+    assert_eq!(r.text().expect("body"), "hi ann body!");
+}
+
+#[test]
+fn metrics_count_calls_per_function() {
+    let Some(s) = Setup::new() else { return };
+    s.function("counted", "nodejs", "hello.js", HELLO_JS, &[]);
+    s.route(&["--url", "/counted", "--function", "counted"]);
+    let _ = s.get("/counted");
+    let _ = s.get("/counted");
+    let text = http().get(s.server.url("/metrics")).send().expect("metrics").text().expect("text");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("fission_function_calls_total{") && l.contains("name=\"counted\""))
+        .unwrap_or_else(|| panic!("no call counter for 'counted' in:\n{text}"));
+    let n: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).expect("value");
+    assert!(n >= 2.0, "{line}");
+    assert!(text.contains("fission_function_overhead_seconds"), "overhead histogram exported");
+}
+
+#[test]
+fn fn_logs_follow_streams_new_output() {
+    use std::io::{BufRead as _, BufReader};
+    let Some(s) = Setup::new() else { return };
+    s.function("chatty", "nodejs", "chatty.js", "module.exports = async (ctx) => { console.log('marker-' + ctx.request.query.n); return {status: 200, body: 'ok'}; };\n", &[]);
+    s.route(&["--url", "/chatty", "--function", "chatty"]);
+    let _ = s.get("/chatty?n=first");
+    let mut child = std::process::Command::new(BIN)
+        .args(["fn", "logs", "--name", "chatty", "-f"])
+        .env("FISSION_URL", &s.server.controller)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn logs -f");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // The existing line comes first, then a new call's line arrives while following.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut seen = Vec::new();
+    let mut called = false;
+    while Instant::now() < deadline && !seen.iter().any(|l: &String| l.contains("marker-second")) {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+            seen.push(line);
+        }
+        if !called && seen.iter().any(|l| l.contains("marker-first")) {
+            let _ = s.get("/chatty?n=second");
+            called = true;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(seen.iter().any(|l| l.contains("marker-first")), "{seen:?}");
+    assert!(seen.iter().any(|l| l.contains("marker-second")), "{seen:?}");
+}
