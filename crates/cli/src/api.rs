@@ -361,6 +361,63 @@ pub(crate) fn storage_archive_url(id: &str) -> String {
     format!("{STORAGESVC_ARCHIVE_URL}?id={id}")
 }
 
+/// Objects that are not `fission.io/v1` kinds (Secret, ConfigMap), addressed by kind.
+impl Api {
+    fn kind_segments(kind: fission_core::ResourceKind) -> Vec<&'static str> {
+        let mut v = vec!["v2"];
+        v.extend(kind.api_path().split('/'));
+        v
+    }
+
+    pub(crate) async fn list_kind<T: DeserializeOwned>(
+        &self,
+        kind: fission_core::ResourceKind,
+        ns: Option<&str>,
+    ) -> Result<Vec<T>, ApiError> {
+        let q: Vec<(&str, &str)> = ns.map(|n| ("namespace", n)).into_iter().collect();
+        let resp = self.send(self.request(Method::GET, self.url(&Self::kind_segments(kind), &q))).await?;
+        let items: Option<Vec<T>> = self.json(resp, "a list").await?;
+        Ok(items.unwrap_or_default())
+    }
+
+    pub(crate) async fn get_kind<T: DeserializeOwned>(
+        &self,
+        kind: fission_core::ResourceKind,
+        ns: &str,
+        name: &str,
+    ) -> Result<T, ApiError> {
+        let mut segs = Self::kind_segments(kind);
+        segs.push(name);
+        let resp = self.send(self.request(Method::GET, self.url(&segs, &[("namespace", ns)]))).await?;
+        self.json(resp, "an object").await
+    }
+
+    pub(crate) async fn create_kind<T: serde::Serialize>(&self, kind: fission_core::ResourceKind, obj: &T) -> Result<(), ApiError> {
+        self.send(self.request(Method::POST, self.url(&Self::kind_segments(kind), &[])).json(obj)).await?;
+        Ok(())
+    }
+
+    pub(crate) async fn update_kind<T: serde::Serialize>(
+        &self,
+        kind: fission_core::ResourceKind,
+        ns: &str,
+        name: &str,
+        obj: &T,
+    ) -> Result<(), ApiError> {
+        let mut segs = Self::kind_segments(kind);
+        segs.push(name);
+        self.send(self.request(Method::PUT, self.url(&segs, &[("namespace", ns)])).json(obj)).await?;
+        Ok(())
+    }
+
+    pub(crate) async fn delete_kind(&self, kind: fission_core::ResourceKind, ns: &str, name: &str) -> Result<(), ApiError> {
+        let mut segs = Self::kind_segments(kind);
+        segs.push(name);
+        self.send(self.request(Method::DELETE, self.url(&segs, &[("namespace", ns)]))).await?;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

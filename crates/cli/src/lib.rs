@@ -158,6 +158,12 @@ pub enum Command {
     /// Create, update and manage canary configs
     #[command(name = "canary-config", visible_alias = "canary", subcommand)]
     Canary(Box<CanaryCommand>),
+    /// Create, update and manage secrets (mounted at /secrets/<ns>/<name>/<key>)
+    #[command(name = "secret", subcommand)]
+    Secret(Box<cmd::secret::ValuesCommand>),
+    /// Create, update and manage config maps (mounted at /configs/<ns>/<name>/<key>)
+    #[command(name = "configmap", visible_alias = "cm", subcommand)]
+    ConfigMap(Box<cmd::secret::ValuesCommand>),
     /// Show the client and server versions
     Version,
 }
@@ -174,6 +180,8 @@ pub async fn run(global: GlobalArgs, cmd: Command) -> anyhow::Result<()> {
         Command::Watch(c) => cmd::watch::run(&ctx, *c).await,
         Command::MqTrigger(c) => cmd::mqtrigger::run(&ctx, *c).await,
         Command::Canary(c) => cmd::canary::run(&ctx, *c).await,
+        Command::Secret(c) => cmd::secret::run(&ctx, cmd::secret::Values::Secret, *c).await,
+        Command::ConfigMap(c) => cmd::secret::run(&ctx, cmd::secret::Values::ConfigMap, *c).await,
         Command::Version => cmd::version::run(&ctx).await,
     }
 }

@@ -76,15 +76,27 @@ pub(crate) fn document() -> Value {
     );
     let mut schemas = Map::new();
     for kind in ResourceKind::ALL {
-        schemas.insert(
-            kind.kind_name().into(),
-            json!({"type": "object", "required": ["metadata", "spec"], "properties": {
-                "apiVersion": {"type": "string", "enum": [fission_core::API_VERSION]},
+        let schema = match kind {
+            ResourceKind::Secret => json!({"type": "object", "required": ["metadata"], "properties": {
+                "apiVersion": {"type": "string", "enum": ["v1"]},
+                "kind": {"type": "string", "enum": ["Secret"]},
+                "metadata": {"$ref": "#/components/schemas/ObjectMeta"},
+                "data": {"type": "object", "additionalProperties": {"type": "string", "format": "byte"}},
+                "stringData": {"type": "object", "additionalProperties": {"type": "string"}},
+                "type": {"type": "string"}}}),
+            ResourceKind::ConfigMap => json!({"type": "object", "required": ["metadata"], "properties": {
+                "apiVersion": {"type": "string", "enum": ["v1"]},
+                "kind": {"type": "string", "enum": ["ConfigMap"]},
+                "metadata": {"$ref": "#/components/schemas/ObjectMeta"},
+                "data": {"type": "object", "additionalProperties": {"type": "string"}}}}),
+            _ => json!({"type": "object", "required": ["metadata", "spec"], "properties": {
+                "apiVersion": {"type": "string", "enum": [kind.api_version()]},
                 "kind": {"type": "string", "enum": [kind.kind_name()]},
                 "metadata": {"$ref": "#/components/schemas/ObjectMeta"},
                 "spec": {"type": "object"},
                 "status": {"type": "object"}}}),
-        );
+        };
+        schemas.insert(kind.kind_name().into(), schema);
     }
     schemas.insert(
         "ObjectMeta".into(),

@@ -108,9 +108,10 @@ fn parse_object(kind: ResourceKind, body: &[u8], query_ns: Option<&str>) -> ApiR
             return Err(ApiError::invalid(format!("body is a {k}, but this endpoint takes {kind}")));
         }
     if let Some(v) = value.get("apiVersion").and_then(Value::as_str).filter(|v| !v.is_empty())
-        && v != fission_core::API_VERSION {
-            return Err(ApiError::invalid(format!("apiVersion '{v}' is not supported: use {}", fission_core::API_VERSION)));
-        }
+        && v != kind.api_version()
+    {
+        return Err(ApiError::invalid(format!("apiVersion '{v}' is not supported for {kind}: use {}", kind.api_version())));
+    }
     let mut obj = AnyResource::from_value(kind, value)
         .map_err(|e| ApiError::invalid(format!("invalid {kind}: {e}")))?;
     if let Some(ns) = query_ns.filter(|n| !n.is_empty()) {

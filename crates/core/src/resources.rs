@@ -69,6 +69,14 @@ impl<S: Spec> Object<S> {
         }
     }
 
+    fn validate_into(&self, errs: &mut FieldErrors) {
+        self.spec.validate(&self.metadata.namespace, errs);
+    }
+
+    fn same_content(&self, other: &Self) -> bool {
+        self.spec == other.spec
+    }
+
     /// Set `apiVersion`/`kind`, default the namespace and apply spec defaults.
     pub fn normalize(&mut self) {
         self.api_version = API_VERSION.to_owned();
@@ -103,11 +111,17 @@ pub enum ResourceKind {
     MessageQueueTrigger,
     /// `CanaryConfig`
     CanaryConfig,
+    /// Kubernetes `Secret` (held by this server on one machine)
+    Secret,
+    /// Kubernetes `ConfigMap` (held by this server on one machine)
+    ConfigMap,
 }
 
 impl ResourceKind {
     /// Every kind, in dependency order (what others refer to comes first).
-    pub const ALL: [ResourceKind; 8] = [
+    pub const ALL: [ResourceKind; 10] = [
+        Self::Secret,
+        Self::ConfigMap,
         Self::Environment,
         Self::Package,
         Self::Function,
@@ -129,6 +143,16 @@ impl ResourceKind {
             Self::KubernetesWatchTrigger => "KubernetesWatchTrigger",
             Self::MessageQueueTrigger => "MessageQueueTrigger",
             Self::CanaryConfig => "CanaryConfig",
+            Self::Secret => "Secret",
+            Self::ConfigMap => "ConfigMap",
+        }
+    }
+
+    /// The `apiVersion` objects of this kind carry.
+    pub fn api_version(self) -> &'static str {
+        match self {
+            Self::Secret | Self::ConfigMap => "v1",
+            _ => API_VERSION,
         }
     }
 
@@ -143,6 +167,8 @@ impl ResourceKind {
             Self::KubernetesWatchTrigger => "kuberneteswatchtriggers",
             Self::MessageQueueTrigger => "messagequeuetriggers",
             Self::CanaryConfig => "canaryconfigs",
+            Self::Secret => "secrets",
+            Self::ConfigMap => "configmaps",
         }
     }
 
@@ -157,6 +183,8 @@ impl ResourceKind {
             Self::KubernetesWatchTrigger => "watches",
             Self::MessageQueueTrigger => "triggers/messagequeue",
             Self::CanaryConfig => "canaryconfigs",
+            Self::Secret => "secrets",
+            Self::ConfigMap => "configmaps",
         }
     }
 
@@ -1033,6 +1061,10 @@ pub enum AnyResource {
     MessageQueueTrigger(MessageQueueTrigger),
     /// CanaryConfig
     CanaryConfig(CanaryConfig),
+    /// Secret
+    Secret(Secret),
+    /// ConfigMap
+    ConfigMap(ConfigMap),
 }
 
 /// Apply `$body` to whichever object `$any` holds, bound as `$o`.
@@ -1047,6 +1079,8 @@ macro_rules! each_kind {
             AnyResource::KubernetesWatchTrigger($o) => $body,
             AnyResource::MessageQueueTrigger($o) => $body,
             AnyResource::CanaryConfig($o) => $body,
+            AnyResource::Secret($o) => $body,
+            AnyResource::ConfigMap($o) => $body,
         }
     };
 }
@@ -1067,6 +1101,8 @@ impl AnyResource {
                 Self::MessageQueueTrigger(serde_json::from_slice(bytes)?)
             }
             ResourceKind::CanaryConfig => Self::CanaryConfig(serde_json::from_slice(bytes)?),
+            ResourceKind::Secret => Self::Secret(serde_json::from_slice(bytes)?),
+            ResourceKind::ConfigMap => Self::ConfigMap(serde_json::from_slice(bytes)?),
         })
     }
 
@@ -1083,6 +1119,8 @@ impl AnyResource {
             }
             ResourceKind::MessageQueueTrigger => Self::MessageQueueTrigger(serde_json::from_value(v)?),
             ResourceKind::CanaryConfig => Self::CanaryConfig(serde_json::from_value(v)?),
+            ResourceKind::Secret => Self::Secret(serde_json::from_value(v)?),
+            ResourceKind::ConfigMap => Self::ConfigMap(serde_json::from_value(v)?),
         })
     }
 
@@ -1097,6 +1135,8 @@ impl AnyResource {
             Self::KubernetesWatchTrigger(_) => ResourceKind::KubernetesWatchTrigger,
             Self::MessageQueueTrigger(_) => ResourceKind::MessageQueueTrigger,
             Self::CanaryConfig(_) => ResourceKind::CanaryConfig,
+            Self::Secret(_) => ResourceKind::Secret,
+            Self::ConfigMap(_) => ResourceKind::ConfigMap,
         }
     }
 
@@ -1129,14 +1169,16 @@ impl AnyResource {
     /// Whether `spec` differs between two objects of the same kind.
     pub fn spec_differs(&self, other: &AnyResource) -> bool {
         match (self, other) {
-            (Self::Environment(a), Self::Environment(b)) => a.spec != b.spec,
-            (Self::Function(a), Self::Function(b)) => a.spec != b.spec,
-            (Self::Package(a), Self::Package(b)) => a.spec != b.spec,
-            (Self::HttpTrigger(a), Self::HttpTrigger(b)) => a.spec != b.spec,
-            (Self::TimeTrigger(a), Self::TimeTrigger(b)) => a.spec != b.spec,
-            (Self::KubernetesWatchTrigger(a), Self::KubernetesWatchTrigger(b)) => a.spec != b.spec,
-            (Self::MessageQueueTrigger(a), Self::MessageQueueTrigger(b)) => a.spec != b.spec,
-            (Self::CanaryConfig(a), Self::CanaryConfig(b)) => a.spec != b.spec,
+            (Self::Environment(a), Self::Environment(b)) => !a.same_content(b),
+            (Self::Function(a), Self::Function(b)) => !a.same_content(b),
+            (Self::Package(a), Self::Package(b)) => !a.same_content(b),
+            (Self::HttpTrigger(a), Self::HttpTrigger(b)) => !a.same_content(b),
+            (Self::TimeTrigger(a), Self::TimeTrigger(b)) => !a.same_content(b),
+            (Self::KubernetesWatchTrigger(a), Self::KubernetesWatchTrigger(b)) => !a.same_content(b),
+            (Self::MessageQueueTrigger(a), Self::MessageQueueTrigger(b)) => !a.same_content(b),
+            (Self::CanaryConfig(a), Self::CanaryConfig(b)) => !a.same_content(b),
+            (Self::Secret(a), Self::Secret(b)) => !a.same_content(b),
+            (Self::ConfigMap(a), Self::ConfigMap(b)) => !a.same_content(b),
             _ => true,
         }
     }
@@ -1145,7 +1187,7 @@ impl AnyResource {
     pub fn validate(&self) -> Result<(), crate::ValidationError> {
         let mut errs = FieldErrors::default();
         crate::validation::metadata(self.meta(), &mut errs);
-        each_kind!(self, o => o.spec.validate(&o.metadata.namespace, &mut errs));
+        each_kind!(self, o => o.validate_into(&mut errs));
         errs.into_result(self.kind(), &self.meta().name)
     }
 }
@@ -1171,5 +1213,145 @@ any_from!(
     TimeTrigger,
     KubernetesWatchTrigger,
     MessageQueueTrigger,
-    CanaryConfig
+    CanaryConfig,
+    Secret,
+    ConfigMap
 );
+
+// === Secrets and config maps ===
+//
+// Fission reads these from Kubernetes; on one machine this server holds them itself, in the
+// Kubernetes `v1` shapes so they can move to a cluster unchanged.
+
+/// A Kubernetes `Secret`: named byte values, mounted at `/secrets/<ns>/<name>/<key>`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Secret {
+    /// `v1`.
+    #[serde(rename = "apiVersion", default)]
+    pub api_version: String,
+    /// `Secret`.
+    #[serde(default)]
+    pub kind: String,
+    /// Metadata.
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    /// Values (base64 on the wire).
+    #[serde(default, with = "base64_map")]
+    pub data: BTreeMap<String, Vec<u8>>,
+    /// Write-only plain-text values, merged into `data` when stored.
+    #[serde(rename = "stringData", default, skip_serializing_if = "Option::is_none")]
+    pub string_data: Option<BTreeMap<String, String>>,
+    /// Secret type (`Opaque`).
+    #[serde(rename = "type", default, skip_serializing_if = "String::is_empty")]
+    pub secret_type: String,
+}
+
+/// A Kubernetes `ConfigMap`: named text values, mounted at `/configs/<ns>/<name>/<key>`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ConfigMap {
+    /// `v1`.
+    #[serde(rename = "apiVersion", default)]
+    pub api_version: String,
+    /// `ConfigMap`.
+    #[serde(default)]
+    pub kind: String,
+    /// Metadata.
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    /// Values.
+    #[serde(default)]
+    pub data: BTreeMap<String, String>,
+}
+
+/// Largest total size of a secret's or config map's values (Kubernetes' limit).
+pub const MAX_DATA_BYTES: usize = 1024 * 1024;
+
+fn data_keys<'a>(keys: impl Iterator<Item = &'a String>, total: usize, errs: &mut FieldErrors) {
+    for k in keys {
+        let ok = !k.is_empty()
+            && k.len() <= 253
+            && k != "."
+            && k != ".."
+            && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+        if !ok {
+            errs.push(
+                format!("data.{k}"),
+                format!("'{k}' is not a valid key: use letters, digits, '-', '_' and '.'"),
+            );
+        }
+    }
+    if total > MAX_DATA_BYTES {
+        errs.push("data", format!("values total {total} bytes; the limit is {MAX_DATA_BYTES}"));
+    }
+}
+
+impl Secret {
+    /// Merge `stringData`, set `apiVersion`/`kind`/namespace.
+    pub fn normalize(&mut self) {
+        self.api_version = "v1".to_owned();
+        self.kind = "Secret".to_owned();
+        if self.metadata.namespace.is_empty() {
+            self.metadata.namespace = crate::DEFAULT_NAMESPACE.to_owned();
+        }
+        if let Some(sd) = self.string_data.take() {
+            for (k, v) in sd {
+                self.data.insert(k, v.into_bytes());
+            }
+        }
+        if self.secret_type.is_empty() {
+            self.secret_type = "Opaque".to_owned();
+        }
+    }
+
+    fn validate_into(&self, errs: &mut FieldErrors) {
+        data_keys(self.data.keys(), self.data.values().map(Vec::len).sum(), errs);
+    }
+
+    fn same_content(&self, other: &Self) -> bool {
+        self.data == other.data
+    }
+}
+
+impl ConfigMap {
+    /// Set `apiVersion`/`kind`/namespace.
+    pub fn normalize(&mut self) {
+        self.api_version = "v1".to_owned();
+        self.kind = "ConfigMap".to_owned();
+        if self.metadata.namespace.is_empty() {
+            self.metadata.namespace = crate::DEFAULT_NAMESPACE.to_owned();
+        }
+    }
+
+    fn validate_into(&self, errs: &mut FieldErrors) {
+        data_keys(self.data.keys(), self.data.values().map(String::len).sum(), errs);
+    }
+
+    fn same_content(&self, other: &Self) -> bool {
+        self.data == other.data
+    }
+}
+
+mod base64_map {
+    use std::collections::BTreeMap;
+
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(m: &BTreeMap<String, Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(m.iter().map(|(k, v)| (k, STANDARD.encode(v))))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, Vec<u8>>, D::Error> {
+        let raw: Option<BTreeMap<String, String>> = Option::deserialize(d)?;
+        raw.unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| {
+                STANDARD
+                    .decode(v.trim())
+                    .map(|b| (k.clone(), b))
+                    .map_err(|e| serde::de::Error::custom(format!("data.{k} is not valid base64: {e}")))
+            })
+            .collect()
+    }
+}

@@ -10,6 +10,7 @@ use anyhow::{Context as _, Result};
 use clap::Args;
 use fission_core::ResourceStore;
 use fission_store::archive::ArchiveStore;
+use fission_store::cipher::SecretCipher;
 use fission_store::logs::LogStore;
 use fission_store::{DataDir, RedbStore};
 use prometheus_client::registry::Registry;
@@ -103,7 +104,8 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     let started = tokio::time::Instant::now();
     let data_dir_path = args.data_dir.clone().unwrap_or_else(default_data_dir);
     let data = DataDir::open(&data_dir_path)?;
-    let store = RedbStore::open(&data.database())
+    let cipher = SecretCipher::load_or_create(&data.secret_key())?;
+    let store = RedbStore::open_with_cipher(&data.database(), Some(cipher))
         .with_context(|| format!("cannot open the object database in {}", data.root().display()))?;
     let store: Arc<dyn ResourceStore> = Arc::new(store);
     let archives = ArchiveStore::open(data.archives())?;

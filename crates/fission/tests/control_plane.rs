@@ -189,3 +189,35 @@ fn cli_says_where_it_looked_when_no_server_runs() {
     assert!(stderr.contains("127.0.0.1:9") && stderr.contains("fission server"), "{stderr}");
     assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
 }
+
+#[test]
+fn secrets_and_configmaps_are_managed_without_printing_values() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = write(dir.path(), "token.txt", "file-value");
+    let out = server.fission(&["secret", "create", "--name", "db", "--from-literal", "password=hunter2", "--from-file", &format!("token={}", file.display())]).ok();
+    assert!(out.stdout.contains("secret 'db' created"), "{}", out.stdout);
+    let list = server.fission(&["secret", "list"]).ok().stdout;
+    assert_eq!(names(&list), vec!["db"]);
+    assert!(list.contains("password,token"), "{list}");
+    assert!(!list.contains("hunter2"), "list must not print values: {list}");
+    let get = server.fission(&["secret", "get", "--name", "db"]).ok().stdout;
+    assert!(!get.contains("hunter2") && !get.contains("aHVudGVyMg"), "{get}");
+    let yaml = server.fission(&["secret", "get", "--name", "db", "-o", "yaml"]).ok().stdout;
+    assert!(yaml.contains("aHVudGVyMg=="), "values shown when asked: {yaml}");
+    server.fission(&["secret", "update", "--name", "db", "--from-literal", "password=new"]).ok();
+    let yaml = server.fission(&["secret", "get", "--name", "db", "-o", "json"]).ok().stdout;
+    assert!(yaml.contains("bmV3") && !yaml.contains("token"), "{yaml}");
+    server.fission(&["secret", "create", "--name", "Bad_Name", "--from-literal", "a=b"]).fails_with("invalid secret name");
+    server.fission(&["secret", "create", "--name", "empty"]).fails_with("at least one value");
+
+    server.fission(&["configmap", "create", "--name", "cfg", "--from-literal", "mode=fast"]).ok();
+    let out = server.fission(&["configmap", "get", "--name", "cfg", "-o", "json"]).ok().stdout;
+    assert!(out.contains("\"mode\": \"fast\""), "{out}");
+    server.fission(&["configmap", "delete", "--name", "cfg"]).ok();
+    server.fission(&["configmap", "delete", "--name", "cfg"]).fails_with("not found");
+    server.fission(&["configmap", "delete", "--name", "cfg", "--ignorenotfound"]).ok();
+    // Secret values are sealed at rest.
+    let db = std::fs::read(server.data_dir.join("fission.redb")).expect("db");
+    assert!(!db.windows(4).any(|w| w == b"bmV3"), "sealed at rest");
+}

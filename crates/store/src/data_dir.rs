@@ -79,6 +79,11 @@ impl DataDir {
         self.root.join("logs")
     }
 
+    /// The key that encrypts Secret values at rest.
+    pub fn secret_key(&self) -> PathBuf {
+        self.root.join("secret.key")
+    }
+
     /// The unpacked package cache directory.
     pub fn cache(&self) -> PathBuf {
         self.root.join("cache")

@@ -7,9 +7,12 @@
 //! it. A Kubernetes-backed `ResourceStore` is a separate implementation of the same trait.
 
 pub mod archive;
+pub mod cipher;
 mod data_dir;
 pub mod logs;
 mod redb_store;
+pub mod unpack;
 
 pub use data_dir::{DataDir, DataDirError};
 pub use redb_store::RedbStore;
+pub use unpack::{is_zip, unzip, UnpackError, UnpackLimits};

@@ -6,6 +6,8 @@ use fission_core::{AnyResource, ResourceKind, ResourceStore, StoreError, WatchEv
 use redb::{Database, ReadableDatabase as _, ReadableTable as _, TableDefinition};
 use tokio::sync::broadcast;
 
+use crate::cipher::SecretCipher;
+
 /// `"<plural>/<namespace>/<name>"` → object JSON.
 const OBJECTS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("objects");
 /// `"revision"` → last assigned revision.
@@ -34,13 +36,19 @@ pub struct RedbStore {
 
 struct Inner {
     db: Database,
+    cipher: Option<SecretCipher>,
     write_lock: Mutex<()>,
     feed: broadcast::Sender<WatchEvent>,
 }
 
 impl RedbStore {
-    /// Open (creating) the database at `path`.
+    /// Open (creating) the database at `path`; Secrets are stored as given.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_with_cipher(path, None)
+    }
+
+    /// Open (creating) the database at `path`, sealing every Secret with `cipher`.
+    pub fn open_with_cipher(path: &Path, cipher: Option<SecretCipher>) -> Result<Self, StoreError> {
         let db = Database::create(path).map_err(backend)?;
         // Make sure both tables exist so readers never see "table does not exist".
         let txn = db.begin_write().map_err(backend)?;
@@ -50,7 +58,7 @@ impl RedbStore {
         }
         txn.commit().map_err(backend)?;
         let (feed, _) = broadcast::channel(FEED_CAPACITY);
-        Ok(Self { inner: Arc::new(Inner { db, write_lock: Mutex::new(()), feed }) })
+        Ok(Self { inner: Arc::new(Inner { db, cipher, write_lock: Mutex::new(()), feed }) })
     }
 
     async fn blocking<T: Send + 'static>(
@@ -63,12 +71,31 @@ impl RedbStore {
 }
 
 impl Inner {
+    fn decode(&self, kind: ResourceKind, bytes: &[u8]) -> Result<AnyResource, StoreError> {
+        match (&self.cipher, SecretCipher::is_sealed(bytes)) {
+            (Some(c), true) => {
+                let plain = c.open(bytes).map_err(backend)?;
+                AnyResource::from_json(kind, &plain).map_err(backend)
+            }
+            (None, true) => Err(StoreError::Backend("a sealed secret was found but no secret key is configured".into())),
+            _ => AnyResource::from_json(kind, bytes).map_err(backend),
+        }
+    }
+
+    fn encode(&self, obj: &AnyResource) -> Vec<u8> {
+        let json = obj.to_json();
+        match (&self.cipher, obj.kind()) {
+            (Some(c), ResourceKind::Secret) => c.seal(&json),
+            _ => json,
+        }
+    }
+
     fn read(&self, k: &str, kind: ResourceKind) -> Result<Option<AnyResource>, StoreError> {
         let txn = self.db.begin_read().map_err(backend)?;
         let table = txn.open_table(OBJECTS).map_err(backend)?;
         match table.get(k).map_err(backend)? {
             None => Ok(None),
-            Some(v) => Ok(Some(AnyResource::from_json(kind, v.value()).map_err(backend)?)),
+            Some(v) => Ok(Some(self.decode(kind, v.value())?)),
         }
     }
 
@@ -91,12 +118,12 @@ impl Inner {
             let mut objects = txn.open_table(OBJECTS).map_err(backend)?;
             let current = match objects.get(k.as_str()).map_err(backend)? {
                 None => None,
-                Some(v) => Some(AnyResource::from_json(kind, v.value()).map_err(backend)?),
+                Some(v) => Some(self.decode(kind, v.value())?),
             };
             let (next, ev) = f(current, revision)?;
             match next {
                 Some(obj) => {
-                    objects.insert(k.as_str(), obj.to_json().as_slice()).map_err(backend)?;
+                    objects.insert(k.as_str(), self.encode(&obj).as_slice()).map_err(backend)?;
                 }
                 None => {
                     objects.remove(k.as_str()).map_err(backend)?;
@@ -227,7 +254,7 @@ impl ResourceStore for RedbStore {
             inner
                 .list(&prefix)?
                 .into_iter()
-                .map(|(_, v)| AnyResource::from_json(kind, &v).map_err(backend))
+                .map(|(_, v)| inner.decode(kind, &v))
                 .collect()
         })
         .await
@@ -243,7 +270,7 @@ impl ResourceStore for RedbStore {
                 let mut objects = Vec::new();
                 for kind in ResourceKind::ALL {
                     for (_, v) in inner.list(&format!("{}/", kind.plural()))? {
-                        objects.push(AnyResource::from_json(kind, &v).map_err(backend)?);
+                        objects.push(inner.decode(kind, &v)?);
                     }
                 }
                 Ok((objects, revision, rx))
@@ -344,6 +371,31 @@ mod tests {
         assert_eq!((e1.event_type, e1.object.meta().name.as_str()), (WatchEventType::Added, "after"));
         assert_eq!((e2.event_type, e2.object.meta().name.as_str()), (WatchEventType::Deleted, "before"));
         assert!(rev < e1.revision && e1.revision < e2.revision);
+    }
+
+    #[tokio::test]
+    async fn secret_values_are_not_stored_in_plain_text() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cipher = SecretCipher::load_or_create(&dir.path().join("key")).expect("key");
+        let path = dir.path().join("db.redb");
+        {
+            let store = RedbStore::open_with_cipher(&path, Some(cipher)).expect("open");
+            let mut s = fission_core::resources::Secret::default();
+            s.metadata = fission_core::ObjectMeta::named("default", "db");
+            s.data.insert("password".into(), b"correct-horse-battery".to_vec());
+            s.normalize();
+            store.create(AnyResource::Secret(s)).await.expect("create");
+        }
+        let raw = std::fs::read(&path).expect("db bytes");
+        let encoded = b"Y29ycmVjdC1ob3JzZS1iYXR0ZXJ5"; // base64, as the JSON would hold it
+        assert!(!raw.windows(21).any(|w| w == b"correct-horse-battery"), "plain text found in the database file");
+        assert!(!raw.windows(encoded.len()).any(|w| w == encoded), "base64 of the value found in the database file");
+        let cipher = SecretCipher::load_or_create(&dir.path().join("key")).expect("key");
+        let store = RedbStore::open_with_cipher(&path, Some(cipher)).expect("reopen");
+        let AnyResource::Secret(s) = store.get(ResourceKind::Secret, "default", "db").await.expect("get") else {
+            panic!("wrong kind")
+        };
+        assert_eq!(s.data["password"], b"correct-horse-battery");
     }
 
     #[tokio::test]

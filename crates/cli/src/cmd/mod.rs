@@ -6,6 +6,7 @@ pub(crate) mod function;
 pub(crate) mod mqtrigger;
 pub(crate) mod package;
 pub(crate) mod route;
+pub(crate) mod secret;
 pub(crate) mod timetrigger;
 pub(crate) mod version;
 pub(crate) mod watch;
