@@ -5,79 +5,23 @@
 //!
 //! Like Fission's fetcher, a zip becomes a directory and anything else stays a single file named
 //! `deployarchive`. Unlike it, unpacking refuses entries that would land outside the target
-//! (zip-slip, absolute paths), symbolic links, and archives beyond a size and entry budget.
+//! (zip-slip, absolute paths), symbolic links, and archives beyond a size and entry budget
+//! ([`fission_store::unpack`], shared with the builder).
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::{self, Read as _};
-use std::path::{Component, Path, PathBuf};
+use std::io;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use fission_core::resources::{build_status, initial_build_status, Package, ARCHIVE_LITERAL, ARCHIVE_URL};
 use fission_store::archive::{archive_id_from_url, sha256_hex, ArchiveError, ArchiveStore};
+pub use fission_store::unpack::{UnpackError, UnpackLimits};
+use fission_store::unpack::{is_zip, unzip};
 
 /// File (or directory) name of an unpacked deployment, as in Fission (`/userfunc/deployarchive`).
 pub(crate) const DEPLOY_NAME: &str = "deployarchive";
-
-/// Budget for one unpacked archive.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct UnpackLimits {
-    /// Total bytes written.
-    pub max_bytes: u64,
-    /// Number of zip entries (files and directories).
-    pub max_entries: usize,
-}
-
-impl Default for UnpackLimits {
-    fn default() -> Self {
-        // Generous for functions with vendored dependencies, small enough that a zip bomb cannot
-        // fill the disk. Fission's storagesvc caps uploads at 256 MiB.
-        Self { max_bytes: 1 << 30, max_entries: 100_000 }
-    }
-}
-
-/// Why an archive could not be unpacked.
-#[derive(Debug, thiserror::Error)]
-pub enum UnpackError {
-    /// An entry would be written outside the target or is a link.
-    #[error("refusing to unpack zip entry '{name}': {reason}")]
-    UnsafeEntry {
-        /// Entry name as stored in the archive.
-        name: String,
-        /// Why it is refused.
-        reason: &'static str,
-    },
-    /// Two entries with the same path.
-    #[error("refusing to unpack zip: entry '{0}' appears more than once")]
-    DuplicateEntry(String),
-    /// Over the byte budget.
-    #[error("refusing to unpack zip: it expands to more than {limit} bytes")]
-    TooLarge {
-        /// The budget.
-        limit: u64,
-    },
-    /// Over the entry budget.
-    #[error("refusing to unpack zip: it has {count} entries, more than the limit of {limit}")]
-    TooManyEntries {
-        /// Entries in the archive.
-        count: usize,
-        /// The budget.
-        limit: usize,
-    },
-    /// Not a readable zip although it starts like one.
-    #[error("corrupt zip archive: {0}")]
-    Corrupt(String),
-    /// Filesystem failure.
-    #[error("cannot write {path}: {source}")]
-    Io {
-        /// The path involved.
-        path: PathBuf,
-        /// Cause.
-        #[source]
-        source: io::Error,
-    },
-}
 
 /// Why a package's deployment could not be made available.
 #[derive(Debug, thiserror::Error)]
@@ -169,7 +113,12 @@ impl PackageCache {
         } else {
             pkg.status.buildstatus.as_str()
         };
-        if status != build_status::SUCCEEDED && status != build_status::NONE {
+        // A package that is being rebuilt, or whose rebuild failed, still holds the deployment
+        // of its last successful build (builds replace it only on success): keep serving that,
+        // so a broken rebuild never takes a working function down. Only a package that never
+        // built has nothing to deploy.
+        let built = status == build_status::SUCCEEDED || status == build_status::NONE;
+        if !built && pkg.spec.deployment.is_empty() {
             return Err(PackageError::NotBuilt { name: name.clone(), status: status.to_owned() });
         }
         let archive = &pkg.spec.deployment;
@@ -257,11 +206,6 @@ fn is_safe_component(s: &str) -> bool {
     !s.is_empty() && !s.starts_with('.') && !s.contains(['/', '\\', '\0'])
 }
 
-/// Whether `bytes` is a zip archive (local file header, or an empty archive).
-pub(crate) fn is_zip(bytes: &[u8]) -> bool {
-    bytes.starts_with(b"PK\x03\x04") || bytes.starts_with(b"PK\x05\x06")
-}
-
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// Write `bytes` to `target` (unzipped into a directory if it is a zip and `keep_archive` is
@@ -299,103 +243,6 @@ pub(crate) fn install(bytes: &[u8], target: &Path, keep_archive: bool, limits: U
     })();
     let _ = fs::remove_dir_all(&tmp);
     result
-}
-
-/// Unzip `bytes` into the new directory `dest`.
-pub(crate) fn unzip(bytes: &[u8], dest: &Path, limits: UnpackLimits) -> Result<(), UnpackError> {
-    let corrupt = |e: zip::result::ZipError| UnpackError::Corrupt(e.to_string());
-    let mut zip = zip::ZipArchive::new(io::Cursor::new(bytes)).map_err(corrupt)?;
-    if zip.len() > limits.max_entries {
-        return Err(UnpackError::TooManyEntries { count: zip.len(), limit: limits.max_entries });
-    }
-    // Check every entry before writing anything: names, kinds and declared sizes.
-    let mut declared: u64 = 0;
-    for i in 0..zip.len() {
-        let entry = zip.by_index_raw(i).map_err(corrupt)?;
-        safe_relative_path(entry.name())?;
-        if entry.is_symlink() {
-            return Err(UnpackError::UnsafeEntry {
-                name: entry.name().to_owned(),
-                reason: "symbolic links are not allowed",
-            });
-        }
-        declared = declared.saturating_add(entry.size());
-        if declared > limits.max_bytes {
-            return Err(UnpackError::TooLarge { limit: limits.max_bytes });
-        }
-    }
-
-    let io_err = |path: &Path| {
-        let path = path.to_owned();
-        move |source| UnpackError::Io { path, source }
-    };
-    fs::create_dir(dest).map_err(io_err(dest))?;
-    let mut written: u64 = 0;
-    for i in 0..zip.len() {
-        let mut entry = zip.by_index(i).map_err(corrupt)?;
-        let rel = safe_relative_path(entry.name())?;
-        if rel.as_os_str().is_empty() {
-            continue; // "./"
-        }
-        let path = dest.join(&rel);
-        if entry.is_dir() {
-            fs::create_dir_all(&path).map_err(io_err(&path))?;
-            continue;
-        }
-        if let Some(p) = path.parent() {
-            fs::create_dir_all(p).map_err(io_err(p))?;
-        }
-        let mut file = match fs::OpenOptions::new().write(true).create_new(true).open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                return Err(UnpackError::DuplicateEntry(entry.name().to_owned()));
-            }
-            Err(e) => return Err(UnpackError::Io { path, source: e }),
-        };
-        // Declared sizes can lie: count what decompression actually produces.
-        let budget = limits.max_bytes - written;
-        let n = io::copy(&mut (&mut entry).take(budget + 1), &mut file).map_err(io_err(&path))?;
-        written += n;
-        if n > budget {
-            return Err(UnpackError::TooLarge { limit: limits.max_bytes });
-        }
-        let executable = entry.unix_mode().is_some_and(|m| m & 0o111 != 0);
-        set_mode(&path, if executable { 0o755 } else { 0o644 }).map_err(io_err(&path))?;
-    }
-    Ok(())
-}
-
-fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
-    use std::os::unix::fs::PermissionsExt as _;
-    fs::set_permissions(path, fs::Permissions::from_mode(mode))
-}
-
-/// The relative path an entry name stands for, or why it is refused.
-fn safe_relative_path(name: &str) -> Result<PathBuf, UnpackError> {
-    let refuse = |reason| UnpackError::UnsafeEntry { name: name.to_owned(), reason };
-    if name.contains('\0') {
-        return Err(refuse("the name contains a NUL byte"));
-    }
-    let b = name.as_bytes();
-    if name.starts_with('/') || name.starts_with('\\') || (b.len() >= 2 && b[1] == b':' && b[0].is_ascii_alphabetic()) {
-        return Err(refuse("absolute paths are not allowed"));
-    }
-    let mut out = PathBuf::new();
-    // Zips made on Windows may use backslashes.
-    for part in name.split(['/', '\\']) {
-        match part {
-            "" | "." => {}
-            ".." => return Err(refuse("the path leaves the archive root ('..')")),
-            p => {
-                // A single normal component, whatever the platform thinks.
-                if !matches!(Path::new(p).components().next(), Some(Component::Normal(_))) {
-                    return Err(refuse("the path has an invalid component"));
-                }
-                out.push(p)
-            }
-        }
-    }
-    Ok(out)
 }
 
 #[cfg(test)]
@@ -481,7 +328,7 @@ mod tests {
         let z = zip_of(&[("/etc/evil", b"x")]);
         let err = install(&z, &target, false, limits()).expect_err("must refuse");
         assert!(err.to_string().contains("absolute paths are not allowed"), "{err}");
-        let err = safe_relative_path("C:\\Windows\\evil").expect_err("drive path");
+        let err = fission_store::unpack::safe_relative_path("C:\\Windows\\evil").expect_err("drive path");
         assert!(err.to_string().contains("absolute"), "{err}");
     }
 
@@ -577,10 +424,15 @@ mod tests {
         let cache = PackageCache::new(dir.path().join("cache"), archives, limits());
         for status in ["pending", "running", "failed"] {
             let err = cache
+                .deployment(&package(fission_core::resources::Archive::default(), status), false)
+                .await
+                .expect_err("never built");
+            assert!(err.to_string().contains(&format!("build status was \"{status}\"")), "{err}");
+            // A rebuild in progress or failed keeps serving the last good deployment.
+            cache
                 .deployment(&package(fission_core::resources::Archive::literal(b"x".to_vec()), status), false)
                 .await
-                .expect_err("not built");
-            assert!(err.to_string().contains(&format!("build status was \"{status}\"")), "{err}");
+                .expect("last good build is served");
         }
         // No status yet: deployable when it has a deployment archive (Fission's "none").
         cache

@@ -162,6 +162,10 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         router_url: format!("http://{router_addr}"),
         ..fission_controller::Config::default()
     };
+    let mut builder_config = fission_builder::Config::new(data.root().join("builds"));
+    builder_config.node_bin = node.clone();
+    builder_config.runtime_python_bin = python.clone();
+    let builder = fission_builder::BuildManager::new(builder_config, store.clone(), archives.clone(), logs.clone());
     let controller = fission_controller::Controller::new(controller_config, store.clone(), archives, logs, shutdown.clone());
 
     let mut tasks = JoinSet::new();
@@ -178,6 +182,10 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         tasks.spawn(async move { router.serve(router_listener, shutdown, grace).await.context("router failed") });
     }
     tasks.spawn(async move { controller.serve(controller_listener, grace).await.context("controller failed") });
+    {
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move { builder.run(shutdown).await.context("build manager failed") });
+    }
 
     router.ready().await;
     tracing::info!(data_dir = %data.root().display(), environments = %environments_dir.display(), node = %node.display(), python = %python.display(), "fission server started");

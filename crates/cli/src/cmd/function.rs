@@ -441,6 +441,9 @@ fn legacy_route(ns: &str, a: &FnCreateArgs) -> anyhow::Result<Option<(HttpTrigge
 }
 
 async fn create(ctx: &Ctx, a: FnCreateArgs) -> anyhow::Result<()> {
+    if a.spec.saves() {
+        return super::spec::save::function(ctx, &a);
+    }
     let dry = a.spec.dry_run()?;
     let ns = ctx.ns(NsKind::Function);
     check_name::<FunctionSpec>(&ns, &a.name)?;
@@ -494,7 +497,7 @@ async fn create(ctx: &Ctx, a: FnCreateArgs) -> anyhow::Result<()> {
             let env = a.env.clone().unwrap_or_default();
             let has_source = prepared.as_ref().is_some_and(package::PreparedCode::has_source);
             if !dry {
-                package::check_environment(ctx, &ns, &env, has_source).await?;
+                package::check_environment(ctx, &ns, &env, has_source && a.code.buildcmd.is_none()).await?;
             }
             (env, package_name_for_function(&a.name, &uuid::Uuid::new_v4().to_string()), None)
         }
@@ -508,6 +511,7 @@ async fn create(ctx: &Ctx, a: FnCreateArgs) -> anyhow::Result<()> {
     }
 
     let mut created_pkg = None;
+    let mut building = false;
     let mut dry_docs = Vec::new();
     if let Some(prepared) = prepared {
         let (deploy, src) = a.code.archives(ctx, prepared, dry).await.wrap("error creating package")?;
@@ -517,6 +521,7 @@ async fn create(ctx: &Ctx, a: FnCreateArgs) -> anyhow::Result<()> {
         if dry {
             dry_docs.push(to_yaml(&pkg)?);
         } else {
+            building = !pkg.spec.source.is_empty();
             let meta = ctx.api.create(&pkg).await.wrap("error creating package")?;
             say(format!("Package '{pkg_name}' created"));
             function.spec.package.packageref.resourceversion = meta.resource_version;
@@ -550,6 +555,35 @@ async fn create(ctx: &Ctx, a: FnCreateArgs) -> anyhow::Result<()> {
         ctx.api.create(&t).await.wrap("error creating HTTP trigger")?;
         let path = t.spec.effective_prefix().unwrap_or(&t.spec.relativeurl).to_owned();
         say(format!("route created: {} {} -> {}", go_list(&t.spec.methods), path, a.name));
+    }
+
+    if building && !a.code.nowait {
+        let pkg = package::wait_for_build(ctx, &ns, &pkg_name).await?;
+        repin(ctx, &ns, &a.name, &pkg.metadata.resource_version).await?;
+    }
+    Ok(())
+}
+
+/// Make sure function `name` is pinned to package version `rv`. The server's builder re-pins
+/// functions right after it records a build; this covers a function created after that (a very
+/// fast build), without fighting the builder's own write.
+async fn repin(ctx: &Ctx, ns: &str, name: &str, rv: &str) -> anyhow::Result<()> {
+    for attempt in 0..10 {
+        let mut f: Function = ctx.api.get(ns, name).await.wrap("error getting function")?;
+        if f.spec.package.packageref.resourceversion == rv {
+            return Ok(());
+        }
+        if attempt < 4 {
+            // Give the builder a moment first.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        f.spec.package.packageref.resourceversion = rv.to_owned();
+        match ctx.api.update(&f).await {
+            Ok(_) => return Ok(()),
+            Err(ApiError::Status { status: 409, .. }) => continue,
+            Err(e) => return Err(e).wrap("error updating function to the built package"),
+        }
     }
     Ok(())
 }
@@ -678,6 +712,9 @@ async fn update(ctx: &Ctx, a: FnUpdateArgs) -> anyhow::Result<()> {
         ctx.warn(w);
     }
 
+    // After a build, the function as the builder re-pinned it (an update without other changes
+    // then writes nothing more).
+    let mut rebuilt: Option<Function> = None;
     let env_changed = a.env.as_ref().is_some_and(|e| *e != f.spec.environment.name);
     if let Some(e) = &a.env {
         if env_changed {
@@ -717,11 +754,28 @@ async fn update(ctx: &Ctx, a: FnUpdateArgs) -> anyhow::Result<()> {
                 None => (None, None),
             };
             let pkg_name = pkg.metadata.name.clone();
-            let meta =
+            let updated =
                 package::update_package(ctx, pkg, deploy, src, a.code.buildcmd.as_deref(), env_ref, Some(&a.name))
                     .await
                     .wrap(&format!("error updating package '{pkg_name}'"))?;
-            f.spec.package.packageref.resourceversion = meta.resource_version;
+            if !updated.rebuild {
+                f.spec.package.packageref.resourceversion = updated.meta.resource_version;
+            } else if a.code.nowait {
+                // The server's builder re-pins the function when the build succeeds; until then
+                // it keeps serving its current code.
+                ctx.info(format!(
+                    "Package '{pkg_name}' is building; the function keeps its current code until the build succeeds"
+                ));
+            } else {
+                // Only a successful build reaches the function (a failed one leaves it as it is).
+                // The builder has re-pinned it meanwhile: apply this update to the current object.
+                let built = package::wait_for_build(ctx, &pkg_ns, &pkg_name).await?;
+                repin(ctx, &ns, &a.name, &built.metadata.resource_version).await?;
+                let environment = f.spec.environment.clone();
+                f = ctx.api.get(&ns, &a.name).await.wrap("error getting function")?;
+                rebuilt = Some(f.clone());
+                f.spec.environment = environment;
+            }
         }
     }
 
@@ -757,7 +811,9 @@ async fn update(ctx: &Ctx, a: FnUpdateArgs) -> anyhow::Result<()> {
     f.spec.invoke_strategy.execution_strategy = exec.strategy;
     apply_labels_annotations(&mut f.metadata, a.labels.as_deref(), &a.annotation)?;
     validate(&f)?;
-    ctx.api.update(&f).await.wrap("error updating function")?;
+    if rebuilt.as_ref() != Some(&f) {
+        ctx.api.update(&f).await.wrap("error updating function")?;
+    }
     say(format!("Function '{}' updated", a.name));
     Ok(())
 }

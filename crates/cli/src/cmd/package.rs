@@ -1,5 +1,7 @@
 //! `fission package|pkg …` (§3.5), plus the package plumbing `fn create/update` share.
 
+use std::time::{Duration, Instant};
+
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
 use fission_core::resources::{
@@ -33,7 +35,7 @@ pub enum PkgCommand {
     /// Download the source archive
     Getsrc(PkgGetArgs),
     /// Retry a failed build
-    Rebuild(PkgNameArgs),
+    Rebuild(PkgRebuildArgs),
 }
 
 /// Archive flags shared by `pkg create/update` and `fn create/update`.
@@ -60,6 +62,9 @@ pub struct CodeArgs {
     /// Build command for the builder (overrides the environment's)
     #[arg(long)]
     pub buildcmd: Option<String>,
+    /// Return as soon as a source package is written instead of waiting for its build
+    #[arg(long)]
+    pub nowait: bool,
 }
 
 /// Archives read from disk, ready to become package archives.
@@ -155,16 +160,93 @@ pub(crate) fn new_package(
     p
 }
 
-/// Check an environment exists (Fission's wording), warning when source code will never build.
-pub(crate) async fn check_environment(ctx: &Ctx, ns: &str, env: &str, has_source: bool) -> anyhow::Result<Environment> {
+/// Check an environment exists (Fission's wording), warning when source code will not build:
+/// `needs_builder` is true for source packages without their own `--buildcmd`.
+pub(crate) async fn check_environment(ctx: &Ctx, ns: &str, env: &str, needs_builder: bool) -> anyhow::Result<Environment> {
     check_name::<EnvironmentSpec>(ns, env)?;
     let e: Environment = ctx.api.get(ns, env).await.wrap("error retrieving environment information")?;
-    if has_source && e.spec.builder.as_ref().is_none_or(|b| b.image.is_empty()) {
+    // A builder image, or a build command of its own (`build` means "the builder image's").
+    let has_builder = e.spec.builder.as_ref().is_some_and(|b| !b.image.is_empty() || !matches!(b.command.as_str(), "" | "build"));
+    if needs_builder && !has_builder {
         ctx.warn(format!(
-            "environment '{env}' has no builder image: the source package stays pending until the environment gets one"
+            "environment '{env}' has no builder image, so the source package cannot be built: use an environment \
+             created with --builder, or give a build command with --buildcmd"
         ));
     }
     Ok(e)
+}
+
+/// How often `wait_for_build` looks at the package.
+const BUILD_POLL: Duration = Duration::from_millis(250);
+/// How long the CLI waits for a build (the server gives one build 10 minutes; builds may queue).
+const BUILD_WAIT_LIMIT: Duration = Duration::from_secs(30 * 60);
+/// Build log lines shown when a build fails.
+const FAILED_LOG_TAIL: usize = 20;
+
+/// `pkg info` for a package, with `--namespace` when it is not the default one.
+fn info_command(ns: &str, name: &str) -> String {
+    if ns == fission_core::DEFAULT_NAMESPACE {
+        format!("fission pkg info --name {name}")
+    } else {
+        format!("fission pkg info --name {name} --namespace {ns}")
+    }
+}
+
+/// The last `n` lines of a build log (Fission's literal `\n` expanded).
+pub(crate) fn log_tail(log: &str, n: usize) -> Vec<String> {
+    let log = log.replace("\\n", "\n");
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(n)..].iter().map(|l| (*l).to_owned()).collect()
+}
+
+/// Wait until package `name` has built, with progress on stderr. A failed build prints the end
+/// of its log to stderr and is an error.
+pub(crate) async fn wait_for_build(ctx: &Ctx, ns: &str, name: &str) -> anyhow::Result<Package> {
+    let started = Instant::now();
+    let progress = |msg: String| {
+        if ctx.global.verbosity >= 1 {
+            eprintln!("{msg}");
+        }
+    };
+    progress(format!("Waiting for package '{name}' to build..."));
+    let mut hinted = false;
+    loop {
+        let pkg: Package = ctx.api.get(ns, name).await.wrap("error getting package")?;
+        let status = pkg.status.buildstatus.as_str();
+        match status {
+            build_status::SUCCEEDED | build_status::NONE => {
+                progress(format!("Package '{name}' built in {:.1}s", started.elapsed().as_secs_f64()));
+                return Ok(pkg);
+            }
+            build_status::FAILED => {
+                let tail = log_tail(&pkg.status.buildlog, FAILED_LOG_TAIL);
+                if !tail.is_empty() {
+                    eprintln!("Build log of package '{name}' (last {} lines):", tail.len());
+                    for l in tail {
+                        eprintln!("  {l}");
+                    }
+                }
+                bail!("package '{name}' build failed; see '{}' for the build log", info_command(ns, name));
+            }
+            _ => {}
+        }
+        let waited = started.elapsed();
+        if waited > BUILD_WAIT_LIMIT {
+            bail!(
+                "gave up waiting for package '{name}' to build after {} minutes (status: {status}); see '{}'",
+                BUILD_WAIT_LIMIT.as_secs() / 60,
+                info_command(ns, name)
+            );
+        }
+        if !hinted && status == build_status::PENDING && waited > Duration::from_secs(30) {
+            hinted = true;
+            progress(format!(
+                "Package '{name}' is still pending: its build has not started (other builds may be running). \
+                 Ctrl-C stops waiting; the build is not affected."
+            ));
+        }
+        tokio::time::sleep(BUILD_POLL).await;
+    }
 }
 
 /// Functions in `ns` whose package reference names `pkg`.
@@ -179,9 +261,19 @@ fn references_package(f: &FunctionSpec, pkg_ns: &str, pkg: &str, fn_ns: &str) ->
     r.name == pkg && ns == pkg_ns
 }
 
-/// Apply new archives (and optionally environment/build command) to an existing package, write
-/// it, and re-pin every function that uses it except `skip_fn` (whose caller re-pins it).
-/// Returns the package's new metadata.
+/// What `update_package` wrote.
+#[derive(Debug)]
+pub(crate) struct PackageUpdate {
+    /// The package's new metadata.
+    pub(crate) meta: ObjectMeta,
+    /// Whether the update started a build (the package is `pending`).
+    pub(crate) rebuild: bool,
+}
+
+/// Apply new archives (and optionally environment/build command) to an existing package and
+/// write it. Without a rebuild, every function that uses it except `skip_fn` (whose caller
+/// re-pins it) is re-pinned to the new version now; with one, the server's builder re-pins them
+/// when the build succeeds, and until then they keep their current code.
 pub(crate) async fn update_package(
     ctx: &Ctx,
     mut pkg: Package,
@@ -190,7 +282,7 @@ pub(crate) async fn update_package(
     buildcmd: Option<&str>,
     env: Option<ObjectReference>,
     skip_fn: Option<&str>,
-) -> anyhow::Result<ObjectMeta> {
+) -> anyhow::Result<PackageUpdate> {
     let mut rebuild = false;
     if let Some(d) = deploy {
         pkg.spec.deployment = d;
@@ -212,6 +304,9 @@ pub(crate) async fn update_package(
     let ns = pkg.metadata.namespace.clone();
     let name = pkg.metadata.name.clone();
     let meta = ctx.api.update(&pkg).await.wrap("error updating package")?;
+    if rebuild {
+        return Ok(PackageUpdate { meta, rebuild });
+    }
     for mut f in functions_using(ctx, &ns, &name).await? {
         if Some(f.metadata.name.as_str()) == skip_fn {
             continue;
@@ -222,7 +317,7 @@ pub(crate) async fn update_package(
             .await
             .wrap(&format!("error updating function '{}' to the new package version", f.metadata.name))?;
     }
-    Ok(meta)
+    Ok(PackageUpdate { meta, rebuild })
 }
 
 /// `pkg create` flags.
@@ -280,6 +375,17 @@ pub struct PkgListArgs {
     pub orphan: bool,
 }
 
+/// `pkg rebuild` flags.
+#[derive(Debug, Args)]
+pub struct PkgRebuildArgs {
+    /// Package name
+    #[arg(long)]
+    pub name: String,
+    /// Return at once instead of waiting for the build
+    #[arg(long)]
+    pub nowait: bool,
+}
+
 /// `pkg delete` flags.
 #[derive(Debug, Args)]
 pub struct PkgDeleteArgs {
@@ -322,6 +428,9 @@ pub(crate) async fn run(ctx: &Ctx, cmd: PkgCommand) -> anyhow::Result<()> {
 }
 
 async fn create(ctx: &Ctx, a: PkgCreateArgs) -> anyhow::Result<()> {
+    if a.spec.saves() {
+        return super::spec::save::package(ctx, &a);
+    }
     let dry = a.spec.dry_run()?;
     let ns = ctx.ns(NsKind::Package);
     let Some(env) = a.env.clone().filter(|e| !e.is_empty()) else { bail!("need --env argument") };
@@ -335,8 +444,9 @@ async fn create(ctx: &Ctx, a: PkgCreateArgs) -> anyhow::Result<()> {
     check_name::<PackageSpec>(&ns, &name)?;
     check_name::<EnvironmentSpec>(&ns, &env)?;
     let prepared = a.code.prepare().context("error creating package")?;
+    let has_source = prepared.has_source();
     if !dry {
-        check_environment(ctx, &ns, &env, prepared.has_source()).await?;
+        check_environment(ctx, &ns, &env, has_source && a.code.buildcmd.is_none()).await?;
         if ctx.api.get_opt::<PackageSpec>(&ns, &name).await.wrap("error creating package")?.is_some() {
             bail!("error creating package: package '{name}' already exists");
         }
@@ -350,6 +460,9 @@ async fn create(ctx: &Ctx, a: PkgCreateArgs) -> anyhow::Result<()> {
     }
     ctx.api.create(&pkg).await.wrap("error creating package")?;
     say(format!("Package '{name}' created"));
+    if has_source && !a.code.nowait {
+        wait_for_build(ctx, &ns, &name).await?;
+    }
     Ok(())
 }
 
@@ -366,14 +479,19 @@ async fn update(ctx: &Ctx, a: PkgUpdateArgs) -> anyhow::Result<()> {
     let prepared = a.code.prepare().context("error updating package")?;
     let env = match &a.env {
         Some(e) => {
-            check_environment(ctx, &ns, e, prepared.has_source() || !pkg.spec.source.is_empty()).await?;
+            let needs_builder = (prepared.has_source() || !pkg.spec.source.is_empty())
+                && a.code.buildcmd.as_deref().unwrap_or(&pkg.spec.buildcmd).is_empty();
+            check_environment(ctx, &ns, e, needs_builder).await?;
             Some(ObjectReference { namespace: ns.clone(), name: e.clone() })
         }
         None => None,
     };
     let (deploy, src) = a.code.archives(ctx, prepared, false).await.wrap("error updating package")?;
-    update_package(ctx, pkg, deploy, src, a.code.buildcmd.as_deref(), env, None).await?;
+    let updated = update_package(ctx, pkg, deploy, src, a.code.buildcmd.as_deref(), env, None).await?;
     say(format!("Package '{}' updated", a.name));
+    if updated.rebuild && !a.code.nowait {
+        wait_for_build(ctx, &ns, &a.name).await?;
+    }
     Ok(())
 }
 
@@ -504,7 +622,7 @@ async fn get_archive(ctx: &Ctx, a: PkgGetArgs, source: bool) -> anyhow::Result<(
     Ok(())
 }
 
-async fn rebuild(ctx: &Ctx, a: PkgNameArgs) -> anyhow::Result<()> {
+async fn rebuild(ctx: &Ctx, a: PkgRebuildArgs) -> anyhow::Result<()> {
     let ns = ctx.ns(NsKind::Package);
     let mut pkg: Package = get_one(ctx, &ns, &a.name, "package").await?;
     if pkg.status.buildstatus != build_status::FAILED {
@@ -521,6 +639,9 @@ async fn rebuild(ctx: &Ctx, a: PkgNameArgs) -> anyhow::Result<()> {
     };
     ctx.api.update(&pkg).await.wrap("error updating package")?;
     say(format!("Retrying build for pkg {}. Use \"fission pkg info --name {}\" to view status", a.name, a.name));
+    if !a.nowait {
+        wait_for_build(ctx, &ns, &a.name).await?;
+    }
     Ok(())
 }
 
@@ -576,6 +697,19 @@ mod tests {
         let left = orphans(vec![used, free], &[f]);
         assert_eq!(left.len(), 1);
         assert_eq!(left[0].metadata.name, "free");
+    }
+
+    #[test]
+    fn a_failed_build_shows_the_end_of_its_log() {
+        let log = (1..=30).map(|i| format!("line {i}")).collect::<Vec<_>>().join("\n");
+        let tail = log_tail(&log, 20);
+        assert_eq!(tail.len(), 20);
+        assert_eq!(tail[0], "line 11");
+        assert_eq!(tail[19], "line 30");
+        assert_eq!(log_tail("a\\nb", 20), vec!["a", "b"], "Fission's literal \\n is expanded");
+        assert!(log_tail("", 20).is_empty());
+        assert_eq!(info_command("default", "p"), "fission pkg info --name p");
+        assert_eq!(info_command("dev", "p"), "fission pkg info --name p --namespace dev");
     }
 
     #[test]

@@ -1,0 +1,403 @@
+//! One build: source archive → work directory → build steps → deployment archive.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use fission_core::resources::{Archive, Checksum, Environment, Package, ARCHIVE_LITERAL, ARCHIVE_URL};
+use fission_core::runtime::BuiltinRuntime;
+use fission_store::archive::{archive_id_from_url, sha256_hex, ArchiveStore, STORAGE_URL_PREFIX};
+use fission_store::unpack::{is_zip, safe_relative_path, unzip};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::archive::zip_dir;
+use crate::log::BuildLog;
+use crate::process::{run_step, Step, StepError, StepLimits};
+use crate::recipe::{self, Recipe};
+use crate::tools::Tools;
+use crate::Config;
+
+/// How a build ended.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    /// Built: the deployment archive, already in the archive store.
+    Succeeded(Archive),
+    /// Failed; the log says why.
+    Failed,
+    /// Stopped because it no longer matters (superseded, deleted, shutdown).
+    Cancelled,
+}
+
+/// What a build needs from the manager.
+pub(crate) struct Ctx<'a> {
+    pub(crate) config: &'a Config,
+    pub(crate) archives: &'a ArchiveStore,
+    pub(crate) tools: &'a Tools,
+    pub(crate) log: &'a BuildLog,
+    pub(crate) cancel: &'a CancellationToken,
+}
+
+/// Why a build stopped early: already logged (`Failed`) or cancelled.
+enum Stop {
+    Failed(String),
+    Cancelled,
+}
+
+impl From<StepError> for Stop {
+    fn from(e: StepError) -> Self {
+        match e {
+            StepError::Cancelled => Stop::Cancelled,
+            e => Stop::Failed(e.to_string()),
+        }
+    }
+}
+
+/// Build `pkg` in `work` (an empty, existing directory). `env` is the package's environment,
+/// or why it could not be read.
+pub(crate) async fn build(ctx: &Ctx<'_>, pkg: &Package, env: Result<Environment, String>, work: &Path) -> Outcome {
+    let started = Instant::now();
+    match run(ctx, pkg, env, work, started).await {
+        Ok(archive) => {
+            ctx.log.note(format!("Build succeeded in {}", secs(started.elapsed())));
+            Outcome::Succeeded(archive)
+        }
+        Err(Stop::Failed(why)) => {
+            ctx.log.note(format!("error building source package: {why}"));
+            ctx.log.note(format!("Build failed after {}", secs(started.elapsed())));
+            Outcome::Failed
+        }
+        Err(Stop::Cancelled) => Outcome::Cancelled,
+    }
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.1}s", d.as_secs_f64())
+}
+
+async fn run(
+    ctx: &Ctx<'_>,
+    pkg: &Package,
+    env: Result<Environment, String>,
+    work: &Path,
+    started: Instant,
+) -> Result<Archive, Stop> {
+    let limits = StepLimits {
+        deadline: started + ctx.config.build_timeout,
+        timeout: ctx.config.build_timeout,
+        max_output_bytes: ctx.config.max_output_bytes,
+    };
+    let env = env.map_err(Stop::Failed)?;
+    let recipe = recipe::select(pkg, &env).map_err(Stop::Failed)?;
+    ctx.log.note(format!(
+        "Building package '{}' (resourceVersion {}) of environment '{}' with {}",
+        pkg.metadata.name,
+        pkg.metadata.resource_version,
+        env.metadata.name,
+        recipe.describe()
+    ));
+
+    let bytes = source_bytes(pkg, ctx.archives).await.map_err(Stop::Failed)?;
+    let dirs = Dirs { work: work.to_owned(), src: work.join("src"), deploy: work.join("deploy") };
+    let src = dirs.src.clone();
+    let unpack_limits = ctx.config.unpack_limits;
+    {
+        let src = src.clone();
+        tokio::task::spawn_blocking(move || unzip(&bytes, &src, unpack_limits))
+            .await
+            .map_err(|e| Stop::Failed(format!("unpacking the source archive failed: {e}")))?
+            .map_err(|e| Stop::Failed(format!("cannot unpack the source archive: {e}")))?;
+    }
+    for d in ["home", "tmp", "cache"] {
+        std::fs::create_dir_all(work.join(d))
+            .map_err(|e| Stop::Failed(format!("cannot prepare the build directory: {e}")))?;
+    }
+    check_cancel(ctx)?;
+
+    let deploy_from = match &recipe {
+        Recipe::Builtin(BuiltinRuntime::Python) => {
+            python(ctx, &dirs, &limits).await?;
+            dirs.src.clone()
+        }
+        Recipe::Builtin(BuiltinRuntime::NodeJs) => {
+            node(ctx, &dirs, &limits).await?;
+            dirs.src.clone()
+        }
+        Recipe::Command(argv) => {
+            command(ctx, argv, &dirs, &limits).await?;
+            dirs.deploy.clone()
+        }
+    };
+    check_cancel(ctx)?;
+    store_deployment(ctx, &deploy_from).await
+}
+
+fn check_cancel(ctx: &Ctx<'_>) -> Result<(), Stop> {
+    if ctx.cancel.is_cancelled() { Err(Stop::Cancelled) } else { Ok(()) }
+}
+
+/// The source archive's bytes, checked against its recorded sha256.
+async fn source_bytes(pkg: &Package, archives: &ArchiveStore) -> Result<Vec<u8>, String> {
+    let a = &pkg.spec.source;
+    if a.is_empty() {
+        return Err("the package has no source archive, so there is nothing to build".to_owned());
+    }
+    let literal = a.archive_type == ARCHIVE_LITERAL || (a.archive_type != ARCHIVE_URL && !a.literal.is_empty());
+    let bytes = if literal {
+        a.literal.clone()
+    } else {
+        let Some(id) = archive_id_from_url(&a.url) else {
+            return Err(format!(
+                "source archive URL '{}' is not supported: only archives stored on this server (…/v1/archive?id=<id>) \
+                 can be built; give the files with 'fission pkg update --src <files>' instead",
+                a.url
+            ));
+        };
+        let (store, id) = (archives.clone(), id.to_owned());
+        tokio::task::spawn_blocking(move || store.get(&id))
+            .await
+            .map_err(|e| format!("reading the source archive failed: {e}"))?
+            .map_err(|e| format!("cannot read the source archive: {e}"))?
+    };
+    if !literal && !a.checksum.sum.is_empty() {
+        let actual = sha256_hex(&bytes);
+        if !actual.eq_ignore_ascii_case(&a.checksum.sum) {
+            return Err(format!(
+                "source archive checksum mismatch: the package records sha256 {}, the archive is {actual}",
+                a.checksum.sum
+            ));
+        }
+    }
+    if !is_zip(&bytes) {
+        return Err("the source archive is not a zip file; give --src a directory, files or a .zip".to_owned());
+    }
+    Ok(bytes)
+}
+
+/// The directories of one build.
+struct Dirs {
+    /// The build's own directory (home, tmp, caches).
+    work: PathBuf,
+    /// `$SRC_PKG`: the unpacked source; the working directory of every step.
+    src: PathBuf,
+    /// `$DEPLOY_PKG`: where a custom command puts the deployment.
+    deploy: PathBuf,
+}
+
+/// The environment every step runs with.
+fn step_env(ctx: &Ctx<'_>, dirs: &Dirs, tool_dirs: &[&Path]) -> Vec<(OsString, OsString)> {
+    let (work, src, deploy) = (&dirs.work, &dirs.src, &dirs.deploy);
+    let mut path: Vec<PathBuf> = Vec::new();
+    for d in tool_dirs.iter().map(|d| d.to_path_buf()).chain(["/usr/local/bin", "/usr/bin", "/bin"].map(PathBuf::from)) {
+        if !path.contains(&d) {
+            path.push(d);
+        }
+    }
+    let path = std::env::join_paths(path).unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
+    let cache = work.join("cache");
+    let mut env: Vec<(OsString, OsString)> = vec![
+        ("PATH".into(), path),
+        ("HOME".into(), work.join("home").into()),
+        ("TMPDIR".into(), work.join("tmp").into()),
+        ("LANG".into(), "C.UTF-8".into()),
+        ("SRC_PKG".into(), src.into()),
+        ("DEPLOY_PKG".into(), deploy.into()),
+        ("npm_config_cache".into(), cache.join("npm").into()),
+        ("npm_config_update_notifier".into(), "false".into()),
+        ("npm_config_fund".into(), "false".into()),
+        ("npm_config_audit".into(), "false".into()),
+        ("PIP_CACHE_DIR".into(), cache.join("pip").into()),
+        ("PIP_DISABLE_PIP_VERSION_CHECK".into(), "1".into()),
+        ("PIP_NO_INPUT".into(), "1".into()),
+        ("PIP_ROOT_USER_ACTION".into(), "ignore".into()),
+    ];
+    for name in &ctx.config.pass_env {
+        if let Some(v) = std::env::var_os(name)
+            && !env.iter().any(|(k, _)| k == name)
+        {
+            env.push((name.clone(), v));
+        }
+    }
+    env
+}
+
+/// `program args…` as the log shows it, with the work paths abbreviated.
+fn display(program: &Path, args: &[OsString], src: &Path, deploy: &Path) -> String {
+    let s = std::iter::once(program.as_os_str())
+        .chain(args.iter().map(OsString::as_os_str))
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ");
+    s.replace(&*deploy.to_string_lossy(), "$DEPLOY_PKG").replace(&*src.to_string_lossy(), "$SRC_PKG")
+}
+
+/// Run `program args…` in the source directory.
+async fn step(
+    ctx: &Ctx<'_>,
+    program: &Path,
+    args: Vec<OsString>,
+    env: Vec<(OsString, OsString)>,
+    dirs: &Dirs,
+    limits: &StepLimits,
+) -> Result<(), Stop> {
+    let shown = display(program, &args, &dirs.src, &dirs.deploy);
+    ctx.log.note(format!("$ {shown}"));
+    let name = program.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| shown.clone());
+    let s = Step { program: program.as_os_str().to_owned(), args, cwd: dirs.src.clone(), env };
+    run_step(&s, &name, ctx.log, limits, ctx.cancel).await.map_err(Stop::from)
+}
+
+async fn python(ctx: &Ctx<'_>, dirs: &Dirs, limits: &StepLimits) -> Result<(), Stop> {
+    let src = &dirs.src;
+    if !src.join("requirements.txt").is_file() {
+        ctx.log.note("No requirements.txt in the source: nothing to install");
+        return Ok(());
+    }
+    let py = ctx.tools.pip_python().await.map_err(Stop::Failed)?;
+    if let Some(w) = ctx.tools.python_version_warning(&py).await {
+        ctx.log.note(w);
+    }
+    let tool_dirs: Vec<&Path> = py.exe.parent().into_iter().collect();
+    let env = step_env(ctx, dirs, &tool_dirs);
+    let args: Vec<OsString> =
+        ["-m", "pip", "install", "-r", "requirements.txt", "-t"].iter().map(OsString::from).chain([src.into()]).collect();
+    step(ctx, &py.exe, args, env, dirs, limits).await
+}
+
+async fn node(ctx: &Ctx<'_>, dirs: &Dirs, limits: &StepLimits) -> Result<(), Stop> {
+    let src = &dirs.src;
+    if !src.join("package.json").is_file() {
+        ctx.log.note("No package.json in the source: nothing to install");
+        return Ok(());
+    }
+    let node = ctx.tools.node();
+    if !node.is_file() {
+        return Err(Stop::Failed(format!("node not found at {} (it runs npm)", node.display())));
+    }
+    let npm = ctx.tools.npm().map_err(Stop::Failed)?;
+    let locked = src.join("package-lock.json").is_file() || src.join("npm-shrinkwrap.json").is_file();
+    let sub = if locked { "ci" } else { "install" };
+    let tool_dirs: Vec<&Path> = node.parent().into_iter().chain(npm.parent()).collect();
+    let env = step_env(ctx, dirs, &tool_dirs);
+    let args: Vec<OsString> = [sub, "--no-audit", "--no-fund"].iter().map(OsString::from).collect();
+    step(ctx, &npm, args, env, dirs, limits).await
+}
+
+async fn command(ctx: &Ctx<'_>, argv: &[String], dirs: &Dirs, limits: &StepLimits) -> Result<(), Stop> {
+    let Some((first, rest)) = argv.split_first() else {
+        return Err(Stop::Failed("the build command is empty".to_owned()));
+    };
+    let mut args: Vec<OsString> = rest.iter().map(OsString::from).collect();
+    let program = match script_in_source(&dirs.src, first) {
+        Some(script) => {
+            let shebang = std::fs::read(&script).map(|b| b.starts_with(b"#!")).unwrap_or(false);
+            if shebang {
+                use std::os::unix::fs::PermissionsExt as _;
+                let _ = std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755));
+                script
+            } else {
+                args.insert(0, script.into());
+                PathBuf::from("/bin/sh")
+            }
+        }
+        None => PathBuf::from(first),
+    };
+    let node = ctx.tools.node();
+    let npm = ctx.tools.npm().ok();
+    let tool_dirs: Vec<&Path> = node.parent().into_iter().chain(npm.as_deref().and_then(Path::parent)).collect();
+    let env = step_env(ctx, dirs, &tool_dirs);
+    step(ctx, &program, args, env, dirs, limits).await?;
+    if dirs.deploy.symlink_metadata().is_err() {
+        return Err(Stop::Failed(
+            "the build command succeeded but did not create $DEPLOY_PKG: a build command must put the deployment there \
+             (for example 'cp -r $SRC_PKG $DEPLOY_PKG')"
+                .to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+/// The file `word` names inside `src`, if it is one (`build.sh`, `./scripts/build.sh`).
+fn script_in_source(src: &Path, word: &str) -> Option<PathBuf> {
+    if word.starts_with('/') {
+        return None;
+    }
+    let rel = safe_relative_path(word).ok()?;
+    if rel.as_os_str().is_empty() {
+        return None;
+    }
+    let p = src.join(rel);
+    p.symlink_metadata().ok().filter(|m| m.is_file()).map(|_| p)
+}
+
+/// Zip (a directory) or take (a single file) what the build deployed and store it.
+async fn store_deployment(ctx: &Ctx<'_>, from: &Path) -> Result<Archive, Stop> {
+    let meta = from
+        .symlink_metadata()
+        .map_err(|e| Stop::Failed(format!("cannot read the deployment {}: {e}", from.display())))?;
+    let limits = ctx.config.unpack_limits;
+    let max = ctx.config.max_deploy_bytes;
+    let (bytes, what) = if meta.is_dir() {
+        let dir = from.to_owned();
+        let z = tokio::task::spawn_blocking(move || zip_dir(&dir, limits, max))
+            .await
+            .map_err(|e| Stop::Failed(format!("zipping the deployment failed: {e}")))?
+            .map_err(|e| Stop::Failed(e.to_string()))?;
+        for s in &z.skipped_links {
+            ctx.log.note(format!("Not deployed: symbolic link {s}"));
+        }
+        let what = format!("{} files", z.files);
+        (z.bytes, what)
+    } else if meta.is_file() {
+        let bytes = std::fs::read(from).map_err(|e| Stop::Failed(format!("cannot read the deployment: {e}")))?;
+        if bytes.len() as u64 > max {
+            return Err(Stop::Failed(format!("the deployment is too large: larger than {max} bytes")));
+        }
+        (bytes, "a single file".to_owned())
+    } else {
+        return Err(Stop::Failed("$DEPLOY_PKG is neither a directory nor a file".to_owned()));
+    };
+    let size = bytes.len();
+    let store = ctx.archives.clone();
+    let id = tokio::task::spawn_blocking(move || store.put(&bytes))
+        .await
+        .map_err(|e| Stop::Failed(format!("storing the deployment archive failed: {e}")))?
+        .map_err(|e| Stop::Failed(format!("cannot store the deployment archive: {e}")))?;
+    ctx.log.note(format!("Deployment archive: {what}, {size} bytes, sha256 {id}"));
+    Ok(Archive {
+        archive_type: ARCHIVE_URL.to_owned(),
+        literal: Vec::new(),
+        url: format!("{STORAGE_URL_PREFIX}{id}"),
+        checksum: Checksum { checksum_type: "sha256".to_owned(), sum: id },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scripts_are_found_only_inside_the_source() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("scripts")).expect("mkdir");
+        std::fs::write(dir.path().join("scripts/build.sh"), "echo").expect("write");
+        std::fs::write(dir.path().join("build.sh"), "echo").expect("write");
+        assert_eq!(script_in_source(dir.path(), "./scripts/build.sh"), Some(dir.path().join("scripts/build.sh")));
+        assert_eq!(script_in_source(dir.path(), "build.sh"), Some(dir.path().join("build.sh")));
+        assert_eq!(script_in_source(dir.path(), "scripts"), None, "a directory");
+        assert_eq!(script_in_source(dir.path(), "../etc/passwd"), None);
+        assert_eq!(script_in_source(dir.path(), "/bin/sh"), None);
+        assert_eq!(script_in_source(dir.path(), "make"), None);
+    }
+
+    #[test]
+    fn commands_are_shown_with_the_work_paths_abbreviated() {
+        let s = display(
+            Path::new("/usr/bin/python3"),
+            &["-t".into(), "/w/p-1/src".into(), "/w/p-1/deploy/x".into()],
+            Path::new("/w/p-1/src"),
+            Path::new("/w/p-1/deploy"),
+        );
+        assert_eq!(s, "/usr/bin/python3 -t $SRC_PKG $DEPLOY_PKG/x");
+    }
+}

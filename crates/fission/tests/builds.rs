@@ -1,0 +1,222 @@
+//! End-to-end: source packages built by the server's build manager (pip and npm against the
+//! real registries), deployed, and called through the router.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+
+use support::*;
+
+struct Setup {
+    server: Server,
+    dir: tempfile::TempDir,
+}
+
+impl Setup {
+    /// A server with `python` and `nodejs` environments that have builders; `None` (skip) when
+    /// the runtimes are not installed.
+    fn new() -> Option<Self> {
+        if !runtimes_installed() {
+            eprintln!("runtimes not installed (run environments/setup.sh); skipping");
+            return None;
+        }
+        let server = Server::start();
+        let s = Self { server, dir: tempfile::tempdir().expect("tempdir") };
+        s.fission(&["env", "create", "--name", "python", "--image", "fission/python-env", "--builder", "fission/python-builder", "--poolsize", "1"]).ok();
+        s.fission(&["env", "create", "--name", "nodejs", "--image", "fission/node-env", "--builder", "fission/node-builder", "--poolsize", "1"]).ok();
+        assert!(
+            s.builds_packages(),
+            "a source package stayed pending for 10s: the server does not run the build manager (fission_builder)"
+        );
+        Some(s)
+    }
+
+    /// Whether a trivial source package leaves `pending` within a few seconds.
+    fn builds_packages(&self) -> bool {
+        let src = self.files("probe", &[("main.py", "def main():\n    return 'probe'\n")]);
+        self.fission(&["pkg", "create", "--name", "probe", "--env", "python", "--src", &glob(&src), "--nowait"]).ok();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            let info = self.fission(&["pkg", "info", "--name", "probe"]).ok();
+            if !info.stdout.contains("pending") {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        false
+    }
+
+    fn fission(&self, args: &[&str]) -> Run {
+        self.server.fission(args)
+    }
+
+    /// Write `files` under `<tmp>/<name>/` and return that directory.
+    fn files(&self, name: &str, files: &[(&str, &str)]) -> PathBuf {
+        let dir = self.dir.path().join(name);
+        for (file, body) in files {
+            write(&dir, file, body);
+        }
+        dir
+    }
+
+    fn route(&self, url: &str, function: &str) {
+        self.fission(&["route", "create", "--url", url, "--function", function]).ok();
+    }
+
+    /// GET through the router until the route answers (routes apply within ms).
+    fn get(&self, path: &str) -> (u16, String) {
+        let client = http();
+        eventually(30, &format!("route {path}"), || {
+            let resp = client.get(self.server.url(path)).send().ok()?;
+            let status = resp.status().as_u16();
+            let body = resp.text().ok()?;
+            (status != 404 || !body.contains("404 page not found")).then_some((status, body))
+        })
+    }
+
+    /// The package `fn create` made for `function`.
+    fn package_of(&self, function: &str) -> String {
+        let meta = self.fission(&["fn", "getmeta", "--name", function]).ok().stdout;
+        meta.lines().find_map(|l| l.strip_prefix("Package: ")).expect("Package: line").trim().to_owned()
+    }
+}
+
+fn glob(dir: &Path) -> String {
+    format!("{}/*", dir.display())
+}
+
+/// The "Package 'x' built in 3.2s" line of a waiting command.
+fn build_time(run: &Run) -> String {
+    run.stderr.lines().find(|l| l.contains("built in")).unwrap_or("(no build line)").to_owned()
+}
+
+const PY_SIX: &str = "import six\n\ndef main():\n    return 'six %s on %s\\n' % (six.__version__, 'py3' if six.PY3 else 'py2')\n";
+
+#[test]
+fn python_function_from_source_with_requirements_from_pypi() {
+    let Some(s) = Setup::new() else { return };
+    let src = s.files("pysix", &[("main.py", PY_SIX), ("requirements.txt", "six==1.16.0\n")]);
+    let run = s.fission(&["fn", "create", "--name", "pysix", "--env", "python", "--src", &glob(&src), "--entrypoint", "main.main"]).ok();
+    assert!(run.stdout.contains("function 'pysix' created"), "{}", run.stdout);
+    assert!(run.stderr.contains("Waiting for package '"), "{}", run.stderr);
+    eprintln!("python build: {}", build_time(&run));
+    let pkg = s.package_of("pysix");
+    let info = s.fission(&["pkg", "info", "--name", &pkg]).ok().stdout;
+    assert!(info.contains("succeeded"), "{info}");
+    assert!(info.contains("pip install -r requirements.txt") && info.contains("Successfully installed six-1.16.0"), "{info}");
+    s.route("/pysix", "pysix");
+    assert_eq!(s.get("/pysix"), (200, "six 1.16.0 on py3\n".to_owned()));
+}
+
+#[test]
+fn node_function_from_source_with_a_dependency_from_npm() {
+    let Some(s) = Setup::new() else { return };
+    let src = s.files(
+        "isnum",
+        &[
+            ("package.json", r#"{"name": "isnum", "version": "1.0.0", "dependencies": {"is-number": "7.0.0"}}"#),
+            (
+                "hello.js",
+                "const isNumber = require('is-number');\nmodule.exports = async () => ({ status: 200, body: `${isNumber('42')} ${isNumber('x')}\\n` });\n",
+            ),
+        ],
+    );
+    let run = s.fission(&["fn", "create", "--name", "isnum", "--env", "nodejs", "--src", &glob(&src), "--entrypoint", "hello"]).ok();
+    eprintln!("node build: {}", build_time(&run));
+    let info = s.fission(&["pkg", "info", "--name", &s.package_of("isnum")]).ok().stdout;
+    assert!(info.contains("succeeded") && info.contains("npm install"), "{info}");
+    s.route("/isnum", "isnum");
+    assert_eq!(s.get("/isnum"), (200, "true false\n".to_owned()));
+}
+
+#[test]
+fn multi_file_python_deployment_with_a_dotted_entrypoint() {
+    let Some(s) = Setup::new() else { return };
+    let dir = s.files(
+        "multi",
+        &[
+            ("main.py", "def main():\n    return 'main\\n'\n"),
+            ("helper.py", "def greet():\n    return 'hello from helper'\n"),
+            ("sub_mod/altmain.py", "from helper import greet\n\ndef entrypoint():\n    return greet() + ' via sub_mod.altmain\\n'\n"),
+        ],
+    );
+    let run = s
+        .fission(&["fn", "create", "--name", "multi", "--env", "python", "--deploy", &glob(&dir), "--entrypoint", "sub_mod.altmain.entrypoint"])
+        .ok();
+    assert!(!run.stderr.contains("Waiting for package"), "deploy archives need no build: {}", run.stderr);
+    s.route("/multi", "multi");
+    assert_eq!(s.get("/multi"), (200, "hello from helper via sub_mod.altmain\n".to_owned()));
+}
+
+#[test]
+fn custom_build_command_generates_code_into_the_deployment() {
+    let Some(s) = Setup::new() else { return };
+    let src = s.files(
+        "custom",
+        &[
+            ("main.py", "from generated import GREETING\n\ndef main():\n    return GREETING + '\\n'\n"),
+            (
+                "build.sh",
+                "#!/bin/sh\nset -e\necho \"custom build in $SRC_PKG\"\ncp -r \"$SRC_PKG\" \"$DEPLOY_PKG\"\necho \"GREETING = 'built by build.sh'\" > \"$DEPLOY_PKG/generated.py\"\n",
+            ),
+        ],
+    );
+    let run = s.fission(&["pkg", "create", "--name", "custompkg", "--env", "python", "--src", &glob(&src), "--buildcmd", "./build.sh"]).ok();
+    assert!(run.stdout.contains("Package 'custompkg' created"), "{}", run.stdout);
+    assert!(run.stderr.contains("Package 'custompkg' built in"), "{}", run.stderr);
+    let info = s.fission(&["pkg", "info", "--name", "custompkg"]).ok().stdout;
+    assert!(info.contains("succeeded") && info.contains("custom build in"), "{info}");
+    s.fission(&["fn", "create", "--name", "custom", "--pkg", "custompkg", "--entrypoint", "main.main"]).ok();
+    s.route("/custom", "custom");
+    assert_eq!(s.get("/custom"), (200, "built by build.sh\n".to_owned()));
+}
+
+#[test]
+fn fn_update_src_rebuilds_and_a_failed_build_keeps_the_old_code() {
+    let Some(s) = Setup::new() else { return };
+    let v1 = s.files("v1", &[("main.py", PY_SIX), ("requirements.txt", "six==1.16.0\n")]);
+    s.fission(&["fn", "create", "--name", "app", "--env", "python", "--src", &glob(&v1), "--entrypoint", "main.main"]).ok();
+    s.route("/app", "app");
+    assert_eq!(s.get("/app"), (200, "six 1.16.0 on py3\n".to_owned()));
+
+    // A new source version is built and served.
+    let v2 = s.files(
+        "v2",
+        &[("main.py", "import six\n\ndef main():\n    return 'v2 with six %s\\n' % six.__version__\n"), ("requirements.txt", "six==1.16.0\n")],
+    );
+    let run = s.fission(&["fn", "update", "--name", "app", "--src", &glob(&v2)]).ok();
+    assert!(run.stdout.contains("Function 'app' updated"), "{}", run.stdout);
+    eprintln!("python rebuild: {}", build_time(&run));
+    let body = eventually(15, "the new build to be served", || {
+        let (status, body) = s.get("/app");
+        (status == 200 && body.starts_with("v2")).then_some(body)
+    });
+    assert_eq!(body, "v2 with six 1.16.0\n");
+
+    // A build that fails (a requirement that does not exist) leaves the function on v2.
+    let bad = s.files(
+        "bad",
+        &[("main.py", "def main():\n    return 'never served\\n'\n"), ("requirements.txt", "fission-rs-no-such-package-xyzzy==9.9.9\n")],
+    );
+    let pkg = s.package_of("app");
+    let run = s.fission(&["fn", "update", "--name", "app", "--src", &glob(&bad)]);
+    assert_eq!(run.code, 1, "stdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);
+    let expected = format!("Error: package '{pkg}' build failed; see 'fission pkg info --name {pkg}' for the build log");
+    assert!(run.stderr.contains(&expected), "{}", run.stderr);
+    assert!(run.stderr.contains("fission-rs-no-such-package-xyzzy"), "the log tail is shown: {}", run.stderr);
+    let info = s.fission(&["pkg", "info", "--name", &pkg]).ok().stdout;
+    assert!(info.contains("Status:      failed"), "{info}");
+    assert!(
+        info.contains("No matching distribution found for fission-rs-no-such-package-xyzzy==9.9.9"),
+        "the pip error is in the build log: {info}"
+    );
+    assert_eq!(s.get("/app"), (200, "v2 with six 1.16.0\n".to_owned()), "still the last good build");
+
+    // Retrying a failed build fails the same way; only failed packages can be rebuilt.
+    let run = s.fission(&["pkg", "rebuild", "--name", &pkg]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stdout.contains(&format!("Retrying build for pkg {pkg}")), "{}", run.stdout);
+    assert!(run.stderr.contains("build failed"), "{}", run.stderr);
+    s.fission(&["pkg", "update", "--name", &pkg, "--src", &glob(&v2)]).ok();
+    s.fission(&["pkg", "rebuild", "--name", &pkg]).fails_with("only failed builds can be retried");
+}
