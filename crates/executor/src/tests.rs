@@ -397,9 +397,11 @@ async fn an_unknown_image_is_unsupported_with_a_clear_message() {
 }
 
 #[tokio::test]
-async fn a_package_that_is_not_built_is_refused() {
+async fn a_package_that_never_built_is_refused() {
     let h = harness(Setup::default()).await;
     let mut pkg = testing::literal_package("broken-pkg", "nodejs", b"x");
+    pkg.spec.deployment = fission_core::resources::Archive::default();
+    pkg.spec.source = fission_core::resources::Archive::literal(b"src".to_vec());
     pkg.status.buildstatus = "failed".to_owned();
     let _: Package = testing::create(&h.store, pkg).await;
     let f: Function = testing::create(&h.store, testing::function("b", "nodejs", "broken-pkg", "")).await;
