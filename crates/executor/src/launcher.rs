@@ -130,6 +130,25 @@ pub struct LaunchSpec {
     pub env: Vec<(String, String)>,
     /// Where stdout and stderr go, line by line.
     pub log: LogSink,
+    /// Resource limits and network policy (honoured by sandboxing launchers).
+    pub limits: InstanceLimits,
+}
+
+/// Limits of one instance, from the Environment's `resources` and annotations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceLimits {
+    /// Memory limit in bytes (`resources.limits.memory`, else `requests.memory`).
+    pub memory_bytes: Option<u64>,
+    /// CPU quota in millicores (`resources.limits.cpu`).
+    pub cpu_millis: Option<u64>,
+    /// Whether the instance may open connections to the outside network.
+    pub egress: bool,
+}
+
+impl Default for InstanceLimits {
+    fn default() -> Self {
+        Self { memory_bytes: None, cpu_millis: None, egress: true }
+    }
 }
 
 /// Where the executor wants the code of a specialization to appear.
@@ -174,6 +193,15 @@ pub trait RuntimeInstance: Send + Sync + 'static {
     /// Make `host_path` (a file or directory in the package cache) visible to the instance and
     /// return the path the runtime must be given.
     async fn install_code(&self, host_path: &Path, slot: CodeSlot) -> io::Result<PathBuf>;
+    /// Host directories that appear as `/secrets` and `/configs` inside the instance, if it
+    /// has them (sandboxed instances do; plain processes see no such paths).
+    fn values_dirs(&self) -> Option<(PathBuf, PathBuf)> {
+        None
+    }
+    /// Why it died, in words a user understands (`out of memory`), once it has exited.
+    fn exit_cause(&self) -> Option<String> {
+        self.exit_watch().borrow().as_ref().map(|r| r.status.clone())
+    }
 }
 
 /// Wait until `instance` has exited.
@@ -320,7 +348,7 @@ impl InstanceLauncher for ProcessLauncher {
     }
 }
 
-fn describe_status(status: ExitStatus) -> String {
+pub(crate) fn describe_status(status: ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt as _;
     match (status.code(), status.signal()) {
         (Some(code), _) => format!("exit status {code}"),
@@ -330,7 +358,7 @@ fn describe_status(status: ExitStatus) -> String {
 }
 
 /// Copy a child's output into `sink`, one record per line.
-async fn pump_lines<R: AsyncRead + Unpin>(out: R, stream: OutputStream, sink: LogSink) {
+pub(crate) async fn pump_lines<R: AsyncRead + Unpin>(out: R, stream: OutputStream, sink: LogSink) {
     let mut reader = BufReader::new(out);
     let mut line: Vec<u8> = Vec::new();
     let emit = |line: &mut Vec<u8>| {

@@ -43,6 +43,7 @@ mod metrics;
 mod package;
 mod pool;
 mod reaper;
+mod sandboxed;
 mod specialize;
 mod sys;
 
@@ -52,7 +53,7 @@ mod testing;
 mod tests;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
@@ -76,10 +77,11 @@ use crate::pool::{GenericInstance, LaunchTemplate, Pool};
 use crate::specialize::{LoadRequest, SpecializeError};
 
 pub use crate::launcher::{
-    resolve_runtime_binaries, wait_exit, CodeSlot, DiscardLines, ExitReport, InstanceLauncher, LaunchError,
+    InstanceLimits, resolve_runtime_binaries, wait_exit, CodeSlot, DiscardLines, ExitReport, InstanceLauncher, LaunchError,
     LaunchSpec, LineSink, LogSink, OutputStream, ProcessLauncher, RuntimeInstance,
 };
 pub use crate::package::{PackageError, UnpackError};
+pub use crate::sandboxed::SandboxLauncher;
 
 /// How long shutdown waits for instances to exit after SIGKILL.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -335,7 +337,7 @@ impl Executor {
                 program.display()
             )));
         }
-        Ok((runtime, LaunchTemplate { program, args, env: container_env(env) }))
+        Ok((runtime, LaunchTemplate { program, args, env: container_env(env), limits: instance_limits(env) }))
     }
 
     /// Make `env` the current version of its environment: keep the pool if the spec is the
@@ -451,6 +453,7 @@ impl Executor {
             args: pool.template.args.clone(),
             env: pool.template.env.clone(),
             log: log.clone(),
+            limits: pool.template.limits.clone(),
         };
         let launched = tokio::time::timeout(self.config.instance_start_timeout, self.launcher.launch(spec)).await;
         let instance = match launched {
@@ -583,6 +586,9 @@ impl Executor {
             .install_code(&code, slot)
             .await
             .map_err(|e| failed(format!("cannot give the instance its code: {e}")))?;
+        if let Some((secrets_dir, configs_dir)) = instance.values_dirs() {
+            self.install_values(&function, &secrets_dir, &configs_dir).await.map_err(failed)?;
+        }
         let load = LoadRequest {
             filepath: filepath.to_string_lossy().into_owned(),
             function_name: &function.spec.package.function_name,
@@ -626,6 +632,65 @@ impl Executor {
             self.table.remove_instance(id);
         }
         Ok(lease)
+    }
+
+    /// Write the function's secrets and config maps where the instance sees them as
+    /// `/secrets/<ns>/<name>/<key>` and `/configs/<ns>/<name>/<key>` (Fission's fetcher layout).
+    async fn install_values(&self, function: &Function, secrets_dir: &Path, configs_dir: &Path) -> Result<(), String> {
+        let ns = &function.metadata.namespace;
+        let mut files: Vec<(PathBuf, Vec<u8>)> = Vec::new();
+        for (refs, kind, root) in [
+            (&function.spec.secrets, ResourceKind::Secret, secrets_dir),
+            (&function.spec.configmaps, ResourceKind::ConfigMap, configs_dir),
+        ] {
+            for r in refs {
+                let rns = if r.namespace.is_empty() { ns.as_str() } else { r.namespace.as_str() };
+                let obj = match self.store.get(kind, rns, &r.name).await {
+                    Ok(o) => o,
+                    Err(StoreError::NotFound { .. }) => {
+                        return Err(format!(
+                            "{} '{}' (namespace '{rns}') used by the function does not exist; create it with 'fission {} create'",
+                            kind.kind_name().to_lowercase(),
+                            r.name,
+                            kind.kind_name().to_lowercase()
+                        ));
+                    }
+                    Err(e) => return Err(e.to_string()),
+                };
+                let dir = root.join(rns).join(&r.name);
+                match obj {
+                    AnyResource::Secret(s) => files.extend(s.data.into_iter().map(|(k, v)| (dir.join(k), v))),
+                    AnyResource::ConfigMap(c) => files.extend(c.data.into_iter().map(|(k, v)| (dir.join(k), v.into_bytes()))),
+                    _ => {}
+                }
+            }
+        }
+        if files.is_empty() {
+            return Ok(());
+        }
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            use std::os::unix::fs::PermissionsExt as _;
+            for (path, bytes) in files {
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent)?;
+                    let mut d = parent;
+                    // Directories down from the slot's root must be traversable by the instance's uid.
+                    for _ in 0..2 {
+                        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755))?;
+                        match d.parent() {
+                            Some(p) => d = p,
+                            None => break,
+                        }
+                    }
+                }
+                std::fs::write(&path, bytes)?;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o444))?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("cannot give the instance its secrets and config maps: {e}"))
     }
 
     /// Stop everything: no new instances, every instance killed and waited for.
@@ -678,6 +743,25 @@ fn with_output(message: String, log: &LogSink) -> String {
 
 /// `runtime.container.env` of an environment as name/value pairs (`valueFrom` is ignored: there
 /// are no Kubernetes secrets to resolve here).
+/// Annotation that turns off outside network access for an environment's instances.
+pub const EGRESS_ANNOTATION: &str = "fission.io/egress";
+
+/// Limits from the environment: `resources` (Fission's `--maxmemory/--maxcpu`, with the
+/// minimum used when only it is set) and the egress annotation.
+fn instance_limits(env: &Environment) -> InstanceLimits {
+    use fission_core::resources::ResourceRequirements as R;
+    let res = &env.spec.resources;
+    let memory_bytes = R::memory_bytes(&res.limits).or_else(|| R::memory_bytes(&res.requests));
+    let cpu_millis = R::cpu_millis(&res.limits).or_else(|| R::cpu_millis(&res.requests)).and_then(|c| u64::try_from(c).ok()).filter(|c| *c > 0);
+    let egress = env
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(EGRESS_ANNOTATION))
+        .is_none_or(|v| !matches!(v.as_str(), "false" | "off" | "no" | "0"));
+    InstanceLimits { memory_bytes, cpu_millis, egress }
+}
+
 fn container_env(env: &Environment) -> Vec<(String, String)> {
     let Some(list) = env.spec.runtime.container.as_ref().and_then(|c| c.get("env")).and_then(|e| e.as_array()) else {
         return Vec::new();

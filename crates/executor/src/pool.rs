@@ -35,6 +35,7 @@ pub(crate) struct LaunchTemplate {
     pub program: PathBuf,
     pub args: Vec<OsString>,
     pub env: Vec<(String, String)>,
+    pub limits: crate::launcher::InstanceLimits,
 }
 
 struct PoolState {

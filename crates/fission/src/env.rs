@@ -14,3 +14,5 @@ pub const ENV_NODE: &str = "FISSION_NODE";
 pub const ENV_PYTHON: &str = "FISSION_PYTHON";
 /// Shutdown grace period.
 pub const ENV_GRACE_PERIOD: &str = "FISSION_GRACE_PERIOD";
+/// Instance isolation mode.
+pub const ENV_SANDBOX: &str = "FISSION_SANDBOX";

@@ -48,6 +48,84 @@ pub struct ServerArgs {
     /// How long in-flight requests may take to finish at shutdown, in seconds.
     #[arg(long, env = ENV_GRACE_PERIOD, default_value_t = 10)]
     grace_period: u64,
+    /// How function instances are isolated. `bwrap`: each instance in its own sandbox
+    /// (bubblewrap with user/pid/mount/ipc/uts/network namespaces, an unprivileged uid, seccomp,
+    /// cgroup limits from the environment's --maxmemory/--maxcpu, NAT egress that an
+    /// environment can turn off with the annotation fission.io/egress=false); needs root,
+    /// bubblewrap, iproute2 and nftables, and the server refuses to start without them.
+    /// `none`: plain processes with the server's privileges — no isolation at all.
+    #[arg(long, env = ENV_SANDBOX, value_enum, default_value_t = SandboxMode::Bwrap)]
+    sandbox: SandboxMode,
+}
+
+/// `--sandbox` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum SandboxMode {
+    /// Every instance in a bubblewrap sandbox.
+    Bwrap,
+    /// No isolation.
+    None,
+}
+
+/// Whether every directory from `/` down to `dir` lets other users through, as the sandbox's
+/// unprivileged uid must to bind `dir`.
+fn reachable_by_others(dir: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt as _;
+    dir.ancestors().all(|d| std::fs::metadata(d).map(|m| m.permissions().mode() & 0o001 != 0).unwrap_or(false))
+}
+
+/// The launcher for `mode`: a sandboxing one, or plain processes.
+fn instance_launcher(
+    mode: SandboxMode,
+    environments_dir: &Path,
+    run_dir: &Path,
+) -> Result<(Arc<dyn fission_executor::InstanceLauncher>, PathBuf, Option<fission_sandbox::Sandbox>)> {
+    match mode {
+        SandboxMode::None => {
+            tracing::warn!("--sandbox none: function instances run as plain processes with this server's privileges; they are NOT isolated from each other or from this machine");
+            let launcher = fission_executor::ProcessLauncher::new(run_dir.to_owned())
+                .with_context(|| format!("cannot create {}", run_dir.display()))?;
+            Ok((Arc::new(launcher), environments_dir.to_owned(), None))
+        }
+        SandboxMode::Bwrap => {
+            if let Err(why) = fission_sandbox::Sandbox::probe() {
+                anyhow::bail!(
+                    "cannot sandbox function instances on this machine: {why}\n\
+                     Run the server as root with bubblewrap, iproute2 and nftables installed \
+                     (apt-get install bubblewrap iproute2 nftables), or start it with --sandbox none \
+                     to run functions WITHOUT isolation."
+                );
+            }
+            let sandbox = fission_sandbox::Sandbox::new(fission_sandbox::SandboxConfig::default())
+                .map_err(|e| anyhow::anyhow!("cannot set up the sandbox: {e}"))?;
+            match sandbox.cleanup_leftovers() {
+                Ok(report) if !report.dead_runs.is_empty() => {
+                    tracing::info!(runs = ?report.dead_runs, processes = report.processes_killed, netns = report.netns, "removed sandbox leftovers of a previous run");
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot remove sandbox leftovers"),
+            }
+            // The runtimes are bound into every slot; the slot's uid must be able to reach them.
+            let envs = if reachable_by_others(environments_dir) {
+                environments_dir.to_owned()
+            } else {
+                let copy = sandbox.config().state_dir.join(format!("environments-{}", sandbox.run_id()));
+                let status = std::process::Command::new("cp")
+                    .arg("-a")
+                    .arg(environments_dir)
+                    .arg(&copy)
+                    .status()
+                    .context("cannot copy the runtimes for the sandbox")?;
+                if !status.success() {
+                    anyhow::bail!("cannot copy {} to {} for the sandbox", environments_dir.display(), copy.display());
+                }
+                tracing::info!(from = %environments_dir.display(), to = %copy.display(), "runtimes copied where sandboxed instances can read them");
+                copy
+            };
+            let launcher = fission_executor::SandboxLauncher::new(sandbox.clone(), vec![envs.clone()]);
+            Ok((Arc::new(launcher), envs, Some(sandbox)))
+        }
+    }
 }
 
 fn default_data_dir() -> PathBuf {
@@ -136,14 +214,11 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     let grace = Duration::from_secs(args.grace_period);
     let mut registry = Registry::default();
 
-    let executor_config = fission_executor::Config::new(environments_dir.clone(), data.cache(), node.clone(), python.clone());
     let run_dir = data.root().join("run");
     // Instance homes of a previous (crashed) run are stale: start clean.
     let _ = std::fs::remove_dir_all(&run_dir);
-    let launcher = Arc::new(
-        fission_executor::ProcessLauncher::new(run_dir.clone())
-            .with_context(|| format!("cannot create {}", run_dir.display()))?,
-    );
+    let (launcher, environments_dir, sandbox) = instance_launcher(args.sandbox, &environments_dir, &run_dir)?;
+    let executor_config = fission_executor::Config::new(environments_dir.clone(), data.cache(), node.clone(), python.clone());
     let executor = fission_executor::Executor::new(executor_config, store.clone(), archives.clone(), logs.clone(), launcher, &mut registry);
 
     let router_config = fission_router::Config { listen: router_addr, ..fission_router::Config::default() };
@@ -188,7 +263,7 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     }
 
     router.ready().await;
-    tracing::info!(data_dir = %data.root().display(), environments = %environments_dir.display(), node = %node.display(), python = %python.display(), "fission server started");
+    tracing::info!(data_dir = %data.root().display(), environments = %environments_dir.display(), node = %node.display(), python = %python.display(), sandbox = ?args.sandbox, "fission server started");
     tracing::info!("controller listening on http://{controller_addr}");
     tracing::info!("router listening on http://{router_addr}");
     println!(
@@ -222,6 +297,8 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     } else {
         tracing::info!("fission server stopped");
     }
+    // The sandbox's run state (nft table, run lock) goes after every slot is gone.
+    drop(sandbox);
     drop(data);
     match first_error {
         Some(e) => Err(e),

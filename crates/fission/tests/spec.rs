@@ -428,3 +428,81 @@ fn large_archives_are_uploaded_once_and_reused() {
     assert!(out.ends_with("exists, not uploading\nEverything up to date.\n"), "{out}");
     assert!(!out.contains("uploading archive archive://"), "{out}");
 }
+
+#[test]
+fn apply_watch_reapplies_when_code_changes_and_stops_on_ctrl_c() {
+    use std::io::{BufRead as _, BufReader};
+    use std::process::{Command, Stdio};
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    let p = Project::new();
+    write(p.path(), "hello.js", &hello_js("v1"));
+    p.run(&["spec", "init"]).ok();
+    p.run(&["env", "create", "--name", "nodejs", "--image", "fission/node-env", "--poolsize", "1", "--spec"]).ok();
+    p.run(&["fn", "create", "--name", "hello", "--env", "nodejs", "--code", "hello.js", "--spec"]).ok();
+    p.run(&["route", "create", "--name", "hello", "--function", "hello", "--url", "/hello", "--spec"]).ok();
+
+    let mut child = Command::new(support::BIN)
+        .args(["spec", "apply", "--watch"])
+        .current_dir(p.path())
+        .env("FISSION_URL", &p.server.controller)
+        .env_remove("FISSION_DEFAULT_NAMESPACE")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn apply --watch");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let wait_for = |needle: &str| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let mut seen = Vec::new();
+        while std::time::Instant::now() < deadline {
+            if let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) {
+                if line.contains(needle) {
+                    return;
+                }
+                seen.push(line);
+            }
+        }
+        panic!("no line containing {needle:?}; got {seen:?}");
+    };
+
+    wait_for("1 function created: default:hello");
+    wait_for("Watching files for changes...");
+    if runtimes_installed() {
+        assert_eq!(p.get("/hello"), "v1\n");
+    }
+    write(p.path(), "hello.js", &hello_js("v2"));
+    wait_for("Noticed a file change, reapplying specs...");
+    wait_for("1 function updated: default:hello");
+    wait_for("Watching files for changes...");
+    if runtimes_installed() {
+        support::eventually(30, "the new code to answer", || {
+            let body = http().get(p.server.url("/hello")).send().ok()?.text().ok()?;
+            (body == "v2\n").then_some(())
+        });
+    }
+
+    let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Ok(Some(s)) = child.try_wait() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("apply --watch did not stop on Ctrl-C");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "apply --watch ended with {status}");
+}
