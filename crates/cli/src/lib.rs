@@ -28,6 +28,7 @@ pub use cmd::function::FnCommand;
 pub use cmd::mqtrigger::MqtCommand;
 pub use cmd::package::PkgCommand;
 pub use cmd::route::RouteCommand;
+pub use cmd::spec::SpecCommand;
 pub use cmd::timetrigger::TtCommand;
 pub use cmd::watch::WatchCommand;
 pub use output::OutputFormat;
@@ -164,6 +165,9 @@ pub enum Command {
     /// Create, update and manage config maps (mounted at /configs/<ns>/<name>/<key>)
     #[command(name = "configmap", visible_alias = "cm", subcommand)]
     ConfigMap(Box<cmd::secret::ValuesCommand>),
+    /// Declarative specs: save, validate, apply and destroy a directory of YAML objects
+    #[command(subcommand)]
+    Spec(Box<SpecCommand>),
     /// Show the client and server versions
     Version,
 }
@@ -180,6 +184,7 @@ pub async fn run(global: GlobalArgs, cmd: Command) -> anyhow::Result<()> {
         Command::Watch(c) => cmd::watch::run(&ctx, *c).await,
         Command::MqTrigger(c) => cmd::mqtrigger::run(&ctx, *c).await,
         Command::Canary(c) => cmd::canary::run(&ctx, *c).await,
+        Command::Spec(c) => cmd::spec::run(&ctx, *c).await,
         Command::Secret(c) => cmd::secret::run(&ctx, cmd::secret::Values::Secret, *c).await,
         Command::ConfigMap(c) => cmd::secret::run(&ctx, cmd::secret::Values::ConfigMap, *c).await,
         Command::Version => cmd::version::run(&ctx).await,

@@ -157,6 +157,7 @@ async fn create(State(c): State<Controller>, kind: ResourceKind, Query(q): Query
     check_before_write(c.store.as_ref(), &obj).await?;
     let created = c.store.create(obj).await?;
     tracing::info!(kind = %kind, namespace = %created.meta().namespace, name = %created.meta().name, "created");
+    values_changed(&c, &created).await?;
     Ok((StatusCode::CREATED, Json(created.meta().clone())).into_response())
 }
 
@@ -184,6 +185,7 @@ async fn update(
     }
     check_before_write(c.store.as_ref(), &obj).await?;
     let updated = c.store.update(obj).await?;
+    values_changed(&c, &updated).await?;
     tracing::info!(kind = %kind, namespace = %updated.meta().namespace, name = %updated.meta().name, rv = %updated.meta().resource_version, "updated");
     Ok(Json(serde_json::to_value(updated.meta()).unwrap_or_default()))
 }
@@ -193,9 +195,19 @@ async fn delete(State(c): State<Controller>, kind: ResourceKind, Path(name): Pat
     // Existence first, so deleting a missing object is a 404 and not a misleading 409.
     c.store.get(kind, ns, &name).await?;
     check_before_delete(c.store.as_ref(), kind, ns, &name, q.forced()).await?;
-    c.store.delete(kind, ns, &name).await?;
+    let deleted = c.store.delete(kind, ns, &name).await?;
     tracing::info!(kind = %kind, namespace = %ns, name = %name, "deleted");
+    values_changed(&c, &deleted).await?;
     Ok(StatusCode::OK)
+}
+
+/// A secret or config map changed: functions using it must not keep serving the old values.
+async fn values_changed(c: &Controller, obj: &AnyResource) -> ApiResult<()> {
+    if matches!(obj.kind(), ResourceKind::Secret | ResourceKind::ConfigMap) {
+        let m = obj.meta();
+        crate::references::touch_users(c.store.as_ref(), obj.kind(), &m.namespace, &m.name, &m.resource_version).await?;
+    }
+    Ok(())
 }
 
 async fn archive_put(State(c): State<Controller>, body: BodyResult) -> ApiResult<Response> {

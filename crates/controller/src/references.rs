@@ -150,3 +150,28 @@ async fn functions_where(
         })
         .collect())
 }
+
+/// Annotation bumped on functions when a secret or config map they use changes, so their
+/// instances retire and new calls read the new values (Fission's newdeploy does the same with
+/// `RESOURCE_VERSION_COUNT`).
+pub(crate) const VALUES_REVISION_ANNOTATION: &str = "fission.io/values-revision";
+
+/// After a secret or config map changed: touch every function of `ns` that uses it.
+pub(crate) async fn touch_users(store: &dyn ResourceStore, kind: ResourceKind, ns: &str, name: &str, revision: &str) -> Result<(), ApiError> {
+    let uses = |refs: &[fission_core::ObjectReference], fns: &str| {
+        refs.iter().any(|r| r.name == name && ns_or(&r.namespace, fns) == ns)
+    };
+    for obj in store.list(ResourceKind::Function, Some(ns)).await? {
+        let AnyResource::Function(mut f) = obj else { continue };
+        let refs = if kind == ResourceKind::Secret { &f.spec.secrets } else { &f.spec.configmaps };
+        if !uses(refs, &f.metadata.namespace) {
+            continue;
+        }
+        let stamp = format!("{}/{name}@{revision}", kind.plural());
+        f.metadata.annotations.get_or_insert_with(Default::default).insert(VALUES_REVISION_ANNOTATION.to_owned(), stamp);
+        // Unconditional write (no resourceVersion): the annotation is ours alone.
+        f.metadata.resource_version.clear();
+        store.update(AnyResource::Function(f)).await?;
+    }
+    Ok(())
+}

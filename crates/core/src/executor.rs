@@ -53,6 +53,10 @@ impl ExecutorError {
 pub trait LeaseRelease: Send + Sync {
     /// Release the slot; `broken` retires the instance.
     fn release(&self, broken: bool);
+    /// Why the instance died (`out of memory (memory limit 64 MiB)`), once it has.
+    fn exit_cause(&self) -> Option<String> {
+        None
+    }
 }
 
 /// The right to send requests to one specialized instance until dropped.
@@ -79,6 +83,11 @@ impl InstanceLease {
     /// Mark the instance as broken (timed out, connection failed): it is retired on release.
     pub fn mark_broken(&mut self) {
         self.broken = true;
+    }
+
+    /// Why the instance died, if it has (for error messages after a failed request).
+    pub fn exit_cause(&self) -> Option<String> {
+        self.release.as_ref().and_then(|r| r.exit_cause())
     }
 }
 

@@ -203,7 +203,7 @@ impl FunctionTable {
         let key = ticket.key.clone();
         let id = instance.id();
         let addr = instance.addr();
-        let release = Arc::new(SlotRelease { table: self.me.clone(), key: key.clone(), id });
+        let release = Arc::new(SlotRelease { table: self.me.clone(), key: key.clone(), id, instance: Arc::downgrade(&instance) });
         let mut st = self.lock();
         let entry = st.by_uid.entry(key.uid.clone()).or_default();
         // The state exists: it is only removed when nothing is specializing for it.
@@ -447,6 +447,7 @@ struct SlotRelease {
     table: Weak<FunctionTable>,
     key: VersionKey,
     id: u64,
+    instance: Weak<dyn RuntimeInstance>,
 }
 
 impl LeaseRelease for SlotRelease {
@@ -454,6 +455,12 @@ impl LeaseRelease for SlotRelease {
         if let Some(table) = self.table.upgrade() {
             table.release(&self.key, self.id, broken);
         }
+    }
+
+    fn exit_cause(&self) -> Option<String> {
+        let instance = self.instance.upgrade()?;
+        let report = instance.exit_watch().borrow().clone()?;
+        (!report.killed).then_some(report.status)
     }
 }
 

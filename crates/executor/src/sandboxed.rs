@@ -126,6 +126,9 @@ impl InstanceLauncher for SandboxLauncher {
                 (Ok(s), false) => describe_status(s),
                 (Err(e), false) => format!("wait failed: {e}"),
             };
+            // Announce the exit first (callers waiting to say why a request failed), then
+            // remove the slot's cgroups, network namespace and directories.
+            let _ = exit_tx.send(Some(ExitReport { status, killed }));
             let taken = reaper_slot.lock().unwrap_or_else(|e| e.into_inner()).take();
             if let Some(slot) = taken {
                 let _ = tokio::task::spawn_blocking(move || {
@@ -135,7 +138,6 @@ impl InstanceLauncher for SandboxLauncher {
                 })
                 .await;
             }
-            let _ = exit_tx.send(Some(ExitReport { status, killed }));
         });
 
         Ok(Arc::new(SandboxedInstance { id: spec.instance_id, addr, pid, userfunc, values, exit: exit_rx, kill }))

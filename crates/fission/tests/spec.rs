@@ -70,7 +70,9 @@ fn spec_lifecycle_saves_applies_updates_prunes_and_destroys() {
     p.run(&["fn", "create", "--name", "hello", "--env", "nodejs", "--code", "hello.js", "--spec"]).ok();
     p.run(&["route", "create", "--name", "hello", "--function", "hello", "--url", "/hello", "--spec"]).ok();
     let fn_file = std::fs::read_to_string(p.specs().join("function-hello.yaml")).expect("function file");
-    for needle in ["kind: ArchiveUploadSpec", "- hello.js", "kind: Package", "url: archive://hello-js-", "kind: Function"] {
+    for needle in
+        ["kind: ArchiveUploadSpec", "- hello.js", "kind: Package", "url: archive://hello-js-", "kind: Function"]
+    {
         assert!(fn_file.contains(needle), "function-hello.yaml lacks {needle:?}:\n{fn_file}");
     }
     assert!(p.specs().join("env-nodejs.yaml").is_file() && p.specs().join("route-hello.yaml").is_file());
@@ -179,7 +181,10 @@ fn invalid_specs_name_file_document_and_field_and_change_nothing() {
         let run = p.run(&["spec", cmd]);
         let err = &run.stderr;
         assert_eq!(run.code, 1, "{err}");
-        assert!(err.starts_with("Warning: Ignoring unknown type Workflow in specs/route.yaml:1 (document 1)\n"), "{err}");
+        assert!(
+            err.starts_with("Warning: Ignoring unknown type Workflow in specs/route.yaml:1 (document 1)\n"),
+            "{err}"
+        );
         assert!(err.contains("\nError: ") && err.contains("the specs have 2 errors"), "{err}");
         assert!(
             err.contains("specs/envs.yaml:11 (document 2): Environment 'python': spec.version: 7 is not supported"),
@@ -505,4 +510,54 @@ fn apply_watch_reapplies_when_code_changes_and_stops_on_ctrl_c() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "apply --watch ended with {status}");
+}
+
+#[test]
+fn source_packages_in_specs_are_built_and_waited_for() {
+    if !runtimes_installed() {
+        eprintln!("runtimes not installed (run environments/setup.sh); skipping");
+        return;
+    }
+    let p = Project::new();
+    write(p.path(), "src/main.py", "def main():\n    return 'built from spec'\n");
+    p.run(&["spec", "init"]).ok();
+    p.run(&[
+        "env",
+        "create",
+        "--name",
+        "python",
+        "--image",
+        "fission/python-env",
+        "--builder",
+        "fission/python-builder",
+        "--poolsize",
+        "1",
+        "--spec",
+    ])
+    .ok();
+    p.run(&[
+        "fn",
+        "create",
+        "--name",
+        "pyb",
+        "--env",
+        "python",
+        "--src",
+        "src/*",
+        "--entrypoint",
+        "main.main",
+        "--spec",
+    ])
+    .ok();
+    p.run(&["route", "create", "--name", "pyb", "--function", "pyb", "--url", "/pyb", "--spec"]).ok();
+
+    let out = p.run(&["spec", "apply", "--wait"]).ok().stdout;
+    assert!(out.contains("1 package created: default:pyb-"), "{out}");
+    assert!(out.contains("Status:      succeeded"), "--wait prints the finished build: {out}");
+    let info = p.run(&["pkg", "list"]).ok().stdout;
+    assert!(info.contains(" succeeded "), "{info}");
+    assert_eq!(p.get("/pyb"), "built from spec");
+    // The builder filled in the deployment archive and re-pinned the function: nothing to do.
+    let out = p.run(&["spec", "apply"]).ok().stdout;
+    assert_eq!(out, "Everything up to date.\n");
 }

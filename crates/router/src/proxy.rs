@@ -274,22 +274,43 @@ impl Proxy {
                     }
                     let addr = lease.addr;
                     lease.mark_broken();
-                    drop(lease);
                     let detail = describe_error(&err);
                     if attempt == 1 && replayable && failed_before_response(&err) {
+                        drop(lease);
                         warn!(function = %target.label, instance = %addr, error = %detail,
                             "instance failed before answering; retrying once on a fresh instance");
                         attempt += 1;
                         continue;
                     }
-                    warn!(function = %target.label, instance = %addr, error = %detail, "request to instance failed");
-                    return respond::upstream_failed(
-                        &target.label,
-                        &format!("instance {addr}: {detail}"),
-                    );
+                    // A dropped connection usually means the instance died (out of memory, a
+                    // crash): give the executor a moment to learn why, so the caller is told.
+                    let cause = exit_cause(&lease).await;
+                    drop(lease);
+                    warn!(function = %target.label, instance = %addr, error = %detail, cause = ?cause, "request to instance failed");
+                    let detail = match cause {
+                        Some(c) => format!("instance {addr} exited: {c}"),
+                        None => format!("instance {addr}: {detail}"),
+                    };
+                    return respond::upstream_failed(&target.label, &detail);
                 }
             }
         }
+    }
+}
+
+/// How long to wait for an instance's exit to be known after its connection failed.
+const EXIT_CAUSE_WAIT: Duration = Duration::from_secs(1);
+
+async fn exit_cause(lease: &fission_core::InstanceLease) -> Option<String> {
+    let deadline = Instant::now() + EXIT_CAUSE_WAIT;
+    loop {
+        if let Some(c) = lease.exit_cause() {
+            return Some(c);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

@@ -208,6 +208,9 @@ pub(crate) fn build_environment(ns: &str, a: &EnvCreateArgs) -> anyhow::Result<E
 }
 
 async fn create(ctx: &Ctx, a: EnvCreateArgs) -> anyhow::Result<()> {
+    if a.spec.saves() {
+        return super::spec::save::environment(ctx, &a);
+    }
     let dry = a.spec.dry_run()?;
     let ns = ctx.ns(NsKind::Environment);
     check_name::<EnvironmentSpec>(&ns, &a.name)?;

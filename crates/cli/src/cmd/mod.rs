@@ -6,6 +6,7 @@ pub(crate) mod function;
 pub(crate) mod mqtrigger;
 pub(crate) mod package;
 pub(crate) mod route;
+pub(crate) mod spec;
 pub(crate) mod secret;
 pub(crate) mod timetrigger;
 pub(crate) mod version;
@@ -78,22 +79,30 @@ impl ListArgs {
 /// `--spec` / `--dry` of create commands.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct SpecArgs {
-    /// Save to the spec directory instead of creating on the server (not supported yet)
+    /// Save to the spec directory instead of creating on the server (see 'fission spec')
     #[arg(long)]
     pub spec: bool,
     /// Print the object(s) as YAML instead of creating them
     #[arg(long)]
     pub dry: bool,
     /// Spec directory (for --spec)
-    #[arg(long, hide = true)]
+    #[arg(long)]
     pub specdir: Option<String>,
+    /// Ignore file in the spec directory (for --spec)
+    #[arg(long)]
+    pub specignore: Option<String>,
 }
 
 impl SpecArgs {
-    /// Refuse `--spec` (declarative specs are a later feature). Returns whether `--dry` is set.
+    /// Whether the command saves to the spec directory (`--spec` without `--dry`).
+    pub(crate) fn saves(&self) -> bool {
+        self.spec && !self.dry
+    }
+
+    /// Returns whether `--dry` is set. Commands that cannot save specs refuse `--spec`.
     pub(crate) fn dry_run(&self) -> anyhow::Result<bool> {
-        if self.spec {
-            bail!("--spec is not supported yet; use --dry to print the object(s) as YAML");
+        if self.saves() {
+            bail!("--spec is not supported by this command yet; use --dry to print the object(s) as YAML");
         }
         Ok(self.dry)
     }

@@ -330,6 +330,9 @@ pub(crate) fn build_trigger(ns: &str, name: &str, a: &RouteCreateArgs) -> anyhow
 }
 
 async fn create(ctx: &Ctx, a: RouteCreateArgs) -> anyhow::Result<()> {
+    if a.spec.saves() {
+        return super::spec::save::route(ctx, &a);
+    }
     let dry = a.spec.dry_run()?;
     let ns = ctx.ns(NsKind::Trigger);
     // Validate the flags before naming anything.
