@@ -203,7 +203,7 @@ impl FunctionTable {
         let key = ticket.key.clone();
         let id = instance.id();
         let addr = instance.addr();
-        let release = Arc::new(SlotRelease { table: self.me.clone(), key: key.clone(), id, instance: Arc::downgrade(&instance) });
+        let release = Arc::new(SlotRelease { table: self.me.clone(), key: key.clone(), id, exit: instance.exit_watch() });
         let mut st = self.lock();
         let entry = st.by_uid.entry(key.uid.clone()).or_default();
         // The state exists: it is only removed when nothing is specializing for it.
@@ -447,7 +447,9 @@ struct SlotRelease {
     table: Weak<FunctionTable>,
     key: VersionKey,
     id: u64,
-    instance: Weak<dyn RuntimeInstance>,
+    /// The instance's exit, kept apart from the instance itself: the table forgets an instance
+    /// the moment it dies, which is exactly when a failed request asks why.
+    exit: tokio::sync::watch::Receiver<Option<crate::launcher::ExitReport>>,
 }
 
 impl LeaseRelease for SlotRelease {
@@ -458,8 +460,7 @@ impl LeaseRelease for SlotRelease {
     }
 
     fn exit_cause(&self) -> Option<String> {
-        let instance = self.instance.upgrade()?;
-        let report = instance.exit_watch().borrow().clone()?;
+        let report = self.exit.borrow().clone()?;
         (!report.killed).then_some(report.status)
     }
 }

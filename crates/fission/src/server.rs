@@ -122,6 +122,7 @@ fn instance_launcher(
                 tracing::info!(from = %environments_dir.display(), to = %copy.display(), "runtimes copied where sandboxed instances can read them");
                 copy
             };
+            tracing::info!(sandbox_run = sandbox.run_id(), "function instances run in sandboxes");
             let launcher = fission_executor::SandboxLauncher::new(sandbox.clone(), vec![envs.clone()]);
             Ok((Arc::new(launcher), envs, Some(sandbox)))
         }
@@ -156,7 +157,12 @@ fn default_environments_dir() -> Option<PathBuf> {
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    use std::io::IsTerminal as _;
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
 }
 
 async fn shutdown_signal() {

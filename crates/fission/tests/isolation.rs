@@ -228,15 +228,22 @@ fn server_crash_leaves_nothing_behind_after_restart() {
             .any(|l| l.starts_with("fission_pool_ready_instances{") && l.contains("nodejs") && l.ends_with(" 2"))
             .then_some(())
     });
-    let netns_before = fission_netns();
-    assert!(netns_before.len() >= 2, "{netns_before:?}");
+    let log = server.log();
+    let run = log
+        .split("sandbox_run=")
+        .nth(1)
+        .map(|r| r.trim_start_matches(|c: char| !c.is_ascii_alphanumeric()))
+        .and_then(|r| r.split(|c: char| !c.is_ascii_alphanumeric()).next())
+        .map(|r| format!("fission-{r}-"))
+        .unwrap_or_else(|| panic!("no sandbox run id in the server log:\n{log}"));
+    let ours = |ns: Vec<String>| ns.into_iter().filter(|n| n.starts_with(&run)).collect::<Vec<_>>();
+    let before = ours(fission_netns());
+    assert!(before.len() >= 2, "{before:?}");
     server.kill9();
-    // Restarting cleans the crashed run's slots (processes, cgroups, network namespaces).
+    // The crashed run's slots outlive it; restarting on the same data directory cleans them
+    // (processes, cgroups, network namespaces, veths).
     let _server = Server::start_on(&data, "127.0.0.1:0", "127.0.0.1:0");
-    let after = fission_netns();
-    for ns in &netns_before {
-        assert!(!after.contains(ns), "network namespace {ns} of the crashed run is still there");
-    }
+    assert_eq!(ours(fission_netns()), Vec::<String>::new(), "network namespaces of the crashed run remain");
 }
 
 fn fission_netns() -> Vec<String> {
