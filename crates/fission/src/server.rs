@@ -182,6 +182,26 @@ async fn shutdown_signal() {
     }
 }
 
+/// How often unreferenced archives are removed (Fission's storagesvc: 60 min).
+const ARCHIVE_PRUNE_INTERVAL: Duration = Duration::from_secs(60 * 60);
+/// Uploads younger than this are never pruned: their package may not exist yet.
+const ARCHIVE_PRUNE_MIN_AGE: Duration = Duration::from_secs(10 * 60);
+
+async fn prune_archives_periodically(store: Arc<dyn ResourceStore>, archives: ArchiveStore, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(ARCHIVE_PRUNE_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match fission_store::prune::prune_unreferenced(store.as_ref(), &archives, ARCHIVE_PRUNE_MIN_AGE).await {
+            Ok(r) if !r.removed.is_empty() => tracing::info!(removed = r.removed.len(), kept = r.kept, "pruned unreferenced archives"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "archive pruning failed"),
+        }
+    }
+}
+
 /// Run the server until a signal arrives.
 pub async fn run(args: ServerArgs) -> Result<()> {
     init_tracing();
@@ -247,6 +267,7 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     builder_config.node_bin = node.clone();
     builder_config.runtime_python_bin = python.clone();
     let builder = fission_builder::BuildManager::new(builder_config, store.clone(), archives.clone(), logs.clone());
+    let prune_archives = archives.clone();
     let controller = fission_controller::Controller::new(controller_config, store.clone(), archives, logs, shutdown.clone());
 
     let mut tasks = JoinSet::new();
@@ -266,6 +287,13 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     {
         let shutdown = shutdown.clone();
         tasks.spawn(async move { builder.run(shutdown).await.context("build manager failed") });
+    }
+    {
+        let (store, archives, shutdown) = (store.clone(), prune_archives, shutdown.clone());
+        tasks.spawn(async move {
+            prune_archives_periodically(store, archives, shutdown).await;
+            Ok(())
+        });
     }
 
     router.ready().await;

@@ -107,6 +107,12 @@ impl ArchiveStore {
         Ok(bytes)
     }
 
+    /// When an archive was stored.
+    pub fn modified(&self, id: &str) -> Result<std::time::SystemTime, ArchiveError> {
+        let path = self.path_of(id)?;
+        std::fs::metadata(&path).and_then(|m| m.modified()).map_err(|source| ArchiveError::Io { path, source })
+    }
+
     /// Whether an archive exists.
     pub fn contains(&self, id: &str) -> bool {
         self.path_of(id).map(|p| p.exists()).unwrap_or(false)

@@ -10,6 +10,7 @@ pub mod archive;
 pub mod cipher;
 mod data_dir;
 pub mod logs;
+pub mod prune;
 mod redb_store;
 pub mod unpack;
 
