@@ -331,7 +331,14 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     } else {
         tracing::info!("fission server stopped");
     }
-    // The sandbox's run state (nft table, run lock) goes after every slot is gone.
+    // The sandbox's run state (nft table, run lock) goes after every slot is gone, and with it
+    // any copy of the runtimes made for it.
+    if let Some(sb) = &sandbox {
+        let copy = sb.config().state_dir.join(format!("environments-{}", sb.run_id()));
+        if copy.exists() {
+            let _ = std::fs::remove_dir_all(copy);
+        }
+    }
     drop(sandbox);
     drop(data);
     match first_error {
