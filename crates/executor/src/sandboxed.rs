@@ -46,7 +46,7 @@ impl InstanceLauncher for SandboxLauncher {
     async fn launch(&self, spec: LaunchSpec) -> Result<Arc<dyn RuntimeInstance>, LaunchError> {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(LaunchError::Setup)?;
         let addr = listener.local_addr().map_err(LaunchError::Setup)?;
-        let defaults = self.sandbox.config().default_limits.clone();
+        let defaults = self.sandbox.config().default_limits;
         let limits = Limits {
             memory_bytes: spec.limits.memory_bytes.or(defaults.memory_bytes),
             cpu_millis: spec.limits.cpu_millis.or(defaults.cpu_millis),
@@ -66,7 +66,7 @@ impl InstanceLauncher for SandboxLauncher {
             listener,
         );
         slot_spec.readonly_binds = self.binds.iter().map(|b| (b.clone(), b.clone())).collect();
-        slot_spec.limits = Some(limits.clone());
+        slot_spec.limits = Some(limits);
         slot_spec.egress = spec.limits.egress;
         slot_spec.env = env;
         slot_spec.cwd = Some(PathBuf::from("/tmp"));

@@ -380,8 +380,10 @@ mod tests {
         let path = dir.path().join("db.redb");
         {
             let store = RedbStore::open_with_cipher(&path, Some(cipher)).expect("open");
-            let mut s = fission_core::resources::Secret::default();
-            s.metadata = fission_core::ObjectMeta::named("default", "db");
+            let mut s = fission_core::resources::Secret {
+                metadata: fission_core::ObjectMeta::named("default", "db"),
+                ..Default::default()
+            };
             s.data.insert("password".into(), b"correct-horse-battery".to_vec());
             s.normalize();
             store.create(AnyResource::Secret(s)).await.expect("create");
