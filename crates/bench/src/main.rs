@@ -50,6 +50,9 @@ struct Args {
     /// Keep the server's temporary data directory (with `server.log`) after the run.
     #[arg(long)]
     keep_data: bool,
+    /// Extra argument for `fission server` (repeatable), e.g. `--server-arg=--sandbox=none`.
+    #[arg(long = "server-arg", value_name = "ARG", allow_hyphen_values = true)]
+    server_args: Vec<String>,
 }
 
 /// How much of everything.
@@ -240,7 +243,7 @@ async fn run(args: &Args) -> Result<String> {
     let mut server = None;
     for i in 0..plan.starts.max(1) {
         let last = i + 1 == plan.starts.max(1);
-        let s = Server::start(&paths.fission, &paths.environments, last && args.keep_data)?;
+        let s = Server::start(&paths.fission, &paths.environments, &args.server_args, last && args.keep_data)?;
         res.starts_reported.push(s.reported_ready_ms);
         res.starts_line.push(s.spawn_to_ready_line.as_secs_f64() * 1e3);
         res.starts_healthz.push(s.spawn_to_healthz.as_secs_f64() * 1e3);
@@ -254,6 +257,8 @@ async fn run(args: &Args) -> Result<String> {
     let server = server.context("no server")?;
     let data_dir = server.log_path.parent().map(|p| p.to_path_buf()).unwrap_or_default();
     let data_fs = report::filesystem_of(&data_dir);
+    let sandbox = server.started_field("sandbox").unwrap_or_else(|| "not reported".into());
+    let binary = binary_info(&paths.fission);
     if args.keep_data {
         progress(format!("server log: {}", server.log_path.display()));
     }
@@ -303,10 +308,14 @@ async fn run(args: &Args) -> Result<String> {
     if args.smoke {
         command.push_str(" --smoke");
     }
+    for a in &args.server_args {
+        command.push_str(&format!(" --server-arg={a}"));
+    }
     if let Some(out) = &args.out {
         command.push_str(&format!(" --out {}", out.display()));
     }
     let extra = vec![
+        format!("fission binary: {binary}; instance isolation reported by the server: `sandbox={sandbox}`"),
         format!("runtimes: {versions}"),
         format!("server data directory: a fresh temporary directory on {data_fs}"),
         format!(
@@ -317,6 +326,32 @@ async fn run(args: &Args) -> Result<String> {
         ),
     ];
     Ok(render(&res, &command, &extra, args.smoke))
+}
+
+/// Modification time of the binary and the checkout's commit (with `-dirty` for local changes).
+fn binary_info(bin: &std::path::Path) -> String {
+    let built = std::fs::metadata(bin)
+        .and_then(|m| m.modified())
+        .map(|t| chrono::DateTime::<chrono::Utc>::from(t).format("%Y-%m-%d %H:%M UTC").to_string())
+        .unwrap_or_else(|_| "?".into());
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .arg("-C")
+            .arg(&repo)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    let commit = match (git(&["rev-parse", "--short", "HEAD"]), git(&["status", "--porcelain", "--untracked-files=no"]))
+    {
+        (Some(c), Some(st)) if !st.is_empty() => format!("{c}-dirty"),
+        (Some(c), _) => c,
+        _ => "unknown".into(),
+    };
+    format!("built {built}, work tree at commit {commit}")
 }
 
 fn versions(paths: &Paths) -> String {

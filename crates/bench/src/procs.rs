@@ -141,7 +141,7 @@ pub struct Server {
 impl Server {
     /// Start a server on free ports; returns once it printed its ready line and answered
     /// `/healthz`. Blocking on purpose: nothing else runs while a server starts.
-    pub fn start(bin: &Path, environments: &Path, keep_dir: bool) -> Result<Self> {
+    pub fn start(bin: &Path, environments: &Path, extra_args: &[String], keep_dir: bool) -> Result<Self> {
         let dir = tempfile::Builder::new().prefix("fission-bench-").tempdir().context("temp dir")?;
         let controller: SocketAddr = (Ipv4Addr::LOCALHOST, free_port()?).into();
         let router: SocketAddr = (Ipv4Addr::LOCALHOST, free_port()?).into();
@@ -159,6 +159,7 @@ impl Server {
             .arg(environments)
             .arg("--grace-period")
             .arg("2")
+            .args(extra_args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log));
@@ -225,6 +226,14 @@ impl Server {
         self.child.id()
     }
 
+    /// `key=value` of the server's "fission server started" log line (e.g. `sandbox`).
+    pub fn started_field(&self, key: &str) -> Option<String> {
+        let text = std::fs::read_to_string(&self.log_path).ok()?;
+        let line = text.lines().map(strip_ansi).find(|l| l.contains("fission server started"))?;
+        let prefix = format!("{key}=");
+        line.split_whitespace().find_map(|w| w.strip_prefix(&prefix).map(str::to_owned))
+    }
+
     /// The last lines of the server's log.
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log_path).unwrap_or_default();
@@ -266,6 +275,24 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Text without ANSI colour sequences (the server colours its log even into a file).
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// One blocking `GET /healthz`; true on a 200.
