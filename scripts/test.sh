@@ -9,3 +9,6 @@ cd "$ROOT"
 cargo build --locked --workspace --all-targets
 cargo test --locked --workspace -- --test-threads=2
 ./environments/test.sh
+# The benchmark harness still runs (no thresholds: figures on a shared CI machine mean little).
+cargo run --locked -p fission-bench -- --smoke > target/bench-smoke.md
+echo "bench smoke: ok ($(grep -c '^|' target/bench-smoke.md) table rows)"
