@@ -220,3 +220,43 @@ fn fn_update_src_rebuilds_and_a_failed_build_keeps_the_old_code() {
     s.fission(&["pkg", "update", "--name", &pkg, "--src", &glob(&v2)]).ok();
     s.fission(&["pkg", "rebuild", "--name", &pkg]).fails_with("only failed builds can be retried");
 }
+
+/// A zip written with Python's zipfile: entries as given, names unchecked.
+fn hostile_zip(path: &Path, entries: &[(&str, &str)]) {
+    let list: Vec<String> = entries.iter().map(|(n, b)| format!("({n:?}, {b:?})")).collect();
+    let script = format!(
+        "import zipfile\nwith zipfile.ZipFile({:?}, 'w') as z:\n    for n, b in [{}]:\n        z.writestr(n, b)\n",
+        path.display().to_string(),
+        list.join(", ")
+    );
+    let ok = std::process::Command::new("python3").args(["-c", &script]).status().expect("python3").success();
+    assert!(ok, "could not write {}", path.display());
+}
+
+#[test]
+fn hostile_archives_are_refused_with_a_clear_error() {
+    let Some(s) = Setup::new() else { return };
+    let cases: [(&str, &[(&str, &str)], &str); 3] = [
+        ("slip", &[("main.py", "def main():\n    return 'x'\n"), ("../../escaped.py", "x")], ".."),
+        ("absolute", &[("main.py", "def main():\n    return 'x'\n"), ("/etc/evil", "x")], "/etc/evil"),
+        ("dupes", &[("main.py", "def main():\n    return 'a'\n"), ("main.py", "def main():\n    return 'b'\n")], "more than once"),
+    ];
+    for (name, entries, needle) in cases {
+        let zip = s.dir.path().join(format!("{name}.zip"));
+        hostile_zip(&zip, entries);
+        s.fission(&["fn", "create", "--name", name, "--env", "python", "--deploy", zip.to_str().expect("path"), "--entrypoint", "main.main"]).ok();
+        let r = http().get(s.server.url(&format!("/fission-function/{name}"))).send().expect("call");
+        let status = r.status().as_u16();
+        let body = r.text().expect("body");
+        assert_eq!(status, 500, "{name}: {body}");
+        assert!(body.contains(needle), "{name}: the error names the bad entry: {body}");
+        assert!(!s.dir.path().join("escaped.py").exists() && !Path::new("/etc/evil").exists(), "nothing written outside");
+    }
+    // A hostile source archive fails its build with the reason in the log.
+    let zip = s.dir.path().join("src-slip.zip");
+    hostile_zip(&zip, &[("main.py", "x"), ("../../escaped.py", "x")]);
+    let out = s.fission(&["pkg", "create", "--name", "src-slip", "--env", "python", "--src", zip.to_str().expect("path")]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let info = s.fission(&["pkg", "info", "--name", "src-slip"]).ok().stdout;
+    assert!(info.contains("failed") && info.contains(".."), "{info}");
+}

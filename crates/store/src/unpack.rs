@@ -41,6 +41,14 @@ pub enum UnpackError {
     /// Two entries with the same path.
     #[error("refusing to unpack zip: entry '{0}' appears more than once")]
     DuplicateEntry(String),
+    /// Entries sharing a name (only the count is known: the reader keeps one per name).
+    #[error("refusing to unpack zip: it lists {listed} entries but only {distinct} distinct names; an entry appears more than once")]
+    DuplicateEntries {
+        /// Entries in the central directory.
+        listed: usize,
+        /// Distinct names.
+        distinct: usize,
+    },
     /// Over the byte budget.
     #[error("refusing to unpack zip: it expands to more than {limit} bytes")]
     TooLarge {
@@ -69,6 +77,21 @@ pub enum UnpackError {
     },
 }
 
+/// The total entry count in the end-of-central-directory record, if there is a plain (non
+/// zip64) one.
+fn central_directory_entries(bytes: &[u8]) -> Option<usize> {
+    const EOCD: &[u8] = b"PK\x05\x06";
+    const EOCD_LEN: usize = 22;
+    if bytes.len() < EOCD_LEN {
+        return None;
+    }
+    // The record sits at the end, followed by a comment of at most 65 535 bytes.
+    let start = bytes.len().saturating_sub(EOCD_LEN + 65_535);
+    let pos = (start..=bytes.len() - EOCD_LEN).rev().find(|&i| &bytes[i..i + 4] == EOCD)?;
+    let total = u16::from_le_bytes([bytes[pos + 10], bytes[pos + 11]]);
+    (total != u16::MAX).then_some(usize::from(total))
+}
+
 /// Whether `bytes` is a zip archive (local file header, or an empty archive).
 pub fn is_zip(bytes: &[u8]) -> bool {
     bytes.starts_with(b"PK\x03\x04") || bytes.starts_with(b"PK\x05\x06")
@@ -81,6 +104,13 @@ pub fn is_zip(bytes: &[u8]) -> bool {
 pub fn unzip(bytes: &[u8], dest: &Path, limits: UnpackLimits) -> Result<(), UnpackError> {
     let corrupt = |e: zip::result::ZipError| UnpackError::Corrupt(e.to_string());
     let mut zip = zip::ZipArchive::new(io::Cursor::new(bytes)).map_err(corrupt)?;
+    // The zip reader indexes entries by name, so a repeated name silently hides the earlier
+    // entry; the archive's own entry count tells that one went missing.
+    if let Some(declared_entries) = central_directory_entries(bytes) {
+        if declared_entries != zip.len() {
+            return Err(UnpackError::DuplicateEntries { listed: declared_entries, distinct: zip.len() });
+        }
+    }
     if zip.len() > limits.max_entries {
         return Err(UnpackError::TooManyEntries { count: zip.len(), limit: limits.max_entries });
     }
