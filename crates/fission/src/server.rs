@@ -105,8 +105,14 @@ fn instance_launcher(
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "cannot remove sandbox leftovers"),
             }
-            // The runtimes are bound into every slot; the slot's uid must be able to reach them.
-            let envs = if reachable_by_others(environments_dir) {
+            // The runtimes are bound into every slot at their own path; the slot's uid must be
+            // able to reach them, and the path must not be one the sandbox mounts over.
+            let environments_dir = std::fs::canonicalize(environments_dir).unwrap_or_else(|_| environments_dir.to_owned());
+            let environments_dir = environments_dir.as_path();
+            let shadowed = ["/tmp", "/proc", "/dev", "/userfunc", "/secrets", "/configs", "/run"]
+                .iter()
+                .any(|p| environments_dir.starts_with(p));
+            let envs = if reachable_by_others(environments_dir) && !shadowed {
                 environments_dir.to_owned()
             } else {
                 let copy = sandbox.config().state_dir.join(format!("environments-{}", sandbox.run_id()));
