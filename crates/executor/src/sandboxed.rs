@@ -23,9 +23,9 @@ const RESERVED_ENV: [&str; 4] = ["PATH", "HOME", "FISSION_LISTEN_FD", "FISSION_C
 #[derive(Clone)]
 pub struct SandboxLauncher {
     sandbox: Sandbox,
-    /// Host directories the runtimes need (the environments directory), bound read-only at the
-    /// same path inside so the runtime's script paths stay valid.
-    binds: Vec<PathBuf>,
+    /// Host directories the runtimes need (the environments directory) and where they appear
+    /// inside, read-only; launch arguments naming a host path are rewritten to the inside one.
+    binds: Vec<(PathBuf, PathBuf)>,
 }
 
 impl std::fmt::Debug for SandboxLauncher {
@@ -35,8 +35,9 @@ impl std::fmt::Debug for SandboxLauncher {
 }
 
 impl SandboxLauncher {
-    /// A launcher creating slots in `sandbox`, binding each of `binds` read-only.
-    pub fn new(sandbox: Sandbox, binds: Vec<PathBuf>) -> Self {
+    /// A launcher creating slots in `sandbox`, binding each `(host, inside)` of `binds`
+    /// read-only.
+    pub fn new(sandbox: Sandbox, binds: Vec<(PathBuf, PathBuf)>) -> Self {
         Self { sandbox, binds }
     }
 }
@@ -60,12 +61,19 @@ impl InstanceLauncher for SandboxLauncher {
             ("FISSION_LISTEN_FD".to_owned(), fission_sandbox::LISTEN_FD.to_string()),
             ("FISSION_CODEPATH".to_owned(), "/userfunc/user".to_owned()),
         ]);
-        let mut slot_spec = SlotSpec::new(
-            spec.program.clone(),
-            spec.args.iter().map(|a| a.to_string_lossy().into_owned()).collect(),
-            listener,
-        );
-        slot_spec.readonly_binds = self.binds.iter().map(|b| (b.clone(), b.clone())).collect();
+        let args = spec
+            .args
+            .iter()
+            .map(|a| {
+                let p = Path::new(a);
+                self.binds
+                    .iter()
+                    .find_map(|(host, inside)| p.strip_prefix(host).ok().map(|rest| inside.join(rest)))
+                    .map_or_else(|| a.to_string_lossy().into_owned(), |q| q.to_string_lossy().into_owned())
+            })
+            .collect();
+        let mut slot_spec = SlotSpec::new(spec.program.clone(), args, listener);
+        slot_spec.readonly_binds = self.binds.clone();
         slot_spec.limits = Some(limits);
         slot_spec.egress = spec.limits.egress;
         slot_spec.env = env;

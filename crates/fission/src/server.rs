@@ -105,14 +105,10 @@ fn instance_launcher(
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "cannot remove sandbox leftovers"),
             }
-            // The runtimes are bound into every slot at their own path; the slot's uid must be
-            // able to reach them, and the path must not be one the sandbox mounts over.
+            // The runtimes are bound into every slot; the slot's uid must be able to reach them.
             let environments_dir = std::fs::canonicalize(environments_dir).unwrap_or_else(|_| environments_dir.to_owned());
             let environments_dir = environments_dir.as_path();
-            let shadowed = ["/tmp", "/proc", "/dev", "/userfunc", "/secrets", "/configs", "/run"]
-                .iter()
-                .any(|p| environments_dir.starts_with(p));
-            let envs = if reachable_by_others(environments_dir) && !shadowed {
+            let envs = if reachable_by_others(environments_dir) {
                 environments_dir.to_owned()
             } else {
                 let copy = sandbox.config().state_dir.join(format!("environments-{}", sandbox.run_id()));
@@ -129,7 +125,12 @@ fn instance_launcher(
                 copy
             };
             tracing::info!(sandbox_run = sandbox.run_id(), "function instances run in sandboxes");
-            let launcher = fission_executor::SandboxLauncher::new(sandbox.clone(), vec![envs.clone()]);
+            // Bound at a fixed path inside, whatever the host path (it may sit under /tmp, which
+            // the sandbox replaces with a private one).
+            let launcher = fission_executor::SandboxLauncher::new(
+                sandbox.clone(),
+                vec![(envs.clone(), PathBuf::from("/opt/fission/environments"))],
+            );
             Ok((Arc::new(launcher), envs, Some(sandbox)))
         }
     }

@@ -18,11 +18,14 @@ struct Runtime {
     _copy: Option<tempfile::TempDir>,
 }
 
+/// Where the runtime's directory appears inside a slot.
+const INSIDE: &str = "/opt/runtime";
+
 fn node() -> Runtime {
     let (dir, copy) = runtime_dir("nodejs");
     Runtime {
         program: NODE,
-        args: vec![dir.join("server.js").display().to_string()],
+        args: vec![format!("{INSIDE}/server.js")],
         dir,
         _copy: copy,
     }
@@ -35,7 +38,7 @@ fn python() -> Runtime {
         args: vec![
             "-I".into(),
             "-S".into(),
-            dir.join("server.py").display().to_string(),
+            format!("{INSIDE}/server.py"),
         ],
         dir,
         _copy: copy,
@@ -46,7 +49,8 @@ fn spec(rt: &Runtime, egress: bool) -> (SlotSpec, SocketAddr) {
     let listener = loopback_listener();
     let addr = listener.local_addr().expect("addr");
     let mut spec = SlotSpec::new(rt.program, rt.args.clone(), listener);
-    spec.readonly_binds.push((rt.dir.clone(), rt.dir.clone()));
+    // A fixed inside path: the checkout may live under /tmp, which the slot replaces.
+    spec.readonly_binds.push((rt.dir.clone(), PathBuf::from(INSIDE)));
     spec.egress = egress;
     (spec, addr)
 }
