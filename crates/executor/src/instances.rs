@@ -49,6 +49,18 @@ impl Limits {
     }
 }
 
+/// A lease on the least busy instance of `state` with spare capacity, if there is one.
+fn lease_free_slot(state: &mut FunctionState) -> Option<InstanceLease> {
+    if state.limits.once_only {
+        return None;
+    }
+    let rpp = state.limits.requests_per_pod;
+    let slot = state.slots.iter_mut().filter(|s| !s.retired && s.active < rpp).min_by_key(|s| s.active)?;
+    slot.active += 1;
+    let release: Arc<dyn LeaseRelease> = slot.release.clone();
+    Some(InstanceLease::new(slot.instance.addr(), slot.instance.id(), false, release))
+}
+
 /// What [`FunctionTable::try_acquire`] decided.
 pub(crate) enum Decision {
     /// An instance with spare capacity, leased.
@@ -145,8 +157,16 @@ impl FunctionTable {
     /// Lease a free instance of this exact function version, or reserve the right to
     /// specialize one, or register for a wake-up.
     pub(crate) fn try_acquire(&self, function: &Function) -> Decision {
-        let key = VersionKey::of(function);
+        let m = &function.metadata;
         let mut st = self.lock();
+        // The warm path looks the version up by reference: no key to build, nothing allocated.
+        if !m.uid.is_empty() {
+            let state = st.by_uid.get_mut(m.uid.as_str()).and_then(|e| e.versions.get_mut(m.resource_version.as_str()));
+            if let Some(lease) = state.and_then(lease_free_slot) {
+                return Decision::Leased(lease);
+            }
+        }
+        let key = VersionKey::of(function);
         let entry = st.by_uid.entry(key.uid.clone()).or_default();
         let latest = entry.latest;
         let state = entry.versions.entry(key.rv.clone()).or_insert_with(|| FunctionState {
@@ -161,16 +181,8 @@ impl FunctionTable {
             notify: Arc::new(Notify::new()),
         });
 
-        if !state.limits.once_only {
-            // Spread load: the least busy instance with spare capacity.
-            let rpp = state.limits.requests_per_pod;
-            if let Some(slot) =
-                state.slots.iter_mut().filter(|s| !s.retired && s.active < rpp).min_by_key(|s| s.active)
-            {
-                slot.active += 1;
-                let release: Arc<dyn LeaseRelease> = slot.release.clone();
-                return Decision::Leased(InstanceLease::new(slot.instance.addr(), slot.instance.id(), false, release));
-            }
+        if let Some(lease) = lease_free_slot(state) {
+            return Decision::Leased(lease);
         }
         let mut join = None;
         let promised = state.specializing * (state.limits.requests_per_pod - 1);

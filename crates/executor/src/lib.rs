@@ -9,9 +9,12 @@
 //!    map lookup, one counter. No I/O and no RPC.
 //! 2. **Cold path.** Below the function's `concurrency`, a generic instance is taken from the
 //!    pool (or started if the pool is empty), the package's deployment is unpacked once into
-//!    the package cache, the instance's output is re-targeted to the function's log, and the
-//!    runtime is told to load the code (Fission's `/v2/specialize` load request). The pool is
-//!    refilled in the background, off the request path.
+//!    the package cache (already done in the background when the function was created or
+//!    updated), the instance's output is re-targeted to the function's log, and the runtime is
+//!    told to load the code (Fission's `/v2/specialize` load request; the connection for it is
+//!    opened while the code is linked into place, so the runtime wakes up meanwhile). The pool
+//!    is refilled in the background, off the request path, and grows for a while after cold
+//!    starts that found it empty (see `pool.rs`).
 //! 3. **At concurrency.** The request waits (up to the function's `functionTimeout`) for a
 //!    lease to end or a specialization to finish. A burst of N first calls with
 //!    `requestsPerPod` 1 starts exactly min(N, concurrency) specializations — Fission's poolmgr
@@ -155,6 +158,8 @@ pub struct Executor {
     next_pool: AtomicU64,
     stopping: CancellationToken,
     tasks: TaskTracker,
+    /// One deployment prefetch at a time (see [`Executor::prefetch`]).
+    prefetching: tokio::sync::Semaphore,
 }
 
 impl Executor {
@@ -196,6 +201,7 @@ impl Executor {
             next_pool: AtomicU64::new(1),
             stopping: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            prefetching: tokio::sync::Semaphore::new(1),
         })
     }
 
@@ -295,8 +301,36 @@ impl Executor {
             (WatchEventType::Deleted, AnyResource::Function(f)) => self.table.function_changed(&f.metadata.uid, None),
             (_, AnyResource::Function(f)) => {
                 self.table.function_changed(&f.metadata.uid, Some(&f.metadata.resource_version));
+                if let Some(me) = self.me.upgrade() {
+                    self.tasks.spawn(me.prefetch(f));
+                }
             }
             _ => {}
+        }
+    }
+
+    /// Unpack a created or updated function's deployment into the package cache now, so that
+    /// its first call finds it there (~0.5 ms less on a cold start; more for archives). One at
+    /// a time, in the background; failures are left for the first call to report.
+    async fn prefetch(self: Arc<Self>, function: Function) {
+        let _one_at_a_time = tokio::select! {
+            p = self.prefetching.acquire() => p,
+            () = self.stopping.cancelled() => return,
+        };
+        let env_ref = &function.spec.environment;
+        let ns = if env_ref.namespace.is_empty() { &function.metadata.namespace } else { &env_ref.namespace };
+        // The cache path depends on the environment's keeparchive; without a pool there is
+        // nothing to start soon anyway.
+        let Some(keep_archive) = self.lock_pools().get(&(ns.clone(), env_ref.name.clone())).map(|p| p.env.spec.keeparchive)
+        else {
+            return;
+        };
+        let result = match self.package_of(&function).await {
+            Ok(package) => self.packages.deployment(&package, keep_archive).await.map(|_| ()).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(error) = result {
+            tracing::debug!(function = %function.metadata.name, %error, "deployment not prefetched");
         }
     }
 
@@ -400,12 +434,29 @@ impl Executor {
             if pool.is_closed() || self.stopping.is_cancelled() {
                 return;
             }
-            if pool.deficit() == 0 {
+            let (deficit, below_poolsize) = pool.deficit();
+            if deficit == 0 {
+                // Full: sleep until an instance is taken or dies, or a demand boost expires.
+                let expiry = pool.boost_expiry();
                 tokio::select! {
                     () = pool.wake.notified() => {}
+                    () = sleep_until_some(expiry) => {
+                        for g in pool.expire_boost(tokio::time::Instant::now()) {
+                            g.instance.kill();
+                        }
+                    }
                     () = self.stopping.cancelled() => return,
                 }
                 continue;
+            }
+            if below_poolsize == 0 {
+                tokio::select! {
+                    () = tokio::time::sleep(pool::BOOST_SPACING) => {}
+                    () = self.stopping.cancelled() => return,
+                }
+                if pool.is_closed() || pool.deficit().0 == 0 {
+                    continue;
+                }
             }
             let pause = pool.backoff();
             if !pause.is_zero() {
@@ -544,14 +595,18 @@ impl Executor {
         }
     }
 
-    /// A generic instance: from the pool if one is ready, else started now.
+    /// A generic instance: from the pool if one is ready, else started now (a miss, which
+    /// grows the pool for the next burst).
     async fn take_generic(&self, pool: &Arc<Pool>) -> Result<GenericInstance, ExecutorError> {
         loop {
             match pool.take() {
                 // Skip instances that died since they were pooled (their exit is being processed).
                 Some(g) if g.instance.exit_watch().borrow().is_some() => continue,
                 Some(g) => return Ok(g),
-                None => return self.launch(pool).await,
+                None => {
+                    pool.note_miss();
+                    return self.launch(pool).await;
+                }
             }
         }
     }
@@ -561,6 +616,8 @@ impl Executor {
         let name = format!("{}/{}", function.metadata.namespace, function.metadata.name);
         let failed = |message: String| ExecutorError::SpecializationFailed { function: name.clone(), message };
 
+        // Phase boundaries for the debug line below (where a cold start's time goes).
+        let t_begin = tokio::time::Instant::now();
         let pool = self.pool_for(&function).await?;
         let package = self.package_of(&function).await?;
         let code = self
@@ -571,6 +628,7 @@ impl Executor {
 
         let started = tokio::time::Instant::now();
         let generic = self.take_generic(&pool).await?;
+        let t_taken = tokio::time::Instant::now();
         let instance = generic.instance.clone();
         let mut guard = KillUnlessKept(Some(instance.clone()));
         let id = instance.id();
@@ -582,13 +640,21 @@ impl Executor {
             v => v,
         };
         let slot = if env_version >= 2 { CodeSlot::LoadRequest } else { CodeSlot::V1CodePath };
-        let filepath = instance
-            .install_code(&code, slot)
-            .await
-            .map_err(|e| failed(format!("cannot give the instance its code: {e}")))?;
-        if let Some((secrets_dir, configs_dir)) = instance.values_dirs() {
-            self.install_values(&function, &secrets_dir, &configs_dir).await.map_err(failed)?;
-        }
+        let installing = async {
+            let filepath = instance
+                .install_code(&code, slot)
+                .await
+                .map_err(|e| failed(format!("cannot give the instance its code: {e}")))?;
+            if let Some((secrets_dir, configs_dir)) = instance.values_dirs() {
+                self.install_values(&function, &secrets_dir, &configs_dir).await.map_err(failed)?;
+            }
+            Ok::<_, ExecutorError>(filepath)
+        };
+        // Connecting wakes the runtime, which overlaps with the file work (see `connect`).
+        let (filepath, connection) =
+            tokio::join!(installing, specialize::connect(instance.addr(), self.config.specialize_timeout));
+        let filepath = filepath?;
+        let t_installed = tokio::time::Instant::now();
         let load = LoadRequest {
             filepath: filepath.to_string_lossy().into_owned(),
             function_name: &function.spec.package.function_name,
@@ -597,7 +663,7 @@ impl Executor {
             env_version,
         };
         let outcome = tokio::select! {
-            r = specialize::specialize(instance.addr(), &load, self.config.specialize_timeout) => r.map_err(|e| match e {
+            r = async { specialize::specialize(connection?, &load, self.config.specialize_timeout).await } => r.map_err(|e| match e {
                 SpecializeError::Rejected { body, .. } => body,
                 e @ SpecializeError::Timeout(_) => e.to_string(),
                 e @ SpecializeError::Transport(_) => with_output(e.to_string(), &generic.log),
@@ -624,7 +690,17 @@ impl Executor {
             .specialization_seconds
             .get_or_create(&SpecializationLabels { runtime, outcome: "success" })
             .observe(elapsed);
-        tracing::debug!(function = %name, instance = id, ms = elapsed * 1000.0, "specialized");
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        tracing::debug!(
+            function = %name,
+            instance = id,
+            ms = elapsed * 1000.0,
+            package_ms = ms(started - t_begin),
+            take_ms = ms(t_taken - started),
+            install_ms = ms(t_installed - t_taken),
+            load_ms = ms(t_installed.elapsed()),
+            "specialized"
+        );
         let lease = self.table.complete(ticket, instance.clone(), pool.id, pool.is_closed());
         if instance.exit_watch().borrow().is_some() {
             // Died between answering and joining the table: its exit was processed before it
@@ -722,6 +798,14 @@ impl Executor {
             tracing::warn!("executor tasks still running after shutdown");
         }
         tracing::info!(instances = all.len(), "executor stopped");
+    }
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
     }
 }
 

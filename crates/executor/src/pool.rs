@@ -1,6 +1,13 @@
 //! A warm pool: generic instances of one environment version, started ahead of time so a cold
 //! start only pays for loading the function. The refill loop that keeps it full lives in
 //! [`crate::Executor`] (it needs the launcher); this is the pool's bookkeeping.
+//!
+//! **Sized from demand.** `poolsize` is the floor, not the ceiling: every cold start that finds
+//! the pool empty (a *miss*: it has to start an instance and wait ~100 ms for the runtime to
+//! boot) raises the pool's target by one, up to [`max_boost`] above `poolsize`, so the next
+//! burst of the same size finds its instances warm. After [`BOOST_TTL`] without a miss the
+//! target drops back to `poolsize` and the extra ready instances are stopped. A pool of size 0
+//! stays empty (the user asked for no warm instances).
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
@@ -12,6 +19,7 @@ use std::time::Duration;
 use fission_core::resources::Environment;
 use fission_core::runtime::BuiltinRuntime;
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use crate::launcher::{LogSink, RuntimeInstance};
 use crate::metrics::{EnvLabels, Metrics};
@@ -20,6 +28,17 @@ use crate::metrics::{EnvLabels, Metrics};
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// First pause after a failure.
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+/// How long a demand boost lasts after the last miss.
+pub(crate) const BOOST_TTL: Duration = Duration::from_secs(300);
+/// Pause before each start that only serves the boost: such instances are for the next burst,
+/// and must not take CPU from the boots that requests of this one are waiting for.
+pub(crate) const BOOST_SPACING: Duration = Duration::from_millis(100);
+
+/// Most instances a pool of `poolsize` keeps beyond it: as many again, at least 4 (a burst of
+/// a few concurrent first calls is common even for small pools).
+pub(crate) fn max_boost(poolsize: usize) -> usize {
+    poolsize.max(4)
+}
 
 /// A started, not yet specialized instance.
 #[derive(Clone)]
@@ -43,6 +62,10 @@ struct PoolState {
     /// Consecutive failures (launch errors, generic instances dying on their own); drives the
     /// refill backoff so a broken runtime does not spin.
     failures: u32,
+    /// Instances wanted beyond `target` because of recent misses.
+    boost: usize,
+    /// When the last miss happened (the boost expires [`BOOST_TTL`] later).
+    last_miss: Option<Instant>,
 }
 
 /// The warm pool of one environment version.
@@ -77,7 +100,7 @@ impl Pool {
             template,
             labels,
             metrics,
-            state: Mutex::new(PoolState { ready: VecDeque::new(), failures: 0 }),
+            state: Mutex::new(PoolState { ready: VecDeque::new(), failures: 0, boost: 0, last_miss: None }),
             closed: AtomicBool::new(false),
             wake: Notify::new(),
         }
@@ -134,9 +157,46 @@ impl Pool {
         removed
     }
 
-    /// How many instances the pool is short of its target.
-    pub(crate) fn deficit(&self) -> usize {
-        self.target.saturating_sub(self.lock().ready.len())
+    /// How many instances the pool is short of its target: `(with the demand boost, without)`.
+    pub(crate) fn deficit(&self) -> (usize, usize) {
+        let st = self.lock();
+        let ready = st.ready.len();
+        ((self.target + st.boost).saturating_sub(ready), self.target.saturating_sub(ready))
+    }
+
+    /// A cold start found no ready instance: want one more next time (see the module docs).
+    pub(crate) fn note_miss(&self) {
+        if self.target == 0 {
+            return;
+        }
+        {
+            let mut st = self.lock();
+            st.boost = (st.boost + 1).min(max_boost(self.target));
+            st.last_miss = Some(Instant::now());
+        }
+        self.wake.notify_one();
+    }
+
+    /// When the current boost expires, if there is one.
+    pub(crate) fn boost_expiry(&self) -> Option<Instant> {
+        let st = self.lock();
+        st.last_miss.filter(|_| st.boost > 0).map(|t| t + BOOST_TTL)
+    }
+
+    /// End the boost if it has expired; hands back the ready instances beyond `target` (to be
+    /// stopped). The oldest are kept: `take` hands them out first.
+    pub(crate) fn expire_boost(&self, now: Instant) -> Vec<GenericInstance> {
+        let mut st = self.lock();
+        match st.last_miss {
+            Some(t) if st.boost > 0 && now >= t + BOOST_TTL => {}
+            _ => return Vec::new(),
+        }
+        st.boost = 0;
+        st.last_miss = None;
+        let keep = self.target.min(st.ready.len());
+        let extra: Vec<GenericInstance> = st.ready.drain(keep..).collect();
+        self.publish(&st);
+        extra
     }
 
     pub(crate) fn note_failure(&self) {
@@ -155,6 +215,13 @@ impl Pool {
             0 => Duration::ZERO,
             n => FIRST_BACKOFF.saturating_mul(1u32 << (n - 1).min(10)).min(MAX_BACKOFF),
         }
+    }
+
+    /// Ready instances and the current boost.
+    #[cfg(test)]
+    pub(crate) fn sizes(&self) -> (usize, usize) {
+        let st = self.lock();
+        (st.ready.len(), st.boost)
     }
 
     pub(crate) fn is_closed(&self) -> bool {

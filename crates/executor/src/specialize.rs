@@ -7,6 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use fission_core::ObjectMeta;
 use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
 
@@ -50,20 +51,54 @@ pub(crate) enum SpecializeError {
     Transport(String),
 }
 
-/// POST the load request: `/v2/specialize` with JSON for env version ≥ 2, `/specialize` with
-/// an empty body for version 1. Any 2xx is success (node answers 202, python 200).
-pub(crate) async fn specialize(
+/// A connection to a runtime, made ahead of the load request (see [`connect`]).
+pub(crate) struct Connection {
     addr: SocketAddr,
-    load: &LoadRequest<'_>,
-    timeout: Duration,
-) -> Result<(), SpecializeError> {
-    match tokio::time::timeout(timeout, post(addr, load)).await {
+    sender: SendRequest<Full<Bytes>>,
+    driver: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.driver.abort();
+    }
+}
+
+/// Connect to the runtime at `addr`. Done while the executor is still putting the code in
+/// place: an idle runtime needs a while to wake up and accept (Python also starts a handler
+/// thread), and that time then overlaps with the file work instead of adding to it.
+pub(crate) async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Connection, SpecializeError> {
+    let transport = |e: &dyn std::fmt::Display| SpecializeError::Transport(e.to_string());
+    let connected = async {
+        let stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| transport(&e))?;
+        let _ = stream.set_nodelay(true);
+        let (sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| transport(&e))?;
+        let driver = tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(Connection { addr, sender, driver })
+    };
+    match tokio::time::timeout(timeout, connected).await {
         Ok(r) => r,
         Err(_) => Err(SpecializeError::Timeout(timeout)),
     }
 }
 
-async fn post(addr: SocketAddr, load: &LoadRequest<'_>) -> Result<(), SpecializeError> {
+/// POST the load request: `/v2/specialize` with JSON for env version ≥ 2, `/specialize` with
+/// an empty body for version 1. Any 2xx is success (node answers 202, python 200).
+pub(crate) async fn specialize(
+    conn: Connection,
+    load: &LoadRequest<'_>,
+    timeout: Duration,
+) -> Result<(), SpecializeError> {
+    match tokio::time::timeout(timeout, post(conn, load)).await {
+        Ok(r) => r,
+        Err(_) => Err(SpecializeError::Timeout(timeout)),
+    }
+}
+
+async fn post(mut conn: Connection, load: &LoadRequest<'_>) -> Result<(), SpecializeError> {
     let transport = |e: &dyn std::fmt::Display| SpecializeError::Transport(e.to_string());
     let (path, content_type, body) = if load.env_version >= 2 {
         let json = serde_json::to_vec(load).map_err(|e| transport(&e))?;
@@ -71,31 +106,21 @@ async fn post(addr: SocketAddr, load: &LoadRequest<'_>) -> Result<(), Specialize
     } else {
         ("/specialize", "text/plain", Bytes::new())
     };
-    let stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| transport(&e))?;
-    let _ = stream.set_nodelay(true);
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| transport(&e))?;
-    let conn = tokio::spawn(conn);
     let request = hyper::Request::post(path)
-        .header(hyper::header::HOST, addr.to_string())
+        .header(hyper::header::HOST, conn.addr.to_string())
         .header(hyper::header::CONTENT_TYPE, content_type)
         .header(hyper::header::CONNECTION, "close")
         .body(Full::new(body))
         .map_err(|e| transport(&e))?;
-    let result = async {
-        let response = sender.send_request(request).await.map_err(|e| transport(&e))?;
-        let status = response.status();
-        if status.is_success() {
-            return Ok(());
-        }
-        let body = match Limited::new(response.into_body(), MAX_ERROR_BODY).collect().await {
-            Ok(b) => String::from_utf8_lossy(&b.to_bytes()).trim().to_owned(),
-            Err(e) => format!("(error body unreadable: {e})"),
-        };
-        let body = if body.is_empty() { format!("the runtime answered {status} with an empty body") } else { body };
-        Err(SpecializeError::Rejected { status: status.as_u16(), body })
+    let response = conn.sender.send_request(request).await.map_err(|e| transport(&e))?;
+    let status = response.status();
+    if status.is_success() {
+        return Ok(());
     }
-    .await;
-    conn.abort();
-    result
+    let body = match Limited::new(response.into_body(), MAX_ERROR_BODY).collect().await {
+        Ok(b) => String::from_utf8_lossy(&b.to_bytes()).trim().to_owned(),
+        Err(e) => format!("(error body unreadable: {e})"),
+    };
+    let body = if body.is_empty() { format!("the runtime answered {status} with an empty body") } else { body };
+    Err(SpecializeError::Rejected { status: status.as_u16(), body })
 }

@@ -503,3 +503,73 @@ async fn metrics_count_cold_starts_and_pool_sizes() {
     shutdown.cancel();
     run.await.expect("join").expect("run");
 }
+
+impl Harness {
+    async fn pool(&self) -> Arc<crate::pool::Pool> {
+        let key = (self.env.metadata.namespace.clone(), self.env.metadata.name.clone());
+        self.wait_for("the environment's pool", |h| h.exec.lock_pools().contains_key(&key)).await;
+        self.exec.lock_pools().get(&key).cloned().expect("the environment's pool")
+    }
+}
+
+/// `n` concurrent first calls (each its own instance: requestsPerPod 1), leases kept.
+async fn burst(h: &Harness, n: usize) -> Vec<fission_core::InstanceLease> {
+    let calls = (0..n).map(|_| h.exec.acquire(&h.function));
+    let leases: Vec<_> = futures::future::join_all(calls).await.into_iter().map(|r| r.expect("acquire")).collect();
+    assert!(leases.iter().all(|l| l.cold));
+    leases
+}
+
+#[tokio::test]
+async fn a_burst_beyond_the_pool_grows_it_for_the_next_burst_until_the_boost_expires() {
+    let h = harness(Setup { poolsize: 1, tune: |f| tuned(40, 1)(f), ..Setup::default() }).await;
+    let pool = h.pool().await;
+    // One call takes the pooled instance; the others find the pool empty (unless the refill's
+    // replacement, started at once, beats them to it).
+    let first = burst(&h, 4).await;
+    let boost = pool.sizes().1;
+    assert!((1..=3).contains(&boost), "one more instance wanted per miss, got {boost}");
+    h.wait_for("pool refilled to poolsize + boost", |_| pool.sizes().0 == 1 + boost).await;
+    // A burst of that size is now served from the pool: no misses, the boost stays.
+    let second = burst(&h, 1 + boost).await;
+    assert_eq!(pool.sizes().1, boost);
+    // Misses beyond the cap do not grow it further.
+    let third = burst(&h, 20).await;
+    assert_eq!(pool.sizes().1, crate::pool::max_boost(1));
+    // Once the boost expires, the pool shrinks back to poolsize and stops the extra instances.
+    h.wait_for("pool refilled to the cap", |_| pool.sizes().0 == 1 + crate::pool::max_boost(1)).await;
+    let later = tokio::time::Instant::now() + crate::pool::BOOST_TTL + Duration::from_secs(1);
+    let extra = pool.expire_boost(later);
+    assert_eq!(extra.len(), crate::pool::max_boost(1));
+    assert_eq!(pool.sizes(), (1, 0));
+    assert!(pool.expire_boost(later).is_empty(), "nothing more to expire");
+    for g in extra {
+        g.instance.kill();
+    }
+    drop((first, second, third));
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_pool_of_size_zero_stays_empty_after_misses() {
+    let h = harness(Setup { poolsize: 0, tune: |f| tuned(20, 1)(f), ..Setup::default() }).await;
+    let pool = h.pool().await;
+    let leases = burst(&h, 2).await;
+    assert_eq!(pool.sizes(), (0, 0));
+    tokio::time::sleep(crate::pool::BOOST_SPACING * 3).await;
+    assert_eq!(h.launcher.launched.load(Ordering::SeqCst), 2, "only the calls' own instances");
+    drop(leases);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_new_function_s_deployment_is_unpacked_before_its_first_call() {
+    let h = harness(Setup::default()).await;
+    let pkg: Package = testing::create(&h.store, testing::literal_package("new-pkg", "nodejs", b"module.exports = 2")).await;
+    let _: Function = testing::create(&h.store, testing::function("new", "nodejs", "new-pkg", "")).await;
+    let target = h._dir.path().join("cache/default/new-pkg").join(&pkg.metadata.resource_version).join("deployarchive");
+    h.wait_for("deployment prefetched", |_| target.is_file()).await;
+    assert_eq!(std::fs::read(&target).expect("code"), b"module.exports = 2");
+    assert_eq!(h.launcher.specializations(), 0, "no call was needed");
+    h.stop().await;
+}

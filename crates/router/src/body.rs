@@ -15,6 +15,8 @@ use fission_core::InstanceLease;
 use http_body_util::BodyExt as _;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
+use crate::upstream::UpstreamConn;
+
 /// Errors carried by bodies.
 pub(crate) type BoxError = Box<dyn StdError + Send + Sync>;
 
@@ -30,10 +32,12 @@ pub struct RouterBody {
 enum Kind {
     /// A synthetic response: at most one chunk.
     Full(Option<Bytes>),
-    /// A function's response, streamed; holds the instance lease until the body ends.
+    /// A function's response, streamed; holds the instance lease until the body ends, and the
+    /// connection it arrives on, which goes back to the pool once the body has been read.
     Upstream {
         inner: Incoming,
         lease: Option<InstanceLease>,
+        conn: Option<UpstreamConn>,
     },
 }
 
@@ -56,11 +60,19 @@ impl RouterBody {
     /// A function's response body. The lease is released as soon as the body has been read
     /// to its end (not when the client connection goes away later), and marked broken if the
     /// instance fails mid-body.
-    pub(crate) fn upstream(inner: Incoming, lease: InstanceLease) -> Self {
+    pub(crate) fn upstream(inner: Incoming, lease: InstanceLease, conn: UpstreamConn) -> Self {
+        // Nothing to read (no body, HEAD, 204, 304): the connection is free already.
+        let conn = if inner.is_end_stream() {
+            conn.release();
+            None
+        } else {
+            Some(conn)
+        };
         Self {
             kind: Kind::Upstream {
                 inner,
                 lease: Some(lease),
+                conn,
             },
         }
     }
@@ -76,19 +88,33 @@ impl Body for RouterBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match &mut self.kind {
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            Kind::Upstream { inner, lease } => match ready!(Pin::new(inner).poll_frame(cx)) {
-                Some(Ok(frame)) => Poll::Ready(Some(Ok(frame))),
-                Some(Err(e)) => {
-                    if let Some(mut l) = lease.take() {
-                        l.mark_broken();
+            Kind::Upstream { inner, lease, conn } => {
+                match ready!(Pin::new(&mut *inner).poll_frame(cx)) {
+                    Some(Ok(frame)) => {
+                        // hyper may not poll again after the last frame.
+                        if inner.is_end_stream()
+                            && let Some(c) = conn.take()
+                        {
+                            c.release();
+                        }
+                        Poll::Ready(Some(Ok(frame)))
                     }
-                    Poll::Ready(Some(Err(e.into())))
+                    Some(Err(e)) => {
+                        if let Some(mut l) = lease.take() {
+                            l.mark_broken();
+                        }
+                        conn.take(); // unusable: closed with it
+                        Poll::Ready(Some(Err(e.into())))
+                    }
+                    None => {
+                        lease.take();
+                        if let Some(c) = conn.take() {
+                            c.release();
+                        }
+                        Poll::Ready(None)
+                    }
                 }
-                None => {
-                    lease.take();
-                    Poll::Ready(None)
-                }
-            },
+            }
         }
     }
 

@@ -103,6 +103,7 @@ pub mod respond;
 mod server;
 mod sync;
 pub mod table;
+mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, PoisonError, RwLock};

@@ -118,10 +118,43 @@ fn method_label(m: &Method) -> Cow<'static, str> {
     )
 }
 
+/// Most `(path, method, code)` combinations a function target keeps handles for; calls of
+/// other kinds are recorded through the families directly.
+const SERIES_CACHE_SIZE: usize = 16;
+
+/// Handles of the series one function target records into, by `(path, method, code)`.
+///
+/// prometheus-client hands out shared handles, so once a kind of call has been recorded, the
+/// next one is two atomic updates instead of two label-set hashes and map lookups in the
+/// families (the series stay registered there and are exported as before).
+#[derive(Default)]
+pub(crate) struct SeriesCache {
+    entries: std::sync::Mutex<Vec<Series>>,
+}
+
+struct Series {
+    path: Arc<str>,
+    method: Cow<'static, str>,
+    code: u16,
+    calls: Counter,
+    /// Only for error codes.
+    errors: Option<Counter>,
+    overhead: Histogram,
+}
+
+impl SeriesCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Series>> {
+        self.entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 /// Metrics of one proxied call. Recording happens exactly once: in [`CallRecord::finish`], or
 /// on drop with code 499 when the request future was abandoned (client disconnect).
 pub(crate) struct CallRecord {
     metrics: Arc<Metrics>,
+    target: Arc<FunctionTarget>,
     labels: Option<CallLabels>,
     started: Instant,
     upstream: Duration,
@@ -130,12 +163,13 @@ pub(crate) struct CallRecord {
 impl CallRecord {
     pub(crate) fn start(
         metrics: Arc<Metrics>,
-        target: &FunctionTarget,
+        target: &Arc<FunctionTarget>,
         path: &Arc<str>,
         method: &Method,
     ) -> Self {
         Self {
             metrics,
+            target: target.clone(),
             labels: Some(CallLabels {
                 namespace: target.namespace.clone(),
                 name: target.name.clone(),
@@ -174,15 +208,41 @@ impl CallRecord {
             return;
         };
         labels.code = code;
-        let overhead = self.started.elapsed().saturating_sub(self.upstream);
-        self.metrics.calls.get_or_create(&labels).inc();
-        if code >= 400 {
-            self.metrics.errors.get_or_create(&labels).inc();
+        let overhead = self
+            .started
+            .elapsed()
+            .saturating_sub(self.upstream)
+            .as_secs_f64();
+        let mut cache = self.target.series.lock();
+        let cached = cache.iter().find(|s| {
+            s.code == code
+                && s.method == labels.method
+                && (Arc::ptr_eq(&s.path, &labels.path) || s.path == labels.path)
+        });
+        if let Some(s) = cached {
+            s.calls.inc();
+            if let Some(e) = &s.errors {
+                e.inc();
+            }
+            s.overhead.observe(overhead);
+            return;
         }
-        self.metrics
-            .overhead
-            .get_or_create(&labels)
-            .observe(overhead.as_secs_f64());
+        let series = Series {
+            calls: self.metrics.calls.get_or_create(&labels).clone(),
+            errors: (code >= 400).then(|| self.metrics.errors.get_or_create(&labels).clone()),
+            overhead: self.metrics.overhead.get_or_create(&labels).clone(),
+            path: labels.path,
+            method: labels.method,
+            code,
+        };
+        series.calls.inc();
+        if let Some(e) = &series.errors {
+            e.inc();
+        }
+        series.overhead.observe(overhead);
+        if cache.len() < SERIES_CACHE_SIZE {
+            cache.push(series);
+        }
     }
 }
 
@@ -252,6 +312,26 @@ mod tests {
         assert!(text.contains(r#"fission_function_calls_total{namespace="default",name="hello",path="",method="POST",code="200"} 1"#), "{text}");
         assert!(!text.contains(r#"fission_function_errors_total{namespace="default",name="hello",path="",method="POST",code="200"}"#), "{text}");
         assert!(text.contains(r#"fission_function_calls_total{namespace="default",name="hello",path="",method="POST",code="499"} 1"#), "{text}");
+    }
+
+    #[test]
+    fn repeated_calls_of_a_kind_add_up_in_one_series_per_code() {
+        let mut registry = Registry::default();
+        let metrics = Arc::new(Metrics::register(&mut registry));
+        let t = target();
+        let path: Arc<str> = Arc::from("/hello");
+        for code in [200, 200, 200, 404, 404] {
+            CallRecord::start(metrics.clone(), &t, &path, &Method::GET).finish(code);
+        }
+        // Same path, spelled by another Arc: the same series.
+        CallRecord::start(metrics.clone(), &t, &Arc::from("/hello"), &Method::GET).finish(200);
+
+        let text = exposition(&registry);
+        assert!(text.contains(r#"fission_function_calls_total{namespace="default",name="hello",path="/hello",method="GET",code="200"} 4"#), "{text}");
+        assert!(text.contains(r#"fission_function_calls_total{namespace="default",name="hello",path="/hello",method="GET",code="404"} 2"#), "{text}");
+        assert!(text.contains(r#"fission_function_errors_total{namespace="default",name="hello",path="/hello",method="GET",code="404"} 2"#), "{text}");
+        assert!(!text.contains(r#"fission_function_errors_total{namespace="default",name="hello",path="/hello",method="GET",code="200"}"#), "{text}");
+        assert!(text.contains(r#"fission_function_overhead_seconds_count{namespace="default",name="hello",path="/hello",method="GET",code="200"} 4"#), "{text}");
     }
 
     #[test]

@@ -6,8 +6,9 @@
 //! 2. Buffer small bodies (known length ≤ [`BUFFER_LIMIT`]) so the request can be retried;
 //!    stream everything else with the size limit enforced as bytes flow.
 //! 3. Lease an instance from the executor, bounded by the function's timeout.
-//! 4. Send the request on the shared pooled client, bounded by the function's timeout until
-//!    the response head arrives (a function may stream its body for longer).
+//! 4. Send the request on a pooled keep-alive connection to the instance ([`crate::upstream`]),
+//!    bounded by the function's timeout until the response head arrives (a function may
+//!    stream its body for longer).
 //! 5. If the instance could not be reached or dropped the connection without answering, mark
 //!    it broken and, when the body is replayable, try once more on a fresh lease.
 //! 6. Relay the response verbatim, holding the lease until its body ends; relay protocol
@@ -18,7 +19,6 @@
 
 use std::error::Error as StdError;
 use std::fmt::Write as _;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,9 +28,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::{Body as _, Incoming};
 use hyper::upgrade::OnUpgrade;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument as _, Span, debug, warn};
@@ -38,19 +36,14 @@ use tracing::{Instrument as _, Span, debug, warn};
 use crate::body::{BodyState, CollectError, RouterBody, UpstreamBody, collect_limited};
 use crate::metrics::{CallRecord, Metrics};
 use crate::respond;
+use crate::server::Client;
 use crate::table::{FunctionTarget, RouteMatch, percent_decode};
+use crate::upstream::{UpstreamConn, UpstreamError, Upstreams};
 
 /// Bodies with a known length up to this size are read before the function is called, which
 /// makes the request replayable on a fresh instance and keeps a slow uploader from holding an
 /// instance slot.
 pub(crate) const BUFFER_LIMIT: u64 = 64 * 1024;
-
-/// How long to wait for a TCP connection to an instance. Instances are local processes that
-/// either accept at once or are gone; a long wait would only delay the retry.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Idle pooled connections to an instance are closed after this (Fission's keep-alive time).
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 // === Forward ===
 
@@ -65,7 +58,7 @@ pub(crate) struct Forward {
     pub(crate) params: Vec<(HeaderName, HeaderValue)>,
     /// `path` metric label.
     pub(crate) metric_path: Arc<str>,
-    pub(crate) client_addr: SocketAddr,
+    pub(crate) client: Client,
 }
 
 impl Forward {
@@ -73,7 +66,7 @@ impl Forward {
         m: &RouteMatch<'_, '_>,
         target: Arc<FunctionTarget>,
         uri: &Uri,
-        client_addr: SocketAddr,
+        client: Client,
     ) -> Self {
         let mut path_and_query =
             String::with_capacity(m.forward_path.len() + uri.query().map_or(0, |q| q.len() + 1));
@@ -99,16 +92,16 @@ impl Forward {
             path_and_query,
             params,
             metric_path: m.metric_path.clone(),
-            client_addr,
+            client,
         }
     }
 }
 
 // === Proxy ===
 
-/// The shared upstream client and what it needs around it.
+/// The shared upstream connections and what the proxy needs around them.
 pub(crate) struct Proxy {
-    client: Client<HttpConnector, UpstreamBody>,
+    upstreams: Arc<Upstreams>,
     instances: Arc<dyn FunctionInstances>,
     metrics: Arc<Metrics>,
     max_body_bytes: usize,
@@ -128,18 +121,8 @@ impl Proxy {
         metrics: Arc<Metrics>,
         max_body_bytes: usize,
     ) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            // Go writes canonical header names (`X-Fission-Params-User_id`); title case gives
-            // the same spelling for the headers we add, and for the client's own.
-            .http1_title_case_headers(true)
-            .build(connector);
         Self {
-            client,
+            upstreams: Upstreams::new(),
             instances,
             metrics,
             max_body_bytes,
@@ -244,7 +227,7 @@ impl Proxy {
                     }
                 },
             };
-            let uri = match upstream_uri(lease.addr, &fwd.path_and_query) {
+            let uri = match Uri::try_from(fwd.path_and_query.as_str()) {
                 Ok(uri) => uri,
                 Err(e) => return respond::internal(&format!("cannot build the instance URL: {e}")),
             };
@@ -255,7 +238,8 @@ impl Proxy {
             *up.headers_mut() = headers;
 
             let sent = Instant::now();
-            let result = tokio::time::timeout(target.timeout, self.client.request(up)).await;
+            let result =
+                tokio::time::timeout(target.timeout, self.upstreams.send(lease.addr, up)).await;
             record.add_upstream(sent.elapsed());
             match result {
                 Err(_) => {
@@ -264,7 +248,9 @@ impl Proxy {
                     lease.mark_broken();
                     return respond::function_timeout();
                 }
-                Ok(Ok(resp)) => return relay(resp, lease, client_upgrade.take(), shutdown),
+                Ok(Ok((resp, conn))) => {
+                    return relay(resp, conn, lease, client_upgrade.take(), shutdown);
+                }
                 Ok(Err(err)) => {
                     if body_state.exceeded() {
                         return respond::payload_too_large(self.max_body_bytes, None);
@@ -317,6 +303,7 @@ async fn exit_cause(lease: &fission_core::InstanceLease) -> Option<String> {
 /// Relay the function's response; splice upgraded connections when it switched protocols.
 fn relay(
     mut resp: Response<Incoming>,
+    conn: UpstreamConn,
     lease: fission_core::InstanceLease,
     client_upgrade: Option<OnUpgrade>,
     shutdown: &CancellationToken,
@@ -324,6 +311,8 @@ fn relay(
     // An unsolicited 101 is relayed like any other response.
     let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
     if let Some(client_side) = client_upgrade.filter(|_| switching) {
+        // The connection becomes the tunnel's; it never goes back to the pool.
+        drop(conn);
         let upstream_side = hyper::upgrade::on(&mut resp);
         let shutdown = shutdown.clone();
         tokio::spawn(tunnel(client_side, upstream_side, lease, shutdown).in_current_span());
@@ -332,7 +321,7 @@ fn relay(
     }
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    Response::from_parts(parts, RouterBody::upstream(body, lease))
+    Response::from_parts(parts, RouterBody::upstream(body, lease, conn))
 }
 
 /// Copy bytes both ways between an upgraded client connection and an upgraded instance
@@ -369,36 +358,58 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1, and the ones Go's reverse proxy drops).
-fn hop_by_hop() -> [HeaderName; 9] {
-    [
-        header::CONNECTION,
-        HeaderName::from_static("keep-alive"),
-        HeaderName::from_static("proxy-connection"),
-        header::PROXY_AUTHENTICATE,
-        header::PROXY_AUTHORIZATION,
-        header::TE,
-        header::TRAILER,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-    ]
-}
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
 
 /// Remove hop-by-hop headers, including any the `Connection` header names.
+///
+/// Runs twice per proxied request, so it looks before it removes: one pass over the names
+/// finds which hop-by-hop headers are there (usually none in requests; `Connection` and
+/// `Keep-Alive` in the runtimes' responses), and only those are removed.
 fn strip_hop_by_hop(h: &mut HeaderMap) {
-    if h.contains_key(header::CONNECTION) {
+    let mut present = 0u16;
+    for name in h.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|hop| hop == name) {
+            present |= 1 << i;
+        }
+    }
+    if present == 0 {
+        return;
+    }
+    if present & 1 != 0 {
+        // Options naming a header removed anyway (`keep-alive`, `upgrade`) or none (`close`)
+        // need no parsing, which leaves nothing to collect in the usual case.
         let named: Vec<HeaderName> = h
             .get_all(header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+            .map(str::trim)
+            .filter(|t| {
+                !t.eq_ignore_ascii_case("close")
+                    && !HOP_BY_HOP
+                        .iter()
+                        .any(|hop| t.eq_ignore_ascii_case(hop.as_str()))
+            })
+            .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
             .collect();
         for n in named {
             h.remove(n);
         }
     }
-    for n in hop_by_hop() {
-        h.remove(n);
+    for (i, hop) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            h.remove(hop);
+        }
     }
 }
 
@@ -426,12 +437,13 @@ fn prepare_request_headers(
     fwd: &Forward,
     upgrade: Option<&HeaderValue>,
 ) {
-    let host = h.get(header::HOST).cloned().or_else(|| {
+    let host = h.remove(header::HOST).or_else(|| {
         uri.authority()
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     });
     strip_hop_by_hop(h);
-    h.remove(header::HOST);
+    // Room for what is added below, at once rather than by repeated growth.
+    h.reserve(fwd.params.len() + fwd.target.identity_headers().len() + 4);
     // The client does not implement `Expect: 100-continue`; the body is sent right away.
     h.remove(header::EXPECT);
     if let Some(proto) = upgrade {
@@ -450,16 +462,16 @@ fn prepare_request_headers(
     }
     let client_forwarded = h.contains_key(header::FORWARDED) || h.contains_key(&X_FORWARDED_HOST);
     if let Some(host) = host.filter(|_| !client_forwarded) {
-        if let Some(v) = forwarded_value(&host) {
+        if let Some(v) = fwd.client.forwarded_value(&host) {
             h.insert(header::FORWARDED, v);
         }
         h.insert(X_FORWARDED_HOST, host);
     }
-    append_forwarded_for(h, fwd.client_addr);
+    append_forwarded_for(h, &fwd.client);
 }
 
 /// `host=<host>;`, quoting IPv6 literals as RFC 7239 requires.
-fn forwarded_value(host: &HeaderValue) -> Option<HeaderValue> {
+pub(crate) fn forwarded_value(host: &HeaderValue) -> Option<HeaderValue> {
     let host = host.to_str().ok()?;
     let v = if host.starts_with('[') {
         format!("host=\"{host}\";")
@@ -470,19 +482,17 @@ fn forwarded_value(host: &HeaderValue) -> Option<HeaderValue> {
 }
 
 /// Append the client's IP to `X-Forwarded-For`, as Go's reverse proxy does.
-fn append_forwarded_for(h: &mut HeaderMap, client: SocketAddr) {
-    let ip = client.ip().to_string();
+fn append_forwarded_for(h: &mut HeaderMap, client: &Client) {
+    let Some(ip) = &client.ip else { return };
     let joined = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prior) if !prior.is_empty() => format!("{prior}, {ip}"),
-        _ => ip,
+        Some(prior) if !prior.is_empty() => {
+            HeaderValue::from_str(&format!("{prior}, {}", client.addr.ip())).ok()
+        }
+        _ => Some(ip.clone()),
     };
-    if let Ok(v) = HeaderValue::from_str(&joined) {
+    if let Some(v) = joined {
         h.insert(X_FORWARDED_FOR, v);
     }
-}
-
-fn upstream_uri(addr: SocketAddr, path_and_query: &str) -> Result<Uri, http::uri::InvalidUri> {
-    format!("http://{addr}{path_and_query}").parse()
 }
 
 // === Error classification ===
@@ -490,11 +500,12 @@ fn upstream_uri(addr: SocketAddr, path_and_query: &str) -> Result<Uri, http::uri
 /// Whether the instance failed without producing any response: it refused the connection,
 /// or reset/closed it before a status line arrived. Such requests never reached user code
 /// with a response in flight, so one replay on a fresh instance is reasonable.
-fn failed_before_response(err: &hyper_util::client::legacy::Error) -> bool {
-    if err.is_connect() {
-        return true;
-    }
-    let mut source = err.source();
+fn failed_before_response(err: &UpstreamError) -> bool {
+    let err = match err {
+        UpstreamError::Connect(_) => return true,
+        UpstreamError::Request(e) => e,
+    };
+    let mut source: Option<&(dyn StdError + 'static)> = Some(err);
     while let Some(e) = source {
         if let Some(h) = e.downcast_ref::<hyper::Error>() {
             if h.is_incomplete_message() || h.is_canceled() || h.is_closed() {
@@ -518,15 +529,16 @@ fn failed_before_response(err: &hyper_util::client::legacy::Error) -> bool {
     false
 }
 
-/// A readable description of a client error: the cause chain, without hyper-util's
-/// uninformative `client error (…)` wrapper.
-fn describe_error(err: &hyper_util::client::legacy::Error) -> String {
-    let mut out = String::from(if err.is_connect() {
-        "could not connect to the instance"
-    } else {
-        "the instance closed the connection or sent an invalid response"
-    });
-    let mut source = err.source();
+/// A readable description of an upstream error with its cause chain.
+fn describe_error(err: &UpstreamError) -> String {
+    let (mut out, first): (String, &(dyn StdError + 'static)) = match err {
+        UpstreamError::Connect(e) => ("could not connect to the instance".to_owned(), e),
+        UpstreamError::Request(e) => (
+            "the instance closed the connection or sent an invalid response".to_owned(),
+            e,
+        ),
+    };
+    let mut source = Some(first);
     while let Some(e) = source {
         let _ = write!(out, ": {e}");
         source = e.source();
@@ -536,6 +548,8 @@ fn describe_error(err: &hyper_util::client::legacy::Error) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::net::SocketAddr;
+
     use super::*;
 
     #[test]
@@ -583,10 +597,11 @@ mod tests {
     #[test]
     fn appends_client_ip_to_existing_forwarded_for() {
         let mut h = HeaderMap::new();
-        let client: SocketAddr = "10.0.0.7:5000".parse().expect("valid addr");
-        append_forwarded_for(&mut h, client);
+        let addr: SocketAddr = "10.0.0.7:5000".parse().expect("valid addr");
+        let client = Client::new(addr);
+        append_forwarded_for(&mut h, &client);
         assert_eq!(h.get(&X_FORWARDED_FOR).expect("set"), "10.0.0.7");
-        append_forwarded_for(&mut h, client);
+        append_forwarded_for(&mut h, &client);
         assert_eq!(h.get(&X_FORWARDED_FOR).expect("set"), "10.0.0.7, 10.0.0.7");
     }
 }

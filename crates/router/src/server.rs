@@ -3,10 +3,10 @@
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use http::header::HOST;
+use http::header::{HOST, HeaderValue};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -104,10 +104,13 @@ async fn serve_connection(
     // Small request/response exchanges should not wait for Nagle.
     let _ = stream.set_nodelay(true);
     let svc_shutdown = shutdown.clone();
+    // The client's address as X-Forwarded-For wants it, formatted once per connection.
+    let client = Client::new(remote);
     let svc = service_fn(move |req| {
         let inner = inner.clone();
         let shutdown = svc_shutdown.clone();
-        async move { Ok::<_, Infallible>(handle(inner, req, remote, shutdown).await) }
+        let client = client.clone();
+        async move { Ok::<_, Infallible>(handle(inner, req, client, shutdown).await) }
     });
     let conn = builder
         .serve_connection(TokioIo::new(stream), svc)
@@ -126,10 +129,48 @@ async fn serve_connection(
 }
 
 /// One request: route it, answer builtins, or proxy it. Runs inside the request span.
+/// Who sent a request: what the forwarding headers say about the client, worked out once per
+/// connection rather than per request.
+#[derive(Debug, Clone)]
+pub(crate) struct Client {
+    pub(crate) addr: SocketAddr,
+    /// `addr`'s IP as a header value (`None` cannot happen for an IP, but is handled).
+    pub(crate) ip: Option<HeaderValue>,
+    /// The last `Host` seen on this connection and its `Forwarded` value (a client sends the
+    /// same one every time).
+    pub(crate) forwarded: Arc<Mutex<Option<(HeaderValue, HeaderValue)>>>,
+}
+
+impl Client {
+    pub(crate) fn new(addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            ip: HeaderValue::from_str(&addr.ip().to_string()).ok(),
+            forwarded: Arc::default(),
+        }
+    }
+
+    /// `Forwarded: host=<host>;` for `host`.
+    pub(crate) fn forwarded_value(&self, host: &HeaderValue) -> Option<HeaderValue> {
+        let mut last = self
+            .forwarded
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match &*last {
+            Some((h, v)) if h == host => Some(v.clone()),
+            _ => {
+                let v = crate::proxy::forwarded_value(host)?;
+                *last = Some((host.clone(), v.clone()));
+                Some(v)
+            }
+        }
+    }
+}
+
 pub(crate) async fn handle(
     inner: Arc<Inner>,
     req: Request<Incoming>,
-    remote: SocketAddr,
+    client: Client,
     shutdown: CancellationToken,
 ) -> Response<RouterBody> {
     let span = tracing::debug_span!(
@@ -142,7 +183,7 @@ pub(crate) async fn handle(
         http.response.status_code = field::Empty,
     );
     async move {
-        let resp = dispatch(&inner, req, remote, &shutdown).await;
+        let resp = dispatch(&inner, req, client, &shutdown).await;
         let span = Span::current();
         span.record("http.response.status_code", resp.status().as_u16());
         debug!("request complete");
@@ -155,7 +196,7 @@ pub(crate) async fn handle(
 async fn dispatch(
     inner: &Inner,
     req: Request<Incoming>,
-    remote: SocketAddr,
+    client: Client,
     shutdown: &CancellationToken,
 ) -> Response<RouterBody> {
     let table = inner.current_table();
@@ -179,7 +220,7 @@ async fn dispatch(
             if let Some(trigger) = m.trigger {
                 span.record("fission.trigger", trigger);
             }
-            Forward::new(&m, target, req.uri(), remote)
+            Forward::new(&m, target, req.uri(), client)
         }
     };
     inner.proxy.forward(req, forward, shutdown).await

@@ -60,6 +60,8 @@ pub struct FunctionTarget {
     pub timeout: Duration,
     /// `X-Fission-Function-{Uid,Name,Namespace,ResourceVersion}`, ready to insert.
     identity_headers: Vec<(HeaderName, HeaderValue)>,
+    /// Handles of this function's metric series, filled as calls are recorded.
+    pub(crate) series: crate::metrics::SeriesCache,
 }
 
 impl FunctionTarget {
@@ -97,6 +99,7 @@ impl FunctionTarget {
             label: Arc::from(format!("{namespace}/{}", meta.name)),
             timeout: Duration::from_secs(u64::from(secs.unsigned_abs())),
             identity_headers,
+            series: crate::metrics::SeriesCache::default(),
         }
     }
 

@@ -436,6 +436,54 @@ def test_unspecialized_requests_are_500(start):
     assert server.call("GET", "/healthz")[0] == 200
 
 
+def test_runtime_endpoints_answer_alike_however_spelled(start, tmp):
+    # Exact spellings are answered by the request handler itself, others (a query string, a
+    # chunked body) by the Flask routes: same answers, and connections stay usable.
+    write_files(tmp, {"main.py": HELLO})
+    server = start()
+    bad = json.dumps({"filepath": str(tmp), "functionName": "main.nope"})
+    good = json.dumps({"filepath": str(tmp), "functionName": ""}).encode()
+    headers = {"Content-Type": "application/json"}
+    for path in ["/v2/specialize", "/v2/specialize?x=1"]:
+        status, _, body = server.call("POST", path, bad, headers)
+        assert status == 500 and b'has no function "nope"' in body, (path, body)
+    conn = http.client.HTTPConnection(*server.addr, timeout=10)
+    try:
+        conn.request("POST", "/v2/specialize", body=iter([good[:7], good[7:]]), headers=headers, encode_chunked=True)
+        res = conn.getresponse()
+        assert (res.status, res.read()) == (200, b"")
+        sock = conn.sock
+        conn.request("POST", "/v2/specialize", body=good, headers=headers)
+        res = conn.getresponse()
+        assert (res.status, res.read()) == (400, b"Not a generic container")
+        assert res.getheader("Connection") is None
+        conn.request("GET", "/healthz")
+        res = conn.getresponse()
+        assert (res.status, res.read()) == (200, b"")
+        assert conn.sock is sock  # one connection throughout
+    finally:
+        conn.close()
+    # Other methods on these paths are the function's.
+    assert server.call("GET", "/v2/specialize")[2] == b"Hello, world!\n"
+    assert server.call("POST", "/healthz")[2] == b"Hello, world!\n"
+
+
+def test_http10_specialize_closes_the_connection(start, tmp):
+    write_files(tmp, {"main.py": HELLO})
+    server = start()
+    body = json.dumps({"filepath": str(tmp), "functionName": ""}).encode()
+    with socket.create_connection(server.addr, timeout=10) as s:
+        s.sendall(b"POST /v2/specialize HTTP/1.0\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break  # closed by the server
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 200 ") and b"Connection: close" in data, data
+    assert server.call()[2] == b"Hello, world!\n"
+
+
 def test_invalid_specialize_body_is_400(start):
     server = start()
     status, _, body = server.call("POST", "/v2/specialize", "{nope", {"Content-Type": "application/json"})
