@@ -236,7 +236,8 @@ fn hostile_zip(path: &Path, entries: &[(&str, &str)]) {
 #[test]
 fn hostile_archives_are_refused_with_a_clear_error() {
     let Some(s) = Setup::new() else { return };
-    let cases: [(&str, &[(&str, &str)], &str); 3] = [
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: [Case<'_>; 3] = [
         ("slip", &[("main.py", "def main():\n    return 'x'\n"), ("../../escaped.py", "x")], ".."),
         ("absolute", &[("main.py", "def main():\n    return 'x'\n"), ("/etc/evil", "x")], "/etc/evil"),
         ("dupes", &[("main.py", "def main():\n    return 'a'\n"), ("main.py", "def main():\n    return 'b'\n")], "more than once"),

@@ -106,10 +106,10 @@ pub fn unzip(bytes: &[u8], dest: &Path, limits: UnpackLimits) -> Result<(), Unpa
     let mut zip = zip::ZipArchive::new(io::Cursor::new(bytes)).map_err(corrupt)?;
     // The zip reader indexes entries by name, so a repeated name silently hides the earlier
     // entry; the archive's own entry count tells that one went missing.
-    if let Some(declared_entries) = central_directory_entries(bytes) {
-        if declared_entries != zip.len() {
-            return Err(UnpackError::DuplicateEntries { listed: declared_entries, distinct: zip.len() });
-        }
+    if let Some(declared_entries) = central_directory_entries(bytes)
+        && declared_entries != zip.len()
+    {
+        return Err(UnpackError::DuplicateEntries { listed: declared_entries, distinct: zip.len() });
     }
     if zip.len() > limits.max_entries {
         return Err(UnpackError::TooManyEntries { count: zip.len(), limit: limits.max_entries });
