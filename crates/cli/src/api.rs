@@ -185,6 +185,11 @@ impl Api {
         if resp.status().is_client_error() || resp.status().is_server_error() {
             return Err(status_error(resp).await);
         }
+        for w in resp.headers().get_all(reqwest::header::WARNING) {
+            if let Some(text) = w.to_str().ok().and_then(warning_text) {
+                eprintln!("Warning: {text}");
+            }
+        }
         Ok(resp)
     }
 
@@ -340,6 +345,19 @@ impl Api {
     }
 }
 
+/// The text of a `Warning: 299 - "<text>"` header (RFC 7234 quoted string), unescaped.
+fn warning_text(header: &str) -> Option<String> {
+    let mut parts = header.splitn(3, ' ');
+    let (_code, _agent, quoted) = (parts.next()?, parts.next()?, parts.next()?);
+    let inner = quoted.trim().strip_prefix('"')?.strip_suffix('"')?;
+    let mut out = String::with_capacity(inner.len());
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        out.push(if c == '\\' { chars.next()? } else { c });
+    }
+    Some(out)
+}
+
 /// `http://` prepended when an address has no scheme; trailing `/` removed.
 fn with_http_scheme(s: &str) -> String {
     let s = s.trim_end_matches('/');
@@ -430,6 +448,12 @@ mod tests {
         assert_eq!(u.as_str(), "http://127.0.0.1:31313/v2/functions/hello?namespace=ns1");
         let u = api.item_url::<HttpTriggerSpec>("default", "../x", &[("force", "true")]);
         assert_eq!(u.as_str(), "http://127.0.0.1:31313/v2/triggers/http/..%2Fx?namespace=default&force=true");
+    }
+
+    #[test]
+    fn warning_headers_are_unquoted_and_unescaped() {
+        assert_eq!(warning_text(r#"299 - "unknown field \"spec.x\" ignored""#).as_deref(), Some(r#"unknown field "spec.x" ignored"#));
+        assert_eq!(warning_text("299 - unquoted"), None);
     }
 
     #[test]

@@ -96,8 +96,26 @@ async fn v1_gone() -> ApiError {
     ApiError::not_found("Fission server supports API v2 only -- v1 is not supported. Please upgrade your Fission client/CLI.")
 }
 
+/// An accepted body: the normalized object and one warning per key that was ignored.
+struct Parsed {
+    obj: AnyResource,
+    warnings: Vec<String>,
+}
+
+/// Kubernetes' way of telling a client about ignored keys: `Warning: 299 - "<text>"` headers,
+/// which `fission` prints as `Warning: <text>` on stderr.
+fn with_warnings(warnings: &[String], mut resp: Response) -> Response {
+    for w in warnings {
+        let text = format!("299 - \"{}\"", w.replace('\\', "\\\\").replace('"', "\\\""));
+        if let Ok(v) = header::HeaderValue::from_str(&text) {
+            resp.headers_mut().append(header::WARNING, v);
+        }
+    }
+    resp
+}
+
 /// Turn a request body into a normalized object of `kind`, or say exactly what is wrong.
-fn parse_object(kind: ResourceKind, body: &[u8], query_ns: Option<&str>) -> ApiResult<AnyResource> {
+fn parse_object(kind: ResourceKind, body: &[u8], query_ns: Option<&str>) -> ApiResult<Parsed> {
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::invalid(format!("request body is not valid JSON: {e}")))?;
     if !value.is_object() {
@@ -112,8 +130,10 @@ fn parse_object(kind: ResourceKind, body: &[u8], query_ns: Option<&str>) -> ApiR
     {
         return Err(ApiError::invalid(format!("apiVersion '{v}' is not supported for {kind}: use {}", kind.api_version())));
     }
-    let mut obj = AnyResource::from_value(kind, value)
+    let decoded = fission_core::decode_object(kind, value)
         .map_err(|e| ApiError::invalid(format!("invalid {kind}: {e}")))?;
+    let warnings = decoded.warnings();
+    let mut obj = decoded.object;
     if let Some(ns) = query_ns.filter(|n| !n.is_empty()) {
         let m = obj.meta_mut();
         if m.namespace.is_empty() {
@@ -142,7 +162,10 @@ fn parse_object(kind: ResourceKind, body: &[u8], query_ns: Option<&str>) -> ApiR
         errs.into_result(kind, &p.metadata.name)?;
     }
     obj.validate()?;
-    Ok(obj)
+    if !warnings.is_empty() {
+        tracing::warn!(kind = %kind, name = %obj.meta().name, ?warnings, "ignored unknown fields");
+    }
+    Ok(Parsed { obj, warnings })
 }
 
 async fn list(State(c): State<Controller>, kind: ResourceKind, Query(q): Query<ItemQuery>) -> ApiResult<Json<Vec<Value>>> {
@@ -153,12 +176,12 @@ async fn list(State(c): State<Controller>, kind: ResourceKind, Query(q): Query<I
 
 async fn create(State(c): State<Controller>, kind: ResourceKind, Query(q): Query<ItemQuery>, body: BodyResult) -> ApiResult<Response> {
     let body = body_or_error(body, c.config.max_object_bytes)?;
-    let obj = parse_object(kind, &body, q.namespace.as_deref())?;
+    let Parsed { obj, warnings } = parse_object(kind, &body, q.namespace.as_deref())?;
     check_before_write(c.store.as_ref(), &obj).await?;
     let created = c.store.create(obj).await?;
     tracing::info!(kind = %kind, namespace = %created.meta().namespace, name = %created.meta().name, "created");
     values_changed(&c, &created).await?;
-    Ok((StatusCode::CREATED, Json(created.meta().clone())).into_response())
+    Ok(with_warnings(&warnings, (StatusCode::CREATED, Json(created.meta().clone())).into_response()))
 }
 
 async fn get_one(State(c): State<Controller>, kind: ResourceKind, Path(name): Path<String>, Query(q): Query<ItemQuery>) -> ApiResult<Json<Value>> {
@@ -171,9 +194,9 @@ async fn update(
     Path(name): Path<String>,
     Query(q): Query<ItemQuery>,
     body: BodyResult,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Response> {
     let body = body_or_error(body, c.config.max_object_bytes)?;
-    let mut obj = parse_object(kind, &body, Some(q.namespace()))?;
+    let Parsed { mut obj, warnings } = parse_object(kind, &body, Some(q.namespace()))?;
     if obj.meta().name != name {
         return Err(ApiError::invalid(format!(
             "{kind} name '{}' in the body doesn't match URL '{name}'",
@@ -187,7 +210,7 @@ async fn update(
     let updated = c.store.update(obj).await?;
     values_changed(&c, &updated).await?;
     tracing::info!(kind = %kind, namespace = %updated.meta().namespace, name = %updated.meta().name, rv = %updated.meta().resource_version, "updated");
-    Ok(Json(serde_json::to_value(updated.meta()).unwrap_or_default()))
+    Ok(with_warnings(&warnings, Json(updated.meta().clone()).into_response()))
 }
 
 async fn delete(State(c): State<Controller>, kind: ResourceKind, Path(name): Path<String>, Query(q): Query<ItemQuery>) -> ApiResult<StatusCode> {

@@ -276,3 +276,46 @@ async fn every_path_in_the_openapi_document_is_served() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(err["message"].as_str().unwrap_or_default().contains("API v2 only"));
 }
+
+/// Request bodies as Fission's Go client marshals them (`null` lists, `creationTimestamp: null`,
+/// `builder: {}`) are accepted as they are.
+#[tokio::test]
+async fn bodies_marshalled_by_fissions_go_client_are_accepted() {
+    let api = Api::new();
+    let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../core/tests/fission-corpus/api");
+    for (file, collection) in [
+        ("environment-nodejs.json", "environments"),
+        ("package-hello-pkg.json", "packages"),
+        ("function-hello.json", "functions"),
+        ("canaryconfig-hello.json", "canaryconfigs"),
+    ] {
+        let body = std::fs::read(corpus.join(file)).expect("corpus file");
+        let (status, json, _) = api.call(Method::POST, &format!("/v2/{collection}"), Some(body)).await;
+        assert_eq!(status, StatusCode::CREATED, "{file}: {json}");
+    }
+    let (_, f) = api.get("/v2/functions/hello?namespace=default").await;
+    assert!(f["spec"].get("secrets").is_none(), "empty lists are not echoed back as null: {f}");
+    let (_, e) = api.get("/v2/environments/nodejs?namespace=default").await;
+    assert!(e["spec"].get("builder").is_none(), "builder: {{}} is stored as no builder: {e}");
+}
+
+#[tokio::test]
+async fn unknown_keys_are_ignored_with_a_warning_header() {
+    let api = Api::new();
+    let mut body = env("nodejs");
+    body["spec"]["runtime"]["imagePullPolicy"] = json!("Always");
+    body["spec"]["poolSize"] = json!(5);
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri("/v2/environments")
+        .header("content-type", "application/json")
+        .body(Body::from(serde_json::to_vec(&body).expect("json")))
+        .expect("request");
+    let resp = api.app.clone().oneshot(req).await.expect("response");
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let warnings: Vec<&str> = resp.headers().get_all("warning").iter().filter_map(|v| v.to_str().ok()).collect();
+    assert_eq!(
+        warnings,
+        [r#"299 - "unknown field \"spec.poolSize\" ignored""#, r#"299 - "unknown field \"spec.runtime.imagePullPolicy\" ignored""#]
+    );
+}

@@ -10,6 +10,7 @@
 //! It deliberately does no I/O: no sockets, no files, no runtime.
 #![deny(missing_docs)]
 
+pub mod decode;
 mod error;
 mod executor;
 mod meta;
@@ -19,6 +20,7 @@ pub mod runtime;
 mod store;
 pub mod validation;
 
+pub use decode::{decode_object, Decoded};
 pub use error::{ErrorCode, ErrorBody};
 pub use executor::{ExecutorError, FunctionInstances, InstanceLease, LeaseRelease};
 pub use meta::{ObjectMeta, ObjectReference, API_VERSION};

@@ -13,19 +13,19 @@ pub const API_VERSION: &str = "fission.io/v1";
 #[serde(rename_all = "camelCase")]
 pub struct ObjectMeta {
     /// Object name, unique per kind and namespace.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::decode::nullable")]
     pub name: String,
     /// Namespace; empty means "default" on create.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(default, skip_serializing_if = "String::is_empty", deserialize_with = "crate::decode::nullable")]
     pub namespace: String,
     /// Server-assigned unique id.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(default, skip_serializing_if = "String::is_empty", deserialize_with = "crate::decode::nullable")]
     pub uid: String,
     /// Server-assigned version, a decimal string that grows with every write.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(default, skip_serializing_if = "String::is_empty", deserialize_with = "crate::decode::nullable")]
     pub resource_version: String,
     /// Incremented by the server whenever `spec` changes.
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "is_zero", deserialize_with = "crate::decode::nullable")]
     pub generation: i64,
     /// RFC 3339 creation time, set by the server.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -61,9 +61,9 @@ impl ObjectMeta {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ObjectReference {
     /// Namespace of the referenced object; empty means the referrer's namespace.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::decode::nullable")]
     pub namespace: String,
     /// Name of the referenced object.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::decode::nullable")]
     pub name: String,
 }

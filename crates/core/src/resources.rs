@@ -37,19 +37,19 @@ pub trait Spec:
 #[serde(bound(serialize = "S: Spec", deserialize = "S: Spec"))]
 pub struct Object<S: Spec> {
     /// Always `fission.io/v1` once stored.
-    #[serde(rename = "apiVersion", default)]
+    #[serde(rename = "apiVersion", default, deserialize_with = "crate::decode::nullable")]
     pub api_version: String,
     /// The kind name (`Function`, `HTTPTrigger`, …).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::decode::nullable")]
     pub kind: String,
     /// Metadata.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::decode::nullable")]
     pub metadata: ObjectMeta,
     /// Desired state.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::decode::nullable")]
     pub spec: S,
     /// Observed state.
-    #[serde(default, skip_serializing_if = "is_default")]
+    #[serde(default, skip_serializing_if = "is_default", deserialize_with = "crate::decode::nullable")]
     pub status: S::Status,
 }
 
@@ -287,34 +287,34 @@ pub fn parse_memory(q: &str) -> Option<u64> {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct EnvironmentSpec {
     /// Interface version, 1..=3 (3 honours `poolsize`).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::decode::nullable")]
     pub version: i32,
     /// The runtime image and container overrides.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::decode::nullable")]
     pub runtime: Runtime,
     /// Optional builder.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub builder: Option<Builder>,
     /// `single` (default) or `infinite`.
-    #[serde(rename = "allowedFunctionsPerContainer", default, skip_serializing_if = "String::is_empty")]
+    #[serde(rename = "allowedFunctionsPerContainer", default, skip_serializing_if = "String::is_empty", deserialize_with = "crate::decode::nullable")]
     pub allowed_functions_per_container: String,
     /// Whether instances may reach the outside network.
-    #[serde(rename = "allowAccessToExternalNetwork", default, skip_serializing_if = "is_false")]
+    #[serde(rename = "allowAccessToExternalNetwork", default, skip_serializing_if = "is_false", deserialize_with = "crate::decode::nullable")]
     pub allow_access_to_external_network: bool,
     /// Limits applied to every pool instance.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::decode::nullable")]
     pub resources: ResourceRequirements,
     /// Warm instances kept ready (v3 only; v1/v2 always 3).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::decode::nullable")]
     pub poolsize: i32,
     /// Seconds an instance gets to stop.
-    #[serde(rename = "terminationGracePeriod", default)]
+    #[serde(rename = "terminationGracePeriod", default, deserialize_with = "crate::decode::nullable")]
     pub termination_grace_period: i64,
     /// Deliver archives without unpacking them.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::decode::nullable")]
     pub keeparchive: bool,
     /// Image pull secret name.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::decode::nullable")]
     pub imagepullsecret: String,
 }
 
@@ -326,7 +326,7 @@ fn is_false(b: &bool) -> bool {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Runtime {
     /// Runtime image; selects the built-in runtime here.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::decode::nullable")]
     pub image: String,
     /// Kubernetes container overrides (kept verbatim).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -340,10 +340,10 @@ pub struct Runtime {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Builder {
     /// Builder image.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::decode::nullable")]
     pub image: String,
     /// Default build command.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::decode::nullable")]
     pub command: String,
     /// Container overrides.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -373,6 +373,10 @@ impl Spec for EnvironmentSpec {
         if self.version == 0 {
             self.version = 3;
         }
+        // `builder: {}` (what Go writes for an empty struct) means no builder.
+        if self.builder.as_ref().is_some_and(|b| *b == Builder::default()) {
+            self.builder = None;
+        }
         if self.allowed_functions_per_container.is_empty() {
             self.allowed_functions_per_container = "single".to_owned();
         }
@@ -392,10 +396,10 @@ impl Spec for EnvironmentSpec {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Checksum {
     /// `sha256`.
-    #[serde(rename = "type", default, skip_serializing_if = "String::is_empty")]
+    #[serde(rename = "type", default, skip_serializing_if = "String::is_empty", deserialize_with = "crate::decode::nullable")]
     pub checksum_type: String,
     /// Lower-case hex digest.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(default, skip_serializing_if = "String::is_empty", deserialize_with = "crate::decode::nullable")]
     pub sum: String,
 }
 
@@ -403,16 +407,16 @@ pub struct Checksum {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Archive {
     /// `literal`, `url`, or empty when there is no archive.
-    #[serde(rename = "type", default, skip_serializing_if = "String::is_empty")]
+    #[serde(rename = "type", default, skip_serializing_if = "String::is_empty", deserialize_with = "crate::decode::nullable")]
     pub archive_type: String,
     /// The bytes (base64 on the wire).
     #[serde(default, skip_serializing_if = "Vec::is_empty", with = "base64_bytes")]
     pub literal: Vec<u8>,
     /// Where the bytes are, for `url` archives.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(default, skip_serializing_if = "String::is_empty", deserialize_with = "crate::decode::nullable")]
     pub url: String,
     /// Checksum of the bytes (ignored for literals).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::decode::nullable")]
     pub checksum: Checksum,
 }
 
@@ -457,16 +461,16 @@ mod base64_bytes {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PackageSpec {
     /// The environment whose builder builds this package.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::decode::nullable")]
     pub environment: ObjectReference,
     /// Source archive (built into `deployment`).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::decode::nullable")]
     pub source: Archive,
     /// Deployment archive (what instances load).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::decode::nullable")]
     pub deployment: Archive,
     /// Build command overriding the environment's.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(default, skip_serializing_if = "String::is_empty", deserialize_with = "crate::decode::nullable")]
     pub buildcmd: String,
 }
 
@@ -474,10 +478,10 @@ pub struct PackageSpec {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PackageStatus {
     /// `pending`, `running`, `succeeded`, `failed` or `none`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::decode::nullable")]
     pub buildstatus: String,
     /// Build output.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(default, skip_serializing_if = "String::is_empty", deserialize_with = "crate::decode::nullable")]
     pub buildlog: String,
     /// When the status last changed (RFC 3339).
     #[serde(rename = "lastUpdateTimestamp", default, skip_serializing_if = "Option::is_none")]
@@ -526,10 +530,10 @@ pub fn initial_build_status(spec: &PackageSpec) -> (&'static str, &'static str) 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct FunctionPackageRef {
     /// The package, pinned to a resourceVersion.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::decode::nullable")]
     pub packageref: PackageRef,
     /// The entrypoint, passed verbatim to the runtime.
-    #[serde(rename = "functionName", default)]
+    #[serde(rename = "functionName", default, deserialize_with = "crate::decode::nullable")]
     pub function_name: String,
 }
 
@@ -537,13 +541,13 @@ pub struct FunctionPackageRef {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PackageRef {
     /// Namespace.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::decode::nullable")]
     pub namespace: String,
     /// Name.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::decode::nullable")]
     pub name: String,
     /// Pinned resourceVersion of the package.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(default, skip_serializing_if = "String::is_empty", deserialize_with = "crate::decode::nullable")]
     pub resourceversion: String,
 }
 
@@ -551,10 +555,10 @@ pub struct PackageRef {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct InvokeStrategy {
     /// Always `execution`.
-    #[serde(rename = "StrategyType", default)]
+    #[serde(rename = "StrategyType", alias = "strategyType", default, deserialize_with = "crate::decode::nullable")]
     pub strategy_type: String,
     /// How instances are run.
-    #[serde(rename = "ExecutionStrategy", default)]
+    #[serde(rename = "ExecutionStrategy", alias = "executionStrategy", default, deserialize_with = "crate::decode::nullable")]
     pub execution_strategy: ExecutionStrategy,
 }
 
@@ -562,19 +566,19 @@ pub struct InvokeStrategy {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ExecutionStrategy {
     /// `poolmgr`, `newdeploy` or `container`.
-    #[serde(rename = "ExecutorType", default)]
+    #[serde(rename = "ExecutorType", alias = "executorType", default, deserialize_with = "crate::decode::nullable")]
     pub executor_type: String,
     /// Minimum instances (newdeploy/container).
-    #[serde(rename = "MinScale", default)]
+    #[serde(rename = "MinScale", alias = "minScale", default, deserialize_with = "crate::decode::nullable")]
     pub min_scale: i32,
     /// Maximum instances (newdeploy/container).
-    #[serde(rename = "MaxScale", default)]
+    #[serde(rename = "MaxScale", alias = "maxScale", default, deserialize_with = "crate::decode::nullable")]
     pub max_scale: i32,
     /// Deprecated HPA CPU target.
-    #[serde(rename = "TargetCPUPercent", default)]
+    #[serde(rename = "TargetCPUPercent", alias = "targetCPUPercent", default, deserialize_with = "crate::decode::nullable")]
     pub target_cpu_percent: i32,
     /// Seconds a specialization may take.
-    #[serde(rename = "SpecializationTimeout", default)]
+    #[serde(rename = "SpecializationTimeout", alias = "specializationTimeout", default, deserialize_with = "crate::decode::nullable")]
     pub specialization_timeout: i32,
     /// HPA metrics (kept verbatim).
     #[serde(rename = "hpaMetrics", default, skip_serializing_if = "Option::is_none")]
@@ -598,40 +602,40 @@ pub mod executor_type {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct FunctionSpec {
     /// The environment that runs it.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::decode::nullable")]
     pub environment: ObjectReference,
     /// The code and entrypoint.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::decode::nullable")]
     pub package: FunctionPackageRef,
     /// Secrets mounted under `/secrets`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "crate::decode::nullable")]
     pub secrets: Vec<ObjectReference>,
     /// Config maps mounted under `/configs`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "crate::decode::nullable")]
     pub configmaps: Vec<ObjectReference>,
     /// Resources (newdeploy/container).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::decode::nullable")]
     pub resources: ResourceRequirements,
     /// How it is executed.
-    #[serde(rename = "InvokeStrategy", default)]
+    #[serde(rename = "InvokeStrategy", alias = "invokeStrategy", default, deserialize_with = "crate::decode::nullable")]
     pub invoke_strategy: InvokeStrategy,
     /// Seconds a call may take.
-    #[serde(rename = "functionTimeout", default)]
+    #[serde(rename = "functionTimeout", default, deserialize_with = "crate::decode::nullable")]
     pub function_timeout: i32,
     /// Seconds an instance may sit idle before it is reaped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idletimeout: Option<i32>,
     /// Maximum specialized instances.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::decode::nullable")]
     pub concurrency: i32,
     /// Concurrent requests per instance.
-    #[serde(rename = "requestsPerPod", default)]
+    #[serde(rename = "requestsPerPod", default, deserialize_with = "crate::decode::nullable")]
     pub requests_per_pod: i32,
     /// Every request gets a fresh instance.
-    #[serde(rename = "onceOnly", default, skip_serializing_if = "is_false")]
+    #[serde(rename = "onceOnly", default, skip_serializing_if = "is_false", deserialize_with = "crate::decode::nullable")]
     pub once_only: bool,
     /// Instances kept past the idle timeout.
-    #[serde(rename = "retainPods", default, skip_serializing_if = "is_zero_i32")]
+    #[serde(rename = "retainPods", default, skip_serializing_if = "is_zero_i32", deserialize_with = "crate::decode::nullable")]
     pub retain_pods: i32,
     /// Pod spec (container executor).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -709,10 +713,10 @@ impl Spec for FunctionSpec {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct FunctionReference {
     /// `name` or `function-weights`.
-    #[serde(rename = "type", default)]
+    #[serde(rename = "type", default, deserialize_with = "crate::decode::nullable")]
     pub ref_type: String,
     /// Function name (for `type: name`).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::decode::nullable")]
     pub name: String,
     /// Weights by function name (for `type: function-weights`).
     #[serde(default)]
@@ -750,13 +754,13 @@ pub struct IngressConfig {
     #[serde(default)]
     pub annotations: Option<BTreeMap<String, String>>,
     /// Ingress path.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::decode::nullable")]
     pub path: String,
     /// Ingress host (`*` for all).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::decode::nullable")]
     pub host: String,
     /// TLS secret.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::decode::nullable")]
     pub tls: String,
 }
 
@@ -764,31 +768,31 @@ pub struct IngressConfig {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct HttpTriggerSpec {
     /// Host to match (deprecated).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::decode::nullable")]
     pub host: String,
     /// Path template (`/hello/{name}`).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::decode::nullable")]
     pub relativeurl: String,
     /// Path prefix; wins over `relativeurl` when non-empty.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefix: Option<String>,
     /// Forward the full path instead of stripping the prefix.
-    #[serde(rename = "keepPrefix", default, skip_serializing_if = "is_false")]
+    #[serde(rename = "keepPrefix", default, skip_serializing_if = "is_false", deserialize_with = "crate::decode::nullable")]
     pub keep_prefix: bool,
     /// Deprecated single method.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::decode::nullable")]
     pub method: String,
     /// Methods matched.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::decode::nullable")]
     pub methods: Vec<String>,
     /// Target function(s).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::decode::nullable")]
     pub functionref: FunctionReference,
     /// Create a Kubernetes Ingress.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::decode::nullable")]
     pub createingress: bool,
     /// Ingress settings.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::decode::nullable")]
     pub ingressconfig: IngressConfig,
 }
 
@@ -828,16 +832,16 @@ impl Spec for HttpTriggerSpec {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TimeTriggerSpec {
     /// Cron expression (5 or 6 fields, or `@every 1m`, `@hourly`, …).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::decode::nullable")]
     pub cron: String,
     /// Target function.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::decode::nullable")]
     pub functionref: FunctionReference,
     /// HTTP method used to call the function.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::decode::nullable")]
     pub method: String,
     /// Sub-path appended to the function's internal URL.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::decode::nullable")]
     pub subpath: String,
 }
 
@@ -866,16 +870,16 @@ impl Spec for TimeTriggerSpec {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct KubernetesWatchTriggerSpec {
     /// Namespace to watch.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::decode::nullable")]
     pub namespace: String,
     /// Object type: pod, service, replicationcontroller, job.
-    #[serde(rename = "type", default)]
+    #[serde(rename = "type", default, deserialize_with = "crate::decode::nullable")]
     pub object_type: String,
     /// Label selector (stored, not applied — as in Fission v1.22).
     #[serde(default)]
     pub labelselector: Option<BTreeMap<String, String>>,
     /// Target function.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::decode::nullable")]
     pub functionref: FunctionReference,
 }
 
@@ -899,25 +903,25 @@ impl Spec for KubernetesWatchTriggerSpec {
 #[serde(rename_all = "camelCase")]
 pub struct MessageQueueTriggerSpec {
     /// Target function.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::decode::nullable")]
     pub functionref: FunctionReference,
     /// Broker kind (`kafka`, `rabbitmq`, …).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::decode::nullable")]
     pub message_queue_type: String,
     /// Topic consumed.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::decode::nullable")]
     pub topic: String,
     /// Topic responses are published to.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(default, skip_serializing_if = "String::is_empty", deserialize_with = "crate::decode::nullable")]
     pub resp_topic: String,
     /// Topic errors are published to.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(default, skip_serializing_if = "String::is_empty", deserialize_with = "crate::decode::nullable")]
     pub error_topic: String,
     /// Retries after the first attempt.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::decode::nullable")]
     pub max_retries: i32,
     /// Content type of messages.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::decode::nullable")]
     pub content_type: String,
     /// KEDA polling interval.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -935,10 +939,10 @@ pub struct MessageQueueTriggerSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<BTreeMap<String, String>>,
     /// Secret with connector credentials.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(default, skip_serializing_if = "String::is_empty", deserialize_with = "crate::decode::nullable")]
     pub secret: String,
     /// `fission` or `keda`.
-    #[serde(rename = "mqtkind", default)]
+    #[serde(rename = "mqtkind", default, deserialize_with = "crate::decode::nullable")]
     pub mqtkind: String,
     /// Connector pod spec.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -971,25 +975,25 @@ impl Spec for MessageQueueTriggerSpec {
 #[serde(rename_all = "lowercase")]
 pub struct CanaryConfigSpec {
     /// HTTPTrigger whose weights are shifted.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::decode::nullable")]
     pub trigger: String,
     /// Function receiving more traffic over time.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::decode::nullable")]
     pub newfunction: String,
     /// Function losing traffic.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::decode::nullable")]
     pub oldfunction: String,
     /// Percent shifted per step.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::decode::nullable")]
     pub weightincrement: i32,
     /// Step interval (Go duration, e.g. `2m`).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::decode::nullable")]
     pub duration: String,
     /// Failure percentage that triggers rollback.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::decode::nullable")]
     pub failurethreshold: i32,
     /// `status-code`.
-    #[serde(rename = "failureType", default)]
+    #[serde(rename = "failureType", default, deserialize_with = "crate::decode::nullable")]
     pub failure_type: String,
 }
 
@@ -997,7 +1001,7 @@ pub struct CanaryConfigSpec {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CanaryConfigStatus {
     /// `pending`, `succeeded`, `failed`, `aborted`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::decode::nullable")]
     pub status: String,
 }
 
@@ -1227,13 +1231,13 @@ any_from!(
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Secret {
     /// `v1`.
-    #[serde(rename = "apiVersion", default)]
+    #[serde(rename = "apiVersion", default, deserialize_with = "crate::decode::nullable")]
     pub api_version: String,
     /// `Secret`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::decode::nullable")]
     pub kind: String,
     /// Metadata.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::decode::nullable")]
     pub metadata: ObjectMeta,
     /// Values (base64 on the wire).
     #[serde(default, with = "base64_map")]
@@ -1242,7 +1246,7 @@ pub struct Secret {
     #[serde(rename = "stringData", default, skip_serializing_if = "Option::is_none")]
     pub string_data: Option<BTreeMap<String, String>>,
     /// Secret type (`Opaque`).
-    #[serde(rename = "type", default, skip_serializing_if = "String::is_empty")]
+    #[serde(rename = "type", default, skip_serializing_if = "String::is_empty", deserialize_with = "crate::decode::nullable")]
     pub secret_type: String,
 }
 
@@ -1250,16 +1254,16 @@ pub struct Secret {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ConfigMap {
     /// `v1`.
-    #[serde(rename = "apiVersion", default)]
+    #[serde(rename = "apiVersion", default, deserialize_with = "crate::decode::nullable")]
     pub api_version: String,
     /// `ConfigMap`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::decode::nullable")]
     pub kind: String,
     /// Metadata.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::decode::nullable")]
     pub metadata: ObjectMeta,
     /// Values.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::decode::nullable")]
     pub data: BTreeMap<String, String>,
 }
 

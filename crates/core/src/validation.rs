@@ -348,25 +348,45 @@ pub(crate) fn http_trigger(s: &HttpTriggerSpec, errs: &mut FieldErrors) {
     function_ref("spec.functionref", &s.functionref, true, errs);
 }
 
-/// Whether a cron expression has a shape the timer accepts: 5 or 6 fields, or a descriptor.
-pub fn cron_shape_ok(cron: &str) -> bool {
+/// Descriptors robfig/cron (Fission's timer) accepts besides `@every <duration>`.
+const CRON_DESCRIPTORS: [&str; 7] = ["@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"];
+
+/// Check a cron spec the way Fission's timer parses it (robfig/cron with an optional seconds
+/// field): 5 fields, 6 fields with seconds first, a descriptor, or `@every <Go duration>`.
+/// The error says what is wrong with it.
+pub fn check_cron(cron: &str) -> Result<(), String> {
     let c = cron.trim();
-    if let Some(rest) = c.strip_prefix("@every ") {
-        return !rest.trim().is_empty();
+    if let Some(every) = c.strip_prefix("@every") {
+        let every = every.trim();
+        return match parse_go_duration(every) {
+            Some(ms) if ms > 0 => Ok(()),
+            Some(_) => Err(format!("'@every {every}': the interval must be greater than 0")),
+            None => Err(format!("'{every}' is not a duration like 30s, 5m, 1h30m")),
+        };
     }
     if c.starts_with('@') {
-        return ["@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"].contains(&c);
+        return if CRON_DESCRIPTORS.contains(&c) {
+            Ok(())
+        } else {
+            Err(format!("'{c}' is not one of {}, @every <duration>", CRON_DESCRIPTORS.join(", ")))
+        };
     }
-    let n = c.split_whitespace().count();
-    (n == 5 || n == 6)
-        && c.split_whitespace().all(|f| f.chars().all(|ch| ch.is_ascii_alphanumeric() || ",-*/?LW#".contains(ch)))
+    let fields = c.split_whitespace().count();
+    if !(5..=6).contains(&fields) {
+        return Err(format!("has {fields} fields; use 5 (minute hour day-of-month month day-of-week) or 6 (seconds first)"));
+    }
+    let parser = croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Optional)
+        .year(croner::parser::Year::Disallowed)
+        .build();
+    parser.parse(c).map(|_| ()).map_err(|e| e.to_string())
 }
 
 pub(crate) fn time_trigger(s: &TimeTriggerSpec, errs: &mut FieldErrors) {
     if s.cron.trim().is_empty() {
         errs.push("spec.cron", "need a cron spec like '30 * * * *', '@every 1h30m', or '@hourly'");
-    } else if !cron_shape_ok(&s.cron) {
-        errs.push("spec.cron", format!("'{}' is not a cron spec: use e.g. '30 * * * *', '@every 1h30m', or '@hourly'", s.cron));
+    } else if let Err(why) = check_cron(&s.cron) {
+        errs.push("spec.cron", format!("'{}' is not a valid cron spec ({why}): use e.g. '30 * * * *', '@every 1h30m', or '@hourly'", s.cron));
     }
     if !s.method.is_empty() && !HTTP_METHODS.contains(&s.method.to_ascii_uppercase().as_str()) {
         errs.push("spec.method", format!("'{}' is not an HTTP method", s.method));

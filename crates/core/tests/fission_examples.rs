@@ -209,3 +209,30 @@ fn go_durations_parse() {
     assert_eq!(parse_go_duration("500ms"), Some(500));
     assert_eq!(parse_go_duration("soon"), None);
 }
+
+#[test]
+fn cron_specs_are_checked_as_fissions_timer_parses_them() {
+    use fission_core::validation::check_cron;
+    for ok in ["30 * * * *", "*/5 * * * * *", "0 30 9 * * 1-5", "0 0 1 1 *", "@hourly", "@daily", "@midnight", "@every 1h30m", "@every 10s", "0 9 * * MON-FRI"] {
+        check_cron(ok).unwrap_or_else(|e| panic!("{ok} refused: {e}"));
+    }
+    for bad in ["61 * * * *", "* 24 * * *", "* * 32 * *", "* * * 13 *", "* * * *", "1 2 3 4 5 6 7", "@every", "@every soon", "@fortnightly", "a b c d e"] {
+        assert!(check_cron(bad).is_err(), "{bad} accepted");
+    }
+    let t = TimeTrigger::new(
+        "default",
+        "t",
+        TimeTriggerSpec { cron: "61 * * * *".into(), functionref: FunctionReference::by_name("f"), ..Default::default() },
+    );
+    let err = AnyResource::TimeTrigger(t).validate().expect_err("minute 61");
+    assert!(err.to_string().contains("spec.cron"), "{err}");
+}
+
+#[test]
+fn an_empty_builder_object_means_no_builder() {
+    let v: Value = serde_norway::from_str("metadata: {name: e}\nspec: {runtime: {image: fission/python-env}, builder: {}, resources: {}}").expect("yaml");
+    let mut o = AnyResource::from_value(ResourceKind::Environment, v).expect("decodes");
+    o.normalize();
+    let AnyResource::Environment(e) = o else { panic!("not an environment") };
+    assert_eq!(e.spec.builder, None);
+}

@@ -392,20 +392,25 @@ pub(crate) fn parse_file(specs: &mut Specs, path: &Path, text: &str) {
 }
 
 fn parse_document(specs: &mut Specs, raw: &RawDoc, loc: Location, kind: &str) {
-    fn typed<S: Spec>(raw: &RawDoc) -> Result<AnyResource, serde_norway::Error>
+    /// Parse as `Object<S>`; keys the model does not know are ignored, as Fission's Go decoder
+    /// ignores them, but each is named so a typo does not vanish silently.
+    fn typed<S: Spec>(raw: &RawDoc, ignored: &mut Vec<String>) -> Result<AnyResource, serde_norway::Error>
     where
         AnyResource: From<Object<S>>,
     {
-        serde_norway::from_str::<Object<S>>(&raw.text).map(AnyResource::from)
+        let de = serde_norway::Deserializer::from_str(&raw.text);
+        serde_ignored::deserialize::<_, _, Object<S>>(de, |p| ignored.push(fission_core::decode::dotted(&p)))
+            .map(AnyResource::from)
     }
+    let mut ignored = Vec::new();
     let parsed = match kind {
-        "Environment" => typed::<EnvironmentSpec>(raw),
-        "Package" => typed::<PackageSpec>(raw),
-        "Function" => typed::<FunctionSpec>(raw),
-        "HTTPTrigger" => typed::<HttpTriggerSpec>(raw),
-        "KubernetesWatchTrigger" => typed::<KubernetesWatchTriggerSpec>(raw),
-        "TimeTrigger" => typed::<TimeTriggerSpec>(raw),
-        "MessageQueueTrigger" => typed::<MessageQueueTriggerSpec>(raw),
+        "Environment" => typed::<EnvironmentSpec>(raw, &mut ignored),
+        "Package" => typed::<PackageSpec>(raw, &mut ignored),
+        "Function" => typed::<FunctionSpec>(raw, &mut ignored),
+        "HTTPTrigger" => typed::<HttpTriggerSpec>(raw, &mut ignored),
+        "KubernetesWatchTrigger" => typed::<KubernetesWatchTriggerSpec>(raw, &mut ignored),
+        "TimeTrigger" => typed::<TimeTriggerSpec>(raw, &mut ignored),
+        "MessageQueueTrigger" => typed::<MessageQueueTriggerSpec>(raw, &mut ignored),
         "DeploymentConfig" => {
             match serde_norway::from_str::<DeploymentConfig>(&raw.text) {
                 Ok(c) => match &specs.config {
@@ -440,7 +445,12 @@ fn parse_document(specs: &mut Specs, raw: &RawDoc, loc: Location, kind: &str) {
         }
     };
     match parsed {
-        Ok(res) => specs.objects.push(SpecObject { loc, res }),
+        Ok(res) => {
+            for path in ignored {
+                specs.warnings.push(format!("{loc}: {kind} '{}': unknown field \"{path}\" ignored", res.meta().name));
+            }
+            specs.objects.push(SpecObject { loc, res })
+        }
         Err(e) => {
             let (line, msg) = yaml_error(&e, raw);
             let loc = Location { line: line.unwrap_or(loc.line), ..loc };
@@ -517,6 +527,18 @@ mod tests {
         assert!(s.errors.is_empty());
         assert!(s.objects.is_empty());
         assert_eq!(s.warnings, ["Ignoring unknown type Workflow in specs/a.yaml:1 (document 1)"]);
+    }
+
+    #[test]
+    fn go_nulls_are_absent_and_unknown_keys_are_warnings_not_errors() {
+        let s = parse(
+            "apiVersion: fission.io/v1\nkind: Function\nmetadata:\n  creationTimestamp: null\n  name: f\nspec:\n  \
+             configmaps: null\n  secrets: null\n  environment:\n    name: e\n  package:\n    packageref:\n      name: p\n  \
+             resources: {}\n  functionTimeot: 30\n",
+        );
+        assert!(s.errors.is_empty(), "{:?}", s.errors);
+        assert_eq!(s.objects.len(), 1);
+        assert_eq!(s.warnings, ["specs/a.yaml:1 (document 1): Function 'f': unknown field \"spec.functionTimeot\" ignored"]);
     }
 
     #[test]

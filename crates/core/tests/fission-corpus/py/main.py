@@ -1,0 +1,5 @@
+from greet import greeting
+
+
+def main():
+    return greeting("python")
