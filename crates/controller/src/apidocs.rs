@@ -53,6 +53,10 @@ pub(crate) fn document() -> Value {
     paths.insert("/".into(), json!({"get": {"summary": "Server version", "responses": {"200": {"description": "version JSON"}}}}));
     paths.insert("/healthz".into(), json!({"get": {"summary": "Liveness", "responses": {"200": {"description": "ok"}}}}));
     paths.insert(
+        "/metrics".into(),
+        json!({"get": {"summary": "The server's metrics (OpenMetrics text)", "responses": {"200": {"description": "metrics"}}}}),
+    );
+    paths.insert(
         "/proxy/storage/v1/archive".into(),
         json!({
             "post": {"summary": "Upload an archive (raw body)", "requestBody": {"required": true, "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},

@@ -55,6 +55,7 @@ pub(crate) fn routes(c: Controller) -> Router {
     let mut r = Router::new()
         .route("/", get(version))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics))
         .route("/v2/apidocs.json", get(|| async { Json(apidocs::document()) }))
         .route(
             "/proxy/storage/v1/archive",
@@ -90,6 +91,12 @@ async fn version() -> Json<Value> {
         "version": env!("CARGO_PKG_VERSION"),
         "apiVersion": fission_core::API_VERSION,
     }))
+}
+
+async fn metrics(State(c): State<Controller>) -> ApiResult<Response> {
+    let render = c.metrics.clone().ok_or_else(|| ApiError::not_found("this server exports no metrics"))?;
+    let text = tokio::task::spawn_blocking(move || render()).await.map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response())
 }
 
 async fn v1_gone() -> ApiError {

@@ -48,6 +48,9 @@ impl Default for Config {
     }
 }
 
+/// Renders the process's metrics in the Prometheus/OpenMetrics text format.
+pub type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;
+
 /// Shared state of the API handlers.
 #[derive(Clone)]
 pub struct Controller {
@@ -56,6 +59,7 @@ pub struct Controller {
     pub(crate) logs: LogStore,
     pub(crate) config: Arc<Config>,
     pub(crate) shutdown: CancellationToken,
+    pub(crate) metrics: Option<MetricsRender>,
 }
 
 impl Controller {
@@ -67,7 +71,13 @@ impl Controller {
         logs: LogStore,
         shutdown: CancellationToken,
     ) -> Self {
-        Self { store, archives, logs, config: Arc::new(config), shutdown }
+        Self { store, archives, logs, config: Arc::new(config), shutdown, metrics: None }
+    }
+
+    /// Serve `GET /metrics` with what `render` returns (404 until this is called).
+    pub fn with_metrics_endpoint(mut self, render: impl Fn() -> String + Send + Sync + 'static) -> Self {
+        self.metrics = Some(Arc::new(render));
+        self
     }
 
     /// The HTTP application.

@@ -257,14 +257,16 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     let router_config = fission_router::Config { listen: router_addr, ..fission_router::Config::default() };
     let router = fission_router::Router::new(router_config, executor.clone(), &mut registry);
     let registry = Arc::new(Mutex::new(registry));
-    let router = router.with_metrics_endpoint(move || {
+    // One registry, served by both the router and the controller (one process, one scrape).
+    let render_metrics = move || {
         let mut text = String::new();
         let registry = registry.lock().unwrap_or_else(|e| e.into_inner());
         if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &registry) {
             tracing::warn!(error = %e, "cannot encode metrics");
         }
         text
-    });
+    };
+    let router = router.with_metrics_endpoint(render_metrics.clone());
 
     let controller_config = fission_controller::Config {
         router_url: format!("http://{router_addr}"),
@@ -275,7 +277,8 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     builder_config.runtime_python_bin = python.clone();
     let builder = fission_builder::BuildManager::new(builder_config, store.clone(), archives.clone(), logs.clone());
     let prune_archives = archives.clone();
-    let controller = fission_controller::Controller::new(controller_config, store.clone(), archives, logs, shutdown.clone());
+    let controller = fission_controller::Controller::new(controller_config, store.clone(), archives, logs, shutdown.clone())
+        .with_metrics_endpoint(render_metrics);
 
     let mut tasks = JoinSet::new();
     {

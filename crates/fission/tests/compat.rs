@@ -116,3 +116,68 @@ fn a_misspelt_key_in_a_spec_is_a_warning_naming_it_not_an_error() {
     );
     assert!(out.stdout.contains("default:nodejs"), "{}", out.stdout);
 }
+
+/// Where `scripts/test.sh` installs Python's `prometheus_client` (the reference OpenMetrics
+/// parser) for this test.
+fn test_tools_python() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/test-tools/python")
+}
+
+/// Parse a scrape with `prometheus_client`'s strict OpenMetrics parser: the metric family
+/// names, or the parser's complaint. `None` when the parser is not installed (outside CI).
+fn parse_openmetrics(text: &str) -> Option<Result<Vec<String>, String>> {
+    use std::io::Write as _;
+    const SCRIPT: &str = "import sys\n\
+try:\n    from prometheus_client.openmetrics.parser import text_string_to_metric_families\n\
+except ImportError:\n    sys.exit(3)\n\
+try:\n    names = [f.name for f in text_string_to_metric_families(sys.stdin.read())]\n\
+except Exception as e:\n    print(e, file=sys.stderr)\n    sys.exit(1)\n\
+print('\\n'.join(names))\n";
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", SCRIPT])
+        .env("PYTHONPATH", test_tools_python())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    child.stdin.take().expect("stdin").write_all(text.as_bytes()).expect("write scrape");
+    let out = child.wait_with_output().expect("python3 finishes");
+    match out.status.code() {
+        Some(0) => Some(Ok(String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect())),
+        Some(3) => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI: prometheus_client is not installed in {} (scripts/test.sh installs it)",
+                test_tools_python().display()
+            );
+            None
+        }
+        _ => Some(Err(String::from_utf8_lossy(&out.stderr).into_owned())),
+    }
+}
+
+#[test]
+fn router_and_controller_metrics_parse_with_a_real_openmetrics_parser() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().expect("dir");
+    support::write(dir.path(), "hello.js", "module.exports = async () => ({ status: 200, body: \"hi\\n\" });\n");
+    let run = |args: &[&str]| server.fission_in(args, Some(dir.path()));
+    run(&["env", "create", "--name", "nodejs", "--image", "fission/node-env", "--poolsize", "1"]).ok();
+    run(&["fn", "create", "--name", "hello", "--env", "nodejs", "--code", "hello.js"]).ok();
+    run(&["route", "create", "--name", "hello", "--function", "hello", "--url", "/hello"]).ok();
+    if can_call_functions() {
+        assert_eq!(get_ok(&server, "/hello"), "hi\n");
+    }
+    let router = http().get(server.url("/metrics")).send().expect("router metrics").text().expect("text");
+    let controller = http().get(format!("{}/metrics", server.controller)).send().expect("controller metrics");
+    assert_eq!(controller.status().as_u16(), 200, "the controller serves /metrics");
+    let controller = controller.text().expect("text");
+    for (who, text) in [("router", &router), ("controller", &controller)] {
+        let Some(parsed) = parse_openmetrics(text) else { return };
+        let families = parsed.unwrap_or_else(|e| panic!("the {who}'s /metrics does not parse: {e}\n{text}"));
+        for family in ["fission_function_calls", "fission_function_cold_starts", "fission_function_cold_start_requests"] {
+            assert!(families.iter().any(|f| f == family), "{who}: no {family} family in {families:?}");
+        }
+    }
+}

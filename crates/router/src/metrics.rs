@@ -6,7 +6,7 @@
 //! | `fission_function_calls_total` | counter | namespace, name, path, method, code |
 //! | `fission_function_errors_total` | counter (code ≥ 400, as Fission) | namespace, name, path, method, code |
 //! | `fission_function_overhead_seconds` | histogram | namespace, name, path, method, code |
-//! | `fission_function_cold_starts_total` | counter | namespace, name |
+//! | `fission_function_cold_start_requests_total` | counter | namespace, name |
 //!
 //! `path` is the trigger's prefix or relativeurl (empty for `/fission-function/...`), `code`
 //! the status sent to the client; a client that disconnects before the response head is
@@ -88,7 +88,9 @@ impl Metrics {
             m.overhead.clone(),
         );
         registry.register(
-            "fission_function_cold_starts",
+            // Not `fission_function_cold_starts`: the executor owns that family (specializations);
+            // one name declared twice makes the whole scrape unparseable.
+            "fission_function_cold_start_requests",
             "Requests that had to wait for a function instance to be specialized",
             m.cold_starts.clone(),
         );
@@ -288,7 +290,7 @@ mod tests {
         assert!(text.contains(r#"fission_function_errors_total{namespace="default",name="hello",path="/hello",method="GET",code="500"} 1"#), "{text}");
         assert!(
             text.contains(
-                r#"fission_function_cold_starts_total{namespace="default",name="hello"} 1"#
+                r#"fission_function_cold_start_requests_total{namespace="default",name="hello"} 1"#
             ),
             "{text}"
         );

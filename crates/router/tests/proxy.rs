@@ -582,7 +582,7 @@ async fn counts_calls_errors_and_cold_starts_in_metrics() {
         "{text}"
     );
     assert!(
-        text.contains(r#"fission_function_cold_starts_total{namespace="default",name="hello"} 2"#),
+        text.contains(r#"fission_function_cold_start_requests_total{namespace="default",name="hello"} 2"#),
         "{text}"
     );
     assert!(
