@@ -428,10 +428,20 @@ impl Api {
         Ok(())
     }
 
-    pub(crate) async fn delete_kind(&self, kind: fission_core::ResourceKind, ns: &str, name: &str) -> Result<(), ApiError> {
+    pub(crate) async fn delete_kind(
+        &self,
+        kind: fission_core::ResourceKind,
+        ns: &str,
+        name: &str,
+        force: bool,
+    ) -> Result<(), ApiError> {
         let mut segs = Self::kind_segments(kind);
         segs.push(name);
-        self.send(self.request(Method::DELETE, self.url(&segs, &[("namespace", ns)]))).await?;
+        let mut q = vec![("namespace", ns)];
+        if force {
+            q.push(("force", "true"));
+        }
+        self.send(self.request(Method::DELETE, self.url(&segs, &q))).await?;
         Ok(())
     }
 }

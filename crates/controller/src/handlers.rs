@@ -185,6 +185,7 @@ async fn create(State(c): State<Controller>, kind: ResourceKind, Query(q): Query
     let body = body_or_error(body, c.config.max_object_bytes)?;
     let Parsed { obj, warnings } = parse_object(kind, &body, q.namespace.as_deref())?;
     check_before_write(c.store.as_ref(), &obj).await?;
+    check_archives(&c, &obj).await?;
     let created = c.store.create(obj).await?;
     tracing::info!(kind = %kind, namespace = %created.meta().namespace, name = %created.meta().name, "created");
     values_changed(&c, &created).await?;
@@ -214,6 +215,7 @@ async fn update(
         obj.meta_mut().namespace = q.namespace().to_owned();
     }
     check_before_write(c.store.as_ref(), &obj).await?;
+    check_archives(&c, &obj).await?;
     let updated = c.store.update(obj).await?;
     values_changed(&c, &updated).await?;
     tracing::info!(kind = %kind, namespace = %updated.meta().namespace, name = %updated.meta().name, rv = %updated.meta().resource_version, "updated");
@@ -229,6 +231,45 @@ async fn delete(State(c): State<Controller>, kind: ResourceKind, Path(name): Pat
     tracing::info!(kind = %kind, namespace = %ns, name = %name, "deleted");
     values_changed(&c, &deleted).await?;
     Ok(StatusCode::OK)
+}
+
+/// A package's zip archives must unpack safely: a hostile or corrupt zip is refused when the
+/// package is written, not at the function's first call. Archives held elsewhere (other URLs)
+/// are checked when they are fetched.
+async fn check_archives(c: &Controller, obj: &AnyResource) -> ApiResult<()> {
+    let AnyResource::Package(p) = obj else { return Ok(()) };
+    let archives = c.archives.clone();
+    let pkg = p.clone();
+    tokio::task::spawn_blocking(move || {
+        for (which, a) in [("deployment", &pkg.spec.deployment), ("source", &pkg.spec.source)] {
+            let stored;
+            let bytes: &[u8] = if !a.literal.is_empty() {
+                &a.literal
+            } else if let Some(id) = fission_store::archive::archive_id_from_url(&a.url) {
+                match archives.get(id) {
+                    Ok(b) => {
+                        stored = b;
+                        &stored
+                    }
+                    // A missing id is reported where the archive is fetched, with its own message.
+                    Err(_) => continue,
+                }
+            } else {
+                continue;
+            };
+            if fission_store::unpack::is_zip(bytes)
+                && let Err(e) = fission_store::unpack::check_zip(bytes, fission_store::unpack::UnpackLimits::default())
+            {
+                return Err(ApiError::invalid(format!(
+                    "package '{}': the {which} archive is refused: {e}",
+                    pkg.metadata.name
+                )));
+            }
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))?
 }
 
 /// A secret or config map changed: functions using it must not keep serving the old values.

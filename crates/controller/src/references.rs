@@ -114,7 +114,7 @@ pub(crate) async fn check_before_delete(
             let users = functions_where(store, |f| f.spec.environment.name == name && ns_or(&f.spec.environment.namespace, &f.metadata.namespace) == ns).await?;
             if !users.is_empty() {
                 return Err(ApiError::conflict(format!(
-                    "Environment is used by at least one function ({}); delete those first or use --force",
+                    "Environment is used by at least one function ({}); delete those first or use --force (-f)",
                     users.join(", ")
                 )));
             }
@@ -127,6 +127,22 @@ pub(crate) async fn check_before_delete(
             if !users.is_empty() {
                 return Err(ApiError::conflict(format!(
                     "Package is used by at least one function ({}); delete those first or use --force",
+                    users.join(", ")
+                )));
+            }
+        }
+        ResourceKind::Secret | ResourceKind::ConfigMap => {
+            // Functions mount values of their own namespace only.
+            let secret = kind == ResourceKind::Secret;
+            let users = functions_where(store, |f| {
+                let refs = if secret { &f.spec.secrets } else { &f.spec.configmaps };
+                f.metadata.namespace == ns && refs.iter().any(|r| r.name == name && ns_or(&r.namespace, ns) == ns)
+            })
+            .await?;
+            if !users.is_empty() {
+                let what = if secret { "Secret" } else { "ConfigMap" };
+                return Err(ApiError::conflict(format!(
+                    "{what} is used by at least one function ({}); remove it from those first or use --force",
                     users.join(", ")
                 )));
             }

@@ -141,10 +141,18 @@ print('\\n'.join(names))\n";
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("python3 runs");
-    child.stdin.take().expect("stdin").write_all(text.as_bytes()).expect("write scrape");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write scrape");
     let out = child.wait_with_output().expect("python3 finishes");
     match out.status.code() {
-        Some(0) => Some(Ok(String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect())),
+        Some(0) => Some(Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect())),
         Some(3) => {
             assert!(
                 std::env::var_os("CI").is_none(),
@@ -161,23 +169,285 @@ print('\\n'.join(names))\n";
 fn router_and_controller_metrics_parse_with_a_real_openmetrics_parser() {
     let server = Server::start();
     let dir = tempfile::tempdir().expect("dir");
-    support::write(dir.path(), "hello.js", "module.exports = async () => ({ status: 200, body: \"hi\\n\" });\n");
+    support::write(
+        dir.path(),
+        "hello.js",
+        "module.exports = async () => ({ status: 200, body: \"hi\\n\" });\n",
+    );
     let run = |args: &[&str]| server.fission_in(args, Some(dir.path()));
-    run(&["env", "create", "--name", "nodejs", "--image", "fission/node-env", "--poolsize", "1"]).ok();
-    run(&["fn", "create", "--name", "hello", "--env", "nodejs", "--code", "hello.js"]).ok();
-    run(&["route", "create", "--name", "hello", "--function", "hello", "--url", "/hello"]).ok();
+    run(&[
+        "env",
+        "create",
+        "--name",
+        "nodejs",
+        "--image",
+        "fission/node-env",
+        "--poolsize",
+        "1",
+    ])
+    .ok();
+    run(&[
+        "fn", "create", "--name", "hello", "--env", "nodejs", "--code", "hello.js",
+    ])
+    .ok();
+    run(&[
+        "route",
+        "create",
+        "--name",
+        "hello",
+        "--function",
+        "hello",
+        "--url",
+        "/hello",
+    ])
+    .ok();
     if can_call_functions() {
         assert_eq!(get_ok(&server, "/hello"), "hi\n");
     }
-    let router = http().get(server.url("/metrics")).send().expect("router metrics").text().expect("text");
-    let controller = http().get(format!("{}/metrics", server.controller)).send().expect("controller metrics");
-    assert_eq!(controller.status().as_u16(), 200, "the controller serves /metrics");
+    let router = http()
+        .get(server.url("/metrics"))
+        .send()
+        .expect("router metrics")
+        .text()
+        .expect("text");
+    let controller = http()
+        .get(format!("{}/metrics", server.controller))
+        .send()
+        .expect("controller metrics");
+    assert_eq!(
+        controller.status().as_u16(),
+        200,
+        "the controller serves /metrics"
+    );
     let controller = controller.text().expect("text");
     for (who, text) in [("router", &router), ("controller", &controller)] {
-        let Some(parsed) = parse_openmetrics(text) else { return };
-        let families = parsed.unwrap_or_else(|e| panic!("the {who}'s /metrics does not parse: {e}\n{text}"));
-        for family in ["fission_function_calls", "fission_function_cold_starts", "fission_function_cold_start_requests"] {
-            assert!(families.iter().any(|f| f == family), "{who}: no {family} family in {families:?}");
+        let Some(parsed) = parse_openmetrics(text) else {
+            return;
+        };
+        let families =
+            parsed.unwrap_or_else(|e| panic!("the {who}'s /metrics does not parse: {e}\n{text}"));
+        for family in [
+            "fission_function_calls",
+            "fission_function_cold_starts",
+            "fission_function_cold_start_requests",
+        ] {
+            assert!(
+                families.iter().any(|f| f == family),
+                "{who}: no {family} family in {families:?}"
+            );
         }
     }
+}
+
+/// A zip with one entry that would land outside the unpack directory.
+fn zip_slip() -> Vec<u8> {
+    use std::io::Write as _;
+    let mut buf = std::io::Cursor::new(Vec::new());
+    let mut w = zip::ZipWriter::new(&mut buf);
+    let opts = zip::write::SimpleFileOptions::default();
+    w.start_file("index.js", opts).expect("entry");
+    w.write_all(b"module.exports = async () => ({status: 200});")
+        .expect("write");
+    w.start_file("../../../etc/cron.d/evil", opts)
+        .expect("entry");
+    w.write_all(b"* * * * * root true").expect("write");
+    w.finish().expect("finish");
+    buf.into_inner()
+}
+
+fn names(server: &Server, what: &str) -> Vec<String> {
+    let out = server.fission(&[what, "list"]).ok().stdout;
+    out.lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn a_create_that_fails_creates_nothing() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().expect("dir");
+    let run = |args: &[&str]| server.fission_in(args, Some(dir.path()));
+    support::write(dir.path(), "src/main.py", "def main():\n    return 'x'\n");
+    std::fs::write(dir.path().join("evil.zip"), zip_slip()).expect("zip");
+    run(&[
+        "env",
+        "create",
+        "--name",
+        "python",
+        "--image",
+        "fission/python-env",
+        "--poolsize",
+        "0",
+    ])
+    .ok();
+
+    run(&[
+        "fn",
+        "create",
+        "--name",
+        "built",
+        "--env",
+        "python",
+        "--src",
+        "src/*",
+        "--entrypoint",
+        "main.main",
+    ])
+    .fails_with("environment 'python' has no builder image");
+    run(&[
+        "fn", "create", "--name", "evil", "--env", "python", "--deploy", "evil.zip",
+    ])
+    .fails_with("leaves the archive root");
+    run(&[
+        "pkg", "create", "--name", "evil", "--env", "python", "--deploy", "evil.zip",
+    ])
+    .fails_with("the deployment archive is refused");
+    assert!(
+        names(&server, "fn").is_empty(),
+        "no function was left behind"
+    );
+    assert!(
+        names(&server, "pkg").is_empty(),
+        "no package was left behind"
+    );
+}
+
+#[test]
+fn values_in_use_are_not_deleted_silently_and_missing_ones_are_warned_about() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().expect("dir");
+    let run = |args: &[&str]| server.fission_in(args, Some(dir.path()));
+    support::write(
+        dir.path(),
+        "hello.js",
+        "module.exports = async () => ({ status: 200, body: 'hi' });\n",
+    );
+    run(&[
+        "env",
+        "create",
+        "--name",
+        "nodejs",
+        "--image",
+        "fission/node-env",
+        "--poolsize",
+        "0",
+    ])
+    .ok();
+    run(&[
+        "secret",
+        "create",
+        "--name",
+        "db",
+        "--from-literal",
+        "password=s3cret",
+    ])
+    .ok();
+    run(&[
+        "configmap",
+        "create",
+        "--name",
+        "cfg",
+        "--from-literal",
+        "mode=fast",
+    ])
+    .ok();
+
+    let out = run(&[
+        "fn",
+        "create",
+        "--name",
+        "hello",
+        "--env",
+        "nodejs",
+        "--code",
+        "hello.js",
+        "--secret",
+        "db",
+        "--secret",
+        "nope",
+        "--configmap",
+        "cfg",
+    ])
+    .ok();
+    assert!(
+        out.stderr.contains("Warning: Secret nope not found in Namespace: default. Secret needs to be present in the same namespace as function"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !out.stderr.contains("Secret db not found") && !out.stderr.contains("ConfigMap cfg"),
+        "{}",
+        out.stderr
+    );
+
+    run(&["secret", "delete", "--name", "db"])
+        .fails_with("Secret is used by at least one function (default/hello)");
+    run(&["configmap", "delete", "--name", "cfg"])
+        .fails_with("ConfigMap is used by at least one function (default/hello)");
+    run(&["secret", "delete", "--name", "db", "-f"]).ok();
+    run(&["env", "delete", "--name", "nodejs"])
+        .fails_with("Environment is used by at least one function (default/hello); delete those first or use --force (-f)");
+}
+
+#[test]
+fn an_impossible_cron_is_refused_when_the_trigger_is_created() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().expect("dir");
+    let run = |args: &[&str]| server.fission_in(args, Some(dir.path()));
+    support::write(
+        dir.path(),
+        "hello.js",
+        "module.exports = async () => ({ status: 200, body: 'hi' });\n",
+    );
+    run(&[
+        "env",
+        "create",
+        "--name",
+        "nodejs",
+        "--image",
+        "fission/node-env",
+        "--poolsize",
+        "0",
+    ])
+    .ok();
+    run(&[
+        "fn", "create", "--name", "hello", "--env", "nodejs", "--code", "hello.js",
+    ])
+    .ok();
+    run(&[
+        "tt",
+        "create",
+        "--name",
+        "bad",
+        "--function",
+        "hello",
+        "--cron",
+        "61 * * * *",
+    ])
+    .fails_with("spec.cron");
+    run(&[
+        "tt",
+        "create",
+        "--name",
+        "every",
+        "--function",
+        "hello",
+        "--cron",
+        "@every 1h30m",
+    ])
+    .ok();
+    run(&[
+        "tt",
+        "create",
+        "--name",
+        "secs",
+        "--function",
+        "hello",
+        "--cron",
+        "*/10 * * * * *",
+    ])
+    .ok();
+    assert_eq!(names(&server, "tt"), ["every", "secs"]);
 }

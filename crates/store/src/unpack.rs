@@ -171,6 +171,46 @@ pub fn unzip(bytes: &[u8], dest: &Path, limits: UnpackLimits) -> Result<(), Unpa
     Ok(())
 }
 
+/// Check that [`unzip`] would accept `bytes`, without writing anything: every name, kind and
+/// duplicate, and the byte budget on what decompression really produces. Lets a package with a
+/// hostile archive be refused when it is created rather than at its first call.
+pub fn check_zip(bytes: &[u8], limits: UnpackLimits) -> Result<(), UnpackError> {
+    let corrupt = |e: zip::result::ZipError| UnpackError::Corrupt(e.to_string());
+    let mut zip = zip::ZipArchive::new(io::Cursor::new(bytes)).map_err(corrupt)?;
+    if let Some(declared_entries) = central_directory_entries(bytes)
+        && declared_entries != zip.len()
+    {
+        return Err(UnpackError::DuplicateEntries { listed: declared_entries, distinct: zip.len() });
+    }
+    if zip.len() > limits.max_entries {
+        return Err(UnpackError::TooManyEntries { count: zip.len(), limit: limits.max_entries });
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut produced: u64 = 0;
+    for i in 0..zip.len() {
+        let mut entry = zip.by_index(i).map_err(corrupt)?;
+        let rel = safe_relative_path(entry.name())?;
+        if entry.is_symlink() {
+            return Err(UnpackError::UnsafeEntry {
+                name: entry.name().to_owned(),
+                reason: "symbolic links are not allowed",
+            });
+        }
+        // `a//b` and `a/b` land on the same file.
+        if !entry.is_dir() && !seen.insert(rel) {
+            return Err(UnpackError::DuplicateEntry(entry.name().to_owned()));
+        }
+        let budget = limits.max_bytes - produced;
+        let n = io::copy(&mut (&mut entry).take(budget + 1), &mut io::sink())
+            .map_err(|e| UnpackError::Corrupt(format!("entry '{}': {e}", entry.name())))?;
+        produced += n;
+        if n > budget {
+            return Err(UnpackError::TooLarge { limit: limits.max_bytes });
+        }
+    }
+    Ok(())
+}
+
 fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
     use std::os::unix::fs::PermissionsExt as _;
     fs::set_permissions(path, fs::Permissions::from_mode(mode))
@@ -308,6 +348,22 @@ mod tests {
         let z = zip_of(&[("z", &data)]);
         let err = unzip(&z, &dir.path().join("d"), UnpackLimits { max_bytes: 9_999, max_entries: 5 }).expect_err("refuse");
         assert!(matches!(err, UnpackError::TooLarge { .. }));
+    }
+
+    #[test]
+    fn check_zip_refuses_what_unzip_refuses_and_writes_nothing() {
+        let small = UnpackLimits { max_bytes: 9_999, max_entries: 5 };
+        check_zip(&zip_of(&[("main.py", b"x"), ("lib/", b""), ("lib/a.py", b"y")]), small).expect("a plain zip is fine");
+        let slip = check_zip(&zip_of(&[("../../evil.js", b"x")]), small).expect_err("zip slip");
+        assert!(slip.to_string().contains("leaves the archive root"), "{slip}");
+        let abs = check_zip(&zip_of(&[("/etc/cron.d/x", b"x")]), small).expect_err("absolute");
+        assert!(abs.to_string().contains("absolute paths"), "{abs}");
+        let big = check_zip(&zip_of(&[("z", &vec![b'z'; 10_000])]), small).expect_err("over budget");
+        assert!(matches!(big, UnpackError::TooLarge { .. }), "{big}");
+        let dup = check_zip(&zip_of(&[("a//b", b"1"), ("a/b", b"2")]), small).expect_err("same file twice");
+        assert!(matches!(dup, UnpackError::DuplicateEntry(_)), "{dup}");
+        let bad = check_zip(b"PK\x03\x04 this is not really a zip", small).expect_err("corrupt");
+        assert!(matches!(bad, UnpackError::Corrupt(_)), "{bad}");
     }
 
     #[test]

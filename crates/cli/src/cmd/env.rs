@@ -357,8 +357,16 @@ async fn delete(ctx: &Ctx, a: EnvDeleteArgs) -> anyhow::Result<()> {
     check_name::<EnvironmentSpec>(&ns, &a.name)?;
     if !a.force {
         let fns: Vec<Function> = ctx.api.list(None).await.wrap("error getting functions using the environment")?;
-        if fns.iter().any(|f| uses_env(&f.spec, &ns, &a.name, &f.metadata.namespace)) {
-            bail!("Environment is used by at least one function.");
+        let users: Vec<String> = fns
+            .iter()
+            .filter(|f| uses_env(&f.spec, &ns, &a.name, &f.metadata.namespace))
+            .map(|f| format!("{}/{}", f.metadata.namespace, f.metadata.name))
+            .collect();
+        if !users.is_empty() {
+            bail!(
+                "Environment is used by at least one function ({}); delete those first or use --force (-f)",
+                users.join(", ")
+            );
         }
     }
     if delete_one::<EnvironmentSpec>(ctx, &ns, &a.name, a.ignorenotfound, a.force, "environment").await? {

@@ -6,9 +6,9 @@ use anyhow::{Context as _, anyhow, bail};
 use clap::{Args, Subcommand};
 use fission_core::resources::{
     EnvironmentSpec, ExecutionStrategy, Function, FunctionPackageRef, FunctionSpec, HTTP_METHODS, HttpTrigger,
-    InvokeStrategy, Package, PackageRef, PackageSpec, executor_type, function_defaults,
+    HttpTriggerSpec, InvokeStrategy, Package, PackageRef, PackageSpec, executor_type, function_defaults,
 };
-use fission_core::{DEFAULT_NAMESPACE, ObjectReference};
+use fission_core::{DEFAULT_NAMESPACE, ObjectReference, ResourceKind};
 
 use super::package::{self, CodeArgs};
 use super::route::{self, IngressArgs, RouteCreateArgs};
@@ -509,6 +509,9 @@ async fn create(ctx: &Ctx, a: FnCreateArgs) -> anyhow::Result<()> {
     if let (false, Some((t, _))) = (dry, &route) {
         route::check_duplicate(ctx, t).await?;
     }
+    if !dry {
+        warn_missing_values(ctx, &ns, &a.secret, &a.configmap).await?;
+    }
 
     let mut created_pkg = None;
     let mut building = false;
@@ -539,29 +542,89 @@ async fn create(ctx: &Ctx, a: FnCreateArgs) -> anyhow::Result<()> {
         return print_dry(&dry_docs);
     }
 
+    // From here on a failure undoes what this command created: a create that fails creates nothing.
+    let mut created = Created { ns: ns.clone(), package: created_pkg, function: None, route: None };
     if let Err(e) = ctx.api.create(&function).await {
-        // Do not leave the package we just made behind.
-        if let Some(p) = created_pkg {
-            let _ = ctx.api.delete::<PackageSpec>(&ns, &p, false).await;
-        }
+        created.undo(ctx).await;
         return Err(e).wrap("error creating function");
     }
+    created.function = Some(a.name.clone());
     say(format!("function '{}' created", a.name));
 
     if let Some((t, both)) = route {
         if both {
             ctx.warn("Prefix will take precedence over URL/RelativeURL");
         }
-        ctx.api.create(&t).await.wrap("error creating HTTP trigger")?;
+        if let Err(e) = ctx.api.create(&t).await {
+            created.undo(ctx).await;
+            return Err(e).wrap("error creating HTTP trigger");
+        }
+        created.route = Some(t.metadata.name.clone());
         let path = t.spec.effective_prefix().unwrap_or(&t.spec.relativeurl).to_owned();
         say(format!("route created: {} {} -> {}", go_list(&t.spec.methods), path, a.name));
     }
 
     if building && !a.code.nowait {
-        let pkg = package::wait_for_build(ctx, &ns, &pkg_name).await?;
+        let pkg = match package::wait_for_build(ctx, &ns, &pkg_name).await {
+            Ok(pkg) => pkg,
+            Err(e) => {
+                created.undo(ctx).await;
+                return Err(e.context(format!("function '{}' was not created", a.name)));
+            }
+        };
         repin(ctx, &ns, &a.name, &pkg.metadata.resource_version).await?;
     }
     Ok(())
+}
+
+/// Fission's warnings for `--secret`/`--configmap` names that do not exist (yet): the function
+/// is still created, and fails to start until they do.
+async fn warn_missing_values(ctx: &Ctx, ns: &str, secrets: &[String], configmaps: &[String]) -> anyhow::Result<()> {
+    for (kind, word, names) in
+        [(ResourceKind::Secret, "Secret", secrets), (ResourceKind::ConfigMap, "ConfigMap", configmaps)]
+    {
+        for name in names {
+            match ctx.api.get_kind::<serde_json::Value>(kind, ns, name).await {
+                Ok(_) => {}
+                Err(e) if e.is_not_found() => ctx.warn(format!(
+                    "{word} {name} not found in Namespace: {ns}. {word} needs to be present in the same namespace as function"
+                )),
+                Err(e) => return Err(e).wrap(&format!("error checking {word} '{name}'")),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What `fn create` has written so far, to delete again when a later step fails.
+struct Created {
+    ns: String,
+    package: Option<String>,
+    function: Option<String>,
+    route: Option<String>,
+}
+
+impl Created {
+    /// Delete everything recorded, newest first. Best effort: the original error is what the
+    /// user needs to see; a leftover is named in a warning.
+    async fn undo(&self, ctx: &Ctx) {
+        let ns = &self.ns;
+        if let Some(r) = &self.route
+            && ctx.api.delete::<HttpTriggerSpec>(ns, r, false).await.is_err()
+        {
+            ctx.warn(format!("could not remove HTTP trigger '{r}' created by this command"));
+        }
+        if let Some(f) = &self.function
+            && ctx.api.delete::<FunctionSpec>(ns, f, false).await.is_err()
+        {
+            ctx.warn(format!("could not remove function '{f}' created by this command"));
+        }
+        if let Some(p) = &self.package
+            && ctx.api.delete::<PackageSpec>(ns, p, false).await.is_err()
+        {
+            ctx.warn(format!("could not remove package '{p}' created by this command"));
+        }
+    }
 }
 
 /// Make sure function `name` is pinned to package version `rv`. The server's builder re-pins
@@ -800,6 +863,7 @@ async fn update(ctx: &Ctx, a: FnUpdateArgs) -> anyhow::Result<()> {
     if let Some(o) = a.exec.onceonly {
         f.spec.once_only = o;
     }
+    warn_missing_values(ctx, &ns, &a.secret, &a.configmap).await?;
     if !a.secret.is_empty() {
         f.spec.secrets = refs(&ns, &a.secret);
     }

@@ -167,11 +167,12 @@ pub(crate) async fn check_environment(ctx: &Ctx, ns: &str, env: &str, needs_buil
     let e: Environment = ctx.api.get(ns, env).await.wrap("error retrieving environment information")?;
     // A builder image, or a build command of its own (`build` means "the builder image's").
     let has_builder = e.spec.builder.as_ref().is_some_and(|b| !b.image.is_empty() || !matches!(b.command.as_str(), "" | "build"));
+    // Refused before anything is written: the build could only fail, leaving objects behind.
     if needs_builder && !has_builder {
-        ctx.warn(format!(
-            "environment '{env}' has no builder image, so the source package cannot be built: use an environment \
-             created with --builder, or give a build command with --buildcmd"
-        ));
+        bail!(
+            "environment '{env}' has no builder image, so a source package cannot be built: use an environment \
+             created with --builder, give a build command with --buildcmd, or pass the files with --deploy"
+        );
     }
     Ok(e)
 }

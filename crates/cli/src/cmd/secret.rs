@@ -75,6 +75,9 @@ pub struct ValuesDeleteArgs {
     /// Do not fail when it does not exist
     #[arg(long)]
     pub ignorenotfound: bool,
+    /// Delete even when functions use it (they fail to start until it exists again)
+    #[arg(long, short = 'f')]
+    pub force: bool,
 }
 
 /// Which of the two kinds a command works on.
@@ -195,7 +198,7 @@ pub(crate) async fn run(ctx: &Ctx, which: Values, cmd: ValuesCommand) -> anyhow:
             let items: Vec<serde_json::Value> = ctx.api.list_kind(kind, scope).await.wrap(&format!("error listing {word}s"))?;
             table(&items).print();
         }
-        ValuesCommand::Delete(a) => match ctx.api.delete_kind(kind, &ns, &a.name).await {
+        ValuesCommand::Delete(a) => match ctx.api.delete_kind(kind, &ns, &a.name, a.force).await {
             Ok(()) => say(format!("{word} '{}' deleted", a.name)),
             Err(e) if e.is_not_found() && a.ignorenotfound => {}
             Err(e) => return Err(e).wrap(&format!("error deleting {word}")),
