@@ -36,43 +36,46 @@ pub use output::OutputFormat;
 /// Default controller address (`fission server` listens here).
 pub const DEFAULT_SERVER_URL: &str = "http://127.0.0.1:31313";
 
+/// The help heading of the flags every command accepts, so each command's own come first.
+const GLOBAL_OPTIONS: &str = "Global options";
+
 /// Flags accepted by every command.
 #[derive(Debug, Clone, Args)]
 pub struct GlobalArgs {
     /// Address of the fission server (controller API)
-    #[arg(long = "server", env = "FISSION_URL", default_value = DEFAULT_SERVER_URL, global = true)]
+    #[arg(long = "server", env = "FISSION_URL", default_value = DEFAULT_SERVER_URL, global = true, help_heading = GLOBAL_OPTIONS)]
     pub server: String,
 
     /// Namespace of the objects [env: FISSION_DEFAULT_NAMESPACE] [default: default]
-    #[arg(long = "namespace", short = 'n', global = true)]
+    #[arg(long = "namespace", short = 'n', global = true, help_heading = GLOBAL_OPTIONS)]
     pub namespace: Option<String>,
 
     /// 0 = quiet, 1 = default, 2 = verbose (traces HTTP requests)
-    #[arg(long = "verbosity", short = 'v', default_value_t = 1, global = true)]
+    #[arg(long = "verbosity", short = 'v', default_value_t = 1, global = true, help_heading = GLOBAL_OPTIONS)]
     pub verbosity: u8,
 
     /// Deprecated: namespace of functions (use --namespace)
-    #[arg(long = "fnNamespace", alias = "fns", hide = true, global = true)]
+    #[arg(long = "fnNamespace", alias = "fns", hide = true, global = true, help_heading = GLOBAL_OPTIONS)]
     pub fn_namespace: Option<String>,
 
     /// Deprecated: namespace of environments (use --namespace)
-    #[arg(long = "envNamespace", alias = "envns", hide = true, global = true)]
+    #[arg(long = "envNamespace", alias = "envns", hide = true, global = true, help_heading = GLOBAL_OPTIONS)]
     pub env_namespace: Option<String>,
 
     /// Deprecated: namespace of packages (use --namespace)
-    #[arg(long = "pkgNamespace", alias = "pkgns", hide = true, global = true)]
+    #[arg(long = "pkgNamespace", alias = "pkgns", hide = true, global = true, help_heading = GLOBAL_OPTIONS)]
     pub pkg_namespace: Option<String>,
 
     /// Deprecated: namespace of triggers (use --namespace)
-    #[arg(long = "triggerNamespace", alias = "triggerns", hide = true, global = true)]
+    #[arg(long = "triggerNamespace", alias = "triggerns", hide = true, global = true, help_heading = GLOBAL_OPTIONS)]
     pub trigger_namespace: Option<String>,
 
     /// Kubernetes context (accepted for compatibility; this CLI talks to --server)
-    #[arg(long = "kube-context", hide = true, global = true)]
+    #[arg(long = "kube-context", hide = true, global = true, help_heading = GLOBAL_OPTIONS)]
     pub kube_context: Option<String>,
 
     /// Deprecated: namespace of canary configs (use --namespace)
-    #[arg(long = "canaryNamespace", alias = "canaryns", hide = true, global = true)]
+    #[arg(long = "canaryNamespace", alias = "canaryns", hide = true, global = true, help_heading = GLOBAL_OPTIONS)]
     pub canary_namespace: Option<String>,
 }
 

@@ -11,7 +11,15 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "fission", version, about = "Fission: serverless functions, on one machine or on Kubernetes")]
+#[command(
+    name = "fission",
+    version,
+    about = "Fission: serverless functions, on one machine or on Kubernetes",
+    // Without this clap shows the doc comment of the flattened client command enum.
+    long_about = None,
+    after_help = "Start the server with 'fission server', then e.g. 'fission env create --name nodejs --image fission/node-env'.\n\
+Every command's --help lists its own flags first and the global flags under 'Global options'."
+)]
 struct Top {
     #[command(flatten)]
     global: fission_cli::GlobalArgs,

@@ -25,7 +25,10 @@ use crate::env::*;
 #[command(after_help = "Every flag can also be set through the environment variable named in brackets.\n\
 The server keeps all state (objects, archives, logs, unpacked packages) in --data-dir; \
 only one server may use a data directory at a time.\n\
-Function instances run as local processes with the server's privileges: no sandbox yet.")]
+Function instances run sandboxed (--sandbox bwrap, the default: bubblewrap, a network namespace of \
+their own and cgroup limits; needs root, bubblewrap, nftables and iproute2). --sandbox none runs them \
+as plain processes with the server's privileges.\n\
+Logging: RUST_LOG (e.g. RUST_LOG=debug or RUST_LOG=fission_router=debug).")]
 pub struct ServerArgs {
     /// Where objects, archives and logs are kept [default: $XDG_DATA_HOME/fission or ~/.local/share/fission].
     #[arg(long, env = ENV_DATA_DIR)]

@@ -451,3 +451,184 @@ fn an_impossible_cron_is_refused_when_the_trigger_is_created() {
     .ok();
     assert_eq!(names(&server, "tt"), ["every", "secs"]);
 }
+
+#[test]
+fn help_lists_commands_first_and_global_flags_last() {
+    let server = Server::start();
+    let top = server.fission(&["--help"]).ok().stdout;
+    assert!(
+        top.starts_with("Fission: serverless functions"),
+        "help opens with what fission is: {top}"
+    );
+    assert!(
+        !top.contains("argument structs"),
+        "no code comments in help: {top}"
+    );
+    let serve = server.fission(&["server", "--help"]).ok().stdout;
+    assert!(
+        !serve.contains("no sandbox yet") && serve.contains("--sandbox none"),
+        "{serve}"
+    );
+    let del = server.fission(&["fn", "delete", "--help"]).ok().stdout;
+    let own = del.find("--ignorenotfound").expect("own flag");
+    let global = del.find("Global options:").expect("global heading");
+    assert!(
+        own < global && del[global..].contains("--namespace"),
+        "{del}"
+    );
+}
+
+#[test]
+fn listings_show_what_routes_match_and_where_triggers_live() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().expect("dir");
+    let run = |args: &[&str]| server.fission_in(args, Some(dir.path()));
+    support::write(
+        dir.path(),
+        "hello.js",
+        "module.exports = async () => ({ status: 200, body: 'hi' });\n",
+    );
+    run(&[
+        "env",
+        "create",
+        "--name",
+        "nodejs",
+        "--image",
+        "fission/node-env",
+        "--poolsize",
+        "0",
+    ])
+    .ok();
+    run(&[
+        "fn", "create", "--name", "hello", "--env", "nodejs", "--code", "hello.js",
+    ])
+    .ok();
+    run(&[
+        "route",
+        "create",
+        "--name",
+        "vhost",
+        "--function",
+        "hello",
+        "--url",
+        "/v",
+        "--host",
+        "api.example.com",
+    ])
+    .ok();
+    let listed = run(&["route", "list"]).ok().stdout;
+    let row = listed
+        .lines()
+        .find(|l| l.starts_with("vhost "))
+        .expect("route row");
+    assert!(
+        row.contains(" api.example.com "),
+        "HOST shows the host the route matches: {listed}"
+    );
+    assert!(!row.contains(" * "), "{listed}");
+
+    let out = run(&[
+        "tt",
+        "create",
+        "--name",
+        "tick",
+        "--function",
+        "hello",
+        "--cron",
+        "@every 1m",
+    ])
+    .ok();
+    assert!(
+        out.stderr
+            .contains("Warning: this server does not fire TimeTriggers yet"),
+        "{}",
+        out.stderr
+    );
+    let tt = run(&["tt", "list"]).ok().stdout;
+    assert!(
+        tt.lines()
+            .next()
+            .is_some_and(|h| h.trim_end().ends_with("NAMESPACE")),
+        "{tt}"
+    );
+    assert!(
+        tt.lines()
+            .nth(1)
+            .is_some_and(|r| r.trim_end().ends_with("default")),
+        "{tt}"
+    );
+    let out = run(&[
+        "mqt",
+        "create",
+        "--name",
+        "q",
+        "--function",
+        "hello",
+        "--topic",
+        "orders",
+    ])
+    .ok();
+    assert!(
+        out.stderr
+            .contains("Warning: this server does not fire MessageQueueTriggers yet"),
+        "{}",
+        out.stderr
+    );
+    let out = run(&["watch", "create", "--name", "w", "--function", "hello"]).ok();
+    assert!(
+        out.stderr
+            .contains("Warning: this server does not fire KubernetesWatchTriggers yet"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn router_405_says_which_methods_are_allowed() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().expect("dir");
+    let run = |args: &[&str]| server.fission_in(args, Some(dir.path()));
+    support::write(
+        dir.path(),
+        "hello.js",
+        "module.exports = async () => ({ status: 200, body: 'hi' });\n",
+    );
+    run(&[
+        "env",
+        "create",
+        "--name",
+        "nodejs",
+        "--image",
+        "fission/node-env",
+        "--poolsize",
+        "0",
+    ])
+    .ok();
+    run(&[
+        "fn", "create", "--name", "hello", "--env", "nodejs", "--code", "hello.js",
+    ])
+    .ok();
+    run(&[
+        "route",
+        "create",
+        "--name",
+        "r",
+        "--function",
+        "hello",
+        "--url",
+        "/only",
+        "--method",
+        "GET",
+        "--method",
+        "POST",
+    ])
+    .ok();
+    let resp = support::eventually(30, "the route to be served", || {
+        let r = http().delete(server.url("/only")).send().ok()?;
+        (r.status().as_u16() == 405).then_some(r)
+    });
+    assert_eq!(
+        resp.headers().get("allow").and_then(|v| v.to_str().ok()),
+        Some("GET, POST")
+    );
+}

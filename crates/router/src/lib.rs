@@ -75,7 +75,8 @@
 //!
 //! Within one rank a host-specific trigger beats a host-less one, and remaining ties go to the
 //! trigger whose `namespace/name` sorts first. If some route matches the path but none also
-//! matches the method, the answer is 405 (empty body); if none matches the path, 404.
+//! matches the method, the answer is 405 (empty body, `Allow` listing the methods that would match); if none
+//! matches the path, 404.
 //!
 //! # What the function receives
 //!
@@ -85,7 +86,7 @@
 //!   internal routes (`/` if nothing follows).
 //! * Headers: `X-Fission-Params-<Name>` per variable (Go canonical spelling:
 //!   `{user_id}` → `X-Fission-Params-User_id`), `X-Fission-Full-Url`,
-//!   `X-Fission-Function-{Uid,Name,Namespace,ResourceVersion}`, `Forwarded: host=<host>;` and
+//!   `X-Fission-Function-{Uid,Name,Namespace,ResourceVersion}`, `Forwarded: host=<host>` (quoted unless a token) and
 //!   `X-Forwarded-Host` unless the client sent either, `X-Forwarded-For`; `Host` is the
 //!   instance address; hop-by-hop headers are dropped.
 //!

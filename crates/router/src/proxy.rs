@@ -470,13 +470,15 @@ fn prepare_request_headers(
     append_forwarded_for(h, &fwd.client);
 }
 
-/// `host=<host>;`, quoting IPv6 literals as RFC 7239 requires.
+/// `host=<host>` as RFC 7239 §4 spells it: a token as is, anything else (`host:port`, IPv6
+/// literals) as a quoted string, and no trailing `;`.
 pub(crate) fn forwarded_value(host: &HeaderValue) -> Option<HeaderValue> {
     let host = host.to_str().ok()?;
-    let v = if host.starts_with('[') {
-        format!("host=\"{host}\";")
+    let is_tchar = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    let v = if !host.is_empty() && host.chars().all(is_tchar) {
+        format!("host={host}")
     } else {
-        format!("host={host};")
+        format!("host=\"{}\"", host.replace('\\', "\\\\").replace('"', "\\\""))
     };
     HeaderValue::from_str(&v).ok()
 }
@@ -589,9 +591,11 @@ mod tests {
     #[test]
     fn quotes_ipv6_hosts_in_forwarded() {
         let v = forwarded_value(&HeaderValue::from_static("[::1]:8888")).expect("valid");
-        assert_eq!(v, "host=\"[::1]:8888\";");
+        assert_eq!(v, "host=\"[::1]:8888\"");
         let v = forwarded_value(&HeaderValue::from_static("example.com:8888")).expect("valid");
-        assert_eq!(v, "host=example.com:8888;");
+        assert_eq!(v, "host=\"example.com:8888\"");
+        let v = forwarded_value(&HeaderValue::from_static("example.com")).expect("valid");
+        assert_eq!(v, "host=example.com");
     }
 
     #[test]

@@ -93,9 +93,14 @@ pub(crate) fn not_found() -> Response<RouterBody> {
     )
 }
 
-/// A route matches the path but none matches the method. Empty body, as gorilla/mux.
-pub(crate) fn method_not_allowed() -> Response<RouterBody> {
-    failure(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "")
+/// A route matches the path but none matches the method. Empty body, as gorilla/mux, plus the
+/// `Allow` header HTTP requires on a 405 (RFC 9110 §15.5.6), which gorilla/mux leaves out.
+pub(crate) fn method_not_allowed(allow: &str) -> Response<RouterBody> {
+    let mut resp = failure(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "");
+    if let Ok(v) = http::HeaderValue::from_str(allow) {
+        resp.headers_mut().insert(http::header::ALLOW, v);
+    }
+    resp
 }
 
 /// `/metrics` was asked for but the server wired no registry in.

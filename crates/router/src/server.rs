@@ -150,7 +150,7 @@ impl Client {
         }
     }
 
-    /// `Forwarded: host=<host>;` for `host`.
+    /// `Forwarded: host=<host>` for `host`.
     pub(crate) fn forwarded_value(&self, host: &HeaderValue) -> Option<HeaderValue> {
         let mut last = self
             .forwarded
@@ -211,7 +211,7 @@ async fn dispatch(
             };
         }
         Lookup::NotFound => return respond::not_found(),
-        Lookup::MethodNotAllowed => return respond::method_not_allowed(),
+        Lookup::MethodNotAllowed { allow } => return respond::method_not_allowed(&allow),
         Lookup::Function(m) => {
             // The thread-local RNG is not Send: use it and let it go before any await.
             let target = m.backend.pick(&mut rand::rng()).clone();

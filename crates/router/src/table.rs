@@ -503,8 +503,12 @@ pub enum Lookup<'t, 'p> {
     Builtin(Builtin),
     /// Forward to a function.
     Function(RouteMatch<'t, 'p>),
-    /// Some route matches the path but none the method (405).
-    MethodNotAllowed,
+    /// Some route matches the path but none the method (405); `allow` is the `Allow` header
+    /// value: the methods that would match, comma-separated.
+    MethodNotAllowed {
+        /// `GET, POST`.
+        allow: String,
+    },
     /// No route matches the path (404).
     NotFound,
 }
@@ -673,10 +677,39 @@ impl RouteTable {
         }
 
         if path_matched {
-            Lookup::MethodNotAllowed
+            Lookup::MethodNotAllowed { allow: self.allowed_methods(host, path) }
         } else {
             Lookup::NotFound
         }
+    }
+
+    /// Every method some route accepts for `path` on `host`, in a stable order (for `Allow`).
+    /// Only called on the 405 path, so it may scan.
+    fn allowed_methods(&self, host: Option<&str>, path: &str) -> String {
+        let mut allowed: Vec<Method> = Vec::new();
+        if matches!(path, HEALTHZ_PATH | VERSION_PATH | METRICS_PATH | "/") {
+            allowed.push(Method::GET);
+        }
+        for r in self.routes.iter().filter(|r| r.host_matches(host) && r.path_matches(path)) {
+            for m in &r.methods {
+                if !allowed.contains(m) {
+                    allowed.push(m.clone());
+                }
+            }
+        }
+        const ORDER: [Method; 9] = [
+            Method::GET,
+            Method::HEAD,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+            Method::CONNECT,
+            Method::OPTIONS,
+            Method::TRACE,
+        ];
+        allowed.sort_by_key(|m| ORDER.iter().position(|o| o == m).unwrap_or(ORDER.len()));
+        allowed.iter().map(Method::as_str).collect::<Vec<_>>().join(", ")
     }
 
     /// `/fission-function/<ns>/<name>[/sub]` or `/fission-function/<name>[/sub]` (namespace

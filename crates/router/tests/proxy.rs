@@ -71,7 +71,7 @@ async fn adds_fission_function_and_forwarding_headers() {
     );
     assert_eq!(
         header(&seen, "forwarded"),
-        Some(format!("host={router_host};").as_str())
+        Some(format!("host=\"{router_host}\"").as_str())
     );
     assert_eq!(header(&seen, "x-forwarded-for"), Some("127.0.0.1"));
     assert_eq!(
@@ -362,6 +362,7 @@ async fn unknown_route_is_404_and_wrong_method_is_405_both_marked_as_router_erro
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
     assert!(body.is_empty());
     assert_eq!(headers[ERROR_REASON_HEADER], "method_not_allowed");
+    assert_eq!(headers["allow"], "GET", "a 405 says which methods would do");
 }
 
 #[tokio::test]

@@ -53,6 +53,15 @@ impl Ctx {
     }
 }
 
+/// Said when a trigger kind is stored that this server does not fire yet (Fission runs a
+/// separate component for each; this one is still to come).
+pub(crate) fn warn_not_fired(ctx: &Ctx, kind: &str) {
+    ctx.warn(format!(
+        "this server does not fire {kind}s yet: the trigger is stored (and applies unchanged to a Fission \
+         cluster) but will not call its function"
+    ));
+}
+
 /// A result line on stdout (`function 'x' created`), always printed.
 pub(crate) fn say(msg: impl Display) {
     output::print_stdout(format!("{msg}\n").as_bytes());

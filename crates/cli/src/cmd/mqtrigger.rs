@@ -200,6 +200,7 @@ async fn create(ctx: &Ctx, a: MqtCreateArgs) -> anyhow::Result<()> {
     }
     ctx.api.create(&t).await.wrap("error creating message queue trigger")?;
     say(format!("trigger '{name}' created"));
+    super::warn_not_fired(ctx, "MessageQueueTrigger");
     Ok(())
 }
 

@@ -398,7 +398,8 @@ pub(crate) fn route_table(triggers: &[HttpTrigger]) -> Table {
             s.effective_prefix().unwrap_or(&s.relativeurl).to_owned(),
             functions_cell(&s.functionref),
             s.createingress.to_string(),
-            s.ingressconfig.host.clone(),
+            // The host the router matches (`--host`) when there is one; else the ingress host.
+            if s.host.is_empty() { s.ingressconfig.host.clone() } else { s.host.clone() },
             s.ingressconfig.path.clone(),
             s.ingressconfig.tls.clone(),
             go_map(s.ingressconfig.annotations.as_ref().unwrap_or(&empty)),

@@ -148,11 +148,12 @@ async fn create(ctx: &Ctx, a: TtCreateArgs) -> anyhow::Result<()> {
     }
     ctx.api.create(&t).await.wrap("error creating time trigger")?;
     say(format!("trigger '{name}' created"));
+    super::warn_not_fired(ctx, "TimeTrigger");
     Ok(())
 }
 
 pub(crate) fn tt_table(tts: &[TimeTrigger]) -> Table {
-    let mut t = Table::new(&["NAME", "CRON", "FUNCTION_NAME", "METHOD", "SUBPATH"]);
+    let mut t = Table::new(&["NAME", "CRON", "FUNCTION_NAME", "METHOD", "SUBPATH", "NAMESPACE"]);
     for tt in tts {
         t.row(vec![
             tt.metadata.name.clone(),
@@ -160,6 +161,7 @@ pub(crate) fn tt_table(tts: &[TimeTrigger]) -> Table {
             tt.spec.functionref.name.clone(),
             tt.spec.method.clone(),
             tt.spec.subpath.clone(),
+            tt.metadata.namespace.clone(),
         ]);
     }
     t

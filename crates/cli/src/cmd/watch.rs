@@ -102,6 +102,7 @@ async fn create(ctx: &Ctx, a: WatchCreateArgs) -> anyhow::Result<()> {
     }
     ctx.api.create(&w).await.wrap("error creating watch")?;
     say(format!("trigger '{name}' created"));
+    super::warn_not_fired(ctx, "KubernetesWatchTrigger");
     Ok(())
 }
 

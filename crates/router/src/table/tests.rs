@@ -63,7 +63,7 @@ fn see(t: &RouteTable, method: Method, host: Option<&str>, path: &str) -> Seen {
                 .collect(),
         },
         Lookup::Builtin(b) => Seen::Builtin(b),
-        Lookup::MethodNotAllowed => Seen::NotAllowed,
+        Lookup::MethodNotAllowed { .. } => Seen::NotAllowed,
         Lookup::NotFound => Seen::NotFound,
     }
 }
@@ -734,4 +734,24 @@ fn metric_path_is_the_trigger_url_or_prefix_and_empty_for_internal_routes() {
     assert_eq!(path_label("/u/1"), "/u/{id}");
     assert_eq!(path_label("/p/x"), "/p/");
     assert_eq!(path_label("/fission-function/f"), "");
+}
+
+#[test]
+fn method_not_allowed_names_every_method_the_path_accepts() {
+    let t = table(
+        &[function("default", "a")],
+        &[
+            url_trigger("g", "/m", &["GET"], "a"),
+            url_trigger("p", "/m", &["POST", "GET"], "a"),
+            url_trigger("o", "/other", &["DELETE"], "a"),
+        ],
+    );
+    match t.lookup(&Method::PUT, None, "/m") {
+        Lookup::MethodNotAllowed { allow } => assert_eq!(allow, "GET, POST"),
+        _ => panic!("PUT /m must be a 405"),
+    }
+    match t.lookup(&Method::POST, None, "/router-healthz") {
+        Lookup::MethodNotAllowed { allow } => assert_eq!(allow, "GET"),
+        _ => panic!("POST /router-healthz must be a 405"),
+    }
 }
