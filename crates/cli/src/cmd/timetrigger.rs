@@ -258,10 +258,13 @@ mod tests {
     }
 
     #[test]
-    fn tt_table_has_fission_columns() {
+    fn tt_table_has_fission_columns_and_the_namespace() {
         let t = build("default", "t1", &create_args(&["--function", "f", "--cron", "*/5 * * * *", "--method", "get"]))
             .expect("tt");
         let out = tt_table(&[t]).render();
-        assert_eq!(out, "NAME CRON        FUNCTION_NAME METHOD SUBPATH\nt1   */5 * * * * f             GET    /\n");
+        assert_eq!(
+            out,
+            "NAME CRON        FUNCTION_NAME METHOD SUBPATH NAMESPACE\nt1   */5 * * * * f             GET    /       default\n"
+        );
     }
 }
