@@ -287,6 +287,29 @@ impl Api {
         Ok(up.id)
     }
 
+    /// Every archive id in the store.
+    pub(crate) async fn list_archives(&self) -> Result<Vec<String>, ApiError> {
+        let segs: Vec<&str> = STORAGE_ARCHIVE_PATH.trim_start_matches('/').split('/').collect();
+        let resp = self.send(self.request(Method::GET, self.url(&segs, &[]))).await?;
+        let ids: Option<Vec<String>> = self.json(resp, "an archive list").await?;
+        Ok(ids.unwrap_or_default())
+    }
+
+    /// The bytes of archive `id`.
+    pub(crate) async fn get_archive(&self, id: &str) -> Result<Vec<u8>, ApiError> {
+        let segs: Vec<&str> = STORAGE_ARCHIVE_PATH.trim_start_matches('/').split('/').collect();
+        let resp = self.send(self.request(Method::GET, self.url(&segs, &[("id", id)]))).await?;
+        let bytes = resp.bytes().await.map_err(|e| ApiError::Other(format!("error downloading archive: {e}")))?;
+        Ok(bytes.to_vec())
+    }
+
+    /// Delete archive `id`.
+    pub(crate) async fn delete_archive(&self, id: &str) -> Result<(), ApiError> {
+        let segs: Vec<&str> = STORAGE_ARCHIVE_PATH.trim_start_matches('/').split('/').collect();
+        self.send(self.request(Method::DELETE, self.url(&segs, &[("id", id)]))).await?;
+        Ok(())
+    }
+
     /// Fetch an archive by URL: archives recorded with the storagesvc URL go through the
     /// controller's storage proxy; any other URL is fetched directly.
     pub(crate) async fn download_archive(&self, url: &str) -> Result<Vec<u8>, ApiError> {
@@ -374,9 +397,13 @@ pub(crate) fn storage_archive_id(url: &str) -> Option<String> {
     u.query_pairs().find(|(k, _)| k == "id").map(|(_, v)| v.into_owned())
 }
 
-/// The URL recorded in a package for an archive stored under `id`.
+/// The URL recorded in a package for an archive stored under `id`, the id URL-escaped as
+/// Fission's storagesvc client writes it (`?id=%2Ffission%2Ffission-functions%2F…`).
 pub(crate) fn storage_archive_url(id: &str) -> String {
-    format!("{STORAGESVC_ARCHIVE_URL}?id={id}")
+    let mut url = Url::parse(STORAGESVC_ARCHIVE_URL).unwrap_or_else(|_| unreachable!("constant URL"));
+    url.query_pairs_mut().append_pair("id", id);
+    // `query_pairs_mut` uses form encoding, which leaves nothing to tell apart from Go's here.
+    url.to_string()
 }
 
 /// Objects that are not `fission.io/v1` kinds (Secret, ConfigMap), addressed by kind.
@@ -478,6 +505,9 @@ mod tests {
         let url = storage_archive_url("abc123");
         assert_eq!(url, "http://storagesvc.fission/v1/archive?id=abc123");
         assert_eq!(storage_archive_id(&url).as_deref(), Some("abc123"));
+        let url = storage_archive_url("/fission/fission-functions/abc123");
+        assert_eq!(url, "http://storagesvc.fission/v1/archive?id=%2Ffission%2Ffission-functions%2Fabc123");
+        assert_eq!(storage_archive_id(&url).as_deref(), Some("/fission/fission-functions/abc123"));
         assert_eq!(storage_archive_id("http://storagesvc/v1/archive?id=z").as_deref(), Some("z"));
         assert_eq!(storage_archive_id("http://example.com/v1/archive?id=z"), None);
     }

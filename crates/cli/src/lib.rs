@@ -168,6 +168,9 @@ pub enum Command {
     /// Create, update and manage config maps (mounted at /configs/<ns>/<name>/<key>)
     #[command(name = "configmap", visible_alias = "cm", subcommand)]
     ConfigMap(Box<cmd::secret::ValuesCommand>),
+    /// Upload, list, download and delete archives in the server's archive store
+    #[command(name = "archive", visible_alias = "ar", subcommand)]
+    Archive(Box<cmd::archives::ArchiveCommand>),
     /// Declarative specs: save, validate, apply and destroy a directory of YAML objects
     #[command(subcommand)]
     Spec(Box<SpecCommand>),
@@ -188,6 +191,7 @@ pub async fn run(global: GlobalArgs, cmd: Command) -> anyhow::Result<()> {
         Command::MqTrigger(c) => cmd::mqtrigger::run(&ctx, *c).await,
         Command::Canary(c) => cmd::canary::run(&ctx, *c).await,
         Command::Spec(c) => cmd::spec::run(&ctx, *c).await,
+        Command::Archive(c) => cmd::archives::run(&ctx, *c).await,
         Command::Secret(c) => cmd::secret::run(&ctx, cmd::secret::Values::Secret, *c).await,
         Command::ConfigMap(c) => cmd::secret::run(&ctx, cmd::secret::Values::ConfigMap, *c).await,
         Command::Version => cmd::version::run(&ctx).await,

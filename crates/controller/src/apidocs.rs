@@ -61,6 +61,8 @@ pub(crate) fn document() -> Value {
         json!({
             "post": {"summary": "Upload an archive (raw body)", "requestBody": {"required": true, "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
                      "responses": {"201": {"description": "stored", "content": {"application/json": {"schema": {"type": "object", "properties": {"id": {"type": "string"}}}}}}}},
+            "delete": {"summary": "Delete an archive by id", "parameters": [{"name": "id", "in": "query", "required": true, "schema": {"type": "string"}}],
+                       "responses": {"200": {"description": "deleted"}, "404": {"description": "not found"}}},
             "get": {"summary": "Download an archive by id, or list ids without one", "parameters": [{"name": "id", "in": "query", "required": false, "schema": {"type": "string"}}],
                     "responses": {"200": {"description": "archive bytes or id list"}, "404": {"description": "not found"}}}
         }),

@@ -59,7 +59,10 @@ pub(crate) fn routes(c: Controller) -> Router {
         .route("/v2/apidocs.json", get(|| async { Json(apidocs::document()) }))
         .route(
             "/proxy/storage/v1/archive",
-            get(archive_get).post(archive_put).layer(DefaultBodyLimit::max(c.config.max_archive_bytes)),
+            get(archive_get)
+                .post(archive_put)
+                .delete(archive_delete)
+                .layer(DefaultBodyLimit::max(c.config.max_archive_bytes)),
         )
         .route("/proxy/svcname", get(svcname))
         .route("/proxy/logs/{function}", get(function_logs).post(function_logs));
@@ -291,7 +294,27 @@ async fn archive_put(State(c): State<Controller>, body: BodyResult) -> ApiResult
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?
         .map_err(|e| ApiError::internal(e.to_string()))?;
-    Ok((StatusCode::CREATED, Json(json!({ "id": id }))).into_response())
+    // Fission's id shape (`/fission/fission-functions/<id>`), so scripts written for it parse it.
+    Ok((StatusCode::CREATED, Json(json!({ "id": fission_store::archive::client_id(&id) }))).into_response())
+}
+
+/// The archive store's failures as API errors.
+fn archive_error(e: fission_store::archive::ArchiveError) -> ApiError {
+    match e {
+        fission_store::archive::ArchiveError::NotFound(id) => ApiError::not_found(format!("archive '{id}' not found")),
+        fission_store::archive::ArchiveError::InvalidId(id) => ApiError::invalid(format!("'{id}' is not an archive id")),
+        other => ApiError::internal(other.to_string()),
+    }
+}
+
+async fn archive_delete(State(c): State<Controller>, Query(q): Query<HashMap<String, String>>) -> ApiResult<StatusCode> {
+    let id = q.get("id").cloned().ok_or_else(|| ApiError::invalid("query parameter 'id' is required"))?;
+    let archives = c.archives.clone();
+    tokio::task::spawn_blocking(move || archives.delete(&id))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(archive_error)?;
+    Ok(StatusCode::OK)
 }
 
 async fn archive_get(State(c): State<Controller>, Query(q): Query<HashMap<String, String>>) -> ApiResult<Response> {
@@ -301,6 +324,7 @@ async fn archive_get(State(c): State<Controller>, Query(q): Query<HashMap<String
             .await
             .map_err(|e| ApiError::internal(e.to_string()))?
             .map_err(|e| ApiError::internal(e.to_string()))?;
+        let ids: Vec<String> = ids.iter().map(|id| fission_store::archive::client_id(id)).collect();
         return Ok(Json(ids).into_response());
     };
     let archives = c.archives.clone();
@@ -309,8 +333,7 @@ async fn archive_get(State(c): State<Controller>, Query(q): Query<HashMap<String
         .map_err(|e| ApiError::internal(e.to_string()))?
         .map_err(|e| match e {
             fission_store::archive::ArchiveError::NotFound(_) => ApiError::not_found("Error retrieving item: not found"),
-            fission_store::archive::ArchiveError::InvalidId(id) => ApiError::invalid(format!("'{id}' is not an archive id")),
-            other => ApiError::internal(other.to_string()),
+            other => archive_error(other),
         })?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
 }

@@ -632,3 +632,100 @@ fn router_405_says_which_methods_are_allowed() {
         Some("GET, POST")
     );
 }
+
+#[test]
+fn archive_commands_speak_fissions_ids_and_urls() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().expect("dir");
+    let run = |args: &[&str]| server.fission_in(args, Some(dir.path()));
+    std::fs::write(dir.path().join("blob.zip"), b"not really a zip, but bytes").expect("write");
+
+    let up = run(&["archive", "upload", "--name", "blob.zip"])
+        .ok()
+        .stdout;
+    // Scripts written for Fission take the fifth word.
+    let id = up.split_whitespace().nth(5).expect("id").to_owned();
+    assert!(
+        up.starts_with("File successfully uploaded with ID: /fission/fission-functions/"),
+        "{up}"
+    );
+    let hex = id
+        .strip_prefix("/fission/fission-functions/")
+        .expect("prefix")
+        .to_owned();
+
+    let listed = run(&["ar", "list"]).ok().stdout;
+    assert_eq!(listed, format!("ARCHIVES\n{id}\n"));
+    let url = run(&["archive", "get-url", "--id", &id]).ok().stdout;
+    assert_eq!(
+        url,
+        format!(
+            "URL: http://storagesvc.fission/v1/archive?id=%2Ffission%2Ffission-functions%2F{hex}\n"
+        )
+    );
+    let got = run(&["archive", "download", "--id", &id]).ok().stdout;
+    assert_eq!(got, format!("File download complete. File name: {hex}\n"));
+    assert_eq!(
+        std::fs::read(dir.path().join(&hex)).expect("downloaded"),
+        b"not really a zip, but bytes"
+    );
+
+    assert_eq!(
+        run(&["archive", "delete", "--id", &id]).ok().stdout,
+        format!("Deleted archive with id: {id}\n")
+    );
+    assert_eq!(run(&["ar", "list"]).ok().stdout, "ARCHIVES\n");
+    run(&["archive", "get-url", "--id", &id]).fails_with("not found");
+}
+
+#[test]
+fn large_packages_refer_to_archives_by_fissions_escaped_url_and_still_run() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().expect("dir");
+    let run = |args: &[&str]| server.fission_in(args, Some(dir.path()));
+    // Over the 256 KiB literal limit, so the CLI uploads it and records a URL.
+    let padding = format!("// {}\n", "x".repeat(300 * 1024));
+    support::write(
+        dir.path(),
+        "big.js",
+        &format!("{padding}module.exports = async () => ({{ status: 200, body: 'big\\n' }});\n"),
+    );
+    run(&[
+        "env",
+        "create",
+        "--name",
+        "nodejs",
+        "--image",
+        "fission/node-env",
+        "--poolsize",
+        "1",
+    ])
+    .ok();
+    run(&[
+        "fn", "create", "--name", "big", "--env", "nodejs", "--code", "big.js",
+    ])
+    .ok();
+    let ids = run(&["ar", "list"]).ok().stdout;
+    let id = ids.lines().nth(1).expect("one archive").to_owned();
+    let pkg = run(&["pkg", "list", "-o", "json"]).ok().stdout;
+    let want = run(&["archive", "get-url", "--id", &id]).ok().stdout;
+    let want = want.trim().strip_prefix("URL: ").expect("url");
+    assert!(
+        pkg.contains(want),
+        "the package records the archive's URL {want}: {pkg}"
+    );
+    if can_call_functions() {
+        run(&[
+            "route",
+            "create",
+            "--name",
+            "big",
+            "--function",
+            "big",
+            "--url",
+            "/big",
+        ])
+        .ok();
+        assert_eq!(get_ok(&server, "/big"), "big\n");
+    }
+}

@@ -48,10 +48,39 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-/// The archive id in a storage URL (`…/v1/archive?id=<id>`), whatever the host.
+/// The prefix of the archive ids Fission's storagesvc hands out (`/fission/fission-functions/<id>`);
+/// ids given to clients carry it, so scripts written for Fission parse them.
+pub const FISSION_ID_PREFIX: &str = "/fission/fission-functions/";
+
+/// [`FISSION_ID_PREFIX`] as it appears URL-escaped in a query string.
+const ESCAPED_ID_PREFIX: &str = "%2Ffission%2Ffission-functions%2F";
+
+/// The id a client is given for content id `id`.
+pub fn client_id(id: &str) -> String {
+    format!("{FISSION_ID_PREFIX}{id}")
+}
+
+/// The content id (sha256 hex) inside a client id; ids without the prefix are returned as is.
+pub fn content_id(id: &str) -> &str {
+    id.strip_prefix(FISSION_ID_PREFIX).unwrap_or(id)
+}
+
+/// The archive URL recorded in packages for content id `id`: Fission's storagesvc URL with the
+/// client id URL-escaped.
+pub fn storage_url(id: &str) -> String {
+    format!("{STORAGE_URL_PREFIX}{ESCAPED_ID_PREFIX}{id}")
+}
+
+/// The content id in a storage URL (`…/v1/archive?id=<id>`), whatever the host, with or without
+/// Fission's id prefix (plain or URL-escaped).
 pub fn archive_id_from_url(url: &str) -> Option<&str> {
     let (_, query) = url.split_once("/v1/archive?")?;
-    query.split('&').find_map(|kv| kv.strip_prefix("id=")).filter(|id| !id.is_empty())
+    let id = query.split('&').find_map(|kv| kv.strip_prefix("id=")).filter(|id| !id.is_empty())?;
+    let escaped = id
+        .get(..ESCAPED_ID_PREFIX.len())
+        .filter(|p| p.eq_ignore_ascii_case(ESCAPED_ID_PREFIX))
+        .map(|p| &id[p.len()..]);
+    Some(escaped.unwrap_or_else(|| content_id(id))).filter(|id| !id.is_empty())
 }
 
 /// Files on disk, one per distinct content, named by sha256.
@@ -69,6 +98,7 @@ impl ArchiveStore {
     }
 
     fn path_of(&self, id: &str) -> Result<PathBuf, ArchiveError> {
+        let id = content_id(id);
         if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
             return Err(ArchiveError::InvalidId(id.to_owned()));
         }
@@ -101,7 +131,7 @@ impl ArchiveStore {
             Err(e) => return Err(ArchiveError::Io { path, source: e }),
         };
         let actual = sha256_hex(&bytes);
-        if actual != id {
+        if actual != content_id(id) {
             return Err(ArchiveError::Corrupt { id: id.to_owned(), actual });
         }
         Ok(bytes)
@@ -187,5 +217,24 @@ mod tests {
         assert_eq!(archive_id_from_url(&url), Some("abc"));
         assert_eq!(archive_id_from_url("http://x/v1/archive?foo=1&id=z"), Some("z"));
         assert_eq!(archive_id_from_url("http://x/other"), None);
+    }
+
+    #[test]
+    fn fission_shaped_ids_and_urls_resolve_to_the_content() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = ArchiveStore::open(dir.path()).expect("open");
+        let id = store.put(b"zip").expect("put");
+        let client = client_id(&id);
+        assert_eq!(client, format!("/fission/fission-functions/{id}"));
+        assert_eq!(store.get(&client).expect("get by client id"), b"zip");
+        assert!(store.contains(&client));
+        let url = storage_url(&id);
+        assert_eq!(url, format!("http://storagesvc.fission/v1/archive?id=%2Ffission%2Ffission-functions%2F{id}"));
+        assert_eq!(archive_id_from_url(&url), Some(id.as_str()));
+        let lower = url.replace("%2F", "%2f");
+        assert_eq!(archive_id_from_url(&lower), Some(id.as_str()));
+        let plain = format!("{STORAGE_URL_PREFIX}{client}");
+        assert_eq!(archive_id_from_url(&plain), Some(id.as_str()));
+        assert!(matches!(store.get("/fission/fission-functions/../x"), Err(ArchiveError::InvalidId(_))));
     }
 }

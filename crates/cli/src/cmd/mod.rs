@@ -1,5 +1,6 @@
 //! One module per command group; shared plumbing here.
 
+pub(crate) mod archives;
 pub(crate) mod canary;
 pub(crate) mod env;
 pub(crate) mod function;
