@@ -121,6 +121,18 @@ impl GlobalArgs {
     }
 }
 
+impl GlobalArgs {
+    /// The namespace of the environment an object in `own` refers to: `--envNamespace`
+    /// (`--envns`) when given, which lets a function or package use an environment of another
+    /// namespace, as Fission's deprecated flag does; else the object's own namespace.
+    pub(crate) fn env_ref_namespace(&self, own: &str) -> String {
+        match self.env_namespace.as_deref().map(str::trim) {
+            Some(ns) if !ns.is_empty() => ns.to_owned(),
+            _ => own.to_owned(),
+        }
+    }
+}
+
 /// Namespace precedence, separated from the process environment for testing.
 fn resolve_namespace(flag: Option<&str>, deprecated: Option<&str>, env: Option<&str>) -> String {
     [flag, deprecated, env]

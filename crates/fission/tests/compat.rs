@@ -729,3 +729,112 @@ fn large_packages_refer_to_archives_by_fissions_escaped_url_and_still_run() {
         assert_eq!(get_ok(&server, "/big"), "big\n");
     }
 }
+
+#[test]
+fn a_function_uses_an_environment_of_another_namespace() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().expect("dir");
+    let run = |args: &[&str]| server.fission_in(args, Some(dir.path()));
+    support::write(
+        dir.path(),
+        "hello.js",
+        "module.exports = async () => ({ status: 200, body: 'across\\n' });\n",
+    );
+    run(&[
+        "env",
+        "create",
+        "--name",
+        "nodejs",
+        "--image",
+        "fission/node-env",
+        "--poolsize",
+        "1",
+        "--envns",
+        "shared",
+    ])
+    .ok();
+    // Fission's deprecated per-kind namespace flags, as old scripts pass them.
+    run(&[
+        "fn", "create", "--name", "hello", "--env", "nodejs", "--code", "hello.js", "--fns",
+        "team", "--envns", "shared",
+    ])
+    .ok();
+    let f: serde_json::Value = serde_json::from_str(
+        &run(&["fn", "list", "--fns", "team", "-o", "json"])
+            .ok()
+            .stdout,
+    )
+    .expect("json");
+    assert_eq!(f[0]["metadata"]["namespace"], "team");
+    assert_eq!(
+        f[0]["spec"]["environment"],
+        serde_json::json!({"namespace": "shared", "name": "nodejs"})
+    );
+    let pkgs = run(&["pkg", "list", "--pkgns", "team"]).ok().stdout;
+    assert!(
+        pkgs.contains("hello-"),
+        "the package lives with the function: {pkgs}"
+    );
+    run(&[
+        "route",
+        "create",
+        "--name",
+        "hello",
+        "--function",
+        "hello",
+        "--url",
+        "/across",
+        "--triggerns",
+        "team",
+    ])
+    .ok();
+    if can_call_functions() {
+        assert_eq!(get_ok(&server, "/across"), "across\n");
+    }
+    run(&["env", "delete", "--name", "nodejs", "--envns", "shared"]).fails_with("(team/hello)");
+    // The controller checks the reference where it points.
+    run(&[
+        "fn", "create", "--name", "lost", "--env", "nodejs", "--code", "hello.js", "--fns", "team",
+    ])
+    .fails_with("error retrieving environment information");
+}
+
+#[test]
+fn a_spec_keeps_an_environment_reference_to_another_namespace() {
+    let server = Server::start();
+    let project = tempfile::tempdir().expect("project");
+    copy_dir(&corpus(), project.path());
+    let run = |args: &[&str]| server.fission_in(args, Some(project.path()));
+    // The environment moves to 'shared'; the function (no namespace of its own) points there.
+    let specs = project.path().join("specs");
+    let env = std::fs::read_to_string(specs.join("env-nodejs.yaml")).expect("env");
+    std::fs::write(
+        specs.join("env-nodejs.yaml"),
+        env.replace("namespace: default", "namespace: shared"),
+    )
+    .expect("write");
+    let f = std::fs::read_to_string(specs.join("function-hello.yaml")).expect("fn");
+    let f = f.replace(
+        "    name: nodejs\n    namespace: default\n",
+        "    name: nodejs\n    namespace: shared\n",
+    );
+    let f = f.replace("  name: hello\n  namespace: default\n", "  name: hello\n");
+    std::fs::write(specs.join("function-hello.yaml"), f).expect("write");
+    let out = run(&["spec", "apply"]).ok().stdout;
+    assert!(out.contains("shared:nodejs"), "{out}");
+    let listed: serde_json::Value =
+        serde_json::from_str(&run(&["fn", "list", "-o", "json"]).ok().stdout).expect("json");
+    let hello = listed
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|f| f["metadata"]["name"] == "hello")
+        .expect("hello");
+    assert_eq!(hello["spec"]["environment"]["namespace"], "shared");
+    if can_call_functions() {
+        assert_eq!(
+            get_ok(&server, "/corpus/hello"),
+            "hello from a fission spec\n"
+        );
+    }
+}

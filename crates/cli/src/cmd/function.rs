@@ -474,6 +474,8 @@ async fn create(ctx: &Ctx, a: FnCreateArgs) -> anyhow::Result<()> {
         bail!("a function with the same name already exists");
     }
 
+    // The environment may live in another namespace (`--envns`); the package lives with the function.
+    let mut env_ns = ctx.global.env_ref_namespace(&ns);
     // Resolve the package: an existing one, or a new one to create.
     let (env, pkg_name, existing_pkg_rv) = match &a.pkgname {
         Some(p) => {
@@ -484,6 +486,11 @@ async fn create(ctx: &Ctx, a: FnCreateArgs) -> anyhow::Result<()> {
                     "read package in '{p}' in Namespace: {ns}. Package needs to be present in the same namespace as function"
                 ))?;
                 let pkg_env = pkg.spec.environment.name.clone();
+                // The package's environment is the function's, wherever it lives.
+                env_ns = match pkg.spec.environment.namespace.as_str() {
+                    "" => ns.clone(),
+                    other => other.to_owned(),
+                };
                 if a.env.as_deref().is_some_and(|e| e != pkg_env) {
                     ctx.warn(
                         "Function's environment is different than package's environment, package's environment will be \
@@ -497,13 +504,14 @@ async fn create(ctx: &Ctx, a: FnCreateArgs) -> anyhow::Result<()> {
             let env = a.env.clone().unwrap_or_default();
             let has_source = prepared.as_ref().is_some_and(package::PreparedCode::has_source);
             if !dry {
-                package::check_environment(ctx, &ns, &env, has_source && a.code.buildcmd.is_none()).await?;
+                package::check_environment(ctx, &env_ns, &env, has_source && a.code.buildcmd.is_none()).await?;
             }
             (env, package_name_for_function(&a.name, &uuid::Uuid::new_v4().to_string()), None)
         }
     };
 
     let mut function = build_function(&ns, &a, &env, &pkg_name, exec.strategy)?;
+    function.spec.environment.namespace = env_ns.clone();
     // Validate before anything is written; the package resourceVersion is filled in after its write.
     validate(&function)?;
     if let (false, Some((t, _))) = (dry, &route) {
@@ -518,7 +526,7 @@ async fn create(ctx: &Ctx, a: FnCreateArgs) -> anyhow::Result<()> {
     let mut dry_docs = Vec::new();
     if let Some(prepared) = prepared {
         let (deploy, src) = a.code.archives(ctx, prepared, dry).await.wrap("error creating package")?;
-        let env_ref = ObjectReference { namespace: ns.clone(), name: env.clone() };
+        let env_ref = ObjectReference { namespace: env_ns.clone(), name: env.clone() };
         let pkg = package::new_package(&ns, &pkg_name, &env_ref, deploy, src, a.code.buildcmd.as_deref());
         validate(&pkg)?;
         if dry {
@@ -780,10 +788,11 @@ async fn update(ctx: &Ctx, a: FnUpdateArgs) -> anyhow::Result<()> {
     let mut rebuilt: Option<Function> = None;
     let env_changed = a.env.as_ref().is_some_and(|e| *e != f.spec.environment.name);
     if let Some(e) = &a.env {
+        let env_ns = ctx.global.env_ref_namespace(&ns);
         if env_changed {
-            package::check_environment(ctx, &ns, e, false).await?;
+            package::check_environment(ctx, &env_ns, e, false).await?;
         }
-        f.spec.environment = ObjectReference { namespace: ns.clone(), name: e.clone() };
+        f.spec.environment = ObjectReference { namespace: env_ns, name: e.clone() };
     }
 
     if let Some(p) = &a.pkgname {

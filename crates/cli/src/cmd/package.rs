@@ -443,17 +443,18 @@ async fn create(ctx: &Ctx, a: PkgCreateArgs) -> anyhow::Result<()> {
         None => package_name_from_file(a.code.first_arg().unwrap_or_default(), &random_suffix(4)),
     };
     check_name::<PackageSpec>(&ns, &name)?;
-    check_name::<EnvironmentSpec>(&ns, &env)?;
+    let env_ns = ctx.global.env_ref_namespace(&ns);
+    check_name::<EnvironmentSpec>(&env_ns, &env)?;
     let prepared = a.code.prepare().context("error creating package")?;
     let has_source = prepared.has_source();
     if !dry {
-        check_environment(ctx, &ns, &env, has_source && a.code.buildcmd.is_none()).await?;
+        check_environment(ctx, &env_ns, &env, has_source && a.code.buildcmd.is_none()).await?;
         if ctx.api.get_opt::<PackageSpec>(&ns, &name).await.wrap("error creating package")?.is_some() {
             bail!("error creating package: package '{name}' already exists");
         }
     }
     let (deploy, src) = a.code.archives(ctx, prepared, dry).await.wrap("error creating package")?;
-    let env_ref = ObjectReference { namespace: ns.clone(), name: env };
+    let env_ref = ObjectReference { namespace: env_ns, name: env };
     let pkg = new_package(&ns, &name, &env_ref, deploy, src, a.code.buildcmd.as_deref());
     validate(&pkg)?;
     if dry {
@@ -482,8 +483,9 @@ async fn update(ctx: &Ctx, a: PkgUpdateArgs) -> anyhow::Result<()> {
         Some(e) => {
             let needs_builder = (prepared.has_source() || !pkg.spec.source.is_empty())
                 && a.code.buildcmd.as_deref().unwrap_or(&pkg.spec.buildcmd).is_empty();
-            check_environment(ctx, &ns, e, needs_builder).await?;
-            Some(ObjectReference { namespace: ns.clone(), name: e.clone() })
+            let env_ns = ctx.global.env_ref_namespace(&ns);
+            check_environment(ctx, &env_ns, e, needs_builder).await?;
+            Some(ObjectReference { namespace: env_ns, name: e.clone() })
         }
         None => None,
     };

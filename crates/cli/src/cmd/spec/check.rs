@@ -83,15 +83,22 @@ pub(crate) fn insert_namespace(specs: &mut Specs, current: &str, force: bool) {
             continue;
         }
         o.res.meta_mut().namespace = current.to_owned();
+        // A reference that names its namespace keeps it (an environment may be shared from
+        // another namespace), unless everything is being forced into `current`.
+        let fill = |ns: &mut String| {
+            if force || ns.is_empty() {
+                *ns = current.to_owned();
+            }
+        };
         match &mut o.res {
             AnyResource::Function(f) => {
                 f.spec.package.packageref.namespace = current.to_owned();
-                f.spec.environment.namespace = current.to_owned();
+                fill(&mut f.spec.environment.namespace);
                 for r in f.spec.secrets.iter_mut().chain(f.spec.configmaps.iter_mut()) {
                     r.namespace = current.to_owned();
                 }
             }
-            AnyResource::Package(p) => p.spec.environment.namespace = current.to_owned(),
+            AnyResource::Package(p) => fill(&mut p.spec.environment.namespace),
             _ => {}
         }
     }
