@@ -53,10 +53,11 @@ fn a_spec_directory_exactly_as_fission_writes_it_applies_and_serves() {
     let run = |args: &[&str]| server.fission_in(args, Some(project.path()));
 
     run(&["spec", "validate"]).ok();
-    let out = run(&["spec", "apply"]).ok();
+    // --wait: the source package's build settles (and re-pins its function) before re-applying.
+    let out = run(&["spec", "apply", "--wait"]).ok();
     for needle in [
         "2 environments created: default:nodejs, default:python",
-        "2 functions created: default:hello, default:pyhello",
+        "3 functions created: default:hello, default:pyhello, default:pysrc",
         "2 HTTPTriggers created: default:hello, default:pyhello",
         "1 TimeTrigger created: default:hello-every-minute",
         "1 MessageQueueTrigger created: default:orders",
@@ -89,6 +90,11 @@ fn a_spec_directory_exactly_as_fission_writes_it_applies_and_serves() {
         assert_eq!(
             get_ok(&server, "/corpus/py/anything"),
             "hello from python\n"
+        );
+        // Built from its source archive by the Python builder.
+        assert_eq!(
+            get_ok(&server, "/fission-function/pysrc"),
+            "built from source\n"
         );
     }
 }
