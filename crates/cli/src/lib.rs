@@ -17,12 +17,14 @@
 mod api;
 mod archive;
 mod cmd;
+mod goflags;
 mod output;
 mod util;
 
 use clap::{Args, Subcommand};
 
 pub use cmd::canary::CanaryCommand;
+pub use goflags::go_style_bools;
 pub use cmd::env::EnvCommand;
 pub use cmd::function::FnCommand;
 pub use cmd::mqtrigger::MqtCommand;

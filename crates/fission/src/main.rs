@@ -8,7 +8,7 @@ mod server;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -36,7 +36,20 @@ enum TopCommand {
 }
 
 fn main() -> ExitCode {
-    let top = Top::parse();
+    let mut cli = Top::command();
+    cli.build();
+    // Fission's CLI (Go's pflag) also takes `--flag=true|false`; scripts written for it pass them.
+    let args = fission_cli::go_style_bools(&cli, std::env::args_os());
+    let top = match cli.try_get_matches_from(args).and_then(|m| Top::from_arg_matches(&m)) {
+        Ok(top) => top,
+        // Usage mistakes are errors like any other: `Error: …` on stderr and exit 1.
+        Err(e) if e.use_stderr() && e.kind() != clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let text = e.render().to_string();
+            eprint!("Error: {}", text.strip_prefix("error: ").unwrap_or(&text));
+            return ExitCode::FAILURE;
+        }
+        Err(e) => e.exit(),
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

@@ -844,3 +844,39 @@ fn a_spec_keeps_an_environment_reference_to_another_namespace() {
         );
     }
 }
+
+#[test]
+fn go_style_boolean_flags_and_usage_errors() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().expect("dir");
+    let run = |args: &[&str]| server.fission_in(args, Some(dir.path()));
+    let dry = run(&[
+        "env",
+        "create",
+        "--name",
+        "nodejs",
+        "--image",
+        "fission/node-env",
+        "--dry=true",
+    ])
+    .ok();
+    assert!(
+        dry.stdout.contains("kind: Environment"),
+        "--dry=true is --dry: {}",
+        dry.stdout
+    );
+    run(&[
+        "env",
+        "create",
+        "--name",
+        "nodejs",
+        "--image",
+        "fission/node-env",
+        "--dry=false",
+        "--poolsize",
+        "0",
+    ])
+    .ok();
+    assert_eq!(names(&server, "env"), ["nodejs"], "--dry=false creates");
+    run(&["fn", "list", "--bogus"]).fails_with("unexpected argument '--bogus'");
+}
