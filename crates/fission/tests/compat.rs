@@ -803,6 +803,22 @@ fn a_function_uses_an_environment_of_another_namespace() {
         "fn", "create", "--name", "lost", "--env", "nodejs", "--code", "hello.js", "--fns", "team",
     ])
     .fails_with("error retrieving environment information");
+    // --spec records the reference's namespace too.
+    run(&["spec", "init"]).ok();
+    run(&[
+        "fn", "create", "--name", "saved", "--env", "nodejs", "--code", "hello.js", "--envns",
+        "shared", "--spec",
+    ])
+    .ok();
+    let saved =
+        std::fs::read_to_string(dir.path().join("specs/function-saved.yaml")).expect("spec file");
+    assert!(
+        saved
+            .matches("    namespace: shared\n    name: nodejs\n")
+            .count()
+            == 2,
+        "{saved}"
+    );
 }
 
 #[test]

@@ -266,13 +266,14 @@ fn spec_archives(
 fn spec_package(
     ns: &str,
     name: &str,
+    env_ns: &str,
     env: &str,
     deploy: Option<Archive>,
     src: Option<Archive>,
     buildcmd: Option<&str>,
 ) -> Package {
     let has_source = src.is_some();
-    let env_ref = ObjectReference { namespace: ns.to_owned(), name: env.to_owned() };
+    let env_ref = ObjectReference { namespace: env_ns.to_owned(), name: env.to_owned() };
     let mut p = new_package(ns, name, &env_ref, deploy, src, buildcmd);
     p.status = initial_status(has_source);
     if !has_source {
@@ -318,9 +319,10 @@ pub(crate) fn package(ctx: &Ctx, a: &PkgCreateArgs) -> anyhow::Result<()> {
     check_name::<EnvironmentSpec>(&ns, &env)?;
     let specs = load(&a.spec)?;
     ensure_new(&specs, ResourceKind::Package, &ns, &name)?;
-    warn_missing_env(ctx, &specs, &ns, &env);
+    let env_ns = ctx.global.env_ref_namespace(&ns);
+    warn_missing_env(ctx, &specs, &env_ns, &env);
     let (deploy, src, new_archives) = spec_archives(&a.code, &a.spec, &specs)?;
-    let pkg = spec_package(&ns, &name, &env, deploy, src, a.code.buildcmd.as_deref());
+    let pkg = spec_package(&ns, &name, &env_ns, &env, deploy, src, a.code.buildcmd.as_deref());
     validate(&pkg)?;
     let mut docs = Vec::new();
     for aus in &new_archives {
@@ -343,6 +345,8 @@ pub(crate) fn function(ctx: &Ctx, a: &FnCreateArgs) -> anyhow::Result<()> {
     ensure_new(&specs, ResourceKind::Function, &ns, &a.name)?;
 
     let mut docs = Vec::new();
+    // `--envns`: an environment of another namespace (empty means "the function's", filled in on apply).
+    let env_ns = ctx.global.env_ref_namespace(&ns);
     let (env, pkg_name) = match &a.pkgname {
         Some(p) => {
             if a.code.any() {
@@ -377,10 +381,10 @@ pub(crate) fn function(ctx: &Ctx, a: &FnCreateArgs) -> anyhow::Result<()> {
             if !a.code.any() {
                 bail!("need --code or --deploy or --src argument");
             }
-            warn_missing_env(ctx, &specs, &ns, &env);
+            warn_missing_env(ctx, &specs, &env_ns, &env);
             let pkg_name = package_name_for_function(&a.name, &uuid::Uuid::new_v4().to_string());
             let (deploy, src, new_archives) = spec_archives(&a.code, &a.spec, &specs)?;
-            let pkg = spec_package(&ns, &pkg_name, &env, deploy, src, a.code.buildcmd.as_deref());
+            let pkg = spec_package(&ns, &pkg_name, &env_ns, &env, deploy, src, a.code.buildcmd.as_deref());
             validate(&pkg)?;
             for aus in &new_archives {
                 docs.push(aus_doc(aus)?);
@@ -389,7 +393,8 @@ pub(crate) fn function(ctx: &Ctx, a: &FnCreateArgs) -> anyhow::Result<()> {
             (env, pkg_name)
         }
     };
-    let function = build_function(&ns, a, &env, &pkg_name, exec.strategy)?;
+    let mut function = build_function(&ns, a, &env, &pkg_name, exec.strategy)?;
+    function.spec.environment.namespace = env_ns;
     validate(&function)?;
     docs.push(doc(&function)?);
     save(ctx, &a.spec, &format!("function-{}.yaml", a.name), &docs)?;
@@ -479,10 +484,10 @@ mod tests {
     #[test]
     fn spec_packages_are_none_without_source_and_pending_with_it() {
         let arch = Archive { archive_type: ARCHIVE_URL.into(), url: "archive://a".into(), ..Archive::default() };
-        let p = spec_package("", "p", "nodejs", Some(arch.clone()), None, None);
+        let p = spec_package("", "p", "", "nodejs", Some(arch.clone()), None, None);
         assert_eq!(p.status.buildstatus, "none");
         assert_eq!(p.metadata.namespace, "");
-        let p = spec_package("", "p", "nodejs", None, Some(arch), Some("build"));
+        let p = spec_package("", "p", "", "nodejs", None, Some(arch), Some("build"));
         assert_eq!(p.status.buildstatus, "pending");
     }
 }
