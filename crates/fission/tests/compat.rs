@@ -70,6 +70,11 @@ fn a_spec_directory_exactly_as_fission_writes_it_applies_and_serves() {
         );
     }
     assert!(
+        out.stderr.contains("Warning: this server does not fire TimeTriggers yet"),
+        "{}",
+        out.stderr
+    );
+    assert!(
         !out.stderr.contains("unknown field"),
         "Fission's own output has no unknown keys: {}",
         out.stderr

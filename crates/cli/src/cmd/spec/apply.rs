@@ -358,6 +358,13 @@ async fn reconcile(
                 }
                 None => {
                     let m = create_any(&ctx.api, d).await.wrap(&format!("error creating {what}"))?;
+                    if matches!(
+                        kind,
+                        ResourceKind::TimeTrigger | ResourceKind::MessageQueueTrigger | ResourceKind::KubernetesWatchTrigger
+                    ) && !changes.created.contains_key(&kind)
+                    {
+                        crate::cmd::warn_not_fired(ctx, kind.kind_name());
+                    }
                     Changes::add(&mut changes.created, kind, &m);
                     m
                 }
