@@ -11,7 +11,7 @@ use fission_core::resources::{build_status, initial_build_status, Environment, F
 use fission_core::{AnyResource, ResourceKind, ResourceStore, StoreError, WatchEvent, WatchEventType};
 use fission_store::archive::ArchiveStore;
 use fission_store::logs::LogStore;
-use futures::StreamExt as _;
+use fission_watcher::{Change, Watcher};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -23,8 +23,6 @@ use crate::{Config, Error};
 
 /// How often a write that conflicts with another writer is retried.
 const WRITE_ATTEMPTS: usize = 8;
-/// Pause before listing again after the change feed failed.
-const RELIST_BACKOFF: Duration = Duration::from_millis(500);
 
 type PkgKey = (String, String);
 
@@ -84,46 +82,20 @@ impl BuildManager {
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) -> Result<(), Error> {
         self.prepare_work_dir().await?;
         tracing::info!(work_dir = %self.config.work_dir.display(), "build manager started");
-        'relist: while !shutdown.is_cancelled() {
-            let listed = tokio::select! {
-                r = self.store.list_and_watch() => r,
-                () = shutdown.cancelled() => break 'relist,
-            };
-            let (objects, _, mut feed) = match listed {
-                Ok(l) => l,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot list packages; retrying");
-                    Self::pause(&shutdown).await;
-                    continue;
-                }
-            };
-            for o in objects {
-                if let AnyResource::Package(p) = o {
-                    self.consider(p, true);
-                }
-            }
-            loop {
-                let next = tokio::select! {
-                    n = feed.next() => n,
-                    () = shutdown.cancelled() => break 'relist,
-                };
-                match next {
-                    Some(Ok(ev)) => self.on_event(ev),
-                    Some(Err(StoreError::Lagged(n))) => {
-                        tracing::info!(missed = n, "package watch fell behind; listing again");
-                        continue 'relist;
-                    }
-                    Some(Err(e)) => {
-                        tracing::warn!(error = %e, "package watch failed; listing again");
-                        Self::pause(&shutdown).await;
-                        continue 'relist;
-                    }
-                    None => {
-                        tracing::warn!("package watch ended; listing again");
-                        Self::pause(&shutdown).await;
-                        continue 'relist;
+        // Store failures are retried by the watcher, the first listing's too: builds are not
+        // worth failing the server over.
+        let mut watcher = Watcher::new(self.store.clone(), "build manager");
+        while let Some(next) = watcher.next(&shutdown).await {
+            match next {
+                Ok(Change::Listed { objects, .. }) => {
+                    for o in objects {
+                        if let AnyResource::Package(p) = o {
+                            self.consider(p, true);
+                        }
                     }
                 }
+                Ok(Change::Applied(ev)) => self.on_event(ev),
+                Err(e) => tracing::warn!(error = %e, "cannot list packages; retrying"),
             }
         }
         self.stopping.cancel();
@@ -134,13 +106,6 @@ impl BuildManager {
         self.tasks.wait().await;
         tracing::info!("build manager stopped");
         Ok(())
-    }
-
-    async fn pause(shutdown: &CancellationToken) {
-        tokio::select! {
-            () = tokio::time::sleep(RELIST_BACKOFF) => {}
-            () = shutdown.cancelled() => {}
-        }
     }
 
     /// Empty the work directory: nothing is building yet, so anything there is left over.
