@@ -61,12 +61,24 @@ pub struct Watcher {
 impl Watcher {
     /// A watcher of `store`; `name` names the consumer in log lines ("route sync").
     pub fn new(store: Arc<dyn ResourceStore>, name: &'static str) -> Self {
-        Self { store, state: State::List { pause: Duration::ZERO }, revision: 0, listed_once: false, backoff: MIN_BACKOFF, name }
+        Self {
+            store,
+            state: State::List {
+                pause: Duration::ZERO,
+            },
+            revision: 0,
+            listed_once: false,
+            backoff: MIN_BACKOFF,
+            name,
+        }
     }
 
     /// The next change; `None` once `shutdown` is cancelled. `Some(Err(_))` only when the very
     /// first listing fails (later failures are retried here).
-    pub async fn next(&mut self, shutdown: &CancellationToken) -> Option<Result<Change, StoreError>> {
+    pub async fn next(
+        &mut self,
+        shutdown: &CancellationToken,
+    ) -> Option<Result<Change, StoreError>> {
         loop {
             match &mut self.state {
                 State::List { pause } => {
@@ -90,7 +102,9 @@ impl Watcher {
                             return Some(Ok(Change::Listed { objects, revision }));
                         }
                         Err(e) if !self.listed_once => {
-                            self.state = State::List { pause: self.next_pause() };
+                            self.state = State::List {
+                                pause: self.next_pause(),
+                            };
                             return Some(Err(e));
                         }
                         Err(e) => {
@@ -116,7 +130,9 @@ impl Watcher {
     /// A change that is already queued, without waiting (to apply a burst in one go).
     pub fn next_ready(&mut self) -> Option<Change> {
         loop {
-            let State::Watching(feed) = &mut self.state else { return None };
+            let State::Watching(feed) = &mut self.state else {
+                return None;
+            };
             let item = feed.next().now_or_never()?;
             if let Some(change) = self.take(item) {
                 return Some(change);
@@ -136,8 +152,14 @@ impl Watcher {
                 Some(Change::Applied(event))
             }
             Some(Err(StoreError::Lagged(missed))) => {
-                tracing::info!(consumer = self.name, missed, "fell behind the change feed; listing again");
-                self.state = State::List { pause: Duration::ZERO };
+                tracing::info!(
+                    consumer = self.name,
+                    missed,
+                    "fell behind the change feed; listing again"
+                );
+                self.state = State::List {
+                    pause: Duration::ZERO,
+                };
                 None
             }
             Some(Err(e)) => {

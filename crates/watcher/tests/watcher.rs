@@ -5,7 +5,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use fission_core::resources::{Environment, EnvironmentSpec, Runtime};
-use fission_core::{AnyResource, ResourceKind, ResourceStore, StoreError, WatchEventType, WatchStream};
+use fission_core::{
+    AnyResource, ResourceKind, ResourceStore, StoreError, WatchEventType, WatchStream,
+};
 use fission_store::RedbStore;
 use fission_watcher::{Change, Watcher};
 use futures::StreamExt as _;
@@ -31,13 +33,27 @@ impl ResourceStore for Faulty {
     async fn update(&self, obj: AnyResource) -> Result<AnyResource, StoreError> {
         self.inner.update(obj).await
     }
-    async fn delete(&self, kind: ResourceKind, namespace: &str, name: &str) -> Result<AnyResource, StoreError> {
+    async fn delete(
+        &self,
+        kind: ResourceKind,
+        namespace: &str,
+        name: &str,
+    ) -> Result<AnyResource, StoreError> {
         self.inner.delete(kind, namespace, name).await
     }
-    async fn get(&self, kind: ResourceKind, namespace: &str, name: &str) -> Result<AnyResource, StoreError> {
+    async fn get(
+        &self,
+        kind: ResourceKind,
+        namespace: &str,
+        name: &str,
+    ) -> Result<AnyResource, StoreError> {
         self.inner.get(kind, namespace, name).await
     }
-    async fn list(&self, kind: ResourceKind, namespace: Option<&str>) -> Result<Vec<AnyResource>, StoreError> {
+    async fn list(
+        &self,
+        kind: ResourceKind,
+        namespace: Option<&str>,
+    ) -> Result<Vec<AnyResource>, StoreError> {
         self.inner.list(kind, namespace).await
     }
     async fn list_and_watch(&self) -> Result<(Vec<AnyResource>, u64, WatchStream), StoreError> {
@@ -55,7 +71,10 @@ impl ResourceStore for Faulty {
         let feed: WatchStream = if len == usize::MAX {
             feed
         } else if lag {
-            Box::pin(feed.take(len).chain(futures::stream::iter([Err(StoreError::Lagged(7))])))
+            Box::pin(
+                feed.take(len)
+                    .chain(futures::stream::iter([Err(StoreError::Lagged(7))])),
+            )
         } else {
             Box::pin(feed.take(len))
         };
@@ -79,7 +98,10 @@ fn setup() -> (tempfile::TempDir, Arc<Faulty>) {
 fn env(name: &str) -> AnyResource {
     let spec = EnvironmentSpec {
         version: 3,
-        runtime: Runtime { image: "fission/node-env".to_owned(), ..Runtime::default() },
+        runtime: Runtime {
+            image: "fission/node-env".to_owned(),
+            ..Runtime::default()
+        },
         ..EnvironmentSpec::default()
     };
     AnyResource::Environment(Environment::new("default", name, spec))
@@ -103,16 +125,31 @@ async fn first_listing_holds_everything_and_later_changes_follow_in_order() {
     store.create(env("a")).await.expect("create a");
     let mut w = Watcher::new(store.clone(), "test");
     let cancel = CancellationToken::new();
-    let Change::Listed { objects, revision } = next(&mut w, &cancel).await else { panic!("first is a listing") };
+    let Change::Listed { objects, revision } = next(&mut w, &cancel).await else {
+        panic!("first is a listing")
+    };
     assert_eq!(names(&objects), ["a"]);
     assert!(revision > 0);
 
     store.create(env("b")).await.expect("create b");
-    store.delete(ResourceKind::Environment, "default", "a").await.expect("delete a");
-    let Change::Applied(added) = next(&mut w, &cancel).await else { panic!("a change") };
-    assert_eq!((added.event_type, added.object.meta().name.as_str()), (WatchEventType::Added, "b"));
-    let Change::Applied(deleted) = next(&mut w, &cancel).await else { panic!("a change") };
-    assert_eq!((deleted.event_type, deleted.object.meta().name.as_str()), (WatchEventType::Deleted, "a"));
+    store
+        .delete(ResourceKind::Environment, "default", "a")
+        .await
+        .expect("delete a");
+    let Change::Applied(added) = next(&mut w, &cancel).await else {
+        panic!("a change")
+    };
+    assert_eq!(
+        (added.event_type, added.object.meta().name.as_str()),
+        (WatchEventType::Added, "b")
+    );
+    let Change::Applied(deleted) = next(&mut w, &cancel).await else {
+        panic!("a change")
+    };
+    assert_eq!(
+        (deleted.event_type, deleted.object.meta().name.as_str()),
+        (WatchEventType::Deleted, "a")
+    );
     assert!(deleted.revision > added.revision);
     assert!(w.next_ready().is_none(), "nothing else is queued");
 }
@@ -140,13 +177,25 @@ async fn later_listing_failures_are_retried_with_backoff_not_reported() {
     store.failing_lists.store(2, Ordering::SeqCst);
     store.create(env("a")).await.expect("create a");
     store.create(env("b")).await.expect("create b");
-    let Change::Applied(a) = next(&mut w, &cancel).await else { panic!("a change") };
+    let Change::Applied(a) = next(&mut w, &cancel).await else {
+        panic!("a change")
+    };
     assert_eq!(a.object.meta().name, "a");
     let started = tokio::time::Instant::now();
-    let Change::Listed { objects, .. } = next(&mut w, &cancel).await else { panic!("a new listing") };
-    assert_eq!(names(&objects), ["a", "b"], "the listing holds what the lost feed did not deliver");
+    let Change::Listed { objects, .. } = next(&mut w, &cancel).await else {
+        panic!("a new listing")
+    };
+    assert_eq!(
+        names(&objects),
+        ["a", "b"],
+        "the listing holds what the lost feed did not deliver"
+    );
     // Pauses of 100 + 200 + 400 ms before the three listings.
-    assert!(started.elapsed() >= Duration::from_millis(650), "backed off: {:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(650),
+        "backed off: {:?}",
+        started.elapsed()
+    );
     assert_eq!(store.lists.load(Ordering::SeqCst), 4);
 }
 
@@ -158,20 +207,34 @@ async fn a_consumer_that_fell_behind_relists_at_once_and_sees_no_replay() {
     store.lag_instead.store(true, Ordering::SeqCst);
     let mut w = Watcher::new(store.clone(), "test");
     let cancel = CancellationToken::new();
-    let Change::Listed { revision: first, .. } = next(&mut w, &cancel).await else { panic!("listing") };
+    let Change::Listed {
+        revision: first, ..
+    } = next(&mut w, &cancel).await
+    else {
+        panic!("listing")
+    };
     store.feed_len.store(usize::MAX, Ordering::SeqCst);
     store.create(env("b")).await.expect("create b");
     store.create(env("c")).await.expect("create c");
-    let Change::Applied(b) = next(&mut w, &cancel).await else { panic!("b") };
+    let Change::Applied(b) = next(&mut w, &cancel).await else {
+        panic!("b")
+    };
     assert_eq!(b.object.meta().name, "b");
     let started = tokio::time::Instant::now();
-    let Change::Listed { objects, revision } = next(&mut w, &cancel).await else { panic!("relisting after Lagged") };
-    assert!(started.elapsed() < Duration::from_millis(90), "no backoff after Lagged");
+    let Change::Listed { objects, revision } = next(&mut w, &cancel).await else {
+        panic!("relisting after Lagged")
+    };
+    assert!(
+        started.elapsed() < Duration::from_millis(90),
+        "no backoff after Lagged"
+    );
     assert_eq!(names(&objects), ["a", "b", "c"]);
     assert!(revision > first);
     // A change after the new listing arrives once; nothing before it is replayed.
     store.create(env("d")).await.expect("create d");
-    let Change::Applied(d) = next(&mut w, &cancel).await else { panic!("d") };
+    let Change::Applied(d) = next(&mut w, &cancel).await else {
+        panic!("d")
+    };
     assert_eq!(d.object.meta().name, "d");
     assert!(w.next_ready().is_none());
 }
@@ -187,5 +250,10 @@ async fn shutdown_ends_the_watch_while_waiting() {
         tokio::time::sleep(Duration::from_millis(50)).await;
         stopper.cancel();
     });
-    assert!(tokio::time::timeout(Duration::from_secs(5), w.next(&cancel)).await.expect("returns").is_none());
+    assert!(
+        tokio::time::timeout(Duration::from_secs(5), w.next(&cancel))
+            .await
+            .expect("returns")
+            .is_none()
+    );
 }
