@@ -108,11 +108,11 @@ impl<B: InstanceBackend> Executor<B> {
         let mut guard = KillUnlessKept(Some(instance.clone()));
         let id = instance.id();
         // From here on the runtime's output (including the loader's errors) is the function's.
-        generic.log.retarget(Arc::new(self.logs.writer(
+        generic.log.retarget(self.logs.writer(
             &function.metadata.namespace,
             &function.metadata.name,
             id,
-        )));
+        ));
 
         let timeout = self.specialize_timeout(&function);
         let target = Specialization {

@@ -76,9 +76,10 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use fission_core::resources::Function;
-use fission_core::{ExecutorError, FunctionInstances, InstanceLease, ResourceStore, StoreError};
-use fission_store::archive::ArchiveStore;
-use fission_store::logs::LogStore;
+use fission_core::{
+    ArchiveStorage, ExecutorError, FunctionInstances, FunctionLogs, InstanceLease, ResourceStore,
+    StoreError,
+};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -151,7 +152,7 @@ pub struct Executor<B: InstanceBackend = LocalBackend> {
     me: Weak<Executor<B>>,
     config: Config,
     store: Arc<dyn ResourceStore>,
-    logs: LogStore,
+    logs: Arc<dyn FunctionLogs>,
     backend: B,
     metrics: Metrics,
     table: Arc<FunctionTable>,
@@ -172,8 +173,8 @@ impl Executor<LocalBackend> {
     pub fn new(
         config: Config,
         store: Arc<dyn ResourceStore>,
-        archives: ArchiveStore,
-        logs: LogStore,
+        archives: impl ArchiveStorage,
+        logs: impl FunctionLogs,
         launcher: Arc<dyn InstanceLauncher>,
         metrics: &mut prometheus_client::registry::Registry,
     ) -> Arc<Self> {
@@ -192,8 +193,8 @@ impl Executor<LocalBackend> {
     fn with_metrics(
         config: Config,
         store: Arc<dyn ResourceStore>,
-        archives: ArchiveStore,
-        logs: LogStore,
+        archives: impl ArchiveStorage,
+        logs: impl FunctionLogs,
         launcher: Arc<dyn InstanceLauncher>,
         metrics: Metrics,
         limits: UnpackLimits,
@@ -201,11 +202,11 @@ impl Executor<LocalBackend> {
         let backend = LocalBackend::with_limits(
             config.local.clone(),
             launcher,
-            archives,
+            Arc::new(archives),
             store.clone(),
             limits,
         );
-        Self::build(config, store, logs, backend, metrics)
+        Self::build(config, store, Arc::new(logs), backend, metrics)
     }
 }
 
@@ -214,7 +215,7 @@ impl<B: InstanceBackend> Executor<B> {
     pub fn with_backend(
         config: Config,
         store: Arc<dyn ResourceStore>,
-        logs: LogStore,
+        logs: Arc<dyn FunctionLogs>,
         backend: B,
         metrics: &mut prometheus_client::registry::Registry,
     ) -> Arc<Self> {
@@ -224,7 +225,7 @@ impl<B: InstanceBackend> Executor<B> {
     fn build(
         config: Config,
         store: Arc<dyn ResourceStore>,
-        logs: LogStore,
+        logs: Arc<dyn FunctionLogs>,
         backend: B,
         metrics: Metrics,
     ) -> Arc<Self> {

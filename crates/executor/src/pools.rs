@@ -160,11 +160,11 @@ impl<B: InstanceBackend> Executor<B> {
         }
         let id = self.next_instance.fetch_add(1, Ordering::Relaxed);
         let env_meta = &pool.env.metadata;
-        let log = LogSink::new(Arc::new(self.logs.writer(
+        let log = LogSink::new(self.logs.writer(
             &env_meta.namespace,
             &format!("env:{}", env_meta.name),
             id,
-        )));
+        ));
         let instance = self.backend.start(&pool.plan, id, log.clone()).await?;
         {
             let mut live = self.lock_live();
