@@ -110,6 +110,9 @@ pub struct Config {
     pub specialize_timeout: Duration,
     /// The local backend's settings (used by [`Executor::new`]).
     pub local: LocalConfig,
+    /// The id of the first instance started. Instance ids name instances in logs; a server
+    /// sets this above every id a previous run of it can have used (see the binary).
+    pub first_instance_id: u64,
 }
 
 impl Config {
@@ -124,6 +127,7 @@ impl Config {
             reaper_interval: Duration::from_secs(5),
             specialize_timeout: Duration::from_secs(30),
             local: LocalConfig::new(environments_dir, cache_dir, node_bin, python_bin),
+            first_instance_id: 1,
         }
     }
 }
@@ -229,6 +233,7 @@ impl<B: InstanceBackend> Executor<B> {
         backend: B,
         metrics: Metrics,
     ) -> Arc<Self> {
+        let first_instance_id = config.first_instance_id.max(1);
         Arc::new_cyclic(|me| Self {
             me: me.clone(),
             config,
@@ -239,8 +244,8 @@ impl<B: InstanceBackend> Executor<B> {
             metrics,
             pools: Mutex::new(HashMap::new()),
             live: Mutex::new(LiveSet::default()),
-            // Ids start at 1 (0 reads as "none" in logs).
-            next_instance: AtomicU64::new(1),
+            // 0 reads as "none" in logs.
+            next_instance: AtomicU64::new(first_instance_id),
             next_pool: AtomicU64::new(1),
             stopping: CancellationToken::new(),
             tasks: TaskTracker::new(),

@@ -370,12 +370,18 @@ async fn start(args: ServerArgs) -> Result<Running> {
     let _ = std::fs::remove_dir_all(&run_dir);
     let (launcher, environments_dir, sandbox) =
         instance_launcher(args.sandbox, &environments_dir, &run_dir)?;
-    let executor_config = fission_executor::Config::new(
+    let mut executor_config = fission_executor::Config::new(
         environments_dir.clone(),
         data.cache(),
         node.clone(),
         python.clone(),
     );
+    // Instance ids name instances in `fission fn logs`; a restarted server must not reuse the
+    // ids of the previous run's lines. Milliseconds since the epoch at start are above any id
+    // an earlier run reached (it would have had to start more than one instance a millisecond).
+    executor_config.first_instance_id = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX / 2));
     let executor = fission_executor::Executor::new(
         executor_config,
         store.clone(),
