@@ -468,6 +468,9 @@ def _http_date():
 class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = SERVER_SOFTWARE
+    # Until the request line is parsed; so a malformed one is answered with a status line and
+    # headers (the stdlib's default, HTTP/0.9, would send a bare HTML page).
+    default_request_version = "HTTP/1.1"
     disable_nagle_algorithm = True
 
     def handle_one_request(self):
