@@ -399,6 +399,7 @@ class _ChunkedReader(io.RawIOBase):
         self._total = 0
         self._left = 0  # bytes left in the current chunk
         self.done = False  # the last chunk and the trailers have been read
+        self._failed = False  # the framing was broken or over the limit: the stream is lost
 
     def readable(self):
         return True
@@ -426,6 +427,15 @@ class _ChunkedReader(io.RawIOBase):
         self._left = size
 
     def readinto(self, buf):
+        if self._failed:
+            raise ValueError("the chunked request body could not be read")
+        try:
+            return self._readinto(buf)
+        except BaseException:
+            self._failed = True
+            raise
+
+    def _readinto(self, buf):
         while self._left == 0:
             if self.done:
                 return 0
@@ -522,6 +532,20 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         """Answers a request whose body will not be read; the connection cannot be reused."""
         self.close_connection = True
         self._send_plain(status, text + "\n")
+        # Closing with unread data in the receive buffer sends a reset, which can destroy the
+        # answer before the client reads it: stop sending, then discard what the client is
+        # still sending for a moment (a "lingering close").
+        try:
+            self.connection.shutdown(socket.SHUT_WR)
+            self.connection.settimeout(0.5)
+            discarded = 0
+            while discarded < 1024 * 1024:
+                data = self.connection.recv(65536)
+                if not data:
+                    break
+                discarded += len(data)
+        except OSError:
+            pass
 
     def _serve(self):
         headers = self.headers
