@@ -741,6 +741,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 class _Server(socketserver.ThreadingMixIn, socketserver.TCPServer):
     daemon_threads = True  # connections never keep the process alive
+    block_on_close = False
     allow_reuse_address = True
     request_queue_size = 1024
 
