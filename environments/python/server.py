@@ -341,7 +341,7 @@ def dispatch(path):
 # connection, HTTP/1.1 keep-alive, Content-Length and chunked request bodies, chunked responses
 # when the length is unknown. It uses nothing of werkzeug's development server, so upgrading
 # Flask or werkzeug cannot break it. Measured against werkzeug's server and waitress in
-# bench/bench.py (see ../README.md).
+# bench/bench.py (numbers in bench/README.md).
 
 SERVER_SOFTWARE = "fission-rs-python"
 
@@ -519,7 +519,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         """A complete text/plain answer written at once."""
         data = text.encode("utf-8")
         self.log_request(status)
-        head = "HTTP/1.1 {} {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nDate: {}\r\n{}\r\n".format(
+        head = (
+            "HTTP/1.1 {} {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n"
+            "Date: {}\r\n{}\r\n"
+        ).format(
             status,
             self.responses[status][0],
             len(data),
@@ -821,7 +824,8 @@ def main():
     try:
         server = make_server(HOST, PORT, fd)
     except OSError as exc:
-        log("cannot listen on {}: {}".format("fd {}".format(fd) if fd is not None else "{}:{}".format(HOST, PORT), exc))
+        where = "fd {}".format(fd) if fd is not None else "{}:{}".format(HOST, PORT)
+        log("cannot listen on {}: {}".format(where, exc))
         sys.exit(2)
     print(
         "fission-rs python runtime listening on {}:{}{}".format(

@@ -829,3 +829,29 @@ def test_garbage_request_line_is_400(start, tmp):
     data = raw_exchange(server.addr, b"NOT HTTP AT ALL\r\n\r\n")
     assert data.startswith(b"HTTP/1.1 400 "), data
     assert server.call()[2] == b"Hello, world!\n"
+
+
+def test_unusable_listen_address_or_fd_stops_the_runtime_with_a_message():
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        proc = subprocess.run(
+            [RUNTIME_PYTHON, "-I", "-S", SERVER],
+            env={"PATH": "/usr/bin:/bin", "PORT": str(port)},
+            capture_output=True,
+            timeout=30,
+        )
+    assert proc.returncode == 2
+    assert "cannot listen on 127.0.0.1:{}".format(port).encode() in proc.stderr
+    with open(os.devnull, "rb") as not_a_socket:
+        fd = not_a_socket.fileno()
+        proc = subprocess.run(
+            [RUNTIME_PYTHON, "-I", "-S", SERVER],
+            env={"PATH": "/usr/bin:/bin", "FISSION_LISTEN_FD": str(fd)},
+            capture_output=True,
+            pass_fds=(fd,),
+            timeout=30,
+        )
+    assert proc.returncode == 2
+    assert "cannot listen on fd {}".format(fd).encode() in proc.stderr
