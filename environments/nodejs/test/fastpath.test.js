@@ -17,6 +17,8 @@ const PROBE = `module.exports = async function (context) {
     return;
   }
   if (req.query.throw) throw new Error('probe failure');
+  // Which path served the call: only Express's router sets req.route.
+  if (req.query.which) return { status: 200, body: req.route === undefined ? 'fast' : 'express' };
   if (req.query.stream) {
     const { Readable } = require('stream');
     return { status: 200, body: Readable.from(['a', 'b']) };
@@ -79,25 +81,63 @@ after(async () => {
   servers = [];
 });
 
-// Sends raw bytes on a fresh connection and collects what comes back until the server goes
-// quiet (keep-alive) or closes; Date headers are blanked.
+// The methods of the requests in raw bytes (their request lines).
+function methodsOf(raw) {
+  return raw
+    .split('\r\n')
+    .filter((l) => /^[A-Z]+ \S+ HTTP\/1\.[01]$/.test(l))
+    .map((l) => l.split(' ')[0]);
+}
+
+// True once buf holds a complete answer to each of the requests.
+function complete(buf, methods) {
+  let at = 0;
+  for (const method of methods) {
+    const end = buf.indexOf('\r\n\r\n', at);
+    if (end < 0) return false;
+    const head = buf.slice(at, end);
+    const status = Number(head.slice(9, 12));
+    const length = /\r\ncontent-length: *(\d+)/i.exec(head);
+    at = end + 4;
+    if (method === 'HEAD' || status === 204 || status === 304 || (status >= 100 && status < 200)) continue;
+    if (length) {
+      at += Number(length[1]);
+      if (buf.length < at) return false;
+    } else if (/\r\ntransfer-encoding: *chunked/i.test(head)) {
+      const last = buf.indexOf('\r\n0\r\n\r\n', at - 2);
+      if (last < 0) return false;
+      at = last + 7;
+    } else {
+      return false; // ends with the connection
+    }
+  }
+  return true;
+}
+
+// Sends raw bytes on a fresh connection and collects the answers (until each request has one,
+// or the server closes); Date headers are blanked.
 function exchange(url, raw) {
   const { port } = new URL(url);
+  const methods = methodsOf(raw);
   return new Promise((resolve, reject) => {
     const sock = net.connect({ port: Number(port), host: '127.0.0.1' });
-    let out = Buffer.alloc(0);
-    let quiet = null;
+    let out = '';
+    let finished = false;
     const done = () => {
+      if (finished) return;
+      finished = true;
+      clearTimeout(timer);
       sock.destroy();
-      resolve(out.toString('latin1').replace(/\r\nDate: [^\r]*/g, '\r\nDate: -'));
+      resolve(out.replace(/\r\nDate: [^\r]*/g, '\r\nDate: -'));
     };
+    const timer = setTimeout(done, 10000);
     sock.on('data', (d) => {
-      out = Buffer.concat([out, d]);
-      clearTimeout(quiet);
-      quiet = setTimeout(done, 150);
+      out += d.toString('latin1');
+      if (complete(out, methods)) done();
     });
     sock.on('end', done);
-    sock.on('error', reject);
+    sock.on('close', done);
+    sock.on('error', (err) => (out ? done() : reject(err)));
     sock.write(raw);
   });
 }
@@ -155,6 +195,13 @@ for (const [name, raw] of [
     assert.equal(fast, slow);
   });
 }
+
+test('the two instances compared really take different paths', async () => {
+  const raw = req('GET', '/?which=1');
+  const [fast, slow] = await Promise.all([exchange(probe.fast.url, raw), exchange(probe.slow.url, raw)]);
+  assert.ok(fast.endsWith('\r\n\r\nfast'), fast);
+  assert.ok(slow.endsWith('\r\n\r\nexpress'), slow);
+});
 
 test('the function sees the Express request API on the fast path', async () => {
   const out = await exchange(probe.fast.url, req('GET', '/api/x?y=1', { 'X-Fission-Params-Name': 'n' }));
