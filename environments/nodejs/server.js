@@ -655,7 +655,7 @@ function runBodyParsers(req, res, i, fn) {
   });
 }
 
-function onRequest(req, res) {
+function serveRequest(req, res) {
   const fn = isWarmup(req) ? warmup.fn : userFunction;
   if (fn === null || !FAST_PATH) {
     app(req, res);
@@ -693,7 +693,7 @@ function onRequest(req, res) {
   }
 }
 
-const server = http.createServer({ IncomingMessage: FissionRequest, ServerResponse: FissionResponse }, onRequest);
+const server = http.createServer({ IncomingMessage: FissionRequest, ServerResponse: FissionResponse }, serveRequest);
 server.keepAliveTimeout = KEEPALIVE_TIMEOUT_MS;
 server.headersTimeout = KEEPALIVE_TIMEOUT_MS + 1000;
 
