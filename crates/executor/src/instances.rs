@@ -243,6 +243,17 @@ impl FunctionTable {
         Decision::Wait(wait, join)
     }
 
+    /// A wake-up for when anything changes for this function version (a lease ends, an
+    /// instance joins or leaves), registered now; `None` if the table has no state for it.
+    pub(crate) fn change_of(&self, function: &Function) -> Option<Pin<Box<OwnedNotified>>> {
+        let key = VersionKey::of(function);
+        let st = self.lock();
+        let state = st.by_uid.get(&key.uid)?.versions.get(&key.rv)?;
+        let mut wait = Box::pin(state.notify.clone().notified_owned());
+        wait.as_mut().enable();
+        Some(wait)
+    }
+
     fn unjoin(&self, key: &VersionKey) {
         let mut st = self.lock();
         if let Some(state) = st

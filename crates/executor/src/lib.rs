@@ -49,6 +49,7 @@
 //!   a graceful exit, and only idle or broken instances are ever stopped.
 #![deny(missing_docs)]
 
+mod admission;
 mod backend;
 mod cold;
 mod feed;
@@ -83,11 +84,13 @@ use fission_core::{
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admission::Admission;
 use crate::instances::FunctionTable;
 use crate::metrics::Metrics;
 use crate::package::UnpackLimits;
 use crate::pool::Pool;
 
+pub use crate::admission::AdmissionConfig;
 pub use crate::backend::{EnvironmentPlan, InstanceBackend, LoadError, Specialization};
 pub use crate::launcher::{
     CodeSlot, DiscardLines, ExitReport, InstanceLauncher, InstanceLimits, LaunchError, LaunchSpec,
@@ -110,6 +113,8 @@ pub struct Config {
     pub specialize_timeout: Duration,
     /// The local backend's settings (used by [`Executor::new`]).
     pub local: LocalConfig,
+    /// Server-wide limits on instances and concurrent specializations.
+    pub admission: AdmissionConfig,
     /// The id of the first instance started. Instance ids name instances in logs; a server
     /// sets this above every id a previous run of it can have used (see the binary).
     pub first_instance_id: u64,
@@ -127,6 +132,7 @@ impl Config {
             reaper_interval: Duration::from_secs(5),
             specialize_timeout: Duration::from_secs(30),
             local: LocalConfig::new(environments_dir, cache_dir, node_bin, python_bin),
+            admission: AdmissionConfig::for_this_machine(),
             first_instance_id: 1,
         }
     }
@@ -169,6 +175,7 @@ pub struct Executor<B: InstanceBackend = LocalBackend> {
     tasks: TaskTracker,
     /// One deployment prefetch at a time (see `feed.rs`).
     prefetching: tokio::sync::Semaphore,
+    admission: Admission,
 }
 
 impl Executor<LocalBackend> {
@@ -234,6 +241,7 @@ impl<B: InstanceBackend> Executor<B> {
         metrics: Metrics,
     ) -> Arc<Self> {
         let first_instance_id = config.first_instance_id.max(1);
+        let admission = config.admission;
         Arc::new_cyclic(|me| Self {
             me: me.clone(),
             config,
@@ -250,6 +258,7 @@ impl<B: InstanceBackend> Executor<B> {
             stopping: CancellationToken::new(),
             tasks: TaskTracker::new(),
             prefetching: tokio::sync::Semaphore::new(1),
+            admission: Admission::new(admission),
         })
     }
 
