@@ -24,7 +24,6 @@ mod util;
 use clap::{Args, Subcommand};
 
 pub use cmd::canary::CanaryCommand;
-pub use goflags::go_style_bools;
 pub use cmd::env::EnvCommand;
 pub use cmd::function::FnCommand;
 pub use cmd::mqtrigger::MqtCommand;
@@ -33,6 +32,7 @@ pub use cmd::route::RouteCommand;
 pub use cmd::spec::SpecCommand;
 pub use cmd::timetrigger::TtCommand;
 pub use cmd::watch::WatchCommand;
+pub use goflags::go_style_bools;
 pub use output::OutputFormat;
 
 /// Default controller address (`fission server` listens here).
@@ -119,7 +119,11 @@ impl GlobalArgs {
             NsKind::Canary => &self.canary_namespace,
         };
         let from_env = std::env::var("FISSION_DEFAULT_NAMESPACE").ok();
-        resolve_namespace(self.namespace.as_deref(), deprecated.as_deref(), from_env.as_deref())
+        resolve_namespace(
+            self.namespace.as_deref(),
+            deprecated.as_deref(),
+            from_env.as_deref(),
+        )
     }
 }
 
@@ -241,8 +245,18 @@ mod tests {
 
     #[test]
     fn global_flags_are_accepted_after_the_subcommand() {
-        let top = Top::try_parse_from(["fission", "fn", "list", "-n", "ns1", "--server", "http://x:1", "-v", "2"])
-            .expect("parse");
+        let top = Top::try_parse_from([
+            "fission",
+            "fn",
+            "list",
+            "-n",
+            "ns1",
+            "--server",
+            "http://x:1",
+            "-v",
+            "2",
+        ])
+        .expect("parse");
         assert_eq!(top.global.namespace.as_deref(), Some("ns1"));
         assert_eq!(top.global.server, "http://x:1");
         assert_eq!(top.global.verbosity, 2);
@@ -250,16 +264,31 @@ mod tests {
 
     #[test]
     fn env_create_version_flag_does_not_clash_with_the_binary_version_flag() {
-        let top = Top::try_parse_from(["fission", "env", "create", "--name", "e", "--image", "i", "--version", "2"])
-            .expect("parse");
-        let TopCmd::Cli(Command::Environment(env)) = top.cmd else { panic!("not env") };
-        let EnvCommand::Create(a) = *env else { panic!("not create") };
+        let top = Top::try_parse_from([
+            "fission",
+            "env",
+            "create",
+            "--name",
+            "e",
+            "--image",
+            "i",
+            "--version",
+            "2",
+        ])
+        .expect("parse");
+        let TopCmd::Cli(Command::Environment(env)) = top.cmd else {
+            panic!("not env")
+        };
+        let EnvCommand::Create(a) = *env else {
+            panic!("not create")
+        };
         assert_eq!(a.version, 2);
     }
 
     #[test]
     fn deprecated_namespace_flags_are_accepted_with_short_aliases() {
-        let top = Top::try_parse_from(["fission", "fn", "list", "--fns", "a", "--envns", "b"]).expect("parse");
+        let top = Top::try_parse_from(["fission", "fn", "list", "--fns", "a", "--envns", "b"])
+            .expect("parse");
         assert_eq!(top.global.fn_namespace.as_deref(), Some("a"));
         assert_eq!(top.global.env_namespace.as_deref(), Some("b"));
     }

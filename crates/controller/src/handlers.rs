@@ -4,20 +4,20 @@ use std::convert::Infallible;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{header, StatusCode};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use fission_core::resources::{initial_build_status, AnyResource, ResourceKind};
-use fission_core::validation::{self, FieldErrors};
 use fission_core::DEFAULT_NAMESPACE;
+use fission_core::resources::{AnyResource, ResourceKind, initial_build_status};
+use fission_core::validation::{self, FieldErrors};
 use futures::StreamExt as _;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use crate::error::ApiError;
 use crate::references::{check_before_delete, check_before_write};
-use crate::{apidocs, Controller};
+use crate::{Controller, apidocs};
 
 type ApiResult<T> = Result<T, ApiError>;
 type BodyResult = Result<Bytes, BytesRejection>;
@@ -26,9 +26,14 @@ type BodyResult = Result<Bytes, BytesRejection>;
 fn body_or_error(body: BodyResult, limit: usize) -> ApiResult<Bytes> {
     body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::too_large(format!("request body is larger than the limit of {limit} bytes"))
+            ApiError::too_large(format!(
+                "request body is larger than the limit of {limit} bytes"
+            ))
         } else {
-            ApiError::invalid(format!("cannot read request body: {}", rejection.body_text()))
+            ApiError::invalid(format!(
+                "cannot read request body: {}",
+                rejection.body_text()
+            ))
         }
     })
 }
@@ -43,7 +48,10 @@ pub(crate) struct ItemQuery {
 
 impl ItemQuery {
     fn namespace(&self) -> &str {
-        self.namespace.as_deref().filter(|n| !n.is_empty()).unwrap_or(DEFAULT_NAMESPACE)
+        self.namespace
+            .as_deref()
+            .filter(|n| !n.is_empty())
+            .unwrap_or(DEFAULT_NAMESPACE)
     }
 
     fn forced(&self) -> bool {
@@ -56,7 +64,10 @@ pub(crate) fn routes(c: Controller) -> Router {
         .route("/", get(version))
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
-        .route("/v2/apidocs.json", get(|| async { Json(apidocs::document()) }))
+        .route(
+            "/v2/apidocs.json",
+            get(|| async { Json(apidocs::document()) }),
+        )
         .route(
             "/proxy/storage/v1/archive",
             get(archive_get)
@@ -65,21 +76,40 @@ pub(crate) fn routes(c: Controller) -> Router {
                 .layer(DefaultBodyLimit::max(c.config.max_archive_bytes)),
         )
         .route("/proxy/svcname", get(svcname))
-        .route("/proxy/logs/{function}", get(function_logs).post(function_logs));
+        .route(
+            "/proxy/logs/{function}",
+            get(function_logs).post(function_logs),
+        );
     for kind in ResourceKind::ALL {
         let collection = format!("/v2/{}", kind.api_path());
         let item = format!("{collection}/{{name}}");
         r = r
             .route(
                 &collection,
-                get(move |s: State<Controller>, q: Query<ItemQuery>| list(s, kind, q))
-                    .post(move |s: State<Controller>, q: Query<ItemQuery>, b: BodyResult| create(s, kind, q, b)),
+                get(move |s: State<Controller>, q: Query<ItemQuery>| list(s, kind, q)).post(
+                    move |s: State<Controller>, q: Query<ItemQuery>, b: BodyResult| {
+                        create(s, kind, q, b)
+                    },
+                ),
             )
             .route(
                 &item,
-                get(move |s: State<Controller>, p: Path<String>, q: Query<ItemQuery>| get_one(s, kind, p, q))
-                    .put(move |s: State<Controller>, p: Path<String>, q: Query<ItemQuery>, b: BodyResult| update(s, kind, p, q, b))
-                    .delete(move |s: State<Controller>, p: Path<String>, q: Query<ItemQuery>| delete(s, kind, p, q)),
+                get(
+                    move |s: State<Controller>, p: Path<String>, q: Query<ItemQuery>| {
+                        get_one(s, kind, p, q)
+                    },
+                )
+                .put(
+                    move |s: State<Controller>,
+                          p: Path<String>,
+                          q: Query<ItemQuery>,
+                          b: BodyResult| update(s, kind, p, q, b),
+                )
+                .delete(
+                    move |s: State<Controller>, p: Path<String>, q: Query<ItemQuery>| {
+                        delete(s, kind, p, q)
+                    },
+                ),
             );
     }
     r.route("/v1/{*rest}", axum::routing::any(v1_gone))
@@ -97,13 +127,27 @@ async fn version() -> Json<Value> {
 }
 
 async fn metrics(State(c): State<Controller>) -> ApiResult<Response> {
-    let render = c.metrics.clone().ok_or_else(|| ApiError::not_found("this server exports no metrics"))?;
-    let text = tokio::task::spawn_blocking(move || render()).await.map_err(|e| ApiError::internal(e.to_string()))?;
-    Ok(([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response())
+    let render = c
+        .metrics
+        .clone()
+        .ok_or_else(|| ApiError::not_found("this server exports no metrics"))?;
+    let text = tokio::task::spawn_blocking(move || render())
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
 }
 
 async fn v1_gone() -> ApiError {
-    ApiError::not_found("Fission server supports API v2 only -- v1 is not supported. Please upgrade your Fission client/CLI.")
+    ApiError::not_found(
+        "Fission server supports API v2 only -- v1 is not supported. Please upgrade your Fission client/CLI.",
+    )
 }
 
 /// An accepted body: the normalized object and one warning per key that was ignored.
@@ -129,16 +173,30 @@ fn parse_object(kind: ResourceKind, body: &[u8], query_ns: Option<&str>) -> ApiR
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::invalid(format!("request body is not valid JSON: {e}")))?;
     if !value.is_object() {
-        return Err(ApiError::invalid(format!("request body must be a {kind} object")));
+        return Err(ApiError::invalid(format!(
+            "request body must be a {kind} object"
+        )));
     }
-    if let Some(k) = value.get("kind").and_then(Value::as_str).filter(|k| !k.is_empty())
-        && !k.eq_ignore_ascii_case(kind.kind_name()) {
-            return Err(ApiError::invalid(format!("body is a {k}, but this endpoint takes {kind}")));
-        }
-    if let Some(v) = value.get("apiVersion").and_then(Value::as_str).filter(|v| !v.is_empty())
+    if let Some(k) = value
+        .get("kind")
+        .and_then(Value::as_str)
+        .filter(|k| !k.is_empty())
+        && !k.eq_ignore_ascii_case(kind.kind_name())
+    {
+        return Err(ApiError::invalid(format!(
+            "body is a {k}, but this endpoint takes {kind}"
+        )));
+    }
+    if let Some(v) = value
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .filter(|v| !v.is_empty())
         && v != kind.api_version()
     {
-        return Err(ApiError::invalid(format!("apiVersion '{v}' is not supported for {kind}: use {}", kind.api_version())));
+        return Err(ApiError::invalid(format!(
+            "apiVersion '{v}' is not supported for {kind}: use {}",
+            kind.api_version()
+        )));
     }
     let decoded = fission_core::decode_object(kind, value)
         .map_err(|e| ApiError::invalid(format!("invalid {kind}: {e}")))?;
@@ -165,7 +223,8 @@ fn parse_object(kind: ResourceKind, body: &[u8], query_ns: Option<&str>) -> ApiR
             }
         }
         if p.status.last_update_timestamp.is_none() {
-            p.status.last_update_timestamp = Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+            p.status.last_update_timestamp =
+                Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
         }
         let mut errs = FieldErrors::default();
         validation::package_status(&p.status, &mut errs);
@@ -178,13 +237,22 @@ fn parse_object(kind: ResourceKind, body: &[u8], query_ns: Option<&str>) -> ApiR
     Ok(Parsed { obj, warnings })
 }
 
-async fn list(State(c): State<Controller>, kind: ResourceKind, Query(q): Query<ItemQuery>) -> ApiResult<Json<Vec<Value>>> {
+async fn list(
+    State(c): State<Controller>,
+    kind: ResourceKind,
+    Query(q): Query<ItemQuery>,
+) -> ApiResult<Json<Vec<Value>>> {
     let ns = q.namespace.as_deref().filter(|n| !n.is_empty());
     let objects = c.store.list(kind, ns).await?;
     Ok(Json(objects.iter().map(AnyResource::to_value).collect()))
 }
 
-async fn create(State(c): State<Controller>, kind: ResourceKind, Query(q): Query<ItemQuery>, body: BodyResult) -> ApiResult<Response> {
+async fn create(
+    State(c): State<Controller>,
+    kind: ResourceKind,
+    Query(q): Query<ItemQuery>,
+    body: BodyResult,
+) -> ApiResult<Response> {
     let body = body_or_error(body, c.config.max_object_bytes)?;
     let Parsed { obj, warnings } = parse_object(kind, &body, q.namespace.as_deref())?;
     check_before_write(c.store.as_ref(), &obj).await?;
@@ -192,11 +260,21 @@ async fn create(State(c): State<Controller>, kind: ResourceKind, Query(q): Query
     let created = c.store.create(obj).await?;
     tracing::info!(kind = %kind, namespace = %created.meta().namespace, name = %created.meta().name, "created");
     values_changed(&c, &created).await?;
-    Ok(with_warnings(&warnings, (StatusCode::CREATED, Json(created.meta().clone())).into_response()))
+    Ok(with_warnings(
+        &warnings,
+        (StatusCode::CREATED, Json(created.meta().clone())).into_response(),
+    ))
 }
 
-async fn get_one(State(c): State<Controller>, kind: ResourceKind, Path(name): Path<String>, Query(q): Query<ItemQuery>) -> ApiResult<Json<Value>> {
-    Ok(Json(c.store.get(kind, q.namespace(), &name).await?.to_value()))
+async fn get_one(
+    State(c): State<Controller>,
+    kind: ResourceKind,
+    Path(name): Path<String>,
+    Query(q): Query<ItemQuery>,
+) -> ApiResult<Json<Value>> {
+    Ok(Json(
+        c.store.get(kind, q.namespace(), &name).await?.to_value(),
+    ))
 }
 
 async fn update(
@@ -222,10 +300,18 @@ async fn update(
     let updated = c.store.update(obj).await?;
     values_changed(&c, &updated).await?;
     tracing::info!(kind = %kind, namespace = %updated.meta().namespace, name = %updated.meta().name, rv = %updated.meta().resource_version, "updated");
-    Ok(with_warnings(&warnings, Json(updated.meta().clone()).into_response()))
+    Ok(with_warnings(
+        &warnings,
+        Json(updated.meta().clone()).into_response(),
+    ))
 }
 
-async fn delete(State(c): State<Controller>, kind: ResourceKind, Path(name): Path<String>, Query(q): Query<ItemQuery>) -> ApiResult<StatusCode> {
+async fn delete(
+    State(c): State<Controller>,
+    kind: ResourceKind,
+    Path(name): Path<String>,
+    Query(q): Query<ItemQuery>,
+) -> ApiResult<StatusCode> {
     let ns = q.namespace();
     // Existence first, so deleting a missing object is a 404 and not a misleading 409.
     c.store.get(kind, ns, &name).await?;
@@ -240,11 +326,16 @@ async fn delete(State(c): State<Controller>, kind: ResourceKind, Path(name): Pat
 /// package is written, not at the function's first call. Archives held elsewhere (other URLs)
 /// are checked when they are fetched.
 async fn check_archives(c: &Controller, obj: &AnyResource) -> ApiResult<()> {
-    let AnyResource::Package(p) = obj else { return Ok(()) };
+    let AnyResource::Package(p) = obj else {
+        return Ok(());
+    };
     let archives = c.archives.clone();
     let pkg = p.clone();
     tokio::task::spawn_blocking(move || {
-        for (which, a) in [("deployment", &pkg.spec.deployment), ("source", &pkg.spec.source)] {
+        for (which, a) in [
+            ("deployment", &pkg.spec.deployment),
+            ("source", &pkg.spec.source),
+        ] {
             let stored;
             let bytes: &[u8] = if !a.literal.is_empty() {
                 &a.literal
@@ -260,8 +351,9 @@ async fn check_archives(c: &Controller, obj: &AnyResource) -> ApiResult<()> {
             } else {
                 continue;
             };
-            if fission_store::unpack::is_zip(bytes)
-                && let Err(e) = fission_store::unpack::check_zip(bytes, fission_store::unpack::UnpackLimits::default())
+            if fission_unpack::is_zip(bytes)
+                && let Err(e) =
+                    fission_unpack::check_zip(bytes, fission_unpack::UnpackLimits::default())
             {
                 return Err(ApiError::invalid(format!(
                     "package '{}': the {which} archive is refused: {e}",
@@ -279,7 +371,14 @@ async fn check_archives(c: &Controller, obj: &AnyResource) -> ApiResult<()> {
 async fn values_changed(c: &Controller, obj: &AnyResource) -> ApiResult<()> {
     if matches!(obj.kind(), ResourceKind::Secret | ResourceKind::ConfigMap) {
         let m = obj.meta();
-        crate::references::touch_users(c.store.as_ref(), obj.kind(), &m.namespace, &m.name, &m.resource_version).await?;
+        crate::references::touch_users(
+            c.store.as_ref(),
+            obj.kind(),
+            &m.namespace,
+            &m.name,
+            &m.resource_version,
+        )
+        .await?;
     }
     Ok(())
 }
@@ -295,20 +394,34 @@ async fn archive_put(State(c): State<Controller>, body: BodyResult) -> ApiResult
         .map_err(|e| ApiError::internal(e.to_string()))?
         .map_err(|e| ApiError::internal(e.to_string()))?;
     // Fission's id shape (`/fission/fission-functions/<id>`), so scripts written for it parse it.
-    Ok((StatusCode::CREATED, Json(json!({ "id": fission_store::archive::client_id(&id) }))).into_response())
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "id": fission_store::archive::client_id(&id) })),
+    )
+        .into_response())
 }
 
 /// The archive store's failures as API errors.
 fn archive_error(e: fission_store::archive::ArchiveError) -> ApiError {
     match e {
-        fission_store::archive::ArchiveError::NotFound(id) => ApiError::not_found(format!("archive '{id}' not found")),
-        fission_store::archive::ArchiveError::InvalidId(id) => ApiError::invalid(format!("'{id}' is not an archive id")),
+        fission_store::archive::ArchiveError::NotFound(id) => {
+            ApiError::not_found(format!("archive '{id}' not found"))
+        }
+        fission_store::archive::ArchiveError::InvalidId(id) => {
+            ApiError::invalid(format!("'{id}' is not an archive id"))
+        }
         other => ApiError::internal(other.to_string()),
     }
 }
 
-async fn archive_delete(State(c): State<Controller>, Query(q): Query<HashMap<String, String>>) -> ApiResult<StatusCode> {
-    let id = q.get("id").cloned().ok_or_else(|| ApiError::invalid("query parameter 'id' is required"))?;
+async fn archive_delete(
+    State(c): State<Controller>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<StatusCode> {
+    let id = q
+        .get("id")
+        .cloned()
+        .ok_or_else(|| ApiError::invalid("query parameter 'id' is required"))?;
     let archives = c.archives.clone();
     tokio::task::spawn_blocking(move || archives.delete(&id))
         .await
@@ -317,14 +430,20 @@ async fn archive_delete(State(c): State<Controller>, Query(q): Query<HashMap<Str
     Ok(StatusCode::OK)
 }
 
-async fn archive_get(State(c): State<Controller>, Query(q): Query<HashMap<String, String>>) -> ApiResult<Response> {
+async fn archive_get(
+    State(c): State<Controller>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Response> {
     let Some(id) = q.get("id").cloned() else {
         let archives = c.archives.clone();
         let ids = tokio::task::spawn_blocking(move || archives.list())
             .await
             .map_err(|e| ApiError::internal(e.to_string()))?
             .map_err(|e| ApiError::internal(e.to_string()))?;
-        let ids: Vec<String> = ids.iter().map(|id| fission_store::archive::client_id(id)).collect();
+        let ids: Vec<String> = ids
+            .iter()
+            .map(|id| fission_store::archive::client_id(id))
+            .collect();
         return Ok(Json(ids).into_response());
     };
     let archives = c.archives.clone();
@@ -332,17 +451,26 @@ async fn archive_get(State(c): State<Controller>, Query(q): Query<HashMap<String
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?
         .map_err(|e| match e {
-            fission_store::archive::ArchiveError::NotFound(_) => ApiError::not_found("Error retrieving item: not found"),
+            fission_store::archive::ArchiveError::NotFound(_) => {
+                ApiError::not_found("Error retrieving item: not found")
+            }
             other => archive_error(other),
         })?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
 }
 
-async fn svcname(State(c): State<Controller>, Query(q): Query<HashMap<String, String>>) -> ApiResult<String> {
+async fn svcname(
+    State(c): State<Controller>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<String> {
     match q.get("application").map(String::as_str) {
         Some("fission-router") => Ok(c.config.router_url.clone()),
-        Some(other) => Err(ApiError::not_found(format!("no service for application '{other}'"))),
-        None => Err(ApiError::invalid("query parameter 'application' is required")),
+        Some(other) => Err(ApiError::not_found(format!(
+            "no service for application '{other}'"
+        ))),
+        None => Err(ApiError::invalid(
+            "query parameter 'application' is required",
+        )),
     }
 }
 
@@ -353,13 +481,30 @@ struct LogQuery {
     follow: Option<bool>,
 }
 
-async fn function_logs(State(c): State<Controller>, Path(function): Path<String>, Query(q): Query<LogQuery>) -> ApiResult<Response> {
-    let ns = q.namespace.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned());
-    if c.store.get(ResourceKind::Function, &ns, &function).await.is_err() {
-        return Err(ApiError::not_found(format!("function '{function}' not found in namespace '{ns}'")));
+async fn function_logs(
+    State(c): State<Controller>,
+    Path(function): Path<String>,
+    Query(q): Query<LogQuery>,
+) -> ApiResult<Response> {
+    let ns = q
+        .namespace
+        .clone()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned());
+    if c.store
+        .get(ResourceKind::Function, &ns, &function)
+        .await
+        .is_err()
+    {
+        return Err(ApiError::not_found(format!(
+            "function '{function}' not found in namespace '{ns}'"
+        )));
     }
     // Subscribe before reading the tail so no line falls between the two.
-    let live = q.follow.unwrap_or(false).then(|| c.logs.follow(&ns, &function));
+    let live = q
+        .follow
+        .unwrap_or(false)
+        .then(|| c.logs.follow(&ns, &function));
     let logs = c.logs.clone();
     let (ns2, f2, count) = (ns.clone(), function.clone(), q.recordcount.unwrap_or(20));
     let tail = tokio::task::spawn_blocking(move || logs.read(&ns2, &f2, count))
@@ -381,6 +526,11 @@ async fn function_logs(State(c): State<Controller>, Path(function): Path<String>
         }
     })
     .take_until(shutdown.cancelled_owned());
-    let stream = futures::stream::once(async move { Ok::<_, Infallible>(Bytes::from(head)) }).chain(live);
-    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], Body::from_stream(stream)).into_response())
+    let stream =
+        futures::stream::once(async move { Ok::<_, Infallible>(Bytes::from(head)) }).chain(live);
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        Body::from_stream(stream),
+    )
+        .into_response())
 }

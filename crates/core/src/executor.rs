@@ -3,9 +3,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::resources::Function;
-use crate::ErrorCode;
 
-/// Why the executor could not hand out an instance.
+/// Why the executor could not hand out an instance. The router's response funnel decides the
+/// status each variant is served with (Fission's: 404 for a missing function, 500 otherwise,
+/// 503 while shutting down).
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ExecutorError {
     /// The function, its environment or its package does not exist (any more).
@@ -30,23 +31,23 @@ pub enum ExecutorError {
     /// The environment cannot run here (unknown image, missing runtime).
     #[error("{0}")]
     Unsupported(String),
+    /// The server has no capacity for another instance now (admission control): try again
+    /// after `retry_after_secs`.
+    #[error("server overloaded: {message}")]
+    Overloaded {
+        /// What limit was hit.
+        message: String,
+        /// When trying again makes sense.
+        retry_after_secs: u64,
+        /// Refused at once (the queue is full) rather than after waiting.
+        queue_full: bool,
+    },
     /// The server is shutting down.
     #[error("executor is shutting down")]
     ShuttingDown,
     /// Anything else.
     #[error("{0}")]
     Internal(String),
-}
-
-impl ExecutorError {
-    /// Error class.
-    pub fn code(&self) -> ErrorCode {
-        match self {
-            Self::NotFound(_) => ErrorCode::NotFound,
-            Self::Timeout { .. } => ErrorCode::RequestTimeout,
-            _ => ErrorCode::Internal,
-        }
-    }
 }
 
 /// Called when a lease ends, with whether the instance misbehaved (and must be retired).
@@ -76,8 +77,19 @@ pub struct InstanceLease {
 
 impl InstanceLease {
     /// A lease that calls `release` when dropped.
-    pub fn new(addr: SocketAddr, instance_id: u64, cold: bool, release: Arc<dyn LeaseRelease>) -> Self {
-        Self { addr, cold, instance_id, broken: false, release: Some(release) }
+    pub fn new(
+        addr: SocketAddr,
+        instance_id: u64,
+        cold: bool,
+        release: Arc<dyn LeaseRelease>,
+    ) -> Self {
+        Self {
+            addr,
+            cold,
+            instance_id,
+            broken: false,
+            release: Some(release),
+        }
     }
 
     /// Mark the instance as broken (timed out, connection failed): it is retired on release.

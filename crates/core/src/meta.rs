@@ -16,16 +16,32 @@ pub struct ObjectMeta {
     #[serde(default, deserialize_with = "crate::decode::nullable")]
     pub name: String,
     /// Namespace; empty means "default" on create.
-    #[serde(default, skip_serializing_if = "String::is_empty", deserialize_with = "crate::decode::nullable")]
+    #[serde(
+        default,
+        skip_serializing_if = "String::is_empty",
+        deserialize_with = "crate::decode::nullable"
+    )]
     pub namespace: String,
     /// Server-assigned unique id.
-    #[serde(default, skip_serializing_if = "String::is_empty", deserialize_with = "crate::decode::nullable")]
+    #[serde(
+        default,
+        skip_serializing_if = "String::is_empty",
+        deserialize_with = "crate::decode::nullable"
+    )]
     pub uid: String,
     /// Server-assigned version, a decimal string that grows with every write.
-    #[serde(default, skip_serializing_if = "String::is_empty", deserialize_with = "crate::decode::nullable")]
+    #[serde(
+        default,
+        skip_serializing_if = "String::is_empty",
+        deserialize_with = "crate::decode::nullable"
+    )]
     pub resource_version: String,
     /// Incremented by the server whenever `spec` changes.
-    #[serde(default, skip_serializing_if = "is_zero", deserialize_with = "crate::decode::nullable")]
+    #[serde(
+        default,
+        skip_serializing_if = "is_zero",
+        deserialize_with = "crate::decode::nullable"
+    )]
     pub generation: i64,
     /// RFC 3339 creation time, set by the server.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -48,7 +64,11 @@ fn is_zero(v: &i64) -> bool {
 impl ObjectMeta {
     /// Metadata with a name and namespace and nothing else.
     pub fn named(namespace: &str, name: &str) -> Self {
-        Self { name: name.to_owned(), namespace: namespace.to_owned(), ..Self::default() }
+        Self {
+            name: name.to_owned(),
+            namespace: namespace.to_owned(),
+            ..Self::default()
+        }
     }
 
     /// The resourceVersion as a number (0 when unset or not numeric).

@@ -7,7 +7,7 @@ use std::fmt;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::meta::{ObjectMeta, ObjectReference, API_VERSION};
+use crate::meta::{API_VERSION, ObjectMeta, ObjectReference};
 use crate::validation::FieldErrors;
 
 /// What every kind's `spec` provides to the generic machinery.
@@ -37,7 +37,11 @@ pub trait Spec:
 #[serde(bound(serialize = "S: Spec", deserialize = "S: Spec"))]
 pub struct Object<S: Spec> {
     /// Always `fission.io/v1` once stored.
-    #[serde(rename = "apiVersion", default, deserialize_with = "crate::decode::nullable")]
+    #[serde(
+        rename = "apiVersion",
+        default,
+        deserialize_with = "crate::decode::nullable"
+    )]
     pub api_version: String,
     /// The kind name (`Function`, `HTTPTrigger`, …).
     #[serde(default, deserialize_with = "crate::decode::nullable")]
@@ -49,7 +53,11 @@ pub struct Object<S: Spec> {
     #[serde(default, deserialize_with = "crate::decode::nullable")]
     pub spec: S,
     /// Observed state.
-    #[serde(default, skip_serializing_if = "is_default", deserialize_with = "crate::decode::nullable")]
+    #[serde(
+        default,
+        skip_serializing_if = "is_default",
+        deserialize_with = "crate::decode::nullable"
+    )]
     pub status: S::Status,
 }
 
@@ -190,7 +198,9 @@ impl ResourceKind {
 
     /// Parse a wire kind name (case-insensitive).
     pub fn from_kind_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|k| k.kind_name().eq_ignore_ascii_case(name))
+        Self::ALL
+            .into_iter()
+            .find(|k| k.kind_name().eq_ignore_ascii_case(name))
     }
 }
 
@@ -206,10 +216,18 @@ impl fmt::Display for ResourceKind {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ResourceRequirements {
     /// Upper bounds.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty", deserialize_with = "quantities")]
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "quantities"
+    )]
     pub limits: BTreeMap<String, String>,
     /// Reservations.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty", deserialize_with = "quantities")]
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "quantities"
+    )]
     pub requests: BTreeMap<String, String>,
 }
 
@@ -296,10 +314,20 @@ pub struct EnvironmentSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub builder: Option<Builder>,
     /// `single` (default) or `infinite`.
-    #[serde(rename = "allowedFunctionsPerContainer", default, skip_serializing_if = "String::is_empty", deserialize_with = "crate::decode::nullable")]
+    #[serde(
+        rename = "allowedFunctionsPerContainer",
+        default,
+        skip_serializing_if = "String::is_empty",
+        deserialize_with = "crate::decode::nullable"
+    )]
     pub allowed_functions_per_container: String,
     /// Whether instances may reach the outside network.
-    #[serde(rename = "allowAccessToExternalNetwork", default, skip_serializing_if = "is_false", deserialize_with = "crate::decode::nullable")]
+    #[serde(
+        rename = "allowAccessToExternalNetwork",
+        default,
+        skip_serializing_if = "is_false",
+        deserialize_with = "crate::decode::nullable"
+    )]
     pub allow_access_to_external_network: bool,
     /// Limits applied to every pool instance.
     #[serde(default, deserialize_with = "crate::decode::nullable")]
@@ -308,7 +336,11 @@ pub struct EnvironmentSpec {
     #[serde(default, deserialize_with = "crate::decode::nullable")]
     pub poolsize: i32,
     /// Seconds an instance gets to stop.
-    #[serde(rename = "terminationGracePeriod", default, deserialize_with = "crate::decode::nullable")]
+    #[serde(
+        rename = "terminationGracePeriod",
+        default,
+        deserialize_with = "crate::decode::nullable"
+    )]
     pub termination_grace_period: i64,
     /// Deliver archives without unpacking them.
     #[serde(default, deserialize_with = "crate::decode::nullable")]
@@ -361,7 +393,11 @@ pub const DEFAULT_GRACE_PERIOD: i64 = 360;
 impl EnvironmentSpec {
     /// How many warm instances the pool keeps: `poolsize` for v3, 3 for older versions.
     pub fn effective_poolsize(&self) -> usize {
-        if self.version >= 3 { self.poolsize.max(0) as usize } else { DEFAULT_POOLSIZE as usize }
+        if self.version >= 3 {
+            self.poolsize.max(0) as usize
+        } else {
+            DEFAULT_POOLSIZE as usize
+        }
     }
 }
 
@@ -374,7 +410,11 @@ impl Spec for EnvironmentSpec {
             self.version = 3;
         }
         // `builder: {}` (what Go writes for an empty struct) means no builder.
-        if self.builder.as_ref().is_some_and(|b| *b == Builder::default()) {
+        if self
+            .builder
+            .as_ref()
+            .is_some_and(|b| *b == Builder::default())
+        {
             self.builder = None;
         }
         if self.allowed_functions_per_container.is_empty() {
@@ -396,10 +436,19 @@ impl Spec for EnvironmentSpec {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Checksum {
     /// `sha256`.
-    #[serde(rename = "type", default, skip_serializing_if = "String::is_empty", deserialize_with = "crate::decode::nullable")]
+    #[serde(
+        rename = "type",
+        default,
+        skip_serializing_if = "String::is_empty",
+        deserialize_with = "crate::decode::nullable"
+    )]
     pub checksum_type: String,
     /// Lower-case hex digest.
-    #[serde(default, skip_serializing_if = "String::is_empty", deserialize_with = "crate::decode::nullable")]
+    #[serde(
+        default,
+        skip_serializing_if = "String::is_empty",
+        deserialize_with = "crate::decode::nullable"
+    )]
     pub sum: String,
 }
 
@@ -407,13 +456,22 @@ pub struct Checksum {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Archive {
     /// `literal`, `url`, or empty when there is no archive.
-    #[serde(rename = "type", default, skip_serializing_if = "String::is_empty", deserialize_with = "crate::decode::nullable")]
+    #[serde(
+        rename = "type",
+        default,
+        skip_serializing_if = "String::is_empty",
+        deserialize_with = "crate::decode::nullable"
+    )]
     pub archive_type: String,
     /// The bytes (base64 on the wire).
     #[serde(default, skip_serializing_if = "Vec::is_empty", with = "base64_bytes")]
     pub literal: Vec<u8>,
     /// Where the bytes are, for `url` archives.
-    #[serde(default, skip_serializing_if = "String::is_empty", deserialize_with = "crate::decode::nullable")]
+    #[serde(
+        default,
+        skip_serializing_if = "String::is_empty",
+        deserialize_with = "crate::decode::nullable"
+    )]
     pub url: String,
     /// Checksum of the bytes (ignored for literals).
     #[serde(default, deserialize_with = "crate::decode::nullable")]
@@ -433,7 +491,11 @@ impl Archive {
 
     /// A literal archive holding `bytes`.
     pub fn literal(bytes: Vec<u8>) -> Self {
-        Self { archive_type: ARCHIVE_LITERAL.to_owned(), literal: bytes, ..Self::default() }
+        Self {
+            archive_type: ARCHIVE_LITERAL.to_owned(),
+            literal: bytes,
+            ..Self::default()
+        }
     }
 }
 
@@ -470,7 +532,11 @@ pub struct PackageSpec {
     #[serde(default, deserialize_with = "crate::decode::nullable")]
     pub deployment: Archive,
     /// Build command overriding the environment's.
-    #[serde(default, skip_serializing_if = "String::is_empty", deserialize_with = "crate::decode::nullable")]
+    #[serde(
+        default,
+        skip_serializing_if = "String::is_empty",
+        deserialize_with = "crate::decode::nullable"
+    )]
     pub buildcmd: String,
 }
 
@@ -481,10 +547,18 @@ pub struct PackageStatus {
     #[serde(default, deserialize_with = "crate::decode::nullable")]
     pub buildstatus: String,
     /// Build output.
-    #[serde(default, skip_serializing_if = "String::is_empty", deserialize_with = "crate::decode::nullable")]
+    #[serde(
+        default,
+        skip_serializing_if = "String::is_empty",
+        deserialize_with = "crate::decode::nullable"
+    )]
     pub buildlog: String,
     /// When the status last changed (RFC 3339).
-    #[serde(rename = "lastUpdateTimestamp", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "lastUpdateTimestamp",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub last_update_timestamp: Option<String>,
 }
 
@@ -520,7 +594,10 @@ pub fn initial_build_status(spec: &PackageSpec) -> (&'static str, &'static str) 
     } else if !spec.source.is_empty() {
         (build_status::PENDING, "")
     } else {
-        (build_status::FAILED, "Both deploy and source archive are empty")
+        (
+            build_status::FAILED,
+            "Both deploy and source archive are empty",
+        )
     }
 }
 
@@ -533,7 +610,11 @@ pub struct FunctionPackageRef {
     #[serde(default, deserialize_with = "crate::decode::nullable")]
     pub packageref: PackageRef,
     /// The entrypoint, passed verbatim to the runtime.
-    #[serde(rename = "functionName", default, deserialize_with = "crate::decode::nullable")]
+    #[serde(
+        rename = "functionName",
+        default,
+        deserialize_with = "crate::decode::nullable"
+    )]
     pub function_name: String,
 }
 
@@ -547,7 +628,11 @@ pub struct PackageRef {
     #[serde(default, deserialize_with = "crate::decode::nullable")]
     pub name: String,
     /// Pinned resourceVersion of the package.
-    #[serde(default, skip_serializing_if = "String::is_empty", deserialize_with = "crate::decode::nullable")]
+    #[serde(
+        default,
+        skip_serializing_if = "String::is_empty",
+        deserialize_with = "crate::decode::nullable"
+    )]
     pub resourceversion: String,
 }
 
@@ -555,10 +640,20 @@ pub struct PackageRef {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct InvokeStrategy {
     /// Always `execution`.
-    #[serde(rename = "StrategyType", alias = "strategyType", default, deserialize_with = "crate::decode::nullable")]
+    #[serde(
+        rename = "StrategyType",
+        alias = "strategyType",
+        default,
+        deserialize_with = "crate::decode::nullable"
+    )]
     pub strategy_type: String,
     /// How instances are run.
-    #[serde(rename = "ExecutionStrategy", alias = "executionStrategy", default, deserialize_with = "crate::decode::nullable")]
+    #[serde(
+        rename = "ExecutionStrategy",
+        alias = "executionStrategy",
+        default,
+        deserialize_with = "crate::decode::nullable"
+    )]
     pub execution_strategy: ExecutionStrategy,
 }
 
@@ -566,25 +661,58 @@ pub struct InvokeStrategy {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ExecutionStrategy {
     /// `poolmgr`, `newdeploy` or `container`.
-    #[serde(rename = "ExecutorType", alias = "executorType", default, deserialize_with = "crate::decode::nullable")]
+    #[serde(
+        rename = "ExecutorType",
+        alias = "executorType",
+        default,
+        deserialize_with = "crate::decode::nullable"
+    )]
     pub executor_type: String,
     /// Minimum instances (newdeploy/container).
-    #[serde(rename = "MinScale", alias = "minScale", default, deserialize_with = "crate::decode::nullable")]
+    #[serde(
+        rename = "MinScale",
+        alias = "minScale",
+        default,
+        deserialize_with = "crate::decode::nullable"
+    )]
     pub min_scale: i32,
     /// Maximum instances (newdeploy/container).
-    #[serde(rename = "MaxScale", alias = "maxScale", default, deserialize_with = "crate::decode::nullable")]
+    #[serde(
+        rename = "MaxScale",
+        alias = "maxScale",
+        default,
+        deserialize_with = "crate::decode::nullable"
+    )]
     pub max_scale: i32,
     /// Deprecated HPA CPU target.
-    #[serde(rename = "TargetCPUPercent", alias = "targetCPUPercent", default, deserialize_with = "crate::decode::nullable")]
+    #[serde(
+        rename = "TargetCPUPercent",
+        alias = "targetCPUPercent",
+        default,
+        deserialize_with = "crate::decode::nullable"
+    )]
     pub target_cpu_percent: i32,
     /// Seconds a specialization may take.
-    #[serde(rename = "SpecializationTimeout", alias = "specializationTimeout", default, deserialize_with = "crate::decode::nullable")]
+    #[serde(
+        rename = "SpecializationTimeout",
+        alias = "specializationTimeout",
+        default,
+        deserialize_with = "crate::decode::nullable"
+    )]
     pub specialization_timeout: i32,
     /// HPA metrics (kept verbatim).
-    #[serde(rename = "hpaMetrics", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "hpaMetrics",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub hpa_metrics: Option<serde_json::Value>,
     /// HPA behaviour (kept verbatim).
-    #[serde(rename = "hpaBehavior", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "hpaBehavior",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub hpa_behavior: Option<serde_json::Value>,
 }
 
@@ -608,19 +736,36 @@ pub struct FunctionSpec {
     #[serde(default, deserialize_with = "crate::decode::nullable")]
     pub package: FunctionPackageRef,
     /// Secrets mounted under `/secrets`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "crate::decode::nullable")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "crate::decode::nullable"
+    )]
     pub secrets: Vec<ObjectReference>,
     /// Config maps mounted under `/configs`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "crate::decode::nullable")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "crate::decode::nullable"
+    )]
     pub configmaps: Vec<ObjectReference>,
     /// Resources (newdeploy/container).
     #[serde(default, deserialize_with = "crate::decode::nullable")]
     pub resources: ResourceRequirements,
     /// How it is executed.
-    #[serde(rename = "InvokeStrategy", alias = "invokeStrategy", default, deserialize_with = "crate::decode::nullable")]
+    #[serde(
+        rename = "InvokeStrategy",
+        alias = "invokeStrategy",
+        default,
+        deserialize_with = "crate::decode::nullable"
+    )]
     pub invoke_strategy: InvokeStrategy,
     /// Seconds a call may take.
-    #[serde(rename = "functionTimeout", default, deserialize_with = "crate::decode::nullable")]
+    #[serde(
+        rename = "functionTimeout",
+        default,
+        deserialize_with = "crate::decode::nullable"
+    )]
     pub function_timeout: i32,
     /// Seconds an instance may sit idle before it is reaped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -629,13 +774,27 @@ pub struct FunctionSpec {
     #[serde(default, deserialize_with = "crate::decode::nullable")]
     pub concurrency: i32,
     /// Concurrent requests per instance.
-    #[serde(rename = "requestsPerPod", default, deserialize_with = "crate::decode::nullable")]
+    #[serde(
+        rename = "requestsPerPod",
+        default,
+        deserialize_with = "crate::decode::nullable"
+    )]
     pub requests_per_pod: i32,
     /// Every request gets a fresh instance.
-    #[serde(rename = "onceOnly", default, skip_serializing_if = "is_false", deserialize_with = "crate::decode::nullable")]
+    #[serde(
+        rename = "onceOnly",
+        default,
+        skip_serializing_if = "is_false",
+        deserialize_with = "crate::decode::nullable"
+    )]
     pub once_only: bool,
     /// Instances kept past the idle timeout.
-    #[serde(rename = "retainPods", default, skip_serializing_if = "is_zero_i32", deserialize_with = "crate::decode::nullable")]
+    #[serde(
+        rename = "retainPods",
+        default,
+        skip_serializing_if = "is_zero_i32",
+        deserialize_with = "crate::decode::nullable"
+    )]
     pub retain_pods: i32,
     /// Pod spec (container executor).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -663,8 +822,16 @@ pub mod function_defaults {
 impl FunctionSpec {
     /// The executor type (defaulted).
     pub fn executor_type(&self) -> &str {
-        let t = self.invoke_strategy.execution_strategy.executor_type.as_str();
-        if t.is_empty() { executor_type::POOLMGR } else { t }
+        let t = self
+            .invoke_strategy
+            .execution_strategy
+            .executor_type
+            .as_str();
+        if t.is_empty() {
+            executor_type::POOLMGR
+        } else {
+            t
+        }
     }
 
     /// Idle timeout in seconds (defaulted).
@@ -686,7 +853,8 @@ impl Spec for FunctionSpec {
             es.execution_strategy.executor_type = executor_type::POOLMGR.to_owned();
         }
         if es.execution_strategy.specialization_timeout == 0 {
-            es.execution_strategy.specialization_timeout = function_defaults::SPECIALIZATION_TIMEOUT;
+            es.execution_strategy.specialization_timeout =
+                function_defaults::SPECIALIZATION_TIMEOUT;
         }
         if self.function_timeout == 0 {
             self.function_timeout = function_defaults::FUNCTION_TIMEOUT;
@@ -734,13 +902,20 @@ pub mod function_ref_type {
 impl FunctionReference {
     /// A reference to one function by name.
     pub fn by_name(name: &str) -> Self {
-        Self { ref_type: function_ref_type::NAME.to_owned(), name: name.to_owned(), functionweights: None }
+        Self {
+            ref_type: function_ref_type::NAME.to_owned(),
+            name: name.to_owned(),
+            functionweights: None,
+        }
     }
 
     /// Every function name this reference can send traffic to.
     pub fn function_names(&self) -> Vec<String> {
         if self.ref_type == function_ref_type::FUNCTION_WEIGHTS {
-            self.functionweights.iter().flat_map(|w| w.keys().cloned()).collect()
+            self.functionweights
+                .iter()
+                .flat_map(|w| w.keys().cloned())
+                .collect()
         } else {
             vec![self.name.clone()]
         }
@@ -777,7 +952,12 @@ pub struct HttpTriggerSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefix: Option<String>,
     /// Forward the full path instead of stripping the prefix.
-    #[serde(rename = "keepPrefix", default, skip_serializing_if = "is_false", deserialize_with = "crate::decode::nullable")]
+    #[serde(
+        rename = "keepPrefix",
+        default,
+        skip_serializing_if = "is_false",
+        deserialize_with = "crate::decode::nullable"
+    )]
     pub keep_prefix: bool,
     /// Deprecated single method.
     #[serde(default, deserialize_with = "crate::decode::nullable")]
@@ -816,8 +996,9 @@ impl HttpTriggerSpec {
 }
 
 /// HTTP methods Fission accepts on triggers.
-pub const HTTP_METHODS: [&str; 9] =
-    ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "CONNECT", "OPTIONS", "TRACE"];
+pub const HTTP_METHODS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "CONNECT", "OPTIONS", "TRACE",
+];
 
 impl Spec for HttpTriggerSpec {
     type Status = NoStatus;
@@ -912,10 +1093,18 @@ pub struct MessageQueueTriggerSpec {
     #[serde(default, deserialize_with = "crate::decode::nullable")]
     pub topic: String,
     /// Topic responses are published to.
-    #[serde(default, skip_serializing_if = "String::is_empty", deserialize_with = "crate::decode::nullable")]
+    #[serde(
+        default,
+        skip_serializing_if = "String::is_empty",
+        deserialize_with = "crate::decode::nullable"
+    )]
     pub resp_topic: String,
     /// Topic errors are published to.
-    #[serde(default, skip_serializing_if = "String::is_empty", deserialize_with = "crate::decode::nullable")]
+    #[serde(
+        default,
+        skip_serializing_if = "String::is_empty",
+        deserialize_with = "crate::decode::nullable"
+    )]
     pub error_topic: String,
     /// Retries after the first attempt.
     #[serde(default, deserialize_with = "crate::decode::nullable")]
@@ -939,10 +1128,18 @@ pub struct MessageQueueTriggerSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<BTreeMap<String, String>>,
     /// Secret with connector credentials.
-    #[serde(default, skip_serializing_if = "String::is_empty", deserialize_with = "crate::decode::nullable")]
+    #[serde(
+        default,
+        skip_serializing_if = "String::is_empty",
+        deserialize_with = "crate::decode::nullable"
+    )]
     pub secret: String,
     /// `fission` or `keda`.
-    #[serde(rename = "mqtkind", default, deserialize_with = "crate::decode::nullable")]
+    #[serde(
+        rename = "mqtkind",
+        default,
+        deserialize_with = "crate::decode::nullable"
+    )]
     pub mqtkind: String,
     /// Connector pod spec.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -993,7 +1190,11 @@ pub struct CanaryConfigSpec {
     #[serde(default, deserialize_with = "crate::decode::nullable")]
     pub failurethreshold: i32,
     /// `status-code`.
-    #[serde(rename = "failureType", default, deserialize_with = "crate::decode::nullable")]
+    #[serde(
+        rename = "failureType",
+        default,
+        deserialize_with = "crate::decode::nullable"
+    )]
     pub failure_type: String,
 }
 
@@ -1121,7 +1322,9 @@ impl AnyResource {
             ResourceKind::KubernetesWatchTrigger => {
                 Self::KubernetesWatchTrigger(serde_json::from_value(v)?)
             }
-            ResourceKind::MessageQueueTrigger => Self::MessageQueueTrigger(serde_json::from_value(v)?),
+            ResourceKind::MessageQueueTrigger => {
+                Self::MessageQueueTrigger(serde_json::from_value(v)?)
+            }
             ResourceKind::CanaryConfig => Self::CanaryConfig(serde_json::from_value(v)?),
             ResourceKind::Secret => Self::Secret(serde_json::from_value(v)?),
             ResourceKind::ConfigMap => Self::ConfigMap(serde_json::from_value(v)?),
@@ -1178,7 +1381,9 @@ impl AnyResource {
             (Self::Package(a), Self::Package(b)) => !a.same_content(b),
             (Self::HttpTrigger(a), Self::HttpTrigger(b)) => !a.same_content(b),
             (Self::TimeTrigger(a), Self::TimeTrigger(b)) => !a.same_content(b),
-            (Self::KubernetesWatchTrigger(a), Self::KubernetesWatchTrigger(b)) => !a.same_content(b),
+            (Self::KubernetesWatchTrigger(a), Self::KubernetesWatchTrigger(b)) => {
+                !a.same_content(b)
+            }
             (Self::MessageQueueTrigger(a), Self::MessageQueueTrigger(b)) => !a.same_content(b),
             (Self::CanaryConfig(a), Self::CanaryConfig(b)) => !a.same_content(b),
             (Self::Secret(a), Self::Secret(b)) => !a.same_content(b),
@@ -1231,7 +1436,11 @@ any_from!(
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Secret {
     /// `v1`.
-    #[serde(rename = "apiVersion", default, deserialize_with = "crate::decode::nullable")]
+    #[serde(
+        rename = "apiVersion",
+        default,
+        deserialize_with = "crate::decode::nullable"
+    )]
     pub api_version: String,
     /// `Secret`.
     #[serde(default, deserialize_with = "crate::decode::nullable")]
@@ -1243,10 +1452,19 @@ pub struct Secret {
     #[serde(default, with = "base64_map")]
     pub data: BTreeMap<String, Vec<u8>>,
     /// Write-only plain-text values, merged into `data` when stored.
-    #[serde(rename = "stringData", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "stringData",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub string_data: Option<BTreeMap<String, String>>,
     /// Secret type (`Opaque`).
-    #[serde(rename = "type", default, skip_serializing_if = "String::is_empty", deserialize_with = "crate::decode::nullable")]
+    #[serde(
+        rename = "type",
+        default,
+        skip_serializing_if = "String::is_empty",
+        deserialize_with = "crate::decode::nullable"
+    )]
     pub secret_type: String,
 }
 
@@ -1254,7 +1472,11 @@ pub struct Secret {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ConfigMap {
     /// `v1`.
-    #[serde(rename = "apiVersion", default, deserialize_with = "crate::decode::nullable")]
+    #[serde(
+        rename = "apiVersion",
+        default,
+        deserialize_with = "crate::decode::nullable"
+    )]
     pub api_version: String,
     /// `ConfigMap`.
     #[serde(default, deserialize_with = "crate::decode::nullable")]
@@ -1276,7 +1498,8 @@ fn data_keys<'a>(keys: impl Iterator<Item = &'a String>, total: usize, errs: &mu
             && k.len() <= 253
             && k != "."
             && k != ".."
-            && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+            && k.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
         if !ok {
             errs.push(
                 format!("data.{k}"),
@@ -1285,7 +1508,10 @@ fn data_keys<'a>(keys: impl Iterator<Item = &'a String>, total: usize, errs: &mu
         }
     }
     if total > MAX_DATA_BYTES {
-        errs.push("data", format!("values total {total} bytes; the limit is {MAX_DATA_BYTES}"));
+        errs.push(
+            "data",
+            format!("values total {total} bytes; the limit is {MAX_DATA_BYTES}"),
+        );
     }
 }
 
@@ -1308,7 +1534,11 @@ impl Secret {
     }
 
     fn validate_into(&self, errs: &mut FieldErrors) {
-        data_keys(self.data.keys(), self.data.values().map(Vec::len).sum(), errs);
+        data_keys(
+            self.data.keys(),
+            self.data.values().map(Vec::len).sum(),
+            errs,
+        );
     }
 
     fn same_content(&self, other: &Self) -> bool {
@@ -1327,7 +1557,11 @@ impl ConfigMap {
     }
 
     fn validate_into(&self, errs: &mut FieldErrors) {
-        data_keys(self.data.keys(), self.data.values().map(String::len).sum(), errs);
+        data_keys(
+            self.data.keys(),
+            self.data.values().map(String::len).sum(),
+            errs,
+        );
     }
 
     fn same_content(&self, other: &Self) -> bool {
@@ -1342,11 +1576,16 @@ mod base64_map {
     use base64::engine::general_purpose::STANDARD;
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(m: &BTreeMap<String, Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: Serializer>(
+        m: &BTreeMap<String, Vec<u8>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         s.collect_map(m.iter().map(|(k, v)| (k, STANDARD.encode(v))))
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, Vec<u8>>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<String, Vec<u8>>, D::Error> {
         let raw: Option<BTreeMap<String, String>> = Option::deserialize(d)?;
         raw.unwrap_or_default()
             .into_iter()
@@ -1354,7 +1593,9 @@ mod base64_map {
                 STANDARD
                     .decode(v.trim())
                     .map(|b| (k.clone(), b))
-                    .map_err(|e| serde::de::Error::custom(format!("data.{k} is not valid base64: {e}")))
+                    .map_err(|e| {
+                        serde::de::Error::custom(format!("data.{k} is not valid base64: {e}"))
+                    })
             })
             .collect()
     }

@@ -210,12 +210,18 @@ fn corpus_objects_mean_what_fission_means() {
     assert!(pkg.spec.source.is_empty());
     assert_eq!(pkg.status.buildstatus, "none");
 
-    let AnyResource::Package(src) = find(ResourceKind::Package, "pysrc-4b1e2d7a-5f6c-4e8d-9a0b-1c2d3e4f5a6b") else {
+    let AnyResource::Package(src) = find(
+        ResourceKind::Package,
+        "pysrc-4b1e2d7a-5f6c-4e8d-9a0b-1c2d3e4f5a6b",
+    ) else {
         unreachable!()
     };
     assert_eq!(src.spec.source.url, "archive://src-m2x1");
     assert!(src.spec.deployment.is_empty() && src.spec.buildcmd.is_empty());
-    assert_eq!(src.status.buildstatus, "pending", "a source package waits for its build");
+    assert_eq!(
+        src.status.buildstatus, "pending",
+        "a source package waits for its build"
+    );
 
     let AnyResource::Package(lit) = find(ResourceKind::Package, "hello-pkg") else {
         unreachable!()

@@ -39,18 +39,33 @@ fn main() -> ExitCode {
     let mut cli = Top::command();
     cli.build();
     // Fission's CLI (Go's pflag) also takes `--flag=true|false`; scripts written for it pass them.
-    let args = fission_cli::go_style_bools(&cli, std::env::args_os());
-    let top = match cli.try_get_matches_from(args).and_then(|m| Top::from_arg_matches(&m)) {
+    let args: Vec<std::ffi::OsString> = fission_cli::go_style_bools(&cli, std::env::args_os());
+    let serving = args
+        .iter()
+        .skip(1)
+        .find(|a| !a.to_string_lossy().starts_with('-'))
+        .is_some_and(|a| a == "server");
+    let top = match cli
+        .try_get_matches_from(args)
+        .and_then(|m| Top::from_arg_matches(&m))
+    {
         Ok(top) => top,
-        // Usage mistakes are errors like any other: `Error: …` on stderr and exit 1.
-        Err(e) if e.use_stderr() && e.kind() != clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+        // Usage mistakes are errors like any other: `Error: …` on stderr, exit 1 as Fission's CLI
+        // (the server keeps clap's 2 for flags it cannot start with, as documented).
+        Err(e)
+            if e.use_stderr()
+                && e.kind() != clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand =>
+        {
             let text = e.render().to_string();
             eprint!("Error: {}", text.strip_prefix("error: ").unwrap_or(&text));
-            return ExitCode::FAILURE;
+            return ExitCode::from(if serving { 2 } else { 1 });
         }
         Err(e) => e.exit(),
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("Error: cannot start the async runtime: {e}");
@@ -59,15 +74,23 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match top.command {
-            TopCommand::Server(args) => server::run(args).await,
-            TopCommand::Cli(cmd) => fission_cli::run(top.global, cmd).await,
+            TopCommand::Server(args) => server::run(args).await.map_err(|e| {
+                // Like a bad flag (clap exits 2): the server cannot start as configured.
+                let code = if matches!(e, server::ServerError::Start(_)) {
+                    2
+                } else {
+                    1
+                };
+                (anyhow::Error::new(e), code)
+            }),
+            TopCommand::Cli(cmd) => fission_cli::run(top.global, cmd).await.map_err(|e| (e, 1)),
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+        Err((e, code)) => {
             eprintln!("Error: {e:#}");
-            ExitCode::FAILURE
+            ExitCode::from(code)
         }
     }
 }

@@ -70,7 +70,8 @@ fn a_spec_directory_exactly_as_fission_writes_it_applies_and_serves() {
         );
     }
     assert!(
-        out.stderr.contains("Warning: this server does not fire TimeTriggers yet"),
+        out.stderr
+            .contains("Warning: this server does not fire TimeTriggers yet"),
         "{}",
         out.stderr
     );

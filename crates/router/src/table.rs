@@ -677,7 +677,9 @@ impl RouteTable {
         }
 
         if path_matched {
-            Lookup::MethodNotAllowed { allow: self.allowed_methods(host, path) }
+            Lookup::MethodNotAllowed {
+                allow: self.allowed_methods(host, path),
+            }
         } else {
             Lookup::NotFound
         }
@@ -690,7 +692,11 @@ impl RouteTable {
         if matches!(path, HEALTHZ_PATH | VERSION_PATH | METRICS_PATH | "/") {
             allowed.push(Method::GET);
         }
-        for r in self.routes.iter().filter(|r| r.host_matches(host) && r.path_matches(path)) {
+        for r in self
+            .routes
+            .iter()
+            .filter(|r| r.host_matches(host) && r.path_matches(path))
+        {
             for m in &r.methods {
                 if !allowed.contains(m) {
                     allowed.push(m.clone());
@@ -709,7 +715,11 @@ impl RouteTable {
             Method::TRACE,
         ];
         allowed.sort_by_key(|m| ORDER.iter().position(|o| o == m).unwrap_or(ORDER.len()));
-        allowed.iter().map(Method::as_str).collect::<Vec<_>>().join(", ")
+        allowed
+            .iter()
+            .map(Method::as_str)
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// `/fission-function/<ns>/<name>[/sub]` or `/fission-function/<name>[/sub]` (namespace

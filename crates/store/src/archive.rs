@@ -7,80 +7,21 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-/// The URL form Fission's storagesvc gives archives; the host part is ignored here and the id
-/// is resolved against the local [`ArchiveStore`].
-pub const STORAGE_URL_PREFIX: &str = "http://storagesvc.fission/v1/archive?id=";
-
-/// Why an archive operation failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ArchiveError {
-    /// No archive with this id.
-    #[error("archive '{0}' not found")]
-    NotFound(String),
-    /// Stored bytes no longer match their checksum.
-    #[error("archive '{id}' is corrupt: its sha256 is {actual}")]
-    Corrupt {
-        /// The id (expected sha256).
-        id: String,
-        /// What the bytes hash to now.
-        actual: String,
-    },
-    /// Not a sha256 hex id.
-    #[error("'{0}' is not an archive id (64 hexadecimal digits)")]
-    InvalidId(String),
-    /// Filesystem failure.
-    #[error("archive store I/O on {path}: {source}")]
-    Io {
-        /// The path involved.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
-}
+pub use fission_core::archive::{
+    ArchiveError, FISSION_ID_PREFIX, STORAGE_URL_PREFIX, archive_id_from_url, client_id,
+    content_id, storage_url,
+};
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ArchiveError + '_ {
-    move |source| ArchiveError::Io { path: path.to_owned(), source }
+    move |source| ArchiveError::Io {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// Hex sha256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
-}
-
-/// The prefix of the archive ids Fission's storagesvc hands out (`/fission/fission-functions/<id>`);
-/// ids given to clients carry it, so scripts written for Fission parse them.
-pub const FISSION_ID_PREFIX: &str = "/fission/fission-functions/";
-
-/// [`FISSION_ID_PREFIX`] as it appears URL-escaped in a query string.
-const ESCAPED_ID_PREFIX: &str = "%2Ffission%2Ffission-functions%2F";
-
-/// The id a client is given for content id `id`.
-pub fn client_id(id: &str) -> String {
-    format!("{FISSION_ID_PREFIX}{id}")
-}
-
-/// The content id (sha256 hex) inside a client id; ids without the prefix are returned as is.
-pub fn content_id(id: &str) -> &str {
-    id.strip_prefix(FISSION_ID_PREFIX).unwrap_or(id)
-}
-
-/// The archive URL recorded in packages for content id `id`: Fission's storagesvc URL with the
-/// client id URL-escaped.
-pub fn storage_url(id: &str) -> String {
-    format!("{STORAGE_URL_PREFIX}{ESCAPED_ID_PREFIX}{id}")
-}
-
-/// The content id in a storage URL (`…/v1/archive?id=<id>`), whatever the host, with or without
-/// Fission's id prefix (plain or URL-escaped).
-pub fn archive_id_from_url(url: &str) -> Option<&str> {
-    let (_, query) = url.split_once("/v1/archive?")?;
-    let id = query.split('&').find_map(|kv| kv.strip_prefix("id=")).filter(|id| !id.is_empty())?;
-    let escaped = id
-        .get(..ESCAPED_ID_PREFIX.len())
-        .filter(|p| p.eq_ignore_ascii_case(ESCAPED_ID_PREFIX))
-        .map(|p| &id[p.len()..]);
-    Some(escaped.unwrap_or_else(|| content_id(id))).filter(|id| !id.is_empty())
 }
 
 /// Files on disk, one per distinct content, named by sha256.
@@ -99,7 +40,11 @@ impl ArchiveStore {
 
     fn path_of(&self, id: &str) -> Result<PathBuf, ArchiveError> {
         let id = content_id(id);
-        if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
+        if id.len() != 64
+            || !id
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        {
             return Err(ArchiveError::InvalidId(id.to_owned()));
         }
         Ok(self.root.join(&id[..2]).join(id))
@@ -127,12 +72,17 @@ impl ArchiveStore {
         let path = self.path_of(id)?;
         let bytes = match fs::read(&path) {
             Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(ArchiveError::NotFound(id.to_owned())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ArchiveError::NotFound(id.to_owned()));
+            }
             Err(e) => return Err(ArchiveError::Io { path, source: e }),
         };
         let actual = sha256_hex(&bytes);
         if actual != content_id(id) {
-            return Err(ArchiveError::Corrupt { id: id.to_owned(), actual });
+            return Err(ArchiveError::Corrupt {
+                id: id.to_owned(),
+                actual,
+            });
         }
         Ok(bytes)
     }
@@ -140,7 +90,9 @@ impl ArchiveStore {
     /// When an archive was stored.
     pub fn modified(&self, id: &str) -> Result<std::time::SystemTime, ArchiveError> {
         let path = self.path_of(id)?;
-        std::fs::metadata(&path).and_then(|m| m.modified()).map_err(|source| ArchiveError::Io { path, source })
+        std::fs::metadata(&path)
+            .and_then(|m| m.modified())
+            .map_err(|source| ArchiveError::Io { path, source })
     }
 
     /// Whether an archive exists.
@@ -153,7 +105,9 @@ impl ArchiveStore {
         let path = self.path_of(id)?;
         match fs::remove_file(&path) {
             Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(ArchiveError::NotFound(id.to_owned())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(ArchiveError::NotFound(id.to_owned()))
+            }
             Err(e) => Err(ArchiveError::Io { path, source: e }),
         }
     }
@@ -167,7 +121,11 @@ impl ArchiveStore {
                 continue;
             }
             for f in fs::read_dir(&shard).map_err(io_err(&shard))? {
-                let name = f.map_err(io_err(&shard))?.file_name().to_string_lossy().into_owned();
+                let name = f
+                    .map_err(io_err(&shard))?
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned();
                 if name.len() == 64 {
                     out.push(name);
                 }
@@ -208,14 +166,20 @@ mod tests {
     fn rejects_ids_that_could_escape_the_store() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = ArchiveStore::open(dir.path()).expect("open");
-        assert!(matches!(store.get("../../etc/passwd"), Err(ArchiveError::InvalidId(_))));
+        assert!(matches!(
+            store.get("../../etc/passwd"),
+            Err(ArchiveError::InvalidId(_))
+        ));
     }
 
     #[test]
     fn finds_id_in_storage_urls() {
         let url = format!("{STORAGE_URL_PREFIX}abc");
         assert_eq!(archive_id_from_url(&url), Some("abc"));
-        assert_eq!(archive_id_from_url("http://x/v1/archive?foo=1&id=z"), Some("z"));
+        assert_eq!(
+            archive_id_from_url("http://x/v1/archive?foo=1&id=z"),
+            Some("z")
+        );
         assert_eq!(archive_id_from_url("http://x/other"), None);
     }
 
@@ -229,12 +193,43 @@ mod tests {
         assert_eq!(store.get(&client).expect("get by client id"), b"zip");
         assert!(store.contains(&client));
         let url = storage_url(&id);
-        assert_eq!(url, format!("http://storagesvc.fission/v1/archive?id=%2Ffission%2Ffission-functions%2F{id}"));
+        assert_eq!(
+            url,
+            format!(
+                "http://storagesvc.fission/v1/archive?id=%2Ffission%2Ffission-functions%2F{id}"
+            )
+        );
         assert_eq!(archive_id_from_url(&url), Some(id.as_str()));
         let lower = url.replace("%2F", "%2f");
         assert_eq!(archive_id_from_url(&lower), Some(id.as_str()));
         let plain = format!("{STORAGE_URL_PREFIX}{client}");
         assert_eq!(archive_id_from_url(&plain), Some(id.as_str()));
-        assert!(matches!(store.get("/fission/fission-functions/../x"), Err(ArchiveError::InvalidId(_))));
+        assert!(matches!(
+            store.get("/fission/fission-functions/../x"),
+            Err(ArchiveError::InvalidId(_))
+        ));
+    }
+}
+
+#[async_trait::async_trait]
+impl fission_core::ArchiveStorage for ArchiveStore {
+    async fn put(&self, bytes: Vec<u8>) -> Result<String, ArchiveError> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.put(&bytes))
+            .await
+            .map_err(|e| ArchiveError::Io {
+                path: PathBuf::new(),
+                source: std::io::Error::other(e),
+            })?
+    }
+
+    async fn get(&self, id: &str) -> Result<Vec<u8>, ArchiveError> {
+        let (store, id) = (self.clone(), id.to_owned());
+        tokio::task::spawn_blocking(move || store.get(&id))
+            .await
+            .map_err(|e| ArchiveError::Io {
+                path: PathBuf::new(),
+                source: std::io::Error::other(e),
+            })?
     }
 }

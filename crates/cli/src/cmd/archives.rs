@@ -70,15 +70,27 @@ fn default_output(id: &str) -> anyhow::Result<PathBuf> {
 pub(crate) async fn run(ctx: &Ctx, cmd: ArchiveCommand) -> anyhow::Result<()> {
     match cmd {
         ArchiveCommand::Upload(a) => {
-            let bytes = std::fs::read(&a.name).with_context(|| format!("error reading '{}'", a.name.display()))?;
+            let bytes = std::fs::read(&a.name)
+                .with_context(|| format!("error reading '{}'", a.name.display()))?;
             if bytes.is_empty() {
-                bail!("'{}' is empty; there is nothing to upload", a.name.display());
+                bail!(
+                    "'{}' is empty; there is nothing to upload",
+                    a.name.display()
+                );
             }
-            let id = ctx.api.upload_archive(bytes).await.wrap("error uploading archive")?;
+            let id = ctx
+                .api
+                .upload_archive(bytes)
+                .await
+                .wrap("error uploading archive")?;
             say(format!("File successfully uploaded with ID: {id}"));
         }
         ArchiveCommand::List => {
-            let ids = ctx.api.list_archives().await.wrap("error listing archives")?;
+            let ids = ctx
+                .api
+                .list_archives()
+                .await
+                .wrap("error listing archives")?;
             let mut out = String::from("ARCHIVES\n");
             for id in ids {
                 out.push_str(&id);
@@ -91,9 +103,17 @@ pub(crate) async fn run(ctx: &Ctx, cmd: ArchiveCommand) -> anyhow::Result<()> {
                 Some(o) => o,
                 None => default_output(&a.id)?,
             };
-            let bytes = ctx.api.get_archive(&a.id).await.wrap("error downloading archive")?;
-            std::fs::write(&output, bytes).with_context(|| format!("error writing '{}'", output.display()))?;
-            say(format!("File download complete. File name: {}", output.display()));
+            let bytes = ctx
+                .api
+                .get_archive(&a.id)
+                .await
+                .wrap("error downloading archive")?;
+            std::fs::write(&output, bytes)
+                .with_context(|| format!("error writing '{}'", output.display()))?;
+            say(format!(
+                "File download complete. File name: {}",
+                output.display()
+            ));
         }
         ArchiveCommand::GetUrl(a) => {
             // Only a URL for an archive that is there, as Fission checks with a HEAD first.
@@ -101,7 +121,10 @@ pub(crate) async fn run(ctx: &Ctx, cmd: ArchiveCommand) -> anyhow::Result<()> {
             say(format!("URL: {}", storage_archive_url(&a.id)));
         }
         ArchiveCommand::Delete(a) => {
-            ctx.api.delete_archive(&a.id).await.wrap("error deleting archive")?;
+            ctx.api
+                .delete_archive(&a.id)
+                .await
+                .wrap("error deleting archive")?;
             say(format!("Deleted archive with id: {}", a.id));
         }
     }
@@ -114,7 +137,10 @@ mod tests {
 
     #[test]
     fn downloads_are_named_after_the_id_and_never_escape_the_directory() {
-        assert_eq!(default_output("/fission/fission-functions/abc").expect("name"), PathBuf::from("abc"));
+        assert_eq!(
+            default_output("/fission/fission-functions/abc").expect("name"),
+            PathBuf::from("abc")
+        );
         assert_eq!(default_output("abc").expect("name"), PathBuf::from("abc"));
         assert!(default_output("/fission/fission-functions/../../etc/passwd").is_err());
         assert!(default_output("/etc/passwd").is_err());
