@@ -1,0 +1,117 @@
+use std::fmt::Display;
+use std::path::PathBuf;
+
+/// Whether missing prerequisites fail tests: `CI` is set to anything but empty, `0` or `false`
+/// (CI systems set `CI=true`).
+pub fn ci_enforced() -> bool {
+    enforced(std::env::var("CI").ok().as_deref())
+}
+
+fn enforced(ci: Option<&str>) -> bool {
+    match ci.map(str::trim) {
+        None | Some("") | Some("0") => false,
+        Some(v) => !v.eq_ignore_ascii_case("false"),
+    }
+}
+
+/// Gate a test on a prerequisite. `probe` is the check's outcome; on `Ok` its value is returned.
+/// On `Err` the test cannot run: under CI ([`ci_enforced`]) this panics naming `what` is
+/// missing, why, and how to `install` it; elsewhere it prints a `SKIPPED:` line to stderr and
+/// returns `None`, so the caller returns early.
+///
+/// ```no_run
+/// # fn t() {
+/// let Some(_bwrap) = fission_test_support::require(
+///     "bubblewrap (bwrap on PATH)",
+///     "apt-get install bubblewrap",
+///     fission_test_support::binary_on_path("bwrap"),
+/// ) else {
+///     return;
+/// };
+/// # }
+/// ```
+#[track_caller]
+pub fn require<T, E: Display>(what: &str, install: &str, probe: Result<T, E>) -> Option<T> {
+    decide(ci_enforced(), what, install, probe)
+}
+
+#[track_caller]
+fn decide<T, E: Display>(ci: bool, what: &str, install: &str, probe: Result<T, E>) -> Option<T> {
+    let why = match probe {
+        Ok(v) => return Some(v),
+        Err(why) => why,
+    };
+    let test = std::thread::current().name().unwrap_or("this test").to_owned();
+    if ci {
+        panic!(
+            "prerequisite missing: {what}: {why}\nInstall it ({install}) — CI is set, so a missing \
+             prerequisite fails {test} instead of skipping it"
+        );
+    }
+    eprintln!("SKIPPED: {test}: {what} is missing: {why} (install: {install}; with CI=true this fails)");
+    None
+}
+
+/// The first executable `name` on `PATH`, or why there is none.
+pub fn binary_on_path(name: &str) -> Result<PathBuf, String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
+        .ok_or_else(|| format!("`{name}` is not on PATH ({})", path.to_string_lossy()))
+}
+
+/// `Ok` when this process runs with effective uid 0, else why not.
+pub fn running_as_root() -> Result<(), String> {
+    // /proc/self/status instead of geteuid(): the workspace denies unsafe code.
+    let status = std::fs::read_to_string("/proc/self/status").map_err(|e| format!("reading /proc/self/status: {e}"))?;
+    let euid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().nth(1))
+        .ok_or("no Uid: line in /proc/self/status")?;
+    match euid {
+        "0" => Ok(()),
+        other => Err(format!("running as uid {other}, not root")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ci_is_enforced_for_any_value_but_empty_zero_or_false() {
+        for v in ["true", "1", "yes", "TRUE", "github"] {
+            assert!(enforced(Some(v)), "CI={v}");
+        }
+        for v in [None, Some(""), Some("0"), Some("false"), Some("False"), Some(" ")] {
+            assert!(!enforced(v), "CI={v:?}");
+        }
+    }
+
+    #[test]
+    fn a_met_prerequisite_returns_the_probes_value() {
+        assert_eq!(decide(true, "x", "y", Ok::<_, String>(7)), Some(7));
+        assert_eq!(decide(false, "x", "y", Ok::<_, String>(7)), Some(7));
+    }
+
+    #[test]
+    fn a_missing_prerequisite_skips_outside_ci() {
+        assert_eq!(decide(false, "frobnicator", "apt-get install frob", Err::<(), _>("not found")), None);
+    }
+
+    #[test]
+    #[should_panic(expected = "prerequisite missing: frobnicator: not found\nInstall it (apt-get install frob)")]
+    fn a_missing_prerequisite_fails_under_ci() {
+        decide(true, "frobnicator", "apt-get install frob", Err::<(), _>("not found"));
+    }
+
+    #[test]
+    fn finds_binaries_on_path_and_names_missing_ones() {
+        assert!(binary_on_path("sh").is_ok_and(|p| p.ends_with("sh")));
+        let err = binary_on_path("surely-no-such-binary-here").expect_err("missing");
+        assert!(err.starts_with("`surely-no-such-binary-here` is not on PATH"), "{err}");
+    }
+}
