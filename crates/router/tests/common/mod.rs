@@ -1,23 +1,19 @@
-//! Test doubles and a harness for driving a real router over real sockets.
+//! Test doubles and a harness for driving a real router over real sockets; the store is
+//! test-support's `MemoryStore`.
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::convert::Infallible;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use fission_core::resources::{
-    Function, FunctionReference, FunctionSpec, HttpTrigger, HttpTriggerSpec, ResourceKind,
-};
-use fission_core::{
-    AnyResource, ExecutorError, FunctionInstances, InstanceLease, LeaseRelease, ResourceStore,
-    StoreError, WatchEvent, WatchEventType, WatchStream,
-};
+use fission_core::resources::{Function, FunctionReference, FunctionSpec, HttpTrigger, HttpTriggerSpec};
+use fission_core::{AnyResource, ExecutorError, FunctionInstances, InstanceLease, LeaseRelease, ResourceStore};
 use fission_router::{Config, Router};
+pub use fission_test_support::{MemoryStore, eventually};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
@@ -27,130 +23,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
-use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-
-// === In-memory store ===
-
-/// A `ResourceStore` kept in a map, with the change feed on a broadcast channel.
-pub struct MemStore {
-    state: Mutex<StoreState>,
-    feed: broadcast::Sender<WatchEvent>,
-}
-
-struct StoreState {
-    objects: BTreeMap<(ResourceKind, String, String), AnyResource>,
-    revision: u64,
-}
-
-impl MemStore {
-    pub fn new(capacity: usize) -> Arc<Self> {
-        let (feed, _) = broadcast::channel(capacity);
-        Arc::new(Self {
-            state: Mutex::new(StoreState {
-                objects: BTreeMap::new(),
-                revision: 0,
-            }),
-            feed,
-        })
-    }
-
-    fn write(&self, mut obj: AnyResource, event_type: WatchEventType) -> AnyResource {
-        let mut st = self.state.lock().unwrap();
-        st.revision += 1;
-        let rev = st.revision;
-        let meta = obj.meta_mut();
-        if meta.namespace.is_empty() {
-            meta.namespace = "default".into();
-        }
-        if meta.uid.is_empty() {
-            meta.uid = format!("uid-{}", meta.name);
-        }
-        meta.resource_version = rev.to_string();
-        let key = (
-            obj.kind(),
-            obj.meta().namespace.clone(),
-            obj.meta().name.clone(),
-        );
-        if event_type == WatchEventType::Deleted {
-            st.objects.remove(&key);
-        } else {
-            st.objects.insert(key, obj.clone());
-        }
-        // Send while holding the lock so the feed order equals the revision order.
-        let _ = self.feed.send(WatchEvent {
-            event_type,
-            object: obj.clone(),
-            revision: rev,
-        });
-        obj
-    }
-}
-
-#[async_trait::async_trait]
-impl ResourceStore for MemStore {
-    async fn create(&self, obj: AnyResource) -> Result<AnyResource, StoreError> {
-        Ok(self.write(obj, WatchEventType::Added))
-    }
-    async fn update(&self, obj: AnyResource) -> Result<AnyResource, StoreError> {
-        Ok(self.write(obj, WatchEventType::Modified))
-    }
-    async fn delete(
-        &self,
-        kind: ResourceKind,
-        namespace: &str,
-        name: &str,
-    ) -> Result<AnyResource, StoreError> {
-        let obj = self.get(kind, namespace, name).await?;
-        Ok(self.write(obj, WatchEventType::Deleted))
-    }
-    async fn get(
-        &self,
-        kind: ResourceKind,
-        namespace: &str,
-        name: &str,
-    ) -> Result<AnyResource, StoreError> {
-        let st = self.state.lock().unwrap();
-        st.objects
-            .get(&(kind, namespace.to_owned(), name.to_owned()))
-            .cloned()
-            .ok_or_else(|| StoreError::NotFound {
-                kind,
-                namespace: namespace.to_owned(),
-                name: name.to_owned(),
-            })
-    }
-    async fn list(
-        &self,
-        kind: ResourceKind,
-        namespace: Option<&str>,
-    ) -> Result<Vec<AnyResource>, StoreError> {
-        let st = self.state.lock().unwrap();
-        Ok(st
-            .objects
-            .iter()
-            .filter(|((k, ns, _), _)| *k == kind && namespace.is_none_or(|n| n == ns))
-            .map(|(_, o)| o.clone())
-            .collect())
-    }
-    async fn list_and_watch(&self) -> Result<(Vec<AnyResource>, u64, WatchStream), StoreError> {
-        let st = self.state.lock().unwrap();
-        // Subscribe under the lock: no change can slip between the snapshot and the feed.
-        let rx = self.feed.subscribe();
-        let snapshot = st.objects.values().cloned().collect();
-        let stream = futures::stream::unfold(rx, |mut rx| async move {
-            match rx.recv().await {
-                Ok(ev) => Some((Ok(ev), rx)),
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    Some((Err(StoreError::Lagged(n)), rx))
-                }
-                Err(broadcast::error::RecvError::Closed) => None,
-            }
-        });
-        Ok((snapshot, st.revision, Box::pin(stream)))
-    }
-}
 
 // === Fake executor ===
 
@@ -186,11 +60,7 @@ struct Release {
 
 impl LeaseRelease for Release {
     fn release(&self, broken: bool) {
-        self.log.lock().unwrap().push(Released {
-            function: self.function.clone(),
-            addr: self.addr,
-            broken,
-        });
+        self.log.lock().unwrap().push(Released { function: self.function.clone(), addr: self.addr, broken });
     }
 }
 
@@ -208,12 +78,7 @@ impl FakeInstances {
 
     /// Queue steps for a function (`namespace/name`); when they run out, lease the default.
     pub fn plan(&self, function: &str, steps: impl IntoIterator<Item = Step>) {
-        self.plans
-            .lock()
-            .unwrap()
-            .entry(function.to_owned())
-            .or_default()
-            .extend(steps);
+        self.plans.lock().unwrap().entry(function.to_owned()).or_default().extend(steps);
     }
 
     pub fn releases(&self) -> Vec<Released> {
@@ -226,29 +91,15 @@ impl FunctionInstances for FakeInstances {
     async fn acquire(&self, function: &Function) -> Result<InstanceLease, ExecutorError> {
         let label = format!("{}/{}", function.metadata.namespace, function.metadata.name);
         self.acquired.lock().unwrap().push(label.clone());
-        let step = self
-            .plans
-            .lock()
-            .unwrap()
-            .get_mut(&label)
-            .and_then(VecDeque::pop_front);
+        let step = self.plans.lock().unwrap().get_mut(&label).and_then(VecDeque::pop_front);
         let addr = match step {
             Some(Step::Fail(e)) => return Err(e),
             Some(Step::Lease(addr)) => addr,
             None => self.default_addr,
         };
-        let release = Arc::new(Release {
-            function: label,
-            addr,
-            log: self.released.clone(),
-        });
+        let release = Arc::new(Release { function: label, addr, log: self.released.clone() });
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        Ok(InstanceLease::new(
-            addr,
-            id,
-            self.cold.load(Ordering::Relaxed),
-            release,
-        ))
+        Ok(InstanceLease::new(addr, id, self.cold.load(Ordering::Relaxed), release))
     }
 }
 
@@ -280,12 +131,7 @@ pub async fn spawn_echo() -> SocketAddr {
 }
 
 async fn echo(mut req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
-    let header = |name: &str| {
-        req.headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    };
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
     if let Some(ms) = header("x-test-delay-ms").and_then(|v| v.parse().ok()) {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
@@ -311,28 +157,16 @@ async fn echo(mut req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infal
             .unwrap();
         return Ok(resp);
     }
-    let status = header("x-test-status")
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(200);
+    let status = header("x-test-status").and_then(|s| s.parse().ok()).unwrap_or(200);
     let raw = header("x-test-mode").as_deref() == Some("raw");
     let method = req.method().to_string();
     let uri = req.uri().to_string();
     let headers: BTreeMap<String, String> = req
         .headers()
         .iter()
-        .map(|(n, v)| {
-            (
-                n.to_string(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
+        .map(|(n, v)| (n.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
         .collect();
-    let body = req
-        .into_body()
-        .collect()
-        .await
-        .map(|c| c.to_bytes())
-        .unwrap_or_default();
+    let body = req.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
     let out = if raw {
         body
     } else {
@@ -340,11 +174,7 @@ async fn echo(mut req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infal
             serde_json::json!({ "method": method, "uri": uri, "headers": headers, "body_len": body.len() }).to_string(),
         )
     };
-    Ok(Response::builder()
-        .status(status)
-        .header("x-from-function", "yes")
-        .body(Full::new(out))
-        .unwrap())
+    Ok(Response::builder().status(status).header("x-from-function", "yes").body(Full::new(out)).unwrap())
 }
 
 /// An address nothing listens on (connection refused).
@@ -360,10 +190,7 @@ pub fn function(name: &str) -> AnyResource {
 }
 
 pub fn function_with_timeout(name: &str, secs: i32) -> AnyResource {
-    let spec = FunctionSpec {
-        function_timeout: secs,
-        ..FunctionSpec::default()
-    };
+    let spec = FunctionSpec { function_timeout: secs, ..FunctionSpec::default() };
     AnyResource::Function(Function::new("default", name, spec))
 }
 
@@ -398,11 +225,11 @@ pub fn prefix_trigger(name: &str, prefix: &str, keep_prefix: bool, func: &str) -
 
 pub const TEST_BODY_LIMIT: usize = 1024 * 1024;
 
-/// A router serving on 127.0.0.1, synced from a `MemStore`, leasing from `FakeInstances`.
+/// A router serving on 127.0.0.1, synced from a `MemoryStore`, leasing from `FakeInstances`.
 pub struct Harness {
     pub router: Router,
     pub addr: SocketAddr,
-    pub store: Arc<MemStore>,
+    pub store: Arc<MemoryStore>,
     pub instances: Arc<FakeInstances>,
     pub echo: SocketAddr,
     pub shutdown: CancellationToken,
@@ -418,17 +245,14 @@ impl Harness {
 
     pub async fn start_with(objects: Vec<AnyResource>, grace: Duration) -> Self {
         let echo = spawn_echo().await;
-        let store = MemStore::new(256);
+        let store = MemoryStore::new();
         for o in objects {
             store.create(o).await.unwrap();
         }
         let instances = FakeInstances::new(echo);
         let mut registry = Registry::default();
-        let config = Config {
-            max_body_bytes: TEST_BODY_LIMIT,
-            router_version: "test-1.2.3".into(),
-            ..Config::default()
-        };
+        let config =
+            Config { max_body_bytes: TEST_BODY_LIMIT, router_version: "test-1.2.3".into(), ..Config::default() };
         let router = Router::new(config, instances.clone(), &mut registry);
         let registry = Arc::new(Mutex::new(registry));
         let router = router.with_metrics_endpoint(move || {
@@ -441,9 +265,7 @@ impl Harness {
             let (router, store, shutdown) = (router.clone(), store.clone(), shutdown.clone());
             async move { router.sync_routes(store, shutdown).await }
         });
-        tokio::time::timeout(Duration::from_secs(5), router.ready())
-            .await
-            .expect("router became ready");
+        tokio::time::timeout(Duration::from_secs(5), router.ready()).await.expect("router became ready");
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let serve = tokio::spawn({
@@ -451,16 +273,7 @@ impl Harness {
             async move { router.serve(listener, shutdown, grace).await }
         });
         let client = Client::builder(TokioExecutor::new()).build_http();
-        Self {
-            router,
-            addr,
-            store,
-            instances,
-            echo,
-            shutdown,
-            serve,
-            client,
-        }
+        Self { router, addr, store, instances, echo, shutdown, serve, client }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -478,23 +291,13 @@ impl Harness {
     }
 
     pub async fn get(&self, path: &str) -> (StatusCode, http::HeaderMap, Bytes) {
-        self.send(
-            Request::get(self.url(path))
-                .body(Full::new(Bytes::new()))
-                .unwrap(),
-        )
-        .await
+        self.send(Request::get(self.url(path)).body(Full::new(Bytes::new())).unwrap()).await
     }
 
     /// GET and parse the echo's JSON description of what the function saw.
     pub async fn seen(&self, req: Request<Full<Bytes>>) -> serde_json::Value {
         let (status, _, body) = self.send(req).await;
-        assert_eq!(
-            status,
-            StatusCode::OK,
-            "body: {}",
-            String::from_utf8_lossy(&body)
-        );
+        assert_eq!(status, StatusCode::OK, "body: {}", String::from_utf8_lossy(&body));
         serde_json::from_slice(&body).expect("echo JSON")
     }
 
@@ -502,24 +305,5 @@ impl Harness {
         let (status, _, body) = self.get("/metrics").await;
         assert_eq!(status, StatusCode::OK);
         String::from_utf8(body.to_vec()).unwrap()
-    }
-}
-
-/// Poll `check` until it returns true, or fail after `within`.
-pub async fn assert_eventually<F, Fut>(within: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        if check().await {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not true within {within:?}: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
