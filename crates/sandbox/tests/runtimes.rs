@@ -23,26 +23,12 @@ const INSIDE: &str = "/opt/runtime";
 
 fn node() -> Runtime {
     let (dir, copy) = runtime_dir("nodejs");
-    Runtime {
-        program: NODE,
-        args: vec![format!("{INSIDE}/server.js")],
-        dir,
-        _copy: copy,
-    }
+    Runtime { program: NODE, args: vec![format!("{INSIDE}/server.js")], dir, _copy: copy }
 }
 
 fn python() -> Runtime {
     let (dir, copy) = runtime_dir("python");
-    Runtime {
-        program: PY,
-        args: vec![
-            "-I".into(),
-            "-S".into(),
-            format!("{INSIDE}/server.py"),
-        ],
-        dir,
-        _copy: copy,
-    }
+    Runtime { program: PY, args: vec!["-I".into(), "-S".into(), format!("{INSIDE}/server.py")], dir, _copy: copy }
 }
 
 fn spec(rt: &Runtime, egress: bool) -> (SlotSpec, SocketAddr) {
@@ -70,11 +56,7 @@ fn start(sb: &Sandbox, rt: &Runtime, egress: bool) -> (Slot, SocketAddr, Duratio
 }
 
 fn has_runtimes() -> bool {
-    let ok = std::path::Path::new(NODE).exists() && std::path::Path::new(PY).exists();
-    if !ok {
-        eprintln!("SKIPPED: {NODE} or {PY} missing");
-    }
-    ok
+    require_program(NODE, "nodejs").is_some() && require_program(PY, "python3").is_some()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -142,13 +124,8 @@ async fn a_killed_slot_refuses_new_connections() {
     tokio::task::spawn_blocking(move || {
         let (mut slot, addr, _, _) = start(&sb, &rt, false);
         slot.kill().expect("kill");
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("rt");
-        let status = rt
-            .block_on(async { slot.child().expect("child").wait().await })
-            .expect("wait");
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+        let status = rt.block_on(async { slot.child().expect("child").wait().await }).expect("wait");
         assert!(!status.success());
         assert!(!slot.oom_killed());
         // Nobody holds the listening socket any more (the slot kept no copy).

@@ -1,4 +1,5 @@
 use std::fmt::Display;
+use std::io::Write as _;
 use std::path::PathBuf;
 
 /// Whether missing prerequisites fail tests: `CI` is set to anything but empty, `0` or `false`
@@ -48,7 +49,12 @@ fn decide<T, E: Display>(ci: bool, what: &str, install: &str, probe: Result<T, E
              prerequisite fails {test} instead of skipping it"
         );
     }
-    eprintln!("SKIPPED: {test}: {what} is missing: {why} (install: {install}; with CI=true this fails)");
+    // Straight to the stderr handle: libtest captures eprintln! of passing tests, and a skip
+    // must be seen.
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED: {test}: {what} is missing: {why} (install: {install}; with CI=true this fails)"
+    );
     None
 }
 
