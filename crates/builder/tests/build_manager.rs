@@ -11,9 +11,10 @@ use fission_core::resources::{
     Archive, Builder, Environment, EnvironmentSpec, Function, FunctionSpec, Package, PackageSpec, Runtime,
 };
 use fission_core::{AnyResource, ObjectReference, ResourceKind, ResourceStore};
-use fission_store::archive::{archive_id_from_url, ArchiveStore};
-use fission_store::logs::LogStore;
 use fission_store::RedbStore;
+use fission_store::archive::{ArchiveStore, archive_id_from_url};
+use fission_store::logs::LogStore;
+use fission_test_support::{binary_on_path, require};
 use tokio_util::sync::CancellationToken;
 
 struct Harness {
@@ -58,8 +59,11 @@ impl Harness {
     }
 
     async fn env(&self, name: &str, builder_image: &str, builder_command: &str) {
-        let builder = (!builder_image.is_empty())
-            .then(|| Builder { image: builder_image.to_owned(), command: builder_command.to_owned(), ..Builder::default() });
+        let builder = (!builder_image.is_empty()).then(|| Builder {
+            image: builder_image.to_owned(),
+            command: builder_command.to_owned(),
+            ..Builder::default()
+        });
         let runtime_image = if builder_image.contains("node") { "fission/node-env" } else { "fission/python-env" };
         let spec = EnvironmentSpec {
             runtime: Runtime { image: runtime_image.to_owned(), ..Runtime::default() },
@@ -170,22 +174,13 @@ fn zip_of(entries: &[(&str, &str)]) -> Vec<u8> {
     buf.into_inner()
 }
 
-fn have(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
-        .unwrap_or(false)
-}
-
 fn read(dir: &Path, rel: &str) -> String {
     std::fs::read_to_string(dir.join("d").join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
 }
 
 #[tokio::test]
 async fn node_build_installs_and_deploys_and_repins_functions() {
-    if !have("npm") {
-        eprintln!("npm not installed; skipping");
-        return;
-    }
+    let Some(_) = require("npm", "apt-get install npm", binary_on_path("npm")) else { return };
     let mut h = Harness::new();
     h.env("node", "fission/node-builder", "build").await;
     let src = zip_of(&[
@@ -235,7 +230,11 @@ async fn python_build_without_requirements_succeeds() {
     h.start();
     let built = h.finished("py-pkg", 60).await;
     assert_eq!(built.status.buildstatus, "succeeded", "log:\n{}", built.status.buildlog);
-    assert!(built.status.buildlog.contains("No requirements.txt in the source: nothing to install"), "{}", built.status.buildlog);
+    assert!(
+        built.status.buildlog.contains("No requirements.txt in the source: nothing to install"),
+        "{}",
+        built.status.buildlog
+    );
     let files = h.deployment_files(&built);
     assert_eq!(read(files.path(), "main.py"), "def main():\n    return 'hi'\n");
     h.stop().await;
@@ -341,7 +340,8 @@ async fn a_newer_source_supersedes_a_running_build() {
     h.start();
     let mut running = h.wait_status("p", "running", 30).await;
     let started = Instant::now();
-    running.spec.source = Archive::literal(zip_of(&[("build.sh", "echo v2 > marker\ncp -r \"$SRC_PKG\" \"$DEPLOY_PKG\"\n")]));
+    running.spec.source =
+        Archive::literal(zip_of(&[("build.sh", "echo v2 > marker\ncp -r \"$SRC_PKG\" \"$DEPLOY_PKG\"\n")]));
     running.status.buildstatus = "pending".to_owned();
     h.store.update(running.into()).await.expect("update");
     let done = h.finished("p", 30).await;

@@ -3,82 +3,42 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 use support::*;
 
-struct Setup {
-    server: Server,
-    dir: tempfile::TempDir,
+/// A server with `python` and `nodejs` environments that have builders.
+fn setup() -> Option<Setup> {
+    let s = Setup::start()?;
+    s.env("python", "fission/python-env", &["--builder", "fission/python-builder", "--poolsize", "1"]);
+    s.env("nodejs", "fission/node-env", &["--builder", "fission/node-builder", "--poolsize", "1"]);
+    assert!(
+        builds_packages(&s),
+        "a source package stayed pending for 10s: the server does not run the build manager (fission_builder)"
+    );
+    Some(s)
 }
 
-impl Setup {
-    /// A server with `python` and `nodejs` environments that have builders; `None` (skip) when
-    /// the runtimes are not installed.
-    fn new() -> Option<Self> {
-        if !runtimes_installed() {
-            eprintln!("runtimes not installed (run environments/setup.sh); skipping");
-            return None;
+/// Whether a trivial source package leaves `pending` within a few seconds.
+fn builds_packages(s: &Setup) -> bool {
+    let src = s.files("probe", &[("main.py", "def main():\n    return 'probe'\n")]);
+    s.fission(&["pkg", "create", "--name", "probe", "--env", "python", "--src", &glob(&src), "--nowait"]).ok();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let info = s.fission(&["pkg", "info", "--name", "probe"]).ok();
+        if !info.stdout.contains("pending") {
+            return true;
         }
-        let server = Server::start();
-        let s = Self { server, dir: tempfile::tempdir().expect("tempdir") };
-        s.fission(&["env", "create", "--name", "python", "--image", "fission/python-env", "--builder", "fission/python-builder", "--poolsize", "1"]).ok();
-        s.fission(&["env", "create", "--name", "nodejs", "--image", "fission/node-env", "--builder", "fission/node-builder", "--poolsize", "1"]).ok();
-        assert!(
-            s.builds_packages(),
-            "a source package stayed pending for 10s: the server does not run the build manager (fission_builder)"
-        );
-        Some(s)
+        std::thread::sleep(Duration::from_millis(100));
     }
+    false
+}
 
-    /// Whether a trivial source package leaves `pending` within a few seconds.
-    fn builds_packages(&self) -> bool {
-        let src = self.files("probe", &[("main.py", "def main():\n    return 'probe'\n")]);
-        self.fission(&["pkg", "create", "--name", "probe", "--env", "python", "--src", &glob(&src), "--nowait"]).ok();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while std::time::Instant::now() < deadline {
-            let info = self.fission(&["pkg", "info", "--name", "probe"]).ok();
-            if !info.stdout.contains("pending") {
-                return true;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        false
-    }
-
-    fn fission(&self, args: &[&str]) -> Run {
-        self.server.fission(args)
-    }
-
-    /// Write `files` under `<tmp>/<name>/` and return that directory.
-    fn files(&self, name: &str, files: &[(&str, &str)]) -> PathBuf {
-        let dir = self.dir.path().join(name);
-        for (file, body) in files {
-            write(&dir, file, body);
-        }
-        dir
-    }
-
-    fn route(&self, url: &str, function: &str) {
-        self.fission(&["route", "create", "--url", url, "--function", function]).ok();
-    }
-
-    /// GET through the router until the route answers (routes apply within ms).
-    fn get(&self, path: &str) -> (u16, String) {
-        let client = http();
-        eventually(30, &format!("route {path}"), || {
-            let resp = client.get(self.server.url(path)).send().ok()?;
-            let status = resp.status().as_u16();
-            let body = resp.text().ok()?;
-            (status != 404 || !body.contains("404 page not found")).then_some((status, body))
-        })
-    }
-
-    /// The package `fn create` made for `function`.
-    fn package_of(&self, function: &str) -> String {
-        let meta = self.fission(&["fn", "getmeta", "--name", function]).ok().stdout;
-        meta.lines().find_map(|l| l.strip_prefix("Package: ")).expect("Package: line").trim().to_owned()
-    }
+/// The package `fn create` made for `function`.
+fn package_of(s: &Setup, function: &str) -> String {
+    let meta = s.fission(&["fn", "getmeta", "--name", function]).ok().stdout;
+    meta.lines().find_map(|l| l.strip_prefix("Package: ")).expect("Package: line").trim().to_owned()
 }
 
 fn glob(dir: &Path) -> String {
@@ -90,27 +50,44 @@ fn build_time(run: &Run) -> String {
     run.stderr.lines().find(|l| l.contains("built in")).unwrap_or("(no build line)").to_owned()
 }
 
-const PY_SIX: &str = "import six\n\ndef main():\n    return 'six %s on %s\\n' % (six.__version__, 'py3' if six.PY3 else 'py2')\n";
+const PY_SIX: &str =
+    "import six\n\ndef main():\n    return 'six %s on %s\\n' % (six.__version__, 'py3' if six.PY3 else 'py2')\n";
 
 #[test]
 fn python_function_from_source_with_requirements_from_pypi() {
-    let Some(s) = Setup::new() else { return };
+    let Some(s) = setup() else { return };
     let src = s.files("pysix", &[("main.py", PY_SIX), ("requirements.txt", "six==1.16.0\n")]);
-    let run = s.fission(&["fn", "create", "--name", "pysix", "--env", "python", "--src", &glob(&src), "--entrypoint", "main.main"]).ok();
+    let run = s
+        .fission(&[
+            "fn",
+            "create",
+            "--name",
+            "pysix",
+            "--env",
+            "python",
+            "--src",
+            &glob(&src),
+            "--entrypoint",
+            "main.main",
+        ])
+        .ok();
     assert!(run.stdout.contains("function 'pysix' created"), "{}", run.stdout);
     assert!(run.stderr.contains("Waiting for package '"), "{}", run.stderr);
     eprintln!("python build: {}", build_time(&run));
-    let pkg = s.package_of("pysix");
+    let pkg = package_of(&s, "pysix");
     let info = s.fission(&["pkg", "info", "--name", &pkg]).ok().stdout;
     assert!(info.contains("succeeded"), "{info}");
-    assert!(info.contains("pip install -r requirements.txt") && info.contains("Successfully installed six-1.16.0"), "{info}");
-    s.route("/pysix", "pysix");
+    assert!(
+        info.contains("pip install -r requirements.txt") && info.contains("Successfully installed six-1.16.0"),
+        "{info}"
+    );
+    s.route(&["--url", "/pysix", "--function", "pysix"]);
     assert_eq!(s.get("/pysix"), (200, "six 1.16.0 on py3\n".to_owned()));
 }
 
 #[test]
 fn node_function_from_source_with_a_dependency_from_npm() {
-    let Some(s) = Setup::new() else { return };
+    let Some(s) = setup() else { return };
     let src = s.files(
         "isnum",
         &[
@@ -121,36 +98,52 @@ fn node_function_from_source_with_a_dependency_from_npm() {
             ),
         ],
     );
-    let run = s.fission(&["fn", "create", "--name", "isnum", "--env", "nodejs", "--src", &glob(&src), "--entrypoint", "hello"]).ok();
+    let run = s
+        .fission(&["fn", "create", "--name", "isnum", "--env", "nodejs", "--src", &glob(&src), "--entrypoint", "hello"])
+        .ok();
     eprintln!("node build: {}", build_time(&run));
-    let info = s.fission(&["pkg", "info", "--name", &s.package_of("isnum")]).ok().stdout;
+    let info = s.fission(&["pkg", "info", "--name", &package_of(&s, "isnum")]).ok().stdout;
     assert!(info.contains("succeeded") && info.contains("npm install"), "{info}");
-    s.route("/isnum", "isnum");
+    s.route(&["--url", "/isnum", "--function", "isnum"]);
     assert_eq!(s.get("/isnum"), (200, "true false\n".to_owned()));
 }
 
 #[test]
 fn multi_file_python_deployment_with_a_dotted_entrypoint() {
-    let Some(s) = Setup::new() else { return };
+    let Some(s) = setup() else { return };
     let dir = s.files(
         "multi",
         &[
             ("main.py", "def main():\n    return 'main\\n'\n"),
             ("helper.py", "def greet():\n    return 'hello from helper'\n"),
-            ("sub_mod/altmain.py", "from helper import greet\n\ndef entrypoint():\n    return greet() + ' via sub_mod.altmain\\n'\n"),
+            (
+                "sub_mod/altmain.py",
+                "from helper import greet\n\ndef entrypoint():\n    return greet() + ' via sub_mod.altmain\\n'\n",
+            ),
         ],
     );
     let run = s
-        .fission(&["fn", "create", "--name", "multi", "--env", "python", "--deploy", &glob(&dir), "--entrypoint", "sub_mod.altmain.entrypoint"])
+        .fission(&[
+            "fn",
+            "create",
+            "--name",
+            "multi",
+            "--env",
+            "python",
+            "--deploy",
+            &glob(&dir),
+            "--entrypoint",
+            "sub_mod.altmain.entrypoint",
+        ])
         .ok();
     assert!(!run.stderr.contains("Waiting for package"), "deploy archives need no build: {}", run.stderr);
-    s.route("/multi", "multi");
+    s.route(&["--url", "/multi", "--function", "multi"]);
     assert_eq!(s.get("/multi"), (200, "hello from helper via sub_mod.altmain\n".to_owned()));
 }
 
 #[test]
 fn custom_build_command_generates_code_into_the_deployment() {
-    let Some(s) = Setup::new() else { return };
+    let Some(s) = setup() else { return };
     let src = s.files(
         "custom",
         &[
@@ -161,33 +154,50 @@ fn custom_build_command_generates_code_into_the_deployment() {
             ),
         ],
     );
-    let run = s.fission(&["pkg", "create", "--name", "custompkg", "--env", "python", "--src", &glob(&src), "--buildcmd", "./build.sh"]).ok();
+    let run = s
+        .fission(&[
+            "pkg",
+            "create",
+            "--name",
+            "custompkg",
+            "--env",
+            "python",
+            "--src",
+            &glob(&src),
+            "--buildcmd",
+            "./build.sh",
+        ])
+        .ok();
     assert!(run.stdout.contains("Package 'custompkg' created"), "{}", run.stdout);
     assert!(run.stderr.contains("Package 'custompkg' built in"), "{}", run.stderr);
     let info = s.fission(&["pkg", "info", "--name", "custompkg"]).ok().stdout;
     assert!(info.contains("succeeded") && info.contains("custom build in"), "{info}");
     s.fission(&["fn", "create", "--name", "custom", "--pkg", "custompkg", "--entrypoint", "main.main"]).ok();
-    s.route("/custom", "custom");
+    s.route(&["--url", "/custom", "--function", "custom"]);
     assert_eq!(s.get("/custom"), (200, "built by build.sh\n".to_owned()));
 }
 
 #[test]
 fn fn_update_src_rebuilds_and_a_failed_build_keeps_the_old_code() {
-    let Some(s) = Setup::new() else { return };
+    let Some(s) = setup() else { return };
     let v1 = s.files("v1", &[("main.py", PY_SIX), ("requirements.txt", "six==1.16.0\n")]);
-    s.fission(&["fn", "create", "--name", "app", "--env", "python", "--src", &glob(&v1), "--entrypoint", "main.main"]).ok();
-    s.route("/app", "app");
+    s.fission(&["fn", "create", "--name", "app", "--env", "python", "--src", &glob(&v1), "--entrypoint", "main.main"])
+        .ok();
+    s.route(&["--url", "/app", "--function", "app"]);
     assert_eq!(s.get("/app"), (200, "six 1.16.0 on py3\n".to_owned()));
 
     // A new source version is built and served.
     let v2 = s.files(
         "v2",
-        &[("main.py", "import six\n\ndef main():\n    return 'v2 with six %s\\n' % six.__version__\n"), ("requirements.txt", "six==1.16.0\n")],
+        &[
+            ("main.py", "import six\n\ndef main():\n    return 'v2 with six %s\\n' % six.__version__\n"),
+            ("requirements.txt", "six==1.16.0\n"),
+        ],
     );
     let run = s.fission(&["fn", "update", "--name", "app", "--src", &glob(&v2)]).ok();
     assert!(run.stdout.contains("Function 'app' updated"), "{}", run.stdout);
     eprintln!("python rebuild: {}", build_time(&run));
-    let body = eventually(15, "the new build to be served", || {
+    let body = eventually_blocking(Duration::from_secs(15), "the new build to be served", || {
         let (status, body) = s.get("/app");
         (status == 200 && body.starts_with("v2")).then_some(body)
     });
@@ -196,12 +206,16 @@ fn fn_update_src_rebuilds_and_a_failed_build_keeps_the_old_code() {
     // A build that fails (a requirement that does not exist) leaves the function on v2.
     let bad = s.files(
         "bad",
-        &[("main.py", "def main():\n    return 'never served\\n'\n"), ("requirements.txt", "fission-rs-no-such-package-xyzzy==9.9.9\n")],
+        &[
+            ("main.py", "def main():\n    return 'never served\\n'\n"),
+            ("requirements.txt", "fission-rs-no-such-package-xyzzy==9.9.9\n"),
+        ],
     );
-    let pkg = s.package_of("app");
+    let pkg = package_of(&s, "app");
     let run = s.fission(&["fn", "update", "--name", "app", "--src", &glob(&bad)]);
     assert_eq!(run.code, 1, "stdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);
-    let expected = format!("Error: package '{pkg}' build failed; see 'fission pkg info --name {pkg}' for the build log");
+    let expected =
+        format!("Error: package '{pkg}' build failed; see 'fission pkg info --name {pkg}' for the build log");
     assert!(run.stderr.contains(&expected), "{}", run.stderr);
     assert!(run.stderr.contains("fission-rs-no-such-package-xyzzy"), "the log tail is shown: {}", run.stderr);
     let info = s.fission(&["pkg", "info", "--name", &pkg]).ok().stdout;
@@ -235,28 +249,48 @@ fn hostile_zip(path: &Path, entries: &[(&str, &str)]) {
 
 #[test]
 fn hostile_archives_are_refused_with_a_clear_error() {
-    let Some(s) = Setup::new() else { return };
+    let Some(s) = setup() else { return };
     type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
     let cases: [Case<'_>; 3] = [
         ("slip", &[("main.py", "def main():\n    return 'x'\n"), ("../../escaped.py", "x")], ".."),
         ("absolute", &[("main.py", "def main():\n    return 'x'\n"), ("/etc/evil", "x")], "/etc/evil"),
-        ("dupes", &[("main.py", "def main():\n    return 'a'\n"), ("main.py", "def main():\n    return 'b'\n")], "more than once"),
+        (
+            "dupes",
+            &[("main.py", "def main():\n    return 'a'\n"), ("main.py", "def main():\n    return 'b'\n")],
+            "more than once",
+        ),
     ];
     for (name, entries, needle) in cases {
         let zip = s.dir.path().join(format!("{name}.zip"));
         hostile_zip(&zip, entries);
-        s.fission(&["fn", "create", "--name", name, "--env", "python", "--deploy", zip.to_str().expect("path"), "--entrypoint", "main.main"]).ok();
+        s.fission(&[
+            "fn",
+            "create",
+            "--name",
+            name,
+            "--env",
+            "python",
+            "--deploy",
+            zip.to_str().expect("path"),
+            "--entrypoint",
+            "main.main",
+        ])
+        .ok();
         let r = http().get(s.server.url(&format!("/fission-function/{name}"))).send().expect("call");
         let status = r.status().as_u16();
         let body = r.text().expect("body");
         assert_eq!(status, 500, "{name}: {body}");
         assert!(body.contains(needle), "{name}: the error names the bad entry: {body}");
-        assert!(!s.dir.path().join("escaped.py").exists() && !Path::new("/etc/evil").exists(), "nothing written outside");
+        assert!(
+            !s.dir.path().join("escaped.py").exists() && !Path::new("/etc/evil").exists(),
+            "nothing written outside"
+        );
     }
     // A hostile source archive fails its build with the reason in the log.
     let zip = s.dir.path().join("src-slip.zip");
     hostile_zip(&zip, &[("main.py", "x"), ("../../escaped.py", "x")]);
-    let out = s.fission(&["pkg", "create", "--name", "src-slip", "--env", "python", "--src", zip.to_str().expect("path")]);
+    let out =
+        s.fission(&["pkg", "create", "--name", "src-slip", "--env", "python", "--src", zip.to_str().expect("path")]);
     assert_eq!(out.code, 1, "{}", out.stderr);
     let info = s.fission(&["pkg", "info", "--name", "src-slip"]).ok().stdout;
     assert!(info.contains("failed") && info.contains(".."), "{info}");

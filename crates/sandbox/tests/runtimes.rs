@@ -56,7 +56,7 @@ fn start(sb: &Sandbox, rt: &Runtime, egress: bool) -> (Slot, SocketAddr, Duratio
 }
 
 fn has_runtimes() -> bool {
-    require_program(NODE, "nodejs").is_some() && require_program(PY, "python3").is_some()
+    fission_test_support::require_runtimes().is_some()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

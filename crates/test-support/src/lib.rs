@@ -16,4 +16,6 @@ mod prerequisites;
 
 pub use eventually::{Settled, eventually, eventually_blocking};
 pub use memory_store::MemoryStore;
-pub use prerequisites::{binary_on_path, ci_enforced, require, running_as_root};
+pub use prerequisites::{
+    binary_on_path, ci_enforced, require, require_runtimes, running_as_root, runtime_dependencies,
+};

@@ -1,6 +1,6 @@
 use std::fmt::Display;
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Whether missing prerequisites fail tests: `CI` is set to anything but empty, `0` or `false`
 /// (CI systems set `CI=true`).
@@ -66,6 +66,30 @@ pub fn binary_on_path(name: &str) -> Result<PathBuf, String> {
         .map(|dir| dir.join(name))
         .find(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
         .ok_or_else(|| format!("`{name}` is not on PATH ({})", path.to_string_lossy()))
+}
+
+/// This checkout's `environments/` directory, once the runtimes' dependencies are installed
+/// there (`environments/setup.sh`: Node's `node_modules`, Python's `vendor`), else what is missing.
+pub fn runtime_dependencies() -> Result<PathBuf, String> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../environments");
+    let dir = dir.canonicalize().map_err(|e| format!("{}: {e}", dir.display()))?;
+    for needed in ["nodejs/node_modules/express", "python/vendor/flask"] {
+        if !dir.join(needed).is_dir() {
+            return Err(format!("{} is missing", dir.join(needed).display()));
+        }
+    }
+    Ok(dir)
+}
+
+/// [`require`] the runtimes: `/usr/bin/node`, `/usr/bin/python3` (what the runtimes run on)
+/// and their dependencies ([`runtime_dependencies`]). Returns the `environments/` directory.
+#[track_caller]
+pub fn require_runtimes() -> Option<PathBuf> {
+    for (program, package) in [("/usr/bin/node", "nodejs"), ("/usr/bin/python3", "python3")] {
+        let found = if Path::new(program).is_file() { Ok(()) } else { Err(format!("{program} does not exist")) };
+        require(program, &format!("apt-get install {package}"), found)?;
+    }
+    require("the runtimes' dependencies", "run environments/setup.sh", runtime_dependencies())
 }
 
 /// `Ok` when this process runs with effective uid 0, else why not.
