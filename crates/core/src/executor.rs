@@ -2,8 +2,8 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::resources::Function;
 use crate::ErrorCode;
+use crate::resources::Function;
 
 /// Why the executor could not hand out an instance.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -76,8 +76,19 @@ pub struct InstanceLease {
 
 impl InstanceLease {
     /// A lease that calls `release` when dropped.
-    pub fn new(addr: SocketAddr, instance_id: u64, cold: bool, release: Arc<dyn LeaseRelease>) -> Self {
-        Self { addr, cold, instance_id, broken: false, release: Some(release) }
+    pub fn new(
+        addr: SocketAddr,
+        instance_id: u64,
+        cold: bool,
+        release: Arc<dyn LeaseRelease>,
+    ) -> Self {
+        Self {
+            addr,
+            cold,
+            instance_id,
+            broken: false,
+            release: Some(release),
+        }
     }
 
     /// Mark the instance as broken (timed out, connection failed): it is retired on release.

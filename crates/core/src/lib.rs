@@ -19,9 +19,9 @@ pub mod runtime;
 mod store;
 pub mod validation;
 
-pub use error::{ErrorCode, ErrorBody};
+pub use error::{ErrorBody, ErrorCode};
 pub use executor::{ExecutorError, FunctionInstances, InstanceLease, LeaseRelease};
-pub use meta::{ObjectMeta, ObjectReference, API_VERSION};
+pub use meta::{API_VERSION, ObjectMeta, ObjectReference};
 pub use names::{is_dns1123_label, is_dns1123_subdomain};
 pub use resources::{AnyResource, Object, ResourceKind, Spec};
 pub use store::{ResourceStore, StoreError, WatchEvent, WatchEventType, WatchStream};

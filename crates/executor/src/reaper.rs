@@ -7,8 +7,9 @@ use std::sync::Arc;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::Executor;
+use crate::backend::InstanceBackend;
 
-pub(crate) async fn run(executor: Arc<Executor>) {
+pub(crate) async fn run<B: InstanceBackend>(executor: Arc<Executor<B>>) {
     let mut tick = tokio::time::interval(executor.config.reaper_interval);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
@@ -21,7 +22,7 @@ pub(crate) async fn run(executor: Arc<Executor>) {
 }
 
 /// One reaper pass; returns how many instances were stopped.
-pub(crate) fn reap_once(executor: &Executor) -> usize {
+pub(crate) fn reap_once<B: InstanceBackend>(executor: &Executor<B>) -> usize {
     let victims = executor.table.reap(Instant::now());
     for v in &victims {
         tracing::info!(instance = v.id(), "stopping idle instance");

@@ -35,7 +35,8 @@ for k in ("NoNewPrivs", "CapEff", "CapPrm", "CapBnd", "CapAmb", "Seccomp"):
     print(k, [l.split()[1] for l in st if l.startswith(k + ":")][0])
 "#;
     let (slot, out) = run_py(&sb, code, &[], |s| {
-        s.readonly_binds.push(("/etc/shadow".into(), "/hostshadow".into()));
+        s.readonly_binds
+            .push(("/etc/shadow".into(), "/hostshadow".into()));
     })
     .await;
     assert!(out.status.success(), "{out:#?}");
@@ -58,10 +59,16 @@ for k in ("NoNewPrivs", "CapEff", "CapPrm", "CapBnd", "CapAmb", "Seccomp"):
         let slot = create(&sb, spec).await;
         (slot, ())
     };
-    let pids_dir = slot.cgroup_dirs().into_iter().find(|d| d.starts_with("/sys/fs/cgroup/pids")).expect("pids cgroup");
-    eventually_blocking(Duration::from_secs(5), "bwrap, its init and python in the pids cgroup", || {
-        cgroup_pids(&pids_dir).len() >= 3
-    });
+    let pids_dir = slot
+        .cgroup_dirs()
+        .into_iter()
+        .find(|d| d.starts_with("/sys/fs/cgroup/pids"))
+        .expect("pids cgroup");
+    eventually_blocking(
+        Duration::from_secs(5),
+        "bwrap, its init and python in the pids cgroup",
+        || cgroup_pids(&pids_dir).len() >= 3,
+    );
     for pid in cgroup_pids(&pids_dir) {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
         for key in ["Uid:", "Gid:"] {
@@ -69,7 +76,11 @@ for k in ("NoNewPrivs", "CapEff", "CapPrm", "CapBnd", "CapAmb", "Seccomp"):
                 continue;
             };
             for id in line.split_whitespace().skip(1) {
-                assert_eq!(id.parse::<u32>().expect("id"), slot.host_uid(), "pid {pid} {line}");
+                assert_eq!(
+                    id.parse::<u32>().expect("id"),
+                    slot.host_uid(),
+                    "pid {pid} {line}"
+                );
             }
         }
     }
@@ -81,7 +92,10 @@ for k in ("NoNewPrivs", "CapEff", "CapPrm", "CapBnd", "CapAmb", "Seccomp"):
 async fn host_paths_that_are_not_bound_are_invisible() {
     let Some(sb) = sandbox() else { return };
     // World-readable data the sandbox must still not see: it is simply not mounted.
-    let data = tempfile::Builder::new().prefix("fission-sandbox-test").tempdir_in("/tmp").expect("tempdir");
+    let data = tempfile::Builder::new()
+        .prefix("fission-sandbox-test")
+        .tempdir_in("/tmp")
+        .expect("tempdir");
     chmod(data.path(), 0o755);
     let secret = data.path().join("secret.txt");
     std::fs::write(&secret, "host data").expect("write");
@@ -122,16 +136,31 @@ print("root", sorted(os.listdir("/")))
     assert!(out.status.success(), "{out:#?}");
     for t in &targets {
         let line = format!("exists {t} ");
-        let found = out.stdout.lines().find(|l| l.starts_with(&line)).unwrap_or_else(|| panic!("{t}: {out:#?}"));
+        let found = out
+            .stdout
+            .lines()
+            .find(|l| l.starts_with(&line))
+            .unwrap_or_else(|| panic!("{t}: {out:#?}"));
         assert!(found.ends_with("False"), "visible inside: {found}");
     }
     // The other slot's code is not in this slot's /userfunc either.
     assert_eq!(out.expect_get("userfunc"), "[]");
     let root = out.expect_get("root");
-    for dir in ["'usr'", "'etc'", "'tmp'", "'proc'", "'dev'", "'userfunc'", "'secrets'", "'configs'"] {
+    for dir in [
+        "'usr'",
+        "'etc'",
+        "'tmp'",
+        "'proc'",
+        "'dev'",
+        "'userfunc'",
+        "'secrets'",
+        "'configs'",
+    ] {
         assert!(root.contains(dir), "{dir} missing from / : {root}");
     }
-    for dir in ["'root'", "'home'", "'sys'", "'run'", "'boot'", "'srv'", "'opt'"] {
+    for dir in [
+        "'root'", "'home'", "'sys'", "'run'", "'boot'", "'srv'", "'opt'",
+    ] {
         assert!(!root.contains(dir), "{dir} visible in / : {root}");
     }
     slot.destroy().expect("destroy");
@@ -173,7 +202,11 @@ except OSError as e:
 async fn host_processes_and_their_environment_are_invisible() {
     let Some(sb) = sandbox() else { return };
     // A host process carrying a secret in its environment and command line.
-    let secret = format!("s3cr3t-{}-{}", std::process::id(), Instant::now().elapsed().as_nanos());
+    let secret = format!(
+        "s3cr3t-{}-{}",
+        std::process::id(),
+        Instant::now().elapsed().as_nanos()
+    );
     let mut host = std::process::Command::new("/bin/sleep")
         .arg("30")
         .env("FISSION_TEST_HOST_SECRET", &secret)
@@ -247,10 +280,18 @@ for hp in sys.argv[1:]:
     let (veth_host_ip, _) = probe_slot.egress_addrs().expect("egress addrs");
     let mut host_ips: Vec<String> = sh("ip", &["-4", "-o", "addr", "show"])
         .lines()
-        .filter_map(|l| l.split_whitespace().nth(3).and_then(|a| a.split('/').next()).map(str::to_owned))
+        .filter_map(|l| {
+            l.split_whitespace()
+                .nth(3)
+                .and_then(|a| a.split('/').next())
+                .map(str::to_owned)
+        })
         .collect();
     host_ips.push(veth_host_ip.to_string());
-    let mut targets = vec![format!("127.0.0.1:{lo_port}"), format!("127.0.0.1:{any_port}")];
+    let mut targets = vec![
+        format!("127.0.0.1:{lo_port}"),
+        format!("127.0.0.1:{any_port}"),
+    ];
     for ip in &host_ips {
         targets.push(format!("{ip}:{any_port}"));
         targets.push(format!("{ip}:{lo_port}"));
@@ -258,13 +299,22 @@ for hp in sys.argv[1:]:
     let args: Vec<&str> = targets.iter().map(String::as_str).collect();
     let (slot, out) = run_py(&sb, code, &args, |s| s.egress = true).await;
     assert!(out.status.success(), "{out:#?}");
-    assert_eq!(out.expect_get("own"), "CONNECTED", "loopback inside the slot works");
+    assert_eq!(
+        out.expect_get("own"),
+        "CONNECTED",
+        "loopback inside the slot works"
+    );
     for t in &targets {
-        let res = out.get(&format!("try {t}")).unwrap_or_else(|| panic!("{t}: {out:#?}"));
+        let res = out
+            .get(&format!("try {t}"))
+            .unwrap_or_else(|| panic!("{t}: {out:#?}"));
         assert_ne!(res, "CONNECTED", "slot reached host listener {t}");
     }
     // Nothing arrived at the host listeners.
-    assert!(lo.accept().is_err() && any.accept().is_err(), "a connection reached a host listener");
+    assert!(
+        lo.accept().is_err() && any.accept().is_err(),
+        "a connection reached a host listener"
+    );
     slot.destroy().expect("destroy");
     probe_slot.destroy().expect("destroy");
 }
@@ -293,7 +343,10 @@ try:
 except OSError as e:
     print("big", e.errno)
 "#;
-    let limits = Limits { tmp_bytes: 8 << 20, ..Limits::default() };
+    let limits = Limits {
+        tmp_bytes: 8 << 20,
+        ..Limits::default()
+    };
     let (slot, out) = run_py(&sb, code, &[], |s| {
         s.limits = Some(limits);
         s.egress = false;
@@ -303,7 +356,11 @@ except OSError as e:
     for l in out.stdout.lines().filter(|l| l.starts_with("write ")) {
         assert!(l.ends_with("ERR"), "write outside /tmp succeeded: {l}");
     }
-    assert_eq!(out.expect_get("tmp"), "hello", "/tmp is writable for the unprivileged uid");
+    assert_eq!(
+        out.expect_get("tmp"),
+        "hello",
+        "/tmp is writable for the unprivileged uid"
+    );
     assert_eq!(out.expect_get("shm"), "shm");
     assert_eq!(out.expect_get("tmpsize"), (8u64 << 20).to_string());
     assert_eq!(out.expect_get("big"), libc::ENOSPC.to_string());
@@ -321,15 +378,28 @@ time.sleep(30)
 "#;
     let mut writer = create(&sb, py_spec(writer_code, &[])).await;
     // Wait for the marker to be written.
-    let mut stdout = writer.child().expect("child").stdout.take().expect("stdout");
+    let mut stdout = writer
+        .child()
+        .expect("child")
+        .stdout
+        .take()
+        .expect("stdout");
     let mut buf = [0u8; 16];
-    let n = tokio::time::timeout(Duration::from_secs(20), tokio::io::AsyncReadExt::read(&mut stdout, &mut buf))
-        .await
-        .expect("writer ready")
-        .expect("read");
+    let n = tokio::time::timeout(
+        Duration::from_secs(20),
+        tokio::io::AsyncReadExt::read(&mut stdout, &mut buf),
+    )
+    .await
+    .expect("writer ready")
+    .expect("read");
     assert_eq!(&buf[..n], b"wrote\n");
-    let (reader, out) =
-        run_py(&sb, "import os; print('marker', os.path.exists('/tmp/marker'))", &[], |s| s.egress = false).await;
+    let (reader, out) = run_py(
+        &sb,
+        "import os; print('marker', os.path.exists('/tmp/marker'))",
+        &[],
+        |s| s.egress = false,
+    )
+    .await;
     assert_eq!(out.expect_get("marker"), "False", "{out:#?}");
     reader.destroy().expect("destroy");
     writer.destroy().expect("destroy");
@@ -347,7 +417,10 @@ for i in range(512):
         print("allocated_mib", i, flush=True)
 print("survived")
 "#;
-    let limits = Limits { memory_bytes: Some(64 << 20), ..Limits::default() };
+    let limits = Limits {
+        memory_bytes: Some(64 << 20),
+        ..Limits::default()
+    };
     let (slot, out) = run_py(&sb, code, &[], |s| {
         s.limits = Some(limits);
         s.egress = false;
@@ -355,7 +428,11 @@ print("survived")
     .await;
     assert!(!out.status.success(), "{out:#?}");
     assert!(!out.stdout.contains("survived"), "{out:#?}");
-    assert!(slot.oom_killed(), "oom not detected: {:?} {out:#?}", slot.stats());
+    assert!(
+        slot.oom_killed(),
+        "oom not detected: {:?} {out:#?}",
+        slot.stats()
+    );
     assert!(slot.stats().oom_kills >= 1);
     slot.destroy().expect("destroy");
 
@@ -382,14 +459,26 @@ while True:
     except OSError:
         time.sleep(0.01)
 "#;
-    let limits = Limits { pids: 48, cpu_millis: Some(500), ..Limits::default() };
+    let limits = Limits {
+        pids: 48,
+        cpu_millis: Some(500),
+        ..Limits::default()
+    };
     let mut spec = py_spec(code, &[]);
     spec.limits = Some(limits);
     spec.egress = false;
     let slot = create(&sb, spec).await;
-    let pids_dir = slot.cgroup_dirs().into_iter().find(|d| d.starts_with("/sys/fs/cgroup/pids")).expect("pids cgroup");
+    let pids_dir = slot
+        .cgroup_dirs()
+        .into_iter()
+        .find(|d| d.starts_with("/sys/fs/cgroup/pids"))
+        .expect("pids cgroup");
     // Let it saturate.
-    eventually_blocking(Duration::from_secs(10), "the fork bomb to grow to 40 pids", || slot.stats().pids >= 40);
+    eventually_blocking(
+        Duration::from_secs(10),
+        "the fork bomb to grow to 40 pids",
+        || slot.stats().pids >= 40,
+    );
     std::thread::sleep(Duration::from_millis(500));
     let stats = slot.stats();
     assert!(stats.pids <= 48, "pids limit exceeded: {stats:?}");
@@ -399,21 +488,35 @@ while True:
         .unwrap_or(0);
     assert!(max_failures > 0, "fork never refused");
     // The host is fine: it can still start processes.
-    assert!(std::process::Command::new("/bin/true").status().expect("host spawn").success());
+    assert!(
+        std::process::Command::new("/bin/true")
+            .status()
+            .expect("host spawn")
+            .success()
+    );
     // And the whole bomb goes away with the slot.
     let victims = cgroup_pids(&pids_dir);
     let started = Instant::now();
     slot.destroy().expect("destroy");
-    assert!(started.elapsed() < Duration::from_secs(5), "destroy took {:?}", started.elapsed());
-    eventually_blocking(Duration::from_secs(5), "every fork bomb process to die", || {
-        victims.iter().all(|p| !process_alive(*p))
-    });
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "destroy took {:?}",
+        started.elapsed()
+    );
+    eventually_blocking(
+        Duration::from_secs(5),
+        "every fork bomb process to die",
+        || victims.iter().all(|p| !process_alive(*p)),
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cpu_spin_is_capped_by_the_quota() {
     let Some(sb) = sandbox() else { return };
-    let limits = Limits { cpu_millis: Some(200), ..Limits::default() };
+    let limits = Limits {
+        cpu_millis: Some(200),
+        ..Limits::default()
+    };
     let mut spec = py_spec("print('spin', flush=True)\nwhile True: pass", &[]);
     spec.limits = Some(limits);
     spec.egress = false;
@@ -480,7 +583,11 @@ print("fork", os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
 "#;
     let (slot, out) = run_py(&sb, code, &[], |s| s.egress = false).await;
     assert!(out.status.success(), "{out:#?}");
-    let calls: Vec<&str> = out.stdout.lines().filter(|l| l.starts_with("sys ")).collect();
+    let calls: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("sys "))
+        .collect();
     assert_eq!(calls.len(), 20, "{out:#?}");
     for l in calls {
         assert!(l.ends_with(" EPERM"), "not refused: {l}");
@@ -494,7 +601,9 @@ print("fork", os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_attacker_cannot_read_host_files_or_reach_host_loopback() {
     let Some(sb) = sandbox() else { return };
-    let Some(()) = require_program(NODE, "nodejs") else { return };
+    let Some(()) = require_program(NODE, "nodejs") else {
+        return;
+    };
     let lo = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = lo.local_addr().expect("addr").port().to_string();
     let code = r#"
@@ -508,7 +617,8 @@ s.on('connect', () => { console.log('connect CONNECTED'); s.destroy(); });
 s.on('error', (e) => console.log('connect', e.code));
 "#;
     let mut spec = node_spec(code, &[&port]);
-    spec.readonly_binds.push(("/etc/shadow".into(), "/hostshadow".into()));
+    spec.readonly_binds
+        .push(("/etc/shadow".into(), "/hostshadow".into()));
     let mut slot = create(&sb, spec).await;
     let out = output(&mut slot, Duration::from_secs(30)).await;
     assert!(out.status.success(), "{out:#?}");
@@ -538,14 +648,22 @@ fn probe_names_the_reason_when_not_root() {
     }
     // The checkout (and so this binary) may sit where uid 65534 cannot reach it: run a copy
     // from a world-searchable directory instead.
-    let copy_dir = tempfile::Builder::new().prefix("fission-probe-helper").tempdir_in("/tmp").expect("tempdir");
+    let copy_dir = tempfile::Builder::new()
+        .prefix("fission-probe-helper")
+        .tempdir_in("/tmp")
+        .expect("tempdir");
     chmod(copy_dir.path(), 0o755);
     let exe = copy_dir.path().join("probe-helper");
     std::fs::copy(std::env::current_exe().expect("current exe"), &exe).expect("copy test binary");
     chmod(&exe, 0o755);
     use std::os::unix::process::CommandExt;
     let out = std::process::Command::new(&exe)
-        .args(["--exact", "probe_names_the_reason_when_not_root", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "probe_names_the_reason_when_not_root",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("FISSION_SANDBOX_PROBE_HELPER", "1")
         .uid(65534)
         .gid(65534)
@@ -562,5 +680,7 @@ fn probe_names_the_reason_when_not_root() {
 fn fission_sandbox_test_euid() -> u32 {
     // The owner of /proc/self is our effective uid.
     use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(u32::MAX)
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(u32::MAX)
 }

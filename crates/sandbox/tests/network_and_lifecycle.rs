@@ -30,13 +30,45 @@ impl Peer {
         let third = pid % 250;
         let host_ip = format!("10.214.{third}.1");
         let peer_ip = format!("10.214.{third}.2");
-        let mut peer = Peer { ns, veth, host_ip, peer_ip, server: None };
+        let mut peer = Peer {
+            ns,
+            veth,
+            host_ip,
+            peer_ip,
+            server: None,
+        };
         peer.teardown();
         sh("ip", &["netns", "add", &peer.ns]);
-        sh("ip", &["link", "add", &peer.veth, "type", "veth", "peer", "name", "eth0", "netns", &peer.ns]);
-        sh("ip", &["addr", "add", &format!("{}/30", peer.host_ip), "dev", &peer.veth]);
+        sh(
+            "ip",
+            &[
+                "link", "add", &peer.veth, "type", "veth", "peer", "name", "eth0", "netns",
+                &peer.ns,
+            ],
+        );
+        sh(
+            "ip",
+            &[
+                "addr",
+                "add",
+                &format!("{}/30", peer.host_ip),
+                "dev",
+                &peer.veth,
+            ],
+        );
         sh("ip", &["link", "set", &peer.veth, "up"]);
-        sh("ip", &["-n", &peer.ns, "addr", "add", &format!("{}/30", peer.peer_ip), "dev", "eth0"]);
+        sh(
+            "ip",
+            &[
+                "-n",
+                &peer.ns,
+                "addr",
+                "add",
+                &format!("{}/30", peer.peer_ip),
+                "dev",
+                "eth0",
+            ],
+        );
         sh("ip", &["-n", &peer.ns, "link", "set", "eth0", "up"]);
         sh("ip", &["-n", &peer.ns, "link", "set", "lo", "up"]);
         peer
@@ -58,12 +90,25 @@ for _ in range(20):
     c.sendall(("hello " + addr[0] + "\n").encode()); c.close()
 "#;
         let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.ns, PY, "-I", "-S", "-c", code, &self.peer_ip, &port.to_string()])
+            .args([
+                "netns",
+                "exec",
+                &self.ns,
+                PY,
+                "-I",
+                "-S",
+                "-c",
+                code,
+                &self.peer_ip,
+                &port.to_string(),
+            ])
             .stdout(Stdio::piped())
             .spawn()
             .expect("peer server");
         let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("ready line");
+        std::io::BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("ready line");
         assert_eq!(line.trim(), "ready");
         self.server = Some(child);
     }
@@ -73,8 +118,14 @@ for _ in range(20):
             let _ = c.kill();
             let _ = c.wait();
         }
-        let _ = Command::new("ip").args(["link", "del", &self.veth]).stderr(Stdio::null()).status();
-        let _ = Command::new("ip").args(["netns", "del", &self.ns]).stderr(Stdio::null()).status();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.veth])
+            .stderr(Stdio::null())
+            .status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.ns])
+            .stderr(Stdio::null())
+            .status();
     }
 }
 
@@ -106,7 +157,11 @@ async fn egress_reaches_outside_through_nat_and_can_be_turned_off() {
     let (slot, out) = run_py(&sb, CONNECT, &[&peer_ip, "8080"], |s| s.egress = true).await;
     assert!(out.status.success(), "{out:#?}");
     assert_eq!(out.expect_get("ifaces"), "['eth0', 'lo']");
-    assert_eq!(out.expect_get("reply"), format!("hello {}", peer.host_ip), "{out:#?}");
+    assert_eq!(
+        out.expect_get("reply"),
+        format!("hello {}", peer.host_ip),
+        "{out:#?}"
+    );
     assert!(slot.veth().is_some());
     slot.destroy().expect("destroy");
 
@@ -114,7 +169,11 @@ async fn egress_reaches_outside_through_nat_and_can_be_turned_off() {
     let (slot, out) = run_py(&sb, CONNECT, &[&peer_ip, "8080"], |s| s.egress = false).await;
     assert!(out.status.success(), "{out:#?}");
     assert_eq!(out.expect_get("ifaces"), "['lo']");
-    assert_eq!(out.expect_get("reply"), format!("OSError {}", libc::ENETUNREACH), "{out:#?}");
+    assert_eq!(
+        out.expect_get("reply"),
+        format!("OSError {}", libc::ENETUNREACH),
+        "{out:#?}"
+    );
     assert!(slot.veth().is_none() && slot.egress_addrs().is_none());
     slot.destroy().expect("destroy");
 }
@@ -132,15 +191,22 @@ while True:
     let mut a = create(&sb, py_spec(server_code, &[])).await;
     let mut stdout = a.child().expect("child").stdout.take().expect("stdout");
     let mut buf = [0u8; 16];
-    let n = tokio::time::timeout(Duration::from_secs(20), tokio::io::AsyncReadExt::read(&mut stdout, &mut buf))
-        .await
-        .expect("A ready")
-        .expect("read");
+    let n = tokio::time::timeout(
+        Duration::from_secs(20),
+        tokio::io::AsyncReadExt::read(&mut stdout, &mut buf),
+    )
+    .await
+    .expect("A ready")
+    .expect("read");
     assert_eq!(&buf[..n], b"listening\n");
     let (_, a_ip) = a.egress_addrs().expect("A has egress");
-    let (b, out) = run_py(&sb, CONNECT, &[&a_ip.to_string(), "9000"], |s| s.egress = true).await;
+    let (b, out) = run_py(&sb, CONNECT, &[&a_ip.to_string(), "9000"], |s| {
+        s.egress = true
+    })
+    .await;
     assert!(
-        out.expect_get("reply").starts_with("TimeoutError") || out.expect_get("reply").starts_with("OSError"),
+        out.expect_get("reply").starts_with("TimeoutError")
+            || out.expect_get("reply").starts_with("OSError"),
         "{out:#?}"
     );
     b.destroy().expect("destroy");
@@ -148,7 +214,9 @@ while True:
 }
 
 fn mounts_mention(name: &str) -> bool {
-    std::fs::read_to_string("/proc/self/mountinfo").map(|m| m.contains(name)).unwrap_or(false)
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .map(|m| m.contains(name))
+        .unwrap_or(false)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -158,21 +226,39 @@ async fn destroying_a_slot_removes_processes_cgroups_netns_veth_and_dirs() {
     spec.egress = true;
     let slot = create(&sb, spec).await;
     let cgroups = slot.cgroup_dirs();
-    let pids_dir = cgroups.iter().find(|d| d.starts_with("/sys/fs/cgroup/pids")).expect("pids cgroup").clone();
-    eventually_blocking(Duration::from_secs(5), "3 processes in the pids cgroup", || cgroup_pids(&pids_dir).len() >= 3);
+    let pids_dir = cgroups
+        .iter()
+        .find(|d| d.starts_with("/sys/fs/cgroup/pids"))
+        .expect("pids cgroup")
+        .clone();
+    eventually_blocking(
+        Duration::from_secs(5),
+        "3 processes in the pids cgroup",
+        || cgroup_pids(&pids_dir).len() >= 3,
+    );
     let pids = cgroup_pids(&pids_dir);
     let netns = slot.netns().expect("netns").to_owned();
     let veth = slot.veth().expect("veth").to_owned();
     let dir = slot.dir().to_path_buf();
-    let claim = sb.config().state_dir.join("claims").join(slot.index().to_string());
+    let claim = sb
+        .config()
+        .state_dir
+        .join("claims")
+        .join(slot.index().to_string());
     assert!(Path::new("/run/netns").join(&netns).exists());
     assert!(Path::new("/sys/class/net").join(&veth).exists());
     assert!(claim.exists() && dir.exists());
     assert!(mounts_mention(&netns));
 
     slot.destroy().expect("destroy");
-    assert!(pids.iter().all(|p| !process_alive(*p)), "processes survived");
-    assert!(cgroups.iter().all(|d| !d.exists()), "cgroups left: {cgroups:?}");
+    assert!(
+        pids.iter().all(|p| !process_alive(*p)),
+        "processes survived"
+    );
+    assert!(
+        cgroups.iter().all(|d| !d.exists()),
+        "cgroups left: {cgroups:?}"
+    );
     assert!(!Path::new("/run/netns").join(&netns).exists());
     assert!(!Path::new("/sys/class/net").join(&veth).exists());
     assert!(!dir.exists() && !claim.exists());
@@ -187,20 +273,35 @@ async fn destroy_works_while_the_caller_holds_the_unreaped_child() {
     let mut child = slot.take_child().expect("child");
     let cgroups = slot.cgroup_dirs();
     let waiter = tokio::spawn(async move { child.wait().await });
-    tokio::task::spawn_blocking(move || slot.destroy()).await.expect("join").expect("destroy");
-    let status =
-        tokio::time::timeout(Duration::from_secs(5), waiter).await.expect("exit seen").expect("join").expect("wait");
+    tokio::task::spawn_blocking(move || slot.destroy())
+        .await
+        .expect("join")
+        .expect("destroy");
+    let status = tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("exit seen")
+        .expect("join")
+        .expect("wait");
     assert!(!status.success());
-    assert!(cgroups.iter().all(|d| !d.exists()), "cgroups left: {cgroups:?}");
+    assert!(
+        cgroups.iter().all(|d| !d.exists()),
+        "cgroups left: {cgroups:?}"
+    );
 }
 
 #[test]
 fn dropping_the_sandbox_removes_the_runs_state() {
-    let Some(config) = sandbox_config() else { return };
+    let Some(config) = sandbox_config() else {
+        return;
+    };
     let sb = Sandbox::new(config).expect("new");
     let group = format!("fission-{}", sb.run_id());
     let run_dir = sb.config().state_dir.join("runs").join(sb.run_id());
-    let lock = sb.config().state_dir.join("runs").join(format!("{}.lock", sb.run_id()));
+    let lock = sb
+        .config()
+        .state_dir
+        .join("runs")
+        .join(format!("{}.lock", sb.run_id()));
     assert!(Path::new("/sys/fs/cgroup/memory").join(&group).exists());
     assert!(sh("nft", &["list", "tables"]).contains(&group));
     assert!(run_dir.exists() && lock.exists());
@@ -228,10 +329,16 @@ fn crash_helper_leaks_slots() {
             let mut spec = py_spec("import time; time.sleep(120)", &[]);
             spec.egress = egress;
             let slot = sb.create_slot(spec).expect("slot");
-            let pids_dir = slot.cgroup_dirs().into_iter().find(|d| d.starts_with("/sys/fs/cgroup/pids")).expect("pids");
-            eventually_blocking(Duration::from_secs(5), "3 processes in the pids cgroup", || {
-                cgroup_pids(&pids_dir).len() >= 3
-            });
+            let pids_dir = slot
+                .cgroup_dirs()
+                .into_iter()
+                .find(|d| d.starts_with("/sys/fs/cgroup/pids"))
+                .expect("pids");
+            eventually_blocking(
+                Duration::from_secs(5),
+                "3 processes in the pids cgroup",
+                || cgroup_pids(&pids_dir).len() >= 3,
+            );
             for p in cgroup_pids(&pids_dir) {
                 lines.push(format!("pid {p}"));
             }
@@ -260,15 +367,28 @@ async fn leftovers_of_a_crashed_run_are_removed_and_live_runs_are_kept() {
 
     let report_file = tempfile::NamedTempFile::new().expect("tempfile");
     let out = Command::new(std::env::current_exe().expect("exe"))
-        .args(["--exact", "crash_helper_leaks_slots", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "crash_helper_leaks_slots",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CRASH_HELPER_ENV, report_file.path())
         .stdout(Stdio::null())
         .output()
         .expect("crash helper");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report = std::fs::read_to_string(report_file.path()).expect("report");
     let get = |k: &str| -> Vec<String> {
-        report.lines().filter_map(|l| l.strip_prefix(k).and_then(|r| r.strip_prefix(' '))).map(str::to_owned).collect()
+        report
+            .lines()
+            .filter_map(|l| l.strip_prefix(k).and_then(|r| r.strip_prefix(' ')))
+            .map(str::to_owned)
+            .collect()
     };
     let run = get("run").pop().expect("run id");
     let pids: Vec<i32> = get("pid").iter().map(|p| p.parse().expect("pid")).collect();
@@ -278,35 +398,77 @@ async fn leftovers_of_a_crashed_run_are_removed_and_live_runs_are_kept() {
     let cgroups: Vec<PathBuf> = get("cgroup").into_iter().map(PathBuf::from).collect();
     let group = format!("fission-{run}");
     // The leak is real.
-    assert!(pids.len() >= 6 && pids.iter().all(|p| process_alive(*p)), "{report}");
-    assert!(netns.iter().all(|n| Path::new("/run/netns").join(n).exists()));
+    assert!(
+        pids.len() >= 6 && pids.iter().all(|p| process_alive(*p)),
+        "{report}"
+    );
+    assert!(
+        netns
+            .iter()
+            .all(|n| Path::new("/run/netns").join(n).exists())
+    );
     assert_eq!(veths.len(), 1);
-    assert!(veths.iter().all(|v| Path::new("/sys/class/net").join(v).exists()));
+    assert!(
+        veths
+            .iter()
+            .all(|v| Path::new("/sys/class/net").join(v).exists())
+    );
     assert!(dirs.iter().all(|d| d.exists()) && cgroups.iter().all(|d| d.exists()));
     assert!(sh("nft", &["list", "tables"]).contains(&group));
 
     let sb2 = sb.clone();
-    let cleaned = tokio::task::spawn_blocking(move || sb2.cleanup_leftovers()).await.expect("join").expect("cleanup");
+    let cleaned = tokio::task::spawn_blocking(move || sb2.cleanup_leftovers())
+        .await
+        .expect("join")
+        .expect("cleanup");
     eprintln!("{cleaned:?}");
     assert!(cleaned.dead_runs.contains(&run), "{cleaned:?}");
     assert!(!cleaned.dead_runs.iter().any(|r| r == sb.run_id()));
     assert!(cleaned.errors.is_empty(), "{cleaned:?}");
     assert!(cleaned.processes_killed >= 2, "{cleaned:?}");
 
-    eventually_blocking(Duration::from_secs(5), "every slot process to be gone", || {
-        pids.iter().all(|p| !process_alive(*p))
-    });
+    eventually_blocking(
+        Duration::from_secs(5),
+        "every slot process to be gone",
+        || pids.iter().all(|p| !process_alive(*p)),
+    );
     assert!(cgroups.iter().all(|d| !d.exists()), "cgroups left");
     assert!(!Path::new("/sys/fs/cgroup/pids").join(&group).exists());
-    assert!(netns.iter().all(|n| !Path::new("/run/netns").join(n).exists()), "netns left");
-    assert!(veths.iter().all(|v| !Path::new("/sys/class/net").join(v).exists()), "veth left");
+    assert!(
+        netns
+            .iter()
+            .all(|n| !Path::new("/run/netns").join(n).exists()),
+        "netns left"
+    );
+    assert!(
+        veths
+            .iter()
+            .all(|v| !Path::new("/sys/class/net").join(v).exists()),
+        "veth left"
+    );
     assert!(dirs.iter().all(|d| !d.exists()), "slot dirs left");
-    assert!(!sh("nft", &["list", "tables"]).contains(&group), "firewall table left");
+    assert!(
+        !sh("nft", &["list", "tables"]).contains(&group),
+        "firewall table left"
+    );
     assert!(!mounts_mention(&group), "mounts left");
-    assert!(!sb.config().state_dir.join("runs").join(format!("{run}.lock")).exists());
+    assert!(
+        !sb.config()
+            .state_dir
+            .join("runs")
+            .join(format!("{run}.lock"))
+            .exists()
+    );
 
     // The live slot is untouched.
-    assert!(live.child().expect("child").try_wait().expect("try_wait").is_none(), "live slot was killed");
+    assert!(
+        live.child()
+            .expect("child")
+            .try_wait()
+            .expect("try_wait")
+            .is_none(),
+        "live slot was killed"
+    );
     assert!(live.cgroup_dirs().iter().all(|d| d.exists()));
     live.destroy().expect("destroy");
 }

@@ -23,12 +23,22 @@ const INSIDE: &str = "/opt/runtime";
 
 fn node() -> Runtime {
     let (dir, copy) = runtime_dir("nodejs");
-    Runtime { program: NODE, args: vec![format!("{INSIDE}/server.js")], dir, _copy: copy }
+    Runtime {
+        program: NODE,
+        args: vec![format!("{INSIDE}/server.js")],
+        dir,
+        _copy: copy,
+    }
 }
 
 fn python() -> Runtime {
     let (dir, copy) = runtime_dir("python");
-    Runtime { program: PY, args: vec!["-I".into(), "-S".into(), format!("{INSIDE}/server.py")], dir, _copy: copy }
+    Runtime {
+        program: PY,
+        args: vec!["-I".into(), "-S".into(), format!("{INSIDE}/server.py")],
+        dir,
+        _copy: copy,
+    }
 }
 
 fn spec(rt: &Runtime, egress: bool) -> (SlotSpec, SocketAddr) {
@@ -36,7 +46,8 @@ fn spec(rt: &Runtime, egress: bool) -> (SlotSpec, SocketAddr) {
     let addr = listener.local_addr().expect("addr");
     let mut spec = SlotSpec::new(rt.program, rt.args.clone(), listener);
     // A fixed inside path: the checkout may live under /tmp, which the slot replaces.
-    spec.readonly_binds.push((rt.dir.clone(), PathBuf::from(INSIDE)));
+    spec.readonly_binds
+        .push((rt.dir.clone(), PathBuf::from(INSIDE)));
     spec.egress = egress;
     (spec, addr)
 }
@@ -124,8 +135,13 @@ async fn a_killed_slot_refuses_new_connections() {
     tokio::task::spawn_blocking(move || {
         let (mut slot, addr, _, _) = start(&sb, &rt, false);
         slot.kill().expect("kill");
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
-        let status = rt.block_on(async { slot.child().expect("child").wait().await }).expect("wait");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("rt");
+        let status = rt
+            .block_on(async { slot.child().expect("child").wait().await })
+            .expect("wait");
         assert!(!status.success());
         assert!(!slot.oom_killed());
         // Nobody holds the listening socket any more (the slot kept no copy).

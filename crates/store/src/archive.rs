@@ -40,7 +40,10 @@ pub enum ArchiveError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ArchiveError + '_ {
-    move |source| ArchiveError::Io { path: path.to_owned(), source }
+    move |source| ArchiveError::Io {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// Hex sha256 of `bytes`.
@@ -51,7 +54,10 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// The archive id in a storage URL (`…/v1/archive?id=<id>`), whatever the host.
 pub fn archive_id_from_url(url: &str) -> Option<&str> {
     let (_, query) = url.split_once("/v1/archive?")?;
-    query.split('&').find_map(|kv| kv.strip_prefix("id=")).filter(|id| !id.is_empty())
+    query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("id="))
+        .filter(|id| !id.is_empty())
 }
 
 /// Files on disk, one per distinct content, named by sha256.
@@ -69,7 +75,11 @@ impl ArchiveStore {
     }
 
     fn path_of(&self, id: &str) -> Result<PathBuf, ArchiveError> {
-        if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
+        if id.len() != 64
+            || !id
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        {
             return Err(ArchiveError::InvalidId(id.to_owned()));
         }
         Ok(self.root.join(&id[..2]).join(id))
@@ -97,12 +107,17 @@ impl ArchiveStore {
         let path = self.path_of(id)?;
         let bytes = match fs::read(&path) {
             Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(ArchiveError::NotFound(id.to_owned())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ArchiveError::NotFound(id.to_owned()));
+            }
             Err(e) => return Err(ArchiveError::Io { path, source: e }),
         };
         let actual = sha256_hex(&bytes);
         if actual != id {
-            return Err(ArchiveError::Corrupt { id: id.to_owned(), actual });
+            return Err(ArchiveError::Corrupt {
+                id: id.to_owned(),
+                actual,
+            });
         }
         Ok(bytes)
     }
@@ -110,7 +125,9 @@ impl ArchiveStore {
     /// When an archive was stored.
     pub fn modified(&self, id: &str) -> Result<std::time::SystemTime, ArchiveError> {
         let path = self.path_of(id)?;
-        std::fs::metadata(&path).and_then(|m| m.modified()).map_err(|source| ArchiveError::Io { path, source })
+        std::fs::metadata(&path)
+            .and_then(|m| m.modified())
+            .map_err(|source| ArchiveError::Io { path, source })
     }
 
     /// Whether an archive exists.
@@ -123,7 +140,9 @@ impl ArchiveStore {
         let path = self.path_of(id)?;
         match fs::remove_file(&path) {
             Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(ArchiveError::NotFound(id.to_owned())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(ArchiveError::NotFound(id.to_owned()))
+            }
             Err(e) => Err(ArchiveError::Io { path, source: e }),
         }
     }
@@ -137,7 +156,11 @@ impl ArchiveStore {
                 continue;
             }
             for f in fs::read_dir(&shard).map_err(io_err(&shard))? {
-                let name = f.map_err(io_err(&shard))?.file_name().to_string_lossy().into_owned();
+                let name = f
+                    .map_err(io_err(&shard))?
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned();
                 if name.len() == 64 {
                     out.push(name);
                 }
@@ -178,14 +201,20 @@ mod tests {
     fn rejects_ids_that_could_escape_the_store() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = ArchiveStore::open(dir.path()).expect("open");
-        assert!(matches!(store.get("../../etc/passwd"), Err(ArchiveError::InvalidId(_))));
+        assert!(matches!(
+            store.get("../../etc/passwd"),
+            Err(ArchiveError::InvalidId(_))
+        ));
     }
 
     #[test]
     fn finds_id_in_storage_urls() {
         let url = format!("{STORAGE_URL_PREFIX}abc");
         assert_eq!(archive_id_from_url(&url), Some("abc"));
-        assert_eq!(archive_id_from_url("http://x/v1/archive?foo=1&id=z"), Some("z"));
+        assert_eq!(
+            archive_id_from_url("http://x/v1/archive?foo=1&id=z"),
+            Some("z")
+        );
         assert_eq!(archive_id_from_url("http://x/other"), None);
     }
 }

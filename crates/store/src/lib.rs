@@ -16,4 +16,4 @@ pub mod unpack;
 
 pub use data_dir::{DataDir, DataDirError};
 pub use redb_store::RedbStore;
-pub use unpack::{is_zip, unzip, UnpackError, UnpackLimits};
+pub use unpack::{UnpackError, UnpackLimits, is_zip, unzip};

@@ -21,9 +21,12 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use fission_core::resources::{
-    Environment, EnvironmentSpec, Function, FunctionReference, FunctionSpec, HttpTrigger, HttpTriggerSpec, Runtime,
+    Environment, EnvironmentSpec, Function, FunctionReference, FunctionSpec, HttpTrigger,
+    HttpTriggerSpec, Runtime,
 };
-use fission_core::{AnyResource, ResourceKind, ResourceStore, StoreError, WatchEvent, WatchEventType, WatchStream};
+use fission_core::{
+    AnyResource, ResourceKind, ResourceStore, StoreError, WatchEvent, WatchEventType, WatchStream,
+};
 use futures::StreamExt as _;
 
 /// How long a case waits for a change to show up on the feed.
@@ -75,7 +78,10 @@ macro_rules! store_contract_tests {
 fn environment(namespace: &str, name: &str, image: &str) -> AnyResource {
     let spec = EnvironmentSpec {
         version: 3,
-        runtime: Runtime { image: image.to_owned(), ..Runtime::default() },
+        runtime: Runtime {
+            image: image.to_owned(),
+            ..Runtime::default()
+        },
         ..EnvironmentSpec::default()
     };
     AnyResource::Environment(Environment::new(namespace, name, spec))
@@ -108,25 +114,47 @@ fn id(obj: &AnyResource) -> (String, String) {
 
 fn rv(obj: &AnyResource) -> u64 {
     let v = &obj.meta().resource_version;
-    v.parse().unwrap_or_else(|_| panic!("resourceVersion {v:?} of {:?} is not a decimal number", id(obj)))
+    v.parse().unwrap_or_else(|_| {
+        panic!(
+            "resourceVersion {v:?} of {:?} is not a decimal number",
+            id(obj)
+        )
+    })
 }
 
 async fn create(store: &dyn ResourceStore, obj: AnyResource) -> AnyResource {
     let what = id(&obj);
-    store.create(obj).await.unwrap_or_else(|e| panic!("create {what:?}: {e}"))
+    store
+        .create(obj)
+        .await
+        .unwrap_or_else(|e| panic!("create {what:?}: {e}"))
 }
 
 async fn update(store: &dyn ResourceStore, obj: AnyResource) -> AnyResource {
     let what = id(&obj);
-    store.update(obj).await.unwrap_or_else(|e| panic!("update {what:?}: {e}"))
+    store
+        .update(obj)
+        .await
+        .unwrap_or_else(|e| panic!("update {what:?}: {e}"))
 }
 
-async fn get(store: &dyn ResourceStore, kind: ResourceKind, namespace: &str, name: &str) -> AnyResource {
-    store.get(kind, namespace, name).await.unwrap_or_else(|e| panic!("get {kind} {namespace}/{name}: {e}"))
+async fn get(
+    store: &dyn ResourceStore,
+    kind: ResourceKind,
+    namespace: &str,
+    name: &str,
+) -> AnyResource {
+    store
+        .get(kind, namespace, name)
+        .await
+        .unwrap_or_else(|e| panic!("get {kind} {namespace}/{name}: {e}"))
 }
 
 async fn watch(store: &dyn ResourceStore) -> (Vec<AnyResource>, u64, WatchStream) {
-    store.list_and_watch().await.unwrap_or_else(|e| panic!("list_and_watch: {e}"))
+    store
+        .list_and_watch()
+        .await
+        .unwrap_or_else(|e| panic!("list_and_watch: {e}"))
 }
 
 /// The next change, failing the case if the feed errs, ends or stays silent.
@@ -147,19 +175,29 @@ async fn assert_quiet(feed: &mut WatchStream, after: &str) {
 
 fn assert_event(ev: &WatchEvent, event_type: WatchEventType, kind: ResourceKind, name: &str) {
     assert_eq!(
-        (ev.event_type, ev.object.kind(), ev.object.meta().name.as_str()),
+        (
+            ev.event_type,
+            ev.object.kind(),
+            ev.object.meta().name.as_str()
+        ),
         (event_type, kind, name),
         "unexpected event at revision {}",
         ev.revision
     );
-    assert_eq!(ev.object.meta().resource_version, ev.revision.to_string(), "an event's object carries its revision");
+    assert_eq!(
+        ev.object.meta().resource_version,
+        ev.revision.to_string(),
+        "an event's object carries its revision"
+    );
 }
 
 // === Cases ===
 
 /// `create` fills in uid, creationTimestamp, generation 1 and a numeric resourceVersion (any
 /// the caller sent are replaced), stores the rest as given, and `get` returns the same.
-pub async fn create_assigns_uid_creation_timestamp_generation_and_resource_version(store: &dyn ResourceStore) {
+pub async fn create_assigns_uid_creation_timestamp_generation_and_resource_version(
+    store: &dyn ResourceStore,
+) {
     let mut obj = environment("default", "node", "fission/node-env");
     let m = obj.meta_mut();
     m.uid = "caller-made-this-up".to_owned();
@@ -168,32 +206,64 @@ pub async fn create_assigns_uid_creation_timestamp_generation_and_resource_versi
     m.labels = Some([("team".to_owned(), "a".to_owned())].into());
     let created = create(store, obj).await;
     let m = created.meta();
-    assert!(!m.uid.is_empty() && m.uid != "caller-made-this-up", "uid assigned by the store: {:?}", m.uid);
+    assert!(
+        !m.uid.is_empty() && m.uid != "caller-made-this-up",
+        "uid assigned by the store: {:?}",
+        m.uid
+    );
     assert_eq!(m.generation, 1);
-    assert_ne!(m.resource_version, "999999", "resourceVersion is assigned by the store");
+    assert_ne!(
+        m.resource_version, "999999",
+        "resourceVersion is assigned by the store"
+    );
     rv(&created);
-    let ts = m.creation_timestamp.as_deref().expect("creationTimestamp set");
+    let ts = m
+        .creation_timestamp
+        .as_deref()
+        .expect("creationTimestamp set");
     chrono::DateTime::parse_from_rfc3339(ts)
         .unwrap_or_else(|e| panic!("creationTimestamp {ts:?} is not RFC 3339: {e}"));
     assert_eq!(image(&created), "fission/node-env");
     assert_eq!(m.labels, Some([("team".to_owned(), "a".to_owned())].into()));
-    assert_eq!(get(store, ResourceKind::Environment, "default", "node").await, created);
-    let other = create(store, environment("default", "python", "fission/python-env")).await;
+    assert_eq!(
+        get(store, ResourceKind::Environment, "default", "node").await,
+        created
+    );
+    let other = create(
+        store,
+        environment("default", "python", "fission/python-env"),
+    )
+    .await;
     assert_ne!(other.meta().uid, created.meta().uid, "uids are unique");
 }
 
 /// Creating a taken name fails with `AlreadyExists` naming the object, and leaves it as it was.
-pub async fn create_of_a_taken_name_is_already_exists_and_changes_nothing(store: &dyn ResourceStore) {
+pub async fn create_of_a_taken_name_is_already_exists_and_changes_nothing(
+    store: &dyn ResourceStore,
+) {
     let first = create(store, environment("default", "node", "fission/node-env")).await;
-    let err = store.create(environment("default", "node", "other/image")).await.expect_err("duplicate create");
+    let err = store
+        .create(environment("default", "node", "other/image"))
+        .await
+        .expect_err("duplicate create");
     match &err {
-        StoreError::AlreadyExists { kind, namespace, name } => {
-            assert_eq!((*kind, namespace.as_str(), name.as_str()), (ResourceKind::Environment, "default", "node"));
+        StoreError::AlreadyExists {
+            kind,
+            namespace,
+            name,
+        } => {
+            assert_eq!(
+                (*kind, namespace.as_str(), name.as_str()),
+                (ResourceKind::Environment, "default", "node")
+            );
         }
         other => panic!("expected AlreadyExists, got {other:?}"),
     }
     assert_eq!(err.to_string(), "Environment 'default/node' already exists");
-    assert_eq!(get(store, ResourceKind::Environment, "default", "node").await, first);
+    assert_eq!(
+        get(store, ResourceKind::Environment, "default", "node").await,
+        first
+    );
 }
 
 /// Names are unique per kind and namespace only.
@@ -204,43 +274,91 @@ pub async fn the_same_name_may_exist_in_another_namespace_or_kind(store: &dyn Re
     assert_ne!(a.meta().uid, b.meta().uid);
     assert_ne!(a.meta().uid, c.meta().uid);
     assert_eq!(get(store, ResourceKind::Function, "other", "same").await, b);
-    assert_eq!(get(store, ResourceKind::HttpTrigger, "default", "same").await, c);
+    assert_eq!(
+        get(store, ResourceKind::HttpTrigger, "default", "same").await,
+        c
+    );
 }
 
 /// `get`, `update` and `delete` of an object that does not exist fail with `NotFound` naming it.
 pub async fn reading_updating_or_deleting_a_missing_object_is_not_found(store: &dyn ResourceStore) {
     create(store, function("default", "exists")).await;
     let check = |err: StoreError, op: &str| match &err {
-        StoreError::NotFound { kind, namespace, name } => {
-            assert_eq!((*kind, namespace.as_str(), name.as_str()), (ResourceKind::Function, "default", "nope"), "{op}");
+        StoreError::NotFound {
+            kind,
+            namespace,
+            name,
+        } => {
+            assert_eq!(
+                (*kind, namespace.as_str(), name.as_str()),
+                (ResourceKind::Function, "default", "nope"),
+                "{op}"
+            );
             assert_eq!(err.to_string(), "Function 'default/nope' not found", "{op}");
         }
         other => panic!("{op}: expected NotFound, got {other:?}"),
     };
-    check(store.get(ResourceKind::Function, "default", "nope").await.expect_err("get missing"), "get");
-    check(store.update(function("default", "nope")).await.expect_err("update missing"), "update");
-    check(store.delete(ResourceKind::Function, "default", "nope").await.expect_err("delete missing"), "delete");
-    assert!(store.get(ResourceKind::Function, "default", "nope").await.is_err(), "update must not create");
+    check(
+        store
+            .get(ResourceKind::Function, "default", "nope")
+            .await
+            .expect_err("get missing"),
+        "get",
+    );
+    check(
+        store
+            .update(function("default", "nope"))
+            .await
+            .expect_err("update missing"),
+        "update",
+    );
+    check(
+        store
+            .delete(ResourceKind::Function, "default", "nope")
+            .await
+            .expect_err("delete missing"),
+        "delete",
+    );
+    assert!(
+        store
+            .get(ResourceKind::Function, "default", "nope")
+            .await
+            .is_err(),
+        "update must not create"
+    );
     // The same name of another kind does not count.
-    let err = store.get(ResourceKind::Environment, "default", "exists").await.expect_err("other kind");
+    let err = store
+        .get(ResourceKind::Environment, "default", "exists")
+        .await
+        .expect_err("other kind");
     assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
 }
 
 /// Every write gets a resourceVersion above every earlier one, whatever object or kind it is on.
-pub async fn resource_versions_increase_store_wide_across_kinds_and_objects(store: &dyn ResourceStore) {
+pub async fn resource_versions_increase_store_wide_across_kinds_and_objects(
+    store: &dyn ResourceStore,
+) {
     let mut versions = vec![
         rv(&create(store, environment("default", "e", "img")).await),
         rv(&create(store, function("default", "f")).await),
         rv(&create(store, trigger("other", "t", "/t")).await),
         rv(&update(store, environment("default", "e", "img2")).await),
-        rv(&store.delete(ResourceKind::Function, "default", "f").await.expect("delete")),
+        rv(&store
+            .delete(ResourceKind::Function, "default", "f")
+            .await
+            .expect("delete")),
     ];
     versions.push(rv(&create(store, function("default", "f")).await));
-    assert!(versions.windows(2).all(|w| w[0] < w[1]), "resourceVersions not strictly increasing: {versions:?}");
+    assert!(
+        versions.windows(2).all(|w| w[0] < w[1]),
+        "resourceVersions not strictly increasing: {versions:?}"
+    );
 }
 
 /// `update` with the stored resourceVersion, or with none, replaces the object.
-pub async fn update_with_the_current_or_an_empty_resource_version_succeeds(store: &dyn ResourceStore) {
+pub async fn update_with_the_current_or_an_empty_resource_version_succeeds(
+    store: &dyn ResourceStore,
+) {
     let created = create(store, environment("default", "e", "v1")).await;
     let mut next = environment("default", "e", "v2");
     next.meta_mut().resource_version = created.meta().resource_version.clone();
@@ -250,27 +368,47 @@ pub async fn update_with_the_current_or_an_empty_resource_version_succeeds(store
     let unconditional = update(store, environment("default", "e", "v3")).await;
     assert_eq!(image(&unconditional), "v3");
     assert!(rv(&unconditional) > rv(&updated));
-    assert_eq!(get(store, ResourceKind::Environment, "default", "e").await, unconditional);
+    assert_eq!(
+        get(store, ResourceKind::Environment, "default", "e").await,
+        unconditional
+    );
 }
 
 /// `update` with a resourceVersion that is no longer current fails with `Conflict` (saying
 /// both versions) and changes nothing.
-pub async fn update_with_a_stale_resource_version_conflicts_and_changes_nothing(store: &dyn ResourceStore) {
+pub async fn update_with_a_stale_resource_version_conflicts_and_changes_nothing(
+    store: &dyn ResourceStore,
+) {
     let created = create(store, environment("default", "e", "v1")).await;
     let current = update(store, environment("default", "e", "v2")).await;
     let mut stale = environment("default", "e", "stale");
     stale.meta_mut().resource_version = created.meta().resource_version.clone();
     let err = store.update(stale).await.expect_err("stale update");
     match &err {
-        StoreError::Conflict { kind, namespace, name, sent, current: cur } => {
-            assert_eq!((*kind, namespace.as_str(), name.as_str()), (ResourceKind::Environment, "default", "e"));
+        StoreError::Conflict {
+            kind,
+            namespace,
+            name,
+            sent,
+            current: cur,
+        } => {
+            assert_eq!(
+                (*kind, namespace.as_str(), name.as_str()),
+                (ResourceKind::Environment, "default", "e")
+            );
             assert_eq!(sent, &created.meta().resource_version);
             assert_eq!(cur, &current.meta().resource_version);
         }
         other => panic!("expected Conflict, got {other:?}"),
     }
-    assert!(err.to_string().contains("was modified since you read it"), "{err}");
-    assert_eq!(get(store, ResourceKind::Environment, "default", "e").await, current);
+    assert!(
+        err.to_string().contains("was modified since you read it"),
+        "{err}"
+    );
+    assert_eq!(
+        get(store, ResourceKind::Environment, "default", "e").await,
+        current
+    );
 }
 
 /// `generation` counts spec changes: metadata-only updates keep it.
@@ -279,17 +417,37 @@ pub async fn generation_bumps_only_when_the_spec_changes(store: &dyn ResourceSto
     let mut labelled = environment("default", "e", "v1");
     labelled.meta_mut().labels = Some([("tier".to_owned(), "gold".to_owned())].into());
     let labelled = update(store, labelled).await;
-    assert_eq!(labelled.meta().generation, 1, "a labels-only update keeps generation");
+    assert_eq!(
+        labelled.meta().generation,
+        1,
+        "a labels-only update keeps generation"
+    );
     let changed = update(store, environment("default", "e", "v2")).await;
-    assert_eq!(changed.meta().generation, 2, "a spec change bumps generation");
+    assert_eq!(
+        changed.meta().generation,
+        2,
+        "a spec change bumps generation"
+    );
     let same = update(store, environment("default", "e", "v2")).await;
-    assert_eq!(same.meta().generation, 2, "rewriting the same spec keeps generation");
+    assert_eq!(
+        same.meta().generation,
+        2,
+        "rewriting the same spec keeps generation"
+    );
     assert!(rv(&same) > rv(&changed), "but it is still a write");
-    assert_eq!(get(store, ResourceKind::Environment, "default", "e").await.meta().generation, 2);
+    assert_eq!(
+        get(store, ResourceKind::Environment, "default", "e")
+            .await
+            .meta()
+            .generation,
+        2
+    );
 }
 
 /// uid and creationTimestamp belong to the object's identity; an update cannot change them.
-pub async fn update_keeps_uid_and_creation_timestamp_whatever_the_caller_sends(store: &dyn ResourceStore) {
+pub async fn update_keeps_uid_and_creation_timestamp_whatever_the_caller_sends(
+    store: &dyn ResourceStore,
+) {
     let created = create(store, function("default", "f")).await;
     let mut forged = function("default", "f");
     let m = forged.meta_mut();
@@ -298,41 +456,77 @@ pub async fn update_keeps_uid_and_creation_timestamp_whatever_the_caller_sends(s
     m.generation = 77;
     let updated = update(store, forged).await;
     assert_eq!(updated.meta().uid, created.meta().uid);
-    assert_eq!(updated.meta().creation_timestamp, created.meta().creation_timestamp);
+    assert_eq!(
+        updated.meta().creation_timestamp,
+        created.meta().creation_timestamp
+    );
     assert_eq!(updated.meta().generation, 1);
 }
 
 /// `delete` returns the object as it last was and removes it; creating the name again makes a
 /// new object (new uid, generation 1).
-pub async fn delete_returns_the_last_state_and_a_recreated_name_is_a_new_object(store: &dyn ResourceStore) {
+pub async fn delete_returns_the_last_state_and_a_recreated_name_is_a_new_object(
+    store: &dyn ResourceStore,
+) {
     let created = create(store, environment("default", "e", "v1")).await;
     let last = update(store, environment("default", "e", "v2")).await;
-    let deleted = store.delete(ResourceKind::Environment, "default", "e").await.expect("delete");
+    let deleted = store
+        .delete(ResourceKind::Environment, "default", "e")
+        .await
+        .expect("delete");
     assert_eq!(image(&deleted), "v2");
     assert_eq!(deleted.meta().uid, created.meta().uid);
     assert_eq!(deleted.meta().generation, last.meta().generation);
     assert!(rv(&deleted) >= rv(&last));
-    let err = store.get(ResourceKind::Environment, "default", "e").await.expect_err("gone");
+    let err = store
+        .get(ResourceKind::Environment, "default", "e")
+        .await
+        .expect_err("gone");
     assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
-    assert!(store.list(ResourceKind::Environment, None).await.expect("list").is_empty());
+    assert!(
+        store
+            .list(ResourceKind::Environment, None)
+            .await
+            .expect("list")
+            .is_empty()
+    );
     let again = create(store, environment("default", "e", "v3")).await;
-    assert_ne!(again.meta().uid, created.meta().uid, "a recreated object has a new uid");
+    assert_ne!(
+        again.meta().uid,
+        created.meta().uid,
+        "a recreated object has a new uid"
+    );
     assert_eq!(again.meta().generation, 1);
     assert!(rv(&again) > rv(&deleted));
 }
 
 /// `list` returns one kind, sorted by namespace then name, in one namespace or all.
-pub async fn list_is_sorted_by_namespace_then_name_and_filtered_by_namespace(store: &dyn ResourceStore) {
+pub async fn list_is_sorted_by_namespace_then_name_and_filtered_by_namespace(
+    store: &dyn ResourceStore,
+) {
     // Namespaces and names where byte order of "namespace/name" keys differs from
     // (namespace, name) order: '-' sorts before '/'.
-    for (ns, name) in [("b", "x"), ("a-b", "y"), ("a", "z"), ("a", "y-1"), ("a", "y"), ("a-b", "a"), ("b", "a")] {
+    for (ns, name) in [
+        ("b", "x"),
+        ("a-b", "y"),
+        ("a", "z"),
+        ("a", "y-1"),
+        ("a", "y"),
+        ("a-b", "a"),
+        ("b", "a"),
+    ] {
         create(store, function(ns, name)).await;
     }
     create(store, trigger("a", "t", "/t")).await;
     create(store, environment("a", "e", "img")).await;
     let names = |objs: Vec<AnyResource>| objs.iter().map(id).collect::<Vec<_>>();
     let pair = |ns: &str, n: &str| (ns.to_owned(), n.to_owned());
-    let all = names(store.list(ResourceKind::Function, None).await.expect("list all"));
+    let all = names(
+        store
+            .list(ResourceKind::Function, None)
+            .await
+            .expect("list all"),
+    );
     assert_eq!(
         all,
         [
@@ -345,19 +539,48 @@ pub async fn list_is_sorted_by_namespace_then_name_and_filtered_by_namespace(sto
             pair("b", "x")
         ]
     );
-    let in_a = names(store.list(ResourceKind::Function, Some("a")).await.expect("list a"));
+    let in_a = names(
+        store
+            .list(ResourceKind::Function, Some("a"))
+            .await
+            .expect("list a"),
+    );
     assert_eq!(in_a, [pair("a", "y"), pair("a", "y-1"), pair("a", "z")]);
-    let in_a_b = names(store.list(ResourceKind::Function, Some("a-b")).await.expect("list a-b"));
+    let in_a_b = names(
+        store
+            .list(ResourceKind::Function, Some("a-b"))
+            .await
+            .expect("list a-b"),
+    );
     assert_eq!(in_a_b, [pair("a-b", "a"), pair("a-b", "y")]);
-    assert!(store.list(ResourceKind::Function, Some("nowhere")).await.expect("list").is_empty());
-    assert!(store.list(ResourceKind::CanaryConfig, None).await.expect("list").is_empty());
-    let triggers = names(store.list(ResourceKind::HttpTrigger, None).await.expect("list triggers"));
+    assert!(
+        store
+            .list(ResourceKind::Function, Some("nowhere"))
+            .await
+            .expect("list")
+            .is_empty()
+    );
+    assert!(
+        store
+            .list(ResourceKind::CanaryConfig, None)
+            .await
+            .expect("list")
+            .is_empty()
+    );
+    let triggers = names(
+        store
+            .list(ResourceKind::HttpTrigger, None)
+            .await
+            .expect("list triggers"),
+    );
     assert_eq!(triggers, [pair("a", "t")]);
 }
 
 /// `list_and_watch` returns every object of every kind at revision R, then every change after R
 /// as (type, object, revision) with strictly increasing revisions above R.
-pub async fn list_and_watch_returns_a_snapshot_then_every_later_change_in_revision_order(store: &dyn ResourceStore) {
+pub async fn list_and_watch_returns_a_snapshot_then_every_later_change_in_revision_order(
+    store: &dyn ResourceStore,
+) {
     let e = create(store, environment("default", "e", "v1")).await;
     let f = create(store, function("other", "f")).await;
     let t = create(store, trigger("default", "t", "/t")).await;
@@ -369,22 +592,44 @@ pub async fn list_and_watch_returns_a_snapshot_then_every_later_change_in_revisi
     expected.sort_by_key(key);
     assert_eq!(got, expected, "the snapshot is every object of every kind");
     let newest = snapshot.iter().map(rv).max().unwrap_or(0);
-    assert!(r >= newest, "snapshot revision {r} is below an object in it ({newest})");
+    assert!(
+        r >= newest,
+        "snapshot revision {r} is below an object in it ({newest})"
+    );
 
     let mut next = environment("default", "e", "v2");
     next.meta_mut().resource_version = e.meta().resource_version.clone();
     let updated = update(store, next).await;
     let created = create(store, function("default", "g")).await;
-    store.delete(ResourceKind::HttpTrigger, "default", "t").await.expect("delete");
+    store
+        .delete(ResourceKind::HttpTrigger, "default", "t")
+        .await
+        .expect("delete");
 
     let ev1 = next_event(&mut feed).await;
-    assert_event(&ev1, WatchEventType::Modified, ResourceKind::Environment, "e");
-    assert_eq!(ev1.object, updated, "a Modified event carries the object as stored");
+    assert_event(
+        &ev1,
+        WatchEventType::Modified,
+        ResourceKind::Environment,
+        "e",
+    );
+    assert_eq!(
+        ev1.object, updated,
+        "a Modified event carries the object as stored"
+    );
     let ev2 = next_event(&mut feed).await;
     assert_event(&ev2, WatchEventType::Added, ResourceKind::Function, "g");
-    assert_eq!(ev2.object, created, "an Added event carries the object as stored");
+    assert_eq!(
+        ev2.object, created,
+        "an Added event carries the object as stored"
+    );
     let ev3 = next_event(&mut feed).await;
-    assert_event(&ev3, WatchEventType::Deleted, ResourceKind::HttpTrigger, "t");
+    assert_event(
+        &ev3,
+        WatchEventType::Deleted,
+        ResourceKind::HttpTrigger,
+        "t",
+    );
     assert!(
         r < ev1.revision && ev1.revision < ev2.revision && ev2.revision < ev3.revision,
         "revisions must increase along the feed: snapshot {r}, then {}, {}, {}",
@@ -400,13 +645,19 @@ pub async fn deleted_events_carry_the_last_state(store: &dyn ResourceStore) {
     create(store, environment("default", "e", "v1")).await;
     let last = update(store, environment("default", "e", "v2")).await;
     let (_, _, mut feed) = watch(store).await;
-    let returned = store.delete(ResourceKind::Environment, "default", "e").await.expect("delete");
+    let returned = store
+        .delete(ResourceKind::Environment, "default", "e")
+        .await
+        .expect("delete");
     let ev = next_event(&mut feed).await;
     assert_event(&ev, WatchEventType::Deleted, ResourceKind::Environment, "e");
     assert_eq!(image(&ev.object), "v2");
     assert_eq!(ev.object.meta().uid, last.meta().uid);
     assert_eq!(ev.object.meta().generation, last.meta().generation);
-    assert_eq!(ev.object, returned, "the event carries what delete returned");
+    assert_eq!(
+        ev.object, returned,
+        "the event carries what delete returned"
+    );
 }
 
 /// Failed writes (duplicate create, stale update, missing update or delete) publish nothing.
@@ -414,12 +665,22 @@ pub async fn refused_writes_publish_nothing(store: &dyn ResourceStore) {
     let e = create(store, environment("default", "e", "v1")).await;
     update(store, environment("default", "e", "v2")).await;
     let (_, r, mut feed) = watch(store).await;
-    assert!(store.create(environment("default", "e", "dup")).await.is_err());
+    assert!(
+        store
+            .create(environment("default", "e", "dup"))
+            .await
+            .is_err()
+    );
     let mut stale = environment("default", "e", "stale");
     stale.meta_mut().resource_version = e.meta().resource_version.clone();
     assert!(store.update(stale).await.is_err());
     assert!(store.update(function("default", "missing")).await.is_err());
-    assert!(store.delete(ResourceKind::Function, "default", "missing").await.is_err());
+    assert!(
+        store
+            .delete(ResourceKind::Function, "default", "missing")
+            .await
+            .is_err()
+    );
     assert_quiet(&mut feed, "refused writes").await;
     let created = create(store, function("default", "real")).await;
     let ev = next_event(&mut feed).await;
@@ -449,7 +710,9 @@ pub async fn every_watcher_sees_the_whole_feed(store: &dyn ResourceStore) {
 }
 
 /// Writes racing `list_and_watch` land either in the snapshot or on the feed, exactly once.
-pub async fn snapshot_and_feed_together_miss_nothing_under_concurrent_writes(store: &dyn ResourceStore) {
+pub async fn snapshot_and_feed_together_miss_nothing_under_concurrent_writes(
+    store: &dyn ResourceStore,
+) {
     const N: usize = 60;
     let writer = async {
         for i in 0..N {
@@ -465,7 +728,12 @@ pub async fn snapshot_and_feed_together_miss_nothing_under_concurrent_writes(sto
     let ((), (snapshot, r, mut feed)) = futures::join!(writer, watcher);
     let mut seen: BTreeSet<String> = BTreeSet::new();
     for o in &snapshot {
-        assert!(rv(o) <= r, "{:?} at {} is in the snapshot at {r}", id(o), rv(o));
+        assert!(
+            rv(o) <= r,
+            "{:?} at {} is in the snapshot at {r}",
+            id(o),
+            rv(o)
+        );
         seen.insert(o.meta().name.clone());
     }
     let mut last = r;
@@ -485,7 +753,10 @@ pub async fn snapshot_and_feed_together_miss_nothing_under_concurrent_writes(sto
 
 /// A watcher `lags_after` or more events behind gets `Lagged` and then its feed ends (it must
 /// relist); a new `list_and_watch` shows the current state.
-pub async fn a_watcher_that_falls_behind_gets_lagged_and_must_relist(store: &dyn ResourceStore, lags_after: usize) {
+pub async fn a_watcher_that_falls_behind_gets_lagged_and_must_relist(
+    store: &dyn ResourceStore,
+    lags_after: usize,
+) {
     create(store, function("default", "busy")).await;
     let (_, _, mut slow) = watch(store).await;
     let mut last = None;
@@ -505,18 +776,30 @@ pub async fn a_watcher_that_falls_behind_gets_lagged_and_must_relist(store: &dyn
                 break;
             }
             Ok(Some(Err(e))) => panic!("expected Lagged, got {e:?}"),
-            Ok(None) => panic!("the feed ended without saying the watcher lagged ({delivered} events delivered)"),
+            Ok(None) => panic!(
+                "the feed ended without saying the watcher lagged ({delivered} events delivered)"
+            ),
             Err(_) => {
-                panic!("a watcher {} events behind (lags_after {lags_after}) was not told it lagged", lags_after + 8)
+                panic!(
+                    "a watcher {} events behind (lags_after {lags_after}) was not told it lagged",
+                    lags_after + 8
+                )
             }
         }
     }
-    assert!(delivered < lags_after + 8, "a lagged watcher cannot have had every event");
+    assert!(
+        delivered < lags_after + 8,
+        "a lagged watcher cannot have had every event"
+    );
     match tokio::time::timeout(FEED_WAIT, slow.next()).await {
         Ok(None) => {}
         other => panic!("after Lagged the feed must end, got {other:?}"),
     }
     let (snapshot, r, _) = watch(store).await;
     assert_eq!(snapshot, [last.clone()], "a relist shows the current state");
-    assert!(r >= rv(&last), "relist revision {r} is below the last write {}", rv(&last));
+    assert!(
+        r >= rv(&last),
+        "relist revision {r} is below the last write {}",
+        rv(&last)
+    );
 }

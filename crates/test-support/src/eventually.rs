@@ -29,7 +29,11 @@ impl<T> Settled for Option<T> {
 
 /// Poll `check` until it holds (returns `true` or `Some`), and return its value; panic with
 /// "timed out after … waiting for `what`" once `within` has passed.
-pub async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F) -> <Fut::Output as Settled>::Value
+pub async fn eventually<F, Fut>(
+    within: Duration,
+    what: &str,
+    mut check: F,
+) -> <Fut::Output as Settled>::Value
 where
     F: FnMut() -> Fut,
     Fut: Future,
@@ -40,20 +44,30 @@ where
         if let Some(v) = check().await.settled() {
             return v;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out after {within:?} waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
         tokio::time::sleep(POLL).await;
     }
 }
 
 /// [`eventually`] for synchronous tests: polls `check` on this thread.
 #[track_caller]
-pub fn eventually_blocking<T: Settled>(within: Duration, what: &str, mut check: impl FnMut() -> T) -> T::Value {
+pub fn eventually_blocking<T: Settled>(
+    within: Duration,
+    what: &str,
+    mut check: impl FnMut() -> T,
+) -> T::Value {
     let deadline = Instant::now() + within;
     loop {
         if let Some(v) = check().settled() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {within:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
         std::thread::sleep(POLL);
     }
 }
@@ -77,7 +91,12 @@ mod tests {
     #[tokio::test]
     #[should_panic(expected = "waiting for a condition that never holds")]
     async fn panics_naming_what_was_awaited() {
-        eventually(Duration::from_millis(60), "a condition that never holds", || async { false }).await;
+        eventually(
+            Duration::from_millis(60),
+            "a condition that never holds",
+            || async { false },
+        )
+        .await;
     }
 
     #[test]

@@ -2,7 +2,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use chrono::{SecondsFormat, Utc};
-use fission_core::{AnyResource, ResourceKind, ResourceStore, StoreError, WatchEvent, WatchEventType, WatchStream};
+use fission_core::{
+    AnyResource, ResourceKind, ResourceStore, StoreError, WatchEvent, WatchEventType, WatchStream,
+};
 use tokio::sync::broadcast;
 
 /// Events buffered per watcher before it gets `Lagged`, unless [`MemoryStore::with_feed_capacity`]
@@ -38,7 +40,10 @@ impl MemoryStore {
 
     /// An empty store whose watchers get `Lagged` once they are `capacity` events behind.
     pub fn with_feed_capacity(capacity: usize) -> Arc<Self> {
-        Arc::new(Self { state: Mutex::new(State::default()), feed: broadcast::channel(capacity.max(1)).0 })
+        Arc::new(Self {
+            state: Mutex::new(State::default()),
+            feed: broadcast::channel(capacity.max(1)).0,
+        })
     }
 
     /// While `Some`, every operation fails with `StoreError::Backend(message)` and changes
@@ -83,17 +88,29 @@ impl MemoryStore {
             None => st.objects.remove(&key),
         };
         // No receivers is fine: nobody is watching.
-        let _ = self.feed.send(WatchEvent { event_type: event, object: obj.clone(), revision });
+        let _ = self.feed.send(WatchEvent {
+            event_type: event,
+            object: obj.clone(),
+            revision,
+        });
         obj
     }
 }
 
 fn key_of(obj: &AnyResource) -> Key {
-    (obj.kind(), obj.meta().namespace.clone(), obj.meta().name.clone())
+    (
+        obj.kind(),
+        obj.meta().namespace.clone(),
+        obj.meta().name.clone(),
+    )
 }
 
 fn not_found((kind, namespace, name): Key) -> StoreError {
-    StoreError::NotFound { kind, namespace, name }
+    StoreError::NotFound {
+        kind,
+        namespace,
+        name,
+    }
 }
 
 #[async_trait::async_trait]
@@ -103,7 +120,11 @@ impl ResourceStore for MemoryStore {
         let key = key_of(&obj);
         if st.objects.contains_key(&key) {
             let (kind, namespace, name) = key;
-            return Err(StoreError::AlreadyExists { kind, namespace, name });
+            return Err(StoreError::AlreadyExists {
+                kind,
+                namespace,
+                name,
+            });
         }
         let m = obj.meta_mut();
         m.uid = format!("uid-{}", st.revision + 1);
@@ -122,18 +143,39 @@ impl ResourceStore for MemoryStore {
         let sent = obj.meta().resource_version.clone();
         if !sent.is_empty() && sent != cur.resource_version {
             let (kind, namespace, name) = key;
-            return Err(StoreError::Conflict { kind, namespace, name, sent, current: cur.resource_version.clone() });
+            return Err(StoreError::Conflict {
+                kind,
+                namespace,
+                name,
+                sent,
+                current: cur.resource_version.clone(),
+            });
         }
         let bump = obj.spec_differs(current);
-        let (uid, created, generation) = (cur.uid.clone(), cur.creation_timestamp.clone(), cur.generation);
+        let (uid, created, generation) = (
+            cur.uid.clone(),
+            cur.creation_timestamp.clone(),
+            cur.generation,
+        );
         let m = obj.meta_mut();
         m.uid = uid;
         m.creation_timestamp = created;
         m.generation = generation + i64::from(bump);
-        Ok(self.commit(&mut st, key, Some(obj.clone()), WatchEventType::Modified, obj))
+        Ok(self.commit(
+            &mut st,
+            key,
+            Some(obj.clone()),
+            WatchEventType::Modified,
+            obj,
+        ))
     }
 
-    async fn delete(&self, kind: ResourceKind, namespace: &str, name: &str) -> Result<AnyResource, StoreError> {
+    async fn delete(
+        &self,
+        kind: ResourceKind,
+        namespace: &str,
+        name: &str,
+    ) -> Result<AnyResource, StoreError> {
         let mut st = self.state()?;
         let key = (kind, namespace.to_owned(), name.to_owned());
         let Some(last) = st.objects.get(&key).cloned() else {
@@ -142,12 +184,25 @@ impl ResourceStore for MemoryStore {
         Ok(self.commit(&mut st, key, None, WatchEventType::Deleted, last))
     }
 
-    async fn get(&self, kind: ResourceKind, namespace: &str, name: &str) -> Result<AnyResource, StoreError> {
+    async fn get(
+        &self,
+        kind: ResourceKind,
+        namespace: &str,
+        name: &str,
+    ) -> Result<AnyResource, StoreError> {
         let key = (kind, namespace.to_owned(), name.to_owned());
-        self.state()?.objects.get(&key).cloned().ok_or_else(|| not_found(key))
+        self.state()?
+            .objects
+            .get(&key)
+            .cloned()
+            .ok_or_else(|| not_found(key))
     }
 
-    async fn list(&self, kind: ResourceKind, namespace: Option<&str>) -> Result<Vec<AnyResource>, StoreError> {
+    async fn list(
+        &self,
+        kind: ResourceKind,
+        namespace: Option<&str>,
+    ) -> Result<Vec<AnyResource>, StoreError> {
         // The map is ordered by (kind, namespace, name), which is the documented list order.
         Ok(self
             .state()?
@@ -168,7 +223,9 @@ impl ResourceStore for MemoryStore {
             let mut rx = rx?;
             match rx.recv().await {
                 Ok(ev) => Some((Ok(ev), Some(rx))),
-                Err(broadcast::error::RecvError::Lagged(n)) => Some((Err(StoreError::Lagged(n)), None)),
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    Some((Err(StoreError::Lagged(n)), None))
+                }
                 Err(broadcast::error::RecvError::Closed) => None,
             }
         });
@@ -190,9 +247,17 @@ mod tests {
         let store = MemoryStore::new();
         store.create(function("kept")).await.expect("create");
         store.fail_with(Some("disk on fire"));
-        let err = store.create(function("lost")).await.expect_err("injected failure");
+        let err = store
+            .create(function("lost"))
+            .await
+            .expect_err("injected failure");
         assert_eq!(err.to_string(), "storage backend failed: disk on fire");
-        assert!(store.get(ResourceKind::Function, "default", "kept").await.is_err());
+        assert!(
+            store
+                .get(ResourceKind::Function, "default", "kept")
+                .await
+                .is_err()
+        );
         assert!(store.list_and_watch().await.is_err());
         store.fail_with(None);
         let names: Vec<_> = store

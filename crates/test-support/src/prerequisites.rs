@@ -42,7 +42,10 @@ fn decide<T, E: Display>(ci: bool, what: &str, install: &str, probe: Result<T, E
         Ok(v) => return Some(v),
         Err(why) => why,
     };
-    let test = std::thread::current().name().unwrap_or("this test").to_owned();
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("this test")
+        .to_owned();
     if ci {
         panic!(
             "prerequisite missing: {what}: {why}\nInstall it ({install}) — CI is set, so a missing \
@@ -64,7 +67,9 @@ pub fn binary_on_path(name: &str) -> Result<PathBuf, String> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .map(|dir| dir.join(name))
-        .find(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
         .ok_or_else(|| format!("`{name}` is not on PATH ({})", path.to_string_lossy()))
 }
 
@@ -72,7 +77,9 @@ pub fn binary_on_path(name: &str) -> Result<PathBuf, String> {
 /// there (`environments/setup.sh`: Node's `node_modules`, Python's `vendor`), else what is missing.
 pub fn runtime_dependencies() -> Result<PathBuf, String> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../environments");
-    let dir = dir.canonicalize().map_err(|e| format!("{}: {e}", dir.display()))?;
+    let dir = dir
+        .canonicalize()
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
     for needed in ["nodejs/node_modules/express", "python/vendor/flask"] {
         if !dir.join(needed).is_dir() {
             return Err(format!("{} is missing", dir.join(needed).display()));
@@ -86,16 +93,25 @@ pub fn runtime_dependencies() -> Result<PathBuf, String> {
 #[track_caller]
 pub fn require_runtimes() -> Option<PathBuf> {
     for (program, package) in [("/usr/bin/node", "nodejs"), ("/usr/bin/python3", "python3")] {
-        let found = if Path::new(program).is_file() { Ok(()) } else { Err(format!("{program} does not exist")) };
+        let found = if Path::new(program).is_file() {
+            Ok(())
+        } else {
+            Err(format!("{program} does not exist"))
+        };
         require(program, &format!("apt-get install {package}"), found)?;
     }
-    require("the runtimes' dependencies", "run environments/setup.sh", runtime_dependencies())
+    require(
+        "the runtimes' dependencies",
+        "run environments/setup.sh",
+        runtime_dependencies(),
+    )
 }
 
 /// `Ok` when this process runs with effective uid 0, else why not.
 pub fn running_as_root() -> Result<(), String> {
     // /proc/self/status instead of geteuid(): the workspace denies unsafe code.
-    let status = std::fs::read_to_string("/proc/self/status").map_err(|e| format!("reading /proc/self/status: {e}"))?;
+    let status = std::fs::read_to_string("/proc/self/status")
+        .map_err(|e| format!("reading /proc/self/status: {e}"))?;
     let euid = status
         .lines()
         .find_map(|l| l.strip_prefix("Uid:"))
@@ -116,7 +132,14 @@ mod tests {
         for v in ["true", "1", "yes", "TRUE", "github"] {
             assert!(enforced(Some(v)), "CI={v}");
         }
-        for v in [None, Some(""), Some("0"), Some("false"), Some("False"), Some(" ")] {
+        for v in [
+            None,
+            Some(""),
+            Some("0"),
+            Some("false"),
+            Some("False"),
+            Some(" "),
+        ] {
             assert!(!enforced(v), "CI={v:?}");
         }
     }
@@ -129,19 +152,37 @@ mod tests {
 
     #[test]
     fn a_missing_prerequisite_skips_outside_ci() {
-        assert_eq!(decide(false, "frobnicator", "apt-get install frob", Err::<(), _>("not found")), None);
+        assert_eq!(
+            decide(
+                false,
+                "frobnicator",
+                "apt-get install frob",
+                Err::<(), _>("not found")
+            ),
+            None
+        );
     }
 
     #[test]
-    #[should_panic(expected = "prerequisite missing: frobnicator: not found\nInstall it (apt-get install frob)")]
+    #[should_panic(
+        expected = "prerequisite missing: frobnicator: not found\nInstall it (apt-get install frob)"
+    )]
     fn a_missing_prerequisite_fails_under_ci() {
-        decide(true, "frobnicator", "apt-get install frob", Err::<(), _>("not found"));
+        decide(
+            true,
+            "frobnicator",
+            "apt-get install frob",
+            Err::<(), _>("not found"),
+        );
     }
 
     #[test]
     fn finds_binaries_on_path_and_names_missing_ones() {
         assert!(binary_on_path("sh").is_ok_and(|p| p.ends_with("sh")));
         let err = binary_on_path("surely-no-such-binary-here").expect_err("missing");
-        assert!(err.starts_with("`surely-no-such-binary-here` is not on PATH"), "{err}");
+        assert!(
+            err.starts_with("`surely-no-such-binary-here` is not on PATH"),
+            "{err}"
+        );
     }
 }

@@ -38,15 +38,31 @@ impl Run {
 
     #[track_caller]
     pub fn ok(self) -> Self {
-        assert_eq!(self.code, 0, "command failed\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, 0,
+            "command failed\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
         self
     }
 
     #[track_caller]
     pub fn fails_with(self, needle: &str) -> Self {
-        assert_eq!(self.code, 1, "command should fail\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
-        assert!(self.stderr.starts_with("Error: "), "stderr must start with 'Error: ': {}", self.stderr);
-        assert!(self.stderr.contains(needle), "stderr lacks {needle:?}: {}", self.stderr);
+        assert_eq!(
+            self.code, 1,
+            "command should fail\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        assert!(
+            self.stderr.starts_with("Error: "),
+            "stderr must start with 'Error: ': {}",
+            self.stderr
+        );
+        assert!(
+            self.stderr.contains(needle),
+            "stderr lacks {needle:?}: {}",
+            self.stderr
+        );
         self
     }
 }
@@ -75,7 +91,14 @@ impl Server {
         let mut child = Command::new(BIN)
             .args(["server", "--data-dir"])
             .arg(data_dir)
-            .args(["--controller-listen", controller, "--router-listen", router, "--grace-period", "2"])
+            .args([
+                "--controller-listen",
+                controller,
+                "--router-listen",
+                router,
+                "--grace-period",
+                "2",
+            ])
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -157,7 +180,9 @@ impl Drop for Server {
     fn drop(&mut self) {
         // SIGTERM first so the server stops its instances; then make sure.
         let pid = self.child.id() as i32;
-        let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -173,12 +198,19 @@ impl Drop for Server {
 }
 
 fn field_after(line: &str, key: &str) -> String {
-    line.split(key).nth(1).and_then(|r| r.split_whitespace().next()).unwrap_or_default().to_owned()
+    line.split(key)
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// A blocking HTTP client for calling functions through the router.
 pub fn http() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().expect("client")
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("client")
 }
 
 pub fn write(dir: &Path, name: &str, body: &str) -> PathBuf {
@@ -215,7 +247,10 @@ impl Setup {
     /// not and `CI` is unset.
     pub fn start() -> Option<Self> {
         require_functions()?;
-        Some(Self { server: Server::start(), dir: tempfile::tempdir().expect("tempdir") })
+        Some(Self {
+            server: Server::start(),
+            dir: tempfile::tempdir().expect("tempdir"),
+        })
     }
 
     /// `fission <args>` against the server.
@@ -233,7 +268,16 @@ impl Setup {
     /// Write `code` to `<dir>/<name>/<file>` and `fission fn create` it in `env`.
     pub fn function(&self, name: &str, env: &str, file: &str, code: &str, extra: &[&str]) {
         let path = write(self.dir.path(), &format!("{name}/{file}"), code);
-        let mut args = vec!["fn", "create", "--name", name, "--env", env, "--code", path.to_str().expect("path")];
+        let mut args = vec![
+            "fn",
+            "create",
+            "--name",
+            name,
+            "--env",
+            env,
+            "--code",
+            path.to_str().expect("path"),
+        ];
         args.extend_from_slice(extra);
         self.fission(&args).ok();
     }
@@ -268,7 +312,10 @@ impl Setup {
 
     /// Call a function through its internal route, `/fission-function/<name><query>`.
     pub fn call(&self, name: &str, query: &str) -> (u16, String) {
-        let r = http().get(self.server.url(&format!("/fission-function/{name}{query}"))).send().expect("call");
+        let r = http()
+            .get(self.server.url(&format!("/fission-function/{name}{query}")))
+            .send()
+            .expect("call");
         (r.status().as_u16(), r.text().expect("body"))
     }
 }

@@ -10,8 +10,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use fission_core::resources::{Function, FunctionReference, FunctionSpec, HttpTrigger, HttpTriggerSpec};
-use fission_core::{AnyResource, ExecutorError, FunctionInstances, InstanceLease, LeaseRelease, ResourceStore};
+use fission_core::resources::{
+    Function, FunctionReference, FunctionSpec, HttpTrigger, HttpTriggerSpec,
+};
+use fission_core::{
+    AnyResource, ExecutorError, FunctionInstances, InstanceLease, LeaseRelease, ResourceStore,
+};
 use fission_router::{Config, Router};
 pub use fission_test_support::{MemoryStore, eventually};
 use http::{Request, Response, StatusCode};
@@ -60,7 +64,11 @@ struct Release {
 
 impl LeaseRelease for Release {
     fn release(&self, broken: bool) {
-        self.log.lock().unwrap().push(Released { function: self.function.clone(), addr: self.addr, broken });
+        self.log.lock().unwrap().push(Released {
+            function: self.function.clone(),
+            addr: self.addr,
+            broken,
+        });
     }
 }
 
@@ -78,7 +86,12 @@ impl FakeInstances {
 
     /// Queue steps for a function (`namespace/name`); when they run out, lease the default.
     pub fn plan(&self, function: &str, steps: impl IntoIterator<Item = Step>) {
-        self.plans.lock().unwrap().entry(function.to_owned()).or_default().extend(steps);
+        self.plans
+            .lock()
+            .unwrap()
+            .entry(function.to_owned())
+            .or_default()
+            .extend(steps);
     }
 
     pub fn releases(&self) -> Vec<Released> {
@@ -91,15 +104,29 @@ impl FunctionInstances for FakeInstances {
     async fn acquire(&self, function: &Function) -> Result<InstanceLease, ExecutorError> {
         let label = format!("{}/{}", function.metadata.namespace, function.metadata.name);
         self.acquired.lock().unwrap().push(label.clone());
-        let step = self.plans.lock().unwrap().get_mut(&label).and_then(VecDeque::pop_front);
+        let step = self
+            .plans
+            .lock()
+            .unwrap()
+            .get_mut(&label)
+            .and_then(VecDeque::pop_front);
         let addr = match step {
             Some(Step::Fail(e)) => return Err(e),
             Some(Step::Lease(addr)) => addr,
             None => self.default_addr,
         };
-        let release = Arc::new(Release { function: label, addr, log: self.released.clone() });
+        let release = Arc::new(Release {
+            function: label,
+            addr,
+            log: self.released.clone(),
+        });
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        Ok(InstanceLease::new(addr, id, self.cold.load(Ordering::Relaxed), release))
+        Ok(InstanceLease::new(
+            addr,
+            id,
+            self.cold.load(Ordering::Relaxed),
+            release,
+        ))
     }
 }
 
@@ -131,7 +158,12 @@ pub async fn spawn_echo() -> SocketAddr {
 }
 
 async fn echo(mut req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
-    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
     if let Some(ms) = header("x-test-delay-ms").and_then(|v| v.parse().ok()) {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
@@ -157,16 +189,28 @@ async fn echo(mut req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infal
             .unwrap();
         return Ok(resp);
     }
-    let status = header("x-test-status").and_then(|s| s.parse().ok()).unwrap_or(200);
+    let status = header("x-test-status")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200);
     let raw = header("x-test-mode").as_deref() == Some("raw");
     let method = req.method().to_string();
     let uri = req.uri().to_string();
     let headers: BTreeMap<String, String> = req
         .headers()
         .iter()
-        .map(|(n, v)| (n.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .map(|(n, v)| {
+            (
+                n.to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
         .collect();
-    let body = req.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
     let out = if raw {
         body
     } else {
@@ -174,7 +218,11 @@ async fn echo(mut req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infal
             serde_json::json!({ "method": method, "uri": uri, "headers": headers, "body_len": body.len() }).to_string(),
         )
     };
-    Ok(Response::builder().status(status).header("x-from-function", "yes").body(Full::new(out)).unwrap())
+    Ok(Response::builder()
+        .status(status)
+        .header("x-from-function", "yes")
+        .body(Full::new(out))
+        .unwrap())
 }
 
 /// An address nothing listens on (connection refused).
@@ -190,7 +238,10 @@ pub fn function(name: &str) -> AnyResource {
 }
 
 pub fn function_with_timeout(name: &str, secs: i32) -> AnyResource {
-    let spec = FunctionSpec { function_timeout: secs, ..FunctionSpec::default() };
+    let spec = FunctionSpec {
+        function_timeout: secs,
+        ..FunctionSpec::default()
+    };
     AnyResource::Function(Function::new("default", name, spec))
 }
 
@@ -251,8 +302,11 @@ impl Harness {
         }
         let instances = FakeInstances::new(echo);
         let mut registry = Registry::default();
-        let config =
-            Config { max_body_bytes: TEST_BODY_LIMIT, router_version: "test-1.2.3".into(), ..Config::default() };
+        let config = Config {
+            max_body_bytes: TEST_BODY_LIMIT,
+            router_version: "test-1.2.3".into(),
+            ..Config::default()
+        };
         let router = Router::new(config, instances.clone(), &mut registry);
         let registry = Arc::new(Mutex::new(registry));
         let router = router.with_metrics_endpoint(move || {
@@ -265,7 +319,9 @@ impl Harness {
             let (router, store, shutdown) = (router.clone(), store.clone(), shutdown.clone());
             async move { router.sync_routes(store, shutdown).await }
         });
-        tokio::time::timeout(Duration::from_secs(5), router.ready()).await.expect("router became ready");
+        tokio::time::timeout(Duration::from_secs(5), router.ready())
+            .await
+            .expect("router became ready");
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let serve = tokio::spawn({
@@ -273,7 +329,16 @@ impl Harness {
             async move { router.serve(listener, shutdown, grace).await }
         });
         let client = Client::builder(TokioExecutor::new()).build_http();
-        Self { router, addr, store, instances, echo, shutdown, serve, client }
+        Self {
+            router,
+            addr,
+            store,
+            instances,
+            echo,
+            shutdown,
+            serve,
+            client,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -291,13 +356,23 @@ impl Harness {
     }
 
     pub async fn get(&self, path: &str) -> (StatusCode, http::HeaderMap, Bytes) {
-        self.send(Request::get(self.url(path)).body(Full::new(Bytes::new())).unwrap()).await
+        self.send(
+            Request::get(self.url(path))
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await
     }
 
     /// GET and parse the echo's JSON description of what the function saw.
     pub async fn seen(&self, req: Request<Full<Bytes>>) -> serde_json::Value {
         let (status, _, body) = self.send(req).await;
-        assert_eq!(status, StatusCode::OK, "body: {}", String::from_utf8_lossy(&body));
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "body: {}",
+            String::from_utf8_lossy(&body)
+        );
         serde_json::from_slice(&body).expect("echo JSON")
     }
 

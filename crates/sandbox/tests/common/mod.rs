@@ -14,14 +14,40 @@ use fission_test_support::{binary_on_path, require, running_as_root};
 /// bubblewrap (the one on `PATH`), iproute2, nftables (egress) and a machine whose probe passes.
 /// A missing one fails the test under `CI` and prints `SKIPPED:` otherwise (then `None`).
 pub fn sandbox_config() -> Option<SandboxConfig> {
-    require("root", "run the sandbox tests as root, e.g. sudo -E cargo test", running_as_root())?;
-    let bwrap = require("bubblewrap (`bwrap`)", "apt-get install bubblewrap", binary_on_path("bwrap"))?;
-    require("iproute2 (`ip`)", "apt-get install iproute2", binary_on_path("ip"))?;
-    require("nftables (`nft`)", "apt-get install nftables", binary_on_path("nft"))?;
-    let caps =
-        require("a machine that can sandbox", "see the reason; .ci/run prepares a CI machine", Sandbox::probe())?;
-    require("sandbox egress", "apt-get install nftables", caps.egress_unavailable().map_or(Ok(()), Err))?;
-    Some(SandboxConfig { bwrap: Some(bwrap), ..SandboxConfig::default() })
+    require(
+        "root",
+        "run the sandbox tests as root, e.g. sudo -E cargo test",
+        running_as_root(),
+    )?;
+    let bwrap = require(
+        "bubblewrap (`bwrap`)",
+        "apt-get install bubblewrap",
+        binary_on_path("bwrap"),
+    )?;
+    require(
+        "iproute2 (`ip`)",
+        "apt-get install iproute2",
+        binary_on_path("ip"),
+    )?;
+    require(
+        "nftables (`nft`)",
+        "apt-get install nftables",
+        binary_on_path("nft"),
+    )?;
+    let caps = require(
+        "a machine that can sandbox",
+        "see the reason; .ci/run prepares a CI machine",
+        Sandbox::probe(),
+    )?;
+    require(
+        "sandbox egress",
+        "apt-get install nftables",
+        caps.egress_unavailable().map_or(Ok(()), Err),
+    )?;
+    Some(SandboxConfig {
+        bwrap: Some(bwrap),
+        ..SandboxConfig::default()
+    })
 }
 
 /// A sandbox, once [`sandbox_config`]'s prerequisites are met.
@@ -32,7 +58,11 @@ pub fn sandbox() -> Option<Sandbox> {
 
 /// `program` exists, or the test cannot run (see [`require`]).
 pub fn require_program(program: &str, package: &str) -> Option<()> {
-    let found = if Path::new(program).is_file() { Ok(()) } else { Err(format!("{program} does not exist")) };
+    let found = if Path::new(program).is_file() {
+        Ok(())
+    } else {
+        Err(format!("{program} does not exist"))
+    };
     require(program, &format!("apt-get install {package}"), found)
 }
 
@@ -60,7 +90,10 @@ pub fn node_spec(code: &str, args: &[&str]) -> SlotSpec {
 /// Create a slot from async code the way the executor does (on the blocking pool).
 pub async fn create(sb: &Sandbox, spec: SlotSpec) -> Slot {
     let sb = sb.clone();
-    tokio::task::spawn_blocking(move || sb.create_slot(spec)).await.expect("join").expect("create_slot")
+    tokio::task::spawn_blocking(move || sb.create_slot(spec))
+        .await
+        .expect("join")
+        .expect("create_slot")
 }
 
 #[derive(Debug)]
@@ -73,11 +106,16 @@ pub struct Out {
 impl Out {
     /// The value printed after `key ` on a stdout line starting with `key `.
     pub fn get(&self, key: &str) -> Option<String> {
-        self.stdout.lines().find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix(' ')).map(str::to_owned))
+        self.stdout.lines().find_map(|l| {
+            l.strip_prefix(key)
+                .and_then(|r| r.strip_prefix(' '))
+                .map(str::to_owned)
+        })
     }
 
     pub fn expect_get(&self, key: &str) -> String {
-        self.get(key).unwrap_or_else(|| panic!("no `{key}` line in output: {self:#?}"))
+        self.get(key)
+            .unwrap_or_else(|| panic!("no `{key}` line in output: {self:#?}"))
     }
 }
 
@@ -96,7 +134,12 @@ pub async fn output(slot: &mut Slot, timeout: Duration) -> Out {
 }
 
 /// Run a Python script in a new slot to completion.
-pub async fn run_py(sb: &Sandbox, code: &str, args: &[&str], tweak: impl FnOnce(&mut SlotSpec)) -> (Slot, Out) {
+pub async fn run_py(
+    sb: &Sandbox,
+    code: &str,
+    args: &[&str],
+    tweak: impl FnOnce(&mut SlotSpec),
+) -> (Slot, Out) {
     let mut spec = py_spec(code, args);
     tweak(&mut spec);
     let mut slot = create(sb, spec).await;
@@ -127,20 +170,33 @@ pub fn http(
         .nth(1)
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {text:?}")))?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     Ok((code, body))
 }
 
 /// `environments/<name>` of this repository, at a path the sandbox's unprivileged uids can
 /// reach (copied to a world-searchable temporary directory when the checkout is not).
 pub fn runtime_dir(name: &str) -> (PathBuf, Option<tempfile::TempDir>) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../environments").join(name);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../environments")
+        .join(name);
     let dir = dir.canonicalize().expect("environments dir");
     if reachable_by_others(&dir) {
         return (dir, None);
     }
-    let tmp = tempfile::Builder::new().prefix("fission-sandbox-env").tempdir_in("/tmp").expect("tempdir");
-    let status = std::process::Command::new("cp").arg("-a").arg(&dir).arg(tmp.path()).status().expect("cp");
+    let tmp = tempfile::Builder::new()
+        .prefix("fission-sandbox-env")
+        .tempdir_in("/tmp")
+        .expect("tempdir");
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&dir)
+        .arg(tmp.path())
+        .status()
+        .expect("cp");
     assert!(status.success(), "copy {}", dir.display());
     chmod(tmp.path(), 0o755);
     (tmp.path().join(name), Some(tmp))
@@ -168,7 +224,11 @@ pub fn chmod(path: &Path, mode: u32) {
 /// Whether a process with this host pid exists (zombies count as gone).
 pub fn process_alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => !matches!(s.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().next()), Some("Z") | Some("X")),
+        Ok(s) => !matches!(
+            s.rsplit_once(')')
+                .and_then(|(_, r)| r.split_whitespace().next()),
+            Some("Z") | Some("X")
+        ),
         Err(_) => false,
     }
 }
@@ -182,7 +242,14 @@ pub fn cgroup_pids(dir: &Path) -> Vec<i32> {
 
 /// Run a host command, panicking with its stderr on failure.
 pub fn sh(program: &str, args: &[&str]) -> String {
-    let out = std::process::Command::new(program).args(args).output().unwrap_or_else(|e| panic!("{program}: {e}"));
-    assert!(out.status.success(), "{program} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
