@@ -2,10 +2,11 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::ErrorCode;
 use crate::resources::Function;
 
-/// Why the executor could not hand out an instance.
+/// Why the executor could not hand out an instance. The router's response funnel decides the
+/// status each variant is served with (Fission's: 404 for a missing function, 500 otherwise,
+/// 503 while shutting down).
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ExecutorError {
     /// The function, its environment or its package does not exist (any more).
@@ -36,17 +37,6 @@ pub enum ExecutorError {
     /// Anything else.
     #[error("{0}")]
     Internal(String),
-}
-
-impl ExecutorError {
-    /// Error class.
-    pub fn code(&self) -> ErrorCode {
-        match self {
-            Self::NotFound(_) => ErrorCode::NotFound,
-            Self::Timeout { .. } => ErrorCode::RequestTimeout,
-            _ => ErrorCode::Internal,
-        }
-    }
 }
 
 /// Called when a lease ends, with whether the instance misbehaved (and must be retired).
