@@ -796,7 +796,11 @@ pub async fn a_watcher_that_falls_behind_gets_lagged_and_must_relist(
         other => panic!("after Lagged the feed must end, got {other:?}"),
     }
     let (snapshot, r, _) = watch(store).await;
-    assert_eq!(snapshot, std::slice::from_ref(&last), "a relist shows the current state");
+    assert_eq!(
+        snapshot,
+        std::slice::from_ref(&last),
+        "a relist shows the current state"
+    );
     assert!(
         r >= rv(&last),
         "relist revision {r} is below the last write {}",

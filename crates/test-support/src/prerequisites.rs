@@ -1,5 +1,5 @@
 use std::fmt::Display;
-use std::io::Write as _;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Whether missing prerequisites fail tests: `CI` is set to anything but empty, `0` or `false`
@@ -33,11 +33,19 @@ fn enforced(ci: Option<&str>) -> bool {
 /// ```
 #[track_caller]
 pub fn require<T, E: Display>(what: &str, install: &str, probe: Result<T, E>) -> Option<T> {
-    decide(ci_enforced(), what, install, probe)
+    // Straight to the stderr handle: libtest captures eprintln! of passing tests, and a skip
+    // must be seen.
+    decide(ci_enforced(), &mut std::io::stderr(), what, install, probe)
 }
 
 #[track_caller]
-fn decide<T, E: Display>(ci: bool, what: &str, install: &str, probe: Result<T, E>) -> Option<T> {
+fn decide<T, E: Display>(
+    ci: bool,
+    out: &mut dyn Write,
+    what: &str,
+    install: &str,
+    probe: Result<T, E>,
+) -> Option<T> {
     let why = match probe {
         Ok(v) => return Some(v),
         Err(why) => why,
@@ -52,10 +60,8 @@ fn decide<T, E: Display>(ci: bool, what: &str, install: &str, probe: Result<T, E
              prerequisite fails {test} instead of skipping it"
         );
     }
-    // Straight to the stderr handle: libtest captures eprintln! of passing tests, and a skip
-    // must be seen.
     let _ = writeln!(
-        std::io::stderr(),
+        out,
         "SKIPPED: {test}: {what} is missing: {why} (install: {install}; with CI=true this fails)"
     );
     None
@@ -146,20 +152,34 @@ mod tests {
 
     #[test]
     fn a_met_prerequisite_returns_the_probes_value() {
-        assert_eq!(decide(true, "x", "y", Ok::<_, String>(7)), Some(7));
-        assert_eq!(decide(false, "x", "y", Ok::<_, String>(7)), Some(7));
+        let mut out = Vec::new();
+        assert_eq!(
+            decide(true, &mut out, "x", "y", Ok::<_, String>(7)),
+            Some(7)
+        );
+        assert_eq!(
+            decide(false, &mut out, "x", "y", Ok::<_, String>(7)),
+            Some(7)
+        );
+        assert!(out.is_empty(), "nothing printed for a met prerequisite");
     }
 
     #[test]
-    fn a_missing_prerequisite_skips_outside_ci() {
-        assert_eq!(
-            decide(
-                false,
-                "frobnicator",
-                "apt-get install frob",
-                Err::<(), _>("not found")
-            ),
-            None
+    fn a_missing_prerequisite_skips_outside_ci_with_a_skipped_line() {
+        let mut out = Vec::new();
+        let got = decide(
+            false,
+            &mut out,
+            "frobnicator",
+            "apt-get install frob",
+            Err::<(), _>("not found"),
+        );
+        assert_eq!(got, None);
+        let line = String::from_utf8(out).expect("utf-8");
+        assert!(line.starts_with("SKIPPED: "), "{line}");
+        assert!(
+            line.ends_with("frobnicator is missing: not found (install: apt-get install frob; with CI=true this fails)\n"),
+            "{line}"
         );
     }
 
@@ -170,6 +190,7 @@ mod tests {
     fn a_missing_prerequisite_fails_under_ci() {
         decide(
             true,
+            &mut Vec::new(),
             "frobnicator",
             "apt-get install frob",
             Err::<(), _>("not found"),
