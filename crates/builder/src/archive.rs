@@ -11,7 +11,7 @@ use std::io;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
-use fission_store::unpack::UnpackLimits;
+use fission_unpack::UnpackLimits;
 use zip::CompressionMethod;
 use zip::write::SimpleFileOptions;
 
@@ -247,7 +247,7 @@ mod tests {
         assert_eq!(z.bytes, again.bytes, "same tree, same bytes");
 
         let out = dir.path().join("out");
-        fission_store::unpack::unzip(&z.bytes, &out, UnpackLimits::default()).expect("unzip");
+        fission_unpack::unzip(&z.bytes, &out, UnpackLimits::default()).expect("unzip");
         assert_eq!(
             fs::read_to_string(out.join("alias.py")).expect("read"),
             "def main(): return 'x'\n"

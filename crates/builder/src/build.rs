@@ -9,7 +9,7 @@ use fission_core::resources::{
 };
 use fission_core::runtime::BuiltinRuntime;
 use fission_store::archive::{ArchiveStore, STORAGE_URL_PREFIX, archive_id_from_url, sha256_hex};
-use fission_store::unpack::{is_zip, safe_relative_path, unzip};
+use fission_unpack::{is_zip, safe_relative_path, unzip};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 

@@ -83,7 +83,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use fission_store::unpack::UnpackLimits;
+use fission_unpack::UnpackLimits;
 
 pub use crate::manager::BuildManager;
 

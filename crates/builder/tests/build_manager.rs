@@ -206,8 +206,7 @@ impl Harness {
         assert_eq!(id, p.spec.deployment.checksum.sum);
         let bytes = self.archives.get(id).expect("archive stored");
         let out = tempfile::tempdir().expect("tempdir");
-        fission_store::unpack::unzip(&bytes, &out.path().join("d"), Default::default())
-            .expect("unzip");
+        fission_unpack::unzip(&bytes, &out.path().join("d"), Default::default()).expect("unzip");
         out
     }
 

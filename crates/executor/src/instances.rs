@@ -153,6 +153,15 @@ struct TableState {
     index: HashMap<u64, VersionKey>,
 }
 
+/// An instance the reaper takes out of the table.
+pub(crate) struct Reaped {
+    /// `namespace/name` of its function.
+    pub function: String,
+    /// Superseded by a newer function or environment version (else idle past `idletimeout`).
+    pub retired: bool,
+    pub instance: Arc<dyn RuntimeInstance>,
+}
+
 /// The table of specialized instances.
 pub(crate) struct FunctionTable {
     state: Mutex<TableState>,
@@ -232,6 +241,17 @@ impl FunctionTable {
         // Registered while the lock is held, so no release in between is missed.
         wait.as_mut().enable();
         Decision::Wait(wait, join)
+    }
+
+    /// A wake-up for when anything changes for this function version (a lease ends, an
+    /// instance joins or leaves), registered now; `None` if the table has no state for it.
+    pub(crate) fn change_of(&self, function: &Function) -> Option<Pin<Box<OwnedNotified>>> {
+        let key = VersionKey::of(function);
+        let st = self.lock();
+        let state = st.by_uid.get(&key.uid)?.versions.get(&key.rv)?;
+        let mut wait = Box::pin(state.notify.clone().notified_owned());
+        wait.as_mut().enable();
+        Some(wait)
     }
 
     fn unjoin(&self, key: &VersionKey) {
@@ -454,8 +474,8 @@ impl FunctionTable {
 
     /// Remove instances idle past their function's idle timeout (keeping the `retainPods` most
     /// recently used per function version) and idle retired ones; return them for killing.
-    pub(crate) fn reap(&self, now: Instant) -> Vec<Arc<dyn RuntimeInstance>> {
-        let mut victims = Vec::new();
+    pub(crate) fn reap(&self, now: Instant) -> Vec<Reaped> {
+        let mut victims: Vec<Reaped> = Vec::new();
         let mut st = self.lock();
         for entry in st.by_uid.values_mut() {
             for state in entry.versions.values_mut() {
@@ -477,7 +497,15 @@ impl FunctionTable {
                 while i < state.slots.len() {
                     let s = &state.slots[i];
                     if s.active == 0 && (s.retired || expired.contains(&s.instance.id())) {
-                        victims.push(state.slots.swap_remove(i).instance);
+                        let retired = s.retired;
+                        victims.push(Reaped {
+                            function: format!(
+                                "{}/{}",
+                                state.labels.function_namespace, state.labels.function_name
+                            ),
+                            retired,
+                            instance: state.slots.swap_remove(i).instance,
+                        });
                     } else {
                         i += 1;
                     }
@@ -500,7 +528,7 @@ impl FunctionTable {
         st.by_uid
             .retain(|_, e| !e.versions.is_empty() || e.latest == u64::MAX);
         for v in &victims {
-            st.index.remove(&v.id());
+            st.index.remove(&v.instance.id());
         }
         victims
     }

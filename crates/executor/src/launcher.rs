@@ -27,20 +27,7 @@ const MAX_LINE_BYTES: usize = 16 * 1024;
 /// Lines of output remembered per instance, quoted when it fails to start or specialize.
 const RECENT_LINES: usize = 20;
 
-/// Which output stream a line came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OutputStream {
-    /// Standard output.
-    Stdout,
-    /// Standard error.
-    Stderr,
-}
-
-/// Where the lines an instance prints go.
-pub trait LineSink: Send + Sync + 'static {
-    /// One line, without its newline.
-    fn line(&self, stream: OutputStream, line: &str);
-}
+pub use fission_core::{LineSink, OutputStream};
 
 /// A sink that drops everything.
 #[derive(Debug, Default, Clone, Copy)]
@@ -48,16 +35,6 @@ pub struct DiscardLines;
 
 impl LineSink for DiscardLines {
     fn line(&self, _stream: OutputStream, _line: &str) {}
-}
-
-impl LineSink for fission_store::logs::FunctionLogWriter {
-    fn line(&self, stream: OutputStream, line: &str) {
-        let stream = match stream {
-            OutputStream::Stdout => fission_store::logs::LogStream::Stdout,
-            OutputStream::Stderr => fission_store::logs::LogStream::Stderr,
-        };
-        self.write(stream, line);
-    }
 }
 
 /// The output destination of one instance; it can be re-targeted while the instance runs

@@ -49,6 +49,7 @@
 //!   a graceful exit, and only idle or broken instances are ever stopped.
 #![deny(missing_docs)]
 
+mod admission;
 mod backend;
 mod cold;
 mod feed;
@@ -76,17 +77,20 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use fission_core::resources::Function;
-use fission_core::{ExecutorError, FunctionInstances, InstanceLease, ResourceStore, StoreError};
-use fission_store::archive::ArchiveStore;
-use fission_store::logs::LogStore;
+use fission_core::{
+    ArchiveStorage, ExecutorError, FunctionInstances, FunctionLogs, InstanceLease, ResourceStore,
+    StoreError,
+};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admission::Admission;
 use crate::instances::FunctionTable;
 use crate::metrics::Metrics;
 use crate::package::UnpackLimits;
 use crate::pool::Pool;
 
+pub use crate::admission::AdmissionConfig;
 pub use crate::backend::{EnvironmentPlan, InstanceBackend, LoadError, Specialization};
 pub use crate::launcher::{
     CodeSlot, DiscardLines, ExitReport, InstanceLauncher, InstanceLimits, LaunchError, LaunchSpec,
@@ -109,6 +113,11 @@ pub struct Config {
     pub specialize_timeout: Duration,
     /// The local backend's settings (used by [`Executor::new`]).
     pub local: LocalConfig,
+    /// Server-wide limits on instances and concurrent specializations.
+    pub admission: AdmissionConfig,
+    /// The id of the first instance started. Instance ids name instances in logs; a server
+    /// sets this above every id a previous run of it can have used (see the binary).
+    pub first_instance_id: u64,
 }
 
 impl Config {
@@ -123,6 +132,8 @@ impl Config {
             reaper_interval: Duration::from_secs(5),
             specialize_timeout: Duration::from_secs(30),
             local: LocalConfig::new(environments_dir, cache_dir, node_bin, python_bin),
+            admission: AdmissionConfig::for_this_machine(),
+            first_instance_id: 1,
         }
     }
 }
@@ -151,7 +162,7 @@ pub struct Executor<B: InstanceBackend = LocalBackend> {
     me: Weak<Executor<B>>,
     config: Config,
     store: Arc<dyn ResourceStore>,
-    logs: LogStore,
+    logs: Arc<dyn FunctionLogs>,
     backend: B,
     metrics: Metrics,
     table: Arc<FunctionTable>,
@@ -164,6 +175,7 @@ pub struct Executor<B: InstanceBackend = LocalBackend> {
     tasks: TaskTracker,
     /// One deployment prefetch at a time (see `feed.rs`).
     prefetching: tokio::sync::Semaphore,
+    admission: Admission,
 }
 
 impl Executor<LocalBackend> {
@@ -172,8 +184,8 @@ impl Executor<LocalBackend> {
     pub fn new(
         config: Config,
         store: Arc<dyn ResourceStore>,
-        archives: ArchiveStore,
-        logs: LogStore,
+        archives: impl ArchiveStorage,
+        logs: impl FunctionLogs,
         launcher: Arc<dyn InstanceLauncher>,
         metrics: &mut prometheus_client::registry::Registry,
     ) -> Arc<Self> {
@@ -192,8 +204,8 @@ impl Executor<LocalBackend> {
     fn with_metrics(
         config: Config,
         store: Arc<dyn ResourceStore>,
-        archives: ArchiveStore,
-        logs: LogStore,
+        archives: impl ArchiveStorage,
+        logs: impl FunctionLogs,
         launcher: Arc<dyn InstanceLauncher>,
         metrics: Metrics,
         limits: UnpackLimits,
@@ -201,11 +213,11 @@ impl Executor<LocalBackend> {
         let backend = LocalBackend::with_limits(
             config.local.clone(),
             launcher,
-            archives,
+            Arc::new(archives),
             store.clone(),
             limits,
         );
-        Self::build(config, store, logs, backend, metrics)
+        Self::build(config, store, Arc::new(logs), backend, metrics)
     }
 }
 
@@ -214,7 +226,7 @@ impl<B: InstanceBackend> Executor<B> {
     pub fn with_backend(
         config: Config,
         store: Arc<dyn ResourceStore>,
-        logs: LogStore,
+        logs: Arc<dyn FunctionLogs>,
         backend: B,
         metrics: &mut prometheus_client::registry::Registry,
     ) -> Arc<Self> {
@@ -224,10 +236,12 @@ impl<B: InstanceBackend> Executor<B> {
     fn build(
         config: Config,
         store: Arc<dyn ResourceStore>,
-        logs: LogStore,
+        logs: Arc<dyn FunctionLogs>,
         backend: B,
         metrics: Metrics,
     ) -> Arc<Self> {
+        let first_instance_id = config.first_instance_id.max(1);
+        let admission = config.admission;
         Arc::new_cyclic(|me| Self {
             me: me.clone(),
             config,
@@ -238,12 +252,13 @@ impl<B: InstanceBackend> Executor<B> {
             metrics,
             pools: Mutex::new(HashMap::new()),
             live: Mutex::new(LiveSet::default()),
-            // Ids start at 1 (0 reads as "none" in logs).
-            next_instance: AtomicU64::new(1),
+            // 0 reads as "none" in logs.
+            next_instance: AtomicU64::new(first_instance_id),
             next_pool: AtomicU64::new(1),
             stopping: CancellationToken::new(),
             tasks: TaskTracker::new(),
             prefetching: tokio::sync::Semaphore::new(1),
+            admission: Admission::new(admission),
         })
     }
 

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use fission_core::resources::Environment;
 use fission_core::runtime::{BuiltinRuntime, builtin_runtime, unsupported_image_message};
-use fission_core::{AnyResource, ExecutorError, ResourceKind, ResourceStore, StoreError};
-use fission_store::archive::ArchiveStore;
+use fission_core::{
+    AnyResource, ArchiveStorage, ExecutorError, ResourceKind, ResourceStore, StoreError,
+};
 
 use crate::backend::{EnvironmentPlan, InstanceBackend, LoadError, Specialization};
 use crate::launcher::{
@@ -81,7 +82,7 @@ impl LocalBackend {
     pub fn new(
         config: LocalConfig,
         launcher: Arc<dyn InstanceLauncher>,
-        archives: ArchiveStore,
+        archives: Arc<dyn ArchiveStorage>,
         store: Arc<dyn ResourceStore>,
     ) -> Self {
         Self::with_limits(config, launcher, archives, store, UnpackLimits::default())
@@ -90,7 +91,7 @@ impl LocalBackend {
     pub(crate) fn with_limits(
         config: LocalConfig,
         launcher: Arc<dyn InstanceLauncher>,
-        archives: ArchiveStore,
+        archives: Arc<dyn ArchiveStorage>,
         store: Arc<dyn ResourceStore>,
         limits: UnpackLimits,
     ) -> Self {

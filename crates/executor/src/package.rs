@@ -6,7 +6,7 @@
 //! Like Fission's fetcher, a zip becomes a directory and anything else stays a single file named
 //! `deployarchive`. Unlike it, unpacking refuses entries that would land outside the target
 //! (zip-slip, absolute paths), symbolic links, and archives beyond a size and entry budget
-//! ([`fission_store::unpack`], shared with the builder).
+//! ([`fission_unpack`], shared with the builder).
 
 use std::collections::HashMap;
 use std::fs;
@@ -15,12 +15,13 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use fission_core::ArchiveStorage;
+use fission_core::archive::{ArchiveError, archive_id_from_url};
 use fission_core::resources::{
     ARCHIVE_LITERAL, ARCHIVE_URL, Package, build_status, initial_build_status,
 };
-use fission_store::archive::{ArchiveError, ArchiveStore, archive_id_from_url, sha256_hex};
-pub use fission_store::unpack::{UnpackError, UnpackLimits};
-use fission_store::unpack::{is_zip, unzip};
+pub use fission_unpack::{UnpackError, UnpackLimits};
+use fission_unpack::{is_zip, unzip};
 
 /// File (or directory) name of an unpacked deployment, as in Fission (`/userfunc/deployarchive`).
 pub(crate) const DEPLOY_NAME: &str = "deployarchive";
@@ -96,14 +97,18 @@ pub enum PackageError {
 /// The unpacked-deployment cache.
 pub(crate) struct PackageCache {
     root: PathBuf,
-    archives: ArchiveStore,
+    archives: Arc<dyn ArchiveStorage>,
     limits: UnpackLimits,
     /// One lock per target path, so concurrent first calls unpack once.
     inflight: Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl PackageCache {
-    pub(crate) fn new(root: PathBuf, archives: ArchiveStore, limits: UnpackLimits) -> Self {
+    pub(crate) fn new(
+        root: PathBuf,
+        archives: Arc<dyn ArchiveStorage>,
+        limits: UnpackLimits,
+    ) -> Self {
         Self {
             root,
             archives,
@@ -224,17 +229,10 @@ impl PackageCache {
                 url: archive.url.clone(),
             });
         };
-        let store = self.archives.clone();
-        let id = id.to_owned();
-        let bytes = tokio::task::spawn_blocking(move || store.get(&id))
+        let bytes = self
+            .archives
+            .get(id)
             .await
-            .map_err(|e| PackageError::Archive {
-                name: name.clone(),
-                source: ArchiveError::Io {
-                    path: PathBuf::new(),
-                    source: io::Error::other(e),
-                },
-            })?
             .map_err(|source| PackageError::Archive {
                 name: name.clone(),
                 source,
@@ -252,6 +250,12 @@ impl PackageCache {
         }
         Ok(bytes)
     }
+}
+
+/// Hex sha256 of `bytes`.
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(bytes))
 }
 
 /// A namespace or package name usable as one path component.
@@ -311,6 +315,8 @@ pub(crate) fn install(
 #[cfg(test)]
 mod tests {
     use std::io::Write as _;
+
+    use fission_store::archive::ArchiveStore;
 
     use super::*;
 
@@ -410,8 +416,7 @@ mod tests {
             err.to_string().contains("absolute paths are not allowed"),
             "{err}"
         );
-        let err =
-            fission_store::unpack::safe_relative_path("C:\\Windows\\evil").expect_err("drive path");
+        let err = fission_unpack::safe_relative_path("C:\\Windows\\evil").expect_err("drive path");
         assert!(err.to_string().contains("absolute"), "{err}");
     }
 
@@ -531,7 +536,11 @@ mod tests {
         let archives = ArchiveStore::open(dir.path().join("archives")).expect("archives");
         let z = zip_of(&[("main.py", b"def main(): return 1\n")]);
         let id = archives.put(&z).expect("put");
-        let cache = PackageCache::new(dir.path().join("cache"), archives, limits());
+        let cache = PackageCache::new(
+            dir.path().join("cache"),
+            Arc::new(archives.clone()),
+            limits(),
+        );
         let url = format!("http://storagesvc.fission/v1/archive?id={id}");
         let mut archive = fission_core::resources::Archive {
             archive_type: ARCHIVE_URL.to_owned(),
@@ -573,7 +582,11 @@ mod tests {
     async fn only_built_packages_are_deployed() {
         let dir = tempfile::tempdir().expect("tempdir");
         let archives = ArchiveStore::open(dir.path().join("a")).expect("archives");
-        let cache = PackageCache::new(dir.path().join("cache"), archives, limits());
+        let cache = PackageCache::new(
+            dir.path().join("cache"),
+            Arc::new(archives.clone()),
+            limits(),
+        );
         for status in ["pending", "running", "failed"] {
             let err = cache
                 .deployment(
@@ -620,7 +633,7 @@ mod tests {
         let archives = ArchiveStore::open(dir.path().join("a")).expect("archives");
         let cache = Arc::new(PackageCache::new(
             dir.path().join("cache"),
-            archives,
+            Arc::new(archives),
             limits(),
         ));
         let pkg = package(

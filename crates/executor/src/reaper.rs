@@ -2,6 +2,7 @@
 //! function's `idletimeout` are killed, except the `retainPods` most recently used per
 //! function version. It runs on tokio time, so tests can pause and advance the clock.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use tokio::time::{Instant, MissedTickBehavior};
@@ -21,12 +22,24 @@ pub(crate) async fn run<B: InstanceBackend>(executor: Arc<Executor<B>>) {
     }
 }
 
-/// One reaper pass; returns how many instances were stopped.
+/// One reaper pass; returns how many instances were stopped. Logs one line per function.
 pub(crate) fn reap_once<B: InstanceBackend>(executor: &Executor<B>) -> usize {
     let victims = executor.table.reap(Instant::now());
+    let mut by_function: BTreeMap<(&str, bool), Vec<u64>> = BTreeMap::new();
     for v in &victims {
-        tracing::info!(instance = v.id(), "stopping idle instance");
-        v.kill();
+        v.instance.kill();
+        by_function
+            .entry((v.function.as_str(), v.retired))
+            .or_default()
+            .push(v.instance.id());
+    }
+    for ((function, retired), ids) in by_function {
+        let why = if retired {
+            "superseded by a newer version"
+        } else {
+            "idle past idletimeout"
+        };
+        tracing::info!(function, instances = ?ids, "stopping {} instance(s): {why}", ids.len());
     }
     victims.len()
 }

@@ -7,37 +7,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-/// The URL form Fission's storagesvc gives archives; the host part is ignored here and the id
-/// is resolved against the local [`ArchiveStore`].
-pub const STORAGE_URL_PREFIX: &str = "http://storagesvc.fission/v1/archive?id=";
-
-/// Why an archive operation failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ArchiveError {
-    /// No archive with this id.
-    #[error("archive '{0}' not found")]
-    NotFound(String),
-    /// Stored bytes no longer match their checksum.
-    #[error("archive '{id}' is corrupt: its sha256 is {actual}")]
-    Corrupt {
-        /// The id (expected sha256).
-        id: String,
-        /// What the bytes hash to now.
-        actual: String,
-    },
-    /// Not a sha256 hex id.
-    #[error("'{0}' is not an archive id (64 hexadecimal digits)")]
-    InvalidId(String),
-    /// Filesystem failure.
-    #[error("archive store I/O on {path}: {source}")]
-    Io {
-        /// The path involved.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
-}
+pub use fission_core::archive::{ArchiveError, STORAGE_URL_PREFIX, archive_id_from_url};
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ArchiveError + '_ {
     move |source| ArchiveError::Io {
@@ -49,15 +19,6 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ArchiveError + '_ {
 /// Hex sha256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
-}
-
-/// The archive id in a storage URL (`…/v1/archive?id=<id>`), whatever the host.
-pub fn archive_id_from_url(url: &str) -> Option<&str> {
-    let (_, query) = url.split_once("/v1/archive?")?;
-    query
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("id="))
-        .filter(|id| !id.is_empty())
 }
 
 /// Files on disk, one per distinct content, named by sha256.
@@ -216,5 +177,28 @@ mod tests {
             Some("z")
         );
         assert_eq!(archive_id_from_url("http://x/other"), None);
+    }
+}
+
+#[async_trait::async_trait]
+impl fission_core::ArchiveStorage for ArchiveStore {
+    async fn put(&self, bytes: Vec<u8>) -> Result<String, ArchiveError> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.put(&bytes))
+            .await
+            .map_err(|e| ArchiveError::Io {
+                path: PathBuf::new(),
+                source: std::io::Error::other(e),
+            })?
+    }
+
+    async fn get(&self, id: &str) -> Result<Vec<u8>, ArchiveError> {
+        let (store, id) = (self.clone(), id.to_owned());
+        tokio::task::spawn_blocking(move || store.get(&id))
+            .await
+            .map_err(|e| ArchiveError::Io {
+                path: PathBuf::new(),
+                source: std::io::Error::other(e),
+            })?
     }
 }

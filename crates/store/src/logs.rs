@@ -17,22 +17,7 @@ const MAX_LOG_BYTES: u64 = 2 * 1024 * 1024;
 const FOLLOW_BUFFER: usize = 1024;
 
 /// Which stream a line came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogStream {
-    /// Standard output.
-    Stdout,
-    /// Standard error.
-    Stderr,
-}
-
-impl LogStream {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Stdout => "stdout",
-            Self::Stderr => "stderr",
-        }
-    }
-}
+pub use fission_core::OutputStream as LogStream;
 
 /// One line of output.
 #[derive(Debug, Clone, PartialEq)]
@@ -299,5 +284,22 @@ mod tests {
             .map(|e| e.expect("entry").metadata().expect("meta").len())
             .sum();
         assert!(total <= 2 * MAX_LOG_BYTES + 4096, "logs use {total} bytes");
+    }
+}
+
+impl fission_core::LineSink for FunctionLogWriter {
+    fn line(&self, stream: LogStream, line: &str) {
+        self.write(stream, line);
+    }
+}
+
+impl fission_core::FunctionLogs for LogStore {
+    fn writer(
+        &self,
+        namespace: &str,
+        function: &str,
+        instance_id: u64,
+    ) -> Arc<dyn fission_core::LineSink> {
+        Arc::new(LogStore::writer(self, namespace, function, instance_id))
     }
 }

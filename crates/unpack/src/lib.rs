@@ -6,6 +6,8 @@
 //! size and entry budget. Every entry is checked before anything is written, and the byte budget
 //! is enforced on what decompression actually produces, not on the sizes the archive declares.
 
+#![deny(missing_docs)]
+
 use std::fs;
 use std::io::{self, Read as _};
 use std::path::{Component, Path, PathBuf};
