@@ -31,8 +31,8 @@ pub struct AdmissionConfig {
 
 impl AdmissionConfig {
     /// Limits for this machine: instances from its memory (a 48 MiB budget each, at least 16),
-    /// specializations from its CPUs (4 per CPU: a pool-hit specialization is mostly waiting
-    /// on the runtime, a fresh runtime boot is ~100 ms of CPU).
+    /// specializations from its CPUs (2 per CPU: a fresh runtime boot is ~100 ms of CPU, and
+    /// boots beyond what the CPUs can run only slow down the calls already being served).
     pub fn for_this_machine() -> Self {
         let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
         let memory = std::fs::read_to_string("/proc/meminfo")
@@ -51,7 +51,7 @@ impl AdmissionConfig {
             usize::try_from(memory_bytes / INSTANCE_MEMORY_ESTIMATE).unwrap_or(usize::MAX);
         Self {
             max_instances: by_memory.clamp(16, 100_000),
-            max_specializations: (cpus * 4).max(2),
+            max_specializations: (cpus * 2).max(2),
             max_queued: 10_000,
             max_queue_wait: Duration::from_secs(10),
         }
@@ -129,10 +129,10 @@ mod tests {
     #[test]
     fn limits_follow_the_machine() {
         let small = AdmissionConfig::for_resources(2, 24 << 30);
-        assert_eq!(small.max_specializations, 8);
+        assert_eq!(small.max_specializations, 4);
         assert_eq!(small.max_instances, 512);
         let tiny = AdmissionConfig::for_resources(1, 256 << 20);
-        assert_eq!((tiny.max_specializations, tiny.max_instances), (4, 16));
+        assert_eq!((tiny.max_specializations, tiny.max_instances), (2, 16));
     }
 
     #[test]

@@ -110,7 +110,7 @@ impl<B: InstanceBackend> Executor<B> {
     }
 
     /// The cold path: specialize a new instance for `function` and lease it.
-    async fn specialize_new(
+    pub(crate) async fn specialize_new(
         self: Arc<Self>,
         function: Function,
         ticket: Ticket,

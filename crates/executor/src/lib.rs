@@ -41,8 +41,9 @@
 //! Choices worth knowing:
 //! * Generic instances log under the environment: namespace of the environment, function name
 //!   `env:<environment name>`; from specialization on, lines go to the function's log.
-//! * `newdeploy` functions are served like `poolmgr` ones (there is no Deployment to create
-//!   here); `container` functions are refused as unsupported.
+//! * `newdeploy` functions get instances of their own, specialized from the same warm pools:
+//!   `MinScale` kept ready, up to `MaxScale` under load (`scale.rs`); `container` functions
+//!   are refused as unsupported.
 //! * An environment update replaces the pool only when its `spec` changed (label-only edits
 //!   keep the warm instances).
 //! * Instances are stopped with SIGKILL to their whole process group: they hold no state worth
@@ -62,6 +63,7 @@ mod pool;
 mod pools;
 mod reaper;
 mod sandboxed;
+mod scale;
 mod specialize;
 mod sys;
 
@@ -176,6 +178,8 @@ pub struct Executor<B: InstanceBackend = LocalBackend> {
     /// One deployment prefetch at a time (see `feed.rs`).
     prefetching: tokio::sync::Semaphore,
     admission: Admission,
+    /// newdeploy functions by uid (current version), kept at `MinScale`.
+    scaled: Mutex<HashMap<String, Function>>,
 }
 
 impl Executor<LocalBackend> {
@@ -259,6 +263,7 @@ impl<B: InstanceBackend> Executor<B> {
             tasks: TaskTracker::new(),
             prefetching: tokio::sync::Semaphore::new(1),
             admission: Admission::new(admission),
+            scaled: Mutex::new(HashMap::new()),
         })
     }
 
@@ -277,6 +282,10 @@ impl<B: InstanceBackend> Executor<B> {
 
     fn lock_pools(&self) -> MutexGuard<'_, HashMap<EnvKey, Arc<Pool<B::Launch>>>> {
         self.pools.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_scaled(&self) -> MutexGuard<'_, HashMap<String, Function>> {
+        self.scaled.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn lock_live(&self) -> MutexGuard<'_, LiveSet> {

@@ -931,3 +931,76 @@ async fn no_instance_starts_beyond_the_server_wide_cap() {
     drop((a, b));
     h.stop().await;
 }
+
+fn newdeploy(min: i32, max: i32) -> impl Fn(&mut Function) {
+    move |f: &mut Function| {
+        let es = &mut f.spec.invoke_strategy.execution_strategy;
+        es.executor_type = "newdeploy".to_owned();
+        es.min_scale = min;
+        es.max_scale = max;
+    }
+}
+
+#[tokio::test]
+async fn newdeploy_specializes_minscale_instances_before_any_call() {
+    let h = harness(Setup {
+        tune: |f| newdeploy(2, 4)(f),
+        ..Setup::default()
+    })
+    .await;
+    h.wait_for("MinScale instances", |h| h.launcher.specializations() == 2)
+        .await;
+    let lease = h.exec.acquire(&h.function).await.expect("lease");
+    assert!(!lease.cold, "the first call is warm");
+    assert_eq!(h.exec.instance_count("default", "hello"), 2);
+    drop(lease);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn newdeploy_scales_out_under_load_up_to_maxscale_and_never_makes_calls_wait_there() {
+    let h = harness(Setup {
+        tune: |f| newdeploy(1, 3)(f),
+        ..Setup::default()
+    })
+    .await;
+    h.wait_for("MinScale instance", |h| h.launcher.specializations() == 1)
+        .await;
+    let leases: Vec<_> = futures::future::join_all((0..40).map(|_| h.exec.acquire(&h.function)))
+        .await
+        .into_iter()
+        .map(|r| r.expect("every call gets an instance"))
+        .collect();
+    let instances: std::collections::HashSet<u64> = leases.iter().map(|l| l.instance_id).collect();
+    assert_eq!(instances.len(), 3, "scaled out to MaxScale, no further");
+    assert_eq!(h.launcher.specializations(), 3);
+    drop(leases);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn newdeploy_scales_back_to_minscale_when_idle_and_minscale_0_scales_to_zero() {
+    let h = harness(Setup {
+        reaper_interval: Duration::from_millis(100),
+        tune: |f| {
+            newdeploy(0, 3)(f);
+            f.spec.idletimeout = Some(1);
+        },
+        ..Setup::default()
+    })
+    .await;
+    assert_eq!(
+        h.exec.instance_count("default", "hello"),
+        0,
+        "MinScale 0: nothing before a call"
+    );
+    let lease = h.exec.acquire(&h.function).await.expect("lease");
+    assert!(lease.cold, "from zero the first call is a cold start");
+    drop(lease);
+    assert_eq!(h.exec.instance_count("default", "hello"), 1);
+    h.wait_for("scaled to zero after idletimeout", |h| {
+        h.exec.instance_count("default", "hello") == 0
+    })
+    .await;
+    h.stop().await;
+}

@@ -66,7 +66,7 @@ pub struct ServerArgs {
     /// Cold starts beyond it are refused with 503 and Retry-After.
     #[arg(long, env = ENV_MAX_INSTANCES, value_parser = clap::value_parser!(u32).range(1..))]
     max_instances: Option<u32>,
-    /// Most specializations in progress at once [default: 4 per CPU]. Cold starts beyond it wait
+    /// Most specializations in progress at once [default: 2 per CPU]. Cold starts beyond it wait
     /// up to 10 s for a slot or a free instance of their function, then get 503 with Retry-After.
     #[arg(long, env = ENV_MAX_SPECIALIZATIONS, value_parser = clap::value_parser!(u32).range(1..))]
     max_specializations: Option<u32>,
