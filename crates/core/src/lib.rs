@@ -12,6 +12,7 @@
 #![deny(missing_docs)]
 
 pub mod archive;
+mod calls;
 pub mod decode;
 mod error;
 mod executor;
@@ -24,6 +25,7 @@ mod store;
 pub mod validation;
 
 pub use archive::{ArchiveError, ArchiveStorage};
+pub use calls::{CallCounter, CallCounts};
 pub use decode::{Decoded, decode_object};
 pub use error::{ErrorBody, ErrorCode};
 pub use executor::{ExecutorError, FunctionInstances, InstanceLease, LeaseRelease};

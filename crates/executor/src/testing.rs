@@ -291,6 +291,8 @@ pub(crate) struct FakeBehaviour {
     pub delay: Duration,
     /// Never answer.
     pub hang: bool,
+    /// Instances report this share of one CPU used since they started.
+    pub cpu_percent: u32,
 }
 
 #[derive(Default)]
@@ -342,6 +344,8 @@ pub(crate) struct FakeInstance {
     exit: watch::Receiver<Option<ExitReport>>,
     server: tokio::task::JoinHandle<()>,
     pub kills: AtomicUsize,
+    started: std::time::Instant,
+    behaviour: Arc<Mutex<FakeBehaviour>>,
 }
 
 impl FakeInstance {
@@ -359,6 +363,15 @@ impl FakeInstance {
 impl RuntimeInstance for FakeInstance {
     fn id(&self) -> u64 {
         self.id
+    }
+
+    fn cpu_time(&self) -> Option<Duration> {
+        let percent = self
+            .behaviour
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .cpu_percent;
+        Some(self.started.elapsed().mul_f64(f64::from(percent) / 100.0))
     }
     fn addr(&self) -> SocketAddr {
         self.addr
@@ -467,6 +480,8 @@ impl InstanceLauncher for FakeLauncher {
             exit,
             server,
             kills: AtomicUsize::new(0),
+            started: std::time::Instant::now(),
+            behaviour: self.behaviour.clone(),
         });
         self.instances
             .lock()

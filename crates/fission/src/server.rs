@@ -488,6 +488,17 @@ async fn start(args: ServerArgs) -> Result<Running> {
         back.spawn(async move { builder.run(shutdown).await.context("build manager failed") });
     }
     {
+        let (store, calls, shutdown) = (
+            store.clone(),
+            Arc::new(router.clone()),
+            stop_backends.clone(),
+        );
+        back.spawn(async move {
+            fission_controller::canary::run(store, calls, shutdown).await;
+            Ok(())
+        });
+    }
+    {
         let (store, archives, shutdown) = (store.clone(), prune_archives, stop_backends.clone());
         back.spawn(async move {
             prune_archives_periodically(store, archives, shutdown).await;

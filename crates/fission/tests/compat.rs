@@ -4,17 +4,13 @@
 mod support;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use support::{Server, http, runtimes_installed};
+use support::{Server, eventually_blocking, http, require_functions};
 
-/// Whether the built-in runtimes are there to call functions; under CI their absence fails.
+/// Whether functions can be called here (runtimes and sandbox); under CI their absence fails.
 fn can_call_functions() -> bool {
-    let ok = runtimes_installed();
-    assert!(
-        ok || std::env::var_os("CI").is_none(),
-        "CI: the built-in runtimes are not installed (environments/*)"
-    );
-    ok
+    require_functions().is_some()
 }
 
 fn corpus() -> PathBuf {
@@ -35,14 +31,18 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 fn get_ok(server: &Server, path: &str) -> String {
-    support::eventually(60, &format!("GET {path} answering 200"), || {
-        let r = http().get(server.url(path)).send().ok()?;
-        if r.status().as_u16() == 200 {
-            r.text().ok()
-        } else {
-            None
-        }
-    })
+    eventually_blocking(
+        Duration::from_secs(60),
+        &format!("GET {path} answering 200"),
+        || {
+            let r = http().get(server.url(path)).send().ok()?;
+            if r.status().as_u16() == 200 {
+                r.text().ok()
+            } else {
+                None
+            }
+        },
+    )
 }
 
 #[test]
@@ -635,7 +635,7 @@ fn router_405_says_which_methods_are_allowed() {
         "POST",
     ])
     .ok();
-    let resp = support::eventually(30, "the route to be served", || {
+    let resp = eventually_blocking(Duration::from_secs(30), "the route to be served", || {
         let r = http().delete(server.url("/only")).send().ok()?;
         (r.status().as_u16() == 405).then_some(r)
     });
