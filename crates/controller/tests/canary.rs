@@ -22,7 +22,7 @@ struct Traffic {
 impl CallCounter for Traffic {
     fn calls(&self, _namespace: &str, function: &str) -> CallCounts {
         assert_eq!(function, "new", "the canary judges the new function");
-        let mut seen = self.seen.lock().unwrap();
+        let mut seen = self.seen.lock().expect("canary test");
         seen.total += self.per_read.total;
         seen.failed += self.per_read.failed;
         *seen
@@ -32,9 +32,9 @@ impl CallCounter for Traffic {
 async fn setup(
     per_read: CallCounts,
 ) -> (tempfile::TempDir, Arc<dyn ResourceStore>, CancellationToken) {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().expect("canary test");
     let store: Arc<dyn ResourceStore> =
-        Arc::new(RedbStore::open(&dir.path().join("s.redb")).unwrap());
+        Arc::new(RedbStore::open(&dir.path().join("s.redb")).expect("canary test"));
     let trigger = HttpTrigger::new(
         "default",
         "route",
@@ -52,7 +52,7 @@ async fn setup(
     store
         .create(AnyResource::HttpTrigger(trigger))
         .await
-        .unwrap();
+        .expect("canary test");
     let config = CanaryConfig::new(
         "default",
         "rollout",
@@ -69,7 +69,7 @@ async fn setup(
     store
         .create(AnyResource::CanaryConfig(config))
         .await
-        .unwrap();
+        .expect("canary test");
     let shutdown = CancellationToken::new();
     let calls = Arc::new(Traffic {
         seen: Mutex::new(CallCounts::default()),
@@ -83,11 +83,11 @@ async fn weights(store: &dyn ResourceStore) -> (i32, i32) {
     let AnyResource::HttpTrigger(t) = store
         .get(ResourceKind::HttpTrigger, "default", "route")
         .await
-        .unwrap()
+        .expect("canary test")
     else {
         panic!("a trigger")
     };
-    let w = t.spec.functionref.functionweights.unwrap();
+    let w = t.spec.functionref.functionweights.expect("canary test");
     (w["new"], w["old"])
 }
 
@@ -96,7 +96,7 @@ async fn outcome(store: &dyn ResourceStore) -> String {
         let AnyResource::CanaryConfig(c) = store
             .get(ResourceKind::CanaryConfig, "default", "rollout")
             .await
-            .unwrap()
+            .expect("canary test")
         else {
             panic!("a config")
         };

@@ -82,6 +82,9 @@ enum SandboxMode {
     None,
 }
 
+/// The sandbox of a run and the runtimes prepared for it (both released at shutdown).
+type SandboxRun = (fission_sandbox::Sandbox, fission_executor::PreparedRuntimes);
+
 /// The launcher for `mode`: a sandboxing one, or plain processes.
 fn instance_launcher(
     mode: SandboxMode,
@@ -90,7 +93,7 @@ fn instance_launcher(
 ) -> Result<(
     Arc<dyn fission_executor::InstanceLauncher>,
     PathBuf,
-    Option<(fission_sandbox::Sandbox, fission_executor::PreparedRuntimes)>,
+    Option<SandboxRun>,
 )> {
     match mode {
         SandboxMode::None => {
@@ -297,7 +300,7 @@ struct Running {
     stop_accepting: CancellationToken,
     stop_backends: CancellationToken,
     grace: Duration,
-    sandbox: Option<(fission_sandbox::Sandbox, fission_executor::PreparedRuntimes)>,
+    sandbox: Option<SandboxRun>,
     store: Arc<dyn ResourceStore>,
     data: DataDir,
 }

@@ -63,8 +63,11 @@ pub(crate) struct Metrics {
     overhead: Family<CallLabels, Histogram, fn() -> Histogram>,
     cold_starts: Family<FunctionLabels, Counter>,
     /// Per-function totals over every path, method and code (the canary manager's input).
-    totals: RwLock<HashMap<(Arc<str>, Arc<str>), Arc<FunctionTotals>>>,
+    totals: RwLock<HashMap<FunctionKey, Arc<FunctionTotals>>>,
 }
+
+/// `(namespace, name)`.
+type FunctionKey = (Arc<str>, Arc<str>);
 
 #[derive(Debug, Default)]
 struct FunctionTotals {
@@ -137,7 +140,7 @@ impl Metrics {
 
     pub(crate) fn totals(&self, namespace: &str, name: &str) -> fission_core::CallCounts {
         let totals = self.totals.read().unwrap_or_else(|e| e.into_inner());
-        let key: (Arc<str>, Arc<str>) = (Arc::from(namespace), Arc::from(name));
+        let key: FunctionKey = (Arc::from(namespace), Arc::from(name));
         totals
             .get(&key)
             .map_or_else(Default::default, |t| fission_core::CallCounts {
