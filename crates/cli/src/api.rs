@@ -443,6 +443,27 @@ impl Api {
         self.send(self.request(Method::GET, url)).await
     }
 
+    /// Instances per `(namespace, name)` of every function (in `ns`); `None` when the server
+    /// does not say.
+    pub(crate) async fn instance_counts(
+        &self,
+        ns: Option<&str>,
+    ) -> Option<std::collections::HashMap<(String, String), u64>> {
+        let query: Vec<(&str, &str)> = ns.map(|n| ("namespace", n)).into_iter().collect();
+        let url = self.url(&["v2", "instances"], &query);
+        let resp = self.send(self.request(Method::GET, url)).await.ok()?;
+        let list: Vec<serde_json::Value> = self.json(resp, "instances").await.ok()?;
+        Some(
+            list.iter()
+                .filter_map(|v| {
+                    let ns = v.get("namespace")?.as_str()?.to_owned();
+                    let name = v.get("name")?.as_str()?.to_owned();
+                    Some(((ns, name), v.get("instances")?.as_u64()?))
+                })
+                .collect(),
+        )
+    }
+
     /// The server's version document (`GET /`).
     pub(crate) async fn server_version(&self) -> Result<serde_json::Value, ApiError> {
         let url = self.url(&[], &[]);

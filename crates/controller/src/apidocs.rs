@@ -53,6 +53,16 @@ pub(crate) fn document() -> Value {
     }
     paths.insert("/".into(), json!({"get": {"summary": "Server version", "responses": {"200": {"description": "version JSON"}}}}));
     paths.insert(
+        "/v2/instances".into(),
+        json!({"get": {"summary": "How many instances serve each function now", "parameters": [ns_param],
+                       "responses": {"200": {"description": "[{namespace, name, instances}]"}}}}),
+    );
+    paths.insert(
+        "/v2/functions/{name}/instances".into(),
+        json!({"get": {"summary": "How many instances serve the function now", "parameters": [name_param, ns_param],
+                       "responses": merge(json!({"200": {"description": "{namespace, name, instances}"}}), error_responses())}}),
+    );
+    paths.insert(
         "/healthz".into(),
         json!({"get": {"summary": "Liveness", "responses": {"200": {"description": "ok"}}}}),
     );

@@ -76,6 +76,8 @@ pub(crate) fn routes(c: Controller) -> Router {
                 .layer(DefaultBodyLimit::max(c.config.max_archive_bytes)),
         )
         .route("/proxy/svcname", get(svcname))
+        .route("/v2/functions/{name}/instances", get(function_instances))
+        .route("/v2/instances", get(all_instances))
         .route(
             "/proxy/logs/{function}",
             get(function_logs).post(function_logs),
@@ -124,6 +126,53 @@ async fn version() -> Json<Value> {
         "version": env!("CARGO_PKG_VERSION"),
         "apiVersion": fission_core::API_VERSION,
     }))
+}
+
+/// `{"namespace", "name", "instances"}`: how many instances serve the function now.
+async fn function_instances(
+    State(c): State<Controller>,
+    Path(name): Path<String>,
+    Query(q): Query<ItemQuery>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let report = c
+        .instances
+        .clone()
+        .ok_or_else(|| ApiError::not_found("this server does not report instances"))?;
+    let ns = q
+        .namespace
+        .as_deref()
+        .filter(|n| !n.is_empty())
+        .unwrap_or(fission_core::DEFAULT_NAMESPACE);
+    let count = report.instance_count(ns, &name);
+    Ok(Json(
+        serde_json::json!({"namespace": ns, "name": name, "instances": count}),
+    ))
+}
+
+/// `[{"namespace", "name", "instances"}]` for every function (in `namespace`, if given).
+async fn all_instances(
+    State(c): State<Controller>,
+    Query(q): Query<ItemQuery>,
+) -> ApiResult<Json<Vec<serde_json::Value>>> {
+    let report = c
+        .instances
+        .clone()
+        .ok_or_else(|| ApiError::not_found("this server does not report instances"))?;
+    let ns = q.namespace.as_deref().filter(|n| !n.is_empty());
+    let functions = c
+        .store
+        .list(ResourceKind::Function, ns)
+        .await
+        .map_err(ApiError::from)?;
+    Ok(Json(
+        functions
+            .iter()
+            .map(|f| {
+                let m = f.meta();
+                serde_json::json!({"namespace": m.namespace, "name": m.name, "instances": report.instance_count(&m.namespace, &m.name)})
+            })
+            .collect(),
+    ))
 }
 
 async fn metrics(State(c): State<Controller>) -> ApiResult<Response> {

@@ -61,6 +61,7 @@ pub struct Controller {
     pub(crate) config: Arc<Config>,
     pub(crate) shutdown: CancellationToken,
     pub(crate) metrics: Option<MetricsRender>,
+    pub(crate) instances: Option<Arc<dyn fission_core::InstanceReport>>,
 }
 
 impl Controller {
@@ -79,6 +80,7 @@ impl Controller {
             config: Arc::new(config),
             shutdown,
             metrics: None,
+            instances: None,
         }
     }
 
@@ -88,6 +90,12 @@ impl Controller {
         render: impl Fn() -> String + Send + Sync + 'static,
     ) -> Self {
         self.metrics = Some(Arc::new(render));
+        self
+    }
+
+    /// Answer `GET /v2/functions/{name}/instances` from `report` (404 until this is called).
+    pub fn with_instance_report(mut self, report: Arc<dyn fission_core::InstanceReport>) -> Self {
+        self.instances = Some(report);
         self
     }
 

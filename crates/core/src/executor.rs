@@ -131,3 +131,10 @@ pub trait FunctionInstances: Send + Sync + 'static {
     /// if needed and allowed by the function's limits; waits for a free one otherwise.
     async fn acquire(&self, function: &Function) -> Result<InstanceLease, ExecutorError>;
 }
+
+/// What the executor tells about running instances (the controller shows it in
+/// `fission fn list`).
+pub trait InstanceReport: Send + Sync + 'static {
+    /// Instances serving `namespace/name` now.
+    fn instance_count(&self, namespace: &str, name: &str) -> usize;
+}

@@ -28,7 +28,7 @@ pub use archive::{ArchiveError, ArchiveStorage};
 pub use calls::{CallCounter, CallCounts};
 pub use decode::{Decoded, decode_object};
 pub use error::{ErrorBody, ErrorCode};
-pub use executor::{ExecutorError, FunctionInstances, InstanceLease, LeaseRelease};
+pub use executor::{ExecutorError, FunctionInstances, InstanceLease, InstanceReport, LeaseRelease};
 pub use logs::{FunctionLogs, LineSink, OutputStream};
 pub use meta::{API_VERSION, ObjectMeta, ObjectReference};
 pub use names::{is_dns1123_label, is_dns1123_subdomain};

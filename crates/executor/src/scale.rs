@@ -146,3 +146,9 @@ impl<B: InstanceBackend> Executor<B> {
         self.table.instance_count(namespace, name)
     }
 }
+
+impl<B: InstanceBackend> fission_core::InstanceReport for Executor<B> {
+    fn instance_count(&self, namespace: &str, name: &str) -> usize {
+        self.table.instance_count(namespace, name)
+    }
+}

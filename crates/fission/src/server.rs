@@ -452,7 +452,8 @@ async fn start(args: ServerArgs) -> Result<Running> {
         logs,
         stop_accepting.clone(),
     )
-    .with_metrics_endpoint(render_metrics);
+    .with_metrics_endpoint(render_metrics)
+    .with_instance_report(executor.clone());
 
     // Listeners: stop first, drain in-flight requests.
     let mut front = JoinSet::new();

@@ -272,11 +272,15 @@ fn slow_function_gets_504_after_its_timeout() {
     // Each timed-out call retires its instance, so every call here is a cold start; on a loaded
     // machine a cold start can take longer than the 1 s timeout itself (a 500: no instance in
     // time, as Fission answers). The behaviour under test is the 504 once the function runs.
-    let (elapsed, body) = eventually_blocking(Duration::from_secs(30), "a 504 from the slow function", || {
-        let t = Instant::now();
-        let r = http().get(s.server.url("/slow")).send().ok()?;
-        (r.status() == 504).then(|| (t.elapsed(), r.text().unwrap_or_default()))
-    });
+    let (elapsed, body) = eventually_blocking(
+        Duration::from_secs(30),
+        "a 504 from the slow function",
+        || {
+            let t = Instant::now();
+            let r = http().get(s.server.url("/slow")).send().ok()?;
+            (r.status() == 504).then(|| (t.elapsed(), r.text().unwrap_or_default()))
+        },
+    );
     assert!(elapsed < Duration::from_secs(4), "{elapsed:?}");
     assert_eq!(body.trim_end(), "no response from function before timeout");
 }

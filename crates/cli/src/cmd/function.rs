@@ -825,7 +825,13 @@ async fn getmeta(ctx: &Ctx, a: FnNameArgs) -> anyhow::Result<()> {
 }
 
 pub(crate) fn fn_table(fns: &[Function]) -> Table {
-    let mut t = Table::new(&[
+    fn_table_with_instances(fns, None)
+}
+
+/// The function table; with `instances` (one per function), an INSTANCES column at the end
+/// (after Fission's columns, so scripts that cut Fission's columns keep working).
+fn fn_table_with_instances(fns: &[Function], instances: Option<&[Option<u64>]>) -> Table {
+    let mut columns = vec![
         "NAME",
         "ENV",
         "EXECUTORTYPE",
@@ -838,8 +844,12 @@ pub(crate) fn fn_table(fns: &[Function]) -> Table {
         "SECRETS",
         "CONFIGMAPS",
         "NAMESPACE",
-    ]);
-    for f in fns {
+    ];
+    if instances.is_some() {
+        columns.push("INSTANCES");
+    }
+    let mut t = Table::new(&columns);
+    for (i, f) in fns.iter().enumerate() {
         let es = &f.spec.invoke_strategy.execution_strategy;
         let r = &f.spec.resources;
         let names = |v: &[ObjectReference]| {
@@ -848,7 +858,7 @@ pub(crate) fn fn_table(fns: &[Function]) -> Table {
                 .collect::<Vec<_>>()
                 .join(",")
         };
-        t.row(vec![
+        let mut row = vec![
             f.metadata.name.clone(),
             f.spec.environment.name.clone(),
             f.spec.executor_type().to_owned(),
@@ -861,7 +871,17 @@ pub(crate) fn fn_table(fns: &[Function]) -> Table {
             names(&f.spec.secrets),
             names(&f.spec.configmaps),
             f.metadata.namespace.clone(),
-        ]);
+        ];
+        if let Some(counts) = instances {
+            row.push(
+                counts
+                    .get(i)
+                    .copied()
+                    .flatten()
+                    .map_or_else(|| "-".to_owned(), |n| n.to_string()),
+            );
+        }
+        t.row(row);
     }
     t
 }
@@ -876,7 +896,20 @@ async fn list(ctx: &Ctx, a: ListArgs) -> anyhow::Result<()> {
     if let Some(f) = a.output {
         return print_structured(f, &fns);
     }
-    fn_table(&fns).print();
+    let counts = ctx
+        .api
+        .instance_counts(scope.as_deref())
+        .await
+        .map(|by_name| {
+            fns.iter()
+                .map(|f| {
+                    by_name
+                        .get(&(f.metadata.namespace.clone(), f.metadata.name.clone()))
+                        .copied()
+                })
+                .collect::<Vec<_>>()
+        });
+    fn_table_with_instances(&fns, counts.as_deref()).print();
     Ok(())
 }
 
