@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::de::DeserializeOwned;
+use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::meta::{ObjectMeta, ObjectReference, API_VERSION};
@@ -89,7 +90,7 @@ impl<S: Spec> Object<S> {
 }
 
 /// Marker status for kinds that have none.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct NoStatus {}
 
 /// The kinds this platform stores.
@@ -203,14 +204,27 @@ impl fmt::Display for ResourceKind {
 // === Quantities and resources ===
 
 /// Kubernetes `ResourceRequirements` with quantities kept as strings (`"100m"`, `"128Mi"`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ResourceRequirements {
     /// Upper bounds.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty", deserialize_with = "quantities")]
+    #[schemars(schema_with = "quantity_map_schema")]
     pub limits: BTreeMap<String, String>,
     /// Reservations.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty", deserialize_with = "quantities")]
+    #[schemars(schema_with = "quantity_map_schema")]
     pub requests: BTreeMap<String, String>,
+}
+
+/// Quantities are strings or numbers, as in Kubernetes' own `ResourceRequirements` schema.
+fn quantity_map_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "additionalProperties": {
+            "anyOf": [{"type": "integer"}, {"type": "string"}],
+            "x-kubernetes-int-or-string": true
+        }
+    })
 }
 
 /// Quantities may be written as numbers in YAML (`cpu: 1`); keep them as strings.
@@ -284,7 +298,7 @@ pub fn parse_memory(q: &str) -> Option<u64> {
 // === Environment ===
 
 /// `Environment` spec (§2.1).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct EnvironmentSpec {
     /// Interface version, 1..=3 (3 honours `poolsize`).
     #[serde(default)]
@@ -323,7 +337,7 @@ fn is_false(b: &bool) -> bool {
 }
 
 /// `spec.runtime` of an Environment.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Runtime {
     /// Runtime image; selects the built-in runtime here.
     #[serde(default)]
@@ -337,7 +351,7 @@ pub struct Runtime {
 }
 
 /// `spec.builder` of an Environment.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Builder {
     /// Builder image.
     #[serde(default)]
@@ -389,7 +403,7 @@ impl Spec for EnvironmentSpec {
 // === Package ===
 
 /// Checksum of an archive.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Checksum {
     /// `sha256`.
     #[serde(rename = "type", default, skip_serializing_if = "String::is_empty")]
@@ -400,13 +414,14 @@ pub struct Checksum {
 }
 
 /// A package archive: bytes inline (`literal`) or at a URL.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Archive {
     /// `literal`, `url`, or empty when there is no archive.
     #[serde(rename = "type", default, skip_serializing_if = "String::is_empty")]
     pub archive_type: String,
     /// The bytes (base64 on the wire).
     #[serde(default, skip_serializing_if = "Vec::is_empty", with = "base64_bytes")]
+    #[schemars(with = "String", extend("format" = "byte"))]
     pub literal: Vec<u8>,
     /// Where the bytes are, for `url` archives.
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -454,7 +469,7 @@ mod base64_bytes {
 }
 
 /// `Package` spec (§2.2).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct PackageSpec {
     /// The environment whose builder builds this package.
     #[serde(default)]
@@ -471,7 +486,7 @@ pub struct PackageSpec {
 }
 
 /// `Package` status.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct PackageStatus {
     /// `pending`, `running`, `succeeded`, `failed` or `none`.
     #[serde(default)]
@@ -523,7 +538,7 @@ pub fn initial_build_status(spec: &PackageSpec) -> (&'static str, &'static str) 
 // === Function ===
 
 /// `spec.package` of a Function.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct FunctionPackageRef {
     /// The package, pinned to a resourceVersion.
     #[serde(default)]
@@ -534,7 +549,7 @@ pub struct FunctionPackageRef {
 }
 
 /// `{namespace, name, resourceversion}`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct PackageRef {
     /// Namespace.
     #[serde(default)]
@@ -548,7 +563,7 @@ pub struct PackageRef {
 }
 
 /// `InvokeStrategy`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct InvokeStrategy {
     /// Always `execution`.
     #[serde(rename = "StrategyType", default)]
@@ -559,7 +574,7 @@ pub struct InvokeStrategy {
 }
 
 /// `ExecutionStrategy`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ExecutionStrategy {
     /// `poolmgr`, `newdeploy` or `container`.
     #[serde(rename = "ExecutorType", default)]
@@ -595,7 +610,7 @@ pub mod executor_type {
 }
 
 /// `Function` spec (§2.3).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct FunctionSpec {
     /// The environment that runs it.
     #[serde(default)]
@@ -706,7 +721,7 @@ impl Spec for FunctionSpec {
 // === Triggers ===
 
 /// `functionref` of triggers.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct FunctionReference {
     /// `name` or `function-weights`.
     #[serde(rename = "type", default)]
@@ -744,7 +759,7 @@ impl FunctionReference {
 }
 
 /// `ingressconfig` of an HTTPTrigger.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct IngressConfig {
     /// Ingress annotations.
     #[serde(default)]
@@ -761,7 +776,7 @@ pub struct IngressConfig {
 }
 
 /// `HTTPTrigger` spec (§2.4).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct HttpTriggerSpec {
     /// Host to match (deprecated).
     #[serde(default)]
@@ -825,7 +840,7 @@ impl Spec for HttpTriggerSpec {
 }
 
 /// `TimeTrigger` spec (§2.6).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct TimeTriggerSpec {
     /// Cron expression (5 or 6 fields, or `@every 1m`, `@hourly`, …).
     #[serde(default)]
@@ -863,7 +878,7 @@ impl Spec for TimeTriggerSpec {
 }
 
 /// `KubernetesWatchTrigger` spec (§2.5).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct KubernetesWatchTriggerSpec {
     /// Namespace to watch.
     #[serde(default)]
@@ -895,7 +910,7 @@ impl Spec for KubernetesWatchTriggerSpec {
 }
 
 /// `MessageQueueTrigger` spec (§2.7).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MessageQueueTriggerSpec {
     /// Target function.
@@ -967,7 +982,7 @@ impl Spec for MessageQueueTriggerSpec {
 }
 
 /// `CanaryConfig` spec (§2.8).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub struct CanaryConfigSpec {
     /// HTTPTrigger whose weights are shifted.
@@ -994,7 +1009,7 @@ pub struct CanaryConfigSpec {
 }
 
 /// `CanaryConfig` status.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct CanaryConfigStatus {
     /// `pending`, `succeeded`, `failed`, `aborted`.
     #[serde(default)]
