@@ -4,7 +4,7 @@
 # keyed on the tools modules' go.mod/go.sum and the Go version, so a second run
 # is a cache hit that costs seconds.
 #
-# Usage: scripts/k8s/build-binaries.sh [--print-dir]
+# Usage: scripts/k8s/build-binaries.sh
 #   Prints the bin directory on stdout as its last line.
 #   FISSION_K8S_CACHE overrides the cache root (default ~/.cache/fission-rs/k8s).
 set -euo pipefail
@@ -21,6 +21,11 @@ key=$( { cat "$HERE/k8s-tools/go.mod" "$HERE/k8s-tools/go.sum" \
          echo "$KV"; go env GOVERSION; } | sha256sum | cut -c1-16)
 root=${FISSION_K8S_CACHE:-$HOME/.cache/fission-rs/k8s}
 bin=$root/$key/bin
+
+# Test binaries running in parallel may all ask at once: one builds, the others wait for it.
+mkdir -p "$root"
+exec 9>"$root/$key.lock"
+flock 9
 
 if [ -x "$bin/etcd" ] && [ -x "$bin/kube-apiserver" ] && [ -x "$bin/kubectl" ]; then
   echo "k8s binaries: cache hit in $bin" >&2

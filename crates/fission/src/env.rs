@@ -16,3 +16,7 @@ pub const ENV_PYTHON: &str = "FISSION_PYTHON";
 pub const ENV_GRACE_PERIOD: &str = "FISSION_GRACE_PERIOD";
 /// Instance isolation mode.
 pub const ENV_SANDBOX: &str = "FISSION_SANDBOX";
+/// Object store backend (`embedded`, `kubernetes`).
+pub const ENV_STORE: &str = "FISSION_STORE";
+/// Kubeconfig for the Kubernetes store.
+pub const ENV_KUBECONFIG: &str = "FISSION_KUBECONFIG";

@@ -56,6 +56,24 @@ pub struct ServerArgs {
     /// `none`: plain processes with the server's privileges — no isolation at all.
     #[arg(long, env = ENV_SANDBOX, value_enum, default_value_t = SandboxMode::Bwrap)]
     sandbox: SandboxMode,
+    /// Where objects live. `embedded`: a database in --data-dir. `kubernetes`: a cluster's
+    /// API server, as fission.io/v1 custom resources (apply deploy/crds/ first) and real
+    /// Secrets and ConfigMaps; function instances still run on this machine.
+    #[arg(long, env = ENV_STORE, value_enum, default_value_t = StoreMode::Embedded)]
+    store: StoreMode,
+    /// Kubeconfig for --store kubernetes [default: the pod's service account when run in a
+    /// pod, else $KUBECONFIG or ~/.kube/config].
+    #[arg(long, env = ENV_KUBECONFIG)]
+    kubeconfig: Option<PathBuf>,
+}
+
+/// `--store` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum StoreMode {
+    /// redb in the data directory.
+    Embedded,
+    /// A Kubernetes API server.
+    Kubernetes,
 }
 
 /// `--sandbox` values.
@@ -215,10 +233,19 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     let started = tokio::time::Instant::now();
     let data_dir_path = args.data_dir.clone().unwrap_or_else(default_data_dir);
     let data = DataDir::open(&data_dir_path)?;
-    let cipher = SecretCipher::load_or_create(&data.secret_key())?;
-    let store = RedbStore::open_with_cipher(&data.database(), Some(cipher))
-        .with_context(|| format!("cannot open the object database in {}", data.root().display()))?;
-    let store: Arc<dyn ResourceStore> = Arc::new(store);
+    let store: Arc<dyn ResourceStore> = match args.store {
+        StoreMode::Embedded => {
+            let cipher = SecretCipher::load_or_create(&data.secret_key())?;
+            let store = RedbStore::open_with_cipher(&data.database(), Some(cipher))
+                .with_context(|| format!("cannot open the object database in {}", data.root().display()))?;
+            Arc::new(store)
+        }
+        StoreMode::Kubernetes => {
+            let store = fission_store_kube::KubeStore::connect(args.kubeconfig.as_deref()).await?;
+            store.check_ready().await?;
+            Arc::new(store)
+        }
+    };
     let archives = ArchiveStore::open(data.archives())?;
     let logs = LogStore::open(data.logs())?;
 
