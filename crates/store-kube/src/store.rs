@@ -1,4 +1,7 @@
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use fission_core::{
@@ -230,6 +233,16 @@ impl KubeStore {
     /// One consistent snapshot of every kind: the first list is a quorum read at the newest
     /// revision R, every other kind is listed at exactly R.
     async fn snapshot(&self) -> Result<(Vec<AnyResource>, u64), StoreError> {
+        // The API server creates a custom resource's watch cache on the first request for it,
+        // starting at the then-current revision, and refuses watches from before that (410).
+        // A cached read (resourceVersion=0) of every kind first makes sure each cache exists
+        // and started before the snapshot's revision.
+        for kind in ResourceKind::ALL {
+            self.api(kind, None)
+                .list(&ListParams::default().match_any().limit(1))
+                .await
+                .map_err(|e| backend(format!("Kubernetes API: list {}: {e}", kind.plural())))?;
+        }
         let mut objects = Vec::new();
         let mut at: Option<String> = None;
         for kind in ResourceKind::ALL {
@@ -382,16 +395,61 @@ impl ResourceStore for KubeStore {
 
     async fn list_and_watch(&self) -> Result<(Vec<AnyResource>, u64, WatchStream), StoreError> {
         let (objects, revision) = self.snapshot().await?;
-        let (tx, rx) = mpsc::channel(1024);
+        let (tx, rx) = mpsc::channel(FEED_CAPACITY);
+        let overflowed = Arc::new(AtomicBool::new(false));
         for kind in ResourceKind::ALL {
+            let known = objects
+                .iter()
+                .filter(|o| o.kind() == kind)
+                .map(|o| (key_of(o), o.clone()))
+                .collect();
+            let feed = Feed {
+                tx: tx.clone(),
+                overflowed: overflowed.clone(),
+            };
             tokio::spawn(watch_kind(
                 self.api(kind, None),
                 kind,
                 revision.to_string(),
-                tx.clone(),
+                known,
+                feed,
             ));
         }
-        Ok((objects, revision, Box::pin(ordered(rx, revision))))
+        Ok((
+            objects,
+            revision,
+            Box::pin(ordered(rx, overflowed, revision)),
+        ))
+    }
+}
+
+/// Events buffered for a consumer before it is told to relist (as the embedded store does).
+const FEED_CAPACITY: usize = 4096;
+
+type Key = (String, String);
+
+fn key_of(o: &AnyResource) -> Key {
+    (o.meta().namespace.clone(), o.meta().name.clone())
+}
+
+/// The sending side of one consumer's feed, shared by the per-kind watch tasks.
+struct Feed {
+    tx: mpsc::Sender<WatchEvent>,
+    /// Set when the consumer fell [`FEED_CAPACITY`] events behind; it then gets `Lagged`.
+    overflowed: Arc<AtomicBool>,
+}
+
+impl Feed {
+    /// Queue one event; false when the feed is gone or full (the task should stop).
+    fn send(&self, ev: WatchEvent) -> bool {
+        match self.tx.try_send(ev) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.overflowed.store(true, Ordering::SeqCst);
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
     }
 }
 
@@ -399,62 +457,89 @@ impl ResourceStore for KubeStore {
 /// watches can deliver out of etcd order. Every event is still delivered, in order per object;
 /// an event that arrives after a later revision of another kind is numbered just past it.
 fn ordered(
-    rx: mpsc::Receiver<Result<WatchEvent, StoreError>>,
+    rx: mpsc::Receiver<WatchEvent>,
+    overflowed: Arc<AtomicBool>,
     start: u64,
 ) -> impl Stream<Item = Result<WatchEvent, StoreError>> + Send {
-    futures::stream::unfold((rx, start, false), |(mut rx, last, done)| async move {
-        if done {
-            return None;
-        }
-        match rx.recv().await? {
-            Ok(mut ev) => {
-                ev.revision = ev.revision.max(last + 1);
-                let r = ev.revision;
-                Some((Ok(ev), (rx, r, false)))
+    futures::stream::unfold(Some((rx, start)), move |state| {
+        let overflowed = overflowed.clone();
+        async move {
+            let (mut rx, last) = state?;
+            if overflowed.load(Ordering::SeqCst) {
+                // Dropping the receiver stops every watch task.
+                return Some((Err(StoreError::Lagged(FEED_CAPACITY as u64)), None));
             }
-            // An error ends the feed; the consumer lists again.
-            Err(e) => Some((Err(e), (rx, last, true))),
+            let mut ev = rx.recv().await?;
+            ev.revision = ev.revision.max(last + 1);
+            let r = ev.revision;
+            Some((Ok(ev), Some((rx, r))))
         }
     })
 }
 
-/// Watch one kind from `rv`, forever: resume from the last seen resourceVersion when the
-/// connection ends or the API server restarts; on 410 Gone (that version was compacted away)
-/// report `Lagged` so the consumer lists again. Stops when the feed is dropped.
+/// Watch one kind from `rv`, forever, keeping `known` (what the consumer has been told) up to
+/// date. When the connection ends it resumes from the last seen resourceVersion. When the API
+/// server cannot resume from there (410 Gone: compacted, or its watch cache restarted with the
+/// API server) it lists the kind again and sends the difference from `known` — every change
+/// once, none replayed — then watches on from the list. Stops when the consumer is gone.
 async fn watch_kind(
     api: Api<DynamicObject>,
     kind: ResourceKind,
     mut rv: String,
-    tx: mpsc::Sender<Result<WatchEvent, StoreError>>,
+    mut known: HashMap<Key, AnyResource>,
+    feed: Feed,
 ) {
     let mut backoff = MIN_BACKOFF;
-    let gone = |tx: mpsc::Sender<Result<WatchEvent, StoreError>>, rv: String| async move {
-        warn!(kind = %kind, resource_version = %rv, "watch position expired (410 Gone); consumers relist");
-        let _ = tx.send(Err(StoreError::Lagged(0))).await;
-    };
+    let mut relist = false;
     loop {
+        if relist {
+            let lp = ListParams::default();
+            let listed = tokio::select! {
+                () = feed.tx.closed() => return,
+                l = api.list(&lp) => l,
+            };
+            match listed {
+                Ok(list) => {
+                    debug!(kind = %kind, from = %rv, "watch position expired (410 Gone); relisted");
+                    let Some(at) = list.metadata.resource_version.clone() else {
+                        return;
+                    };
+                    if !send_difference(kind, &mut known, list.items, &at, &feed) {
+                        return;
+                    }
+                    rv = at;
+                    relist = false;
+                    backoff = MIN_BACKOFF;
+                }
+                Err(e) => {
+                    debug!(kind = %kind, error = %e, "relist failed; retrying");
+                    if !pause(&feed, &mut backoff).await {
+                        return;
+                    }
+                    continue;
+                }
+            }
+        }
         let wp = WatchParams::default().timeout(WATCH_TIMEOUT_SECS);
         let started = tokio::select! {
-            () = tx.closed() => return,
+            () = feed.tx.closed() => return,
             s = api.watch(&wp, &rv) => s,
         };
         let stream = match started {
             Ok(s) => s,
-            Err(e) if status_of(&e).is_some_and(|(c, _)| c == 410) => return gone(tx, rv).await,
             Err(e) => {
+                relist = status_of(&e).is_some_and(|(c, _)| c == 410);
                 debug!(kind = %kind, error = %e, "watch could not start; retrying");
-                tokio::select! {
-                    () = tx.closed() => return,
-                    () = tokio::time::sleep(backoff) => {}
+                if !relist && !pause(&feed, &mut backoff).await {
+                    return;
                 }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
                 continue;
             }
         };
         let mut stream = std::pin::pin!(stream);
         loop {
             let item = tokio::select! {
-                () = tx.closed() => return,
+                () = feed.tx.closed() => return,
                 i = stream.next() => i,
             };
             let (event_type, obj) = match item {
@@ -466,8 +551,8 @@ async fn watch_kind(
                     rv = b.metadata.resource_version;
                     continue;
                 }
-                Some(Ok(KubeWatchEvent::Error(s))) if s.code == 410 => return gone(tx, rv).await,
                 Some(Ok(KubeWatchEvent::Error(s))) => {
+                    relist = s.code == 410;
                     debug!(kind = %kind, status = %s.message, "watch ended with an error; resuming");
                     break;
                 }
@@ -481,27 +566,87 @@ async fn watch_kind(
             if let Some(v) = obj.metadata.resource_version.clone() {
                 rv = v;
             }
-            match from_dynamic(kind, obj) {
-                Ok(object) => {
-                    if tx
-                        .send(Ok(WatchEvent {
-                            event_type,
-                            object,
-                            revision,
-                        }))
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
+            let object = match from_dynamic(kind, obj) {
+                Ok(o) => o,
+                Err(e) => {
+                    warn!(error = %e, "skipping unreadable object in the change feed");
+                    continue;
                 }
-                Err(e) => warn!(error = %e, "skipping unreadable object in the change feed"),
+            };
+            match event_type {
+                WatchEventType::Deleted => known.remove(&key_of(&object)),
+                _ => known.insert(key_of(&object), object.clone()),
+            };
+            if !feed.send(WatchEvent {
+                event_type,
+                object,
+                revision,
+            }) {
+                return;
             }
         }
-        tokio::select! {
-            () = tx.closed() => return,
-            () = tokio::time::sleep(backoff) => {}
+        if !relist && !pause(&feed, &mut backoff).await {
+            return;
         }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
+}
+
+/// Wait `backoff` (doubling it for next time); false when the consumer went away meanwhile.
+async fn pause(feed: &Feed, backoff: &mut Duration) -> bool {
+    let alive = tokio::select! {
+        () = feed.tx.closed() => false,
+        () = tokio::time::sleep(*backoff) => true,
+    };
+    *backoff = (*backoff * 2).min(MAX_BACKOFF);
+    alive
+}
+
+/// Send what changed between `known` and a fresh list at `at`, and make `known` the list.
+fn send_difference(
+    kind: ResourceKind,
+    known: &mut HashMap<Key, AnyResource>,
+    items: Vec<DynamicObject>,
+    at: &str,
+    feed: &Feed,
+) -> bool {
+    let at_revision = at.parse().unwrap_or(0);
+    let mut fresh = HashMap::with_capacity(items.len());
+    for item in items {
+        match from_dynamic(kind, item) {
+            Ok(o) => {
+                fresh.insert(key_of(&o), o);
+            }
+            Err(e) => warn!(error = %e, "skipping unreadable object"),
+        }
+    }
+    let mut events = Vec::new();
+    for (k, obj) in &fresh {
+        match known.get(k) {
+            None => events.push((WatchEventType::Added, obj.clone())),
+            Some(old) if old.meta().resource_version != obj.meta().resource_version => {
+                events.push((WatchEventType::Modified, obj.clone()));
+            }
+            Some(_) => {}
+        }
+    }
+    for (k, old) in known.iter() {
+        if !fresh.contains_key(k) {
+            events.push((WatchEventType::Deleted, old.clone()));
+        }
+    }
+    // In revision order; deletions (whose revision is unknown) at the list's.
+    let revision = |t: WatchEventType, o: &AnyResource| match t {
+        WatchEventType::Deleted => at_revision,
+        _ => o.meta().resource_version_number(),
+    };
+    events.sort_by_key(|(t, o)| revision(*t, o));
+    *known = fresh;
+    events.into_iter().all(|(event_type, object)| {
+        let revision = revision(event_type, &object);
+        feed.send(WatchEvent {
+            event_type,
+            object,
+            revision,
+        })
+    })
 }
