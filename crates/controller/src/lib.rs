@@ -13,6 +13,7 @@ mod apidocs;
 mod error;
 mod handlers;
 mod references;
+mod value_watch;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,6 +25,7 @@ use fission_store::logs::LogStore;
 use tokio_util::sync::CancellationToken;
 
 pub use error::ApiError;
+pub use value_watch::follow_value_changes;
 
 /// Controller settings.
 #[derive(Debug, Clone)]

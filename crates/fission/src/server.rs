@@ -322,6 +322,14 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         let shutdown = shutdown.clone();
         tasks.spawn(async move { builder.run(shutdown).await.context("build manager failed") });
     }
+    if args.store == StoreMode::Kubernetes {
+        // kubectl changes secrets and config maps without the controller seeing it.
+        let (store, shutdown) = (store.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            fission_controller::follow_value_changes(store, shutdown).await;
+            Ok(())
+        });
+    }
     {
         let (store, archives, shutdown) = (store.clone(), prune_archives, shutdown.clone());
         tasks.spawn(async move {
