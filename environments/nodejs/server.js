@@ -12,6 +12,7 @@ const { pathToFileURL } = require('url');
 const { performance } = require('perf_hooks');
 
 // Heavy imports happen before we start serving so a generic instance is warm.
+const http = require('http');
 const express = require('express');
 
 // ---------------------------------------------------------------------------
@@ -37,6 +38,8 @@ const BODY_PARSER_LIMIT = process.env.BODY_PARSER_LIMIT || '1mb';
 // the usual client pool idle timeouts (90 s) so the proxy in front of us is
 // the side that closes idle connections.
 const KEEPALIVE_TIMEOUT_MS = Math.round(Number(process.env.KEEPALIVE_TIMEOUT || 120) * 1000);
+// FAST_PATH=0 sends every request through Express (see "Fast path"): for tests and diagnosis.
+const FAST_PATH = !['0', 'false', 'off', 'no'].includes(String(process.env.FAST_PATH || '').toLowerCase());
 
 const EXTENSIONS = ['.js', '.mjs', '.cjs'];
 
@@ -497,10 +500,14 @@ app.post('/specialize', rawBody, (req, res) => {
   specializeWith(req, res, CODEPATH, '', 'v1');
 });
 
-app.use(express.urlencoded({ extended: false, limit: BODY_PARSER_LIMIT }));
-app.use(express.json({ limit: BODY_PARSER_LIMIT }));
-app.use(express.raw({ type: 'application/octet-stream', limit: BODY_PARSER_LIMIT }));
-app.use(express.text({ type: 'text/*', limit: BODY_PARSER_LIMIT }));
+// The user-facing body parsers, in order; the fast path (below) runs the same ones.
+const BODY_PARSERS = [
+  express.urlencoded({ extended: false, limit: BODY_PARSER_LIMIT }),
+  express.json({ limit: BODY_PARSER_LIMIT }),
+  express.raw({ type: 'application/octet-stream', limit: BODY_PARSER_LIMIT }),
+  express.text({ type: 'text/*', limit: BODY_PARSER_LIMIT }),
+];
+for (const parser of BODY_PARSERS) app.use(parser);
 
 app.get('/healthz', (req, res) => {
   res.status(200).end();
@@ -563,16 +570,17 @@ app.all('*', (req, res) => {
 // Body-parser errors (413 too large, 400 bad JSON, 415 bad charset) and
 // anything else Express catches: plain text, never a stack trace.
 // eslint-disable-next-line no-unused-vars
-app.use((err, req, res, next) => {
+function errorHandler(err, req, res, next) {
   const status = Number(err.status || err.statusCode) || 500;
   if (status >= 500) logFunctionError(err);
   if (res.headersSent) {
     res.end();
     return;
   }
-  const text = err.expose && err.message ? err.message : require('http').STATUS_CODES[status] || 'Error';
+  const text = err.expose && err.message ? err.message : http.STATUS_CODES[status] || 'Error';
   res.status(status).type('text/plain').send(text);
-});
+}
+app.use(errorHandler);
 
 // User code must not take the runtime down: log and keep serving, like
 // Fission's node-env.
@@ -581,7 +589,111 @@ process.on('unhandledRejection', (err) => logFunctionError(err));
 process.on('SIGTERM', () => process.exit(0));
 process.on('SIGINT', () => process.exit(0));
 
-const server = require('http').createServer(app);
+// ---------------------------------------------------------------------------
+// Fast path
+// ---------------------------------------------------------------------------
+//
+// Through Express, a call runs ~10 router layers (init, query, the specialize routes, four
+// body parsers, healthz, the catch-all), each matching the path, plus a setPrototypeOf of the
+// request and the response; that is most of the runtime's cost of a call (bench/bench.js).
+// A call of the user function needs only what those layers give it, so calls are served
+// straight from the http server, with the same result:
+// - requests and responses are created with Express's API: http builds them from classes
+//   that inherit app.request / app.response, so nothing is re-prototyped per call;
+// - what Express's layers set is set alike: X-Powered-By, req.res/res.req, req.next,
+//   res.locals, req.originalUrl, req.baseUrl, req.params ({0: path}, as the catch-all route
+//   gives); req.query is parsed by Express's own query parser, on first use;
+// - a request with a body goes through the same four body-parser instances, errors through
+//   the same error handler; a request without one gets req.body = {} as they would set.
+// Express itself still serves a generic instance, the runtime's own paths (any spelling
+// Express would route: any case, a trailing slash) and a path it would refuse to decode.
+
+class FissionRequest extends http.IncomingMessage {}
+Object.setPrototypeOf(FissionRequest.prototype, app.request);
+class FissionResponse extends http.ServerResponse {}
+Object.setPrototypeOf(FissionResponse.prototype, app.response);
+
+// Express's own URL parser (cached per request) and query parser (the 'query parser' setting).
+const parseurl = require(require.resolve('parseurl', { paths: [path.dirname(require.resolve('express'))] }));
+const queryParser = app.get('query parser fn');
+const kQuery = Symbol('query');
+// Lazy, and assignable. On app.request, which Express's own path re-prototypes requests to
+// (after its query layer has read, and so parsed, it), so both paths share it.
+Object.defineProperty(app.request, 'query', {
+  configurable: true,
+  enumerable: true,
+  get() {
+    let q = this[kQuery];
+    if (q === undefined) {
+      q = queryParser(parseurl(this).query);
+      this[kQuery] = q;
+    }
+    return q;
+  },
+  set(value) {
+    this[kQuery] = value;
+  },
+});
+
+const RUNTIME_PATHS = new Set(['/v2/specialize', '/specialize', '/healthz']);
+const POWERED_BY = app.enabled('x-powered-by');
+
+function expressNext(req, res) {
+  return (err) => {
+    if (err) errorHandler(err, req, res);
+  };
+}
+
+function runBodyParsers(req, res, i, fn) {
+  if (i === BODY_PARSERS.length) {
+    invoke(fn, req, res);
+    return;
+  }
+  BODY_PARSERS[i](req, res, (err) => {
+    if (err) errorHandler(err, req, res);
+    else runBodyParsers(req, res, i + 1, fn);
+  });
+}
+
+function serveRequest(req, res) {
+  const fn = isWarmup(req) ? warmup.fn : userFunction;
+  if (fn === null || !FAST_PATH) {
+    app(req, res);
+    return;
+  }
+  const pathname = parseurl(req).pathname;
+  let key = pathname.length > 1 && pathname.endsWith('/') ? pathname.slice(0, -1) : pathname;
+  if (key.length <= 15) key = key.toLowerCase(); // longer ones are none of RUNTIME_PATHS
+  let param = pathname;
+  if (pathname.includes('%')) {
+    try {
+      param = decodeURIComponent(pathname);
+    } catch (_) {
+      param = null;
+    }
+  }
+  if (param === null || RUNTIME_PATHS.has(key)) {
+    app(req, res);
+    return;
+  }
+  if (POWERED_BY) res.setHeader('X-Powered-By', 'Express');
+  req.res = res;
+  res.req = req;
+  req.next = expressNext(req, res);
+  res.locals = Object.create(null);
+  req.originalUrl = req.url;
+  req.baseUrl = '';
+  req.params = { 0: param };
+  // type-is's hasBody: body-parser skips a request without one, after setting req.body = {}.
+  if (req.headers['transfer-encoding'] === undefined && isNaN(req.headers['content-length'])) {
+    req.body = {};
+    invoke(fn, req, res);
+  } else {
+    runBodyParsers(req, res, 0, fn);
+  }
+}
+
+const server = http.createServer({ IncomingMessage: FissionRequest, ServerResponse: FissionResponse }, serveRequest);
 server.keepAliveTimeout = KEEPALIVE_TIMEOUT_MS;
 server.headersTimeout = KEEPALIVE_TIMEOUT_MS + 1000;
 

@@ -22,18 +22,27 @@ try:
 except (AttributeError, ValueError):
     pass
 
+import email.utils  # noqa: E402
+import http.server  # noqa: E402
 import importlib  # noqa: E402
 import importlib.machinery  # noqa: E402
 import importlib.util  # noqa: E402
+import io  # noqa: E402
 import json  # noqa: E402
 import socket  # noqa: E402
+import socketserver  # noqa: E402
 import threading  # noqa: E402
 import traceback  # noqa: E402
+import urllib.parse  # noqa: E402
 
 # Heavy imports happen before serving so a generic instance is warm.
 from flask import Flask, current_app, request  # noqa: E402
-from werkzeug.exceptions import HTTPException, InternalServerError  # noqa: E402
-from werkzeug.serving import WSGIRequestHandler, make_server  # noqa: E402
+from werkzeug.exceptions import (  # noqa: E402
+    BadRequest,
+    HTTPException,
+    InternalServerError,
+    RequestEntityTooLarge,
+)
 
 # ---------------------------------------------------------------------------
 # Configuration
@@ -56,9 +65,24 @@ HOST = os.environ.get("HOST") or "127.0.0.1"
 CODEPATH = _arg_value("codepath") or os.environ.get("FISSION_CODEPATH") or "/userfunc/user"
 # Idle keep-alive timeout (seconds) for client connections.
 KEEPALIVE_TIMEOUT = float(os.environ.get("KEEPALIVE_TIMEOUT") or 120)
-# Request bodies the function did not read are drained (so the connection can
-# be reused) up to this many bytes; larger leftovers close the connection.
-DRAIN_LIMIT = 64 * 1024 * 1024
+
+
+def _env_int(name, default):
+    value = os.environ.get(name) or ""
+    if not value:
+        return default
+    try:
+        number = int(value)
+        if number < 0:
+            raise ValueError
+    except ValueError:
+        sys.stderr.write("invalid {} {!r}: expected a number of bytes\n".format(name, value))
+        sys.exit(2)
+    return number
+
+
+# Request bodies over this many bytes are refused with 413 (the router's default limit too).
+BODY_LIMIT = _env_int("MAX_BODY_BYTES", 64 * 1024 * 1024)
 ACCESS_LOG = os.environ.get("ACCESS_LOG", "") not in ("", "0", "false", "no")
 
 
@@ -309,18 +333,21 @@ def dispatch(path):
 
 
 # ---------------------------------------------------------------------------
-# HTTP/1.1 keep-alive request handler
+# HTTP/1.1 server
 # ---------------------------------------------------------------------------
 #
-# Werkzeug's development handler answers every request with
-# "Connection: close".  This handler reuses werkzeug's WSGI environ building
-# but writes responses itself so connections stay open: request bodies are
-# bounded by Content-Length (or de-chunked) and whatever the function left
-# unread is drained before the next request is parsed.
+# A small WSGI server on the standard library's public socketserver/http.server API (the
+# request line and headers are parsed by BaseHTTPRequestHandler.parse_request): one thread per
+# connection, HTTP/1.1 keep-alive, Content-Length and chunked request bodies, chunked responses
+# when the length is unknown. It uses nothing of werkzeug's development server, so upgrading
+# Flask or werkzeug cannot break it. Measured against werkzeug's server and waitress in
+# bench/bench.py (numbers in bench/README.md).
+
+SERVER_SOFTWARE = "fission-rs-python"
 
 
 class _BodyReader:
-    """wsgi.input limited to Content-Length bytes; tracks what is unread."""
+    """wsgi.input for a Content-Length body: at most that many bytes; tracks what is unread."""
 
     def __init__(self, rfile, length):
         self._rfile = rfile
@@ -355,14 +382,77 @@ class _BodyReader:
     def __iter__(self):
         return iter(self.readline, b"")
 
-    def drain(self, limit):
-        """Discards the unread rest; False if more than limit bytes remain."""
-        if self.remaining > limit:
-            return False
+    def drain(self):
+        """Discards the unread rest so the connection can carry the next request."""
         while self.remaining > 0:
-            if not self.read(min(self.remaining, 65536)):
-                return False
+            self.read(min(self.remaining, 65536))
+
+
+class _ChunkedReader(io.RawIOBase):
+    """wsgi.input for a chunked body: the de-chunked bytes, at most `limit` of them (more
+    raises RequestEntityTooLarge, which Flask answers with 413)."""
+
+    def __init__(self, rfile, limit):
+        super().__init__()
+        self._rfile = rfile
+        self._limit = limit
+        self._total = 0
+        self._left = 0  # bytes left in the current chunk
+        self.done = False  # the last chunk and the trailers have been read
+        self._failed = False  # the framing was broken or over the limit: the stream is lost
+
+    def readable(self):
         return True
+
+    def _next_chunk(self):
+        line = self._rfile.readline(4096)
+        if not line:
+            raise ConnectionError("client closed the connection mid-body")
+        size = line.split(b";", 1)[0].strip()
+        if not line.endswith(b"\n") or not size or not all(c in b"0123456789abcdefABCDEF" for c in size):
+            raise BadRequest("malformed chunked request body")
+        size = int(size, 16)
+        if size == 0:
+            while True:  # trailer fields, then the empty line
+                line = self._rfile.readline(65537)
+                if not line:
+                    raise ConnectionError("client closed the connection mid-body")
+                if line in (b"\r\n", b"\n"):
+                    break
+            self.done = True
+            return
+        self._total += size
+        if self._total > self._limit:
+            raise RequestEntityTooLarge("request body over {} bytes".format(self._limit))
+        self._left = size
+
+    def readinto(self, buf):
+        if self._failed:
+            raise ValueError("the chunked request body could not be read")
+        try:
+            return self._readinto(buf)
+        except BaseException:
+            self._failed = True
+            raise
+
+    def _readinto(self, buf):
+        while self._left == 0:
+            if self.done:
+                return 0
+            self._next_chunk()
+        data = self._rfile.read(min(len(buf), self._left))
+        if not data:
+            raise ConnectionError("client closed the connection mid-body")
+        n = len(data)
+        buf[:n] = data
+        self._left -= n
+        if self._left == 0 and self._rfile.readline(3) not in (b"\r\n", b"\n"):
+            raise BadRequest("malformed chunked request body")
+        return n
+
+    def drain(self):
+        while not self.done:
+            self.read(65536)
 
 
 _NO_BODY_STATUSES = (204, 304)
@@ -373,102 +463,129 @@ _NO_BODY_STATUSES = (204, 304)
 # the runtime's share. Every other spelling still reaches the Flask routes above.
 _DIRECT = {("POST", "/v2/specialize"), ("POST", "/specialize"), ("GET", "/healthz")}
 
+_date = (0, "")
 
-class KeepAliveHandler(WSGIRequestHandler):
+
+def _http_date():
+    """The Date header value, formatted once a second."""
+    global _date
+    now = int(time.time())
+    if _date[0] != now:
+        _date = (now, email.utils.formatdate(now, usegmt=True))
+    return _date[1]
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    server_version = SERVER_SOFTWARE
+    # Until the request line is parsed; so a malformed one is answered with a status line and
+    # headers (the stdlib's default, HTTP/0.9, would send a bare HTML page).
+    default_request_version = "HTTP/1.1"
     disable_nagle_algorithm = True
 
     def handle_one_request(self):
-        # Wait for the next request line at most KEEPALIVE_TIMEOUT; no
-        # timeout while a request is being read or answered.
+        # Wait for the next request line at most KEEPALIVE_TIMEOUT; no timeout while a
+        # request is being read or answered.
         try:
             self.connection.settimeout(KEEPALIVE_TIMEOUT)
-            if not self.rfile.peek(1):
-                self.close_connection = True
-                return
+            ready = self.rfile.peek(1)
+            self.connection.settimeout(None)
         except (OSError, ValueError):
+            ready = b""
+        if not ready:
             self.close_connection = True
             return
-        finally:
-            try:
-                self.connection.settimeout(None)
-            except OSError:
-                pass
-        super().handle_one_request()
+        self.raw_requestline = self.rfile.readline(65537)
+        if len(self.raw_requestline) > 65536:
+            self.requestline = self.request_version = self.command = ""
+            self.send_error(414)
+            return
+        if not self.parse_request():
+            return  # parse_request has answered (400, 431, 505…)
+        self._serve()
 
-    def _answer_directly(self):
-        """Answers a _DIRECT endpoint without Flask; False (nothing read) when the body is
-        chunked or its length unusable, to let the WSGI path deal with it."""
-        if "Transfer-Encoding" in self.headers:
-            return False
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            return False
-        if length < 0 or length > DRAIN_LIMIT:
-            return False
-        body = self.rfile.read(length) if length else b""
-        if len(body) < length:
-            self.close_connection = True  # the client went away mid-body
-            return True
-        if self.path == "/healthz":
-            result = ("", 200)
-        elif self.path == "/specialize":
-            result = _specialize(CODEPATH, "", "v1")
-        else:
-            result = _specialize_v2(body)
-        text, status = result[0], result[1]
-        data = text.encode("utf-8")
-        if self.request_version != "HTTP/1.1":
-            self.close_connection = True
-        head = [
-            "{} {} {}".format(self.protocol_version, status, self.responses[status][0]),
-            "Content-Type: text/plain; charset=utf-8",
-            "Content-Length: {}".format(len(data)),
-            "Date: " + self.date_time_string(),
-            "Server: " + self.version_string(),
-        ]
-        if self.close_connection:
-            head.append("Connection: close")
-        self.log_request(status)
-        self.wfile.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + data)
+    def handle_expect_100(self):
+        # "100 Continue" is sent by _serve once the body is known to be acceptable.
         return True
 
     def log_request(self, code="-", size="-"):
         if ACCESS_LOG:
-            log('{} "{} {}" {}'.format(self.address_string(), self.command, self.path, code))
+            log('{} "{} {}" {}'.format(self.client_address[0], self.command, self.path, code))
 
-    def log_error(self, format, *args):  # noqa: A002 - signature from http.server
+    def log_message(self, format, *args):  # noqa: A002 - signature from http.server
         log("http: " + (format % args))
 
-    def run_wsgi(self):
-        if self.headers.get("Expect", "").lower().strip(" \t") == "100-continue":
-            self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        if (self.command, self.path) in _DIRECT and self._answer_directly():
-            return
+    def _send_plain(self, status, text):
+        """A complete text/plain answer written at once."""
+        data = text.encode("utf-8")
+        self.log_request(status)
+        head = (
+            "HTTP/1.1 {} {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n"
+            "Date: {}\r\n{}\r\n"
+        ).format(
+            status,
+            self.responses[status][0],
+            len(data),
+            _http_date(),
+            "Connection: close\r\n" if self.close_connection else "",
+        )
+        self.wfile.write(head.encode("latin-1") + data)
 
-        self.environ = environ = self.make_environ()
+    def _refuse(self, status, text):
+        """Answers a request whose body will not be read; the connection cannot be reused."""
+        self.close_connection = True
+        self._send_plain(status, text + "\n")
+        # Closing with unread data in the receive buffer sends a reset, which can destroy the
+        # answer before the client reads it: stop sending, then discard what the client is
+        # still sending for a moment (a "lingering close").
+        try:
+            self.connection.shutdown(socket.SHUT_WR)
+            self.connection.settimeout(0.5)
+            discarded = 0
+            while discarded < 1024 * 1024:
+                data = self.connection.recv(65536)
+                if not data:
+                    break
+                discarded += len(data)
+        except OSError:
+            pass
+
+    def _serve(self):
+        headers = self.headers
         if self.request_version != "HTTP/1.1":
             self.close_connection = True
 
-        body = None
-        if not environ.get("wsgi.input_terminated"):  # not chunked
-            try:
-                length = int(environ.get("CONTENT_LENGTH") or 0)
-                if length < 0:
-                    raise ValueError
-            except ValueError:
-                self.close_connection = True
-                self.send_error(400, "Bad Content-Length")
-                return
-            body = _BodyReader(self.rfile, length)
-            environ["wsgi.input"] = body
-            environ["wsgi.input_terminated"] = True
+        te = headers.get("Transfer-Encoding")
+        length = 0
+        if te is not None:
+            if te.rsplit(",", 1)[-1].strip().lower() != "chunked":
+                return self._refuse(400, "Bad Request: unsupported Transfer-Encoding " + te)
+        else:
+            lengths = headers.get_all("Content-Length")
+            if lengths:
+                value = lengths[0].strip()
+                if len(set(v.strip() for v in lengths)) > 1 or not (value.isascii() and value.isdigit()):
+                    return self._refuse(400, "Bad Request: invalid Content-Length")
+                length = int(value)
+                if length > BODY_LIMIT:
+                    return self._refuse(
+                        413, "Request body of {} bytes is over the limit of {} bytes".format(length, BODY_LIMIT)
+                    )
+        if self.request_version == "HTTP/1.1" and headers.get("Expect", "").strip().lower() == "100-continue":
+            self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
-        is_head = environ["REQUEST_METHOD"] == "HEAD"
+        if te is None and (self.command, self.path) in _DIRECT:
+            return self._answer_directly(length)
+
+        if te is None:
+            body = _BodyReader(self.rfile, length)
+        else:
+            body = _ChunkedReader(self.rfile, BODY_LIMIT)
+        environ = self._environ(body, te is not None)
+        is_head = self.command == "HEAD"
         state = {"status": None, "headers": None, "sent": False, "chunked": False, "bodyless": False}
 
-        def start_response(status, headers, exc_info=None):
+        def start_response(status, response_headers, exc_info=None):
             if exc_info:
                 try:
                     if state["sent"]:
@@ -478,7 +595,7 @@ class KeepAliveHandler(WSGIRequestHandler):
             elif state["status"] is not None:
                 raise AssertionError("start_response called twice")
             state["status"] = status
-            state["headers"] = headers
+            state["headers"] = response_headers
             return write
 
         def header_block():
@@ -486,30 +603,33 @@ class KeepAliveHandler(WSGIRequestHandler):
             code = int(status.split(None, 1)[0])
             self.log_request(code)
             state["bodyless"] = is_head or code < 200 or code in _NO_BODY_STATUSES
-            lines = ["{} {}".format(self.protocol_version, status)]
-            names = set()
+            lines = ["HTTP/1.1 " + status]
+            has_length = has_date = has_connection = False
             for name, value in state["headers"]:
                 lname = name.lower()
-                names.add(lname)
-                if lname == "connection" and value.lower().strip() == "close":
-                    self.close_connection = True
-                lines.append("{}: {}".format(name, value))
-            if "date" not in names:
-                lines.append("Date: " + self.date_time_string())
-            if "server" not in names:
-                lines.append("Server: " + self.version_string())
-            if "content-length" not in names and not state["bodyless"]:
-                if self.close_connection:
-                    pass  # the body ends when the connection closes
-                else:
-                    state["chunked"] = True
-                    lines.append("Transfer-Encoding: chunked")
-            if self.close_connection and "connection" not in names:
+                if lname == "content-length":
+                    has_length = True
+                elif lname == "date":
+                    has_date = True
+                elif lname == "connection":
+                    has_connection = True
+                    if value.lower().strip() == "close":
+                        self.close_connection = True
+                lines.append(name + ": " + value)
+            if not has_date:
+                lines.append("Date: " + _http_date())
+            if not has_length and not state["bodyless"] and not self.close_connection:
+                # Without a length the body ends with the last chunk (or, on a connection
+                # that closes anyway, with the connection).
+                state["chunked"] = True
+                lines.append("Transfer-Encoding: chunked")
+            if self.close_connection and not has_connection:
                 lines.append("Connection: close")
             return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
         def write(data):
-            assert state["status"] is not None, "write() before start_response()"
+            if state["status"] is None:
+                raise AssertionError("write() before start_response()")
             out = b""
             if not state["sent"]:
                 out = header_block()
@@ -523,7 +643,7 @@ class KeepAliveHandler(WSGIRequestHandler):
                 self.wfile.write(out)
 
         try:
-            app_iter = self.server.app(environ, start_response)
+            app_iter = app(environ, start_response)
             try:
                 for data in app_iter:
                     write(data)
@@ -534,40 +654,153 @@ class KeepAliveHandler(WSGIRequestHandler):
             finally:
                 if hasattr(app_iter, "close"):
                     app_iter.close()
-        except (ConnectionError, socket.timeout, BrokenPipeError):
+        except (ConnectionError, TimeoutError):
             self.close_connection = True
             return
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 - e.g. a generator body failing after the first chunk
             log("Function error: " + traceback.format_exc())
             self.close_connection = True
             if not state["sent"]:
-                msg = b"Internal Server Error"
                 try:
-                    self.wfile.write(
-                        b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/plain\r\n"
-                        b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(msg), msg)
-                    )
+                    self._send_plain(500, "Internal Server Error")
                 except OSError:
                     pass
             return
 
-        # Make the connection reusable: discard what the function did not read.
-        try:
-            if body is not None:
-                if not body.drain(DRAIN_LIMIT):
-                    self.close_connection = True
-            elif not self.close_connection:
-                stream = environ["wsgi.input"]  # de-chunked input
-                drained = 0
-                while drained <= DRAIN_LIMIT:
-                    chunk = stream.read(65536)
-                    if not chunk:
-                        break
-                    drained += len(chunk)
-                else:
-                    self.close_connection = True
-        except (OSError, ValueError):
-            self.close_connection = True
+        # Make the connection reusable: discard what the function did not read (at most
+        # BODY_LIMIT bytes, already checked for a Content-Length body).
+        if not self.close_connection:
+            try:
+                body.drain()
+            except (OSError, ValueError, HTTPException):
+                self.close_connection = True
+
+    def _environ(self, body, chunked):
+        """The WSGI environ (PEP 3333), with the keys werkzeug's own server sets."""
+        target = self.path
+        host = None
+        if not target.startswith("/") and "://" in target:  # absolute-form request target
+            parts = urllib.parse.urlsplit(target)
+            host = parts.netloc
+            target = (parts.path or "/") + ("?" + parts.query if parts.query else "")
+        path, _, query = target.partition("?")
+        server_address = self.server.server_address
+        environ = {
+            "wsgi.version": (1, 0),
+            "wsgi.url_scheme": "http",
+            "wsgi.input": body,
+            "wsgi.errors": sys.stderr,
+            "wsgi.multithread": True,
+            "wsgi.multiprocess": False,
+            "wsgi.run_once": False,
+            "wsgi.input_terminated": True,  # wsgi.input itself ends where the body ends
+            "SERVER_SOFTWARE": SERVER_SOFTWARE,
+            "REQUEST_METHOD": self.command,
+            "SCRIPT_NAME": "",
+            # PEP 3333: the URL-decoded bytes as latin-1 (the request line was decoded so).
+            "PATH_INFO": urllib.parse.unquote_to_bytes(path.encode("latin-1")).decode("latin-1"),
+            "QUERY_STRING": query,
+            "REQUEST_URI": self.path,
+            "RAW_URI": self.path,
+            "REMOTE_ADDR": self.client_address[0],
+            "REMOTE_PORT": self.client_address[1],
+            "SERVER_NAME": server_address[0],
+            "SERVER_PORT": str(server_address[1]),
+            "SERVER_PROTOCOL": self.request_version,
+        }
+        for name, value in self.headers.items():
+            if "_" in name:
+                continue  # as werkzeug: X_Foo would be indistinguishable from X-Foo
+            key = name.upper().replace("-", "_")
+            if "\n" in value:
+                value = value.replace("\r\n", "").replace("\n", "")
+            if key == "CONTENT_LENGTH":
+                if not chunked:
+                    environ[key] = value
+            elif key == "CONTENT_TYPE":
+                environ[key] = value
+            else:
+                key = "HTTP_" + key
+                previous = environ.get(key)
+                environ[key] = value if previous is None else previous + "," + value
+        if host:
+            environ["HTTP_HOST"] = host
+        return environ
+
+    def _answer_directly(self, length):
+        """Answers a _DIRECT endpoint without Flask."""
+        body = self.rfile.read(length) if length else b""
+        if len(body) < length:
+            self.close_connection = True  # the client went away mid-body
+            return
+        if self.path == "/healthz":
+            result = ("", 200)
+        elif self.path == "/specialize":
+            result = _specialize(CODEPATH, "", "v1")
+        else:
+            result = _specialize_v2(body)
+        self._send_plain(result[1], result[0])
+
+
+class _Server(socketserver.ThreadingMixIn, socketserver.TCPServer):
+    daemon_threads = True  # connections never keep the process alive
+    block_on_close = False
+    allow_reuse_address = True
+    request_queue_size = 1024
+
+    def handle_error(self, request, client_address):
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError)):
+            return  # the client went away
+        log("http: error on a connection from {}: {}".format(client_address[0], traceback.format_exc()))
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
+def make_server(host, port, fd=None):
+    """A server on the inherited listening socket fd, else bound to host:port."""
+    if fd is None:
+        cls = _Server6 if ":" in host else _Server
+        return cls((host, port), _Handler)
+    server = _Server(None, _Handler, bind_and_activate=False)
+    server.socket.close()
+    server.socket = socket.socket(fileno=fd)  # already bound and listening
+    server.server_address = server.socket.getsockname()
+    return server
+
+
+def _warm_up():
+    """Runs one request through Flask before serving: the first dispatch imports and builds
+    what Flask and werkzeug set up lazily (encodings.idna for the host, the URL matcher…),
+    ~2 ms that would otherwise fall on the first call after specialization."""
+    environ = {
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(),
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": True,
+        "wsgi.multiprocess": False,
+        "wsgi.run_once": False,
+        "wsgi.input_terminated": True,
+        "REQUEST_METHOD": "GET",
+        "SCRIPT_NAME": "",
+        "PATH_INFO": "/",
+        "QUERY_STRING": "",
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "8888",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": "127.0.0.1",
+        "HTTP_HOST": "127.0.0.1:8888",
+    }
+    app_iter = app(environ, lambda status, headers, exc_info=None: None)
+    try:
+        for _ in app_iter:
+            pass
+    finally:
+        if hasattr(app_iter, "close"):
+            app_iter.close()
 
 
 # ---------------------------------------------------------------------------
@@ -577,24 +810,23 @@ class KeepAliveHandler(WSGIRequestHandler):
 
 def main():
     fd = None
-    host, port = HOST, PORT
     if LISTEN_FD:
         try:
             fd = int(LISTEN_FD)
-            probe = socket.socket(fileno=fd)  # learn the family of the inherited socket
         except (ValueError, OSError) as exc:
             log("invalid FISSION_LISTEN_FD {!r}: {}".format(LISTEN_FD, exc))
             sys.exit(2)
-        try:
-            addr = probe.getsockname()
-            host, port = addr[0], addr[1]
-        finally:
-            probe.detach()
     # Each instance compiles its function once; writing the bytecode next to the code would
     # only cost time (~0.7 ms on ext4) on every cold start, and in a sandbox /userfunc is
     # read-only anyway.
     sys.dont_write_bytecode = True
-    server = make_server(host, port, app, threaded=True, request_handler=KeepAliveHandler, fd=fd)
+    _warm_up()
+    try:
+        server = make_server(HOST, PORT, fd)
+    except OSError as exc:
+        where = "fd {}".format(fd) if fd is not None else "{}:{}".format(HOST, PORT)
+        log("cannot listen on {}: {}".format(where, exc))
+        sys.exit(2)
     print(
         "fission-rs python runtime listening on {}:{}{}".format(
             server.server_address[0], server.server_address[1], " (fd {})".format(fd) if fd is not None else ""

@@ -24,7 +24,10 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         // Fission's defaults.
-        Self { concurrency: 500, requests_per_pod: 1 }
+        Self {
+            concurrency: 500,
+            requests_per_pod: 1,
+        }
     }
 }
 
@@ -35,7 +38,9 @@ pub struct Api {
 
 impl Api {
     pub async fn connect(controller: SocketAddr) -> Result<Self> {
-        Ok(Self { conn: Conn::connect(controller).await? })
+        Ok(Self {
+            conn: Conn::connect(controller).await?,
+        })
     }
 
     async fn post(&mut self, path: &str, body: &Value) -> Result<Value> {
@@ -76,7 +81,13 @@ impl Api {
     }
 
     /// Package (literal deployment, build succeeded) + Function referencing it.
-    pub async fn create_function(&mut self, name: &str, env: &str, lang: Lang, limits: Limits) -> Result<()> {
+    pub async fn create_function(
+        &mut self,
+        name: &str,
+        env: &str,
+        lang: Lang,
+        limits: Limits,
+    ) -> Result<()> {
         let (_, code) = lang.hello();
         let pkg_name = format!("{name}-pkg");
         let pkg = json!({
@@ -94,8 +105,15 @@ impl Api {
             },
             "status": {"buildstatus": "succeeded"},
         });
-        let meta = self.post("/v2/packages", &pkg).await.context("creating the package")?;
-        let rv = meta.get("resourceVersion").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let meta = self
+            .post("/v2/packages", &pkg)
+            .await
+            .context("creating the package")?;
+        let rv = meta
+            .get("resourceVersion")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
         let f = json!({
             "apiVersion": "fission.io/v1",
             "kind": "Function",
@@ -117,7 +135,9 @@ impl Api {
                 "resources": {},
             },
         });
-        self.post("/v2/functions", &f).await.context("creating the function")?;
+        self.post("/v2/functions", &f)
+            .await
+            .context("creating the function")?;
         Ok(())
     }
 
@@ -140,12 +160,15 @@ impl Api {
 
     /// Delete a function and its package (its instances are retired by the executor).
     pub async fn delete_function(&mut self, name: &str) -> Result<()> {
-        self.delete(&format!("/v2/functions/{name}?namespace={NS}")).await?;
-        self.delete(&format!("/v2/packages/{name}-pkg?namespace={NS}")).await
+        self.delete(&format!("/v2/functions/{name}?namespace={NS}"))
+            .await?;
+        self.delete(&format!("/v2/packages/{name}-pkg?namespace={NS}"))
+            .await
     }
 
     pub async fn delete_env(&mut self, name: &str) -> Result<()> {
-        self.delete(&format!("/v2/environments/{name}?namespace={NS}")).await
+        self.delete(&format!("/v2/environments/{name}?namespace={NS}"))
+            .await
     }
 }
 
@@ -163,7 +186,10 @@ pub struct SumCount {
 
 impl SumCount {
     pub fn minus(self, before: SumCount) -> SumCount {
-        SumCount { sum: self.sum - before.sum, count: self.count - before.count }
+        SumCount {
+            sum: self.sum - before.sum,
+            count: self.count - before.count,
+        }
     }
 
     pub fn mean(self) -> Option<f64> {
@@ -173,7 +199,9 @@ impl SumCount {
 
 impl Metrics {
     pub async fn connect(router: SocketAddr) -> Result<Self> {
-        Ok(Self { conn: Conn::connect(router).await? })
+        Ok(Self {
+            conn: Conn::connect(router).await?,
+        })
     }
 
     pub async fn text(&mut self) -> Result<String> {
@@ -194,14 +222,21 @@ impl Metrics {
     }
 
     /// Wait until the environment's pool holds `poolsize` ready generic instances.
-    pub async fn wait_pool_full(&mut self, env: &str, poolsize: u32, timeout: Duration) -> Result<Duration> {
+    pub async fn wait_pool_full(
+        &mut self,
+        env: &str,
+        poolsize: u32,
+        timeout: Duration,
+    ) -> Result<Duration> {
         let t0 = Instant::now();
         loop {
             if self.pool_ready(env).await? >= poolsize {
                 return Ok(t0.elapsed());
             }
             if t0.elapsed() > timeout {
-                bail!("the pool of environment {env} did not refill to {poolsize} within {timeout:?}");
+                bail!(
+                    "the pool of environment {env} did not refill to {poolsize} within {timeout:?}"
+                );
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -223,7 +258,9 @@ impl Metrics {
             if !labels.iter().all(|lab| rest.contains(lab)) {
                 continue;
             }
-            let Some(v) = rest.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) else { continue };
+            let Some(v) = rest.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) else {
+                continue;
+            };
             if is_sum { out.sum += v } else { out.count += v }
         }
         Ok(out)

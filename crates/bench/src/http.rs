@@ -53,12 +53,23 @@ impl Conn {
     /// Send one request and read the whole answer. A connection the peer closed while idle is
     /// reopened first (that never happens inside a timed loop: the runtimes keep connections
     /// for 120 s).
-    pub async fn send(&mut self, method: Method, path: &str, body: Option<(&'static str, Bytes)>) -> Result<Resp> {
+    pub async fn send(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Option<(&'static str, Bytes)>,
+    ) -> Result<Resp> {
         if self.sender.is_closed() {
             self.sender = handshake(self.addr).await?;
         }
-        self.sender.ready().await.with_context(|| format!("connection to {} is not usable", self.addr))?;
-        let mut req = Request::builder().method(method).uri(path).header(HOST, self.host.clone());
+        self.sender
+            .ready()
+            .await
+            .with_context(|| format!("connection to {} is not usable", self.addr))?;
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(HOST, self.host.clone());
         let body = match body {
             Some((ctype, bytes)) => {
                 req = req.header(CONTENT_TYPE, ctype);
@@ -67,10 +78,22 @@ impl Conn {
             None => Full::new(Bytes::new()),
         };
         let req = req.body(body).context("building a request")?;
-        let resp = self.sender.send_request(req).await.with_context(|| format!("request {path} to {}", self.addr))?;
+        let resp = self
+            .sender
+            .send_request(req)
+            .await
+            .with_context(|| format!("request {path} to {}", self.addr))?;
         let (parts, body) = resp.into_parts();
-        let body = body.collect().await.with_context(|| format!("reading the answer of {path}"))?.to_bytes();
-        Ok(Resp { status: parts.status, headers: parts.headers, body })
+        let body = body
+            .collect()
+            .await
+            .with_context(|| format!("reading the answer of {path}"))?
+            .to_bytes();
+        Ok(Resp {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        })
     }
 
     pub async fn get(&mut self, path: &str) -> Result<Resp> {
@@ -79,21 +102,29 @@ impl Conn {
 
     pub async fn post_json(&mut self, path: &str, v: &serde_json::Value) -> Result<Resp> {
         let bytes = Bytes::from(serde_json::to_vec(v)?);
-        self.send(Method::POST, path, Some(("application/json", bytes))).await
+        self.send(Method::POST, path, Some(("application/json", bytes)))
+            .await
     }
 
     /// GET that must answer 200; returns the body.
     pub async fn get_ok(&mut self, path: &str) -> Result<Bytes> {
         let r = self.get(path).await?;
         if r.status != StatusCode::OK {
-            bail!("GET {path} on {} answered {}: {}", self.addr, r.status, r.text().trim());
+            bail!(
+                "GET {path} on {} answered {}: {}",
+                self.addr,
+                r.status,
+                r.text().trim()
+            );
         }
         Ok(r.body)
     }
 }
 
 async fn handshake(addr: SocketAddr) -> Result<SendRequest<Full<Bytes>>> {
-    let stream = TcpStream::connect(addr).await.with_context(|| format!("cannot connect to {addr}"))?;
+    let stream = TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("cannot connect to {addr}"))?;
     stream.set_nodelay(true)?;
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await

@@ -123,7 +123,10 @@ fn progress(msg: impl AsRef<str>) {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("fission-bench: cannot start the async runtime: {e}");
@@ -222,9 +225,17 @@ struct Bench {
 
 async fn run(args: &Args) -> Result<String> {
     let paths = Paths::discover(args.fission.clone())?;
-    let plan = if args.smoke { Plan::smoke() } else { Plan::full() };
+    let plan = if args.smoke {
+        Plan::smoke()
+    } else {
+        Plan::full()
+    };
     let versions = versions(&paths);
-    progress(format!("fission: {}; runtimes: {}", paths.fission.display(), paths.environments.display()));
+    progress(format!(
+        "fission: {}; runtimes: {}",
+        paths.fission.display(),
+        paths.environments.display()
+    ));
     let background = report::background_cpu(Duration::from_secs(1)).unwrap_or(f64::NAN);
     let load_before = report::loadavg();
     if background > 0.2 {
@@ -243,10 +254,17 @@ async fn run(args: &Args) -> Result<String> {
     let mut server = None;
     for i in 0..plan.starts.max(1) {
         let last = i + 1 == plan.starts.max(1);
-        let s = Server::start(&paths.fission, &paths.environments, &args.server_args, last && args.keep_data)?;
+        let s = Server::start(
+            &paths.fission,
+            &paths.environments,
+            &args.server_args,
+            last && args.keep_data,
+        )?;
         res.starts_reported.push(s.reported_ready_ms);
-        res.starts_line.push(s.spawn_to_ready_line.as_secs_f64() * 1e3);
-        res.starts_healthz.push(s.spawn_to_healthz.as_secs_f64() * 1e3);
+        res.starts_line
+            .push(s.spawn_to_ready_line.as_secs_f64() * 1e3);
+        res.starts_healthz
+            .push(s.spawn_to_healthz.as_secs_f64() * 1e3);
         if last {
             server = Some(s);
         } else {
@@ -255,9 +273,15 @@ async fn run(args: &Args) -> Result<String> {
         }
     }
     let server = server.context("no server")?;
-    let data_dir = server.log_path.parent().map(|p| p.to_path_buf()).unwrap_or_default();
+    let data_dir = server
+        .log_path
+        .parent()
+        .map(|p| p.to_path_buf())
+        .unwrap_or_default();
     let data_fs = report::filesystem_of(&data_dir);
-    let sandbox = server.started_field("sandbox").unwrap_or_else(|| "not reported".into());
+    let sandbox = server
+        .started_field("sandbox")
+        .unwrap_or_else(|| "not reported".into());
     let binary = binary_info(&paths.fission);
     if args.keep_data {
         progress(format!("server log: {}", server.log_path.display()));
@@ -279,7 +303,10 @@ async fn run(args: &Args) -> Result<String> {
     res.rss_end = procs::rss_bytes(server.pid()).unwrap_or(0) as f64;
     let notes_extra = match &outcome {
         Ok(()) => None,
-        Err(e) => Some(format!("{e:#}\n\nserver log (tail):\n{}", server.log_tail())),
+        Err(e) => Some(format!(
+            "{e:#}\n\nserver log (tail):\n{}",
+            server.log_tail()
+        )),
     };
     drop(b);
     drop(server);
@@ -289,8 +316,15 @@ async fn run(args: &Args) -> Result<String> {
     let wall = t_all.elapsed().as_secs_f64();
     progress(format!("done in {wall:.1} s"));
     // CPU the rest of the machine used meanwhile (everything we started is waited for by now).
-    let ncpu = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64;
-    let others = match (busy0, report::machine_busy_ticks(), own0, report::own_ticks()) {
+    let ncpu = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1) as f64;
+    let others = match (
+        busy0,
+        report::machine_busy_ticks(),
+        own0,
+        report::own_ticks(),
+    ) {
         (Some(b0), Some(b1), Some(o0), Some(o1)) => {
             let other_ticks = (b1 - b0) as f64 - (o1 - o0) as f64;
             (other_ticks.max(0.0) / 100.0) / (wall * ncpu)
@@ -315,7 +349,9 @@ async fn run(args: &Args) -> Result<String> {
         command.push_str(&format!(" --out {}", out.display()));
     }
     let extra = vec![
-        format!("fission binary: {binary}; instance isolation reported by the server: `sandbox={sandbox}`"),
+        format!(
+            "fission binary: {binary}; instance isolation reported by the server: `sandbox={sandbox}`"
+        ),
         format!("runtimes: {versions}"),
         format!("server data directory: a fresh temporary directory on {data_fs}"),
         format!(
@@ -332,7 +368,11 @@ async fn run(args: &Args) -> Result<String> {
 fn binary_info(bin: &std::path::Path) -> String {
     let built = std::fs::metadata(bin)
         .and_then(|m| m.modified())
-        .map(|t| chrono::DateTime::<chrono::Utc>::from(t).format("%Y-%m-%d %H:%M UTC").to_string())
+        .map(|t| {
+            chrono::DateTime::<chrono::Utc>::from(t)
+                .format("%Y-%m-%d %H:%M UTC")
+                .to_string()
+        })
         .unwrap_or_else(|_| "?".into());
     let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let git = |args: &[&str]| {
@@ -345,8 +385,10 @@ fn binary_info(bin: &std::path::Path) -> String {
             .filter(|o| o.status.success())
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
     };
-    let commit = match (git(&["rev-parse", "--short", "HEAD"]), git(&["status", "--porcelain", "--untracked-files=no"]))
-    {
+    let commit = match (
+        git(&["rev-parse", "--short", "HEAD"]),
+        git(&["status", "--porcelain", "--untracked-files=no"]),
+    ) {
         (Some(c), Some(st)) if !st.is_empty() => format!("{c}-dirty"),
         (Some(c), _) => c,
         _ => "unknown".into(),
@@ -360,12 +402,22 @@ fn versions(paths: &Paths) -> String {
             .arg("--version")
             .output()
             .map(|o| {
-                let s = if o.stdout.is_empty() { o.stderr } else { o.stdout };
+                let s = if o.stdout.is_empty() {
+                    o.stderr
+                } else {
+                    o.stdout
+                };
                 String::from_utf8_lossy(&s).trim().to_owned()
             })
             .unwrap_or_else(|_| "?".into())
     };
-    format!("{} ({}), {} ({})", v(&paths.node), paths.node.display(), v(&paths.python), paths.python.display())
+    format!(
+        "{} ({}), {} ({})",
+        v(&paths.node),
+        paths.node.display(),
+        v(&paths.python),
+        paths.python.display()
+    )
 }
 
 fn ms_of(d: Duration) -> f64 {
@@ -399,25 +451,46 @@ impl Bench {
         // 6b. Memory with one environment, then per-instance sizes with both.
         progress(format!("memory: environment nodejs, poolsize {poolsize}"));
         self.api.create_env("nodejs", Lang::Node, poolsize).await?;
-        self.metrics.wait_pool_full("nodejs", poolsize, pool_timeout).await?;
+        self.metrics
+            .wait_pool_full("nodejs", poolsize, pool_timeout)
+            .await?;
         self.wait_quiet().await;
         res.rss_one_env_server = procs::rss_bytes(server.pid()).unwrap_or(0) as f64;
         let kids = procs::descendants(server.pid());
         res.rss_one_env_count = procs::children(server.pid()).len();
-        res.rss_one_env_instances = kids.iter().filter_map(|&p| procs::rss_bytes(p)).sum::<u64>() as f64;
-        self.api.create_env("python", Lang::Python, poolsize).await?;
-        self.metrics.wait_pool_full("python", poolsize, pool_timeout).await?;
+        res.rss_one_env_instances = kids
+            .iter()
+            .filter_map(|&p| procs::rss_bytes(p))
+            .sum::<u64>() as f64;
+        self.api
+            .create_env("python", Lang::Python, poolsize)
+            .await?;
+        self.metrics
+            .wait_pool_full("python", poolsize, pool_timeout)
+            .await?;
         self.wait_quiet().await;
         // An instance = one child of the server with everything under it (a sandbox wrapper
         // and the interpreter, or just the interpreter).
         let per = |needle: &str| {
             let rss: Vec<f64> = procs::children(server.pid())
                 .into_iter()
-                .map(|c| std::iter::once(c).chain(procs::descendants(c)).collect::<Vec<u32>>())
+                .map(|c| {
+                    std::iter::once(c)
+                        .chain(procs::descendants(c))
+                        .collect::<Vec<u32>>()
+                })
                 .filter(|tree| tree.iter().any(|&p| procs::cmdline(p).contains(needle)))
-                .map(|tree| tree.iter().filter_map(|&p| procs::rss_bytes(p)).sum::<u64>() as f64)
+                .map(|tree| {
+                    tree.iter()
+                        .filter_map(|&p| procs::rss_bytes(p))
+                        .sum::<u64>() as f64
+                })
                 .collect();
-            if rss.is_empty() { f64::NAN } else { rss.iter().sum::<f64>() / rss.len() as f64 }
+            if rss.is_empty() {
+                f64::NAN
+            } else {
+                rss.iter().sum::<f64>() / rss.len() as f64
+            }
         };
         res.rss_node_instance = per("server.js");
         res.rss_python_instance = per("server.py");
@@ -425,7 +498,11 @@ impl Bench {
         // 1. Baseline: fresh interpreter → first answer.
         self.wait_quiet().await;
         for lang in [Lang::Node, Lang::Python] {
-            progress(format!("fresh {} interpreter cold start ×{}", lang.label(), self.plan.fresh_n));
+            progress(format!(
+                "fresh {} interpreter cold start ×{}",
+                lang.label(),
+                self.plan.fresh_n
+            ));
             let mut v = Vec::new();
             for _ in 0..self.plan.fresh_n {
                 v.push(Runtime::fresh_start(&self.paths, lang).await?);
@@ -447,14 +524,22 @@ impl Bench {
 
         // 1. Pool-hit cold start.
         for lang in [Lang::Node, Lang::Python] {
-            progress(format!("pool-hit cold start, {} ×{}", lang.label(), self.plan.cold_n));
+            progress(format!(
+                "pool-hit cold start, {} ×{}",
+                lang.label(),
+                self.plan.cold_n
+            ));
             let r = self.pool_hit(lang).await?;
             res.cold.push((lang, r));
         }
 
         // 5. Create → first call.
         for lang in [Lang::Node, Lang::Python] {
-            progress(format!("create → first call, {} ×{}", lang.label(), self.plan.create_n));
+            progress(format!(
+                "create → first call, {} ×{}",
+                lang.label(),
+                self.plan.create_n
+            ));
             let r = self.create_first_call(lang).await?;
             res.create.push((lang, r));
         }
@@ -472,7 +557,10 @@ impl Bench {
         }
 
         // 3 + 4. Warm latency and throughput, router vs direct.
-        progress(format!("warm latency, {} sequential calls each", self.plan.warm_n));
+        progress(format!(
+            "warm latency, {} sequential calls each",
+            self.plan.warm_n
+        ));
         self.warm_and_throughput(res).await?;
         res.quiet_timeouts = self.quiet_timeouts;
         Ok(())
@@ -481,7 +569,9 @@ impl Bench {
     /// Wait for a full pool whose instances finished booting: the gauge reaches poolsize, then
     /// the server and its instances stay (almost) idle for 20 ms, then a short settle time.
     async fn pool_ready(&mut self, env: &str, poolsize: u32) -> Result<()> {
-        self.metrics.wait_pool_full(env, poolsize, Duration::from_secs(60)).await?;
+        self.metrics
+            .wait_pool_full(env, poolsize, Duration::from_secs(60))
+            .await?;
         self.wait_quiet().await;
         tokio::time::sleep(self.plan.settle).await;
         Ok(())
@@ -503,9 +593,13 @@ impl Bench {
     async fn pool_hit(&mut self, lang: Lang) -> Result<ColdResult> {
         let env = Self::env_name(lang);
         let n = self.plan.cold_n;
-        let names: Vec<String> = (0..n).map(|_| self.fresh_name(&format!("cold-{}", env))).collect();
+        let names: Vec<String> = (0..n)
+            .map(|_| self.fresh_name(&format!("cold-{}", env)))
+            .collect();
         for name in &names {
-            self.api.create_function(name, env, lang, Limits::default()).await?;
+            self.api
+                .create_function(name, env, lang, Limits::default())
+                .await?;
         }
         // Routes are rebuilt from the change feed within milliseconds; make sure no timed call
         // races that.
@@ -513,8 +607,14 @@ impl Bench {
         let spec_label = [Self::runtime_label(lang), "outcome=\"success\""];
         let overhead_label = [format!("name=\"cold-{env}-")];
         let overhead_label: Vec<&str> = overhead_label.iter().map(String::as_str).collect();
-        let spec0 = self.metrics.histogram("fission_specialization_duration_seconds", &spec_label).await?;
-        let over0 = self.metrics.histogram("fission_function_overhead_seconds", &overhead_label).await?;
+        let spec0 = self
+            .metrics
+            .histogram("fission_specialization_duration_seconds", &spec_label)
+            .await?;
+        let over0 = self
+            .metrics
+            .histogram("fission_function_overhead_seconds", &overhead_label)
+            .await?;
         let mut out = ColdResult::default();
         for name in &names {
             self.pool_ready(env, self.plan.poolsize).await?;
@@ -525,21 +625,38 @@ impl Bench {
             let took = ms_of(t0.elapsed());
             if std::env::var_os("FISSION_BENCH_TRACE").is_some() {
                 // Wall-clock stamps to line up with the server's log (RUST_LOG=debug).
-                progress(format!("trace {name}: sent {} took {took:.3} ms", wall0.format("%H:%M:%S%.6f")));
+                progress(format!(
+                    "trace {name}: sent {} took {took:.3} ms",
+                    wall0.format("%H:%M:%S%.6f")
+                ));
             }
             match r {
-                Ok(r) if r.status == 200 && r.body.starts_with(b"Hello, world!") => out.samples.push(took),
-                Ok(r) => out.failures.push(format!("{name}: {} {}", r.status, r.text().trim())),
+                Ok(r) if r.status == 200 && r.body.starts_with(b"Hello, world!") => {
+                    out.samples.push(took)
+                }
+                Ok(r) => out
+                    .failures
+                    .push(format!("{name}: {} {}", r.status, r.text().trim())),
                 Err(e) => out.failures.push(format!("{name}: {e:#}")),
             }
             self.api.delete_function(name).await?;
         }
-        let spec1 = self.metrics.histogram("fission_specialization_duration_seconds", &spec_label).await?;
-        let over1 = self.metrics.histogram("fission_function_overhead_seconds", &overhead_label).await?;
+        let spec1 = self
+            .metrics
+            .histogram("fission_specialization_duration_seconds", &spec_label)
+            .await?;
+        let over1 = self
+            .metrics
+            .histogram("fission_function_overhead_seconds", &overhead_label)
+            .await?;
         out.spec = spec1.minus(spec0);
         out.overhead = over1.minus(over0);
         if out.samples.is_empty() {
-            bail!("no pool-hit cold start of {} succeeded: {:?}", lang.label(), out.failures);
+            bail!(
+                "no pool-hit cold start of {} succeeded: {:?}",
+                lang.label(),
+                out.failures
+            );
         }
         Ok(out)
     }
@@ -552,7 +669,9 @@ impl Bench {
             self.pool_ready(env, self.plan.poolsize).await?;
             let path = format!("/fission-function/{name}");
             let t0 = Instant::now();
-            self.api.create_function(&name, env, lang, Limits::default()).await?;
+            self.api
+                .create_function(&name, env, lang, Limits::default())
+                .await?;
             let mut last_404 = 0.0;
             let result = loop {
                 let r = self.router.get(&path).await?;
@@ -591,7 +710,9 @@ impl Bench {
         for _ in 0..self.plan.burst_rounds {
             let names: Vec<String> = (0..k).map(|_| self.fresh_name(&env)).collect();
             for name in &names {
-                self.api.create_function(name, &env, lang, Limits::default()).await?;
+                self.api
+                    .create_function(name, &env, lang, Limits::default())
+                    .await?;
             }
             tokio::time::sleep(Duration::from_millis(300)).await;
             self.pool_ready(&env, 1).await?;
@@ -630,8 +751,13 @@ impl Bench {
         let lang = Lang::Node;
         // One instance behind the router, like the one direct instance: concurrency 1, and
         // enough requests per instance for every load connection.
-        let limits = Limits { concurrency: 1, requests_per_pod: 100 };
-        self.api.create_function("hello", "nodejs", lang, limits).await?;
+        let limits = Limits {
+            concurrency: 1,
+            requests_per_pod: 100,
+        };
+        self.api
+            .create_function("hello", "nodejs", lang, limits)
+            .await?;
         self.api.create_route("hello", "/hello", "hello").await?;
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -657,10 +783,17 @@ impl Bench {
             direct.get_ok("/").await?;
         }
         let (n, block) = (self.plan.warm_n, self.plan.warm_block.max(1));
-        let over0 = self.metrics.histogram("fission_function_overhead_seconds", &["name=\"hello\""]).await?;
+        let over0 = self
+            .metrics
+            .histogram("fission_function_overhead_seconds", &["name=\"hello\""])
+            .await?;
         let mut round = 0usize;
         while res.warm_router.len() < n || res.warm_direct.len() < n {
-            let order = if round.is_multiple_of(2) { [true, false] } else { [false, true] };
+            let order = if round.is_multiple_of(2) {
+                [true, false]
+            } else {
+                [false, true]
+            };
             for via_router in order {
                 let (conn, path, out) = if via_router {
                     (&mut router, "/hello", &mut res.warm_router)
@@ -680,11 +813,17 @@ impl Bench {
             round += 1;
         }
         drop(router);
-        let over1 = self.metrics.histogram("fission_function_overhead_seconds", &["name=\"hello\""]).await?;
+        let over1 = self
+            .metrics
+            .histogram("fission_function_overhead_seconds", &["name=\"hello\""])
+            .await?;
         res.warm_overhead = over1.minus(over0);
 
         // Throughput: halves alternate direct / router.
-        progress(format!("throughput, {} connections, {} s per target", self.plan.tp_conns, self.plan.tp_secs));
+        progress(format!(
+            "throughput, {} connections, {} s per target",
+            self.plan.tp_conns, self.plan.tp_secs
+        ));
         let half = Duration::from_secs_f64(self.plan.tp_secs / 2.0);
         let (mut ok_r, mut ok_d, mut t_r, mut t_d) = (0u64, 0u64, 0f64, 0f64);
         for _ in 0..2 {
@@ -692,7 +831,8 @@ impl Bench {
             ok_d += ok;
             t_d += secs;
             res.tp_errors += err;
-            let (ok, err, secs) = load(self.router.addr(), "/hello", self.plan.tp_conns, half).await?;
+            let (ok, err, secs) =
+                load(self.router.addr(), "/hello", self.plan.tp_conns, half).await?;
             ok_r += ok;
             t_r += secs;
             res.tp_errors += err;
@@ -708,7 +848,12 @@ impl Bench {
 
 /// Closed-loop keep-alive load: `conns` connections, each sending the next request when the
 /// previous answer is read. Returns (successes, errors, seconds).
-async fn load(addr: std::net::SocketAddr, path: &str, conns: usize, dur: Duration) -> Result<(u64, u64, f64)> {
+async fn load(
+    addr: std::net::SocketAddr,
+    path: &str,
+    conns: usize,
+    dur: Duration,
+) -> Result<(u64, u64, f64)> {
     let mut cs = Vec::new();
     for _ in 0..conns {
         cs.push(Conn::connect(addr).await?);
@@ -749,34 +894,58 @@ fn render(res: &Results, command: &str, extra: &[String], smoke: bool) -> String
         let v = &res.fresh.iter().find(|(l, _)| *l == lang)?.1;
         let first: Vec<f64> = v.iter().map(|f| ms_of(f.first_response)).collect();
         let listen: Vec<f64> = v.iter().map(|f| ms_of(f.listening)).collect();
-        let spec: Vec<f64> = v.iter().map(|f| ms_of(f.specialized - f.listening)).collect();
+        let spec: Vec<f64> = v
+            .iter()
+            .map(|f| ms_of(f.specialized - f.listening))
+            .collect();
         Some((summarize(&first), summarize(&listen), summarize(&spec)))
     };
 
     // 1. Pool-hit cold start.
     for (lang, r) in &res.cold {
         let s = summarize(&r.samples);
-        let (fresh, listen, spec) = fresh_of(*lang).unwrap_or((summarize(&[]), summarize(&[]), summarize(&[])));
+        let (fresh, listen, spec) =
+            fresh_of(*lang).unwrap_or((summarize(&[]), summarize(&[]), summarize(&[])));
         let (t50, t99) = match lang {
             Lang::Node => (5.0, 15.0),
             Lang::Python => (3.0, 10.0),
         };
         let l = lang.label();
         rows.push(
-            Row::new(format!("Pool-hit cold start, {l}: p50 (n = {})", s.n), ms(s.p50))
-                .baseline(format!("fresh interpreter p50 {} (n = {})", ms(fresh.p50), fresh.n), ratio(s.p50, fresh.p50))
-                .target(format!("≤ {t50} ms"), s.p50, Target::AtMost(t50)),
+            Row::new(
+                format!("Pool-hit cold start, {l}: p50 (n = {})", s.n),
+                ms(s.p50),
+            )
+            .baseline(
+                format!("fresh interpreter p50 {} (n = {})", ms(fresh.p50), fresh.n),
+                ratio(s.p50, fresh.p50),
+            )
+            .target(format!("≤ {t50} ms"), s.p50, Target::AtMost(t50)),
         );
         rows.push(
             Row::new(format!("Pool-hit cold start, {l}: p99"), ms(s.p99))
-                .baseline(format!("fresh interpreter p99 {}", ms(fresh.p99)), ratio(s.p99, fresh.p99))
+                .baseline(
+                    format!("fresh interpreter p99 {}", ms(fresh.p99)),
+                    ratio(s.p99, fresh.p99),
+                )
                 .target(format!("≤ {t99} ms"), s.p99, Target::AtMost(t99)),
         );
         rows.push(
-            Row::new(format!("Pool-hit cold start, {l}: min / max"), format!("{} / {}", ms(s.min), ms(s.max)))
-                .baseline(format!("fresh min / max {} / {}", ms(fresh.min), ms(fresh.max)), "—"),
+            Row::new(
+                format!("Pool-hit cold start, {l}: min / max"),
+                format!("{} / {}", ms(s.min), ms(s.max)),
+            )
+            .baseline(
+                format!("fresh min / max {} / {}", ms(fresh.min), ms(fresh.max)),
+                "—",
+            ),
         );
-        let pooled = res.pooled.iter().find(|(x, _)| x == lang).map(|(_, v)| v.clone()).unwrap_or_default();
+        let pooled = res
+            .pooled
+            .iter()
+            .find(|(x, _)| x == lang)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
         let pooled_total = summarize(&pooled.iter().map(|(a, b)| a + b).collect::<Vec<_>>());
         let pooled_spec = summarize(&pooled.iter().map(|(a, _)| *a).collect::<Vec<_>>());
         let pooled_first = summarize(&pooled.iter().map(|(_, b)| *b).collect::<Vec<_>>());
@@ -812,7 +981,8 @@ fn render(res: &Results, command: &str, extra: &[String], smoke: bool) -> String
     // 2. Empty pool.
     for (lang, v) in &res.burst {
         let s = summarize(v);
-        let (fresh, _, _) = fresh_of(*lang).unwrap_or((summarize(&[]), summarize(&[]), summarize(&[])));
+        let (fresh, _, _) =
+            fresh_of(*lang).unwrap_or((summarize(&[]), summarize(&[]), summarize(&[])));
         let t = match lang {
             Lang::Node => 60.0,
             Lang::Python => 15.0,
@@ -842,8 +1012,17 @@ fn render(res: &Results, command: &str, extra: &[String], smoke: bool) -> String
     let wr = summarize(&res.warm_router);
     let wd = summarize(&res.warm_direct);
     rows.push(
-        Row::new(format!("Warm call via router, keep-alive, Node hello: p50 (n = {})", wr.n), us(wr.p50))
-            .baseline(format!("direct to an instance p50 {} (n = {})", us(wd.p50), wd.n), ratio(wr.p50, wd.p50)),
+        Row::new(
+            format!(
+                "Warm call via router, keep-alive, Node hello: p50 (n = {})",
+                wr.n
+            ),
+            us(wr.p50),
+        )
+        .baseline(
+            format!("direct to an instance p50 {} (n = {})", us(wd.p50), wd.n),
+            ratio(wr.p50, wd.p50),
+        ),
     );
     rows.push(
         Row::new("Warm call via router: p99", us(wr.p99))
@@ -851,7 +1030,11 @@ fn render(res: &Results, command: &str, extra: &[String], smoke: bool) -> String
     );
     let add50 = wr.p50 - wd.p50;
     let add99 = wr.p99 - wd.p99;
-    let wo = res.warm_overhead.mean().map(|v| v * 1e6).unwrap_or(f64::NAN);
+    let wo = res
+        .warm_overhead
+        .mean()
+        .map(|v| v * 1e6)
+        .unwrap_or(f64::NAN);
     notes.push(format!(
         "Warm calls: the router's own `fission_function_overhead_seconds` (time in the router minus the wait for \
          the instance) averaged {} per call over {} calls; the rest of the added latency is the second loopback \
@@ -859,16 +1042,20 @@ fn render(res: &Results, command: &str, extra: &[String], smoke: bool) -> String
         us(wo),
         res.warm_overhead.count
     ));
-    rows.push(Row::new("Router added latency: p50 (router − direct)", us(add50)).target(
-        "≤ 50 µs",
-        add50,
-        Target::AtMost(50.0),
-    ));
-    rows.push(Row::new("Router added latency: p99 (router − direct)", us(add99)).target(
-        "≤ 500 µs",
-        add99,
-        Target::AtMost(500.0),
-    ));
+    rows.push(
+        Row::new("Router added latency: p50 (router − direct)", us(add50)).target(
+            "≤ 50 µs",
+            add50,
+            Target::AtMost(50.0),
+        ),
+    );
+    rows.push(
+        Row::new("Router added latency: p99 (router − direct)", us(add99)).target(
+            "≤ 500 µs",
+            add99,
+            Target::AtMost(500.0),
+        ),
+    );
 
     // 4. Throughput.
     let tp_ratio = res.tp_router / res.tp_direct;
@@ -887,11 +1074,26 @@ fn render(res: &Results, command: &str, extra: &[String], smoke: bool) -> String
     // 5. Create → first call.
     for (lang, r) in &res.create {
         let s = summarize(&r.samples);
-        let cold = res.cold.iter().find(|(l, _)| l == lang).map(|(_, c)| summarize(&c.samples).p50).unwrap_or(f64::NAN);
+        let cold = res
+            .cold
+            .iter()
+            .find(|(l, _)| l == lang)
+            .map(|(_, c)| summarize(&c.samples).p50)
+            .unwrap_or(f64::NAN);
         rows.push(
-            Row::new(format!("Create function (API) → first call, {}: p50 (n = {})", lang.label(), s.n), ms(s.p50))
-                .baseline(format!("pool-hit cold start p50 {}", ms(cold)), ratio(s.p50, cold))
-                .target("≤ 50 ms", s.p50, Target::AtMost(50.0)),
+            Row::new(
+                format!(
+                    "Create function (API) → first call, {}: p50 (n = {})",
+                    lang.label(),
+                    s.n
+                ),
+                ms(s.p50),
+            )
+            .baseline(
+                format!("pool-hit cold start p50 {}", ms(cold)),
+                ratio(s.p50, cold),
+            )
+            .target("≤ 50 ms", s.p50, Target::AtMost(50.0)),
         );
         let last = summarize(&r.last_404);
         notes.push(format!(
@@ -913,24 +1115,36 @@ fn render(res: &Results, command: &str, extra: &[String], smoke: bool) -> String
     let line = summarize(&res.starts_line);
     let hz = summarize(&res.starts_healthz);
     rows.push(
-        Row::new(format!("Server start → ready, self-reported (\"ready in N ms\"): p50 (n = {})", rep.n), ms(rep.p50))
-            .target("≤ 100 ms", rep.p50, Target::AtMost(100.0)),
+        Row::new(
+            format!(
+                "Server start → ready, self-reported (\"ready in N ms\"): p50 (n = {})",
+                rep.n
+            ),
+            ms(rep.p50),
+        )
+        .target("≤ 100 ms", rep.p50, Target::AtMost(100.0)),
     );
-    rows.push(Row::new("Server spawn → ready line on stdout (wall): p50", ms(line.p50)).target(
-        "≤ 100 ms",
-        line.p50,
-        Target::AtMost(100.0),
-    ));
-    rows.push(Row::new("Server spawn → first `/healthz` 200 (wall): p50", ms(hz.p50)).target(
-        "≤ 100 ms",
-        hz.p50,
-        Target::AtMost(100.0),
-    ));
-    rows.push(Row::new("Idle RSS, server, no environments", mib(res.rss_idle)).target(
-        "≤ 30 MB",
-        res.rss_idle / 1e6,
-        Target::AtMost(30.0),
-    ));
+    rows.push(
+        Row::new(
+            "Server spawn → ready line on stdout (wall): p50",
+            ms(line.p50),
+        )
+        .target("≤ 100 ms", line.p50, Target::AtMost(100.0)),
+    );
+    rows.push(
+        Row::new(
+            "Server spawn → first `/healthz` 200 (wall): p50",
+            ms(hz.p50),
+        )
+        .target("≤ 100 ms", hz.p50, Target::AtMost(100.0)),
+    );
+    rows.push(
+        Row::new("Idle RSS, server, no environments", mib(res.rss_idle)).target(
+            "≤ 30 MB",
+            res.rss_idle / 1e6,
+            Target::AtMost(30.0),
+        ),
+    );
     rows.push(Row::new(
         "RSS with one environment (nodejs, poolsize 3): server / instances",
         format!(
@@ -942,9 +1156,16 @@ fn render(res: &Results, command: &str, extra: &[String], smoke: bool) -> String
     ));
     rows.push(Row::new(
         "RSS per generic instance: Node / Python",
-        format!("{} / {}", mib(res.rss_node_instance), mib(res.rss_python_instance)),
+        format!(
+            "{} / {}",
+            mib(res.rss_node_instance),
+            mib(res.rss_python_instance)
+        ),
     ));
-    rows.push(Row::new("Server RSS at the end of the run", mib(res.rss_end)));
+    rows.push(Row::new(
+        "Server RSS at the end of the run",
+        mib(res.rss_end),
+    ));
 
     let mut s = report::machine_header(command, extra);
     if smoke {

@@ -24,7 +24,9 @@ pub fn free_port() -> Result<u16> {
 /// Send a signal; false when the process is gone.
 #[allow(unsafe_code)]
 fn signal(pid: u32, sig: i32) -> bool {
-    let Ok(pid) = libc::pid_t::try_from(pid) else { return false };
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
     if pid <= 0 {
         return false;
     }
@@ -64,11 +66,23 @@ fn parent_map() -> HashMap<u32, Vec<u32>> {
     let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
     if let Ok(rd) = std::fs::read_dir("/proc") {
         for e in rd.flatten() {
-            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
             // "pid (comm) state ppid …": comm may hold spaces and parentheses.
-            let Some(after) = stat.rfind(')').map(|i| &stat[i + 1..]) else { continue };
-            let Some(ppid) = after.split_whitespace().nth(1).and_then(|s| s.parse::<u32>().ok()) else { continue };
+            let Some(after) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+                continue;
+            };
+            let Some(ppid) = after
+                .split_whitespace()
+                .nth(1)
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
+                continue;
+            };
             children.entry(ppid).or_default().push(pid);
         }
     }
@@ -79,19 +93,35 @@ fn parent_map() -> HashMap<u32, Vec<u32>> {
 fn cpu_ns(pid: u32) -> u64 {
     if let Some(ns) = std::fs::read_to_string(format!("/proc/{pid}/schedstat"))
         .ok()
-        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()))
+        .and_then(|s| {
+            s.split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+        })
     {
         return ns;
     }
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0 };
-    let Some(after) = stat.rfind(')').map(|i| &stat[i + 1..]) else { return 0 };
-    let f: Vec<u64> = after.split_whitespace().skip(11).take(2).filter_map(|v| v.parse().ok()).collect();
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0;
+    };
+    let Some(after) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+        return 0;
+    };
+    let f: Vec<u64> = after
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse().ok())
+        .collect();
     f.iter().sum::<u64>() * 10_000_000
 }
 
 /// CPU time of `root` and all its descendants, per pid.
 fn tree_cpu(root: u32) -> HashMap<u32, u64> {
-    std::iter::once(root).chain(descendants(root)).map(|p| (p, cpu_ns(p))).collect()
+    std::iter::once(root)
+        .chain(descendants(root))
+        .map(|p| (p, cpu_ns(p)))
+        .collect()
 }
 
 /// Wait until `root` and its descendants are quiet: less than `max_busy` of CPU used over a
@@ -99,14 +129,22 @@ fn tree_cpu(root: u32) -> HashMap<u32, u64> {
 /// the bench knows that freshly spawned pool instances finished booting: the warm-pool gauge
 /// counts an instance as soon as it is spawned on its pre-bound socket. Returns the time
 /// waited, or None on timeout.
-pub async fn wait_quiet(root: u32, window: Duration, max_busy: Duration, timeout: Duration) -> Option<Duration> {
+pub async fn wait_quiet(
+    root: u32,
+    window: Duration,
+    max_busy: Duration,
+    timeout: Duration,
+) -> Option<Duration> {
     let t0 = Instant::now();
     let mut before = tree_cpu(root);
     loop {
         tokio::time::sleep(window).await;
         let after = tree_cpu(root);
         let same_set = after.len() == before.len() && after.keys().all(|k| before.contains_key(k));
-        let used: u64 = after.iter().map(|(p, v)| v.saturating_sub(before.get(p).copied().unwrap_or(0))).sum();
+        let used: u64 = after
+            .iter()
+            .map(|(p, v)| v.saturating_sub(before.get(p).copied().unwrap_or(0)))
+            .sum();
         if same_set && used < max_busy.as_nanos() as u64 {
             return Some(t0.elapsed());
         }
@@ -141,8 +179,16 @@ pub struct Server {
 impl Server {
     /// Start a server on free ports; returns once it printed its ready line and answered
     /// `/healthz`. Blocking on purpose: nothing else runs while a server starts.
-    pub fn start(bin: &Path, environments: &Path, extra_args: &[String], keep_dir: bool) -> Result<Self> {
-        let dir = tempfile::Builder::new().prefix("fission-bench-").tempdir().context("temp dir")?;
+    pub fn start(
+        bin: &Path,
+        environments: &Path,
+        extra_args: &[String],
+        keep_dir: bool,
+    ) -> Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("fission-bench-")
+            .tempdir()
+            .context("temp dir")?;
         let controller: SocketAddr = (Ipv4Addr::LOCALHOST, free_port()?).into();
         let router: SocketAddr = (Ipv4Addr::LOCALHOST, free_port()?).into();
         let log_path = dir.path().join("server.log");
@@ -164,7 +210,9 @@ impl Server {
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log));
         let t0 = Instant::now();
-        let mut child = cmd.spawn().with_context(|| format!("cannot start {}", bin.display()))?;
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start {}", bin.display()))?;
         let stdout = child.stdout.take().context("server stdout")?;
         let (tx, rx) = mpsc::channel::<(Instant, String)>();
         std::thread::spawn(move || {
@@ -199,16 +247,25 @@ impl Server {
                 break;
             }
             if let Some(status) = server.child.try_wait()? {
-                bail!("fission server exited with {status} before it was ready; log: {}", server.log_tail());
+                bail!(
+                    "fission server exited with {status} before it was ready; log: {}",
+                    server.log_tail()
+                );
             }
             if Instant::now() > deadline {
-                bail!("fission server did not answer /healthz within 30 s; log: {}", server.log_tail());
+                bail!(
+                    "fission server did not answer /healthz within 30 s; log: {}",
+                    server.log_tail()
+                );
             }
             std::thread::sleep(Duration::from_micros(200));
         }
-        let (at, line) = rx
-            .recv_timeout(Duration::from_secs(30))
-            .with_context(|| format!("no ready line from fission server; log: {}", server.log_tail()))?;
+        let (at, line) = rx.recv_timeout(Duration::from_secs(30)).with_context(|| {
+            format!(
+                "no ready line from fission server; log: {}",
+                server.log_tail()
+            )
+        })?;
         server.spawn_to_ready_line = at.duration_since(t0);
         server.reported_ready_ms = line
             .split("ready in ")
@@ -216,7 +273,9 @@ impl Server {
             .and_then(|s| s.split_whitespace().next())
             .and_then(|n| n.parse::<f64>().ok())
             .unwrap_or(f64::NAN);
-        if !line.contains(&format!("http://{controller}")) || !line.contains(&format!("http://{router}")) {
+        if !line.contains(&format!("http://{controller}"))
+            || !line.contains(&format!("http://{router}"))
+        {
             bail!("unexpected ready line: {line}");
         }
         Ok(server)
@@ -229,9 +288,13 @@ impl Server {
     /// `key=value` of the server's "fission server started" log line (e.g. `sandbox`).
     pub fn started_field(&self, key: &str) -> Option<String> {
         let text = std::fs::read_to_string(&self.log_path).ok()?;
-        let line = text.lines().map(strip_ansi).find(|l| l.contains("fission server started"))?;
+        let line = text
+            .lines()
+            .map(strip_ansi)
+            .find(|l| l.contains("fission server started"))?;
         let prefix = format!("{key}=");
-        line.split_whitespace().find_map(|w| w.strip_prefix(&prefix).map(str::to_owned))
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(&prefix).map(str::to_owned))
     }
 
     /// The last lines of the server's log.
@@ -297,9 +360,15 @@ fn strip_ansi(line: &str) -> String {
 
 /// One blocking `GET /healthz`; true on a 200.
 fn healthz_ok(addr: SocketAddr) -> bool {
-    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(100)) else { return false };
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(100)) else {
+        return false;
+    };
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    if s.write_all(format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).is_err() {
+    if s.write_all(
+        format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .is_err()
+    {
         return false;
     }
     let mut buf = Vec::new();
@@ -354,12 +423,23 @@ impl Paths {
         let exe = std::env::current_exe().context("cannot find my own executable")?;
         let fission = match fission_override {
             Some(p) => p,
-            None => exe.parent().map(|d| d.join("fission")).context("executable has no directory")?,
+            None => exe
+                .parent()
+                .map(|d| d.join("fission"))
+                .context("executable has no directory")?,
         };
         if !fission.is_file() {
-            bail!("{} not found; build it first: cargo build --release -p fission -p fission-bench", fission.display());
+            bail!(
+                "{} not found; build it first: cargo build --release -p fission -p fission-bench",
+                fission.display()
+            );
         }
-        let mut candidates: Vec<PathBuf> = exe.ancestors().skip(1).take(4).map(|d| d.join("environments")).collect();
+        let mut candidates: Vec<PathBuf> = exe
+            .ancestors()
+            .skip(1)
+            .take(4)
+            .map(|d| d.join("environments"))
+            .collect();
         if let Ok(cwd) = std::env::current_dir() {
             candidates.push(cwd.join("environments"));
         }
@@ -369,12 +449,19 @@ impl Paths {
             .find(|c| c.join("nodejs/server.js").is_file() && c.join("python/server.py").is_file())
             .context("environments/nodejs/server.js and environments/python/server.py not found")?;
         let environments = std::fs::canonicalize(&environments)?;
-        if !environments.join("nodejs/node_modules").is_dir() || !environments.join("python/vendor").is_dir() {
+        if !environments.join("nodejs/node_modules").is_dir()
+            || !environments.join("python/vendor").is_dir()
+        {
             bail!("runtime dependencies are missing: run `bash environments/setup.sh`");
         }
         let node = interpreter("node").context("node not found (needs Node.js >= 20)")?;
         let python = interpreter("python3").context("python3 not found")?;
-        Ok(Self { fission, environments, node, python })
+        Ok(Self {
+            fission,
+            environments,
+            node,
+            python,
+        })
     }
 
     pub fn interpreter(&self, lang: Lang) -> &Path {
@@ -387,8 +474,9 @@ impl Paths {
 
 /// The interpreter the server would pick: /usr/bin first, then PATH, never a pyenv shim.
 fn interpreter(name: &str) -> Option<PathBuf> {
-    let path_dirs: Vec<PathBuf> =
-        std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect()).unwrap_or_default();
+    let path_dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
     std::iter::once(Path::new("/usr/bin").join(name))
         .chain(path_dirs.into_iter().map(|d| d.join(name)))
         .filter(|p| p.is_absolute())
@@ -418,12 +506,17 @@ impl Runtime {
     /// Spawn the loader like the executor does (clean environment, absolute interpreter), but
     /// on `PORT`, and wait for its "listening" line.
     pub async fn spawn(paths: &Paths, lang: Lang) -> Result<Self> {
-        let home = tempfile::Builder::new().prefix("fission-bench-rt-").tempdir()?;
+        let home = tempfile::Builder::new()
+            .prefix("fission-bench-rt-")
+            .tempdir()?;
         let port = free_port()?;
         let mut cmd = tokio::process::Command::new(paths.interpreter(lang));
         match lang {
             Lang::Node => cmd.arg(paths.environments.join("nodejs/server.js")),
-            Lang::Python => cmd.arg("-I").arg("-S").arg(paths.environments.join("python/server.py")),
+            Lang::Python => cmd
+                .arg("-I")
+                .arg("-S")
+                .arg(paths.environments.join("python/server.py")),
         };
         cmd.env_clear()
             .env("PATH", "/usr/bin:/bin")
@@ -434,7 +527,9 @@ impl Runtime {
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .kill_on_drop(true);
-        let mut child = cmd.spawn().with_context(|| format!("cannot start the {} runtime", lang.label()))?;
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start the {} runtime", lang.label()))?;
         let stdout = child.stdout.take().context("runtime stdout")?;
         let mut lines = tokio::io::BufReader::new(stdout).lines();
         let wait = async {
@@ -453,7 +548,11 @@ impl Runtime {
         }
         // Keep draining its stdout so it never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Ok(Self { child, addr: (Ipv4Addr::LOCALHOST, port).into(), home })
+        Ok(Self {
+            child,
+            addr: (Ipv4Addr::LOCALHOST, port).into(),
+            home,
+        })
     }
 
     /// Write the hello code into the instance's home and specialize on it.
@@ -486,11 +585,19 @@ impl Runtime {
         let body = conn.get_ok("/").await?;
         let first_response = t0.elapsed();
         if !body.starts_with(b"Hello, world!") {
-            bail!("unexpected answer from the {} runtime: {:?}", lang.label(), String::from_utf8_lossy(&body));
+            bail!(
+                "unexpected answer from the {} runtime: {:?}",
+                lang.label(),
+                String::from_utf8_lossy(&body)
+            );
         }
         drop(conn);
         rt.kill().await;
-        Ok(FreshStart { listening, specialized, first_response })
+        Ok(FreshStart {
+            listening,
+            specialized,
+            first_response,
+        })
     }
 
     /// A generic instance the bench started and let go idle, then specialized: what a pool hit
@@ -498,7 +605,13 @@ impl Runtime {
     pub async fn pooled_start(paths: &Paths, lang: Lang) -> Result<(Duration, Duration)> {
         let rt = Self::spawn(paths, lang).await?;
         if let Some(pid) = rt.child.id() {
-            let _ = wait_quiet(pid, Duration::from_millis(20), Duration::from_millis(1), Duration::from_secs(10)).await;
+            let _ = wait_quiet(
+                pid,
+                Duration::from_millis(20),
+                Duration::from_millis(1),
+                Duration::from_secs(10),
+            )
+            .await;
         }
         // About as long as an instance waits in a pool of 3 during the pool-hit runs.
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -510,7 +623,11 @@ impl Runtime {
         let body = conn2.get_ok("/").await?;
         let first = t0.elapsed() - specialized;
         if !body.starts_with(b"Hello, world!") {
-            bail!("unexpected answer from the {} runtime: {:?}", lang.label(), String::from_utf8_lossy(&body));
+            bail!(
+                "unexpected answer from the {} runtime: {:?}",
+                lang.label(),
+                String::from_utf8_lossy(&body)
+            );
         }
         drop((conn, conn2));
         rt.kill().await;

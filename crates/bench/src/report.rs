@@ -64,7 +64,9 @@ impl Row {
 
 /// `nproc`, CPU model, kernel, date.
 pub fn machine_header(command: &str, extra: &[String]) -> String {
-    let nproc = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let nproc = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {
@@ -74,7 +76,9 @@ pub fn machine_header(command: &str, extra: &[String]) -> String {
                 .map(|(_, v)| v.trim().to_owned())
         })
         .unwrap_or_else(|| "unknown".into());
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_owned()).unwrap_or_default();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default();
     let mem = std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|s| {
@@ -88,7 +92,10 @@ pub fn machine_header(command: &str, extra: &[String]) -> String {
     let date = chrono::Utc::now().format("%Y-%m-%d %H:%M UTC");
     let mut s = String::new();
     let _ = writeln!(s, "# fission-rs benchmarks\n");
-    let _ = writeln!(s, "- machine: `nproc` = {nproc}, {model}, {mem} RAM, kernel {kernel}");
+    let _ = writeln!(
+        s,
+        "- machine: `nproc` = {nproc}, {model}, {mem} RAM, kernel {kernel}"
+    );
     let _ = writeln!(s, "- date: {date}");
     for e in extra {
         let _ = writeln!(s, "- {e}");
@@ -99,7 +106,10 @@ pub fn machine_header(command: &str, extra: &[String]) -> String {
 
 pub fn table(rows: &[Row]) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "| metric | measured | baseline (same run) | ratio | target | met? |");
+    let _ = writeln!(
+        s,
+        "| metric | measured | baseline (same run) | ratio | target | met? |"
+    );
     let _ = writeln!(s, "|---|---|---|---|---|---|");
     for r in rows {
         let _ = writeln!(
@@ -124,7 +134,11 @@ pub fn anchors() -> String {
             "p50 110 ms, p95 145 ms (min 89, max 184 ms)",
             "RFC-0002 perf runbook 2026, kind on an 8-CPU laptop VM (EndpointSlice path); legacy path p50 124 ms, p95 1 155 ms",
         ),
-        ("Cold start, marketing claim", "\"typically about 100 ms\"", "Fission README since 2017, no setup given"),
+        (
+            "Cold start, marketing claim",
+            "\"typically about 100 ms\"",
+            "Fission README since 2017, no setup given",
+        ),
         (
             "Cold start by version (cold ×5)",
             "p50 90.8 / 89.2 / 74.5 / 115.5 ms (v1.24 / 1.25 / 1.26 / 1.27)",
@@ -140,7 +154,11 @@ pub fn anchors() -> String {
             "≈ 212 req/s (legacy) → ≈ 3 550 req/s (new data plane)",
             "same runbook, closed loop 20 VUs",
         ),
-        ("Warm throughput, 3 routers in-cluster", "5 547 req/s, p99 12.8 ms", "RFC-0002 runbook, 30 VUs"),
+        (
+            "Warm throughput, 3 routers in-cluster",
+            "5 547 req/s, p99 12.8 ms",
+            "RFC-0002 runbook, 30 VUs",
+        ),
         (
             "Warm p50 by version",
             "30.2 ms & 610 req/s (v1.24) → ~9–10 ms & ~1 890–2 044 req/s (v1.26+)",
@@ -178,7 +196,11 @@ pub fn background_cpu(window: std::time::Duration) -> Option<f64> {
     fn sample() -> Option<(u64, u64)> {
         let s = std::fs::read_to_string("/proc/stat").ok()?;
         let line = s.lines().find(|l| l.starts_with("cpu "))?;
-        let v: Vec<u64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+        let v: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|x| x.parse().ok())
+            .collect();
         let total: u64 = v.iter().take(8).sum();
         let idle = v.get(3)? + v.get(4).copied().unwrap_or(0);
         Some((total, idle))
@@ -200,7 +222,11 @@ pub fn loadavg() -> String {
 pub fn machine_busy_ticks() -> Option<u64> {
     let s = std::fs::read_to_string("/proc/stat").ok()?;
     let line = s.lines().find(|l| l.starts_with("cpu "))?;
-    let v: Vec<u64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
     // user + nice + system + steal; idle, iowait and (soft)irq time (mostly our own loopback
     // traffic, which no process is charged for) are left out.
     Some(v.first()? + v.get(1)? + v.get(2)? + v.get(7).copied().unwrap_or(0))
@@ -212,5 +238,12 @@ pub fn own_ticks() -> Option<u64> {
     let s = std::fs::read_to_string("/proc/self/stat").ok()?;
     let after = &s[s.rfind(')')? + 1..];
     // Fields 14–17 of stat (utime stime cutime cstime) are 12–15 after the comm.
-    Some(after.split_whitespace().skip(11).take(4).filter_map(|x| x.parse::<u64>().ok()).sum())
+    Some(
+        after
+            .split_whitespace()
+            .skip(11)
+            .take(4)
+            .filter_map(|x| x.parse::<u64>().ok())
+            .sum(),
+    )
 }

@@ -24,7 +24,14 @@ pub fn summarize(samples: &[f64]) -> Summary {
     let mut s: Vec<f64> = samples.iter().copied().filter(|v| v.is_finite()).collect();
     s.sort_by(f64::total_cmp);
     if s.is_empty() {
-        return Summary { n: 0, p50: f64::NAN, p99: f64::NAN, min: f64::NAN, max: f64::NAN, mean: f64::NAN };
+        return Summary {
+            n: 0,
+            p50: f64::NAN,
+            p99: f64::NAN,
+            min: f64::NAN,
+            max: f64::NAN,
+            mean: f64::NAN,
+        };
     }
     Summary {
         n: s.len(),
@@ -61,11 +68,19 @@ pub fn us(v: f64) -> String {
 }
 
 pub fn mib(bytes: f64) -> String {
-    if !bytes.is_finite() { "n/a".into() } else { format!("{:.1} MB", bytes / 1_000_000.0) }
+    if !bytes.is_finite() {
+        "n/a".into()
+    } else {
+        format!("{:.1} MB", bytes / 1_000_000.0)
+    }
 }
 
 pub fn rate(v: f64) -> String {
-    if !v.is_finite() { "n/a".into() } else { format!("{v:.0} req/s") }
+    if !v.is_finite() {
+        "n/a".into()
+    } else {
+        format!("{v:.0} req/s")
+    }
 }
 
 pub fn ratio(a: f64, b: f64) -> String {

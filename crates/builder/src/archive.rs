@@ -11,9 +11,9 @@ use std::io;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
-use fission_store::unpack::UnpackLimits;
-use zip::write::SimpleFileOptions;
+use fission_unpack::UnpackLimits;
 use zip::CompressionMethod;
+use zip::write::SimpleFileOptions;
 
 /// A zipped directory.
 #[derive(Debug)]
@@ -45,14 +45,25 @@ pub(crate) enum ZipDirError {
 }
 
 /// Zip the contents of `root`.
-pub(crate) fn zip_dir(root: &Path, limits: UnpackLimits, max_archive: u64) -> Result<Zipped, ZipDirError> {
+pub(crate) fn zip_dir(
+    root: &Path,
+    limits: UnpackLimits,
+    max_archive: u64,
+) -> Result<Zipped, ZipDirError> {
     let io_err = |path: &Path| {
         let path = path.to_owned();
         move |source| ZipDirError::Io { path, source }
     };
     let canonical_root = fs::canonicalize(root).map_err(io_err(root))?;
-    let mut w = zip::ZipWriter::new(Sink { buf: io::Cursor::new(Vec::new()), max: max_archive });
-    let mut out = Zipped { bytes: Vec::new(), files: 0, skipped_links: Vec::new() };
+    let mut w = zip::ZipWriter::new(Sink {
+        buf: io::Cursor::new(Vec::new()),
+        max: max_archive,
+    });
+    let mut out = Zipped {
+        bytes: Vec::new(),
+        files: 0,
+        skipped_links: Vec::new(),
+    };
     let mut entries = 0usize;
     let mut total: u64 = 0;
     // Depth-first, sorted; directories get their own entries so empty ones survive.
@@ -75,8 +86,11 @@ pub(crate) fn zip_dir(root: &Path, limits: UnpackLimits, max_archive: u64) -> Re
                 match link_target_inside(&path, &canonical_root) {
                     Ok(target) => Some(target),
                     Err(why) => {
-                        let to = fs::read_link(&path).map(|t| t.display().to_string()).unwrap_or_default();
-                        out.skipped_links.push(format!("{name_in_zip} -> {to} ({why})"));
+                        let to = fs::read_link(&path)
+                            .map(|t| t.display().to_string())
+                            .unwrap_or_default();
+                        out.skipped_links
+                            .push(format!("{name_in_zip} -> {to} ({why})"));
                         continue;
                     }
                 }
@@ -88,7 +102,8 @@ pub(crate) fn zip_dir(root: &Path, limits: UnpackLimits, max_archive: u64) -> Re
             } else if meta.is_file() {
                 Some(path.clone())
             } else {
-                out.skipped_links.push(format!("{name_in_zip} (not a regular file)"));
+                out.skipped_links
+                    .push(format!("{name_in_zip} (not a regular file)"));
                 continue;
             };
             if let Some(src) = file_source {
@@ -96,17 +111,30 @@ pub(crate) fn zip_dir(root: &Path, limits: UnpackLimits, max_archive: u64) -> Re
                 entries += 1;
                 total = total.saturating_add(m.len());
                 if entries > limits.max_entries {
-                    return Err(ZipDirError::TooLarge(format!("more than {} files and directories", limits.max_entries)));
+                    return Err(ZipDirError::TooLarge(format!(
+                        "more than {} files and directories",
+                        limits.max_entries
+                    )));
                 }
                 if total > limits.max_bytes {
-                    return Err(ZipDirError::TooLarge(format!("more than {} bytes unpacked", limits.max_bytes)));
+                    return Err(ZipDirError::TooLarge(format!(
+                        "more than {} bytes unpacked",
+                        limits.max_bytes
+                    )));
                 }
-                let mode = if m.permissions().mode() & 0o111 != 0 { 0o755 } else { 0o644 };
+                let mode = if m.permissions().mode() & 0o111 != 0 {
+                    0o755
+                } else {
+                    0o644
+                };
                 w.start_file(name_in_zip, options(mode))?;
                 let mut f = fs::File::open(&src).map_err(io_err(&src))?;
                 io::copy(&mut f, &mut w).map_err(|e| match e.kind() {
                     io::ErrorKind::FileTooLarge => too_large(max_archive),
-                    _ => ZipDirError::Io { path: src.clone(), source: e },
+                    _ => ZipDirError::Io {
+                        path: src.clone(),
+                        source: e,
+                    },
                 })?;
                 out.files += 1;
             }
@@ -132,7 +160,10 @@ impl io::Write for Sink {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         let end = self.buf.position() + data.len() as u64;
         if end > self.max {
-            return Err(io::Error::new(io::ErrorKind::FileTooLarge, format!("the archive is larger than {} bytes", self.max)));
+            return Err(io::Error::new(
+                io::ErrorKind::FileTooLarge,
+                format!("the archive is larger than {} bytes", self.max),
+            ));
         }
         self.buf.write(data)
     }
@@ -202,17 +233,34 @@ mod tests {
         symlink("lib", root.join("lib2")).expect("link");
 
         let z = zip_dir(&root, UnpackLimits::default(), 1 << 20).expect("zip");
-        assert_eq!(z.files, 4, "main.py, lib/util.py, run.sh and the copy behind alias.py");
+        assert_eq!(
+            z.files, 4,
+            "main.py, lib/util.py, run.sh and the copy behind alias.py"
+        );
         assert_eq!(z.skipped_links.len(), 2, "{:?}", z.skipped_links);
-        assert!(z.skipped_links.iter().any(|s| s.contains("passwd") && s.contains("outside")));
+        assert!(
+            z.skipped_links
+                .iter()
+                .any(|s| s.contains("passwd") && s.contains("outside"))
+        );
         let again = zip_dir(&root, UnpackLimits::default(), 1 << 20).expect("zip");
         assert_eq!(z.bytes, again.bytes, "same tree, same bytes");
 
         let out = dir.path().join("out");
-        fission_store::unpack::unzip(&z.bytes, &out, UnpackLimits::default()).expect("unzip");
-        assert_eq!(fs::read_to_string(out.join("alias.py")).expect("read"), "def main(): return 'x'\n");
+        fission_unpack::unzip(&z.bytes, &out, UnpackLimits::default()).expect("unzip");
+        assert_eq!(
+            fs::read_to_string(out.join("alias.py")).expect("read"),
+            "def main(): return 'x'\n"
+        );
         assert!(out.join("lib/empty").is_dir());
-        assert_eq!(fs::metadata(out.join("run.sh")).expect("meta").permissions().mode() & 0o777, 0o755);
+        assert_eq!(
+            fs::metadata(out.join("run.sh"))
+                .expect("meta")
+                .permissions()
+                .mode()
+                & 0o777,
+            0o755
+        );
         assert!(!out.join("passwd").exists());
     }
 
@@ -222,9 +270,25 @@ mod tests {
         for i in 0..5 {
             write_file(&dir.path().join(format!("f{i}")), &[b'a'; 1000]).expect("write");
         }
-        let err = zip_dir(dir.path(), UnpackLimits { max_bytes: 1 << 20, max_entries: 3 }, 1 << 20).expect_err("entries");
+        let err = zip_dir(
+            dir.path(),
+            UnpackLimits {
+                max_bytes: 1 << 20,
+                max_entries: 3,
+            },
+            1 << 20,
+        )
+        .expect_err("entries");
         assert!(err.to_string().contains("more than 3 files"), "{err}");
-        let err = zip_dir(dir.path(), UnpackLimits { max_bytes: 2500, max_entries: 100 }, 1 << 20).expect_err("bytes");
+        let err = zip_dir(
+            dir.path(),
+            UnpackLimits {
+                max_bytes: 2500,
+                max_entries: 100,
+            },
+            1 << 20,
+        )
+        .expect_err("bytes");
         assert!(err.to_string().contains("more than 2500 bytes"), "{err}");
     }
 }

@@ -4,19 +4,21 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use fission_core::resources::{Archive, Checksum, Environment, Package, ARCHIVE_LITERAL, ARCHIVE_URL};
+use fission_core::resources::{
+    ARCHIVE_LITERAL, ARCHIVE_URL, Archive, Checksum, Environment, Package,
+};
 use fission_core::runtime::BuiltinRuntime;
-use fission_store::archive::{archive_id_from_url, sha256_hex, ArchiveStore, STORAGE_URL_PREFIX};
-use fission_store::unpack::{is_zip, safe_relative_path, unzip};
+use fission_store::archive::{ArchiveStore, STORAGE_URL_PREFIX, archive_id_from_url, sha256_hex};
+use fission_unpack::{is_zip, safe_relative_path, unzip};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::Config;
 use crate::archive::zip_dir;
 use crate::log::BuildLog;
-use crate::process::{run_step, Step, StepError, StepLimits};
+use crate::process::{Step, StepError, StepLimits, run_step};
 use crate::recipe::{self, Recipe};
 use crate::tools::Tools;
-use crate::Config;
 
 /// How a build ended.
 #[derive(Debug)]
@@ -55,16 +57,24 @@ impl From<StepError> for Stop {
 
 /// Build `pkg` in `work` (an empty, existing directory). `env` is the package's environment,
 /// or why it could not be read.
-pub(crate) async fn build(ctx: &Ctx<'_>, pkg: &Package, env: Result<Environment, String>, work: &Path) -> Outcome {
+pub(crate) async fn build(
+    ctx: &Ctx<'_>,
+    pkg: &Package,
+    env: Result<Environment, String>,
+    work: &Path,
+) -> Outcome {
     let started = Instant::now();
     match run(ctx, pkg, env, work, started).await {
         Ok(archive) => {
-            ctx.log.note(format!("Build succeeded in {}", secs(started.elapsed())));
+            ctx.log
+                .note(format!("Build succeeded in {}", secs(started.elapsed())));
             Outcome::Succeeded(archive)
         }
         Err(Stop::Failed(why)) => {
-            ctx.log.note(format!("error building source package: {why}"));
-            ctx.log.note(format!("Build failed after {}", secs(started.elapsed())));
+            ctx.log
+                .note(format!("error building source package: {why}"));
+            ctx.log
+                .note(format!("Build failed after {}", secs(started.elapsed())));
             Outcome::Failed
         }
         Err(Stop::Cancelled) => Outcome::Cancelled,
@@ -97,8 +107,14 @@ async fn run(
         recipe.describe()
     ));
 
-    let bytes = source_bytes(pkg, ctx.archives).await.map_err(Stop::Failed)?;
-    let dirs = Dirs { work: work.to_owned(), src: work.join("src"), deploy: work.join("deploy") };
+    let bytes = source_bytes(pkg, ctx.archives)
+        .await
+        .map_err(Stop::Failed)?;
+    let dirs = Dirs {
+        work: work.to_owned(),
+        src: work.join("src"),
+        deploy: work.join("deploy"),
+    };
     let src = dirs.src.clone();
     let unpack_limits = ctx.config.unpack_limits;
     {
@@ -133,7 +149,11 @@ async fn run(
 }
 
 fn check_cancel(ctx: &Ctx<'_>) -> Result<(), Stop> {
-    if ctx.cancel.is_cancelled() { Err(Stop::Cancelled) } else { Ok(()) }
+    if ctx.cancel.is_cancelled() {
+        Err(Stop::Cancelled)
+    } else {
+        Ok(())
+    }
 }
 
 /// The source archive's bytes, checked against its recorded sha256.
@@ -142,7 +162,8 @@ async fn source_bytes(pkg: &Package, archives: &ArchiveStore) -> Result<Vec<u8>,
     if a.is_empty() {
         return Err("the package has no source archive, so there is nothing to build".to_owned());
     }
-    let literal = a.archive_type == ARCHIVE_LITERAL || (a.archive_type != ARCHIVE_URL && !a.literal.is_empty());
+    let literal = a.archive_type == ARCHIVE_LITERAL
+        || (a.archive_type != ARCHIVE_URL && !a.literal.is_empty());
     let bytes = if literal {
         a.literal.clone()
     } else {
@@ -169,7 +190,10 @@ async fn source_bytes(pkg: &Package, archives: &ArchiveStore) -> Result<Vec<u8>,
         }
     }
     if !is_zip(&bytes) {
-        return Err("the source archive is not a zip file; give --src a directory, files or a .zip".to_owned());
+        return Err(
+            "the source archive is not a zip file; give --src a directory, files or a .zip"
+                .to_owned(),
+        );
     }
     Ok(bytes)
 }
@@ -188,7 +212,11 @@ struct Dirs {
 fn step_env(ctx: &Ctx<'_>, dirs: &Dirs, tool_dirs: &[&Path]) -> Vec<(OsString, OsString)> {
     let (work, src, deploy) = (&dirs.work, &dirs.src, &dirs.deploy);
     let mut path: Vec<PathBuf> = Vec::new();
-    for d in tool_dirs.iter().map(|d| d.to_path_buf()).chain(["/usr/local/bin", "/usr/bin", "/bin"].map(PathBuf::from)) {
+    for d in tool_dirs
+        .iter()
+        .map(|d| d.to_path_buf())
+        .chain(["/usr/local/bin", "/usr/bin", "/bin"].map(PathBuf::from))
+    {
         if !path.contains(&d) {
             path.push(d);
         }
@@ -228,7 +256,8 @@ fn display(program: &Path, args: &[OsString], src: &Path, deploy: &Path) -> Stri
         .map(|a| a.to_string_lossy().into_owned())
         .collect::<Vec<_>>()
         .join(" ");
-    s.replace(&*deploy.to_string_lossy(), "$DEPLOY_PKG").replace(&*src.to_string_lossy(), "$SRC_PKG")
+    s.replace(&*deploy.to_string_lossy(), "$DEPLOY_PKG")
+        .replace(&*src.to_string_lossy(), "$SRC_PKG")
 }
 
 /// Run `program args…` in the source directory.
@@ -242,15 +271,26 @@ async fn step(
 ) -> Result<(), Stop> {
     let shown = display(program, &args, &dirs.src, &dirs.deploy);
     ctx.log.note(format!("$ {shown}"));
-    let name = program.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| shown.clone());
-    let s = Step { program: program.as_os_str().to_owned(), args, cwd: dirs.src.clone(), env };
-    run_step(&s, &name, ctx.log, limits, ctx.cancel).await.map_err(Stop::from)
+    let name = program
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| shown.clone());
+    let s = Step {
+        program: program.as_os_str().to_owned(),
+        args,
+        cwd: dirs.src.clone(),
+        env,
+    };
+    run_step(&s, &name, ctx.log, limits, ctx.cancel)
+        .await
+        .map_err(Stop::from)
 }
 
 async fn python(ctx: &Ctx<'_>, dirs: &Dirs, limits: &StepLimits) -> Result<(), Stop> {
     let src = &dirs.src;
     if !src.join("requirements.txt").is_file() {
-        ctx.log.note("No requirements.txt in the source: nothing to install");
+        ctx.log
+            .note("No requirements.txt in the source: nothing to install");
         return Ok(());
     }
     let py = ctx.tools.pip_python().await.map_err(Stop::Failed)?;
@@ -259,38 +299,56 @@ async fn python(ctx: &Ctx<'_>, dirs: &Dirs, limits: &StepLimits) -> Result<(), S
     }
     let tool_dirs: Vec<&Path> = py.exe.parent().into_iter().collect();
     let env = step_env(ctx, dirs, &tool_dirs);
-    let args: Vec<OsString> =
-        ["-m", "pip", "install", "-r", "requirements.txt", "-t"].iter().map(OsString::from).chain([src.into()]).collect();
+    let args: Vec<OsString> = ["-m", "pip", "install", "-r", "requirements.txt", "-t"]
+        .iter()
+        .map(OsString::from)
+        .chain([src.into()])
+        .collect();
     step(ctx, &py.exe, args, env, dirs, limits).await
 }
 
 async fn node(ctx: &Ctx<'_>, dirs: &Dirs, limits: &StepLimits) -> Result<(), Stop> {
     let src = &dirs.src;
     if !src.join("package.json").is_file() {
-        ctx.log.note("No package.json in the source: nothing to install");
+        ctx.log
+            .note("No package.json in the source: nothing to install");
         return Ok(());
     }
     let node = ctx.tools.node();
     if !node.is_file() {
-        return Err(Stop::Failed(format!("node not found at {} (it runs npm)", node.display())));
+        return Err(Stop::Failed(format!(
+            "node not found at {} (it runs npm)",
+            node.display()
+        )));
     }
     let npm = ctx.tools.npm().map_err(Stop::Failed)?;
-    let locked = src.join("package-lock.json").is_file() || src.join("npm-shrinkwrap.json").is_file();
+    let locked =
+        src.join("package-lock.json").is_file() || src.join("npm-shrinkwrap.json").is_file();
     let sub = if locked { "ci" } else { "install" };
     let tool_dirs: Vec<&Path> = node.parent().into_iter().chain(npm.parent()).collect();
     let env = step_env(ctx, dirs, &tool_dirs);
-    let args: Vec<OsString> = [sub, "--no-audit", "--no-fund"].iter().map(OsString::from).collect();
+    let args: Vec<OsString> = [sub, "--no-audit", "--no-fund"]
+        .iter()
+        .map(OsString::from)
+        .collect();
     step(ctx, &npm, args, env, dirs, limits).await
 }
 
-async fn command(ctx: &Ctx<'_>, argv: &[String], dirs: &Dirs, limits: &StepLimits) -> Result<(), Stop> {
+async fn command(
+    ctx: &Ctx<'_>,
+    argv: &[String],
+    dirs: &Dirs,
+    limits: &StepLimits,
+) -> Result<(), Stop> {
     let Some((first, rest)) = argv.split_first() else {
         return Err(Stop::Failed("the build command is empty".to_owned()));
     };
     let mut args: Vec<OsString> = rest.iter().map(OsString::from).collect();
     let program = match script_in_source(&dirs.src, first) {
         Some(script) => {
-            let shebang = std::fs::read(&script).map(|b| b.starts_with(b"#!")).unwrap_or(false);
+            let shebang = std::fs::read(&script)
+                .map(|b| b.starts_with(b"#!"))
+                .unwrap_or(false);
             if shebang {
                 use std::os::unix::fs::PermissionsExt as _;
                 let _ = std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755));
@@ -304,7 +362,11 @@ async fn command(ctx: &Ctx<'_>, argv: &[String], dirs: &Dirs, limits: &StepLimit
     };
     let node = ctx.tools.node();
     let npm = ctx.tools.npm().ok();
-    let tool_dirs: Vec<&Path> = node.parent().into_iter().chain(npm.as_deref().and_then(Path::parent)).collect();
+    let tool_dirs: Vec<&Path> = node
+        .parent()
+        .into_iter()
+        .chain(npm.as_deref().and_then(Path::parent))
+        .collect();
     let env = step_env(ctx, dirs, &tool_dirs);
     step(ctx, &program, args, env, dirs, limits).await?;
     if dirs.deploy.symlink_metadata().is_err() {
@@ -332,9 +394,12 @@ fn script_in_source(src: &Path, word: &str) -> Option<PathBuf> {
 
 /// Zip (a directory) or take (a single file) what the build deployed and store it.
 async fn store_deployment(ctx: &Ctx<'_>, from: &Path) -> Result<Archive, Stop> {
-    let meta = from
-        .symlink_metadata()
-        .map_err(|e| Stop::Failed(format!("cannot read the deployment {}: {e}", from.display())))?;
+    let meta = from.symlink_metadata().map_err(|e| {
+        Stop::Failed(format!(
+            "cannot read the deployment {}: {e}",
+            from.display()
+        ))
+    })?;
     let limits = ctx.config.unpack_limits;
     let max = ctx.config.max_deploy_bytes;
     let (bytes, what) = if meta.is_dir() {
@@ -349,13 +414,18 @@ async fn store_deployment(ctx: &Ctx<'_>, from: &Path) -> Result<Archive, Stop> {
         let what = format!("{} files", z.files);
         (z.bytes, what)
     } else if meta.is_file() {
-        let bytes = std::fs::read(from).map_err(|e| Stop::Failed(format!("cannot read the deployment: {e}")))?;
+        let bytes = std::fs::read(from)
+            .map_err(|e| Stop::Failed(format!("cannot read the deployment: {e}")))?;
         if bytes.len() as u64 > max {
-            return Err(Stop::Failed(format!("the deployment is too large: larger than {max} bytes")));
+            return Err(Stop::Failed(format!(
+                "the deployment is too large: larger than {max} bytes"
+            )));
         }
         (bytes, "a single file".to_owned())
     } else {
-        return Err(Stop::Failed("$DEPLOY_PKG is neither a directory nor a file".to_owned()));
+        return Err(Stop::Failed(
+            "$DEPLOY_PKG is neither a directory nor a file".to_owned(),
+        ));
     };
     let size = bytes.len();
     let store = ctx.archives.clone();
@@ -363,12 +433,17 @@ async fn store_deployment(ctx: &Ctx<'_>, from: &Path) -> Result<Archive, Stop> {
         .await
         .map_err(|e| Stop::Failed(format!("storing the deployment archive failed: {e}")))?
         .map_err(|e| Stop::Failed(format!("cannot store the deployment archive: {e}")))?;
-    ctx.log.note(format!("Deployment archive: {what}, {size} bytes, sha256 {id}"));
+    ctx.log.note(format!(
+        "Deployment archive: {what}, {size} bytes, sha256 {id}"
+    ));
     Ok(Archive {
         archive_type: ARCHIVE_URL.to_owned(),
         literal: Vec::new(),
         url: format!("{STORAGE_URL_PREFIX}{id}"),
-        checksum: Checksum { checksum_type: "sha256".to_owned(), sum: id },
+        checksum: Checksum {
+            checksum_type: "sha256".to_owned(),
+            sum: id,
+        },
     })
 }
 
@@ -382,8 +457,14 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("scripts")).expect("mkdir");
         std::fs::write(dir.path().join("scripts/build.sh"), "echo").expect("write");
         std::fs::write(dir.path().join("build.sh"), "echo").expect("write");
-        assert_eq!(script_in_source(dir.path(), "./scripts/build.sh"), Some(dir.path().join("scripts/build.sh")));
-        assert_eq!(script_in_source(dir.path(), "build.sh"), Some(dir.path().join("build.sh")));
+        assert_eq!(
+            script_in_source(dir.path(), "./scripts/build.sh"),
+            Some(dir.path().join("scripts/build.sh"))
+        );
+        assert_eq!(
+            script_in_source(dir.path(), "build.sh"),
+            Some(dir.path().join("build.sh"))
+        );
         assert_eq!(script_in_source(dir.path(), "scripts"), None, "a directory");
         assert_eq!(script_in_source(dir.path(), "../etc/passwd"), None);
         assert_eq!(script_in_source(dir.path(), "/bin/sh"), None);

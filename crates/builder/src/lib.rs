@@ -83,7 +83,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use fission_store::unpack::UnpackLimits;
+use fission_unpack::UnpackLimits;
 
 pub use crate::manager::BuildManager;
 
@@ -156,8 +156,10 @@ impl Config {
     /// timeout, 64 MiB of output, 256 KiB of log in the status, 256 MiB deployments, two builds
     /// at a time.
     pub fn new(work_dir: impl Into<PathBuf>) -> Self {
-        let node_bin = tools::find_program("node").unwrap_or_else(|| PathBuf::from("/usr/bin/node"));
-        let runtime_python_bin = tools::find_program("python3").unwrap_or_else(|| PathBuf::from("/usr/bin/python3"));
+        let node_bin =
+            tools::find_program("node").unwrap_or_else(|| PathBuf::from("/usr/bin/node"));
+        let runtime_python_bin =
+            tools::find_program("python3").unwrap_or_else(|| PathBuf::from("/usr/bin/python3"));
         Self {
             work_dir: work_dir.into(),
             node_bin,

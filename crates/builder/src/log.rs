@@ -47,7 +47,10 @@ impl BuildLog {
 
     /// Count raw output bytes; returns the total so far.
     pub(crate) fn count_output(&self, n: usize) -> u64 {
-        self.inner.output_bytes.fetch_add(n as u64, Ordering::Relaxed) + n as u64
+        self.inner
+            .output_bytes
+            .fetch_add(n as u64, Ordering::Relaxed)
+            + n as u64
     }
 
     /// A line of our own (what runs, why it failed).
@@ -86,7 +89,10 @@ impl BuildLog {
         if t.dropped == 0 {
             t.text.clone()
         } else {
-            format!("[... {} bytes of earlier build output omitted ...]\n{}", t.dropped, t.text)
+            format!(
+                "[... {} bytes of earlier build output omitted ...]\n{}",
+                t.dropped, t.text
+            )
         }
     }
 }

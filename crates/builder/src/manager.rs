@@ -7,11 +7,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use fission_core::resources::{build_status, initial_build_status, Environment, Function, Package, PackageStatus};
-use fission_core::{AnyResource, ResourceKind, ResourceStore, StoreError, WatchEvent, WatchEventType};
+use fission_core::resources::{
+    Environment, Function, Package, PackageStatus, build_status, initial_build_status,
+};
+use fission_core::{
+    AnyResource, ResourceKind, ResourceStore, StoreError, WatchEvent, WatchEventType,
+};
 use fission_store::archive::ArchiveStore;
 use fission_store::logs::LogStore;
-use futures::StreamExt as _;
+use fission_watcher::{Change, Watcher};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -23,8 +27,6 @@ use crate::{Config, Error};
 
 /// How often a write that conflicts with another writer is retried.
 const WRITE_ATTEMPTS: usize = 8;
-/// Pause before listing again after the change feed failed.
-const RELIST_BACKOFF: Duration = Duration::from_millis(500);
 
 type PkgKey = (String, String);
 
@@ -54,14 +56,21 @@ pub struct BuildManager {
 
 impl std::fmt::Debug for BuildManager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BuildManager").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("BuildManager")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
 impl BuildManager {
     /// A build manager over `store`, storing deployments in `archives` and build output in
     /// `logs` (under `(namespace, "pkg:<package>")`). Nothing happens until [`Self::run`].
-    pub fn new(config: Config, store: Arc<dyn ResourceStore>, archives: ArchiveStore, logs: LogStore) -> Arc<Self> {
+    pub fn new(
+        config: Config,
+        store: Arc<dyn ResourceStore>,
+        archives: ArchiveStore,
+        logs: LogStore,
+    ) -> Arc<Self> {
         let tools = Tools::new(&config);
         let slots = Arc::new(Semaphore::new(config.max_concurrent_builds.max(1)));
         Arc::new(Self {
@@ -84,46 +93,20 @@ impl BuildManager {
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) -> Result<(), Error> {
         self.prepare_work_dir().await?;
         tracing::info!(work_dir = %self.config.work_dir.display(), "build manager started");
-        'relist: while !shutdown.is_cancelled() {
-            let listed = tokio::select! {
-                r = self.store.list_and_watch() => r,
-                () = shutdown.cancelled() => break 'relist,
-            };
-            let (objects, _, mut feed) = match listed {
-                Ok(l) => l,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot list packages; retrying");
-                    Self::pause(&shutdown).await;
-                    continue;
-                }
-            };
-            for o in objects {
-                if let AnyResource::Package(p) = o {
-                    self.consider(p, true);
-                }
-            }
-            loop {
-                let next = tokio::select! {
-                    n = feed.next() => n,
-                    () = shutdown.cancelled() => break 'relist,
-                };
-                match next {
-                    Some(Ok(ev)) => self.on_event(ev),
-                    Some(Err(StoreError::Lagged(n))) => {
-                        tracing::info!(missed = n, "package watch fell behind; listing again");
-                        continue 'relist;
-                    }
-                    Some(Err(e)) => {
-                        tracing::warn!(error = %e, "package watch failed; listing again");
-                        Self::pause(&shutdown).await;
-                        continue 'relist;
-                    }
-                    None => {
-                        tracing::warn!("package watch ended; listing again");
-                        Self::pause(&shutdown).await;
-                        continue 'relist;
+        // Store failures are retried by the watcher, the first listing's too: builds are not
+        // worth failing the server over.
+        let mut watcher = Watcher::new(self.store.clone(), "build manager");
+        while let Some(next) = watcher.next(&shutdown).await {
+            match next {
+                Ok(Change::Listed { objects, .. }) => {
+                    for o in objects {
+                        if let AnyResource::Package(p) = o {
+                            self.consider(p, true);
+                        }
                     }
                 }
+                Ok(Change::Applied(ev)) => self.on_event(ev),
+                Err(e) => tracing::warn!(error = %e, "cannot list packages; retrying"),
             }
         }
         self.stopping.cancel();
@@ -136,13 +119,6 @@ impl BuildManager {
         Ok(())
     }
 
-    async fn pause(shutdown: &CancellationToken) {
-        tokio::select! {
-            () = tokio::time::sleep(RELIST_BACKOFF) => {}
-            () = shutdown.cancelled() => {}
-        }
-    }
-
     /// Empty the work directory: nothing is building yet, so anything there is left over.
     async fn prepare_work_dir(&self) -> Result<(), Error> {
         let dir = self.config.work_dir.clone();
@@ -150,7 +126,11 @@ impl BuildManager {
             if dir.exists() {
                 for entry in std::fs::read_dir(&dir)? {
                     let p = entry?.path();
-                    if p.is_dir() { std::fs::remove_dir_all(&p)? } else { std::fs::remove_file(&p)? }
+                    if p.is_dir() {
+                        std::fs::remove_dir_all(&p)?
+                    } else {
+                        std::fs::remove_file(&p)?
+                    }
                 }
             }
             std::fs::create_dir_all(&dir)
@@ -158,7 +138,10 @@ impl BuildManager {
         .await
         .map_err(std::io::Error::other)
         .and_then(|r| r)
-        .map_err(|source| Error::WorkDir { path: self.config.work_dir.clone(), source })
+        .map_err(|source| Error::WorkDir {
+            path: self.config.work_dir.clone(),
+            source,
+        })
     }
 
     fn lock_inflight(&self) -> MutexGuard<'_, HashMap<PkgKey, InFlight>> {
@@ -204,7 +187,14 @@ impl BuildManager {
                 tracing::info!(package = %format!("{}/{}", key.0, key.1), "newer package version; cancelling its running build");
                 f.cancel.cancel();
             }
-            inflight.insert(key.clone(), InFlight { version, cancel: cancel.clone(), id });
+            inflight.insert(
+                key.clone(),
+                InFlight {
+                    version,
+                    cancel: cancel.clone(),
+                    id,
+                },
+            );
         }
         let me = self.clone();
         self.tasks.spawn(async move {
@@ -222,7 +212,9 @@ impl BuildManager {
             s = self.slots.clone().acquire_owned() => match s { Ok(s) => s, Err(_) => return },
             () = cancel.cancelled() => return,
         };
-        let Some(running) = self.claim(key, version).await else { return };
+        let Some(running) = self.claim(key, version).await else {
+            return;
+        };
         let running_version = running.metadata.resource_version_number();
         {
             let mut inflight = self.lock_inflight();
@@ -233,12 +225,16 @@ impl BuildManager {
         let name = format!("{}/{}", key.0, key.1);
         tracing::info!(package = %name, resource_version = running_version, "build started");
 
-        let writer = self.logs.writer(&key.0, &format!("pkg:{}", key.1), running_version);
+        let writer = self
+            .logs
+            .writer(&key.0, &format!("pkg:{}", key.1), running_version);
         let log = BuildLog::new(Some(writer), self.config.max_log_bytes);
         let work = self.work_dir_for(&running);
         let outcome = match tokio::fs::create_dir_all(&work).await {
             Err(e) => {
-                log.note(format!("error building source package: cannot create the build directory: {e}"));
+                log.note(format!(
+                    "error building source package: cannot create the build directory: {e}"
+                ));
                 Outcome::Failed
             }
             Ok(()) => {
@@ -260,11 +256,20 @@ impl BuildManager {
             Outcome::Cancelled => tracing::info!(package = %name, "build cancelled"),
             Outcome::Failed => {
                 tracing::info!(package = %name, "build failed");
-                self.record(running, build_status::FAILED, log.text(), None).await;
+                self.record(running, build_status::FAILED, log.text(), None)
+                    .await;
             }
             Outcome::Succeeded(deployment) => {
                 tracing::info!(package = %name, "build succeeded");
-                if let Some(pkg) = self.record(running, build_status::SUCCEEDED, log.text(), Some(deployment)).await {
+                if let Some(pkg) = self
+                    .record(
+                        running,
+                        build_status::SUCCEEDED,
+                        log.text(),
+                        Some(deployment),
+                    )
+                    .await
+                {
                     self.repin_functions(&pkg).await;
                 }
             }
@@ -277,7 +282,11 @@ impl BuildManager {
         self.config
             .work_dir
             .join(safe(&pkg.metadata.namespace))
-            .join(format!("{}-{}", safe(&pkg.metadata.name), pkg.metadata.resource_version_number()))
+            .join(format!(
+                "{}-{}",
+                safe(&pkg.metadata.name),
+                pkg.metadata.resource_version_number()
+            ))
     }
 
     /// Mark the package `running` if it is still the version this build is for. `None` when
@@ -297,7 +306,9 @@ impl BuildManager {
             pkg.status.buildstatus.as_str()
         };
         let fresh_version = pkg.metadata.resource_version_number();
-        if fresh_version != version || !(status == build_status::PENDING || status == build_status::RUNNING) {
+        if fresh_version != version
+            || !(status == build_status::PENDING || status == build_status::RUNNING)
+        {
             return None;
         }
         pkg.status = PackageStatus {
@@ -319,11 +330,18 @@ impl BuildManager {
     /// The package's environment, or (for the build log) why it cannot be read.
     async fn environment_of(&self, pkg: &Package) -> Result<Environment, String> {
         let r = &pkg.spec.environment;
-        let ns = if r.namespace.is_empty() { &pkg.metadata.namespace } else { &r.namespace };
+        let ns = if r.namespace.is_empty() {
+            &pkg.metadata.namespace
+        } else {
+            &r.namespace
+        };
         match self.store.get(ResourceKind::Environment, ns, &r.name).await {
             Ok(AnyResource::Environment(e)) => Ok(e),
             Ok(_) => Err("the store returned another kind for the environment".to_owned()),
-            Err(StoreError::NotFound { .. }) => Err(format!("environment '{}' (namespace '{ns}') not found", r.name)),
+            Err(StoreError::NotFound { .. }) => Err(format!(
+                "environment '{}' (namespace '{ns}') not found",
+                r.name
+            )),
             Err(e) => Err(format!("cannot read environment '{}': {e}", r.name)),
         }
     }
@@ -357,7 +375,8 @@ impl BuildManager {
                     // result only if it is still the build the package waits for.
                     match self.store.get(ResourceKind::Package, &ns, &n).await {
                         Ok(AnyResource::Package(p))
-                            if p.status.buildstatus == build_status::RUNNING && p.spec.source == built_source =>
+                            if p.status.buildstatus == build_status::RUNNING
+                                && p.spec.source == built_source =>
                         {
                             pkg = p;
                         }
@@ -398,7 +417,9 @@ impl BuildManager {
             }
         };
         for f in functions {
-            let AnyResource::Function(mut f) = f else { continue };
+            let AnyResource::Function(mut f) = f else {
+                continue;
+            };
             for _ in 0..WRITE_ATTEMPTS {
                 if !uses(&f, pkg) || f.spec.package.packageref.resourceversion == *rv {
                     break;
@@ -410,10 +431,12 @@ impl BuildManager {
                         tracing::info!(function = %format!("{fns}/{fname}"), package_version = %rv, "function re-pinned to the new build");
                         break;
                     }
-                    Err(StoreError::Conflict { .. }) => match self.store.get(ResourceKind::Function, &fns, &fname).await {
-                        Ok(AnyResource::Function(fresh)) => f = fresh,
-                        _ => break,
-                    },
+                    Err(StoreError::Conflict { .. }) => {
+                        match self.store.get(ResourceKind::Function, &fns, &fname).await {
+                            Ok(AnyResource::Function(fresh)) => f = fresh,
+                            _ => break,
+                        }
+                    }
                     Err(e) => {
                         tracing::warn!(function = %format!("{fns}/{fname}"), error = %e, "cannot re-pin function");
                         break;
@@ -426,7 +449,11 @@ impl BuildManager {
 
 fn uses(f: &Function, pkg: &Package) -> bool {
     let r = &f.spec.package.packageref;
-    let ns = if r.namespace.is_empty() { &f.metadata.namespace } else { &r.namespace };
+    let ns = if r.namespace.is_empty() {
+        &f.metadata.namespace
+    } else {
+        &r.namespace
+    };
     r.name == pkg.metadata.name && *ns == pkg.metadata.namespace
 }
 

@@ -113,16 +113,31 @@ pub(crate) async fn run_step(
     limits: &StepLimits,
     cancel: &CancellationToken,
 ) -> Result<(), StepError> {
-    let mut child = spawn_step(step).map_err(|source| StepError::Spawn { program: display.to_owned(), source })?;
+    let mut child = spawn_step(step).map_err(|source| StepError::Spawn {
+        program: display.to_owned(),
+        source,
+    })?;
     let pgid = child.id();
     let _group = GroupGuard(pgid);
     let over = CancellationToken::new();
     let mut pumps = Vec::new();
     if let Some(out) = child.stdout.take() {
-        pumps.push(tokio::spawn(pump(out, LogStream::Stdout, log.clone(), limits.max_output_bytes, over.clone())));
+        pumps.push(tokio::spawn(pump(
+            out,
+            LogStream::Stdout,
+            log.clone(),
+            limits.max_output_bytes,
+            over.clone(),
+        )));
     }
     if let Some(err) = child.stderr.take() {
-        pumps.push(tokio::spawn(pump(err, LogStream::Stderr, log.clone(), limits.max_output_bytes, over.clone())));
+        pumps.push(tokio::spawn(pump(
+            err,
+            LogStream::Stderr,
+            log.clone(),
+            limits.max_output_bytes,
+            over.clone(),
+        )));
     }
     let stopped = tokio::select! {
         status = child.wait() => Ok(status),
@@ -142,14 +157,20 @@ pub(crate) async fn run_step(
             for p in &pumps {
                 p.abort();
             }
-            let status = status.map_err(|source| StepError::Spawn { program: display.to_owned(), source })?;
+            let status = status.map_err(|source| StepError::Spawn {
+                program: display.to_owned(),
+                source,
+            })?;
             if over.is_cancelled() {
                 return Err(StepError::TooMuchOutput(limits.max_output_bytes));
             }
             if status.success() {
                 Ok(())
             } else {
-                Err(StepError::Exit { program: display.to_owned(), status })
+                Err(StepError::Exit {
+                    program: display.to_owned(),
+                    status,
+                })
             }
         }
         Err(e) => {
@@ -177,7 +198,13 @@ impl Drop for GroupGuard {
 }
 
 /// Copy one output stream into the log, line by line, counting against the output budget.
-async fn pump(mut r: impl AsyncRead + Unpin, stream: LogStream, log: BuildLog, max: u64, over: CancellationToken) {
+async fn pump(
+    mut r: impl AsyncRead + Unpin,
+    stream: LogStream,
+    log: BuildLog,
+    max: u64,
+    over: CancellationToken,
+) {
     let mut pending: Vec<u8> = Vec::new();
     let mut chunk = vec![0u8; 16 * 1024];
     loop {
@@ -240,14 +267,22 @@ mod tests {
     async fn streams_both_outputs_and_reports_the_exit_status() {
         let log = BuildLog::new(None, 1 << 20);
         let cancel = CancellationToken::new();
-        run_step(&sh("echo out; echo err >&2; printf 'no newline'"), "sh", &log, &limits(10, 1 << 20), &cancel)
-            .await
-            .expect("ok");
+        run_step(
+            &sh("echo out; echo err >&2; printf 'no newline'"),
+            "sh",
+            &log,
+            &limits(10, 1 << 20),
+            &cancel,
+        )
+        .await
+        .expect("ok");
         let text = log.text();
         for l in ["out\n", "err\n", "no newline\n"] {
             assert!(text.contains(l), "{text}");
         }
-        let err = run_step(&sh("exit 3"), "sh", &log, &limits(10, 1 << 20), &cancel).await.expect_err("fails");
+        let err = run_step(&sh("exit 3"), "sh", &log, &limits(10, 1 << 20), &cancel)
+            .await
+            .expect_err("fails");
         assert!(matches!(err, StepError::Exit { .. }), "{err}");
         assert_eq!(err.to_string(), "sh failed: exit status 3");
     }
@@ -257,11 +292,27 @@ mod tests {
         let log = BuildLog::new(None, 1 << 20);
         let mut step = sh("env | sort");
         step.env.push(("SRC_PKG".into(), "/x".into()));
-        run_step(&step, "sh", &log, &limits(10, 1 << 20), &CancellationToken::new()).await.expect("ok");
-        let vars: Vec<String> = log.text().lines().filter_map(|l| l.split('=').next()).map(str::to_owned).collect();
+        run_step(
+            &step,
+            "sh",
+            &log,
+            &limits(10, 1 << 20),
+            &CancellationToken::new(),
+        )
+        .await
+        .expect("ok");
+        let vars: Vec<String> = log
+            .text()
+            .lines()
+            .filter_map(|l| l.split('=').next())
+            .map(str::to_owned)
+            .collect();
         // sh itself may add PWD/SHLVL/_ ; nothing of the server's environment leaks in.
         for v in &vars {
-            assert!(["PATH", "SRC_PKG", "PWD", "SHLVL", "_", "OLDPWD"].contains(&v.as_str()), "leaked {v}: {vars:?}");
+            assert!(
+                ["PATH", "SRC_PKG", "PWD", "SHLVL", "_", "OLDPWD"].contains(&v.as_str()),
+                "leaked {v}: {vars:?}"
+            );
         }
     }
 
@@ -272,29 +323,55 @@ mod tests {
         let log = BuildLog::new(None, 1 << 20);
         let script = format!("(sleep 2; touch {}) & sleep 30", marker.display());
         let started = std::time::Instant::now();
-        let err = run_step(&sh(&script), "sh", &log, &limits(1, 1 << 20), &CancellationToken::new())
-            .await
-            .expect_err("times out");
+        let err = run_step(
+            &sh(&script),
+            "sh",
+            &log,
+            &limits(1, 1 << 20),
+            &CancellationToken::new(),
+        )
+        .await
+        .expect_err("times out");
         assert!(matches!(err, StepError::TimedOut(_)), "{err}");
         assert!(started.elapsed() < Duration::from_secs(5));
         tokio::time::sleep(Duration::from_millis(2500)).await;
-        assert!(!marker.exists(), "the background child was killed with its group");
+        assert!(
+            !marker.exists(),
+            "the background child was killed with its group"
+        );
     }
 
     #[tokio::test]
     async fn too_much_output_stops_the_step() {
         let log = BuildLog::new(None, 4096);
-        let err = run_step(&sh("yes build-output"), "sh", &log, &limits(20, 100_000), &CancellationToken::new())
-            .await
-            .expect_err("stopped");
+        let err = run_step(
+            &sh("yes build-output"),
+            "sh",
+            &log,
+            &limits(20, 100_000),
+            &CancellationToken::new(),
+        )
+        .await
+        .expect_err("stopped");
         assert!(matches!(err, StepError::TooMuchOutput(100_000)), "{err}");
     }
 
     #[tokio::test]
     async fn a_missing_program_is_a_spawn_error() {
         let log = BuildLog::new(None, 4096);
-        let step = Step { program: "/nonexistent/npm".into(), ..sh("") };
-        let err = run_step(&step, "npm", &log, &limits(5, 1000), &CancellationToken::new()).await.expect_err("fails");
+        let step = Step {
+            program: "/nonexistent/npm".into(),
+            ..sh("")
+        };
+        let err = run_step(
+            &step,
+            "npm",
+            &log,
+            &limits(5, 1000),
+            &CancellationToken::new(),
+        )
+        .await
+        .expect_err("fails");
         assert!(err.to_string().starts_with("cannot run npm: "), "{err}");
     }
 
@@ -302,10 +379,20 @@ mod tests {
     async fn a_daemon_left_behind_does_not_hang_the_build() {
         let log = BuildLog::new(None, 4096);
         let started = std::time::Instant::now();
-        run_step(&sh("sleep 60 & echo started"), "sh", &log, &limits(30, 100_000), &CancellationToken::new())
-            .await
-            .expect("ok");
-        assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+        run_step(
+            &sh("sleep 60 & echo started"),
+            "sh",
+            &log,
+            &limits(30, 100_000),
+            &CancellationToken::new(),
+        )
+        .await
+        .expect("ok");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
         assert!(log.text().contains("started"));
     }
 }

@@ -2,7 +2,7 @@
 //! or a custom command (the package's `buildcmd`, else the environment's `builder.command`).
 
 use fission_core::resources::{Environment, Package};
-use fission_core::runtime::{builtin_builder, BuiltinRuntime};
+use fission_core::runtime::{BuiltinRuntime, builtin_builder};
 
 /// How a package is built.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,7 +25,9 @@ pub(crate) fn select(pkg: &Package, env: &Environment) -> Result<Recipe, String>
     let env_cmd = builder.map(|b| b.command.trim()).unwrap_or_default();
     let cmd = if pkg_cmd.is_empty() { env_cmd } else { pkg_cmd };
     if !cmd.is_empty() && !DEFAULT_COMMANDS.contains(&cmd) {
-        return Ok(Recipe::Command(cmd.split_whitespace().map(str::to_owned).collect()));
+        return Ok(Recipe::Command(
+            cmd.split_whitespace().map(str::to_owned).collect(),
+        ));
     }
     let env_name = &env.metadata.name;
     if image.is_empty() {
@@ -64,34 +66,66 @@ mod tests {
     use super::*;
 
     fn env(image: &str, command: &str) -> Environment {
-        let builder = (!image.is_empty() || !command.is_empty())
-            .then(|| Builder { image: image.to_owned(), command: command.to_owned(), ..Builder::default() });
-        Environment::new("default", "e", EnvironmentSpec { builder, ..EnvironmentSpec::default() })
+        let builder = (!image.is_empty() || !command.is_empty()).then(|| Builder {
+            image: image.to_owned(),
+            command: command.to_owned(),
+            ..Builder::default()
+        });
+        Environment::new(
+            "default",
+            "e",
+            EnvironmentSpec {
+                builder,
+                ..EnvironmentSpec::default()
+            },
+        )
     }
 
     fn pkg(buildcmd: &str) -> Package {
-        Package::new("default", "p", PackageSpec { buildcmd: buildcmd.to_owned(), ..PackageSpec::default() })
+        Package::new(
+            "default",
+            "p",
+            PackageSpec {
+                buildcmd: buildcmd.to_owned(),
+                ..PackageSpec::default()
+            },
+        )
     }
 
     #[test]
     fn the_builder_image_selects_a_builtin_builder_for_the_default_command() {
         for cmd in ["", "build", "/build", "/usr/local/bin/build"] {
-            assert_eq!(select(&pkg(""), &env("fission/python-builder", cmd)), Ok(Recipe::Builtin(BuiltinRuntime::Python)));
-            assert_eq!(select(&pkg(cmd), &env("ghcr.io/fission/node-builder-22", "build")), Ok(Recipe::Builtin(BuiltinRuntime::NodeJs)));
+            assert_eq!(
+                select(&pkg(""), &env("fission/python-builder", cmd)),
+                Ok(Recipe::Builtin(BuiltinRuntime::Python))
+            );
+            assert_eq!(
+                select(&pkg(cmd), &env("ghcr.io/fission/node-builder-22", "build")),
+                Ok(Recipe::Builtin(BuiltinRuntime::NodeJs))
+            );
         }
     }
 
     #[test]
     fn the_package_command_wins_over_the_environment_command() {
-        let r = select(&pkg("./build.sh  --fast"), &env("fission/python-builder", "make all"));
-        assert_eq!(r, Ok(Recipe::Command(vec!["./build.sh".into(), "--fast".into()])));
+        let r = select(
+            &pkg("./build.sh  --fast"),
+            &env("fission/python-builder", "make all"),
+        );
+        assert_eq!(
+            r,
+            Ok(Recipe::Command(vec!["./build.sh".into(), "--fast".into()]))
+        );
         let r = select(&pkg(""), &env("fission/python-builder", "make all"));
         assert_eq!(r, Ok(Recipe::Command(vec!["make".into(), "all".into()])));
     }
 
     #[test]
     fn custom_commands_build_without_a_builder_image() {
-        assert_eq!(select(&pkg("sh build.sh"), &env("", "")), Ok(Recipe::Command(vec!["sh".into(), "build.sh".into()])));
+        assert_eq!(
+            select(&pkg("sh build.sh"), &env("", "")),
+            Ok(Recipe::Command(vec!["sh".into(), "build.sh".into()]))
+        );
     }
 
     #[test]

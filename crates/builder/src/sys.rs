@@ -6,7 +6,9 @@
 /// Only call this while the group leader has not been reaped yet, or right after, so the id
 /// cannot have been reused by an unrelated group.
 pub(crate) fn kill_process_group(pgid: u32) {
-    let Ok(pgid) = i32::try_from(pgid) else { return };
+    let Ok(pgid) = i32::try_from(pgid) else {
+        return;
+    };
     if pgid <= 1 {
         return; // never signal "every process" (-1) or our own group (0)
     }

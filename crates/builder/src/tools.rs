@@ -7,13 +7,16 @@ use std::time::Duration;
 /// `/usr/bin/<name>`, else the first `<name>` on `PATH`, canonicalized; never a pyenv-style
 /// shim (a shim adds ~80 ms per start and may pick another interpreter per directory).
 pub(crate) fn find_program(name: &str) -> Option<PathBuf> {
-    candidates(name).into_iter().find(|p| !p.to_string_lossy().contains("/shims/"))
+    candidates(name)
+        .into_iter()
+        .find(|p| !p.to_string_lossy().contains("/shims/"))
 }
 
 /// Every existing `<name>`: `/usr/bin` first, then `PATH` order; canonicalized, de-duplicated.
 fn candidates(name: &str) -> Vec<PathBuf> {
-    let path_dirs: Vec<PathBuf> =
-        std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect()).unwrap_or_default();
+    let path_dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
     let mut out: Vec<PathBuf> = Vec::new();
     for dir in std::iter::once(PathBuf::from("/usr/bin")).chain(path_dirs) {
         let p = dir.join(name);
@@ -62,7 +65,10 @@ pub(crate) async fn probe_pip(python: &Path) -> Option<PipPython> {
             cmd.env(var, v);
         }
     }
-    let out = tokio::time::timeout(Duration::from_secs(15), cmd.output()).await.ok()?.ok()?;
+    let out = tokio::time::timeout(Duration::from_secs(15), cmd.output())
+        .await
+        .ok()?
+        .ok()?;
     if !out.status.success() {
         return None;
     }
@@ -78,7 +84,12 @@ pub(crate) async fn python_version(python: &Path) -> Option<String> {
     let out = tokio::time::timeout(
         Duration::from_secs(15),
         tokio::process::Command::new(python)
-            .args(["-I", "-S", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"])
+            .args([
+                "-I",
+                "-S",
+                "-c",
+                "import sys; print('%d.%d' % sys.version_info[:2])",
+            ])
             .env_clear()
             .stdin(Stdio::null())
             .stderr(Stdio::null())
@@ -88,16 +99,21 @@ pub(crate) async fn python_version(python: &Path) -> Option<String> {
     .await
     .ok()?
     .ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
 /// Find a Python with pip: `/usr/bin/python3`, then every `python3` on `PATH` (shims included:
 /// the probe resolves them), preferring one with the same version as `runtime`.
-pub(crate) async fn detect_pip_python(runtime_version: Option<&str>) -> Result<PipPython, Vec<PathBuf>> {
+pub(crate) async fn detect_pip_python(
+    runtime_version: Option<&str>,
+) -> Result<PipPython, Vec<PathBuf>> {
     let mut tried = Vec::new();
     let mut found: Vec<PipPython> = Vec::new();
-    let path_dirs: Vec<PathBuf> =
-        std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect()).unwrap_or_default();
+    let path_dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
     for dir in std::iter::once(PathBuf::from("/usr/bin")).chain(path_dirs) {
         let p = dir.join("python3");
         if !p.is_absolute() || !p.is_file() || tried.contains(&p) {
@@ -129,7 +145,10 @@ impl Tools {
     pub(crate) fn new(config: &crate::Config) -> Self {
         Self {
             node: config.node_bin.clone(),
-            npm: config.npm_bin.clone().or_else(|| find_npm(&config.node_bin)),
+            npm: config
+                .npm_bin
+                .clone()
+                .or_else(|| find_npm(&config.node_bin)),
             python: config.python_bin.clone(),
             runtime_python: config.runtime_python_bin.clone(),
             pip: tokio::sync::OnceCell::new(),
@@ -143,12 +162,18 @@ impl Tools {
 
     pub(crate) fn npm(&self) -> Result<PathBuf, String> {
         self.npm.clone().ok_or_else(|| {
-            format!("npm not found (looked next to {} and on PATH); install npm", self.node.display())
+            format!(
+                "npm not found (looked next to {} and on PATH); install npm",
+                self.node.display()
+            )
         })
     }
 
     async fn runtime_version(&self) -> Option<String> {
-        self.runtime_version.get_or_init(|| python_version(&self.runtime_python)).await.clone()
+        self.runtime_version
+            .get_or_init(|| python_version(&self.runtime_python))
+            .await
+            .clone()
     }
 
     /// The Python that runs pip (configured, or detected on first use).
@@ -202,7 +227,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_python_with_pip_is_found_when_there_is_one() {
-        let Some(py) = find_program("python3") else { return };
+        let Some(py) = find_program("python3") else {
+            return;
+        };
         match detect_pip_python(None).await {
             Ok(pp) => {
                 assert!(pp.exe.is_absolute());

@@ -8,12 +8,13 @@ use std::time::{Duration, Instant};
 
 use fission_builder::{BuildManager, Config};
 use fission_core::resources::{
-    Archive, Builder, Environment, EnvironmentSpec, Function, FunctionSpec, Package, PackageSpec, Runtime,
+    Archive, Builder, Environment, EnvironmentSpec, Function, FunctionSpec, Package, PackageSpec,
+    Runtime,
 };
 use fission_core::{AnyResource, ObjectReference, ResourceKind, ResourceStore};
-use fission_store::archive::{archive_id_from_url, ArchiveStore};
-use fission_store::logs::LogStore;
 use fission_store::RedbStore;
+use fission_store::archive::{ArchiveStore, archive_id_from_url};
+use fission_store::logs::LogStore;
 use tokio_util::sync::CancellationToken;
 
 struct Harness {
@@ -28,10 +29,18 @@ struct Harness {
 impl Harness {
     fn new() -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store: Arc<dyn ResourceStore> = Arc::new(RedbStore::open(&dir.path().join("db.redb")).expect("store"));
+        let store: Arc<dyn ResourceStore> =
+            Arc::new(RedbStore::open(&dir.path().join("db.redb")).expect("store"));
         let archives = ArchiveStore::open(dir.path().join("archives")).expect("archives");
         let logs = LogStore::open(dir.path().join("logs")).expect("logs");
-        Self { store, archives, logs, dir, shutdown: CancellationToken::new(), task: None }
+        Self {
+            store,
+            archives,
+            logs,
+            dir,
+            shutdown: CancellationToken::new(),
+            task: None,
+        }
     }
 
     fn config(&self) -> Config {
@@ -44,29 +53,52 @@ impl Harness {
     }
 
     fn start_with(&mut self, config: Config) {
-        let m = BuildManager::new(config, self.store.clone(), self.archives.clone(), self.logs.clone());
+        let m = BuildManager::new(
+            config,
+            self.store.clone(),
+            self.archives.clone(),
+            self.logs.clone(),
+        );
         let shutdown = self.shutdown.clone();
-        self.task = Some(tokio::spawn(async move { m.run(shutdown).await.expect("build manager") }));
+        self.task = Some(tokio::spawn(async move {
+            m.run(shutdown).await.expect("build manager")
+        }));
     }
 
     async fn stop(&mut self) {
         self.shutdown.cancel();
         if let Some(t) = self.task.take() {
-            tokio::time::timeout(Duration::from_secs(10), t).await.expect("stops in time").expect("join");
+            tokio::time::timeout(Duration::from_secs(10), t)
+                .await
+                .expect("stops in time")
+                .expect("join");
         }
         self.shutdown = CancellationToken::new();
     }
 
     async fn env(&self, name: &str, builder_image: &str, builder_command: &str) {
-        let builder = (!builder_image.is_empty())
-            .then(|| Builder { image: builder_image.to_owned(), command: builder_command.to_owned(), ..Builder::default() });
-        let runtime_image = if builder_image.contains("node") { "fission/node-env" } else { "fission/python-env" };
+        let builder = (!builder_image.is_empty()).then(|| Builder {
+            image: builder_image.to_owned(),
+            command: builder_command.to_owned(),
+            ..Builder::default()
+        });
+        let runtime_image = if builder_image.contains("node") {
+            "fission/node-env"
+        } else {
+            "fission/python-env"
+        };
         let spec = EnvironmentSpec {
-            runtime: Runtime { image: runtime_image.to_owned(), ..Runtime::default() },
+            runtime: Runtime {
+                image: runtime_image.to_owned(),
+                ..Runtime::default()
+            },
             builder,
             ..EnvironmentSpec::default()
         };
-        self.store.create(Environment::new("default", name, spec).into()).await.expect("create env");
+        self.store
+            .create(Environment::new("default", name, spec).into())
+            .await
+            .expect("create env");
     }
 
     async fn package(&self, name: &str, env: &str, source: Vec<u8>, buildcmd: &str) -> Package {
@@ -74,7 +106,10 @@ impl Harness {
             "default",
             name,
             PackageSpec {
-                environment: ObjectReference { namespace: "default".to_owned(), name: env.to_owned() },
+                environment: ObjectReference {
+                    namespace: "default".to_owned(),
+                    name: env.to_owned(),
+                },
                 source: Archive::literal(source),
                 buildcmd: buildcmd.to_owned(),
                 ..PackageSpec::default()
@@ -94,21 +129,36 @@ impl Harness {
         spec.package.packageref.name = pkg.metadata.name.clone();
         spec.package.packageref.resourceversion = pkg.metadata.resource_version.clone();
         spec.package.function_name = "main".to_owned();
-        match self.store.create(Function::new("default", name, spec).into()).await.expect("create function") {
+        match self
+            .store
+            .create(Function::new("default", name, spec).into())
+            .await
+            .expect("create function")
+        {
             AnyResource::Function(f) => f,
             _ => panic!("not a function"),
         }
     }
 
     async fn get_package(&self, name: &str) -> Package {
-        match self.store.get(ResourceKind::Package, "default", name).await.expect("get") {
+        match self
+            .store
+            .get(ResourceKind::Package, "default", name)
+            .await
+            .expect("get")
+        {
             AnyResource::Package(p) => p,
             _ => panic!("not a package"),
         }
     }
 
     async fn get_function(&self, name: &str) -> Function {
-        match self.store.get(ResourceKind::Function, "default", name).await.expect("get") {
+        match self
+            .store
+            .get(ResourceKind::Function, "default", name)
+            .await
+            .expect("get")
+        {
             AnyResource::Function(f) => f,
             _ => panic!("not a function"),
         }
@@ -122,7 +172,11 @@ impl Harness {
             if p.status.buildstatus == "succeeded" || p.status.buildstatus == "failed" {
                 return p;
             }
-            assert!(Instant::now() < deadline, "package {name} still {} after {secs}s", p.status.buildstatus);
+            assert!(
+                Instant::now() < deadline,
+                "package {name} still {} after {secs}s",
+                p.status.buildstatus
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -134,7 +188,11 @@ impl Harness {
             if p.status.buildstatus == status {
                 return p;
             }
-            assert!(Instant::now() < deadline, "package {name} still {} after {secs}s", p.status.buildstatus);
+            assert!(
+                Instant::now() < deadline,
+                "package {name} still {} after {secs}s",
+                p.status.buildstatus
+            );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
@@ -147,7 +205,7 @@ impl Harness {
         assert_eq!(id, p.spec.deployment.checksum.sum);
         let bytes = self.archives.get(id).expect("archive stored");
         let out = tempfile::tempdir().expect("tempdir");
-        fission_store::unpack::unzip(&bytes, &out.path().join("d"), Default::default()).expect("unzip");
+        fission_unpack::unzip(&bytes, &out.path().join("d"), Default::default()).expect("unzip");
         out
     }
 
@@ -162,7 +220,8 @@ fn zip_of(entries: &[(&str, &str)]) -> Vec<u8> {
     {
         let mut w = zip::ZipWriter::new(&mut buf);
         for (name, data) in entries {
-            w.start_file(*name, zip::write::SimpleFileOptions::default()).expect("start");
+            w.start_file(*name, zip::write::SimpleFileOptions::default())
+                .expect("start");
             w.write_all(data.as_bytes()).expect("write");
         }
         w.finish().expect("finish");
@@ -189,15 +248,25 @@ async fn node_build_installs_and_deploys_and_repins_functions() {
     let mut h = Harness::new();
     h.env("node", "fission/node-builder", "build").await;
     let src = zip_of(&[
-        ("package.json", r#"{"name": "hello", "version": "1.0.0", "main": "hello.js"}"#),
-        ("hello.js", "module.exports = async () => ({status: 200, body: 'hi'});\n"),
+        (
+            "package.json",
+            r#"{"name": "hello", "version": "1.0.0", "main": "hello.js"}"#,
+        ),
+        (
+            "hello.js",
+            "module.exports = async () => ({status: 200, body: 'hi'});\n",
+        ),
     ]);
     let pkg = h.package("hello-pkg", "node", src, "").await;
     let f = h.function("hello", &pkg).await;
     h.start();
 
     let built = h.finished("hello-pkg", 120).await;
-    assert_eq!(built.status.buildstatus, "succeeded", "log:\n{}", built.status.buildlog);
+    assert_eq!(
+        built.status.buildstatus, "succeeded",
+        "log:\n{}",
+        built.status.buildlog
+    );
     let log = &built.status.buildlog;
     assert!(log.contains("the built-in Node.js builder"), "{log}");
     assert!(log.contains("npm install --no-audit --no-fund"), "{log}");
@@ -206,7 +275,10 @@ async fn node_build_installs_and_deploys_and_repins_functions() {
 
     let files = h.deployment_files(&built);
     assert!(read(files.path(), "hello.js").contains("status: 200"));
-    assert!(files.path().join("d/package.json").is_file(), "entries at the archive root");
+    assert!(
+        files.path().join("d/package.json").is_file(),
+        "entries at the archive root"
+    );
 
     // Functions are re-pinned right after the package is recorded.
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -215,14 +287,21 @@ async fn node_build_installs_and_deploys_and_repins_functions() {
         if f2.spec.package.packageref.resourceversion == built.metadata.resource_version {
             break f2;
         }
-        assert!(Instant::now() < deadline, "function not re-pinned: {:?}", f2.spec.package.packageref);
+        assert!(
+            Instant::now() < deadline,
+            "function not re-pinned: {:?}",
+            f2.spec.package.packageref
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert_ne!(f2.metadata.resource_version, f.metadata.resource_version);
 
     // The output was streamed to the log store too.
     let records = h.logs.read("default", "pkg:hello-pkg", 1000).expect("logs");
-    assert!(records.iter().any(|r| r.message.contains("npm install")), "{records:?}");
+    assert!(
+        records.iter().any(|r| r.message.contains("npm install")),
+        "{records:?}"
+    );
     h.stop().await;
     assert!(h.work_dir_is_empty(), "work directory cleaned");
 }
@@ -231,13 +310,33 @@ async fn node_build_installs_and_deploys_and_repins_functions() {
 async fn python_build_without_requirements_succeeds() {
     let mut h = Harness::new();
     h.env("py", "fission/python-builder", "build").await;
-    h.package("py-pkg", "py", zip_of(&[("main.py", "def main():\n    return 'hi'\n")]), "").await;
+    h.package(
+        "py-pkg",
+        "py",
+        zip_of(&[("main.py", "def main():\n    return 'hi'\n")]),
+        "",
+    )
+    .await;
     h.start();
     let built = h.finished("py-pkg", 60).await;
-    assert_eq!(built.status.buildstatus, "succeeded", "log:\n{}", built.status.buildlog);
-    assert!(built.status.buildlog.contains("No requirements.txt in the source: nothing to install"), "{}", built.status.buildlog);
+    assert_eq!(
+        built.status.buildstatus, "succeeded",
+        "log:\n{}",
+        built.status.buildlog
+    );
+    assert!(
+        built
+            .status
+            .buildlog
+            .contains("No requirements.txt in the source: nothing to install"),
+        "{}",
+        built.status.buildlog
+    );
     let files = h.deployment_files(&built);
-    assert_eq!(read(files.path(), "main.py"), "def main():\n    return 'hi'\n");
+    assert_eq!(
+        read(files.path(), "main.py"),
+        "def main():\n    return 'hi'\n"
+    );
     h.stop().await;
 }
 
@@ -248,7 +347,10 @@ async fn custom_build_command_runs_a_script_from_the_source_with_src_and_deploy_
     h.env("plain", "", "").await;
     let script = "set -e\necho \"building in $(pwd)\"\nmkdir -p \"$DEPLOY_PKG\"\ncp main.py \"$DEPLOY_PKG/\"\n\
                   echo generated > \"$DEPLOY_PKG/extra.txt\"\necho \"home=$HOME\"\n";
-    let src = zip_of(&[("main.py", "def main(): return 'x'\n"), ("build.sh", script)]);
+    let src = zip_of(&[
+        ("main.py", "def main(): return 'x'\n"),
+        ("build.sh", script),
+    ]);
     let pkg = h.package("custom", "plain", src, "./build.sh").await;
     h.function("f", &pkg).await;
     h.start();
@@ -260,7 +362,10 @@ async fn custom_build_command_runs_a_script_from_the_source_with_src_and_deploy_
     let files = h.deployment_files(&built);
     assert_eq!(read(files.path(), "extra.txt"), "generated\n");
     assert!(files.path().join("d/main.py").is_file());
-    assert!(!files.path().join("d/build.sh").exists(), "only what the command deployed");
+    assert!(
+        !files.path().join("d/build.sh").exists(),
+        "only what the command deployed"
+    );
     h.stop().await;
 }
 
@@ -275,11 +380,20 @@ async fn a_failing_build_is_failed_with_its_log_and_leaves_functions_alone() {
     let done = h.finished("bad", 60).await;
     let log = &done.status.buildlog;
     assert_eq!(done.status.buildstatus, "failed", "{log}");
-    assert!(log.contains("about to fail") && log.contains("oops"), "{log}");
-    assert!(log.contains("error building source package: sh failed: exit status 3"), "{log}");
+    assert!(
+        log.contains("about to fail") && log.contains("oops"),
+        "{log}"
+    );
+    assert!(
+        log.contains("error building source package: sh failed: exit status 3"),
+        "{log}"
+    );
     assert!(done.spec.deployment.is_empty());
     let f2 = h.get_function("f").await;
-    assert_eq!(f2.metadata.resource_version, f.metadata.resource_version, "function untouched");
+    assert_eq!(
+        f2.metadata.resource_version, f.metadata.resource_version,
+        "function untouched"
+    );
     h.stop().await;
     assert!(h.work_dir_is_empty());
 }
@@ -288,14 +402,19 @@ async fn a_failing_build_is_failed_with_its_log_and_leaves_functions_alone() {
 async fn a_build_past_its_timeout_is_killed_and_failed() {
     let mut h = Harness::new();
     h.env("plain", "", "").await;
-    h.package("slow", "plain", zip_of(&[("a.txt", "a")]), "sleep 30").await;
+    h.package("slow", "plain", zip_of(&[("a.txt", "a")]), "sleep 30")
+        .await;
     let mut config = h.config();
     config.build_timeout = Duration::from_secs(1);
     let started = Instant::now();
     h.start_with(config);
     let done = h.finished("slow", 20).await;
     assert_eq!(done.status.buildstatus, "failed");
-    assert!(done.status.buildlog.contains("did not finish within 1s"), "{}", done.status.buildlog);
+    assert!(
+        done.status.buildlog.contains("did not finish within 1s"),
+        "{}",
+        done.status.buildlog
+    );
     assert!(started.elapsed() < Duration::from_secs(10));
     h.stop().await;
 }
@@ -310,11 +429,16 @@ async fn a_hostile_source_zip_is_refused() {
     let done = h.finished("evil", 30).await;
     assert_eq!(done.status.buildstatus, "failed");
     assert!(
-        done.status.buildlog.contains("refusing to unpack zip entry '../../../escaped.txt'"),
+        done.status
+            .buildlog
+            .contains("refusing to unpack zip entry '../../../escaped.txt'"),
         "{}",
         done.status.buildlog
     );
-    for up in [h.dir.path().join("escaped.txt"), h.dir.path().join("builds/escaped.txt")] {
+    for up in [
+        h.dir.path().join("escaped.txt"),
+        h.dir.path().join("builds/escaped.txt"),
+    ] {
         assert!(!up.exists());
     }
     h.stop().await;
@@ -324,11 +448,18 @@ async fn a_hostile_source_zip_is_refused() {
 async fn an_environment_without_a_builder_fails_the_package_with_a_reason() {
     let mut h = Harness::new();
     h.env("nobuilder", "", "").await;
-    h.package("p", "nobuilder", zip_of(&[("main.py", "")]), "").await;
+    h.package("p", "nobuilder", zip_of(&[("main.py", "")]), "")
+        .await;
     h.start();
     let done = h.finished("p", 30).await;
     assert_eq!(done.status.buildstatus, "failed");
-    assert!(done.status.buildlog.contains("environment 'nobuilder' has no builder"), "{}", done.status.buildlog);
+    assert!(
+        done.status
+            .buildlog
+            .contains("environment 'nobuilder' has no builder"),
+        "{}",
+        done.status.buildlog
+    );
     h.stop().await;
 }
 
@@ -336,17 +467,30 @@ async fn an_environment_without_a_builder_fails_the_package_with_a_reason() {
 async fn a_newer_source_supersedes_a_running_build() {
     let mut h = Harness::new();
     h.env("plain", "", "").await;
-    let slow = zip_of(&[("build.sh", "echo v1 > marker\nsleep 30\ncp -r \"$SRC_PKG\" \"$DEPLOY_PKG\"\n")]);
+    let slow = zip_of(&[(
+        "build.sh",
+        "echo v1 > marker\nsleep 30\ncp -r \"$SRC_PKG\" \"$DEPLOY_PKG\"\n",
+    )]);
     h.package("p", "plain", slow, "sh build.sh").await;
     h.start();
     let mut running = h.wait_status("p", "running", 30).await;
     let started = Instant::now();
-    running.spec.source = Archive::literal(zip_of(&[("build.sh", "echo v2 > marker\ncp -r \"$SRC_PKG\" \"$DEPLOY_PKG\"\n")]));
+    running.spec.source = Archive::literal(zip_of(&[(
+        "build.sh",
+        "echo v2 > marker\ncp -r \"$SRC_PKG\" \"$DEPLOY_PKG\"\n",
+    )]));
     running.status.buildstatus = "pending".to_owned();
     h.store.update(running.into()).await.expect("update");
     let done = h.finished("p", 30).await;
-    assert_eq!(done.status.buildstatus, "succeeded", "{}", done.status.buildlog);
-    assert!(started.elapsed() < Duration::from_secs(20), "the slow build was cancelled, not waited for");
+    assert_eq!(
+        done.status.buildstatus, "succeeded",
+        "{}",
+        done.status.buildlog
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the slow build was cancelled, not waited for"
+    );
     let files = h.deployment_files(&done);
     assert_eq!(read(files.path(), "marker"), "v2\n");
     h.stop().await;
@@ -362,7 +506,11 @@ async fn a_package_left_running_by_a_stopped_server_is_built_again() {
     h.store.update(p.into()).await.expect("update");
     h.start();
     let done = h.finished("p", 30).await;
-    assert_eq!(done.status.buildstatus, "succeeded", "{}", done.status.buildlog);
+    assert_eq!(
+        done.status.buildstatus, "succeeded",
+        "{}",
+        done.status.buildlog
+    );
     h.stop().await;
 }
 
@@ -370,23 +518,32 @@ async fn a_package_left_running_by_a_stopped_server_is_built_again() {
 async fn shutdown_stops_a_running_build_promptly() {
     let mut h = Harness::new();
     h.env("plain", "", "").await;
-    h.package("p", "plain", zip_of(&[("a.txt", "a")]), "sleep 60").await;
+    h.package("p", "plain", zip_of(&[("a.txt", "a")]), "sleep 60")
+        .await;
     h.start();
     h.wait_status("p", "running", 30).await;
     let started = Instant::now();
     h.stop().await;
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]
 async fn deleting_a_package_stops_its_build() {
     let mut h = Harness::new();
     h.env("plain", "", "").await;
-    h.package("p", "plain", zip_of(&[("a.txt", "a")]), "sleep 60").await;
+    h.package("p", "plain", zip_of(&[("a.txt", "a")]), "sleep 60")
+        .await;
     h.start();
     h.wait_status("p", "running", 30).await;
     assert!(!h.work_dir_is_empty());
-    h.store.delete(ResourceKind::Package, "default", "p").await.expect("delete");
+    h.store
+        .delete(ResourceKind::Package, "default", "p")
+        .await
+        .expect("delete");
     let deadline = Instant::now() + Duration::from_secs(5);
     while !h.work_dir_is_empty() {
         assert!(Instant::now() < deadline, "the build was not stopped");
@@ -399,12 +556,18 @@ async fn deleting_a_package_stops_its_build() {
 async fn sources_in_the_archive_store_are_checksummed() {
     let mut h = Harness::new();
     h.env("plain", "", "").await;
-    let src = zip_of(&[("build.sh", "cp -r \"$SRC_PKG\" \"$DEPLOY_PKG\"\n"), ("big.txt", "data")]);
+    let src = zip_of(&[
+        ("build.sh", "cp -r \"$SRC_PKG\" \"$DEPLOY_PKG\"\n"),
+        ("big.txt", "data"),
+    ]);
     let id = h.archives.put(&src).expect("put");
     let url_archive = |sum: &str| Archive {
         archive_type: "url".to_owned(),
         url: format!("{}{id}", fission_store::archive::STORAGE_URL_PREFIX),
-        checksum: fission_core::resources::Checksum { checksum_type: "sha256".to_owned(), sum: sum.to_owned() },
+        checksum: fission_core::resources::Checksum {
+            checksum_type: "sha256".to_owned(),
+            sum: sum.to_owned(),
+        },
         ..Archive::default()
     };
     for (name, sum) in [("good", id.clone()), ("tampered", "0".repeat(64))] {
@@ -414,10 +577,20 @@ async fn sources_in_the_archive_store_are_checksummed() {
     }
     h.start();
     let good = h.finished("good", 30).await;
-    assert_eq!(good.status.buildstatus, "succeeded", "{}", good.status.buildlog);
+    assert_eq!(
+        good.status.buildstatus, "succeeded",
+        "{}",
+        good.status.buildlog
+    );
     assert_eq!(read(h.deployment_files(&good).path(), "big.txt"), "data");
     let bad = h.finished("tampered", 30).await;
     assert_eq!(bad.status.buildstatus, "failed");
-    assert!(bad.status.buildlog.contains("source archive checksum mismatch"), "{}", bad.status.buildlog);
+    assert!(
+        bad.status
+            .buildlog
+            .contains("source archive checksum mismatch"),
+        "{}",
+        bad.status.buildlog
+    );
     h.stop().await;
 }

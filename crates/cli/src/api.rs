@@ -18,7 +18,11 @@ pub(crate) const STORAGESVC_ARCHIVE_URL: &str = "http://storagesvc.fission/v1/ar
 #[derive(Debug)]
 pub(crate) enum ApiError {
     /// Nothing answered at the address.
-    Unreachable { what: &'static str, url: String, reason: String },
+    Unreachable {
+        what: &'static str,
+        url: String,
+        reason: String,
+    },
     /// The server answered with an error status.
     Status { status: u16, message: String },
     /// The transport failed after connecting, or the answer was not what we expected.
@@ -43,7 +47,9 @@ impl fmt::Display for ApiError {
                 "cannot reach the fission server at {url} ({reason}); start it with 'fission server' \
                  or set FISSION_URL / --server"
             ),
-            Self::Unreachable { what, url, reason } => write!(f, "cannot reach the {what} at {url} ({reason})"),
+            Self::Unreachable { what, url, reason } => {
+                write!(f, "cannot reach the {what} at {url} ({reason})")
+            }
             Self::Status { status, message } if message.is_empty() => {
                 write!(f, "the server answered HTTP {status} without a message")
             }
@@ -64,7 +70,11 @@ pub(crate) trait Wrap<T> {
 impl<T> Wrap<T> for Result<T, ApiError> {
     fn wrap(self, context: &str) -> anyhow::Result<T> {
         self.map_err(|e| {
-            if e.is_unreachable() { anyhow::Error::new(e) } else { anyhow::Error::new(e).context(context.to_owned()) }
+            if e.is_unreachable() {
+                anyhow::Error::new(e)
+            } else {
+                anyhow::Error::new(e).context(context.to_owned())
+            }
         })
     }
 }
@@ -72,7 +82,9 @@ impl<T> Wrap<T> for Result<T, ApiError> {
 impl<T> Wrap<T> for anyhow::Result<T> {
     fn wrap(self, context: &str) -> anyhow::Result<T> {
         self.map_err(|e| {
-            if e.downcast_ref::<ApiError>().is_some_and(ApiError::is_unreachable) {
+            if e.downcast_ref::<ApiError>()
+                .is_some_and(ApiError::is_unreachable)
+            {
                 e
             } else {
                 e.context(context.to_owned())
@@ -110,11 +122,18 @@ fn transport_reason(e: &reqwest::Error) -> String {
 /// Turn a transport error into an [`ApiError`] naming `what` was being called.
 pub(crate) fn transport_error(what: &'static str, base: &str, e: &reqwest::Error) -> ApiError {
     if e.is_connect() {
-        ApiError::Unreachable { what, url: base.to_owned(), reason: transport_reason(e) }
+        ApiError::Unreachable {
+            what,
+            url: base.to_owned(),
+            reason: transport_reason(e),
+        }
     } else if e.is_timeout() {
         ApiError::Other(format!("request to the {what} at {base} timed out"))
     } else {
-        ApiError::Other(format!("request to the {what} at {base} failed: {}", transport_reason(e)))
+        ApiError::Other(format!(
+            "request to the {what} at {base} failed: {}",
+            transport_reason(e)
+        ))
     }
 }
 
@@ -142,13 +161,23 @@ pub(crate) struct Api {
 impl Api {
     pub(crate) fn new(server: &str, trace: bool) -> anyhow::Result<Self> {
         let trimmed = server.trim().trim_end_matches('/');
-        let with_scheme = if trimmed.contains("://") { trimmed.to_owned() } else { format!("http://{trimmed}") };
-        let base = Url::parse(&with_scheme).map_err(|e| anyhow::anyhow!("invalid server address '{server}': {e}"))?;
+        let with_scheme = if trimmed.contains("://") {
+            trimmed.to_owned()
+        } else {
+            format!("http://{trimmed}")
+        };
+        let base = Url::parse(&with_scheme)
+            .map_err(|e| anyhow::anyhow!("invalid server address '{server}': {e}"))?;
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .build()
             .map_err(|e| anyhow::anyhow!("cannot set up the HTTP client: {e}"))?;
-        Ok(Self { base, base_str: with_scheme, http, trace })
+        Ok(Self {
+            base,
+            base_str: with_scheme,
+            http,
+            trace,
+        })
     }
 
     /// `base` + path segments (each percent-encoded) + query.
@@ -178,7 +207,10 @@ impl Api {
 
     /// Send and map transport errors and error statuses.
     async fn send(&self, req: RequestBuilder) -> Result<Response, ApiError> {
-        let resp = req.send().await.map_err(|e| transport_error("fission server", &self.base_str, &e))?;
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| transport_error("fission server", &self.base_str, &e))?;
         if self.trace {
             eprintln!("< {}", resp.status());
         }
@@ -189,10 +221,13 @@ impl Api {
     }
 
     async fn json<T: DeserializeOwned>(&self, resp: Response, what: &str) -> Result<T, ApiError> {
-        let bytes =
-            resp.bytes().await.map_err(|e| ApiError::Other(format!("error reading {what} from the server: {e}")))?;
-        serde_json::from_slice(&bytes)
-            .map_err(|e| ApiError::Other(format!("the server sent {what} that cannot be read: {e}")))
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| ApiError::Other(format!("error reading {what} from the server: {e}")))?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            ApiError::Other(format!("the server sent {what} that cannot be read: {e}"))
+        })
     }
 
     fn collection<S: Spec>() -> Vec<&'static str> {
@@ -225,7 +260,11 @@ impl Api {
     }
 
     /// Like [`Api::get`], but `None` when the object does not exist.
-    pub(crate) async fn get_opt<S: Spec>(&self, ns: &str, name: &str) -> Result<Option<Object<S>>, ApiError> {
+    pub(crate) async fn get_opt<S: Spec>(
+        &self,
+        ns: &str,
+        name: &str,
+    ) -> Result<Option<Object<S>>, ApiError> {
         match self.get::<S>(ns, name).await {
             Ok(o) => Ok(Some(o)),
             Err(e) if e.is_not_found() => Ok(None),
@@ -252,11 +291,17 @@ impl Api {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(fallback.clone());
         }
-        serde_json::from_slice::<ObjectMeta>(&bytes)
-            .map_err(|e| ApiError::Other(format!("the server sent metadata that cannot be read: {e}")))
+        serde_json::from_slice::<ObjectMeta>(&bytes).map_err(|e| {
+            ApiError::Other(format!("the server sent metadata that cannot be read: {e}"))
+        })
     }
 
-    pub(crate) async fn delete<S: Spec>(&self, ns: &str, name: &str, force: bool) -> Result<(), ApiError> {
+    pub(crate) async fn delete<S: Spec>(
+        &self,
+        ns: &str,
+        name: &str,
+        force: bool,
+    ) -> Result<(), ApiError> {
         let extra: &[(&str, &str)] = if force { &[("force", "true")] } else { &[] };
         let url = self.item_url::<S>(ns, name, extra);
         self.send(self.request(Method::DELETE, url)).await?;
@@ -269,7 +314,10 @@ impl Api {
         struct Uploaded {
             id: String,
         }
-        let segs: Vec<&str> = STORAGE_ARCHIVE_PATH.trim_start_matches('/').split('/').collect();
+        let segs: Vec<&str> = STORAGE_ARCHIVE_PATH
+            .trim_start_matches('/')
+            .split('/')
+            .collect();
         let url = self.url(&segs, &[]);
         let len = bytes.len().to_string();
         let req = self
@@ -287,30 +335,45 @@ impl Api {
     pub(crate) async fn download_archive(&self, url: &str) -> Result<Vec<u8>, ApiError> {
         let req = match storage_archive_id(url) {
             Some(id) => {
-                let segs: Vec<&str> = STORAGE_ARCHIVE_PATH.trim_start_matches('/').split('/').collect();
+                let segs: Vec<&str> = STORAGE_ARCHIVE_PATH
+                    .trim_start_matches('/')
+                    .split('/')
+                    .collect();
                 self.request(Method::GET, self.url(&segs, &[("id", &id)]))
             }
             None => {
-                let u = Url::parse(url).map_err(|e| ApiError::Other(format!("invalid archive URL '{url}': {e}")))?;
+                let u = Url::parse(url)
+                    .map_err(|e| ApiError::Other(format!("invalid archive URL '{url}': {e}")))?;
                 self.request(Method::GET, u)
             }
         };
         let resp = self.send(req).await?;
-        let bytes = resp.bytes().await.map_err(|e| ApiError::Other(format!("error downloading archive: {e}")))?;
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| ApiError::Other(format!("error downloading archive: {e}")))?;
         Ok(bytes.to_vec())
     }
 
     /// The router's base URL: `$FISSION_ROUTER_URL`, else asked from the controller.
     pub(crate) async fn router_url(&self) -> Result<String, ApiError> {
-        if let Some(u) = std::env::var("FISSION_ROUTER_URL").ok().filter(|u| !u.trim().is_empty()) {
+        if let Some(u) = std::env::var("FISSION_ROUTER_URL")
+            .ok()
+            .filter(|u| !u.trim().is_empty())
+        {
             return Ok(with_http_scheme(u.trim()));
         }
         let url = self.url(&["proxy", "svcname"], &[("application", "fission-router")]);
         let resp = self.send(self.request(Method::GET, url)).await?;
-        let text = resp.text().await.map_err(|e| ApiError::Other(format!("error reading router address: {e}")))?;
+        let text = resp
+            .text()
+            .await
+            .map_err(|e| ApiError::Other(format!("error reading router address: {e}")))?;
         let text = text.trim();
         if text.is_empty() {
-            return Err(ApiError::Other("the server did not name a router address".to_owned()));
+            return Err(ApiError::Other(
+                "the server did not name a router address".to_owned(),
+            ));
         }
         Ok(with_http_scheme(text))
     }
@@ -326,7 +389,11 @@ impl Api {
         let count = recordcount.to_string();
         let url = self.url(
             &["proxy", "logs", function],
-            &[("namespace", ns), ("recordcount", &count), ("follow", if follow { "true" } else { "false" })],
+            &[
+                ("namespace", ns),
+                ("recordcount", &count),
+                ("follow", if follow { "true" } else { "false" }),
+            ],
         );
         self.send(self.request(Method::GET, url)).await
     }
@@ -335,15 +402,25 @@ impl Api {
     pub(crate) async fn server_version(&self) -> Result<serde_json::Value, ApiError> {
         let url = self.url(&[], &[]);
         let resp = self.send(self.request(Method::GET, url)).await?;
-        let text = resp.text().await.map_err(|e| ApiError::Other(format!("error reading version: {e}")))?;
-        Ok(serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text.trim().to_owned())))
+        let text = resp
+            .text()
+            .await
+            .map_err(|e| ApiError::Other(format!("error reading version: {e}")))?;
+        Ok(
+            serde_json::from_str(&text)
+                .unwrap_or(serde_json::Value::String(text.trim().to_owned())),
+        )
     }
 }
 
 /// `http://` prepended when an address has no scheme; trailing `/` removed.
 fn with_http_scheme(s: &str) -> String {
     let s = s.trim_end_matches('/');
-    if s.contains("://") { s.to_owned() } else { format!("http://{s}") }
+    if s.contains("://") {
+        s.to_owned()
+    } else {
+        format!("http://{s}")
+    }
 }
 
 /// The archive id in a storagesvc download URL (`http://storagesvc.<ns>/v1/archive?id=<id>`).
@@ -353,7 +430,9 @@ pub(crate) fn storage_archive_id(url: &str) -> Option<String> {
     if !(host == "storagesvc" || host.starts_with("storagesvc.")) || u.path() != "/v1/archive" {
         return None;
     }
-    u.query_pairs().find(|(k, _)| k == "id").map(|(_, v)| v.into_owned())
+    u.query_pairs()
+        .find(|(k, _)| k == "id")
+        .map(|(_, v)| v.into_owned())
 }
 
 /// The URL recorded in a package for an archive stored under `id`.
@@ -375,7 +454,9 @@ impl Api {
         ns: Option<&str>,
     ) -> Result<Vec<T>, ApiError> {
         let q: Vec<(&str, &str)> = ns.map(|n| ("namespace", n)).into_iter().collect();
-        let resp = self.send(self.request(Method::GET, self.url(&Self::kind_segments(kind), &q))).await?;
+        let resp = self
+            .send(self.request(Method::GET, self.url(&Self::kind_segments(kind), &q)))
+            .await?;
         let items: Option<Vec<T>> = self.json(resp, "a list").await?;
         Ok(items.unwrap_or_default())
     }
@@ -388,12 +469,22 @@ impl Api {
     ) -> Result<T, ApiError> {
         let mut segs = Self::kind_segments(kind);
         segs.push(name);
-        let resp = self.send(self.request(Method::GET, self.url(&segs, &[("namespace", ns)]))).await?;
+        let resp = self
+            .send(self.request(Method::GET, self.url(&segs, &[("namespace", ns)])))
+            .await?;
         self.json(resp, "an object").await
     }
 
-    pub(crate) async fn create_kind<T: serde::Serialize>(&self, kind: fission_core::ResourceKind, obj: &T) -> Result<(), ApiError> {
-        self.send(self.request(Method::POST, self.url(&Self::kind_segments(kind), &[])).json(obj)).await?;
+    pub(crate) async fn create_kind<T: serde::Serialize>(
+        &self,
+        kind: fission_core::ResourceKind,
+        obj: &T,
+    ) -> Result<(), ApiError> {
+        self.send(
+            self.request(Method::POST, self.url(&Self::kind_segments(kind), &[]))
+                .json(obj),
+        )
+        .await?;
         Ok(())
     }
 
@@ -406,14 +497,24 @@ impl Api {
     ) -> Result<(), ApiError> {
         let mut segs = Self::kind_segments(kind);
         segs.push(name);
-        self.send(self.request(Method::PUT, self.url(&segs, &[("namespace", ns)])).json(obj)).await?;
+        self.send(
+            self.request(Method::PUT, self.url(&segs, &[("namespace", ns)]))
+                .json(obj),
+        )
+        .await?;
         Ok(())
     }
 
-    pub(crate) async fn delete_kind(&self, kind: fission_core::ResourceKind, ns: &str, name: &str) -> Result<(), ApiError> {
+    pub(crate) async fn delete_kind(
+        &self,
+        kind: fission_core::ResourceKind,
+        ns: &str,
+        name: &str,
+    ) -> Result<(), ApiError> {
         let mut segs = Self::kind_segments(kind);
         segs.push(name);
-        self.send(self.request(Method::DELETE, self.url(&segs, &[("namespace", ns)]))).await?;
+        self.send(self.request(Method::DELETE, self.url(&segs, &[("namespace", ns)])))
+            .await?;
         Ok(())
     }
 }
@@ -427,16 +528,25 @@ mod tests {
     fn item_urls_encode_names_and_carry_the_namespace() {
         let api = Api::new("http://127.0.0.1:31313/", false).expect("api");
         let u = api.item_url::<FunctionSpec>("ns1", "hello", &[]);
-        assert_eq!(u.as_str(), "http://127.0.0.1:31313/v2/functions/hello?namespace=ns1");
+        assert_eq!(
+            u.as_str(),
+            "http://127.0.0.1:31313/v2/functions/hello?namespace=ns1"
+        );
         let u = api.item_url::<HttpTriggerSpec>("default", "../x", &[("force", "true")]);
-        assert_eq!(u.as_str(), "http://127.0.0.1:31313/v2/triggers/http/..%2Fx?namespace=default&force=true");
+        assert_eq!(
+            u.as_str(),
+            "http://127.0.0.1:31313/v2/triggers/http/..%2Fx?namespace=default&force=true"
+        );
     }
 
     #[test]
     fn server_without_scheme_defaults_to_http() {
         let api = Api::new("localhost:31313", false).expect("api");
         assert_eq!(api.base_str, "http://localhost:31313");
-        assert_eq!(api.url(&["v2", "functions"], &[]).as_str(), "http://localhost:31313/v2/functions");
+        assert_eq!(
+            api.url(&["v2", "functions"], &[]).as_str(),
+            "http://localhost:31313/v2/functions"
+        );
     }
 
     #[test]
@@ -444,8 +554,14 @@ mod tests {
         let url = storage_archive_url("abc123");
         assert_eq!(url, "http://storagesvc.fission/v1/archive?id=abc123");
         assert_eq!(storage_archive_id(&url).as_deref(), Some("abc123"));
-        assert_eq!(storage_archive_id("http://storagesvc/v1/archive?id=z").as_deref(), Some("z"));
-        assert_eq!(storage_archive_id("http://example.com/v1/archive?id=z"), None);
+        assert_eq!(
+            storage_archive_id("http://storagesvc/v1/archive?id=z").as_deref(),
+            Some("z")
+        );
+        assert_eq!(
+            storage_archive_id("http://example.com/v1/archive?id=z"),
+            None
+        );
     }
 
     #[test]
@@ -455,7 +571,10 @@ mod tests {
             url: "http://127.0.0.1:31313".into(),
             reason: "connection refused".into(),
         });
-        let msg = format!("{:#}", e.wrap("error creating function").expect_err("must fail"));
+        let msg = format!(
+            "{:#}",
+            e.wrap("error creating function").expect_err("must fail")
+        );
         assert_eq!(
             msg,
             "cannot reach the fission server at http://127.0.0.1:31313 (connection refused); \
@@ -465,9 +584,17 @@ mod tests {
 
     #[test]
     fn server_errors_are_prefixed_with_what_was_being_done() {
-        let e: Result<(), ApiError> =
-            Err(ApiError::Status { status: 409, message: "environment 'x' already exists".into() });
-        let msg = format!("{:#}", e.wrap("error creating environment").expect_err("must fail"));
-        assert_eq!(msg, "error creating environment: environment 'x' already exists");
+        let e: Result<(), ApiError> = Err(ApiError::Status {
+            status: 409,
+            message: "environment 'x' already exists".into(),
+        });
+        let msg = format!(
+            "{:#}",
+            e.wrap("error creating environment").expect_err("must fail")
+        );
+        assert_eq!(
+            msg,
+            "error creating environment: environment 'x' already exists"
+        );
     }
 }

@@ -40,7 +40,11 @@ pub(crate) enum Placement {
 }
 
 pub(crate) fn placement(len: usize) -> Placement {
-    if len < LITERAL_SIZE_LIMIT { Placement::Literal } else { Placement::Upload }
+    if len < LITERAL_SIZE_LIMIT {
+        Placement::Literal
+    } else {
+        Placement::Upload
+    }
 }
 
 fn is_url(s: &str) -> bool {
@@ -78,7 +82,8 @@ pub(crate) fn from_files(args: &[String]) -> anyhow::Result<ArchiveSource> {
         _ => None,
     };
     if let Some(p) = single_zip {
-        let bytes = std::fs::read(p).with_context(|| format!("error reading file '{}'", p.display()))?;
+        let bytes =
+            std::fs::read(p).with_context(|| format!("error reading file '{}'", p.display()))?;
         return Ok(ArchiveSource::Bytes(bytes));
     }
     Ok(ArchiveSource::Bytes(zip_paths(&paths)?))
@@ -127,8 +132,11 @@ pub(crate) fn is_zip_file(path: &Path) -> bool {
 
 fn base_name(p: &Path) -> anyhow::Result<String> {
     // `dir/.` and `dir/..` have no usable file name; resolve them first.
-    let resolved =
-        if p.file_name().is_none() { p.canonicalize().unwrap_or_else(|_| p.to_path_buf()) } else { p.to_path_buf() };
+    let resolved = if p.file_name().is_none() {
+        p.canonicalize().unwrap_or_else(|_| p.to_path_buf())
+    } else {
+        p.to_path_buf()
+    };
     resolved
         .file_name()
         .map(|s| s.to_string_lossy().into_owned())
@@ -164,7 +172,8 @@ fn add_path(
     entry: &str,
     names: &mut BTreeSet<String>,
 ) -> anyhow::Result<()> {
-    let meta = std::fs::metadata(path).with_context(|| format!("error reading '{}'", path.display()))?;
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("error reading '{}'", path.display()))?;
     let opts = zip::write::SimpleFileOptions::default()
         .compression_method(zip::CompressionMethod::Deflated)
         .unix_permissions(mode_of(&meta));
@@ -173,7 +182,8 @@ fn add_path(
         if !names.insert(dir_entry.clone()) {
             bail!("two inputs would be stored as '{entry}' in the archive; rename one of them");
         }
-        zip.add_directory(dir_entry, opts).context("error writing zip archive")?;
+        zip.add_directory(dir_entry, opts)
+            .context("error writing zip archive")?;
         let mut children: Vec<PathBuf> = std::fs::read_dir(path)
             .with_context(|| format!("error reading directory '{}'", path.display()))?
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -187,8 +197,10 @@ fn add_path(
         if !names.insert(entry.to_owned()) {
             bail!("two inputs would be stored as '{entry}' in the archive; rename one of them");
         }
-        let bytes = std::fs::read(path).with_context(|| format!("error reading file '{}'", path.display()))?;
-        zip.start_file(entry, opts).context("error writing zip archive")?;
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("error reading file '{}'", path.display()))?;
+        zip.start_file(entry, opts)
+            .context("error writing zip archive")?;
         zip.write_all(&bytes).context("error writing zip archive")?;
     }
     Ok(())
@@ -202,7 +214,12 @@ fn url_archive(url: String, sum: Option<String>) -> Archive {
     Archive {
         archive_type: ARCHIVE_URL.to_owned(),
         url,
-        checksum: sum.map(|s| Checksum { checksum_type: "sha256".into(), sum: s }).unwrap_or_default(),
+        checksum: sum
+            .map(|s| Checksum {
+                checksum_type: "sha256".into(),
+                sum: s,
+            })
+            .unwrap_or_default(),
         ..Archive::default()
     }
 }
@@ -227,7 +244,10 @@ pub(crate) async fn into_archive(
             Placement::Literal => Ok(Archive::literal(bytes)),
             Placement::Upload => {
                 let sum = sha256_hex(&bytes);
-                let id = api.upload_archive(bytes).await.wrap("error uploading archive")?;
+                let id = api
+                    .upload_archive(bytes)
+                    .await
+                    .wrap("error uploading archive")?;
                 Ok(url_archive(storage_archive_url(&id), Some(sum)))
             }
         },
@@ -237,10 +257,9 @@ pub(crate) async fn into_archive(
             } else if insecure {
                 None
             } else {
-                let bytes = api
-                    .download_archive(&url)
-                    .await
-                    .wrap(&format!("error downloading '{url}' to compute its checksum (use --insecure to skip)"))?;
+                let bytes = api.download_archive(&url).await.wrap(&format!(
+                    "error downloading '{url}' to compute its checksum (use --insecure to skip)"
+                ))?;
                 Some(sha256_hex(&bytes))
             };
             Ok(url_archive(url, sum))
@@ -270,7 +289,9 @@ mod tests {
 
     fn entries(bytes: &[u8]) -> Vec<String> {
         let mut z = zip::ZipArchive::new(Cursor::new(bytes)).expect("zip");
-        let mut names: Vec<String> = (0..z.len()).map(|i| z.by_index(i).expect("entry").name().to_owned()).collect();
+        let mut names: Vec<String> = (0..z.len())
+            .map(|i| z.by_index(i).expect("entry").name().to_owned())
+            .collect();
         names.sort();
         names
     }
@@ -288,7 +309,9 @@ mod tests {
         write(&dir.path().join("multifile/main.py"), "def main(): pass");
         write(&dir.path().join("multifile/helper.py"), "X = 1");
         let pattern = format!("{}/multifile/*", dir.path().display());
-        let ArchiveSource::Bytes(bytes) = from_files(&[pattern]).expect("archive") else { panic!("not bytes") };
+        let ArchiveSource::Bytes(bytes) = from_files(&[pattern]).expect("archive") else {
+            panic!("not bytes")
+        };
         assert_eq!(entries(&bytes), ["helper.py", "main.py"]);
     }
 
@@ -298,12 +321,29 @@ mod tests {
         write(&dir.path().join("app/lib/util.js"), "u");
         write(&dir.path().join("app/index.js"), "i");
         write(&dir.path().join("top.js"), "t");
-        let args = [dir.path().join("app").display().to_string(), dir.path().join("top.js").display().to_string()];
-        let ArchiveSource::Bytes(bytes) = from_files(&args).expect("archive") else { panic!("not bytes") };
-        assert_eq!(entries(&bytes), ["app/", "app/index.js", "app/lib/", "app/lib/util.js", "top.js"]);
+        let args = [
+            dir.path().join("app").display().to_string(),
+            dir.path().join("top.js").display().to_string(),
+        ];
+        let ArchiveSource::Bytes(bytes) = from_files(&args).expect("archive") else {
+            panic!("not bytes")
+        };
+        assert_eq!(
+            entries(&bytes),
+            [
+                "app/",
+                "app/index.js",
+                "app/lib/",
+                "app/lib/util.js",
+                "top.js"
+            ]
+        );
         let mut z = zip::ZipArchive::new(Cursor::new(bytes)).expect("zip");
         let mut s = String::new();
-        z.by_name("app/lib/util.js").expect("entry").read_to_string(&mut s).expect("read");
+        z.by_name("app/lib/util.js")
+            .expect("entry")
+            .read_to_string(&mut s)
+            .expect("read");
         assert_eq!(s, "u");
     }
 
@@ -324,7 +364,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let f = dir.path().join("hello.js");
         write(&f, "module.exports = 1");
-        let ArchiveSource::Bytes(bytes) = from_files(&[f.display().to_string()]).expect("archive") else { panic!() };
+        let ArchiveSource::Bytes(bytes) = from_files(&[f.display().to_string()]).expect("archive")
+        else {
+            panic!()
+        };
         assert_eq!(entries(&bytes), ["hello.js"]);
     }
 
@@ -341,9 +384,13 @@ mod tests {
 
     #[test]
     fn missing_files_and_empty_globs_are_clear_errors() {
-        let e = from_code("/nonexistent/hello.js").expect_err("must fail").to_string();
+        let e = from_code("/nonexistent/hello.js")
+            .expect_err("must fail")
+            .to_string();
         assert_eq!(e, "file '/nonexistent/hello.js' does not exist");
-        let e = from_files(&["/nonexistent/*.py".to_owned()]).expect_err("must fail").to_string();
+        let e = from_files(&["/nonexistent/*.py".to_owned()])
+            .expect_err("must fail")
+            .to_string();
         assert_eq!(e, "no files match '/nonexistent/*.py'");
     }
 
@@ -352,8 +399,16 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         write(&dir.path().join("a/x.py"), "1");
         write(&dir.path().join("b/x.py"), "2");
-        let args = [dir.path().join("a/x.py").display().to_string(), dir.path().join("b/x.py").display().to_string()];
-        assert!(from_files(&args).expect_err("must fail").to_string().contains("'x.py'"));
+        let args = [
+            dir.path().join("a/x.py").display().to_string(),
+            dir.path().join("b/x.py").display().to_string(),
+        ];
+        assert!(
+            from_files(&args)
+                .expect_err("must fail")
+                .to_string()
+                .contains("'x.py'")
+        );
     }
 
     #[test]
@@ -371,7 +426,11 @@ mod tests {
             ArchiveSource::Url("http://example.com/a.zip".into())
         );
         assert!(from_files(&["http://example.com/a.zip".to_owned(), "b".to_owned()]).is_err());
-        let a = dry_archive(ArchiveSource::Url("http://e/a.zip".into()), Some(&"A".repeat(64))).expect("dry");
+        let a = dry_archive(
+            ArchiveSource::Url("http://e/a.zip".into()),
+            Some(&"A".repeat(64)),
+        )
+        .expect("dry");
         assert_eq!(a.archive_type, "url");
         assert_eq!(a.checksum.sum, "a".repeat(64));
     }

@@ -64,7 +64,12 @@ pub struct GlobalArgs {
     pub pkg_namespace: Option<String>,
 
     /// Deprecated: namespace of triggers (use --namespace)
-    #[arg(long = "triggerNamespace", alias = "triggerns", hide = true, global = true)]
+    #[arg(
+        long = "triggerNamespace",
+        alias = "triggerns",
+        hide = true,
+        global = true
+    )]
     pub trigger_namespace: Option<String>,
 
     /// Kubernetes context (accepted for compatibility; this CLI talks to --server)
@@ -72,7 +77,12 @@ pub struct GlobalArgs {
     pub kube_context: Option<String>,
 
     /// Deprecated: namespace of canary configs (use --namespace)
-    #[arg(long = "canaryNamespace", alias = "canaryns", hide = true, global = true)]
+    #[arg(
+        long = "canaryNamespace",
+        alias = "canaryns",
+        hide = true,
+        global = true
+    )]
     pub canary_namespace: Option<String>,
 }
 
@@ -114,7 +124,11 @@ impl GlobalArgs {
             NsKind::Canary => &self.canary_namespace,
         };
         let from_env = std::env::var("FISSION_DEFAULT_NAMESPACE").ok();
-        resolve_namespace(self.namespace.as_deref(), deprecated.as_deref(), from_env.as_deref())
+        resolve_namespace(
+            self.namespace.as_deref(),
+            deprecated.as_deref(),
+            from_env.as_deref(),
+        )
     }
 }
 
@@ -220,8 +234,18 @@ mod tests {
 
     #[test]
     fn global_flags_are_accepted_after_the_subcommand() {
-        let top = Top::try_parse_from(["fission", "fn", "list", "-n", "ns1", "--server", "http://x:1", "-v", "2"])
-            .expect("parse");
+        let top = Top::try_parse_from([
+            "fission",
+            "fn",
+            "list",
+            "-n",
+            "ns1",
+            "--server",
+            "http://x:1",
+            "-v",
+            "2",
+        ])
+        .expect("parse");
         assert_eq!(top.global.namespace.as_deref(), Some("ns1"));
         assert_eq!(top.global.server, "http://x:1");
         assert_eq!(top.global.verbosity, 2);
@@ -229,16 +253,31 @@ mod tests {
 
     #[test]
     fn env_create_version_flag_does_not_clash_with_the_binary_version_flag() {
-        let top = Top::try_parse_from(["fission", "env", "create", "--name", "e", "--image", "i", "--version", "2"])
-            .expect("parse");
-        let TopCmd::Cli(Command::Environment(env)) = top.cmd else { panic!("not env") };
-        let EnvCommand::Create(a) = *env else { panic!("not create") };
+        let top = Top::try_parse_from([
+            "fission",
+            "env",
+            "create",
+            "--name",
+            "e",
+            "--image",
+            "i",
+            "--version",
+            "2",
+        ])
+        .expect("parse");
+        let TopCmd::Cli(Command::Environment(env)) = top.cmd else {
+            panic!("not env")
+        };
+        let EnvCommand::Create(a) = *env else {
+            panic!("not create")
+        };
         assert_eq!(a.version, 2);
     }
 
     #[test]
     fn deprecated_namespace_flags_are_accepted_with_short_aliases() {
-        let top = Top::try_parse_from(["fission", "fn", "list", "--fns", "a", "--envns", "b"]).expect("parse");
+        let top = Top::try_parse_from(["fission", "fn", "list", "--fns", "a", "--envns", "b"])
+            .expect("parse");
         assert_eq!(top.global.fn_namespace.as_deref(), Some("a"));
         assert_eq!(top.global.env_namespace.as_deref(), Some("b"));
     }

@@ -23,7 +23,9 @@ pub(crate) struct Table {
 
 impl Table {
     pub(crate) fn new(headers: &[&str]) -> Self {
-        Self { rows: vec![headers.iter().map(|h| (*h).to_owned()).collect()] }
+        Self {
+            rows: vec![headers.iter().map(|h| (*h).to_owned()).collect()],
+        }
     }
 
     /// A table without a header row (for `Label:\tvalue` blocks).
@@ -74,7 +76,10 @@ pub(crate) fn print_stdout(bytes: &[u8]) {
 }
 
 /// Serialize for `-o json|yaml`.
-pub(crate) fn render<T: Serialize + ?Sized>(format: OutputFormat, value: &T) -> anyhow::Result<String> {
+pub(crate) fn render<T: Serialize + ?Sized>(
+    format: OutputFormat,
+    value: &T,
+) -> anyhow::Result<String> {
     Ok(match format {
         OutputFormat::Json => {
             let mut s = serde_json::to_string_pretty(value)?;
@@ -85,7 +90,10 @@ pub(crate) fn render<T: Serialize + ?Sized>(format: OutputFormat, value: &T) -> 
     })
 }
 
-pub(crate) fn print_structured<T: Serialize + ?Sized>(format: OutputFormat, value: &T) -> anyhow::Result<()> {
+pub(crate) fn print_structured<T: Serialize + ?Sized>(
+    format: OutputFormat,
+    value: &T,
+) -> anyhow::Result<()> {
     print_stdout(render(format, value)?.as_bytes());
     Ok(())
 }
@@ -129,7 +137,11 @@ mod tests {
         t.row(vec!["e1".into(), "ghcr.io/fission/node-env-22".into()]);
         t.row(vec!["environment-two".into(), "".into()]);
         let out = t.render();
-        let names: Vec<&str> = out.lines().skip(1).map(|l| l.split_whitespace().next().unwrap_or("")).collect();
+        let names: Vec<&str> = out
+            .lines()
+            .skip(1)
+            .map(|l| l.split_whitespace().next().unwrap_or(""))
+            .collect();
         assert_eq!(names, ["e1", "environment-two"]);
     }
 
@@ -153,7 +165,10 @@ mod tests {
 
     #[test]
     fn yaml_documents_are_separated_by_dashes() {
-        let docs = [render(OutputFormat::Yaml, &serde_json::json!({"a": 1})).expect("yaml"), "b: 2\n".to_owned()];
+        let docs = [
+            render(OutputFormat::Yaml, &serde_json::json!({"a": 1})).expect("yaml"),
+            "b: 2\n".to_owned(),
+        ];
         let s = yaml_documents(&docs);
         assert_eq!(s, "a: 1\n---\nb: 2\n");
     }

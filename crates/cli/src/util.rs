@@ -17,8 +17,21 @@ where
     match AnyResource::from(probe).validate() {
         Ok(()) => Ok(()),
         Err(e) => {
-            let errors: Vec<_> = e.errors.into_iter().filter(|f| f.field.starts_with("metadata.")).collect();
-            if errors.is_empty() { Ok(()) } else { Err(ValidationError { kind: e.kind, name: e.name, errors }.into()) }
+            let errors: Vec<_> = e
+                .errors
+                .into_iter()
+                .filter(|f| f.field.starts_with("metadata."))
+                .collect();
+            if errors.is_empty() {
+                Ok(())
+            } else {
+                Err(ValidationError {
+                    kind: e.kind,
+                    name: e.name,
+                    errors,
+                }
+                .into())
+            }
         }
     }
 }
@@ -28,7 +41,9 @@ pub(crate) fn validate<S: Spec>(obj: &Object<S>) -> anyhow::Result<()>
 where
     AnyResource: From<Object<S>>,
 {
-    AnyResource::from(obj.clone()).validate().map_err(Into::into)
+    AnyResource::from(obj.clone())
+        .validate()
+        .map_err(Into::into)
 }
 
 /// A fresh random name, as Fission uses for triggers created without `--name` (a UUID v4,
@@ -39,7 +54,12 @@ pub(crate) fn random_name() -> String {
 
 /// `n` random lower-case hex characters.
 pub(crate) fn random_suffix(n: usize) -> String {
-    uuid::Uuid::new_v4().simple().to_string().chars().take(n).collect()
+    uuid::Uuid::new_v4()
+        .simple()
+        .to_string()
+        .chars()
+        .take(n)
+        .collect()
 }
 
 /// The name of the package `fn create` makes for function `fn_name`: `<fn>-<id>`, cut to a
@@ -59,7 +79,11 @@ pub(crate) fn package_name_for_function(fn_name: &str, id: &str) -> String {
     let room = MAX - fn_part.len() - 1;
     let id_part: String = id.chars().take(room).collect();
     let id_part = id_part.trim_end_matches('-');
-    if fn_part.is_empty() { id_part.to_owned() } else { format!("{fn_part}-{id_part}") }
+    if fn_part.is_empty() {
+        id_part.to_owned()
+    } else {
+        format!("{fn_part}-{id_part}")
+    }
 }
 
 /// Turn arbitrary text (a file name) into a DNS-1123 label fragment of at most `max` chars.
@@ -87,7 +111,11 @@ pub(crate) fn package_name_from_file(first_arg: &str, suffix: &str) -> String {
         .rfind(|c| !c.is_empty() && *c != "." && *c != ".." && !c.contains(['*', '?', '[']))
         .unwrap_or_default();
     let stem = kubify(base, 63 - 1 - suffix.len());
-    if stem.is_empty() { format!("pkg-{suffix}") } else { format!("{stem}-{suffix}") }
+    if stem.is_empty() {
+        format!("pkg-{suffix}")
+    } else {
+        format!("{stem}-{suffix}")
+    }
 }
 
 /// Parse one `key=value` (the value may contain `=`).
@@ -99,13 +127,20 @@ pub(crate) fn parse_kv(s: &str, what: &str) -> anyhow::Result<(String, String)> 
 }
 
 /// Parse repeated `k=v` flags into a map.
-pub(crate) fn parse_kv_list(items: &[String], what: &str) -> anyhow::Result<BTreeMap<String, String>> {
+pub(crate) fn parse_kv_list(
+    items: &[String],
+    what: &str,
+) -> anyhow::Result<BTreeMap<String, String>> {
     items.iter().map(|s| parse_kv(s, what)).collect()
 }
 
 /// Parse `--labels "a=b,c=d"`.
 pub(crate) fn parse_labels(s: &str) -> anyhow::Result<BTreeMap<String, String>> {
-    s.split(',').map(str::trim).filter(|p| !p.is_empty()).map(|p| parse_kv(p, "label")).collect()
+    s.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| parse_kv(p, "label"))
+        .collect()
 }
 
 /// Apply `--labels` and `--annotation` to metadata (merging with what is there).
@@ -122,7 +157,9 @@ pub(crate) fn apply_labels_annotations(
     }
     let anns = parse_kv_list(annotations, "annotation")?;
     if !anns.is_empty() {
-        meta.annotations.get_or_insert_with(BTreeMap::new).extend(anns);
+        meta.annotations
+            .get_or_insert_with(BTreeMap::new)
+            .extend(anns);
     }
     Ok(())
 }
@@ -146,7 +183,10 @@ pub struct ResourceArgs {
 
 impl ResourceArgs {
     pub(crate) fn any_set(&self) -> bool {
-        self.mincpu.is_some() || self.maxcpu.is_some() || self.minmemory.is_some() || self.maxmemory.is_some()
+        self.mincpu.is_some()
+            || self.maxcpu.is_some()
+            || self.minmemory.is_some()
+            || self.maxmemory.is_some()
     }
 
     /// Apply to `r` (the existing requirements on update, empty on create). When only the
@@ -169,7 +209,9 @@ impl ResourceArgs {
         if let Some(max) = self.maxcpu {
             r.limits.insert("cpu".into(), format!("{max}m"));
         } else if let Some(min) = self.mincpu {
-            r.limits.entry("cpu".into()).or_insert_with(|| format!("{min}m"));
+            r.limits
+                .entry("cpu".into())
+                .or_insert_with(|| format!("{min}m"));
         }
         if let Some(min) = self.minmemory {
             r.requests.insert("memory".into(), format!("{min}Mi"));
@@ -177,15 +219,23 @@ impl ResourceArgs {
         if let Some(max) = self.maxmemory {
             r.limits.insert("memory".into(), format!("{max}Mi"));
         } else if let Some(min) = self.minmemory {
-            r.limits.entry("memory".into()).or_insert_with(|| format!("{min}Mi"));
+            r.limits
+                .entry("memory".into())
+                .or_insert_with(|| format!("{min}Mi"));
         }
-        let cpu = ResourceRequirements::cpu_millis(&r.requests).zip(ResourceRequirements::cpu_millis(&r.limits));
+        let cpu = ResourceRequirements::cpu_millis(&r.requests)
+            .zip(ResourceRequirements::cpu_millis(&r.limits));
         if let Some((min, max)) = cpu.filter(|(min, max)| min > max) {
             bail!("MinCPU ({min}) cannot be greater than MaxCPU ({max})");
         }
-        let mem = ResourceRequirements::memory_bytes(&r.requests).zip(ResourceRequirements::memory_bytes(&r.limits));
+        let mem = ResourceRequirements::memory_bytes(&r.requests)
+            .zip(ResourceRequirements::memory_bytes(&r.limits));
         if let Some((min, max)) = mem.filter(|(min, max)| min > max) {
-            bail!("MinMemory ({}) cannot be greater than MaxMemory ({})", min >> 20, max >> 20);
+            bail!(
+                "MinMemory ({}) cannot be greater than MaxMemory ({})",
+                min >> 20,
+                max >> 20
+            );
         }
         Ok(())
     }
@@ -227,7 +277,10 @@ mod tests {
     #[test]
     fn package_name_is_function_name_plus_id_when_it_fits() {
         let id = "3c1e0a2b-1111-4222-8333-444455556666";
-        assert_eq!(package_name_for_function("hello", id), format!("hello-{id}"));
+        assert_eq!(
+            package_name_for_function("hello", id),
+            format!("hello-{id}")
+        );
     }
 
     #[test]
@@ -235,8 +288,14 @@ mod tests {
         let id = "3c1e0a2b-1111-4222-8333-444455556666";
         for len in [1usize, 20, 26, 27, 40, 46, 47, 62, 63] {
             for fill in ['a', '-'] {
-                let name: String = std::iter::once('f').chain(std::iter::repeat_n(fill, len - 1)).collect();
-                let name = if name.ends_with('-') { format!("{}x", &name[..name.len() - 1]) } else { name };
+                let name: String = std::iter::once('f')
+                    .chain(std::iter::repeat_n(fill, len - 1))
+                    .collect();
+                let name = if name.ends_with('-') {
+                    format!("{}x", &name[..name.len() - 1])
+                } else {
+                    name
+                };
                 let p = package_name_for_function(&name, id);
                 assert!(p.len() <= 63, "{p} too long");
                 assert!(is_dns1123_label(&p), "{p:?} is not a DNS label");
@@ -260,10 +319,19 @@ mod tests {
 
     #[test]
     fn package_default_name_is_kubified_file_name_with_suffix() {
-        assert_eq!(package_name_from_file("dir/Hello_World.js", "ab12"), "hello-world-js-ab12");
-        assert_eq!(package_name_from_file("multifile/*", "ab12"), "multifile-ab12");
+        assert_eq!(
+            package_name_from_file("dir/Hello_World.js", "ab12"),
+            "hello-world-js-ab12"
+        );
+        assert_eq!(
+            package_name_from_file("multifile/*", "ab12"),
+            "multifile-ab12"
+        );
         assert_eq!(package_name_from_file("*.py", "ab12"), "pkg-ab12");
-        assert_eq!(package_name_from_file("http://h/x/app.zip?a=b", "ab12"), "app-zip-ab12");
+        assert_eq!(
+            package_name_from_file("http://h/x/app.zip?a=b", "ab12"),
+            "app-zip-ab12"
+        );
         let long = format!("{}.py", "a".repeat(100));
         let n = package_name_from_file(&long, "ab12");
         assert!(n.len() <= 63 && is_dns1123_label(&n), "{n}");
@@ -272,8 +340,13 @@ mod tests {
     #[test]
     fn invalid_names_are_rejected_with_the_server_message() {
         for bad in ["Hello", "../x", &"a".repeat(64)] {
-            let e = check_name::<FunctionSpec>("default", bad).expect_err("must fail").to_string();
-            assert!(e.starts_with(&format!("invalid Function '{bad}': metadata.name:")), "{e}");
+            let e = check_name::<FunctionSpec>("default", bad)
+                .expect_err("must fail")
+                .to_string();
+            assert!(
+                e.starts_with(&format!("invalid Function '{bad}': metadata.name:")),
+                "{e}"
+            );
         }
         check_name::<FunctionSpec>("default", "hello").expect("valid");
     }
@@ -281,9 +354,14 @@ mod tests {
     #[test]
     fn cpu_and_memory_flags_become_kubernetes_quantities() {
         let mut r = ResourceRequirements::default();
-        ResourceArgs { mincpu: Some(100), maxcpu: Some(200), minmemory: Some(64), maxmemory: Some(128) }
-            .apply(&mut r)
-            .expect("apply");
+        ResourceArgs {
+            mincpu: Some(100),
+            maxcpu: Some(200),
+            minmemory: Some(64),
+            maxmemory: Some(128),
+        }
+        .apply(&mut r)
+        .expect("apply");
         assert_eq!(r.requests["cpu"], "100m");
         assert_eq!(r.limits["cpu"], "200m");
         assert_eq!(r.requests["memory"], "64Mi");
@@ -293,7 +371,13 @@ mod tests {
     #[test]
     fn only_min_given_sets_max_to_min() {
         let mut r = ResourceRequirements::default();
-        ResourceArgs { mincpu: Some(50), minmemory: Some(32), ..Default::default() }.apply(&mut r).expect("apply");
+        ResourceArgs {
+            mincpu: Some(50),
+            minmemory: Some(32),
+            ..Default::default()
+        }
+        .apply(&mut r)
+        .expect("apply");
         assert_eq!(r.limits["cpu"], "50m");
         assert_eq!(r.limits["memory"], "32Mi");
     }
@@ -301,23 +385,45 @@ mod tests {
     #[test]
     fn min_above_max_is_refused() {
         let mut r = ResourceRequirements::default();
-        let e = ResourceArgs { mincpu: Some(300), maxcpu: Some(100), ..Default::default() }
-            .apply(&mut r)
-            .expect_err("must fail");
-        assert_eq!(e.to_string(), "MinCPU (300) cannot be greater than MaxCPU (100)");
+        let e = ResourceArgs {
+            mincpu: Some(300),
+            maxcpu: Some(100),
+            ..Default::default()
+        }
+        .apply(&mut r)
+        .expect_err("must fail");
+        assert_eq!(
+            e.to_string(),
+            "MinCPU (300) cannot be greater than MaxCPU (100)"
+        );
         let mut r = ResourceRequirements::default();
-        let e = ResourceArgs { minmemory: Some(256), maxmemory: Some(128), ..Default::default() }
-            .apply(&mut r)
-            .expect_err("must fail");
-        assert_eq!(e.to_string(), "MinMemory (256) cannot be greater than MaxMemory (128)");
+        let e = ResourceArgs {
+            minmemory: Some(256),
+            maxmemory: Some(128),
+            ..Default::default()
+        }
+        .apply(&mut r)
+        .expect_err("must fail");
+        assert_eq!(
+            e.to_string(),
+            "MinMemory (256) cannot be greater than MaxMemory (128)"
+        );
     }
 
     #[test]
     fn raising_min_on_update_is_checked_against_the_existing_max() {
         let mut r = ResourceRequirements::default();
         r.limits.insert("cpu".into(), "100m".into());
-        let e = ResourceArgs { mincpu: Some(200), ..Default::default() }.apply(&mut r).expect_err("must fail");
-        assert_eq!(e.to_string(), "MinCPU (200) cannot be greater than MaxCPU (100)");
+        let e = ResourceArgs {
+            mincpu: Some(200),
+            ..Default::default()
+        }
+        .apply(&mut r)
+        .expect_err("must fail");
+        assert_eq!(
+            e.to_string(),
+            "MinCPU (200) cannot be greater than MaxCPU (100)"
+        );
     }
 
     #[test]

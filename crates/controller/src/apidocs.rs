@@ -2,7 +2,7 @@
 //! it cannot drift from what the server serves.
 
 use fission_core::ResourceKind;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value, json};
 
 fn error_responses() -> Value {
     json!({
@@ -17,7 +17,8 @@ fn error_responses() -> Value {
 pub(crate) fn document() -> Value {
     let ns_param = json!({"name": "namespace", "in": "query", "required": false, "schema": {"type": "string"},
         "description": "namespace; lists span all namespaces without it, other calls default to 'default'"});
-    let name_param = json!({"name": "name", "in": "path", "required": true, "schema": {"type": "string"}});
+    let name_param =
+        json!({"name": "name", "in": "path", "required": true, "schema": {"type": "string"}});
     let mut paths = Map::new();
     for kind in ResourceKind::ALL {
         let schema = json!({"$ref": format!("#/components/schemas/{}", kind.kind_name())});
@@ -51,7 +52,10 @@ pub(crate) fn document() -> Value {
         );
     }
     paths.insert("/".into(), json!({"get": {"summary": "Server version", "responses": {"200": {"description": "version JSON"}}}}));
-    paths.insert("/healthz".into(), json!({"get": {"summary": "Liveness", "responses": {"200": {"description": "ok"}}}}));
+    paths.insert(
+        "/healthz".into(),
+        json!({"get": {"summary": "Liveness", "responses": {"200": {"description": "ok"}}}}),
+    );
     paths.insert(
         "/proxy/storage/v1/archive".into(),
         json!({
@@ -77,18 +81,22 @@ pub(crate) fn document() -> Value {
     let mut schemas = Map::new();
     for kind in ResourceKind::ALL {
         let schema = match kind {
-            ResourceKind::Secret => json!({"type": "object", "required": ["metadata"], "properties": {
+            ResourceKind::Secret => {
+                json!({"type": "object", "required": ["metadata"], "properties": {
                 "apiVersion": {"type": "string", "enum": ["v1"]},
                 "kind": {"type": "string", "enum": ["Secret"]},
                 "metadata": {"$ref": "#/components/schemas/ObjectMeta"},
                 "data": {"type": "object", "additionalProperties": {"type": "string", "format": "byte"}},
                 "stringData": {"type": "object", "additionalProperties": {"type": "string"}},
-                "type": {"type": "string"}}}),
-            ResourceKind::ConfigMap => json!({"type": "object", "required": ["metadata"], "properties": {
+                "type": {"type": "string"}}})
+            }
+            ResourceKind::ConfigMap => {
+                json!({"type": "object", "required": ["metadata"], "properties": {
                 "apiVersion": {"type": "string", "enum": ["v1"]},
                 "kind": {"type": "string", "enum": ["ConfigMap"]},
                 "metadata": {"$ref": "#/components/schemas/ObjectMeta"},
-                "data": {"type": "object", "additionalProperties": {"type": "string"}}}}),
+                "data": {"type": "object", "additionalProperties": {"type": "string"}}}})
+            }
             _ => json!({"type": "object", "required": ["metadata", "spec"], "properties": {
                 "apiVersion": {"type": "string", "enum": [kind.api_version()]},
                 "kind": {"type": "string", "enum": [kind.kind_name()]},

@@ -4,20 +4,20 @@ use std::convert::Infallible;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{header, StatusCode};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use fission_core::resources::{initial_build_status, AnyResource, ResourceKind};
-use fission_core::validation::{self, FieldErrors};
 use fission_core::DEFAULT_NAMESPACE;
+use fission_core::resources::{AnyResource, ResourceKind, initial_build_status};
+use fission_core::validation::{self, FieldErrors};
 use futures::StreamExt as _;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use crate::error::ApiError;
 use crate::references::{check_before_delete, check_before_write};
-use crate::{apidocs, Controller};
+use crate::{Controller, apidocs};
 
 type ApiResult<T> = Result<T, ApiError>;
 type BodyResult = Result<Bytes, BytesRejection>;
@@ -26,9 +26,14 @@ type BodyResult = Result<Bytes, BytesRejection>;
 fn body_or_error(body: BodyResult, limit: usize) -> ApiResult<Bytes> {
     body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::too_large(format!("request body is larger than the limit of {limit} bytes"))
+            ApiError::too_large(format!(
+                "request body is larger than the limit of {limit} bytes"
+            ))
         } else {
-            ApiError::invalid(format!("cannot read request body: {}", rejection.body_text()))
+            ApiError::invalid(format!(
+                "cannot read request body: {}",
+                rejection.body_text()
+            ))
         }
     })
 }
@@ -43,7 +48,10 @@ pub(crate) struct ItemQuery {
 
 impl ItemQuery {
     fn namespace(&self) -> &str {
-        self.namespace.as_deref().filter(|n| !n.is_empty()).unwrap_or(DEFAULT_NAMESPACE)
+        self.namespace
+            .as_deref()
+            .filter(|n| !n.is_empty())
+            .unwrap_or(DEFAULT_NAMESPACE)
     }
 
     fn forced(&self) -> bool {
@@ -55,27 +63,51 @@ pub(crate) fn routes(c: Controller) -> Router {
     let mut r = Router::new()
         .route("/", get(version))
         .route("/healthz", get(|| async { "ok" }))
-        .route("/v2/apidocs.json", get(|| async { Json(apidocs::document()) }))
+        .route(
+            "/v2/apidocs.json",
+            get(|| async { Json(apidocs::document()) }),
+        )
         .route(
             "/proxy/storage/v1/archive",
-            get(archive_get).post(archive_put).layer(DefaultBodyLimit::max(c.config.max_archive_bytes)),
+            get(archive_get)
+                .post(archive_put)
+                .layer(DefaultBodyLimit::max(c.config.max_archive_bytes)),
         )
         .route("/proxy/svcname", get(svcname))
-        .route("/proxy/logs/{function}", get(function_logs).post(function_logs));
+        .route(
+            "/proxy/logs/{function}",
+            get(function_logs).post(function_logs),
+        );
     for kind in ResourceKind::ALL {
         let collection = format!("/v2/{}", kind.api_path());
         let item = format!("{collection}/{{name}}");
         r = r
             .route(
                 &collection,
-                get(move |s: State<Controller>, q: Query<ItemQuery>| list(s, kind, q))
-                    .post(move |s: State<Controller>, q: Query<ItemQuery>, b: BodyResult| create(s, kind, q, b)),
+                get(move |s: State<Controller>, q: Query<ItemQuery>| list(s, kind, q)).post(
+                    move |s: State<Controller>, q: Query<ItemQuery>, b: BodyResult| {
+                        create(s, kind, q, b)
+                    },
+                ),
             )
             .route(
                 &item,
-                get(move |s: State<Controller>, p: Path<String>, q: Query<ItemQuery>| get_one(s, kind, p, q))
-                    .put(move |s: State<Controller>, p: Path<String>, q: Query<ItemQuery>, b: BodyResult| update(s, kind, p, q, b))
-                    .delete(move |s: State<Controller>, p: Path<String>, q: Query<ItemQuery>| delete(s, kind, p, q)),
+                get(
+                    move |s: State<Controller>, p: Path<String>, q: Query<ItemQuery>| {
+                        get_one(s, kind, p, q)
+                    },
+                )
+                .put(
+                    move |s: State<Controller>,
+                          p: Path<String>,
+                          q: Query<ItemQuery>,
+                          b: BodyResult| update(s, kind, p, q, b),
+                )
+                .delete(
+                    move |s: State<Controller>, p: Path<String>, q: Query<ItemQuery>| {
+                        delete(s, kind, p, q)
+                    },
+                ),
             );
     }
     r.route("/v1/{*rest}", axum::routing::any(v1_gone))
@@ -93,7 +125,9 @@ async fn version() -> Json<Value> {
 }
 
 async fn v1_gone() -> ApiError {
-    ApiError::not_found("Fission server supports API v2 only -- v1 is not supported. Please upgrade your Fission client/CLI.")
+    ApiError::not_found(
+        "Fission server supports API v2 only -- v1 is not supported. Please upgrade your Fission client/CLI.",
+    )
 }
 
 /// Turn a request body into a normalized object of `kind`, or say exactly what is wrong.
@@ -101,16 +135,30 @@ fn parse_object(kind: ResourceKind, body: &[u8], query_ns: Option<&str>) -> ApiR
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::invalid(format!("request body is not valid JSON: {e}")))?;
     if !value.is_object() {
-        return Err(ApiError::invalid(format!("request body must be a {kind} object")));
+        return Err(ApiError::invalid(format!(
+            "request body must be a {kind} object"
+        )));
     }
-    if let Some(k) = value.get("kind").and_then(Value::as_str).filter(|k| !k.is_empty())
-        && !k.eq_ignore_ascii_case(kind.kind_name()) {
-            return Err(ApiError::invalid(format!("body is a {k}, but this endpoint takes {kind}")));
-        }
-    if let Some(v) = value.get("apiVersion").and_then(Value::as_str).filter(|v| !v.is_empty())
+    if let Some(k) = value
+        .get("kind")
+        .and_then(Value::as_str)
+        .filter(|k| !k.is_empty())
+        && !k.eq_ignore_ascii_case(kind.kind_name())
+    {
+        return Err(ApiError::invalid(format!(
+            "body is a {k}, but this endpoint takes {kind}"
+        )));
+    }
+    if let Some(v) = value
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .filter(|v| !v.is_empty())
         && v != kind.api_version()
     {
-        return Err(ApiError::invalid(format!("apiVersion '{v}' is not supported for {kind}: use {}", kind.api_version())));
+        return Err(ApiError::invalid(format!(
+            "apiVersion '{v}' is not supported for {kind}: use {}",
+            kind.api_version()
+        )));
     }
     let mut obj = AnyResource::from_value(kind, value)
         .map_err(|e| ApiError::invalid(format!("invalid {kind}: {e}")))?;
@@ -135,7 +183,8 @@ fn parse_object(kind: ResourceKind, body: &[u8], query_ns: Option<&str>) -> ApiR
             }
         }
         if p.status.last_update_timestamp.is_none() {
-            p.status.last_update_timestamp = Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+            p.status.last_update_timestamp =
+                Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
         }
         let mut errs = FieldErrors::default();
         validation::package_status(&p.status, &mut errs);
@@ -145,13 +194,22 @@ fn parse_object(kind: ResourceKind, body: &[u8], query_ns: Option<&str>) -> ApiR
     Ok(obj)
 }
 
-async fn list(State(c): State<Controller>, kind: ResourceKind, Query(q): Query<ItemQuery>) -> ApiResult<Json<Vec<Value>>> {
+async fn list(
+    State(c): State<Controller>,
+    kind: ResourceKind,
+    Query(q): Query<ItemQuery>,
+) -> ApiResult<Json<Vec<Value>>> {
     let ns = q.namespace.as_deref().filter(|n| !n.is_empty());
     let objects = c.store.list(kind, ns).await?;
     Ok(Json(objects.iter().map(AnyResource::to_value).collect()))
 }
 
-async fn create(State(c): State<Controller>, kind: ResourceKind, Query(q): Query<ItemQuery>, body: BodyResult) -> ApiResult<Response> {
+async fn create(
+    State(c): State<Controller>,
+    kind: ResourceKind,
+    Query(q): Query<ItemQuery>,
+    body: BodyResult,
+) -> ApiResult<Response> {
     let body = body_or_error(body, c.config.max_object_bytes)?;
     let obj = parse_object(kind, &body, q.namespace.as_deref())?;
     check_before_write(c.store.as_ref(), &obj).await?;
@@ -161,8 +219,15 @@ async fn create(State(c): State<Controller>, kind: ResourceKind, Query(q): Query
     Ok((StatusCode::CREATED, Json(created.meta().clone())).into_response())
 }
 
-async fn get_one(State(c): State<Controller>, kind: ResourceKind, Path(name): Path<String>, Query(q): Query<ItemQuery>) -> ApiResult<Json<Value>> {
-    Ok(Json(c.store.get(kind, q.namespace(), &name).await?.to_value()))
+async fn get_one(
+    State(c): State<Controller>,
+    kind: ResourceKind,
+    Path(name): Path<String>,
+    Query(q): Query<ItemQuery>,
+) -> ApiResult<Json<Value>> {
+    Ok(Json(
+        c.store.get(kind, q.namespace(), &name).await?.to_value(),
+    ))
 }
 
 async fn update(
@@ -187,10 +252,17 @@ async fn update(
     let updated = c.store.update(obj).await?;
     values_changed(&c, &updated).await?;
     tracing::info!(kind = %kind, namespace = %updated.meta().namespace, name = %updated.meta().name, rv = %updated.meta().resource_version, "updated");
-    Ok(Json(serde_json::to_value(updated.meta()).unwrap_or_default()))
+    Ok(Json(
+        serde_json::to_value(updated.meta()).unwrap_or_default(),
+    ))
 }
 
-async fn delete(State(c): State<Controller>, kind: ResourceKind, Path(name): Path<String>, Query(q): Query<ItemQuery>) -> ApiResult<StatusCode> {
+async fn delete(
+    State(c): State<Controller>,
+    kind: ResourceKind,
+    Path(name): Path<String>,
+    Query(q): Query<ItemQuery>,
+) -> ApiResult<StatusCode> {
     let ns = q.namespace();
     // Existence first, so deleting a missing object is a 404 and not a misleading 409.
     c.store.get(kind, ns, &name).await?;
@@ -205,7 +277,14 @@ async fn delete(State(c): State<Controller>, kind: ResourceKind, Path(name): Pat
 async fn values_changed(c: &Controller, obj: &AnyResource) -> ApiResult<()> {
     if matches!(obj.kind(), ResourceKind::Secret | ResourceKind::ConfigMap) {
         let m = obj.meta();
-        crate::references::touch_users(c.store.as_ref(), obj.kind(), &m.namespace, &m.name, &m.resource_version).await?;
+        crate::references::touch_users(
+            c.store.as_ref(),
+            obj.kind(),
+            &m.namespace,
+            &m.name,
+            &m.resource_version,
+        )
+        .await?;
     }
     Ok(())
 }
@@ -223,7 +302,10 @@ async fn archive_put(State(c): State<Controller>, body: BodyResult) -> ApiResult
     Ok((StatusCode::CREATED, Json(json!({ "id": id }))).into_response())
 }
 
-async fn archive_get(State(c): State<Controller>, Query(q): Query<HashMap<String, String>>) -> ApiResult<Response> {
+async fn archive_get(
+    State(c): State<Controller>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Response> {
     let Some(id) = q.get("id").cloned() else {
         let archives = c.archives.clone();
         let ids = tokio::task::spawn_blocking(move || archives.list())
@@ -237,18 +319,29 @@ async fn archive_get(State(c): State<Controller>, Query(q): Query<HashMap<String
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?
         .map_err(|e| match e {
-            fission_store::archive::ArchiveError::NotFound(_) => ApiError::not_found("Error retrieving item: not found"),
-            fission_store::archive::ArchiveError::InvalidId(id) => ApiError::invalid(format!("'{id}' is not an archive id")),
+            fission_store::archive::ArchiveError::NotFound(_) => {
+                ApiError::not_found("Error retrieving item: not found")
+            }
+            fission_store::archive::ArchiveError::InvalidId(id) => {
+                ApiError::invalid(format!("'{id}' is not an archive id"))
+            }
             other => ApiError::internal(other.to_string()),
         })?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
 }
 
-async fn svcname(State(c): State<Controller>, Query(q): Query<HashMap<String, String>>) -> ApiResult<String> {
+async fn svcname(
+    State(c): State<Controller>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<String> {
     match q.get("application").map(String::as_str) {
         Some("fission-router") => Ok(c.config.router_url.clone()),
-        Some(other) => Err(ApiError::not_found(format!("no service for application '{other}'"))),
-        None => Err(ApiError::invalid("query parameter 'application' is required")),
+        Some(other) => Err(ApiError::not_found(format!(
+            "no service for application '{other}'"
+        ))),
+        None => Err(ApiError::invalid(
+            "query parameter 'application' is required",
+        )),
     }
 }
 
@@ -259,13 +352,30 @@ struct LogQuery {
     follow: Option<bool>,
 }
 
-async fn function_logs(State(c): State<Controller>, Path(function): Path<String>, Query(q): Query<LogQuery>) -> ApiResult<Response> {
-    let ns = q.namespace.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned());
-    if c.store.get(ResourceKind::Function, &ns, &function).await.is_err() {
-        return Err(ApiError::not_found(format!("function '{function}' not found in namespace '{ns}'")));
+async fn function_logs(
+    State(c): State<Controller>,
+    Path(function): Path<String>,
+    Query(q): Query<LogQuery>,
+) -> ApiResult<Response> {
+    let ns = q
+        .namespace
+        .clone()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned());
+    if c.store
+        .get(ResourceKind::Function, &ns, &function)
+        .await
+        .is_err()
+    {
+        return Err(ApiError::not_found(format!(
+            "function '{function}' not found in namespace '{ns}'"
+        )));
     }
     // Subscribe before reading the tail so no line falls between the two.
-    let live = q.follow.unwrap_or(false).then(|| c.logs.follow(&ns, &function));
+    let live = q
+        .follow
+        .unwrap_or(false)
+        .then(|| c.logs.follow(&ns, &function));
     let logs = c.logs.clone();
     let (ns2, f2, count) = (ns.clone(), function.clone(), q.recordcount.unwrap_or(20));
     let tail = tokio::task::spawn_blocking(move || logs.read(&ns2, &f2, count))
@@ -287,6 +397,11 @@ async fn function_logs(State(c): State<Controller>, Path(function): Path<String>
         }
     })
     .take_until(shutdown.cancelled_owned());
-    let stream = futures::stream::once(async move { Ok::<_, Infallible>(Bytes::from(head)) }).chain(live);
-    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], Body::from_stream(stream)).into_response())
+    let stream =
+        futures::stream::once(async move { Ok::<_, Infallible>(Bytes::from(head)) }).chain(live);
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        Body::from_stream(stream),
+    )
+        .into_response())
 }

@@ -69,7 +69,13 @@ impl Controller {
         logs: LogStore,
         shutdown: CancellationToken,
     ) -> Self {
-        Self { store, archives, logs, config: Arc::new(config), shutdown }
+        Self {
+            store,
+            archives,
+            logs,
+            config: Arc::new(config),
+            shutdown,
+        }
     }
 
     /// The HTTP application.
@@ -78,10 +84,17 @@ impl Controller {
     }
 
     /// Serve on `listener` until `shutdown`, then let in-flight requests finish for up to `grace`.
-    pub async fn serve(self, listener: tokio::net::TcpListener, grace: Duration) -> std::io::Result<()> {
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        grace: Duration,
+    ) -> std::io::Result<()> {
         let shutdown = self.shutdown.clone();
-        let app = self.app().into_make_service_with_connect_info::<SocketAddr>();
-        let server = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+        let app = self
+            .app()
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let server =
+            axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
         let server = tokio::spawn(async move { server.await });
         shutdown.cancelled().await;
         match tokio::time::timeout(grace, server).await {

@@ -46,12 +46,20 @@ pub async fn follow_value_changes(store: Arc<dyn ResourceStore>, shutdown: Cance
             };
             let kind = ev.object.kind();
             // A new secret has no stale copies anywhere; only changes and deletions matter.
-            if ev.event_type == WatchEventType::Added || !matches!(kind, ResourceKind::Secret | ResourceKind::ConfigMap) {
+            if ev.event_type == WatchEventType::Added
+                || !matches!(kind, ResourceKind::Secret | ResourceKind::ConfigMap)
+            {
                 continue;
             }
             let m = ev.object.meta();
-            if let Err(e) =
-                crate::references::touch_users(store.as_ref(), kind, &m.namespace, &m.name, &m.resource_version).await
+            if let Err(e) = crate::references::touch_users(
+                store.as_ref(),
+                kind,
+                &m.namespace,
+                &m.name,
+                &m.resource_version,
+            )
+            .await
             {
                 tracing::warn!(kind = %kind, namespace = %m.namespace, name = %m.name, error = %e, "cannot re-pin the functions using it");
             }

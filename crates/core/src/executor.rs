@@ -3,9 +3,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::resources::Function;
-use crate::ErrorCode;
 
-/// Why the executor could not hand out an instance.
+/// Why the executor could not hand out an instance. The router's response funnel decides the
+/// status each variant is served with (Fission's: 404 for a missing function, 500 otherwise,
+/// 503 while shutting down).
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ExecutorError {
     /// The function, its environment or its package does not exist (any more).
@@ -38,17 +39,6 @@ pub enum ExecutorError {
     Internal(String),
 }
 
-impl ExecutorError {
-    /// Error class.
-    pub fn code(&self) -> ErrorCode {
-        match self {
-            Self::NotFound(_) => ErrorCode::NotFound,
-            Self::Timeout { .. } => ErrorCode::RequestTimeout,
-            _ => ErrorCode::Internal,
-        }
-    }
-}
-
 /// Called when a lease ends, with whether the instance misbehaved (and must be retired).
 pub trait LeaseRelease: Send + Sync {
     /// Release the slot; `broken` retires the instance.
@@ -76,8 +66,19 @@ pub struct InstanceLease {
 
 impl InstanceLease {
     /// A lease that calls `release` when dropped.
-    pub fn new(addr: SocketAddr, instance_id: u64, cold: bool, release: Arc<dyn LeaseRelease>) -> Self {
-        Self { addr, cold, instance_id, broken: false, release: Some(release) }
+    pub fn new(
+        addr: SocketAddr,
+        instance_id: u64,
+        cold: bool,
+        release: Arc<dyn LeaseRelease>,
+    ) -> Self {
+        Self {
+            addr,
+            cold,
+            instance_id,
+            broken: false,
+            release: Some(release),
+        }
     }
 
     /// Mark the instance as broken (timed out, connection failed): it is retired on release.

@@ -4,14 +4,17 @@
 //! including their odd key casing), the defaults Fission applies, validation with messages a
 //! user can act on, the error classification shared by every server, and the traits that
 //! decouple components: [`ResourceStore`] (the controller's persistence and the change feed the
-//! router and executor consume) and [`FunctionInstances`] (the router's in-process hand-off to
-//! the executor).
+//! router and executor consume), [`FunctionInstances`] (the router's in-process hand-off to
+//! the executor), [`ArchiveStorage`] (package archives) and [`FunctionLogs`] (what instances
+//! print).
 //!
 //! It deliberately does no I/O: no sockets, no files, no runtime.
 #![deny(missing_docs)]
 
+pub mod archive;
 mod error;
 mod executor;
+mod logs;
 mod meta;
 mod names;
 pub mod resources;
@@ -19,9 +22,11 @@ pub mod runtime;
 mod store;
 pub mod validation;
 
-pub use error::{ErrorCode, ErrorBody};
+pub use archive::{ArchiveError, ArchiveStorage};
+pub use error::{ErrorBody, ErrorCode};
 pub use executor::{ExecutorError, FunctionInstances, InstanceLease, LeaseRelease};
-pub use meta::{ObjectMeta, ObjectReference, API_VERSION};
+pub use logs::{FunctionLogs, LineSink, OutputStream};
+pub use meta::{API_VERSION, ObjectMeta, ObjectReference};
 pub use names::{is_dns1123_label, is_dns1123_subdomain};
 pub use resources::{AnyResource, Object, ResourceKind, Spec};
 pub use store::{ResourceStore, StoreError, WatchEvent, WatchEventType, WatchStream};

@@ -48,7 +48,11 @@ fn is_zero(v: &i64) -> bool {
 impl ObjectMeta {
     /// Metadata with a name and namespace and nothing else.
     pub fn named(namespace: &str, name: &str) -> Self {
-        Self { name: name.to_owned(), namespace: namespace.to_owned(), ..Self::default() }
+        Self {
+            name: name.to_owned(),
+            namespace: namespace.to_owned(),
+            ..Self::default()
+        }
     }
 
     /// The resourceVersion as a number (0 when unset or not numeric).
@@ -59,7 +63,17 @@ impl ObjectMeta {
 
 /// A `{namespace, name}` reference to another object (environment, secret, config map).
 #[derive(
-    Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
+    Debug,
+    Clone,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
 )]
 pub struct ObjectReference {
     /// Namespace of the referenced object; empty means the referrer's namespace.

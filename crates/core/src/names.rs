@@ -4,7 +4,9 @@ pub fn is_dns1123_label(s: &str) -> bool {
     let bytes = s.as_bytes();
     !bytes.is_empty()
         && bytes.len() <= 63
-        && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
         && bytes[0] != b'-'
         && bytes[bytes.len() - 1] != b'-'
 }
@@ -27,7 +29,16 @@ mod tests {
 
     #[test]
     fn rejects_names_kubernetes_would_reject() {
-        for bad in ["", "Hello", "-a", "a-", "a_b", "../x", "a.b", &"a".repeat(64)] {
+        for bad in [
+            "",
+            "Hello",
+            "-a",
+            "a-",
+            "a_b",
+            "../x",
+            "a.b",
+            &"a".repeat(64),
+        ] {
             assert!(!is_dns1123_label(bad), "{bad:?} accepted");
         }
         assert!(is_dns1123_subdomain("example.com"));

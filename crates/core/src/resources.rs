@@ -4,11 +4,11 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use serde::de::DeserializeOwned;
 use schemars::JsonSchema;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::meta::{ObjectMeta, ObjectReference, API_VERSION};
+use crate::meta::{API_VERSION, ObjectMeta, ObjectReference};
 use crate::validation::FieldErrors;
 
 /// What every kind's `spec` provides to the generic machinery.
@@ -191,7 +191,9 @@ impl ResourceKind {
 
     /// Parse a wire kind name (case-insensitive).
     pub fn from_kind_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|k| k.kind_name().eq_ignore_ascii_case(name))
+        Self::ALL
+            .into_iter()
+            .find(|k| k.kind_name().eq_ignore_ascii_case(name))
     }
 }
 
@@ -207,11 +209,19 @@ impl fmt::Display for ResourceKind {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ResourceRequirements {
     /// Upper bounds.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty", deserialize_with = "quantities")]
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "quantities"
+    )]
     #[schemars(schema_with = "quantity_map_schema")]
     pub limits: BTreeMap<String, String>,
     /// Reservations.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty", deserialize_with = "quantities")]
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "quantities"
+    )]
     #[schemars(schema_with = "quantity_map_schema")]
     pub requests: BTreeMap<String, String>,
 }
@@ -310,10 +320,18 @@ pub struct EnvironmentSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub builder: Option<Builder>,
     /// `single` (default) or `infinite`.
-    #[serde(rename = "allowedFunctionsPerContainer", default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        rename = "allowedFunctionsPerContainer",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
     pub allowed_functions_per_container: String,
     /// Whether instances may reach the outside network.
-    #[serde(rename = "allowAccessToExternalNetwork", default, skip_serializing_if = "is_false")]
+    #[serde(
+        rename = "allowAccessToExternalNetwork",
+        default,
+        skip_serializing_if = "is_false"
+    )]
     pub allow_access_to_external_network: bool,
     /// Limits applied to every pool instance.
     #[serde(default)]
@@ -375,7 +393,11 @@ pub const DEFAULT_GRACE_PERIOD: i64 = 360;
 impl EnvironmentSpec {
     /// How many warm instances the pool keeps: `poolsize` for v3, 3 for older versions.
     pub fn effective_poolsize(&self) -> usize {
-        if self.version >= 3 { self.poolsize.max(0) as usize } else { DEFAULT_POOLSIZE as usize }
+        if self.version >= 3 {
+            self.poolsize.max(0) as usize
+        } else {
+            DEFAULT_POOLSIZE as usize
+        }
     }
 }
 
@@ -444,7 +466,11 @@ impl Archive {
 
     /// A literal archive holding `bytes`.
     pub fn literal(bytes: Vec<u8>) -> Self {
-        Self { archive_type: ARCHIVE_LITERAL.to_owned(), literal: bytes, ..Self::default() }
+        Self {
+            archive_type: ARCHIVE_LITERAL.to_owned(),
+            literal: bytes,
+            ..Self::default()
+        }
     }
 }
 
@@ -495,7 +521,11 @@ pub struct PackageStatus {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub buildlog: String,
     /// When the status last changed (RFC 3339).
-    #[serde(rename = "lastUpdateTimestamp", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "lastUpdateTimestamp",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub last_update_timestamp: Option<String>,
 }
 
@@ -531,7 +561,10 @@ pub fn initial_build_status(spec: &PackageSpec) -> (&'static str, &'static str) 
     } else if !spec.source.is_empty() {
         (build_status::PENDING, "")
     } else {
-        (build_status::FAILED, "Both deploy and source archive are empty")
+        (
+            build_status::FAILED,
+            "Both deploy and source archive are empty",
+        )
     }
 }
 
@@ -592,10 +625,18 @@ pub struct ExecutionStrategy {
     #[serde(rename = "SpecializationTimeout", default)]
     pub specialization_timeout: i32,
     /// HPA metrics (kept verbatim).
-    #[serde(rename = "hpaMetrics", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "hpaMetrics",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub hpa_metrics: Option<serde_json::Value>,
     /// HPA behaviour (kept verbatim).
-    #[serde(rename = "hpaBehavior", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "hpaBehavior",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub hpa_behavior: Option<serde_json::Value>,
 }
 
@@ -674,8 +715,16 @@ pub mod function_defaults {
 impl FunctionSpec {
     /// The executor type (defaulted).
     pub fn executor_type(&self) -> &str {
-        let t = self.invoke_strategy.execution_strategy.executor_type.as_str();
-        if t.is_empty() { executor_type::POOLMGR } else { t }
+        let t = self
+            .invoke_strategy
+            .execution_strategy
+            .executor_type
+            .as_str();
+        if t.is_empty() {
+            executor_type::POOLMGR
+        } else {
+            t
+        }
     }
 
     /// Idle timeout in seconds (defaulted).
@@ -697,7 +746,8 @@ impl Spec for FunctionSpec {
             es.execution_strategy.executor_type = executor_type::POOLMGR.to_owned();
         }
         if es.execution_strategy.specialization_timeout == 0 {
-            es.execution_strategy.specialization_timeout = function_defaults::SPECIALIZATION_TIMEOUT;
+            es.execution_strategy.specialization_timeout =
+                function_defaults::SPECIALIZATION_TIMEOUT;
         }
         if self.function_timeout == 0 {
             self.function_timeout = function_defaults::FUNCTION_TIMEOUT;
@@ -745,13 +795,20 @@ pub mod function_ref_type {
 impl FunctionReference {
     /// A reference to one function by name.
     pub fn by_name(name: &str) -> Self {
-        Self { ref_type: function_ref_type::NAME.to_owned(), name: name.to_owned(), functionweights: None }
+        Self {
+            ref_type: function_ref_type::NAME.to_owned(),
+            name: name.to_owned(),
+            functionweights: None,
+        }
     }
 
     /// Every function name this reference can send traffic to.
     pub fn function_names(&self) -> Vec<String> {
         if self.ref_type == function_ref_type::FUNCTION_WEIGHTS {
-            self.functionweights.iter().flat_map(|w| w.keys().cloned()).collect()
+            self.functionweights
+                .iter()
+                .flat_map(|w| w.keys().cloned())
+                .collect()
         } else {
             vec![self.name.clone()]
         }
@@ -827,8 +884,9 @@ impl HttpTriggerSpec {
 }
 
 /// HTTP methods Fission accepts on triggers.
-pub const HTTP_METHODS: [&str; 9] =
-    ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "CONNECT", "OPTIONS", "TRACE"];
+pub const HTTP_METHODS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "CONNECT", "OPTIONS", "TRACE",
+];
 
 impl Spec for HttpTriggerSpec {
     type Status = NoStatus;
@@ -1132,7 +1190,9 @@ impl AnyResource {
             ResourceKind::KubernetesWatchTrigger => {
                 Self::KubernetesWatchTrigger(serde_json::from_value(v)?)
             }
-            ResourceKind::MessageQueueTrigger => Self::MessageQueueTrigger(serde_json::from_value(v)?),
+            ResourceKind::MessageQueueTrigger => {
+                Self::MessageQueueTrigger(serde_json::from_value(v)?)
+            }
             ResourceKind::CanaryConfig => Self::CanaryConfig(serde_json::from_value(v)?),
             ResourceKind::Secret => Self::Secret(serde_json::from_value(v)?),
             ResourceKind::ConfigMap => Self::ConfigMap(serde_json::from_value(v)?),
@@ -1189,7 +1249,9 @@ impl AnyResource {
             (Self::Package(a), Self::Package(b)) => !a.same_content(b),
             (Self::HttpTrigger(a), Self::HttpTrigger(b)) => !a.same_content(b),
             (Self::TimeTrigger(a), Self::TimeTrigger(b)) => !a.same_content(b),
-            (Self::KubernetesWatchTrigger(a), Self::KubernetesWatchTrigger(b)) => !a.same_content(b),
+            (Self::KubernetesWatchTrigger(a), Self::KubernetesWatchTrigger(b)) => {
+                !a.same_content(b)
+            }
             (Self::MessageQueueTrigger(a), Self::MessageQueueTrigger(b)) => !a.same_content(b),
             (Self::CanaryConfig(a), Self::CanaryConfig(b)) => !a.same_content(b),
             (Self::Secret(a), Self::Secret(b)) => !a.same_content(b),
@@ -1254,7 +1316,11 @@ pub struct Secret {
     #[serde(default, with = "base64_map")]
     pub data: BTreeMap<String, Vec<u8>>,
     /// Write-only plain-text values, merged into `data` when stored.
-    #[serde(rename = "stringData", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "stringData",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub string_data: Option<BTreeMap<String, String>>,
     /// Secret type (`Opaque`).
     #[serde(rename = "type", default, skip_serializing_if = "String::is_empty")]
@@ -1287,7 +1353,8 @@ fn data_keys<'a>(keys: impl Iterator<Item = &'a String>, total: usize, errs: &mu
             && k.len() <= 253
             && k != "."
             && k != ".."
-            && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+            && k.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
         if !ok {
             errs.push(
                 format!("data.{k}"),
@@ -1296,7 +1363,10 @@ fn data_keys<'a>(keys: impl Iterator<Item = &'a String>, total: usize, errs: &mu
         }
     }
     if total > MAX_DATA_BYTES {
-        errs.push("data", format!("values total {total} bytes; the limit is {MAX_DATA_BYTES}"));
+        errs.push(
+            "data",
+            format!("values total {total} bytes; the limit is {MAX_DATA_BYTES}"),
+        );
     }
 }
 
@@ -1319,7 +1389,11 @@ impl Secret {
     }
 
     fn validate_into(&self, errs: &mut FieldErrors) {
-        data_keys(self.data.keys(), self.data.values().map(Vec::len).sum(), errs);
+        data_keys(
+            self.data.keys(),
+            self.data.values().map(Vec::len).sum(),
+            errs,
+        );
     }
 
     fn same_content(&self, other: &Self) -> bool {
@@ -1338,7 +1412,11 @@ impl ConfigMap {
     }
 
     fn validate_into(&self, errs: &mut FieldErrors) {
-        data_keys(self.data.keys(), self.data.values().map(String::len).sum(), errs);
+        data_keys(
+            self.data.keys(),
+            self.data.values().map(String::len).sum(),
+            errs,
+        );
     }
 
     fn same_content(&self, other: &Self) -> bool {
@@ -1353,11 +1431,16 @@ mod base64_map {
     use base64::engine::general_purpose::STANDARD;
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(m: &BTreeMap<String, Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: Serializer>(
+        m: &BTreeMap<String, Vec<u8>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         s.collect_map(m.iter().map(|(k, v)| (k, STANDARD.encode(v))))
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, Vec<u8>>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<String, Vec<u8>>, D::Error> {
         let raw: Option<BTreeMap<String, String>> = Option::deserialize(d)?;
         raw.unwrap_or_default()
             .into_iter()
@@ -1365,7 +1448,9 @@ mod base64_map {
                 STANDARD
                     .decode(v.trim())
                     .map(|b| (k.clone(), b))
-                    .map_err(|e| serde::de::Error::custom(format!("data.{k} is not valid base64: {e}")))
+                    .map_err(|e| {
+                        serde::de::Error::custom(format!("data.{k} is not valid base64: {e}"))
+                    })
             })
             .collect()
     }

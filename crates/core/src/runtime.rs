@@ -86,19 +86,37 @@ mod tests {
 
     #[test]
     fn selects_builtin_runtime_for_fission_images_with_any_prefix_or_tag() {
-        for img in ["fission/node-env", "ghcr.io/fission/node-env-22", "fission/node-env:latest", "localhost:5000/fission/node-env-20:1.0"] {
+        for img in [
+            "fission/node-env",
+            "ghcr.io/fission/node-env-22",
+            "fission/node-env:latest",
+            "localhost:5000/fission/node-env-20:1.0",
+        ] {
             assert_eq!(builtin_runtime(img), Some(BuiltinRuntime::NodeJs), "{img}");
         }
-        for img in ["fission/python-env", "ghcr.io/fission/python-env-3.11:v1", "docker.io/fission/python-env@sha256:abc"] {
+        for img in [
+            "fission/python-env",
+            "ghcr.io/fission/python-env-3.11:v1",
+            "docker.io/fission/python-env@sha256:abc",
+        ] {
             assert_eq!(builtin_runtime(img), Some(BuiltinRuntime::Python), "{img}");
         }
     }
 
     #[test]
     fn refuses_other_images() {
-        for img in ["node:20", "fission/go-env", "evil/node-env", "fission/node-envy", "fission/python-builder"] {
+        for img in [
+            "node:20",
+            "fission/go-env",
+            "evil/node-env",
+            "fission/node-envy",
+            "fission/python-builder",
+        ] {
             assert_eq!(builtin_runtime(img), None, "{img}");
         }
-        assert_eq!(builtin_builder("ghcr.io/fission/python-builder-3.11"), Some(BuiltinRuntime::Python));
+        assert_eq!(
+            builtin_builder("ghcr.io/fission/python-builder-3.11"),
+            Some(BuiltinRuntime::Python)
+        );
     }
 }

@@ -2,8 +2,8 @@ use std::pin::Pin;
 
 use futures::Stream;
 
-use crate::resources::{AnyResource, ResourceKind};
 use crate::ErrorCode;
+use crate::resources::{AnyResource, ResourceKind};
 
 /// What happened to an object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,11 +101,25 @@ pub trait ResourceStore: Send + Sync + 'static {
     /// Replace. A non-empty `metadata.resourceVersion` must equal the stored one (`Conflict`).
     async fn update(&self, obj: AnyResource) -> Result<AnyResource, StoreError>;
     /// Delete and return the last state.
-    async fn delete(&self, kind: ResourceKind, namespace: &str, name: &str) -> Result<AnyResource, StoreError>;
+    async fn delete(
+        &self,
+        kind: ResourceKind,
+        namespace: &str,
+        name: &str,
+    ) -> Result<AnyResource, StoreError>;
     /// Read one.
-    async fn get(&self, kind: ResourceKind, namespace: &str, name: &str) -> Result<AnyResource, StoreError>;
+    async fn get(
+        &self,
+        kind: ResourceKind,
+        namespace: &str,
+        name: &str,
+    ) -> Result<AnyResource, StoreError>;
     /// List a kind, in one namespace or (None) all, sorted by namespace then name.
-    async fn list(&self, kind: ResourceKind, namespace: Option<&str>) -> Result<Vec<AnyResource>, StoreError>;
+    async fn list(
+        &self,
+        kind: ResourceKind,
+        namespace: Option<&str>,
+    ) -> Result<Vec<AnyResource>, StoreError>;
     /// A consistent snapshot of every object of every kind at revision R, and the feed of every
     /// change after R.
     async fn list_and_watch(&self) -> Result<(Vec<AnyResource>, u64, WatchStream), StoreError>;

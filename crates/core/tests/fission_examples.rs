@@ -131,8 +131,10 @@ fn fission_example_objects_parse_validate_and_round_trip() {
     for doc in docs {
         let kind_name = doc["kind"].as_str().expect("kind");
         let kind = ResourceKind::from_kind_name(kind_name).expect("known kind");
-        let obj = AnyResource::from_value(kind, doc.clone()).unwrap_or_else(|e| panic!("{kind_name}: {e}"));
-        obj.validate().unwrap_or_else(|e| panic!("{kind_name}: {e}"));
+        let obj = AnyResource::from_value(kind, doc.clone())
+            .unwrap_or_else(|e| panic!("{kind_name}: {e}"));
+        obj.validate()
+            .unwrap_or_else(|e| panic!("{kind_name}: {e}"));
         let back = obj.to_value();
         assert_keys_kept(kind_name, &doc, &back);
         let again = AnyResource::from_value(kind, back).expect("re-parse");
@@ -149,15 +151,36 @@ fn defaults_match_fission() {
     assert_eq!(f.spec.concurrency, 500);
     assert_eq!(f.spec.requests_per_pod, 1);
     assert_eq!(f.spec.executor_type(), "poolmgr");
-    assert_eq!(f.spec.invoke_strategy.execution_strategy.specialization_timeout, 120);
-    let mut e = Environment::new("", "e", EnvironmentSpec { poolsize: 3, ..Default::default() });
+    assert_eq!(
+        f.spec
+            .invoke_strategy
+            .execution_strategy
+            .specialization_timeout,
+        120
+    );
+    let mut e = Environment::new(
+        "",
+        "e",
+        EnvironmentSpec {
+            poolsize: 3,
+            ..Default::default()
+        },
+    );
     e.normalize();
     assert_eq!(e.metadata.namespace, "default");
     assert_eq!(e.spec.version, 3);
     assert_eq!(e.spec.termination_grace_period, 360);
     assert_eq!(e.spec.effective_poolsize(), 3);
-    let v2 = EnvironmentSpec { version: 2, poolsize: 9, ..Default::default() };
-    assert_eq!(v2.effective_poolsize(), 3, "poolsize only honoured from version 3");
+    let v2 = EnvironmentSpec {
+        version: 2,
+        poolsize: 9,
+        ..Default::default()
+    };
+    assert_eq!(
+        v2.effective_poolsize(),
+        3,
+        "poolsize only honoured from version 3"
+    );
 }
 
 #[test]
@@ -168,7 +191,14 @@ fn wire_keys_keep_fissions_casing() {
     assert!(v["spec"]["InvokeStrategy"]["ExecutionStrategy"]["ExecutorType"].is_string());
     assert!(v["spec"]["functionTimeout"].is_number());
     assert!(v["spec"]["requestsPerPod"].is_number());
-    let t = HttpTrigger::new("default", "r", HttpTriggerSpec { relativeurl: "/x".into(), ..Default::default() });
+    let t = HttpTrigger::new(
+        "default",
+        "r",
+        HttpTriggerSpec {
+            relativeurl: "/x".into(),
+            ..Default::default()
+        },
+    );
     let v = serde_json::to_value(&t).expect("json");
     assert!(v["spec"]["relativeurl"].is_string());
     assert!(v["spec"].get("functionref").is_some());
@@ -178,24 +208,52 @@ fn wire_keys_keep_fissions_casing() {
 
 #[test]
 fn validation_reports_every_problem_with_field_names() {
-    let mut f = Function::new("default", "Bad_Name", FunctionSpec { function_timeout: -5, concurrency: -1, ..Default::default() });
-    f.spec.secrets.push(fission_core::ObjectReference { namespace: "other".into(), name: "s".into() });
+    let mut f = Function::new(
+        "default",
+        "Bad_Name",
+        FunctionSpec {
+            function_timeout: -5,
+            concurrency: -1,
+            ..Default::default()
+        },
+    );
+    f.spec.secrets.push(fission_core::ObjectReference {
+        namespace: "other".into(),
+        name: "s".into(),
+    });
     let err = AnyResource::Function(f).validate().expect_err("invalid");
     let msg = err.to_string();
-    for needle in ["metadata.name", "spec.functionTimeout", "spec.concurrency", "spec.environment.name", "spec.package.packageref.name", "must be in same namespace"] {
+    for needle in [
+        "metadata.name",
+        "spec.functionTimeout",
+        "spec.concurrency",
+        "spec.environment.name",
+        "spec.package.packageref.name",
+        "must be in same namespace",
+    ] {
         assert!(msg.contains(needle), "{msg} lacks {needle}");
     }
 }
 
 #[test]
 fn weighted_routes_must_add_up_to_100() {
-    let mut t = HttpTrigger::new("default", "r", HttpTriggerSpec { relativeurl: "/x".into(), methods: vec!["GET".into()], ..Default::default() });
+    let mut t = HttpTrigger::new(
+        "default",
+        "r",
+        HttpTriggerSpec {
+            relativeurl: "/x".into(),
+            methods: vec!["GET".into()],
+            ..Default::default()
+        },
+    );
     t.spec.functionref = FunctionReference {
         ref_type: "function-weights".into(),
         name: String::new(),
         functionweights: Some([("a".to_owned(), 90), ("b".to_owned(), 20)].into()),
     };
-    let err = AnyResource::HttpTrigger(t.clone()).validate().expect_err("110 is not 100");
+    let err = AnyResource::HttpTrigger(t.clone())
+        .validate()
+        .expect_err("110 is not 100");
     assert!(err.to_string().contains("add up to 100"), "{err}");
     t.spec.functionref.functionweights = Some([("a".to_owned(), 90), ("b".to_owned(), 10)].into());
     AnyResource::HttpTrigger(t).validate().expect("valid");

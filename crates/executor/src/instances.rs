@@ -11,14 +11,14 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
-use fission_core::resources::{function_defaults, Function};
+use fission_core::resources::{Function, function_defaults};
 use fission_core::{InstanceLease, LeaseRelease};
-use tokio::sync::futures::OwnedNotified;
 use tokio::sync::Notify;
+use tokio::sync::futures::OwnedNotified;
 use tokio::time::Instant;
 
 use crate::launcher::RuntimeInstance;
-use crate::metrics::{function_labels, FunctionLabels, Metrics};
+use crate::metrics::{FunctionLabels, Metrics, function_labels};
 
 /// The per-version limits of a function (Fission's poolmgr knobs, defaulted).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,10 +55,19 @@ fn lease_free_slot(state: &mut FunctionState) -> Option<InstanceLease> {
         return None;
     }
     let rpp = state.limits.requests_per_pod;
-    let slot = state.slots.iter_mut().filter(|s| !s.retired && s.active < rpp).min_by_key(|s| s.active)?;
+    let slot = state
+        .slots
+        .iter_mut()
+        .filter(|s| !s.retired && s.active < rpp)
+        .min_by_key(|s| s.active)?;
     slot.active += 1;
     let release: Arc<dyn LeaseRelease> = slot.release.clone();
-    Some(InstanceLease::new(slot.instance.addr(), slot.instance.id(), false, release))
+    Some(InstanceLease::new(
+        slot.instance.addr(),
+        slot.instance.id(),
+        false,
+        release,
+    ))
 }
 
 /// What [`FunctionTable::try_acquire`] decided.
@@ -84,8 +93,15 @@ impl VersionKey {
     pub(crate) fn of(function: &Function) -> Self {
         let m = &function.metadata;
         // Objects from a store always have a uid; fall back to the name for hand-made ones.
-        let uid = if m.uid.is_empty() { format!("{}/{}", m.namespace, m.name) } else { m.uid.clone() };
-        Self { uid, rv: m.resource_version.clone() }
+        let uid = if m.uid.is_empty() {
+            format!("{}/{}", m.namespace, m.name)
+        } else {
+            m.uid.clone()
+        };
+        Self {
+            uid,
+            rv: m.resource_version.clone(),
+        }
     }
 }
 
@@ -137,6 +153,15 @@ struct TableState {
     index: HashMap<u64, VersionKey>,
 }
 
+/// An instance the reaper takes out of the table.
+pub(crate) struct Reaped {
+    /// `namespace/name` of its function.
+    pub function: String,
+    /// Superseded by a newer function or environment version (else idle past `idletimeout`).
+    pub retired: bool,
+    pub instance: Arc<dyn RuntimeInstance>,
+}
+
 /// The table of specialized instances.
 pub(crate) struct FunctionTable {
     state: Mutex<TableState>,
@@ -146,7 +171,11 @@ pub(crate) struct FunctionTable {
 
 impl FunctionTable {
     pub(crate) fn new(metrics: Metrics) -> Arc<Self> {
-        Arc::new_cyclic(|me| Self { state: Mutex::new(TableState::default()), metrics, me: me.clone() })
+        Arc::new_cyclic(|me| Self {
+            state: Mutex::new(TableState::default()),
+            metrics,
+            me: me.clone(),
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, TableState> {
@@ -161,7 +190,10 @@ impl FunctionTable {
         let mut st = self.lock();
         // The warm path looks the version up by reference: no key to build, nothing allocated.
         if !m.uid.is_empty() {
-            let state = st.by_uid.get_mut(m.uid.as_str()).and_then(|e| e.versions.get_mut(m.resource_version.as_str()));
+            let state = st
+                .by_uid
+                .get_mut(m.uid.as_str())
+                .and_then(|e| e.versions.get_mut(m.resource_version.as_str()));
             if let Some(lease) = state.and_then(lease_free_slot) {
                 return Decision::Leased(lease);
             }
@@ -169,17 +201,20 @@ impl FunctionTable {
         let key = VersionKey::of(function);
         let entry = st.by_uid.entry(key.uid.clone()).or_default();
         let latest = entry.latest;
-        let state = entry.versions.entry(key.rv.clone()).or_insert_with(|| FunctionState {
-            labels: function_labels(&function.metadata.namespace, &function.metadata.name),
-            limits: Limits::of(function),
-            slots: Vec::new(),
-            specializing: 0,
-            joined: 0,
-            // The caller's copy is older than what the change feed already told us: serve it
-            // (the router still routes to it) but keep nothing around afterwards.
-            draining: rv_number(&key.rv) < latest,
-            notify: Arc::new(Notify::new()),
-        });
+        let state = entry
+            .versions
+            .entry(key.rv.clone())
+            .or_insert_with(|| FunctionState {
+                labels: function_labels(&function.metadata.namespace, &function.metadata.name),
+                limits: Limits::of(function),
+                slots: Vec::new(),
+                specializing: 0,
+                joined: 0,
+                // The caller's copy is older than what the change feed already told us: serve it
+                // (the router still routes to it) but keep nothing around afterwards.
+                draining: rv_number(&key.rv) < latest,
+                notify: Arc::new(Notify::new()),
+            });
 
         if let Some(lease) = lease_free_slot(state) {
             return Decision::Leased(lease);
@@ -190,10 +225,17 @@ impl FunctionTable {
             // An instance on its way will have room for this request too: wait for it rather
             // than start another one.
             state.joined += 1;
-            join = Some(JoinGuard { table: self.me.clone(), key });
+            join = Some(JoinGuard {
+                table: self.me.clone(),
+                key,
+            });
         } else if state.live() + state.specializing < state.limits.concurrency {
             state.specializing += 1;
-            return Decision::Specialize(Ticket { table: self.me.clone(), key, armed: true });
+            return Decision::Specialize(Ticket {
+                table: self.me.clone(),
+                key,
+                armed: true,
+            });
         }
         let mut wait = Box::pin(state.notify.clone().notified_owned());
         // Registered while the lock is held, so no release in between is missed.
@@ -203,43 +245,74 @@ impl FunctionTable {
 
     fn unjoin(&self, key: &VersionKey) {
         let mut st = self.lock();
-        if let Some(state) = st.by_uid.get_mut(&key.uid).and_then(|e| e.versions.get_mut(&key.rv)) {
+        if let Some(state) = st
+            .by_uid
+            .get_mut(&key.uid)
+            .and_then(|e| e.versions.get_mut(&key.rv))
+        {
             state.joined = state.joined.saturating_sub(1);
         }
     }
 
     /// Record a successful specialization: the instance joins the table with one lease, which
     /// is returned (a cold start).
-    pub(crate) fn complete(&self, mut ticket: Ticket, instance: Arc<dyn RuntimeInstance>, pool_id: u64, pool_closed: bool) -> InstanceLease {
+    pub(crate) fn complete(
+        &self,
+        mut ticket: Ticket,
+        instance: Arc<dyn RuntimeInstance>,
+        pool_id: u64,
+        pool_closed: bool,
+    ) -> InstanceLease {
         ticket.armed = false;
         let key = ticket.key.clone();
         let id = instance.id();
         let addr = instance.addr();
-        let release = Arc::new(SlotRelease { table: self.me.clone(), key: key.clone(), id, exit: instance.exit_watch() });
+        let release = Arc::new(SlotRelease {
+            table: self.me.clone(),
+            key: key.clone(),
+            id,
+            exit: instance.exit_watch(),
+        });
         let mut st = self.lock();
         let entry = st.by_uid.entry(key.uid.clone()).or_default();
         // The state exists: it is only removed when nothing is specializing for it.
-        let state = entry.versions.entry(key.rv.clone()).or_insert_with(|| FunctionState {
-            labels: function_labels("", ""),
-            limits: Limits {
-                concurrency: 1,
-                requests_per_pod: 1,
-                once_only: true,
-                idle_timeout: Duration::ZERO,
-                retain: 0,
-            },
-            slots: Vec::new(),
-            specializing: 1,
-            joined: 0,
-            draining: true,
-            notify: Arc::new(Notify::new()),
-        });
+        let state = entry
+            .versions
+            .entry(key.rv.clone())
+            .or_insert_with(|| FunctionState {
+                labels: function_labels("", ""),
+                limits: Limits {
+                    concurrency: 1,
+                    requests_per_pod: 1,
+                    once_only: true,
+                    idle_timeout: Duration::ZERO,
+                    retain: 0,
+                },
+                slots: Vec::new(),
+                specializing: 1,
+                joined: 0,
+                draining: true,
+                notify: Arc::new(Notify::new()),
+            });
         state.specializing = state.specializing.saturating_sub(1);
         let retired = state.draining || pool_closed;
-        state.slots.push(Slot { instance, pool_id, active: 1, last_used: Instant::now(), retired, release: release.clone() });
-        self.metrics.function_instances.get_or_create(&state.labels).inc();
+        state.slots.push(Slot {
+            instance,
+            pool_id,
+            active: 1,
+            last_used: Instant::now(),
+            retired,
+            release: release.clone(),
+        });
+        self.metrics
+            .function_instances
+            .get_or_create(&state.labels)
+            .inc();
         self.metrics.cold_starts.inc();
-        self.metrics.function_cold_starts.get_or_create(&state.labels).inc();
+        self.metrics
+            .function_cold_starts
+            .get_or_create(&state.labels)
+            .inc();
         // Requests waiting with requestsPerPod > 1 can share the new instance.
         state.notify.notify_waiters();
         st.index.insert(id, key);
@@ -250,7 +323,11 @@ impl FunctionTable {
 
     fn abandon(&self, key: &VersionKey) {
         let mut st = self.lock();
-        if let Some(state) = st.by_uid.get_mut(&key.uid).and_then(|e| e.versions.get_mut(&key.rv)) {
+        if let Some(state) = st
+            .by_uid
+            .get_mut(&key.uid)
+            .and_then(|e| e.versions.get_mut(&key.rv))
+        {
             state.specializing = state.specializing.saturating_sub(1);
             state.notify.notify_waiters();
         }
@@ -258,7 +335,11 @@ impl FunctionTable {
 
     fn release(&self, key: &VersionKey, id: u64, broken: bool) {
         let mut st = self.lock();
-        let Some(state) = st.by_uid.get_mut(&key.uid).and_then(|e| e.versions.get_mut(&key.rv)) else {
+        let Some(state) = st
+            .by_uid
+            .get_mut(&key.uid)
+            .and_then(|e| e.versions.get_mut(&key.rv))
+        else {
             return;
         };
         let Some(idx) = state.slots.iter().position(|s| s.instance.id() == id) else {
@@ -270,7 +351,10 @@ impl FunctionTable {
         let done = slot.active == 0 && (slot.retired || state.limits.once_only);
         let victim = if broken || done {
             let slot = state.slots.swap_remove(idx);
-            self.metrics.function_instances.get_or_create(&state.labels).dec();
+            self.metrics
+                .function_instances
+                .get_or_create(&state.labels)
+                .dec();
             Some(slot.instance)
         } else {
             None
@@ -284,7 +368,10 @@ impl FunctionTable {
         drop(st);
         if let Some(instance) = victim {
             if broken {
-                tracing::info!(instance = id, "retiring instance marked broken by its caller");
+                tracing::info!(
+                    instance = id,
+                    "retiring instance marked broken by its caller"
+                );
             }
             instance.kill();
         }
@@ -293,11 +380,20 @@ impl FunctionTable {
     /// An instance exited (crashed or was killed): forget it and wake waiters.
     pub(crate) fn remove_instance(&self, id: u64) {
         let mut st = self.lock();
-        let Some(key) = st.index.remove(&id) else { return };
-        if let Some(state) = st.by_uid.get_mut(&key.uid).and_then(|e| e.versions.get_mut(&key.rv)) {
+        let Some(key) = st.index.remove(&id) else {
+            return;
+        };
+        if let Some(state) = st
+            .by_uid
+            .get_mut(&key.uid)
+            .and_then(|e| e.versions.get_mut(&key.rv))
+        {
             if let Some(idx) = state.slots.iter().position(|s| s.instance.id() == id) {
                 state.slots.swap_remove(idx);
-                self.metrics.function_instances.get_or_create(&state.labels).dec();
+                self.metrics
+                    .function_instances
+                    .get_or_create(&state.labels)
+                    .dec();
             }
             state.notify.notify_waiters();
         }
@@ -324,7 +420,9 @@ impl FunctionTable {
                 index.remove(&v.id());
             }
             if let Some(entry) = by_uid.get_mut(uid) {
-                entry.versions.retain(|_, s| !(s.draining && s.slots.is_empty() && s.specializing == 0));
+                entry
+                    .versions
+                    .retain(|_, s| !(s.draining && s.slots.is_empty() && s.specializing == 0));
             }
         }
         for v in victims {
@@ -365,8 +463,8 @@ impl FunctionTable {
 
     /// Remove instances idle past their function's idle timeout (keeping the `retainPods` most
     /// recently used per function version) and idle retired ones; return them for killing.
-    pub(crate) fn reap(&self, now: Instant) -> Vec<Arc<dyn RuntimeInstance>> {
-        let mut victims = Vec::new();
+    pub(crate) fn reap(&self, now: Instant) -> Vec<Reaped> {
+        let mut victims: Vec<Reaped> = Vec::new();
         let mut st = self.lock();
         for entry in st.by_uid.values_mut() {
             for state in entry.versions.values_mut() {
@@ -388,24 +486,38 @@ impl FunctionTable {
                 while i < state.slots.len() {
                     let s = &state.slots[i];
                     if s.active == 0 && (s.retired || expired.contains(&s.instance.id())) {
-                        victims.push(state.slots.swap_remove(i).instance);
+                        let retired = s.retired;
+                        victims.push(Reaped {
+                            function: format!(
+                                "{}/{}",
+                                state.labels.function_namespace, state.labels.function_name
+                            ),
+                            retired,
+                            instance: state.slots.swap_remove(i).instance,
+                        });
                     } else {
                         i += 1;
                     }
                 }
                 let removed = victims.len() - before;
                 if removed > 0 {
-                    self.metrics.function_instances.get_or_create(&state.labels).dec_by(removed as i64);
+                    self.metrics
+                        .function_instances
+                        .get_or_create(&state.labels)
+                        .dec_by(removed as i64);
                     state.notify.notify_waiters();
                 }
             }
             // Nothing left and nothing on the way: forget the version. (A waiter implies a
             // full version or an in-flight specialization, so no waiter is orphaned.)
-            entry.versions.retain(|_, s| !(s.slots.is_empty() && s.specializing == 0 && s.joined == 0));
+            entry
+                .versions
+                .retain(|_, s| !(s.slots.is_empty() && s.specializing == 0 && s.joined == 0));
         }
-        st.by_uid.retain(|_, e| !e.versions.is_empty() || e.latest == u64::MAX);
+        st.by_uid
+            .retain(|_, e| !e.versions.is_empty() || e.latest == u64::MAX);
         for v in &victims {
-            st.index.remove(&v.id());
+            st.index.remove(&v.instance.id());
         }
         victims
     }
@@ -418,7 +530,10 @@ impl FunctionTable {
             for state in entry.versions.values_mut() {
                 let n = state.slots.len() as i64;
                 all.extend(state.slots.drain(..).map(|s| s.instance));
-                self.metrics.function_instances.get_or_create(&state.labels).dec_by(n);
+                self.metrics
+                    .function_instances
+                    .get_or_create(&state.labels)
+                    .dec_by(n);
                 state.draining = true;
                 state.notify.notify_waiters();
             }
@@ -449,7 +564,10 @@ fn retire_where(
         i += 1;
     }
     if removed > 0 {
-        metrics.function_instances.get_or_create(&state.labels).dec_by(removed);
+        metrics
+            .function_instances
+            .get_or_create(&state.labels)
+            .dec_by(removed);
     }
     state.notify.notify_waiters();
 }

@@ -18,7 +18,7 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, RwLock};
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
-use tokio::sync::{watch, Notify};
+use tokio::sync::{Notify, watch};
 
 use crate::sys;
 
@@ -27,20 +27,7 @@ const MAX_LINE_BYTES: usize = 16 * 1024;
 /// Lines of output remembered per instance, quoted when it fails to start or specialize.
 const RECENT_LINES: usize = 20;
 
-/// Which output stream a line came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OutputStream {
-    /// Standard output.
-    Stdout,
-    /// Standard error.
-    Stderr,
-}
-
-/// Where the lines an instance prints go.
-pub trait LineSink: Send + Sync + 'static {
-    /// One line, without its newline.
-    fn line(&self, stream: OutputStream, line: &str);
-}
+pub use fission_core::{LineSink, OutputStream};
 
 /// A sink that drops everything.
 #[derive(Debug, Default, Clone, Copy)]
@@ -48,16 +35,6 @@ pub struct DiscardLines;
 
 impl LineSink for DiscardLines {
     fn line(&self, _stream: OutputStream, _line: &str) {}
-}
-
-impl LineSink for fission_store::logs::FunctionLogWriter {
-    fn line(&self, stream: OutputStream, line: &str) {
-        let stream = match stream {
-            OutputStream::Stdout => fission_store::logs::LogStream::Stdout,
-            OutputStream::Stderr => fission_store::logs::LogStream::Stderr,
-        };
-        self.write(stream, line);
-    }
 }
 
 /// The output destination of one instance; it can be re-targeted while the instance runs
@@ -98,14 +75,23 @@ impl LogSink {
             }
             recent.push_back(line.to_owned());
         }
-        let target = self.inner.target.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let target = self
+            .inner
+            .target
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         target.line(stream, line);
     }
 
     /// The last lines written (oldest first), joined with newlines.
     pub fn recent_output(&self) -> String {
         let recent = self.inner.recent.lock().unwrap_or_else(|e| e.into_inner());
-        recent.iter().map(String::as_str).collect::<Vec<_>>().join("\n")
+        recent
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 }
 
@@ -147,7 +133,11 @@ pub struct InstanceLimits {
 
 impl Default for InstanceLimits {
     fn default() -> Self {
-        Self { memory_bytes: None, cpu_millis: None, egress: true }
+        Self {
+            memory_bytes: None,
+            cpu_millis: None,
+            egress: true,
+        }
     }
 }
 
@@ -172,7 +162,11 @@ pub struct ExitReport {
 
 impl fmt::Display for ExitReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.killed { write!(f, "stopped ({})", self.status) } else { write!(f, "{}", self.status) }
+        if self.killed {
+            write!(f, "stopped ({})", self.status)
+        } else {
+            write!(f, "{}", self.status)
+        }
     }
 }
 
@@ -200,7 +194,10 @@ pub trait RuntimeInstance: Send + Sync + 'static {
     }
     /// Why it died, in words a user understands (`out of memory`), once it has exited.
     fn exit_cause(&self) -> Option<String> {
-        self.exit_watch().borrow().as_ref().map(|r| r.status.clone())
+        self.exit_watch()
+            .borrow()
+            .as_ref()
+            .map(|r| r.status.clone())
     }
 }
 
@@ -213,7 +210,10 @@ pub async fn wait_exit(instance: &dyn RuntimeInstance) -> ExitReport {
         }
         if rx.changed().await.is_err() {
             // The launcher dropped its side without reporting: treat as gone.
-            return rx.borrow().clone().unwrap_or(ExitReport { status: "unknown".to_owned(), killed: false });
+            return rx.borrow().clone().unwrap_or(ExitReport {
+                status: "unknown".to_owned(),
+                killed: false,
+            });
         }
     }
 }
@@ -279,7 +279,12 @@ impl InstanceLauncher for ProcessLauncher {
         let mut cmd = tokio::process::Command::new(&spec.program);
         cmd.args(&spec.args)
             .env_clear()
-            .envs(spec.env.iter().filter(|(k, _)| !RESERVED_ENV.contains(&k.as_str())).map(|(k, v)| (k, v)))
+            .envs(
+                spec.env
+                    .iter()
+                    .filter(|(k, _)| !RESERVED_ENV.contains(&k.as_str()))
+                    .map(|(k, v)| (k, v)),
+            )
             .env("PATH", "/usr/bin:/bin")
             .env("HOME", &home)
             .env("FISSION_LISTEN_FD", sys::LISTEN_FD.to_string())
@@ -300,17 +305,28 @@ impl InstanceLauncher for ProcessLauncher {
             Ok(c) => c,
             Err(source) => {
                 let _ = std::fs::remove_dir_all(&home);
-                return Err(LaunchError::Spawn { program: spec.program.clone(), source });
+                return Err(LaunchError::Spawn {
+                    program: spec.program.clone(),
+                    source,
+                });
             }
         };
         let pid = child.id();
 
         let mut pumps = Vec::new();
         if let Some(out) = child.stdout.take() {
-            pumps.push(tokio::spawn(pump_lines(out, OutputStream::Stdout, spec.log.clone())));
+            pumps.push(tokio::spawn(pump_lines(
+                out,
+                OutputStream::Stdout,
+                spec.log.clone(),
+            )));
         }
         if let Some(err) = child.stderr.take() {
-            pumps.push(tokio::spawn(pump_lines(err, OutputStream::Stderr, spec.log.clone())));
+            pumps.push(tokio::spawn(pump_lines(
+                err,
+                OutputStream::Stderr,
+                spec.log.clone(),
+            )));
         }
 
         let (exit_tx, exit_rx) = watch::channel(None);
@@ -344,7 +360,14 @@ impl InstanceLauncher for ProcessLauncher {
             let _ = exit_tx.send(Some(ExitReport { status, killed }));
         });
 
-        Ok(Arc::new(ProcessInstance { id: spec.instance_id, addr, pid, home, exit: exit_rx, kill }))
+        Ok(Arc::new(ProcessInstance {
+            id: spec.instance_id,
+            addr,
+            pid,
+            home,
+            exit: exit_rx,
+            kill,
+        }))
     }
 }
 
@@ -452,8 +475,9 @@ pub fn resolve_runtime_binaries() -> (Option<PathBuf>, Option<PathBuf>) {
 
 fn find_interpreter(name: &str) -> Option<PathBuf> {
     let preferred = Path::new("/usr/bin").join(name);
-    let path_dirs: Vec<PathBuf> =
-        std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect()).unwrap_or_default();
+    let path_dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
     std::iter::once(preferred)
         .chain(path_dirs.into_iter().map(|d| d.join(name)))
         .filter(|p| p.is_absolute())

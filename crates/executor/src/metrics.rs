@@ -4,7 +4,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 /// Labels of per-function series.
@@ -62,11 +62,17 @@ impl Metrics {
             cold_starts: Counter::default(),
             function_cold_starts: Family::default(),
             specialization_failures: Family::default(),
-            specialization_seconds: Family::new_with_constructor(specialization_histogram as fn() -> Histogram),
+            specialization_seconds: Family::new_with_constructor(
+                specialization_histogram as fn() -> Histogram,
+            ),
             pool_ready: Family::default(),
             function_instances: Family::default(),
         };
-        registry.register("fission_cold_starts", "Cold starts (specializations serving a request)", m.cold_starts.clone());
+        registry.register(
+            "fission_cold_starts",
+            "Cold starts (specializations serving a request)",
+            m.cold_starts.clone(),
+        );
         registry.register(
             "fission_function_cold_starts",
             "Cold starts per function",
@@ -103,5 +109,8 @@ impl Metrics {
 }
 
 pub(crate) fn function_labels(namespace: &str, name: &str) -> FunctionLabels {
-    FunctionLabels { function_namespace: namespace.to_owned(), function_name: name.to_owned() }
+    FunctionLabels {
+        function_namespace: namespace.to_owned(),
+        function_name: name.to_owned(),
+    }
 }

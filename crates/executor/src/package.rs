@@ -6,7 +6,7 @@
 //! Like Fission's fetcher, a zip becomes a directory and anything else stays a single file named
 //! `deployarchive`. Unlike it, unpacking refuses entries that would land outside the target
 //! (zip-slip, absolute paths), symbolic links, and archives beyond a size and entry budget
-//! ([`fission_store::unpack`], shared with the builder).
+//! ([`fission_unpack`], shared with the builder).
 
 use std::collections::HashMap;
 use std::fs;
@@ -15,10 +15,13 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use fission_core::resources::{build_status, initial_build_status, Package, ARCHIVE_LITERAL, ARCHIVE_URL};
-use fission_store::archive::{archive_id_from_url, sha256_hex, ArchiveError, ArchiveStore};
-pub use fission_store::unpack::{UnpackError, UnpackLimits};
-use fission_store::unpack::{is_zip, unzip};
+use fission_core::ArchiveStorage;
+use fission_core::archive::{ArchiveError, archive_id_from_url};
+use fission_core::resources::{
+    ARCHIVE_LITERAL, ARCHIVE_URL, Package, build_status, initial_build_status,
+};
+pub use fission_unpack::{UnpackError, UnpackLimits};
+use fission_unpack::{is_zip, unzip};
 
 /// File (or directory) name of an unpacked deployment, as in Fission (`/userfunc/deployarchive`).
 pub(crate) const DEPLOY_NAME: &str = "deployarchive";
@@ -61,7 +64,9 @@ pub enum PackageError {
         source: ArchiveError,
     },
     /// The archive does not match the package's checksum.
-    #[error("package '{name}': deployment archive checksum mismatch (expected sha256 {expected}, got {actual})")]
+    #[error(
+        "package '{name}': deployment archive checksum mismatch (expected sha256 {expected}, got {actual})"
+    )]
     Checksum {
         /// Package name.
         name: String,
@@ -92,20 +97,33 @@ pub enum PackageError {
 /// The unpacked-deployment cache.
 pub(crate) struct PackageCache {
     root: PathBuf,
-    archives: ArchiveStore,
+    archives: Arc<dyn ArchiveStorage>,
     limits: UnpackLimits,
     /// One lock per target path, so concurrent first calls unpack once.
     inflight: Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl PackageCache {
-    pub(crate) fn new(root: PathBuf, archives: ArchiveStore, limits: UnpackLimits) -> Self {
-        Self { root, archives, limits, inflight: Mutex::new(HashMap::new()) }
+    pub(crate) fn new(
+        root: PathBuf,
+        archives: Arc<dyn ArchiveStorage>,
+        limits: UnpackLimits,
+    ) -> Self {
+        Self {
+            root,
+            archives,
+            limits,
+            inflight: Mutex::new(HashMap::new()),
+        }
     }
 
     /// The local path of `pkg`'s deployment (a directory for zips, else a file), unpacking it
     /// on first use. `keep_archive` (the environment's `keeparchive`) delivers zips unopened.
-    pub(crate) async fn deployment(&self, pkg: &Package, keep_archive: bool) -> Result<PathBuf, PackageError> {
+    pub(crate) async fn deployment(
+        &self,
+        pkg: &Package,
+        keep_archive: bool,
+    ) -> Result<PathBuf, PackageError> {
         let ns = &pkg.metadata.namespace;
         let name = &pkg.metadata.name;
         let status = if pkg.status.buildstatus.is_empty() {
@@ -119,14 +137,20 @@ impl PackageCache {
         // built has nothing to deploy.
         let built = status == build_status::SUCCEEDED || status == build_status::NONE;
         if !built && pkg.spec.deployment.is_empty() {
-            return Err(PackageError::NotBuilt { name: name.clone(), status: status.to_owned() });
+            return Err(PackageError::NotBuilt {
+                name: name.clone(),
+                status: status.to_owned(),
+            });
         }
         let archive = &pkg.spec.deployment;
         if archive.is_empty() {
             return Err(PackageError::NoDeployment(name.clone()));
         }
         if !is_safe_component(ns) || !is_safe_component(name) {
-            return Err(PackageError::InvalidName { namespace: ns.clone(), name: name.clone() });
+            return Err(PackageError::InvalidName {
+                namespace: ns.clone(),
+                name: name.clone(),
+            });
         }
 
         // The version directory: the package's resourceVersion (a decimal string), or, for
@@ -139,7 +163,12 @@ impl PackageCache {
         };
         let mode = if keep_archive { "-keep" } else { "" };
         if let Some(v) = &version {
-            let target = self.root.join(ns).join(name).join(format!("{v}{mode}")).join(DEPLOY_NAME);
+            let target = self
+                .root
+                .join(ns)
+                .join(name)
+                .join(format!("{v}{mode}"))
+                .join(DEPLOY_NAME);
             if target.symlink_metadata().is_ok() {
                 return Ok(target);
             }
@@ -147,7 +176,12 @@ impl PackageCache {
 
         let bytes = self.archive_bytes(pkg).await?;
         let version = version.unwrap_or_else(|| format!("sha256-{}", &sha256_hex(&bytes)[..32]));
-        let target = self.root.join(ns).join(name).join(format!("{version}{mode}")).join(DEPLOY_NAME);
+        let target = self
+            .root
+            .join(ns)
+            .join(name)
+            .join(format!("{version}{mode}"))
+            .join(DEPLOY_NAME);
 
         let lock = {
             let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
@@ -162,11 +196,22 @@ impl PackageCache {
                 let t = target.clone();
                 tokio::task::spawn_blocking(move || install(&bytes, &t, keep_archive, limits))
                     .await
-                    .unwrap_or_else(|e| Err(UnpackError::Io { path: target.clone(), source: io::Error::other(e) }))
+                    .unwrap_or_else(|e| {
+                        Err(UnpackError::Io {
+                            path: target.clone(),
+                            source: io::Error::other(e),
+                        })
+                    })
             }
         };
-        self.inflight.lock().unwrap_or_else(|e| e.into_inner()).remove(&target);
-        result.map_err(|source| PackageError::Unpack { name: name.clone(), source })?;
+        self.inflight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&target);
+        result.map_err(|source| PackageError::Unpack {
+            name: name.clone(),
+            source,
+        })?;
         Ok(target)
     }
 
@@ -179,26 +224,38 @@ impl PackageCache {
             return Ok(archive.literal.clone());
         }
         let Some(id) = archive_id_from_url(&archive.url) else {
-            return Err(PackageError::UnsupportedUrl { name: name.clone(), url: archive.url.clone() });
-        };
-        let store = self.archives.clone();
-        let id = id.to_owned();
-        let bytes = tokio::task::spawn_blocking(move || store.get(&id))
-            .await
-            .map_err(|e| PackageError::Archive {
+            return Err(PackageError::UnsupportedUrl {
                 name: name.clone(),
-                source: ArchiveError::Io { path: PathBuf::new(), source: io::Error::other(e) },
-            })?
-            .map_err(|source| PackageError::Archive { name: name.clone(), source })?;
+                url: archive.url.clone(),
+            });
+        };
+        let bytes = self
+            .archives
+            .get(id)
+            .await
+            .map_err(|source| PackageError::Archive {
+                name: name.clone(),
+                source,
+            })?;
         let sum = &archive.checksum.sum;
         if !sum.is_empty() {
             let actual = sha256_hex(&bytes);
             if !actual.eq_ignore_ascii_case(sum) {
-                return Err(PackageError::Checksum { name: name.clone(), expected: sum.clone(), actual });
+                return Err(PackageError::Checksum {
+                    name: name.clone(),
+                    expected: sum.clone(),
+                    actual,
+                });
             }
         }
         Ok(bytes)
     }
+}
+
+/// Hex sha256 of `bytes`.
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(bytes))
 }
 
 /// A namespace or package name usable as one path component.
@@ -211,7 +268,12 @@ static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 /// Write `bytes` to `target` (unzipped into a directory if it is a zip and `keep_archive` is
 /// false): built under a temporary sibling and renamed into place, so readers never see a
 /// partial deployment and a concurrent writer (another server on the same cache) is harmless.
-pub(crate) fn install(bytes: &[u8], target: &Path, keep_archive: bool, limits: UnpackLimits) -> Result<(), UnpackError> {
+pub(crate) fn install(
+    bytes: &[u8],
+    target: &Path,
+    keep_archive: bool,
+    limits: UnpackLimits,
+) -> Result<(), UnpackError> {
     let parent = target.parent().unwrap_or(Path::new("."));
     let io_err = |path: &Path| {
         let path = path.to_owned();
@@ -230,7 +292,9 @@ pub(crate) fn install(bytes: &[u8], target: &Path, keep_archive: bool, limits: U
             unzip(bytes, &staged, limits)?;
         } else {
             if bytes.len() as u64 > limits.max_bytes {
-                return Err(UnpackError::TooLarge { limit: limits.max_bytes });
+                return Err(UnpackError::TooLarge {
+                    limit: limits.max_bytes,
+                });
             }
             fs::write(&staged, bytes).map_err(io_err(&staged))?;
         }
@@ -238,7 +302,10 @@ pub(crate) fn install(bytes: &[u8], target: &Path, keep_archive: bool, limits: U
             Ok(()) => Ok(()),
             // Someone else installed it first; theirs is as good as ours.
             Err(_) if target.symlink_metadata().is_ok() => Ok(()),
-            Err(e) => Err(UnpackError::Io { path: target.to_owned(), source: e }),
+            Err(e) => Err(UnpackError::Io {
+                path: target.to_owned(),
+                source: e,
+            }),
         }
     })();
     let _ = fs::remove_dir_all(&tmp);
@@ -248,6 +315,8 @@ pub(crate) fn install(bytes: &[u8], target: &Path, keep_archive: bool, limits: U
 #[cfg(test)]
 mod tests {
     use std::io::Write as _;
+
+    use fission_store::archive::ArchiveStore;
 
     use super::*;
 
@@ -279,7 +348,10 @@ mod tests {
         let target = dir.path().join("ns/pkg/7").join(DEPLOY_NAME);
         install(b"module.exports = () => 1;\n", &target, false, limits()).expect("install");
         assert!(target.is_file());
-        assert_eq!(fs::read(&target).expect("read"), b"module.exports = () => 1;\n");
+        assert_eq!(
+            fs::read(&target).expect("read"),
+            b"module.exports = () => 1;\n"
+        );
         // No temporary directories left behind.
         let names: Vec<_> = fs::read_dir(target.parent().expect("parent"))
             .expect("ls")
@@ -292,11 +364,21 @@ mod tests {
     fn a_zip_becomes_a_directory() {
         let dir = tempfile::tempdir().expect("tempdir");
         let target = dir.path().join(DEPLOY_NAME);
-        let z = zip_of(&[("hello.py", b"def main(): return 'hi'\n"), ("lib/", b""), ("lib/util.py", b"X = 1\n")]);
+        let z = zip_of(&[
+            ("hello.py", b"def main(): return 'hi'\n"),
+            ("lib/", b""),
+            ("lib/util.py", b"X = 1\n"),
+        ]);
         install(&z, &target, false, limits()).expect("install");
         assert!(target.is_dir());
-        assert_eq!(fs::read_to_string(target.join("hello.py")).expect("read"), "def main(): return 'hi'\n");
-        assert_eq!(fs::read_to_string(target.join("lib/util.py")).expect("read"), "X = 1\n");
+        assert_eq!(
+            fs::read_to_string(target.join("hello.py")).expect("read"),
+            "def main(): return 'hi'\n"
+        );
+        assert_eq!(
+            fs::read_to_string(target.join("lib/util.py")).expect("read"),
+            "X = 1\n"
+        );
     }
 
     #[test]
@@ -316,7 +398,10 @@ mod tests {
         let z = zip_of(&[("ok.js", b"1"), ("../../evil.js", b"pwned")]);
         let err = install(&z, &target, false, limits()).expect_err("must refuse");
         let msg = err.to_string();
-        assert!(msg.contains("../../evil.js") && msg.contains("leaves the archive root"), "{msg}");
+        assert!(
+            msg.contains("../../evil.js") && msg.contains("leaves the archive root"),
+            "{msg}"
+        );
         assert!(!dir.path().join("evil.js").exists());
         assert!(target.symlink_metadata().is_err(), "no partial deployment");
     }
@@ -327,8 +412,11 @@ mod tests {
         let target = dir.path().join(DEPLOY_NAME);
         let z = zip_of(&[("/etc/evil", b"x")]);
         let err = install(&z, &target, false, limits()).expect_err("must refuse");
-        assert!(err.to_string().contains("absolute paths are not allowed"), "{err}");
-        let err = fission_store::unpack::safe_relative_path("C:\\Windows\\evil").expect_err("drive path");
+        assert!(
+            err.to_string().contains("absolute paths are not allowed"),
+            "{err}"
+        );
+        let err = fission_unpack::safe_relative_path("C:\\Windows\\evil").expect_err("drive path");
         assert!(err.to_string().contains("absolute"), "{err}");
     }
 
@@ -338,11 +426,25 @@ mod tests {
         let mut buf = io::Cursor::new(Vec::new());
         {
             let mut w = zip::ZipWriter::new(&mut buf);
-            w.add_symlink("link", "/etc/passwd", zip::write::SimpleFileOptions::default()).expect("symlink");
+            w.add_symlink(
+                "link",
+                "/etc/passwd",
+                zip::write::SimpleFileOptions::default(),
+            )
+            .expect("symlink");
             w.finish().expect("finish");
         }
-        let err = install(&buf.into_inner(), &dir.path().join(DEPLOY_NAME), false, limits()).expect_err("refuse");
-        assert!(err.to_string().contains("symbolic links are not allowed"), "{err}");
+        let err = install(
+            &buf.into_inner(),
+            &dir.path().join(DEPLOY_NAME),
+            false,
+            limits(),
+        )
+        .expect_err("refuse");
+        assert!(
+            err.to_string().contains("symbolic links are not allowed"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -350,18 +452,48 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let big = vec![b'a'; 64 * 1024];
         let z = zip_of(&[("a.bin", &big), ("b.bin", &big)]);
-        let small = UnpackLimits { max_bytes: 100 * 1024, max_entries: 10 };
-        let err = install(&z, &dir.path().join("x").join(DEPLOY_NAME), false, small).expect_err("refuse");
+        let small = UnpackLimits {
+            max_bytes: 100 * 1024,
+            max_entries: 10,
+        };
+        let err =
+            install(&z, &dir.path().join("x").join(DEPLOY_NAME), false, small).expect_err("refuse");
         assert!(matches!(err, UnpackError::TooLarge { .. }), "{err}");
         assert!(err.to_string().contains("more than 102400 bytes"), "{err}");
 
         let many: Vec<(String, Vec<u8>)> = (0..20).map(|i| (format!("f{i}"), vec![])).collect();
-        let refs: Vec<(&str, &[u8])> = many.iter().map(|(n, d)| (n.as_str(), d.as_slice())).collect();
-        let err = install(&zip_of(&refs), &dir.path().join("y").join(DEPLOY_NAME), false, small).expect_err("refuse");
-        assert!(matches!(err, UnpackError::TooManyEntries { count: 20, limit: 10 }), "{err}");
+        let refs: Vec<(&str, &[u8])> = many
+            .iter()
+            .map(|(n, d)| (n.as_str(), d.as_slice()))
+            .collect();
+        let err = install(
+            &zip_of(&refs),
+            &dir.path().join("y").join(DEPLOY_NAME),
+            false,
+            small,
+        )
+        .expect_err("refuse");
+        assert!(
+            matches!(
+                err,
+                UnpackError::TooManyEntries {
+                    count: 20,
+                    limit: 10
+                }
+            ),
+            "{err}"
+        );
 
-        let err = install(&big, &dir.path().join("z").join(DEPLOY_NAME), false, UnpackLimits { max_bytes: 10, max_entries: 1 })
-            .expect_err("refuse single file");
+        let err = install(
+            &big,
+            &dir.path().join("z").join(DEPLOY_NAME),
+            false,
+            UnpackLimits {
+                max_bytes: 10,
+                max_entries: 1,
+            },
+        )
+        .expect_err("refuse single file");
         assert!(matches!(err, UnpackError::TooLarge { .. }), "{err}");
     }
 
@@ -372,12 +504,27 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let data = vec![b'z'; 10_000];
         let z = zip_of(&[("z", &data)]);
-        let err = unzip(&z, &dir.path().join("d"), UnpackLimits { max_bytes: 9_999, max_entries: 5 }).expect_err("refuse");
+        let err = unzip(
+            &z,
+            &dir.path().join("d"),
+            UnpackLimits {
+                max_bytes: 9_999,
+                max_entries: 5,
+            },
+        )
+        .expect_err("refuse");
         assert!(matches!(err, UnpackError::TooLarge { .. }));
     }
 
     fn package(deployment: fission_core::resources::Archive, status: &str) -> Package {
-        let mut p = Package::new("default", "pkg", fission_core::resources::PackageSpec { deployment, ..Default::default() });
+        let mut p = Package::new(
+            "default",
+            "pkg",
+            fission_core::resources::PackageSpec {
+                deployment,
+                ..Default::default()
+            },
+        );
         p.metadata.resource_version = "42".to_owned();
         p.status.buildstatus = status.to_owned();
         p
@@ -389,13 +536,24 @@ mod tests {
         let archives = ArchiveStore::open(dir.path().join("archives")).expect("archives");
         let z = zip_of(&[("main.py", b"def main(): return 1\n")]);
         let id = archives.put(&z).expect("put");
-        let cache = PackageCache::new(dir.path().join("cache"), archives, limits());
+        let cache = PackageCache::new(
+            dir.path().join("cache"),
+            Arc::new(archives.clone()),
+            limits(),
+        );
         let url = format!("http://storagesvc.fission/v1/archive?id={id}");
-        let mut archive = fission_core::resources::Archive { archive_type: ARCHIVE_URL.to_owned(), url, ..Default::default() };
+        let mut archive = fission_core::resources::Archive {
+            archive_type: ARCHIVE_URL.to_owned(),
+            url,
+            ..Default::default()
+        };
         archive.checksum.checksum_type = "sha256".to_owned();
         archive.checksum.sum = id.clone();
 
-        let path = cache.deployment(&package(archive.clone(), "succeeded"), false).await.expect("deployment");
+        let path = cache
+            .deployment(&package(archive.clone(), "succeeded"), false)
+            .await
+            .expect("deployment");
         assert_eq!(path, dir.path().join("cache/default/pkg/42/deployarchive"));
         assert!(path.join("main.py").is_file());
 
@@ -413,7 +571,10 @@ mod tests {
         };
         let mut pkg = package(other, "none");
         pkg.metadata.resource_version = "44".to_owned();
-        let err = cache.deployment(&pkg, false).await.expect_err("foreign url");
+        let err = cache
+            .deployment(&pkg, false)
+            .await
+            .expect_err("foreign url");
         assert!(matches!(err, PackageError::UnsupportedUrl { .. }), "{err}");
     }
 
@@ -421,25 +582,48 @@ mod tests {
     async fn only_built_packages_are_deployed() {
         let dir = tempfile::tempdir().expect("tempdir");
         let archives = ArchiveStore::open(dir.path().join("a")).expect("archives");
-        let cache = PackageCache::new(dir.path().join("cache"), archives, limits());
+        let cache = PackageCache::new(
+            dir.path().join("cache"),
+            Arc::new(archives.clone()),
+            limits(),
+        );
         for status in ["pending", "running", "failed"] {
             let err = cache
-                .deployment(&package(fission_core::resources::Archive::default(), status), false)
+                .deployment(
+                    &package(fission_core::resources::Archive::default(), status),
+                    false,
+                )
                 .await
                 .expect_err("never built");
-            assert!(err.to_string().contains(&format!("build status was \"{status}\"")), "{err}");
+            assert!(
+                err.to_string()
+                    .contains(&format!("build status was \"{status}\"")),
+                "{err}"
+            );
             // A rebuild in progress or failed keeps serving the last good deployment.
             cache
-                .deployment(&package(fission_core::resources::Archive::literal(b"x".to_vec()), status), false)
+                .deployment(
+                    &package(
+                        fission_core::resources::Archive::literal(b"x".to_vec()),
+                        status,
+                    ),
+                    false,
+                )
                 .await
                 .expect("last good build is served");
         }
         // No status yet: deployable when it has a deployment archive (Fission's "none").
         cache
-            .deployment(&package(fission_core::resources::Archive::literal(b"x".to_vec()), ""), false)
+            .deployment(
+                &package(fission_core::resources::Archive::literal(b"x".to_vec()), ""),
+                false,
+            )
             .await
             .expect("deployable");
-        let err = cache.deployment(&package(Default::default(), "none"), false).await.expect_err("empty");
+        let err = cache
+            .deployment(&package(Default::default(), "none"), false)
+            .await
+            .expect_err("empty");
         assert!(matches!(err, PackageError::NoDeployment(_)), "{err}");
     }
 
@@ -447,8 +631,15 @@ mod tests {
     async fn concurrent_first_calls_unpack_once() {
         let dir = tempfile::tempdir().expect("tempdir");
         let archives = ArchiveStore::open(dir.path().join("a")).expect("archives");
-        let cache = Arc::new(PackageCache::new(dir.path().join("cache"), archives, limits()));
-        let pkg = package(fission_core::resources::Archive::literal(zip_of(&[("a.js", b"1")])), "succeeded");
+        let cache = Arc::new(PackageCache::new(
+            dir.path().join("cache"),
+            Arc::new(archives),
+            limits(),
+        ));
+        let pkg = package(
+            fission_core::resources::Archive::literal(zip_of(&[("a.js", b"1")])),
+            "succeeded",
+        );
         let calls: Vec<_> = (0..8)
             .map(|_| {
                 let cache = cache.clone();
@@ -474,11 +665,16 @@ mod tests {
         let target = dir.path().join("p").join(DEPLOY_NAME);
         let z = zip_of(&[("index.js", b"module.exports = 1")]);
         std::thread::scope(|s| {
-            let handles: Vec<_> = (0..4).map(|_| s.spawn(|| install(&z, &target, false, limits()))).collect();
+            let handles: Vec<_> = (0..4)
+                .map(|_| s.spawn(|| install(&z, &target, false, limits())))
+                .collect();
             for h in handles {
                 h.join().expect("thread").expect("install");
             }
         });
-        assert_eq!(fs::read_to_string(target.join("index.js")).expect("read"), "module.exports = 1");
+        assert_eq!(
+            fs::read_to_string(target.join("index.js")).expect("read"),
+            "module.exports = 1"
+        );
     }
 }

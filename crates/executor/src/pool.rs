@@ -1,6 +1,6 @@
 //! A warm pool: generic instances of one environment version, started ahead of time so a cold
 //! start only pays for loading the function. The refill loop that keeps it full lives in
-//! [`crate::Executor`] (it needs the launcher); this is the pool's bookkeeping.
+//! `pools.rs` (it needs the backend); this is the pool's bookkeeping.
 //!
 //! **Sized from demand.** `poolsize` is the floor, not the ceiling: every cold start that finds
 //! the pool empty (a *miss*: it has to start an instance and wait ~100 ms for the runtime to
@@ -10,17 +10,15 @@
 //! stays empty (the user asked for no warm instances).
 
 use std::collections::VecDeque;
-use std::ffi::OsString;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use fission_core::resources::Environment;
-use fission_core::runtime::BuiltinRuntime;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::backend::EnvironmentPlan;
 use crate::launcher::{LogSink, RuntimeInstance};
 use crate::metrics::{EnvLabels, Metrics};
 
@@ -48,15 +46,6 @@ pub(crate) struct GenericInstance {
     pub log: LogSink,
 }
 
-/// How to start instances of an environment version.
-#[derive(Debug, Clone)]
-pub(crate) struct LaunchTemplate {
-    pub program: PathBuf,
-    pub args: Vec<OsString>,
-    pub env: Vec<(String, String)>,
-    pub limits: crate::launcher::InstanceLimits,
-}
-
 struct PoolState {
     ready: VecDeque<GenericInstance>,
     /// Consecutive failures (launch errors, generic instances dying on their own); drives the
@@ -69,12 +58,12 @@ struct PoolState {
 }
 
 /// The warm pool of one environment version.
-pub(crate) struct Pool {
+pub(crate) struct Pool<L> {
     /// Unique per pool (a new environment version gets a new pool).
     pub id: u64,
     pub env: Arc<Environment>,
-    pub runtime: BuiltinRuntime,
-    pub template: LaunchTemplate,
+    /// How the backend starts this environment version's instances.
+    pub plan: EnvironmentPlan<L>,
     /// Generic instances kept ready (`effective_poolsize`).
     pub target: usize,
     labels: EnvLabels,
@@ -85,8 +74,13 @@ pub(crate) struct Pool {
     pub wake: Notify,
 }
 
-impl Pool {
-    pub(crate) fn new(id: u64, env: Environment, runtime: BuiltinRuntime, template: LaunchTemplate, metrics: Metrics) -> Self {
+impl<L> Pool<L> {
+    pub(crate) fn new(
+        id: u64,
+        env: Environment,
+        plan: EnvironmentPlan<L>,
+        metrics: Metrics,
+    ) -> Self {
         let labels = EnvLabels {
             environment_namespace: env.metadata.namespace.clone(),
             environment_name: env.metadata.name.clone(),
@@ -96,11 +90,15 @@ impl Pool {
             id,
             target: env.spec.effective_poolsize(),
             env: Arc::new(env),
-            runtime,
-            template,
+            plan,
             labels,
             metrics,
-            state: Mutex::new(PoolState { ready: VecDeque::new(), failures: 0, boost: 0, last_miss: None }),
+            state: Mutex::new(PoolState {
+                ready: VecDeque::new(),
+                failures: 0,
+                boost: 0,
+                last_miss: None,
+            }),
             closed: AtomicBool::new(false),
             wake: Notify::new(),
         }
@@ -111,7 +109,10 @@ impl Pool {
     }
 
     fn publish(&self, st: &PoolState) {
-        self.metrics.pool_ready.get_or_create(&self.labels).set(st.ready.len() as i64);
+        self.metrics
+            .pool_ready
+            .get_or_create(&self.labels)
+            .set(st.ready.len() as i64);
     }
 
     /// Take a ready instance (oldest first: it has had the most time to boot).
@@ -161,7 +162,10 @@ impl Pool {
     pub(crate) fn deficit(&self) -> (usize, usize) {
         let st = self.lock();
         let ready = st.ready.len();
-        ((self.target + st.boost).saturating_sub(ready), self.target.saturating_sub(ready))
+        (
+            (self.target + st.boost).saturating_sub(ready),
+            self.target.saturating_sub(ready),
+        )
     }
 
     /// A cold start found no ready instance: want one more next time (see the module docs).
@@ -213,7 +217,9 @@ impl Pool {
     pub(crate) fn backoff(&self) -> Duration {
         match self.lock().failures {
             0 => Duration::ZERO,
-            n => FIRST_BACKOFF.saturating_mul(1u32 << (n - 1).min(10)).min(MAX_BACKOFF),
+            n => FIRST_BACKOFF
+                .saturating_mul(1u32 << (n - 1).min(10))
+                .min(MAX_BACKOFF),
         }
     }
 

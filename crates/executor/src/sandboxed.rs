@@ -9,11 +9,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use fission_sandbox::{Limits, Sandbox, Slot, SlotSpec};
-use tokio::sync::{watch, Notify};
+use tokio::sync::{Notify, watch};
 
 use crate::launcher::{
-    describe_status, pump_lines, CodeSlot, ExitReport, InstanceLauncher, LaunchError, LaunchSpec, OutputStream,
-    RuntimeInstance,
+    CodeSlot, ExitReport, InstanceLauncher, LaunchError, LaunchSpec, OutputStream, RuntimeInstance,
+    describe_status, pump_lines,
 };
 
 /// Environment variable names the launcher owns.
@@ -30,7 +30,10 @@ pub struct SandboxLauncher {
 
 impl std::fmt::Debug for SandboxLauncher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SandboxLauncher").field("run_id", &self.sandbox.run_id()).field("binds", &self.binds).finish()
+        f.debug_struct("SandboxLauncher")
+            .field("run_id", &self.sandbox.run_id())
+            .field("binds", &self.binds)
+            .finish()
     }
 }
 
@@ -39,6 +42,92 @@ impl SandboxLauncher {
     /// read-only.
     pub fn new(sandbox: Sandbox, binds: Vec<(PathBuf, PathBuf)>) -> Self {
         Self { sandbox, binds }
+    }
+}
+
+/// Where sandboxed instances read the runtimes from: the environments directory itself when
+/// the slots' unprivileged uids can reach it, else a private copy (removed when this is dropped).
+#[derive(Debug)]
+pub struct PreparedRuntimes {
+    path: PathBuf,
+    is_copy: bool,
+}
+
+impl PreparedRuntimes {
+    /// The directory to bind into slots.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for PreparedRuntimes {
+    fn drop(&mut self) {
+        if self.is_copy {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+/// Whether every directory from `/` down to `dir` lets other users through, as a slot's
+/// unprivileged uid must to read what is bound from `dir`.
+fn reachable_by_others(dir: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt as _;
+    dir.ancestors().all(|d| {
+        std::fs::metadata(d)
+            .map(|m| m.permissions().mode() & 0o001 != 0)
+            .unwrap_or(false)
+    })
+}
+
+impl SandboxLauncher {
+    /// A launcher whose slots see `environments_dir` (the runtimes) read-only at
+    /// `/opt/fission/environments` — a fixed inside path, whatever the host path (it may sit
+    /// under /tmp, which the sandbox replaces with a private one). When the slots' uids cannot
+    /// reach the directory (a checkout under /root), the runtimes are copied into the sandbox's
+    /// state directory first.
+    pub fn with_runtimes(
+        sandbox: Sandbox,
+        environments_dir: &Path,
+    ) -> io::Result<(Self, PreparedRuntimes)> {
+        let dir = std::fs::canonicalize(environments_dir)?;
+        let prepared = if reachable_by_others(&dir) {
+            PreparedRuntimes {
+                path: dir,
+                is_copy: false,
+            }
+        } else {
+            let copy = sandbox
+                .config()
+                .state_dir
+                .join(format!("environments-{}", sandbox.run_id()));
+            let _ = std::fs::remove_dir_all(&copy);
+            // `cp -a` keeps node_modules' links and modes exactly; the copy is made once per run.
+            let status = std::process::Command::new("cp")
+                .arg("-a")
+                .arg(&dir)
+                .arg(&copy)
+                .status()?;
+            if !status.success() {
+                return Err(io::Error::other(format!(
+                    "cannot copy {} to {} ({status})",
+                    dir.display(),
+                    copy.display()
+                )));
+            }
+            tracing::info!(from = %dir.display(), to = %copy.display(), "runtimes copied where sandboxed instances can read them");
+            PreparedRuntimes {
+                path: copy,
+                is_copy: true,
+            }
+        };
+        let launcher = Self::new(
+            sandbox,
+            vec![(
+                prepared.path.clone(),
+                PathBuf::from("/opt/fission/environments"),
+            )],
+        );
+        Ok((launcher, prepared))
     }
 }
 
@@ -53,12 +142,19 @@ impl InstanceLauncher for SandboxLauncher {
             cpu_millis: spec.limits.cpu_millis.or(defaults.cpu_millis),
             ..defaults
         };
-        let mut env: Vec<(String, String)> =
-            spec.env.iter().filter(|(k, _)| !RESERVED_ENV.contains(&k.as_str())).cloned().collect();
+        let mut env: Vec<(String, String)> = spec
+            .env
+            .iter()
+            .filter(|(k, _)| !RESERVED_ENV.contains(&k.as_str()))
+            .cloned()
+            .collect();
         env.extend([
             ("PATH".to_owned(), "/usr/bin:/bin".to_owned()),
             ("HOME".to_owned(), "/tmp".to_owned()),
-            ("FISSION_LISTEN_FD".to_owned(), fission_sandbox::LISTEN_FD.to_string()),
+            (
+                "FISSION_LISTEN_FD".to_owned(),
+                fission_sandbox::LISTEN_FD.to_string(),
+            ),
             ("FISSION_CODEPATH".to_owned(), "/userfunc/user".to_owned()),
         ]);
         let args = spec
@@ -68,8 +164,13 @@ impl InstanceLauncher for SandboxLauncher {
                 let p = Path::new(a);
                 self.binds
                     .iter()
-                    .find_map(|(host, inside)| p.strip_prefix(host).ok().map(|rest| inside.join(rest)))
-                    .map_or_else(|| a.to_string_lossy().into_owned(), |q| q.to_string_lossy().into_owned())
+                    .find_map(|(host, inside)| {
+                        p.strip_prefix(host).ok().map(|rest| inside.join(rest))
+                    })
+                    .map_or_else(
+                        || a.to_string_lossy().into_owned(),
+                        |q| q.to_string_lossy().into_owned(),
+                    )
             })
             .collect();
         let mut slot_spec = SlotSpec::new(spec.program.clone(), args, listener);
@@ -86,7 +187,9 @@ impl InstanceLauncher for SandboxLauncher {
             .map_err(|e| LaunchError::Setup(io::Error::other(e.to_string())))?;
         let Some(mut child) = slot.take_child() else {
             let _ = tokio::task::spawn_blocking(move || slot.destroy()).await;
-            return Err(LaunchError::Setup(io::Error::other("the sandbox slot has no process")));
+            return Err(LaunchError::Setup(io::Error::other(
+                "the sandbox slot has no process",
+            )));
         };
         let pid = slot.pid();
         let userfunc = slot.userfunc_dir().to_owned();
@@ -95,10 +198,18 @@ impl InstanceLauncher for SandboxLauncher {
 
         let mut pumps = Vec::new();
         if let Some(out) = child.stdout.take() {
-            pumps.push(tokio::spawn(pump_lines(out, OutputStream::Stdout, spec.log.clone())));
+            pumps.push(tokio::spawn(pump_lines(
+                out,
+                OutputStream::Stdout,
+                spec.log.clone(),
+            )));
         }
         if let Some(err) = child.stderr.take() {
-            pumps.push(tokio::spawn(pump_lines(err, OutputStream::Stderr, spec.log.clone())));
+            pumps.push(tokio::spawn(pump_lines(
+                err,
+                OutputStream::Stderr,
+                spec.log.clone(),
+            )));
         }
 
         let slot = Arc::new(Mutex::new(Some(slot)));
@@ -125,7 +236,11 @@ impl InstanceLauncher for SandboxLauncher {
             for p in pumps {
                 let _ = p.await;
             }
-            let oom = reaper_slot.lock().unwrap_or_else(|e| e.into_inner()).as_ref().is_some_and(Slot::oom_killed);
+            let oom = reaper_slot
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .is_some_and(Slot::oom_killed);
             let status = match (status, oom) {
                 (_, true) => match memory_limit {
                     Some(m) => format!("out of memory (memory limit {} MiB)", m / (1024 * 1024)),
@@ -148,7 +263,15 @@ impl InstanceLauncher for SandboxLauncher {
             }
         });
 
-        Ok(Arc::new(SandboxedInstance { id: spec.instance_id, addr, pid, userfunc, values, exit: exit_rx, kill }))
+        Ok(Arc::new(SandboxedInstance {
+            id: spec.instance_id,
+            addr,
+            pid,
+            userfunc,
+            values,
+            exit: exit_rx,
+            kill,
+        }))
     }
 }
 
@@ -191,7 +314,9 @@ impl RuntimeInstance for SandboxedInstance {
         };
         let dest = self.userfunc.join(name);
         let src = host_path.to_owned();
-        tokio::task::spawn_blocking(move || link_tree(&src, &dest)).await.map_err(io::Error::other)??;
+        tokio::task::spawn_blocking(move || link_tree(&src, &dest))
+            .await
+            .map_err(io::Error::other)??;
         Ok(Path::new("/userfunc").join(name))
     }
 

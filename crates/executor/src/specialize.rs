@@ -67,17 +67,27 @@ impl Drop for Connection {
 /// Connect to the runtime at `addr`. Done while the executor is still putting the code in
 /// place: an idle runtime needs a while to wake up and accept (Python also starts a handler
 /// thread), and that time then overlaps with the file work instead of adding to it.
-pub(crate) async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Connection, SpecializeError> {
+pub(crate) async fn connect(
+    addr: SocketAddr,
+    timeout: Duration,
+) -> Result<Connection, SpecializeError> {
     let transport = |e: &dyn std::fmt::Display| SpecializeError::Transport(e.to_string());
     let connected = async {
-        let stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| transport(&e))?;
+        let stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| transport(&e))?;
         let _ = stream.set_nodelay(true);
-        let (sender, conn) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| transport(&e))?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| transport(&e))?;
         let driver = tokio::spawn(async move {
             let _ = conn.await;
         });
-        Ok(Connection { addr, sender, driver })
+        Ok(Connection {
+            addr,
+            sender,
+            driver,
+        })
     };
     match tokio::time::timeout(timeout, connected).await {
         Ok(r) => r,
@@ -112,15 +122,29 @@ async fn post(mut conn: Connection, load: &LoadRequest<'_>) -> Result<(), Specia
         .header(hyper::header::CONNECTION, "close")
         .body(Full::new(body))
         .map_err(|e| transport(&e))?;
-    let response = conn.sender.send_request(request).await.map_err(|e| transport(&e))?;
+    let response = conn
+        .sender
+        .send_request(request)
+        .await
+        .map_err(|e| transport(&e))?;
     let status = response.status();
     if status.is_success() {
         return Ok(());
     }
-    let body = match Limited::new(response.into_body(), MAX_ERROR_BODY).collect().await {
+    let body = match Limited::new(response.into_body(), MAX_ERROR_BODY)
+        .collect()
+        .await
+    {
         Ok(b) => String::from_utf8_lossy(&b.to_bytes()).trim().to_owned(),
         Err(e) => format!("(error body unreadable: {e})"),
     };
-    let body = if body.is_empty() { format!("the runtime answered {status} with an empty body") } else { body };
-    Err(SpecializeError::Rejected { status: status.as_u16(), body })
+    let body = if body.is_empty() {
+        format!("the runtime answered {status} with an empty body")
+    } else {
+        body
+    };
+    Err(SpecializeError::Rejected {
+        status: status.as_u16(),
+        body,
+    })
 }

@@ -17,7 +17,8 @@ pub(crate) fn inherit_as_listen_fd(cmd: &mut tokio::process::Command, fd: RawFd)
             // dup2 onto itself is a no-op that would leave FD_CLOEXEC set; clear it instead.
             // SAFETY: fcntl on a descriptor number is async-signal-safe and touches no memory.
             let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
-            if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) } < 0 {
+            if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) } < 0
+            {
                 return Err(io::Error::last_os_error());
             }
         } else {
@@ -41,7 +42,9 @@ pub(crate) fn inherit_as_listen_fd(cmd: &mut tokio::process::Command, fd: RawFd)
 /// Only call this while the group leader has not been reaped yet, or right after, so the id
 /// cannot have been reused by an unrelated group.
 pub(crate) fn kill_process_group(pgid: u32) {
-    let Ok(pgid) = i32::try_from(pgid) else { return };
+    let Ok(pgid) = i32::try_from(pgid) else {
+        return;
+    };
     if pgid <= 1 {
         return; // never signal "every process" (-1) or our own group (0)
     }

@@ -13,12 +13,17 @@ use bytes::Bytes;
 use fission_core::resources::{
     Archive, Environment, EnvironmentSpec, Function, FunctionSpec, Package, PackageSpec, Runtime,
 };
-use fission_core::{AnyResource, ObjectReference, ResourceKind, ResourceStore, StoreError, WatchEvent, WatchEventType, WatchStream};
+use fission_core::{
+    AnyResource, ObjectReference, ResourceKind, ResourceStore, StoreError, WatchEvent,
+    WatchEventType, WatchStream,
+};
 use http_body_util::{BodyExt as _, Full};
 use hyper_util::rt::TokioIo;
 use tokio::sync::{broadcast, watch};
 
-use crate::launcher::{CodeSlot, ExitReport, InstanceLauncher, LaunchError, LaunchSpec, RuntimeInstance};
+use crate::launcher::{
+    CodeSlot, ExitReport, InstanceLauncher, LaunchError, LaunchSpec, RuntimeInstance,
+};
 
 // === In-memory store ===
 
@@ -38,7 +43,10 @@ pub(crate) struct MemoryStore {
 
 impl MemoryStore {
     pub(crate) fn new() -> Arc<Self> {
-        Arc::new(Self { state: Mutex::new(MemState::default()), feed: broadcast::channel(1024).0 })
+        Arc::new(Self {
+            state: Mutex::new(MemState::default()),
+            feed: broadcast::channel(1024).0,
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, MemState> {
@@ -46,11 +54,19 @@ impl MemoryStore {
     }
 
     fn key(obj: &AnyResource) -> Key {
-        (obj.kind(), obj.meta().namespace.clone(), obj.meta().name.clone())
+        (
+            obj.kind(),
+            obj.meta().namespace.clone(),
+            obj.meta().name.clone(),
+        )
     }
 
     fn not_found(kind: ResourceKind, namespace: &str, name: &str) -> StoreError {
-        StoreError::NotFound { kind, namespace: namespace.to_owned(), name: name.to_owned() }
+        StoreError::NotFound {
+            kind,
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        }
     }
 }
 
@@ -61,7 +77,11 @@ impl ResourceStore for MemoryStore {
         let mut st = self.lock();
         let key = Self::key(&obj);
         if st.objects.contains_key(&key) {
-            return Err(StoreError::AlreadyExists { kind: key.0, namespace: key.1, name: key.2 });
+            return Err(StoreError::AlreadyExists {
+                kind: key.0,
+                namespace: key.1,
+                name: key.2,
+            });
         }
         st.revision += 1;
         let rev = st.revision;
@@ -70,7 +90,11 @@ impl ResourceStore for MemoryStore {
         meta.resource_version = rev.to_string();
         meta.generation = 1;
         st.objects.insert(key, obj.clone());
-        let _ = self.feed.send(WatchEvent { event_type: WatchEventType::Added, object: obj.clone(), revision: rev });
+        let _ = self.feed.send(WatchEvent {
+            event_type: WatchEventType::Added,
+            object: obj.clone(),
+            revision: rev,
+        });
         Ok(obj)
     }
 
@@ -98,22 +122,43 @@ impl ResourceStore for MemoryStore {
         meta.uid = uid;
         meta.resource_version = rev.to_string();
         st.objects.insert(key, obj.clone());
-        let _ = self.feed.send(WatchEvent { event_type: WatchEventType::Modified, object: obj.clone(), revision: rev });
+        let _ = self.feed.send(WatchEvent {
+            event_type: WatchEventType::Modified,
+            object: obj.clone(),
+            revision: rev,
+        });
         Ok(obj)
     }
 
-    async fn delete(&self, kind: ResourceKind, namespace: &str, name: &str) -> Result<AnyResource, StoreError> {
+    async fn delete(
+        &self,
+        kind: ResourceKind,
+        namespace: &str,
+        name: &str,
+    ) -> Result<AnyResource, StoreError> {
         let mut st = self.lock();
-        let Some(obj) = st.objects.remove(&(kind, namespace.to_owned(), name.to_owned())) else {
+        let Some(obj) = st
+            .objects
+            .remove(&(kind, namespace.to_owned(), name.to_owned()))
+        else {
             return Err(Self::not_found(kind, namespace, name));
         };
         st.revision += 1;
         let rev = st.revision;
-        let _ = self.feed.send(WatchEvent { event_type: WatchEventType::Deleted, object: obj.clone(), revision: rev });
+        let _ = self.feed.send(WatchEvent {
+            event_type: WatchEventType::Deleted,
+            object: obj.clone(),
+            revision: rev,
+        });
         Ok(obj)
     }
 
-    async fn get(&self, kind: ResourceKind, namespace: &str, name: &str) -> Result<AnyResource, StoreError> {
+    async fn get(
+        &self,
+        kind: ResourceKind,
+        namespace: &str,
+        name: &str,
+    ) -> Result<AnyResource, StoreError> {
         self.lock()
             .objects
             .get(&(kind, namespace.to_owned(), name.to_owned()))
@@ -121,7 +166,11 @@ impl ResourceStore for MemoryStore {
             .ok_or_else(|| Self::not_found(kind, namespace, name))
     }
 
-    async fn list(&self, kind: ResourceKind, namespace: Option<&str>) -> Result<Vec<AnyResource>, StoreError> {
+    async fn list(
+        &self,
+        kind: ResourceKind,
+        namespace: Option<&str>,
+    ) -> Result<Vec<AnyResource>, StoreError> {
         Ok(self
             .lock()
             .objects
@@ -139,7 +188,9 @@ impl ResourceStore for MemoryStore {
         let stream = futures::stream::unfold(rx, |mut rx| async move {
             match rx.recv().await {
                 Ok(ev) => Some((Ok(ev), rx)),
-                Err(broadcast::error::RecvError::Lagged(n)) => Some((Err(StoreError::Lagged(n)), rx)),
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    Some((Err(StoreError::Lagged(n)), rx))
+                }
                 Err(broadcast::error::RecvError::Closed) => None,
             }
         });
@@ -155,7 +206,10 @@ pub(crate) fn environment(name: &str, image: &str, poolsize: i32) -> Environment
         name,
         EnvironmentSpec {
             version: 3,
-            runtime: Runtime { image: image.to_owned(), ..Runtime::default() },
+            runtime: Runtime {
+                image: image.to_owned(),
+                ..Runtime::default()
+            },
             poolsize,
             ..EnvironmentSpec::default()
         },
@@ -167,7 +221,10 @@ pub(crate) fn literal_package(name: &str, env: &str, code: &[u8]) -> Package {
         "default",
         name,
         PackageSpec {
-            environment: ObjectReference { namespace: "default".to_owned(), name: env.to_owned() },
+            environment: ObjectReference {
+                namespace: "default".to_owned(),
+                name: env.to_owned(),
+            },
             deployment: Archive::literal(code.to_vec()),
             ..PackageSpec::default()
         },
@@ -178,7 +235,10 @@ pub(crate) fn literal_package(name: &str, env: &str, code: &[u8]) -> Package {
 
 pub(crate) fn function(name: &str, env: &str, pkg: &str, entrypoint: &str) -> Function {
     let mut spec = FunctionSpec {
-        environment: ObjectReference { namespace: "default".to_owned(), name: env.to_owned() },
+        environment: ObjectReference {
+            namespace: "default".to_owned(),
+            name: env.to_owned(),
+        },
         ..FunctionSpec::default()
     };
     spec.package.packageref.namespace = "default".to_owned();
@@ -187,14 +247,20 @@ pub(crate) fn function(name: &str, env: &str, pkg: &str, entrypoint: &str) -> Fu
     Function::new("default", name, spec)
 }
 
-pub(crate) async fn create<T: Into<AnyResource>, R: TryFrom<AnyResource>>(store: &MemoryStore, obj: T) -> R {
+pub(crate) async fn create<T: Into<AnyResource>, R: TryFrom<AnyResource>>(
+    store: &MemoryStore,
+    obj: T,
+) -> R {
     match store.create(obj.into()).await.map(R::try_from) {
         Ok(Ok(r)) => r,
         _ => panic!("create failed"),
     }
 }
 
-pub(crate) async fn update<T: Into<AnyResource>, R: TryFrom<AnyResource>>(store: &MemoryStore, obj: T) -> R {
+pub(crate) async fn update<T: Into<AnyResource>, R: TryFrom<AnyResource>>(
+    store: &MemoryStore,
+    obj: T,
+) -> R {
     match store.update(obj.into()).await.map(R::try_from) {
         Ok(Ok(r)) => r,
         _ => panic!("update failed"),
@@ -251,7 +317,11 @@ impl FakeLauncher {
     }
 
     pub(crate) fn instance(&self, id: u64) -> Option<Arc<FakeInstance>> {
-        self.instances.lock().unwrap_or_else(|e| e.into_inner()).get(&id).cloned()
+        self.instances
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .cloned()
     }
 
     /// Instances that have not exited.
@@ -278,7 +348,10 @@ impl FakeInstance {
     /// Simulate the process dying on its own.
     pub(crate) fn crash(&self) {
         self.server.abort();
-        let _ = self.exit_tx.send(Some(ExitReport { status: "exit status 1".to_owned(), killed: false }));
+        let _ = self.exit_tx.send(Some(ExitReport {
+            status: "exit status 1".to_owned(),
+            killed: false,
+        }));
     }
 }
 
@@ -300,7 +373,10 @@ impl RuntimeInstance for FakeInstance {
         self.kills.fetch_add(1, Ordering::SeqCst);
         self.server.abort();
         if self.exit.borrow().is_none() {
-            let _ = self.exit_tx.send(Some(ExitReport { status: "killed by signal 9".to_owned(), killed: true }));
+            let _ = self.exit_tx.send(Some(ExitReport {
+                status: "killed by signal 9".to_owned(),
+                killed: true,
+            }));
         }
     }
     async fn install_code(&self, host_path: &Path, _slot: CodeSlot) -> std::io::Result<PathBuf> {
@@ -312,7 +388,9 @@ impl RuntimeInstance for FakeInstance {
 impl InstanceLauncher for FakeLauncher {
     async fn launch(&self, spec: LaunchSpec) -> Result<Arc<dyn RuntimeInstance>, LaunchError> {
         self.launched.fetch_add(1, Ordering::SeqCst);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(LaunchError::Setup)?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(LaunchError::Setup)?;
         let addr = listener.local_addr().map_err(LaunchError::Setup)?;
         let counter = self.specializations.clone();
         let behaviour = self.behaviour.clone();
@@ -324,54 +402,76 @@ impl InstanceLauncher for FakeLauncher {
             let mut connections = tokio::task::JoinSet::new();
             loop {
                 while connections.try_join_next().is_some() {}
-                let Ok((stream, _)) = listener.accept().await else { return };
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
                 let counter = counter.clone();
                 let behaviour = behaviour.clone();
                 let loads = loads.clone();
                 let served = served.clone();
                 connections.spawn(async move {
-                    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                        let counter = counter.clone();
-                        let behaviour = behaviour.clone();
-                        let loads = loads.clone();
-                        let served = served.clone();
-                        async move {
-                            let path = req.uri().path().to_owned();
-                            let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                            let (status, text) = if path.ends_with("specialize") {
-                                counter.fetch_add(1, Ordering::SeqCst);
-                                if let Ok(v) = serde_json::from_slice(&body) {
-                                    loads.lock().unwrap_or_else(|e| e.into_inner()).push(v);
-                                }
-                                let b = behaviour.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                                if b.hang {
-                                    std::future::pending::<()>().await;
-                                }
-                                if !b.delay.is_zero() {
-                                    tokio::time::sleep(b.delay).await;
-                                }
-                                match b.fail_with {
-                                    Some(msg) => (500, msg),
-                                    None => (200, String::new()),
-                                }
-                            } else {
-                                let n = served.fetch_add(1, Ordering::SeqCst);
-                                (200, format!("instance {id} request {n}"))
-                            };
-                            let resp = hyper::Response::builder()
-                                .status(status)
-                                .body(Full::new(Bytes::from(text)))
-                                .unwrap_or_default();
-                            Ok::<_, Infallible>(resp)
-                        }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                    let service = hyper::service::service_fn(
+                        move |req: hyper::Request<hyper::body::Incoming>| {
+                            let counter = counter.clone();
+                            let behaviour = behaviour.clone();
+                            let loads = loads.clone();
+                            let served = served.clone();
+                            async move {
+                                let path = req.uri().path().to_owned();
+                                let body = req
+                                    .into_body()
+                                    .collect()
+                                    .await
+                                    .map(|b| b.to_bytes())
+                                    .unwrap_or_default();
+                                let (status, text) = if path.ends_with("specialize") {
+                                    counter.fetch_add(1, Ordering::SeqCst);
+                                    if let Ok(v) = serde_json::from_slice(&body) {
+                                        loads.lock().unwrap_or_else(|e| e.into_inner()).push(v);
+                                    }
+                                    let b =
+                                        behaviour.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                                    if b.hang {
+                                        std::future::pending::<()>().await;
+                                    }
+                                    if !b.delay.is_zero() {
+                                        tokio::time::sleep(b.delay).await;
+                                    }
+                                    match b.fail_with {
+                                        Some(msg) => (500, msg),
+                                        None => (200, String::new()),
+                                    }
+                                } else {
+                                    let n = served.fetch_add(1, Ordering::SeqCst);
+                                    (200, format!("instance {id} request {n}"))
+                                };
+                                let resp = hyper::Response::builder()
+                                    .status(status)
+                                    .body(Full::new(Bytes::from(text)))
+                                    .unwrap_or_default();
+                                Ok::<_, Infallible>(resp)
+                            }
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
                 });
             }
         });
         let (exit_tx, exit) = watch::channel(None);
-        let inst = Arc::new(FakeInstance { id, addr, exit_tx, exit, server, kills: AtomicUsize::new(0) });
-        self.instances.lock().unwrap_or_else(|e| e.into_inner()).insert(id, inst.clone());
+        let inst = Arc::new(FakeInstance {
+            id,
+            addr,
+            exit_tx,
+            exit,
+            server,
+            kills: AtomicUsize::new(0),
+        });
+        self.instances
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, inst.clone());
         Ok(inst)
     }
 }

@@ -11,7 +11,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "fission", version, about = "Fission: serverless functions, on one machine or on Kubernetes")]
+#[command(
+    name = "fission",
+    version,
+    about = "Fission: serverless functions, on one machine or on Kubernetes"
+)]
 struct Top {
     #[command(flatten)]
     global: fission_cli::GlobalArgs,
@@ -29,7 +33,10 @@ enum TopCommand {
 
 fn main() -> ExitCode {
     let top = Top::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("Error: cannot start the async runtime: {e}");
@@ -38,15 +45,23 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match top.command {
-            TopCommand::Server(args) => server::run(args).await,
-            TopCommand::Cli(cmd) => fission_cli::run(top.global, cmd).await,
+            TopCommand::Server(args) => server::run(args).await.map_err(|e| {
+                // Like a bad flag (clap exits 2): the server cannot start as configured.
+                let code = if matches!(e, server::ServerError::Start(_)) {
+                    2
+                } else {
+                    1
+                };
+                (anyhow::Error::new(e), code)
+            }),
+            TopCommand::Cli(cmd) => fission_cli::run(top.global, cmd).await.map_err(|e| (e, 1)),
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+        Err((e, code)) => {
             eprintln!("Error: {e:#}");
-            ExitCode::FAILURE
+            ExitCode::from(code)
         }
     }
 }

@@ -22,10 +22,16 @@ use crate::env::*;
 
 /// Flags of `fission server`.
 #[derive(Debug, Args)]
-#[command(after_help = "Every flag can also be set through the environment variable named in brackets.\n\
+#[command(
+    after_help = "Every flag can also be set through the environment variable named in brackets.\n\
 The server keeps all state (objects, archives, logs, unpacked packages) in --data-dir; \
 only one server may use a data directory at a time.\n\
-Function instances run as local processes with the server's privileges: no sandbox yet.")]
+Each function instance runs in its own sandbox (--sandbox bwrap, the default; needs root, bubblewrap, \
+iproute2 and nftables); --sandbox none runs them as plain processes with the server's privileges.\n\
+On SIGTERM or SIGINT the server stops accepting, lets in-flight requests finish for up to \
+--grace-period, then stops the function instances. Exit status: 0 after a clean stop, 1 when a \
+component failed, 2 when the flags or the machine do not allow the server to start."
+)]
 pub struct ServerArgs {
     /// Where objects, archives and logs are kept [default: $XDG_DATA_HOME/fission or ~/.local/share/fission].
     #[arg(long, env = ENV_DATA_DIR)]
@@ -85,22 +91,21 @@ enum SandboxMode {
     None,
 }
 
-/// Whether every directory from `/` down to `dir` lets other users through, as the sandbox's
-/// unprivileged uid must to bind `dir`.
-fn reachable_by_others(dir: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt as _;
-    dir.ancestors().all(|d| std::fs::metadata(d).map(|m| m.permissions().mode() & 0o001 != 0).unwrap_or(false))
-}
-
 /// The launcher for `mode`: a sandboxing one, or plain processes.
 fn instance_launcher(
     mode: SandboxMode,
     environments_dir: &Path,
     run_dir: &Path,
-) -> Result<(Arc<dyn fission_executor::InstanceLauncher>, PathBuf, Option<fission_sandbox::Sandbox>)> {
+) -> Result<(
+    Arc<dyn fission_executor::InstanceLauncher>,
+    PathBuf,
+    Option<(fission_sandbox::Sandbox, fission_executor::PreparedRuntimes)>,
+)> {
     match mode {
         SandboxMode::None => {
-            tracing::warn!("--sandbox none: function instances run as plain processes with this server's privileges; they are NOT isolated from each other or from this machine");
+            tracing::warn!(
+                "--sandbox none: function instances run as plain processes with this server's privileges; they are NOT isolated from each other or from this machine"
+            );
             let launcher = fission_executor::ProcessLauncher::new(run_dir.to_owned())
                 .with_context(|| format!("cannot create {}", run_dir.display()))?;
             Ok((Arc::new(launcher), environments_dir.to_owned(), None))
@@ -123,33 +128,20 @@ fn instance_launcher(
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "cannot remove sandbox leftovers"),
             }
-            // The runtimes are bound into every slot; the slot's uid must be able to reach them.
-            let environments_dir = std::fs::canonicalize(environments_dir).unwrap_or_else(|_| environments_dir.to_owned());
-            let environments_dir = environments_dir.as_path();
-            let envs = if reachable_by_others(environments_dir) {
-                environments_dir.to_owned()
-            } else {
-                let copy = sandbox.config().state_dir.join(format!("environments-{}", sandbox.run_id()));
-                let status = std::process::Command::new("cp")
-                    .arg("-a")
-                    .arg(environments_dir)
-                    .arg(&copy)
-                    .status()
-                    .context("cannot copy the runtimes for the sandbox")?;
-                if !status.success() {
-                    anyhow::bail!("cannot copy {} to {} for the sandbox", environments_dir.display(), copy.display());
-                }
-                tracing::info!(from = %environments_dir.display(), to = %copy.display(), "runtimes copied where sandboxed instances can read them");
-                copy
-            };
-            tracing::info!(sandbox_run = sandbox.run_id(), "function instances run in sandboxes");
-            // Bound at a fixed path inside, whatever the host path (it may sit under /tmp, which
-            // the sandbox replaces with a private one).
-            let launcher = fission_executor::SandboxLauncher::new(
-                sandbox.clone(),
-                vec![(envs.clone(), PathBuf::from("/opt/fission/environments"))],
+            let (launcher, runtimes) =
+                fission_executor::SandboxLauncher::with_runtimes(sandbox.clone(), environments_dir)
+                    .with_context(|| {
+                        format!(
+                            "cannot make the runtimes in {} readable to sandboxed instances",
+                            environments_dir.display()
+                        )
+                    })?;
+            tracing::info!(
+                sandbox_run = sandbox.run_id(),
+                "function instances run in sandboxes"
             );
-            Ok((Arc::new(launcher), envs, Some(sandbox)))
+            let envs = runtimes.path().to_owned();
+            Ok((Arc::new(launcher), envs, Some((sandbox, runtimes))))
         }
     }
 }
@@ -158,7 +150,9 @@ fn default_data_dir() -> PathBuf {
     if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
         return PathBuf::from(xdg).join("fission");
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
     home.join(".local/share/fission")
 }
 
@@ -176,7 +170,9 @@ fn default_environments_dir() -> Option<PathBuf> {
     }
     // A binary built from a checkout (and installed elsewhere) still finds that checkout's runtimes.
     candidates.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../environments"));
-    candidates.into_iter().find(|c| c.join("nodejs/server.js").is_file() || c.join("python/server.py").is_file())
+    candidates
+        .into_iter()
+        .find(|c| c.join("nodejs/server.js").is_file() || c.join("python/server.py").is_file())
 }
 
 fn init_tracing() {
@@ -191,7 +187,7 @@ fn init_tracing() {
 }
 
 async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
+    use tokio::signal::unix::{SignalKind, signal};
     let term = signal(SignalKind::terminate());
     let int = signal(SignalKind::interrupt());
     match (term, int) {
@@ -212,23 +208,120 @@ const ARCHIVE_PRUNE_INTERVAL: Duration = Duration::from_secs(60 * 60);
 /// Uploads younger than this are never pruned: their package may not exist yet.
 const ARCHIVE_PRUNE_MIN_AGE: Duration = Duration::from_secs(10 * 60);
 
-async fn prune_archives_periodically(store: Arc<dyn ResourceStore>, archives: ArchiveStore, shutdown: CancellationToken) {
+async fn prune_archives_periodically(
+    store: Arc<dyn ResourceStore>,
+    archives: ArchiveStore,
+    shutdown: CancellationToken,
+) {
     let mut tick = tokio::time::interval(ARCHIVE_PRUNE_INTERVAL);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        match fission_store::prune::prune_unreferenced(store.as_ref(), &archives, ARCHIVE_PRUNE_MIN_AGE).await {
-            Ok(r) if !r.removed.is_empty() => tracing::info!(removed = r.removed.len(), kept = r.kept, "pruned unreferenced archives"),
+        match fission_store::prune::prune_unreferenced(
+            store.as_ref(),
+            &archives,
+            ARCHIVE_PRUNE_MIN_AGE,
+        )
+        .await
+        {
+            Ok(r) if !r.removed.is_empty() => tracing::info!(
+                removed = r.removed.len(),
+                kept = r.kept,
+                "pruned unreferenced archives"
+            ),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "archive pruning failed"),
         }
     }
 }
 
+/// A component that stopped before shutdown was asked for: always a failure.
+fn stopped_on_its_own(res: Result<Result<()>, tokio::task::JoinError>) -> anyhow::Error {
+    match res {
+        Ok(Err(e)) => e,
+        Err(e) => anyhow::anyhow!("component panicked: {e}"),
+        Ok(Ok(())) => anyhow::anyhow!("a component stopped unexpectedly"),
+    }
+}
+
+/// The shutdown order: stop accepting → in-flight requests finish (up to `grace`) → instances
+/// stopped, builds cancelled, followers stopped. A request in flight at SIGTERM therefore
+/// still has its instance until it completes or the grace period ends.
+async fn drain_and_stop(
+    mut front: JoinSet<Result<()>>,
+    mut back: JoinSet<Result<()>>,
+    stop_accepting: &CancellationToken,
+    stop_backends: &CancellationToken,
+    grace: Duration,
+) {
+    stop_accepting.cancel();
+    let drained =
+        tokio::time::timeout(grace + Duration::from_secs(1), join_all_logged(&mut front)).await;
+    if drained.is_err() {
+        tracing::warn!("listeners did not stop within the grace period");
+        front.abort_all();
+    }
+    stop_backends.cancel();
+    // The executor waits up to 10 s for killed instances, the builder for killed builds.
+    if tokio::time::timeout(Duration::from_secs(15), join_all_logged(&mut back))
+        .await
+        .is_err()
+    {
+        tracing::warn!("instances and builds did not stop in time");
+        back.abort_all();
+    } else if drained.is_ok() {
+        tracing::info!("fission server stopped");
+    }
+}
+
+async fn join_all_logged(set: &mut JoinSet<Result<()>>) {
+    while let Some(res) = set.join_next().await {
+        match res {
+            Ok(Err(e)) => {
+                tracing::warn!(error = %format!("{e:#}"), "component stopped with an error")
+            }
+            Err(e) if e.is_panic() => tracing::warn!(error = %e, "component panicked"),
+            _ => {}
+        }
+    }
+}
+
+/// Why the server stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// It never became ready: the flags, the data directory or the machine do not allow it.
+    #[error("{0:#}")]
+    Start(anyhow::Error),
+    /// A component failed while serving.
+    #[error("{0:#}")]
+    Failed(anyhow::Error),
+}
+
+/// A started server: what `serve_until_signal` needs to run and to stop in order.
+struct Running {
+    front: JoinSet<Result<()>>,
+    back: JoinSet<Result<()>>,
+    stop_accepting: CancellationToken,
+    stop_backends: CancellationToken,
+    grace: Duration,
+    sandbox: Option<(fission_sandbox::Sandbox, fission_executor::PreparedRuntimes)>,
+    store: Arc<dyn ResourceStore>,
+    data: DataDir,
+}
+
 /// Run the server until a signal arrives.
-pub async fn run(args: ServerArgs) -> Result<()> {
+pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
+    let running = start(args).await.map_err(ServerError::Start)?;
+    running
+        .serve_until_signal()
+        .await
+        .map_err(ServerError::Failed)
+}
+
+/// Open the data directory, bind the listeners and start every component.
+async fn start(args: ServerArgs) -> Result<Running> {
     init_tracing();
     let started = tokio::time::Instant::now();
     let data_dir_path = args.data_dir.clone().unwrap_or_else(default_data_dir);
@@ -236,8 +329,13 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     let store: Arc<dyn ResourceStore> = match args.store {
         StoreMode::Embedded => {
             let cipher = SecretCipher::load_or_create(&data.secret_key())?;
-            let store = RedbStore::open_with_cipher(&data.database(), Some(cipher))
-                .with_context(|| format!("cannot open the object database in {}", data.root().display()))?;
+            let store =
+                RedbStore::open_with_cipher(&data.database(), Some(cipher)).with_context(|| {
+                    format!(
+                        "cannot open the object database in {}",
+                        data.root().display()
+                    )
+                })?;
             Arc::new(store)
         }
         StoreMode::Kubernetes => {
@@ -254,34 +352,77 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         .with_context(|| format!("cannot listen on {} (controller); is another server running? use --controller-listen", args.controller_listen))?;
     let router_listener = TcpListener::bind(args.router_listen)
         .await
-        .with_context(|| format!("cannot listen on {} (router); use --router-listen", args.router_listen))?;
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (router); use --router-listen",
+                args.router_listen
+            )
+        })?;
     let controller_addr = controller_listener.local_addr()?;
     let router_addr = router_listener.local_addr()?;
 
-    let environments_dir = args.environments_dir.clone().or_else(default_environments_dir);
+    let environments_dir = args
+        .environments_dir
+        .clone()
+        .or_else(default_environments_dir);
     let environments_dir = match environments_dir {
         Some(d) => d,
         None => {
-            tracing::warn!("no built-in runtimes found (environments/nodejs, environments/python); functions cannot run until --environments-dir is set");
+            tracing::warn!(
+                "no built-in runtimes found (environments/nodejs, environments/python); functions cannot run until --environments-dir is set"
+            );
             PathBuf::from("environments")
         }
     };
     let (found_node, found_python) = fission_executor::resolve_runtime_binaries();
-    let node = args.node.clone().or(found_node).unwrap_or_else(|| PathBuf::from("/usr/bin/node"));
-    let python = args.python.clone().or(found_python).unwrap_or_else(|| PathBuf::from("/usr/bin/python3"));
+    let node = args
+        .node
+        .clone()
+        .or(found_node)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/node"));
+    let python = args
+        .python
+        .clone()
+        .or(found_python)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/python3"));
 
-    let shutdown = CancellationToken::new();
+    // Two phases (see `drain_and_stop`): the listeners stop first and drain; only then do the
+    // executor (which kills instances), the builder and the store followers stop.
+    let stop_accepting = CancellationToken::new();
+    let stop_backends = CancellationToken::new();
     let grace = Duration::from_secs(args.grace_period);
     let mut registry = Registry::default();
 
     let run_dir = data.root().join("run");
     // Instance homes of a previous (crashed) run are stale: start clean.
     let _ = std::fs::remove_dir_all(&run_dir);
-    let (launcher, environments_dir, sandbox) = instance_launcher(args.sandbox, &environments_dir, &run_dir)?;
-    let executor_config = fission_executor::Config::new(environments_dir.clone(), data.cache(), node.clone(), python.clone());
-    let executor = fission_executor::Executor::new(executor_config, store.clone(), archives.clone(), logs.clone(), launcher, &mut registry);
+    let (launcher, environments_dir, sandbox) =
+        instance_launcher(args.sandbox, &environments_dir, &run_dir)?;
+    let mut executor_config = fission_executor::Config::new(
+        environments_dir.clone(),
+        data.cache(),
+        node.clone(),
+        python.clone(),
+    );
+    // Instance ids name instances in `fission fn logs`; a restarted server must not reuse the
+    // ids of the previous run's lines. Milliseconds since the epoch at start are above any id
+    // an earlier run reached (it would have had to start more than one instance a millisecond).
+    executor_config.first_instance_id = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX / 2));
+    let executor = fission_executor::Executor::new(
+        executor_config,
+        store.clone(),
+        archives.clone(),
+        logs.clone(),
+        launcher,
+        &mut registry,
+    );
 
-    let router_config = fission_router::Config { listen: router_addr, ..fission_router::Config::default() };
+    let router_config = fission_router::Config {
+        listen: router_addr,
+        ..fission_router::Config::default()
+    };
     let router = fission_router::Router::new(router_config, executor.clone(), &mut registry);
     let registry = Arc::new(Mutex::new(registry));
     let router = router.with_metrics_endpoint(move || {
@@ -300,39 +441,68 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     let mut builder_config = fission_builder::Config::new(data.root().join("builds"));
     builder_config.node_bin = node.clone();
     builder_config.runtime_python_bin = python.clone();
-    let builder = fission_builder::BuildManager::new(builder_config, store.clone(), archives.clone(), logs.clone());
+    let builder = fission_builder::BuildManager::new(
+        builder_config,
+        store.clone(),
+        archives.clone(),
+        logs.clone(),
+    );
     let prune_archives = archives.clone();
-    let controller = fission_controller::Controller::new(controller_config, store.clone(), archives, logs, shutdown.clone());
+    let controller = fission_controller::Controller::new(
+        controller_config,
+        store.clone(),
+        archives,
+        logs,
+        stop_accepting.clone(),
+    );
 
-    let mut tasks = JoinSet::new();
+    // Listeners: stop first, drain in-flight requests.
+    let mut front = JoinSet::new();
     {
-        let shutdown = shutdown.clone();
-        tasks.spawn(async move { executor.run(shutdown).await.context("executor failed") });
+        let (router, shutdown) = (router.clone(), stop_accepting.clone());
+        front.spawn(async move {
+            router
+                .serve(router_listener, shutdown, grace)
+                .await
+                .context("router failed")
+        });
+    }
+    front.spawn(async move {
+        controller
+            .serve(controller_listener, grace)
+            .await
+            .context("controller failed")
+    });
+    // What the listeners need while they drain: instances, routes, builds.
+    let mut back = JoinSet::new();
+    {
+        let shutdown = stop_backends.clone();
+        back.spawn(async move { executor.run(shutdown).await.context("executor failed") });
     }
     {
-        let (router, store, shutdown) = (router.clone(), store.clone(), shutdown.clone());
-        tasks.spawn(async move { router.sync_routes(store, shutdown).await.context("route sync failed") });
+        let (router, store, shutdown) = (router.clone(), store.clone(), stop_backends.clone());
+        back.spawn(async move {
+            router
+                .sync_routes(store, shutdown)
+                .await
+                .context("route sync failed")
+        });
     }
     {
-        let (router, shutdown) = (router.clone(), shutdown.clone());
-        tasks.spawn(async move { router.serve(router_listener, shutdown, grace).await.context("router failed") });
-    }
-    tasks.spawn(async move { controller.serve(controller_listener, grace).await.context("controller failed") });
-    {
-        let shutdown = shutdown.clone();
-        tasks.spawn(async move { builder.run(shutdown).await.context("build manager failed") });
+        let shutdown = stop_backends.clone();
+        back.spawn(async move { builder.run(shutdown).await.context("build manager failed") });
     }
     if args.store == StoreMode::Kubernetes {
         // kubectl changes secrets and config maps without the controller seeing it.
-        let (store, shutdown) = (store.clone(), shutdown.clone());
-        tasks.spawn(async move {
+        let (store, shutdown) = (store.clone(), stop_backends.clone());
+        back.spawn(async move {
             fission_controller::follow_value_changes(store, shutdown).await;
             Ok(())
         });
     }
     {
-        let (store, archives, shutdown) = (store.clone(), prune_archives, shutdown.clone());
-        tasks.spawn(async move {
+        let (store, archives, shutdown) = (store.clone(), prune_archives, stop_backends.clone());
+        back.spawn(async move {
             prune_archives_periodically(store, archives, shutdown).await;
             Ok(())
         });
@@ -347,44 +517,45 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         started.elapsed().as_millis()
     );
 
-    let mut first_error = None;
-    tokio::select! {
-        _ = shutdown_signal() => {}
-        Some(res) = tasks.join_next() => {
-            // A component stopped on its own: that is a failure; take the others down too.
-            match res {
-                Ok(Err(e)) => first_error = Some(e),
-                Err(e) => first_error = Some(anyhow::anyhow!("component panicked: {e}")),
-                Ok(Ok(())) => first_error = Some(anyhow::anyhow!("a component stopped unexpectedly")),
-            }
-        }
-    }
-    shutdown.cancel();
-    let drained = tokio::time::timeout(grace + Duration::from_secs(5), async {
-        while let Some(res) = tasks.join_next().await {
-            if let Ok(Err(e)) = res {
-                tracing::warn!(error = %format!("{e:#}"), "component stopped with an error");
-            }
-        }
+    Ok(Running {
+        front,
+        back,
+        stop_accepting,
+        stop_backends,
+        grace,
+        sandbox,
+        store,
+        data,
     })
-    .await;
-    if drained.is_err() {
-        tracing::warn!("components did not stop within the grace period");
-    } else {
-        tracing::info!("fission server stopped");
-    }
-    // The sandbox's run state (nft table, run lock) goes after every slot is gone, and with it
-    // any copy of the runtimes made for it.
-    if let Some(sb) = &sandbox {
-        let copy = sb.config().state_dir.join(format!("environments-{}", sb.run_id()));
-        if copy.exists() {
-            let _ = std::fs::remove_dir_all(copy);
+}
+
+impl Running {
+    async fn serve_until_signal(self) -> Result<()> {
+        let Self {
+            mut front,
+            mut back,
+            stop_accepting,
+            stop_backends,
+            grace,
+            sandbox,
+            store,
+            data,
+        } = self;
+        let mut first_error = None;
+        tokio::select! {
+            _ = shutdown_signal() => {}
+            Some(res) = front.join_next() => first_error = Some(stopped_on_its_own(res)),
+            Some(res) = back.join_next() => first_error = Some(stopped_on_its_own(res)),
         }
-    }
-    drop(sandbox);
-    drop(data);
-    match first_error {
-        Some(e) => Err(e),
-        None => Ok(()),
+        drain_and_stop(front, back, &stop_accepting, &stop_backends, grace).await;
+        // The sandbox's run state (nft table, run lock) goes after every slot is gone, and with
+        // it any copy of the runtimes made for it; the store closes last.
+        drop(sandbox);
+        drop(store);
+        drop(data);
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 }

@@ -21,9 +21,36 @@ impl Setup {
             return None;
         }
         let server = Server::start();
-        let s = Self { server, dir: tempfile::tempdir().expect("tempdir") };
-        s.fission(&["env", "create", "--name", "python", "--image", "fission/python-env", "--builder", "fission/python-builder", "--poolsize", "1"]).ok();
-        s.fission(&["env", "create", "--name", "nodejs", "--image", "fission/node-env", "--builder", "fission/node-builder", "--poolsize", "1"]).ok();
+        let s = Self {
+            server,
+            dir: tempfile::tempdir().expect("tempdir"),
+        };
+        s.fission(&[
+            "env",
+            "create",
+            "--name",
+            "python",
+            "--image",
+            "fission/python-env",
+            "--builder",
+            "fission/python-builder",
+            "--poolsize",
+            "1",
+        ])
+        .ok();
+        s.fission(&[
+            "env",
+            "create",
+            "--name",
+            "nodejs",
+            "--image",
+            "fission/node-env",
+            "--builder",
+            "fission/node-builder",
+            "--poolsize",
+            "1",
+        ])
+        .ok();
         assert!(
             s.builds_packages(),
             "a source package stayed pending for 10s: the server does not run the build manager (fission_builder)"
@@ -34,7 +61,18 @@ impl Setup {
     /// Whether a trivial source package leaves `pending` within a few seconds.
     fn builds_packages(&self) -> bool {
         let src = self.files("probe", &[("main.py", "def main():\n    return 'probe'\n")]);
-        self.fission(&["pkg", "create", "--name", "probe", "--env", "python", "--src", &glob(&src), "--nowait"]).ok();
+        self.fission(&[
+            "pkg",
+            "create",
+            "--name",
+            "probe",
+            "--env",
+            "python",
+            "--src",
+            &glob(&src),
+            "--nowait",
+        ])
+        .ok();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while std::time::Instant::now() < deadline {
             let info = self.fission(&["pkg", "info", "--name", "probe"]).ok();
@@ -60,7 +98,8 @@ impl Setup {
     }
 
     fn route(&self, url: &str, function: &str) {
-        self.fission(&["route", "create", "--url", url, "--function", function]).ok();
+        self.fission(&["route", "create", "--url", url, "--function", function])
+            .ok();
     }
 
     /// GET through the router until the route answers (routes apply within ms).
@@ -76,8 +115,15 @@ impl Setup {
 
     /// The package `fn create` made for `function`.
     fn package_of(&self, function: &str) -> String {
-        let meta = self.fission(&["fn", "getmeta", "--name", function]).ok().stdout;
-        meta.lines().find_map(|l| l.strip_prefix("Package: ")).expect("Package: line").trim().to_owned()
+        let meta = self
+            .fission(&["fn", "getmeta", "--name", function])
+            .ok()
+            .stdout;
+        meta.lines()
+            .find_map(|l| l.strip_prefix("Package: "))
+            .expect("Package: line")
+            .trim()
+            .to_owned()
     }
 }
 
@@ -87,7 +133,11 @@ fn glob(dir: &Path) -> String {
 
 /// The "Package 'x' built in 3.2s" line of a waiting command.
 fn build_time(run: &Run) -> String {
-    run.stderr.lines().find(|l| l.contains("built in")).unwrap_or("(no build line)").to_owned()
+    run.stderr
+        .lines()
+        .find(|l| l.contains("built in"))
+        .unwrap_or("(no build line)")
+        .to_owned()
 }
 
 const PY_SIX: &str = "import six\n\ndef main():\n    return 'six %s on %s\\n' % (six.__version__, 'py3' if six.PY3 else 'py2')\n";
@@ -95,15 +145,43 @@ const PY_SIX: &str = "import six\n\ndef main():\n    return 'six %s on %s\\n' % 
 #[test]
 fn python_function_from_source_with_requirements_from_pypi() {
     let Some(s) = Setup::new() else { return };
-    let src = s.files("pysix", &[("main.py", PY_SIX), ("requirements.txt", "six==1.16.0\n")]);
-    let run = s.fission(&["fn", "create", "--name", "pysix", "--env", "python", "--src", &glob(&src), "--entrypoint", "main.main"]).ok();
-    assert!(run.stdout.contains("function 'pysix' created"), "{}", run.stdout);
-    assert!(run.stderr.contains("Waiting for package '"), "{}", run.stderr);
+    let src = s.files(
+        "pysix",
+        &[("main.py", PY_SIX), ("requirements.txt", "six==1.16.0\n")],
+    );
+    let run = s
+        .fission(&[
+            "fn",
+            "create",
+            "--name",
+            "pysix",
+            "--env",
+            "python",
+            "--src",
+            &glob(&src),
+            "--entrypoint",
+            "main.main",
+        ])
+        .ok();
+    assert!(
+        run.stdout.contains("function 'pysix' created"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stderr.contains("Waiting for package '"),
+        "{}",
+        run.stderr
+    );
     eprintln!("python build: {}", build_time(&run));
     let pkg = s.package_of("pysix");
     let info = s.fission(&["pkg", "info", "--name", &pkg]).ok().stdout;
     assert!(info.contains("succeeded"), "{info}");
-    assert!(info.contains("pip install -r requirements.txt") && info.contains("Successfully installed six-1.16.0"), "{info}");
+    assert!(
+        info.contains("pip install -r requirements.txt")
+            && info.contains("Successfully installed six-1.16.0"),
+        "{info}"
+    );
     s.route("/pysix", "pysix");
     assert_eq!(s.get("/pysix"), (200, "six 1.16.0 on py3\n".to_owned()));
 }
@@ -121,10 +199,29 @@ fn node_function_from_source_with_a_dependency_from_npm() {
             ),
         ],
     );
-    let run = s.fission(&["fn", "create", "--name", "isnum", "--env", "nodejs", "--src", &glob(&src), "--entrypoint", "hello"]).ok();
+    let run = s
+        .fission(&[
+            "fn",
+            "create",
+            "--name",
+            "isnum",
+            "--env",
+            "nodejs",
+            "--src",
+            &glob(&src),
+            "--entrypoint",
+            "hello",
+        ])
+        .ok();
     eprintln!("node build: {}", build_time(&run));
-    let info = s.fission(&["pkg", "info", "--name", &s.package_of("isnum")]).ok().stdout;
-    assert!(info.contains("succeeded") && info.contains("npm install"), "{info}");
+    let info = s
+        .fission(&["pkg", "info", "--name", &s.package_of("isnum")])
+        .ok()
+        .stdout;
+    assert!(
+        info.contains("succeeded") && info.contains("npm install"),
+        "{info}"
+    );
     s.route("/isnum", "isnum");
     assert_eq!(s.get("/isnum"), (200, "true false\n".to_owned()));
 }
@@ -141,11 +238,29 @@ fn multi_file_python_deployment_with_a_dotted_entrypoint() {
         ],
     );
     let run = s
-        .fission(&["fn", "create", "--name", "multi", "--env", "python", "--deploy", &glob(&dir), "--entrypoint", "sub_mod.altmain.entrypoint"])
+        .fission(&[
+            "fn",
+            "create",
+            "--name",
+            "multi",
+            "--env",
+            "python",
+            "--deploy",
+            &glob(&dir),
+            "--entrypoint",
+            "sub_mod.altmain.entrypoint",
+        ])
         .ok();
-    assert!(!run.stderr.contains("Waiting for package"), "deploy archives need no build: {}", run.stderr);
+    assert!(
+        !run.stderr.contains("Waiting for package"),
+        "deploy archives need no build: {}",
+        run.stderr
+    );
     s.route("/multi", "multi");
-    assert_eq!(s.get("/multi"), (200, "hello from helper via sub_mod.altmain\n".to_owned()));
+    assert_eq!(
+        s.get("/multi"),
+        (200, "hello from helper via sub_mod.altmain\n".to_owned())
+    );
 }
 
 #[test]
@@ -161,12 +276,49 @@ fn custom_build_command_generates_code_into_the_deployment() {
             ),
         ],
     );
-    let run = s.fission(&["pkg", "create", "--name", "custompkg", "--env", "python", "--src", &glob(&src), "--buildcmd", "./build.sh"]).ok();
-    assert!(run.stdout.contains("Package 'custompkg' created"), "{}", run.stdout);
-    assert!(run.stderr.contains("Package 'custompkg' built in"), "{}", run.stderr);
-    let info = s.fission(&["pkg", "info", "--name", "custompkg"]).ok().stdout;
-    assert!(info.contains("succeeded") && info.contains("custom build in"), "{info}");
-    s.fission(&["fn", "create", "--name", "custom", "--pkg", "custompkg", "--entrypoint", "main.main"]).ok();
+    let run = s
+        .fission(&[
+            "pkg",
+            "create",
+            "--name",
+            "custompkg",
+            "--env",
+            "python",
+            "--src",
+            &glob(&src),
+            "--buildcmd",
+            "./build.sh",
+        ])
+        .ok();
+    assert!(
+        run.stdout.contains("Package 'custompkg' created"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stderr.contains("Package 'custompkg' built in"),
+        "{}",
+        run.stderr
+    );
+    let info = s
+        .fission(&["pkg", "info", "--name", "custompkg"])
+        .ok()
+        .stdout;
+    assert!(
+        info.contains("succeeded") && info.contains("custom build in"),
+        "{info}"
+    );
+    s.fission(&[
+        "fn",
+        "create",
+        "--name",
+        "custom",
+        "--pkg",
+        "custompkg",
+        "--entrypoint",
+        "main.main",
+    ])
+    .ok();
     s.route("/custom", "custom");
     assert_eq!(s.get("/custom"), (200, "built by build.sh\n".to_owned()));
 }
@@ -174,18 +326,45 @@ fn custom_build_command_generates_code_into_the_deployment() {
 #[test]
 fn fn_update_src_rebuilds_and_a_failed_build_keeps_the_old_code() {
     let Some(s) = Setup::new() else { return };
-    let v1 = s.files("v1", &[("main.py", PY_SIX), ("requirements.txt", "six==1.16.0\n")]);
-    s.fission(&["fn", "create", "--name", "app", "--env", "python", "--src", &glob(&v1), "--entrypoint", "main.main"]).ok();
+    let v1 = s.files(
+        "v1",
+        &[("main.py", PY_SIX), ("requirements.txt", "six==1.16.0\n")],
+    );
+    s.fission(&[
+        "fn",
+        "create",
+        "--name",
+        "app",
+        "--env",
+        "python",
+        "--src",
+        &glob(&v1),
+        "--entrypoint",
+        "main.main",
+    ])
+    .ok();
     s.route("/app", "app");
     assert_eq!(s.get("/app"), (200, "six 1.16.0 on py3\n".to_owned()));
 
     // A new source version is built and served.
     let v2 = s.files(
         "v2",
-        &[("main.py", "import six\n\ndef main():\n    return 'v2 with six %s\\n' % six.__version__\n"), ("requirements.txt", "six==1.16.0\n")],
+        &[
+            (
+                "main.py",
+                "import six\n\ndef main():\n    return 'v2 with six %s\\n' % six.__version__\n",
+            ),
+            ("requirements.txt", "six==1.16.0\n"),
+        ],
     );
-    let run = s.fission(&["fn", "update", "--name", "app", "--src", &glob(&v2)]).ok();
-    assert!(run.stdout.contains("Function 'app' updated"), "{}", run.stdout);
+    let run = s
+        .fission(&["fn", "update", "--name", "app", "--src", &glob(&v2)])
+        .ok();
+    assert!(
+        run.stdout.contains("Function 'app' updated"),
+        "{}",
+        run.stdout
+    );
     eprintln!("python rebuild: {}", build_time(&run));
     let body = eventually(15, "the new build to be served", || {
         let (status, body) = s.get("/app");
@@ -196,40 +375,74 @@ fn fn_update_src_rebuilds_and_a_failed_build_keeps_the_old_code() {
     // A build that fails (a requirement that does not exist) leaves the function on v2.
     let bad = s.files(
         "bad",
-        &[("main.py", "def main():\n    return 'never served\\n'\n"), ("requirements.txt", "fission-rs-no-such-package-xyzzy==9.9.9\n")],
+        &[
+            ("main.py", "def main():\n    return 'never served\\n'\n"),
+            (
+                "requirements.txt",
+                "fission-rs-no-such-package-xyzzy==9.9.9\n",
+            ),
+        ],
     );
     let pkg = s.package_of("app");
     let run = s.fission(&["fn", "update", "--name", "app", "--src", &glob(&bad)]);
-    assert_eq!(run.code, 1, "stdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);
-    let expected = format!("Error: package '{pkg}' build failed; see 'fission pkg info --name {pkg}' for the build log");
+    assert_eq!(
+        run.code, 1,
+        "stdout:\n{}\nstderr:\n{}",
+        run.stdout, run.stderr
+    );
+    let expected = format!(
+        "Error: package '{pkg}' build failed; see 'fission pkg info --name {pkg}' for the build log"
+    );
     assert!(run.stderr.contains(&expected), "{}", run.stderr);
-    assert!(run.stderr.contains("fission-rs-no-such-package-xyzzy"), "the log tail is shown: {}", run.stderr);
+    assert!(
+        run.stderr.contains("fission-rs-no-such-package-xyzzy"),
+        "the log tail is shown: {}",
+        run.stderr
+    );
     let info = s.fission(&["pkg", "info", "--name", &pkg]).ok().stdout;
     assert!(info.contains("Status:      failed"), "{info}");
     assert!(
         info.contains("No matching distribution found for fission-rs-no-such-package-xyzzy==9.9.9"),
         "the pip error is in the build log: {info}"
     );
-    assert_eq!(s.get("/app"), (200, "v2 with six 1.16.0\n".to_owned()), "still the last good build");
+    assert_eq!(
+        s.get("/app"),
+        (200, "v2 with six 1.16.0\n".to_owned()),
+        "still the last good build"
+    );
 
     // Retrying a failed build fails the same way; only failed packages can be rebuilt.
     let run = s.fission(&["pkg", "rebuild", "--name", &pkg]);
     assert_eq!(run.code, 1, "{}", run.stderr);
-    assert!(run.stdout.contains(&format!("Retrying build for pkg {pkg}")), "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains(&format!("Retrying build for pkg {pkg}")),
+        "{}",
+        run.stdout
+    );
     assert!(run.stderr.contains("build failed"), "{}", run.stderr);
-    s.fission(&["pkg", "update", "--name", &pkg, "--src", &glob(&v2)]).ok();
-    s.fission(&["pkg", "rebuild", "--name", &pkg]).fails_with("only failed builds can be retried");
+    s.fission(&["pkg", "update", "--name", &pkg, "--src", &glob(&v2)])
+        .ok();
+    s.fission(&["pkg", "rebuild", "--name", &pkg])
+        .fails_with("only failed builds can be retried");
 }
 
 /// A zip written with Python's zipfile: entries as given, names unchecked.
 fn hostile_zip(path: &Path, entries: &[(&str, &str)]) {
-    let list: Vec<String> = entries.iter().map(|(n, b)| format!("({n:?}, {b:?})")).collect();
+    let list: Vec<String> = entries
+        .iter()
+        .map(|(n, b)| format!("({n:?}, {b:?})"))
+        .collect();
     let script = format!(
         "import zipfile\nwith zipfile.ZipFile({:?}, 'w') as z:\n    for n, b in [{}]:\n        z.writestr(n, b)\n",
         path.display().to_string(),
         list.join(", ")
     );
-    let ok = std::process::Command::new("python3").args(["-c", &script]).status().expect("python3").success();
+    let ok = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .status()
+        .expect("python3")
+        .success();
     assert!(ok, "could not write {}", path.display());
 }
 
@@ -238,26 +451,80 @@ fn hostile_archives_are_refused_with_a_clear_error() {
     let Some(s) = Setup::new() else { return };
     type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
     let cases: [Case<'_>; 3] = [
-        ("slip", &[("main.py", "def main():\n    return 'x'\n"), ("../../escaped.py", "x")], ".."),
-        ("absolute", &[("main.py", "def main():\n    return 'x'\n"), ("/etc/evil", "x")], "/etc/evil"),
-        ("dupes", &[("main.py", "def main():\n    return 'a'\n"), ("main.py", "def main():\n    return 'b'\n")], "more than once"),
+        (
+            "slip",
+            &[
+                ("main.py", "def main():\n    return 'x'\n"),
+                ("../../escaped.py", "x"),
+            ],
+            "..",
+        ),
+        (
+            "absolute",
+            &[
+                ("main.py", "def main():\n    return 'x'\n"),
+                ("/etc/evil", "x"),
+            ],
+            "/etc/evil",
+        ),
+        (
+            "dupes",
+            &[
+                ("main.py", "def main():\n    return 'a'\n"),
+                ("main.py", "def main():\n    return 'b'\n"),
+            ],
+            "more than once",
+        ),
     ];
     for (name, entries, needle) in cases {
         let zip = s.dir.path().join(format!("{name}.zip"));
         hostile_zip(&zip, entries);
-        s.fission(&["fn", "create", "--name", name, "--env", "python", "--deploy", zip.to_str().expect("path"), "--entrypoint", "main.main"]).ok();
-        let r = http().get(s.server.url(&format!("/fission-function/{name}"))).send().expect("call");
+        s.fission(&[
+            "fn",
+            "create",
+            "--name",
+            name,
+            "--env",
+            "python",
+            "--deploy",
+            zip.to_str().expect("path"),
+            "--entrypoint",
+            "main.main",
+        ])
+        .ok();
+        let r = http()
+            .get(s.server.url(&format!("/fission-function/{name}")))
+            .send()
+            .expect("call");
         let status = r.status().as_u16();
         let body = r.text().expect("body");
         assert_eq!(status, 500, "{name}: {body}");
-        assert!(body.contains(needle), "{name}: the error names the bad entry: {body}");
-        assert!(!s.dir.path().join("escaped.py").exists() && !Path::new("/etc/evil").exists(), "nothing written outside");
+        assert!(
+            body.contains(needle),
+            "{name}: the error names the bad entry: {body}"
+        );
+        assert!(
+            !s.dir.path().join("escaped.py").exists() && !Path::new("/etc/evil").exists(),
+            "nothing written outside"
+        );
     }
     // A hostile source archive fails its build with the reason in the log.
     let zip = s.dir.path().join("src-slip.zip");
     hostile_zip(&zip, &[("main.py", "x"), ("../../escaped.py", "x")]);
-    let out = s.fission(&["pkg", "create", "--name", "src-slip", "--env", "python", "--src", zip.to_str().expect("path")]);
+    let out = s.fission(&[
+        "pkg",
+        "create",
+        "--name",
+        "src-slip",
+        "--env",
+        "python",
+        "--src",
+        zip.to_str().expect("path"),
+    ]);
     assert_eq!(out.code, 1, "{}", out.stderr);
-    let info = s.fission(&["pkg", "info", "--name", "src-slip"]).ok().stdout;
+    let info = s
+        .fission(&["pkg", "info", "--name", "src-slip"])
+        .ok()
+        .stdout;
     assert!(info.contains("failed") && info.contains(".."), "{info}");
 }

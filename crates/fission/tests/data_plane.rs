@@ -20,14 +20,48 @@ impl Setup {
             return None;
         }
         let server = Server::start();
-        server.fission(&["env", "create", "--name", "nodejs", "--image", "fission/node-env", "--poolsize", "2"]).ok();
-        server.fission(&["env", "create", "--name", "python", "--image", "fission/python-env", "--poolsize", "2"]).ok();
-        Some(Self { server, dir: tempfile::tempdir().expect("tempdir") })
+        server
+            .fission(&[
+                "env",
+                "create",
+                "--name",
+                "nodejs",
+                "--image",
+                "fission/node-env",
+                "--poolsize",
+                "2",
+            ])
+            .ok();
+        server
+            .fission(&[
+                "env",
+                "create",
+                "--name",
+                "python",
+                "--image",
+                "fission/python-env",
+                "--poolsize",
+                "2",
+            ])
+            .ok();
+        Some(Self {
+            server,
+            dir: tempfile::tempdir().expect("tempdir"),
+        })
     }
 
     fn function(&self, name: &str, env: &str, file: &str, code: &str, extra: &[&str]) {
         let path = write(self.dir.path(), &format!("{name}/{file}"), code);
-        let mut args = vec!["fn", "create", "--name", name, "--env", env, "--code", path.to_str().expect("path")];
+        let mut args = vec![
+            "fn",
+            "create",
+            "--name",
+            name,
+            "--env",
+            env,
+            "--code",
+            path.to_str().expect("path"),
+        ];
         args.extend_from_slice(extra);
         self.server.fission(&args).ok();
     }
@@ -66,10 +100,19 @@ fn seed_walkthrough_answers_hello_world_from_node_and_python() {
         (r.status() != 404).then_some(r)
     });
     assert_eq!(resp.status(), 201);
-    assert_eq!(resp.headers().get("x-cb").and_then(|v| v.to_str().ok()), Some("1"));
+    assert_eq!(
+        resp.headers().get("x-cb").and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
     assert_eq!(resp.text().expect("body"), "from callback");
 
-    s.function("pyhello", "python", "hello.py", "def main():\n    return 'Hello, world!\\n'\n", &[]);
+    s.function(
+        "pyhello",
+        "python",
+        "hello.py",
+        "def main():\n    return 'Hello, world!\\n'\n",
+        &[],
+    );
     s.route(&["--url", "/pyhello", "--function", "pyhello"]);
     assert_eq!(s.get("/pyhello"), (200, "Hello, world!\n".to_owned()));
 }
@@ -91,7 +134,16 @@ fn path_params_query_strings_and_bodies_reach_the_function() {
 "#,
         &[],
     );
-    s.route(&["--url", "/hello/{name}", "--function", "echo", "--method", "GET", "--method", "POST"]);
+    s.route(&[
+        "--url",
+        "/hello/{name}",
+        "--function",
+        "echo",
+        "--method",
+        "GET",
+        "--method",
+        "POST",
+    ]);
     s.route(&["--url", "/items/{id:[0-9]+}", "--function", "echo"]);
     let (status, body) = s.get("/hello/world?x=1&y=two");
     assert_eq!(status, 200);
@@ -99,29 +151,66 @@ fn path_params_query_strings_and_bodies_reach_the_function() {
     assert_eq!(v["name"], "world");
     assert_eq!(v["query"]["y"], "two");
     assert_eq!(v["full"], "/hello/world?x=1&y=two");
-    assert_eq!(v["url"], "/?x=1&y=two", "relativeurl triggers forward '/' with the query");
+    assert_eq!(
+        v["url"], "/?x=1&y=two",
+        "relativeurl triggers forward '/' with the query"
+    );
 
     let (_, body) = s.get("/items/42");
-    assert_eq!(serde_json::from_str::<serde_json::Value>(&body).expect("json")["id"], "42");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).expect("json")["id"],
+        "42"
+    );
     let r = http().get(s.server.url("/items/abc")).send().expect("send");
     assert_eq!(r.status(), 404, "regex constraint rejects non-digits");
 
     let client = http();
-    let r = client.post(s.server.url("/hello/json")).json(&serde_json::json!({"a": [1, 2]})).send().expect("post");
+    let r = client
+        .post(s.server.url("/hello/json"))
+        .json(&serde_json::json!({"a": [1, 2]}))
+        .send()
+        .expect("post");
     let v: serde_json::Value = r.json().expect("json");
     assert_eq!(v["body"]["a"][1], 2);
     assert_eq!(v["method"], "POST");
-    let r = client.post(s.server.url("/hello/text")).header("content-type", "text/plain").body("plain text").send().expect("post");
-    assert_eq!(r.json::<serde_json::Value>().expect("json")["body"], "plain text");
+    let r = client
+        .post(s.server.url("/hello/text"))
+        .header("content-type", "text/plain")
+        .body("plain text")
+        .send()
+        .expect("post");
+    assert_eq!(
+        r.json::<serde_json::Value>().expect("json")["body"],
+        "plain text"
+    );
     let bin: Vec<u8> = (0..=255u8).collect();
-    let r = client.post(s.server.url("/hello/bin")).header("content-type", "application/octet-stream").body(bin.clone()).send().expect("post");
-    let b64 = r.json::<serde_json::Value>().expect("json")["body"].as_str().unwrap_or_default().to_owned();
+    let r = client
+        .post(s.server.url("/hello/bin"))
+        .header("content-type", "application/octet-stream")
+        .body(bin.clone())
+        .send()
+        .expect("post");
+    let b64 = r.json::<serde_json::Value>().expect("json")["body"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     use base64::Engine as _;
-    assert_eq!(base64::engine::general_purpose::STANDARD.decode(b64).expect("b64"), bin);
+    assert_eq!(
+        base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .expect("b64"),
+        bin
+    );
 
-    let r = client.delete(s.server.url("/hello/x")).send().expect("delete");
+    let r = client
+        .delete(s.server.url("/hello/x"))
+        .send()
+        .expect("delete");
     assert_eq!(r.status(), 405, "path matches, method does not");
-    let r = client.get(s.server.url("/nothing-here")).send().expect("get");
+    let r = client
+        .get(s.server.url("/nothing-here"))
+        .send()
+        .expect("get");
     assert_eq!(r.status(), 404);
 }
 
@@ -144,42 +233,94 @@ fn prefix_routes_strip_or_keep_the_prefix() {
 fn internal_routes_and_fn_test_reach_every_function() {
     let Some(s) = Setup::new() else { return };
     s.function("hello", "nodejs", "hello.js", HELLO_JS, &[]);
-    assert_eq!(s.get("/fission-function/hello"), (200, "Hello, world!\n".to_owned()));
-    assert_eq!(s.get("/fission-function/default/hello"), (200, "Hello, world!\n".to_owned()));
+    assert_eq!(
+        s.get("/fission-function/hello"),
+        (200, "Hello, world!\n".to_owned())
+    );
+    assert_eq!(
+        s.get("/fission-function/default/hello"),
+        (200, "Hello, world!\n".to_owned())
+    );
     let out = s.server.fission(&["fn", "test", "--name", "hello"]).ok();
     assert_eq!(out.stdout, "Hello, world!\n");
 
-    s.function("broken", "nodejs", "broken.js", "module.exports = async (ctx) => { return {status: 200, body: 'x' ;\n", &[]);
+    s.function(
+        "broken",
+        "nodejs",
+        "broken.js",
+        "module.exports = async (ctx) => { return {status: 200, body: 'x' ;\n",
+        &[],
+    );
     let out = s.server.fission(&["fn", "test", "--name", "broken"]);
     assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
     assert!(out.stderr.contains("Error:"), "{}", out.stderr);
-    assert!(out.stderr.contains("SyntaxError"), "the loader's error is shown: {}", out.stderr);
+    assert!(
+        out.stderr.contains("SyntaxError"),
+        "the loader's error is shown: {}",
+        out.stderr
+    );
     let logs = s.server.fission(&["fn", "logs", "--name", "broken"]).ok();
-    assert!(logs.stdout.contains("SyntaxError"), "fn logs shows it: {}", logs.stdout);
+    assert!(
+        logs.stdout.contains("SyntaxError"),
+        "fn logs shows it: {}",
+        logs.stdout
+    );
 }
 
 #[test]
 fn failing_specialization_answers_500_quickly_with_the_loader_message() {
     let Some(s) = Setup::new() else { return };
-    s.function("nomain", "python", "nomain.py", "def other():\n    return 'x'\n", &[]);
+    s.function(
+        "nomain",
+        "python",
+        "nomain.py",
+        "def other():\n    return 'x'\n",
+        &[],
+    );
     s.route(&["--url", "/nomain", "--function", "nomain"]);
     // Wait for the route, then time one call.
     let _ = s.get("/nomain");
     let t = Instant::now();
     let r = http().get(s.server.url("/nomain")).send().expect("get");
-    assert!(t.elapsed() < Duration::from_secs(2), "took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        t.elapsed()
+    );
     assert_eq!(r.status(), 500);
-    assert!(r.text().expect("body").contains("main"), "names the missing function");
+    assert!(
+        r.text().expect("body").contains("main"),
+        "names the missing function"
+    );
 }
 
 #[test]
 fn function_update_serves_new_code_immediately() {
     let Some(s) = Setup::new() else { return };
-    s.function("ver", "nodejs", "v.js", "module.exports = async () => ({status: 200, body: 'v1'});\n", &[]);
+    s.function(
+        "ver",
+        "nodejs",
+        "v.js",
+        "module.exports = async () => ({status: 200, body: 'v1'});\n",
+        &[],
+    );
     s.route(&["--url", "/ver", "--function", "ver"]);
     assert_eq!(s.get("/ver").1, "v1");
-    let v2 = write(s.dir.path(), "ver/v2.js", "module.exports = async () => ({status: 200, body: 'v2'});\n");
-    s.server.fission(&["fn", "update", "--name", "ver", "--code", v2.to_str().expect("p")]).ok();
+    let v2 = write(
+        s.dir.path(),
+        "ver/v2.js",
+        "module.exports = async () => ({status: 200, body: 'v2'});\n",
+    );
+    s.server
+        .fission(&[
+            "fn",
+            "update",
+            "--name",
+            "ver",
+            "--code",
+            v2.to_str().expect("p"),
+        ])
+        .ok();
     // Immediately after the CLI returns, no call may run the old code.
     for _ in 0..5 {
         let r = http().get(s.server.url("/ver")).send().expect("get");
@@ -200,7 +341,10 @@ fn slow_function_gets_504_after_its_timeout() {
     let r = http().get(s.server.url("/slow")).send().expect("get");
     assert_eq!(r.status(), 504);
     assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
-    assert_eq!(r.text().expect("body").trim_end(), "no response from function before timeout");
+    assert_eq!(
+        r.text().expect("body").trim_end(),
+        "no response from function before timeout"
+    );
 }
 
 /// Answers with a token unique to the instance (pids repeat across sandboxes); `?crash=1` makes
@@ -210,7 +354,13 @@ const PID_JS: &str = "const token = require('crypto').randomUUID();\nmodule.expo
 #[test]
 fn burst_respects_concurrency_and_requests_per_pod() {
     let Some(s) = Setup::new() else { return };
-    s.function("limited", "nodejs", "pid.js", PID_JS, &["--concurrency", "2", "--rpp", "1"]);
+    s.function(
+        "limited",
+        "nodejs",
+        "pid.js",
+        PID_JS,
+        &["--concurrency", "2", "--rpp", "1"],
+    );
     s.route(&["--url", "/limited", "--function", "limited"]);
     let _ = s.get("/limited");
     let handles: Vec<_> = (0..6)
@@ -219,8 +369,14 @@ fn burst_respects_concurrency_and_requests_per_pod() {
             std::thread::spawn(move || http().get(url).send().and_then(|r| r.text()).expect("call"))
         })
         .collect();
-    let pids: HashSet<String> = handles.into_iter().map(|h| h.join().expect("thread")).collect();
-    assert!(pids.len() <= 2, "at most `concurrency` instances served the burst: {pids:?}");
+    let pids: HashSet<String> = handles
+        .into_iter()
+        .map(|h| h.join().expect("thread"))
+        .collect();
+    assert!(
+        pids.len() <= 2,
+        "at most `concurrency` instances served the burst: {pids:?}"
+    );
 }
 
 #[test]
@@ -251,9 +407,20 @@ fn idle_instances_are_reaped_after_idletimeout() {
     // idletimeout 1 s plus the 5 s reaper period; a call after that needs a new instance.
     std::thread::sleep(Duration::from_secs(8));
     let (_, again) = s.get("/idle");
-    assert_ne!(again, first, "the idle instance was reaped and a new one specialized");
-    let metrics = http().get(s.server.url("/metrics")).send().expect("metrics").text().expect("text");
-    assert!(metrics.contains("fission_function_cold_starts_total"), "cold starts are counted");
+    assert_ne!(
+        again, first,
+        "the idle instance was reaped and a new one specialized"
+    );
+    let metrics = http()
+        .get(s.server.url("/metrics"))
+        .send()
+        .expect("metrics")
+        .text()
+        .expect("text");
+    assert!(
+        metrics.contains("fission_function_cold_starts_total"),
+        "cold starts are counted"
+    );
 }
 
 #[test]
@@ -269,8 +436,14 @@ fn oversized_request_body_is_refused_with_413() {
     use std::io::{Read as _, Write as _};
     let addr = s.server.router.trim_start_matches("http://").to_owned();
     let mut conn = std::net::TcpStream::connect(&addr).expect("connect");
-    conn.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-    write!(conn, "POST /big HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\n\r\n", 200u64 * 1024 * 1024).expect("write");
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        conn,
+        "POST /big HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\n\r\n",
+        200u64 * 1024 * 1024
+    )
+    .expect("write");
     conn.write_all(&[b'x'; 4096]).expect("write some body");
     let mut head = [0u8; 512];
     let n = conn.read(&mut head).expect("read");
@@ -288,13 +461,27 @@ fn python_functions_use_flask_request_and_return_values() {
         "from flask import request\n\ndef main():\n    name = request.args.get('name', 'nobody')\n    return 'hi ' + name + ' ' + request.get_data(as_text=True), 202, {'X-Py': 'yes'}\n",
         &[],
     );
-    s.route(&["--url", "/pyecho", "--function", "pyecho", "--method", "POST"]);
+    s.route(&[
+        "--url",
+        "/pyecho",
+        "--function",
+        "pyecho",
+        "--method",
+        "POST",
+    ]);
     let r = eventually(10, "route", || {
-        let r = http().post(s.server.url("/pyecho?name=ann")).body("body!").send().ok()?;
+        let r = http()
+            .post(s.server.url("/pyecho?name=ann"))
+            .body("body!")
+            .send()
+            .ok()?;
         (r.status() != 404).then_some(r)
     });
     assert_eq!(r.status(), 202);
-    assert_eq!(r.headers().get("x-py").and_then(|v| v.to_str().ok()), Some("yes"));
+    assert_eq!(
+        r.headers().get("x-py").and_then(|v| v.to_str().ok()),
+        Some("yes")
+    );
     assert_eq!(r.text().expect("body"), "hi ann body!");
 }
 
@@ -305,14 +492,26 @@ fn metrics_count_calls_per_function() {
     s.route(&["--url", "/counted", "--function", "counted"]);
     let _ = s.get("/counted");
     let _ = s.get("/counted");
-    let text = http().get(s.server.url("/metrics")).send().expect("metrics").text().expect("text");
+    let text = http()
+        .get(s.server.url("/metrics"))
+        .send()
+        .expect("metrics")
+        .text()
+        .expect("text");
     let line = text
         .lines()
         .find(|l| l.starts_with("fission_function_calls_total{") && l.contains("name=\"counted\""))
         .unwrap_or_else(|| panic!("no call counter for 'counted' in:\n{text}"));
-    let n: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).expect("value");
+    let n: f64 = line
+        .rsplit(' ')
+        .next()
+        .and_then(|v| v.parse().ok())
+        .expect("value");
     assert!(n >= 2.0, "{line}");
-    assert!(text.contains("fission_function_overhead_seconds"), "overhead histogram exported");
+    assert!(
+        text.contains("fission_function_overhead_seconds"),
+        "overhead histogram exported"
+    );
 }
 
 #[test]

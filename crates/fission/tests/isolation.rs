@@ -24,27 +24,81 @@ impl Setup {
             return None;
         }
         let server = Server::start();
-        server.fission(&["env", "create", "--name", "nodejs", "--image", "fission/node-env", "--poolsize", "1"]).ok();
         server
-            .fission(&["env", "create", "--name", "python", "--image", "fission/python-env", "--poolsize", "2", "--maxmemory", "96"])
+            .fission(&[
+                "env",
+                "create",
+                "--name",
+                "nodejs",
+                "--image",
+                "fission/node-env",
+                "--poolsize",
+                "1",
+            ])
+            .ok();
+        server
+            .fission(&[
+                "env",
+                "create",
+                "--name",
+                "python",
+                "--image",
+                "fission/python-env",
+                "--poolsize",
+                "2",
+                "--maxmemory",
+                "96",
+            ])
             .ok();
         // Python without an explicit memory limit (the sandbox default applies).
-        server.fission(&["env", "create", "--name", "python-big", "--image", "fission/python-env", "--poolsize", "1"]).ok();
-        let s = Self { server, dir: tempfile::tempdir().expect("tempdir") };
-        s.function("ok", "nodejs", "ok.js", "module.exports = async () => ({status: 200, body: 'still here'});\n", &[]);
+        server
+            .fission(&[
+                "env",
+                "create",
+                "--name",
+                "python-big",
+                "--image",
+                "fission/python-env",
+                "--poolsize",
+                "1",
+            ])
+            .ok();
+        let s = Self {
+            server,
+            dir: tempfile::tempdir().expect("tempdir"),
+        };
+        s.function(
+            "ok",
+            "nodejs",
+            "ok.js",
+            "module.exports = async () => ({status: 200, body: 'still here'});\n",
+            &[],
+        );
         Some(s)
     }
 
     fn function(&self, name: &str, env: &str, file: &str, code: &str, extra: &[&str]) {
         let path = write(self.dir.path(), &format!("{name}/{file}"), code);
-        let mut args = vec!["fn", "create", "--name", name, "--env", env, "--code", path.to_str().expect("path")];
+        let mut args = vec![
+            "fn",
+            "create",
+            "--name",
+            name,
+            "--env",
+            env,
+            "--code",
+            path.to_str().expect("path"),
+        ];
         args.extend_from_slice(extra);
         self.server.fission(&args).ok();
     }
 
     /// Call a function through its internal route.
     fn call(&self, name: &str, query: &str) -> (u16, String) {
-        let r = http().get(self.server.url(&format!("/fission-function/{name}{query}"))).send().expect("call");
+        let r = http()
+            .get(self.server.url(&format!("/fission-function/{name}{query}")))
+            .send()
+            .expect("call");
         (r.status().as_u16(), r.text().expect("body"))
     }
 
@@ -109,20 +163,50 @@ def main():
 fn attacker_function_cannot_reach_host_files_control_plane_or_kernel_interfaces() {
     let Some(s) = Setup::new() else { return };
     s.function("probe", "python", "probe.py", PROBE_PY, &[]);
-    let port = |u: &str| u.rsplit(':').next().unwrap_or_default().trim_end_matches('/').to_owned();
+    let port = |u: &str| {
+        u.rsplit(':')
+            .next()
+            .unwrap_or_default()
+            .trim_end_matches('/')
+            .to_owned()
+    };
     let ports = format!("{},{}", port(&s.server.controller), port(&s.server.router));
-    let (status, body) = s.call("probe", &format!("?data={}&ports={ports}", s.server.data_dir.display()));
+    let (status, body) = s.call(
+        "probe",
+        &format!("?data={}&ports={ports}", s.server.data_dir.display()),
+    );
     assert_eq!(status, 200, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).expect("json");
     assert_ne!(v["uid"], 0, "not root inside");
-    for key in ["shadow", "data_dir", "root_home", "sandbox_state", "write_usr", "write_userfunc", "mount", "unshare_user", "ptrace_attach_1"] {
+    for key in [
+        "shadow",
+        "data_dir",
+        "root_home",
+        "sandbox_state",
+        "write_usr",
+        "write_userfunc",
+        "mount",
+        "unshare_user",
+        "ptrace_attach_1",
+    ] {
         let r = v[key].as_str().unwrap_or_default();
         assert!(r.starts_with("denied"), "{key}: {r}");
     }
-    for (k, r) in v.as_object().expect("object").iter().filter(|(k, _)| k.starts_with("connect_")) {
-        assert!(r.as_str().unwrap_or_default().starts_with("denied"), "{k}: {r}");
+    for (k, r) in v
+        .as_object()
+        .expect("object")
+        .iter()
+        .filter(|(k, _)| k.starts_with("connect_"))
+    {
+        assert!(
+            r.as_str().unwrap_or_default().starts_with("denied"),
+            "{k}: {r}"
+        );
     }
-    assert_eq!(v["host_secret_in_environ"], false, "host environment not visible");
+    assert_eq!(
+        v["host_secret_in_environ"], false,
+        "host environment not visible"
+    );
     assert_eq!(v["write_tmp"], "ALLOWED: 1", "private /tmp is writable");
     s.assert_normal_function_answers();
 }
@@ -154,29 +238,59 @@ fn memory_bomb_is_killed_with_a_clear_error_and_others_keep_answering() {
 fn fork_bomb_is_contained() {
     let Some(s) = Setup::new() else { return };
     let code = "import os, time\ndef main():\n    n = 0\n    try:\n        while n < 100000:\n            if os.fork() == 0:\n                time.sleep(30)\n                os._exit(0)\n            n += 1\n    except OSError as e:\n        return 'stopped after %d forks: %s' % (n, e)\n    return 'forked %d' % n\n";
-    s.function("forker", "python-big", "fork.py", code, &["--fntimeout", "20"]);
+    s.function(
+        "forker",
+        "python-big",
+        "fork.py",
+        code,
+        &["--fntimeout", "20"],
+    );
     let t = Instant::now();
     let (status, body) = s.call("forker", "");
     // The pids limit stops the bomb: the function sees fork fail (or its instance is lost);
     // either way the call ends, and the host and other functions are unaffected.
     assert!(t.elapsed() < Duration::from_secs(25), "{:?}", t.elapsed());
     if status == 200 {
-        assert!(body.starts_with("stopped after"), "the pids limit stopped it: {body}");
+        assert!(
+            body.starts_with("stopped after"),
+            "the pids limit stopped it: {body}"
+        );
     }
-    assert!(std::process::Command::new("true").status().expect("host can still fork").success());
+    assert!(
+        std::process::Command::new("true")
+            .status()
+            .expect("host can still fork")
+            .success()
+    );
     s.assert_normal_function_answers();
 }
 
 #[test]
 fn cpu_spin_times_out_while_others_keep_answering() {
     let Some(s) = Setup::new() else { return };
-    s.function("spin", "nodejs", "spin.js", "module.exports = async () => { for (;;) {} };\n", &["--fntimeout", "2"]);
+    s.function(
+        "spin",
+        "nodejs",
+        "spin.js",
+        "module.exports = async () => { for (;;) {} };\n",
+        &["--fntimeout", "2"],
+    );
     let url = s.server.url("/fission-function/spin");
-    let spinner = std::thread::spawn(move || http().get(url).send().map(|r| r.status().as_u16()).unwrap_or(0));
+    let spinner = std::thread::spawn(move || {
+        http()
+            .get(url)
+            .send()
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    });
     std::thread::sleep(Duration::from_millis(500));
     let t = Instant::now();
     s.assert_normal_function_answers();
-    assert!(t.elapsed() < Duration::from_secs(2), "a spinning function does not starve others: {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "a spinning function does not starve others: {:?}",
+        t.elapsed()
+    );
     assert_eq!(spinner.join().expect("thread"), 504);
 }
 
@@ -184,7 +298,18 @@ fn cpu_spin_times_out_while_others_keep_answering() {
 fn egress_can_be_turned_off_per_environment() {
     let Some(s) = Setup::new() else { return };
     s.server
-        .fission(&["env", "create", "--name", "offline", "--image", "fission/python-env", "--poolsize", "1", "--annotation", "fission.io/egress=false"])
+        .fission(&[
+            "env",
+            "create",
+            "--name",
+            "offline",
+            "--image",
+            "fission/python-env",
+            "--poolsize",
+            "1",
+            "--annotation",
+            "fission.io/egress=false",
+        ])
         .ok();
     let code = "import socket\ndef main():\n    return ','.join(sorted(n for _, n in socket.if_nameindex()))\n";
     s.function("ifs-on", "python", "i.py", code, &[]);
@@ -192,18 +317,54 @@ fn egress_can_be_turned_off_per_environment() {
     let (_, on) = s.call("ifs-on", "");
     let (_, off) = s.call("ifs-off", "");
     assert_eq!(off, "lo", "no interface but loopback when egress is off");
-    assert!(on.split(',').count() >= 2, "an outside interface when egress is on: {on}");
+    assert!(
+        on.split(',').count() >= 2,
+        "an outside interface when egress is on: {on}"
+    );
 }
 
 #[test]
 fn secrets_and_configmaps_are_files_the_function_reads() {
     let Some(s) = Setup::new() else { return };
-    s.server.fission(&["secret", "create", "--name", "db", "--from-literal", "password=hunter2"]).ok();
-    s.server.fission(&["configmap", "create", "--name", "cfg", "--from-literal", "mode=fast"]).ok();
+    s.server
+        .fission(&[
+            "secret",
+            "create",
+            "--name",
+            "db",
+            "--from-literal",
+            "password=hunter2",
+        ])
+        .ok();
+    s.server
+        .fission(&[
+            "configmap",
+            "create",
+            "--name",
+            "cfg",
+            "--from-literal",
+            "mode=fast",
+        ])
+        .ok();
     let code = "def main():\n    return open('/secrets/default/db/password').read() + '/' + open('/configs/default/cfg/mode').read()\n";
-    s.function("reads", "python", "r.py", code, &["--secret", "db", "--configmap", "cfg"]);
+    s.function(
+        "reads",
+        "python",
+        "r.py",
+        code,
+        &["--secret", "db", "--configmap", "cfg"],
+    );
     assert_eq!(s.call("reads", ""), (200, "hunter2/fast".to_owned()));
-    s.server.fission(&["secret", "update", "--name", "db", "--from-literal", "password=changed"]).ok();
+    s.server
+        .fission(&[
+            "secret",
+            "update",
+            "--name",
+            "db",
+            "--from-literal",
+            "password=changed",
+        ])
+        .ok();
     let (_, body) = eventually(10, "the new value", || {
         let r = s.call("reads", "");
         r.1.starts_with("changed").then_some(r)
@@ -220,12 +381,27 @@ fn server_crash_leaves_nothing_behind_after_restart() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let data = tmp.path().join("data");
     let mut server = Server::start_on(&data, "127.0.0.1:0", "127.0.0.1:0");
-    server.fission(&["env", "create", "--name", "nodejs", "--image", "fission/node-env", "--poolsize", "2"]).ok();
+    server
+        .fission(&[
+            "env",
+            "create",
+            "--name",
+            "nodejs",
+            "--image",
+            "fission/node-env",
+            "--poolsize",
+            "2",
+        ])
+        .ok();
     let metrics = format!("{}/metrics", server.router);
     eventually(20, "a ready pool", || {
         let text = http().get(&metrics).send().ok()?.text().ok()?;
         text.lines()
-            .any(|l| l.starts_with("fission_pool_ready_instances{") && l.contains("nodejs") && l.ends_with(" 2"))
+            .any(|l| {
+                l.starts_with("fission_pool_ready_instances{")
+                    && l.contains("nodejs")
+                    && l.ends_with(" 2")
+            })
             .then_some(())
     });
     let log = server.log();
@@ -236,18 +412,29 @@ fn server_crash_leaves_nothing_behind_after_restart() {
         .and_then(|r| r.split(|c: char| !c.is_ascii_alphanumeric()).next())
         .map(|r| format!("fission-{r}-"))
         .unwrap_or_else(|| panic!("no sandbox run id in the server log:\n{log}"));
-    let ours = |ns: Vec<String>| ns.into_iter().filter(|n| n.starts_with(&run)).collect::<Vec<_>>();
+    let ours = |ns: Vec<String>| {
+        ns.into_iter()
+            .filter(|n| n.starts_with(&run))
+            .collect::<Vec<_>>()
+    };
     let before = ours(fission_netns());
     assert!(before.len() >= 2, "{before:?}");
     server.kill9();
     // The crashed run's slots outlive it; restarting on the same data directory cleans them
     // (processes, cgroups, network namespaces, veths).
     let _server = Server::start_on(&data, "127.0.0.1:0", "127.0.0.1:0");
-    eventually(15, "the crashed run's network namespaces to be removed", || ours(fission_netns()).is_empty().then_some(()));
+    eventually(
+        15,
+        "the crashed run's network namespaces to be removed",
+        || ours(fission_netns()).is_empty().then_some(()),
+    );
 }
 
 fn fission_netns() -> Vec<String> {
-    let out = std::process::Command::new("ip").args(["netns", "list"]).output().expect("ip netns");
+    let out = std::process::Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("ip netns");
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| l.split_whitespace().next())

@@ -15,7 +15,10 @@ struct Project {
 
 impl Project {
     fn new() -> Self {
-        Self { server: Server::start(), dir: tempfile::tempdir().expect("project dir") }
+        Self {
+            server: Server::start(),
+            dir: tempfile::tempdir().expect("project dir"),
+        }
     }
 
     fn path(&self) -> &Path {
@@ -33,20 +36,30 @@ impl Project {
 
     fn names(&self, what: &str) -> Vec<String> {
         let out = self.run(&[what, "list"]).ok().stdout;
-        out.lines().skip(1).filter_map(|l| l.split_whitespace().next()).map(str::to_owned).collect()
+        out.lines()
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().next())
+            .map(str::to_owned)
+            .collect()
     }
 
     /// GET through the router, once the route is in the router's table.
     fn get(&self, path: &str) -> String {
         support::eventually(30, &format!("GET {path} answering 200"), || {
             let r = http().get(self.server.url(path)).send().ok()?;
-            if r.status().as_u16() == 200 { r.text().ok() } else { None }
+            if r.status().as_u16() == 200 {
+                r.text().ok()
+            } else {
+                None
+            }
         })
     }
 }
 
 fn hello_js(greeting: &str) -> String {
-    format!("module.exports = async function(context) {{\n  return {{ status: 200, body: \"{greeting}\\n\" }};\n}}\n")
+    format!(
+        "module.exports = async function(context) {{\n  return {{ status: 200, body: \"{greeting}\\n\" }};\n}}\n"
+    )
 }
 
 #[test]
@@ -55,53 +68,121 @@ fn spec_lifecycle_saves_applies_updates_prunes_and_destroys() {
     write(p.path(), "hello.js", &hello_js("hello from spec"));
 
     // --spec needs a spec directory.
-    p.run(&["env", "create", "--name", "nodejs", "--image", "fission/node-env", "--spec"])
-        .fails_with("run 'fission spec init' first");
+    p.run(&[
+        "env",
+        "create",
+        "--name",
+        "nodejs",
+        "--image",
+        "fission/node-env",
+        "--spec",
+    ])
+    .fails_with("run 'fission spec init' first");
 
     let out = p.run(&["spec", "init"]).ok();
-    assert!(out.stdout.contains("Creating fission spec directory 'specs'"), "{}", out.stdout);
+    assert!(
+        out.stdout
+            .contains("Creating fission spec directory 'specs'"),
+        "{}",
+        out.stdout
+    );
     assert!(p.specs().join("README").is_file());
-    let config = std::fs::read_to_string(p.specs().join("fission-deployment-config.yaml")).expect("config");
-    assert!(config.contains("kind: DeploymentConfig") && config.contains("uid: "), "{config}");
+    let config =
+        std::fs::read_to_string(p.specs().join("fission-deployment-config.yaml")).expect("config");
+    assert!(
+        config.contains("kind: DeploymentConfig") && config.contains("uid: "),
+        "{config}"
+    );
     p.run(&["spec", "init"]).fails_with("already exists");
 
     // Save instead of create.
-    p.run(&["env", "create", "--name", "nodejs", "--image", "fission/node-env", "--poolsize", "1", "--spec"]).ok();
-    p.run(&["fn", "create", "--name", "hello", "--env", "nodejs", "--code", "hello.js", "--spec"]).ok();
-    p.run(&["route", "create", "--name", "hello", "--function", "hello", "--url", "/hello", "--spec"]).ok();
-    let fn_file = std::fs::read_to_string(p.specs().join("function-hello.yaml")).expect("function file");
-    for needle in
-        ["kind: ArchiveUploadSpec", "- hello.js", "kind: Package", "url: archive://hello-js-", "kind: Function"]
-    {
-        assert!(fn_file.contains(needle), "function-hello.yaml lacks {needle:?}:\n{fn_file}");
+    p.run(&[
+        "env",
+        "create",
+        "--name",
+        "nodejs",
+        "--image",
+        "fission/node-env",
+        "--poolsize",
+        "1",
+        "--spec",
+    ])
+    .ok();
+    p.run(&[
+        "fn", "create", "--name", "hello", "--env", "nodejs", "--code", "hello.js", "--spec",
+    ])
+    .ok();
+    p.run(&[
+        "route",
+        "create",
+        "--name",
+        "hello",
+        "--function",
+        "hello",
+        "--url",
+        "/hello",
+        "--spec",
+    ])
+    .ok();
+    let fn_file =
+        std::fs::read_to_string(p.specs().join("function-hello.yaml")).expect("function file");
+    for needle in [
+        "kind: ArchiveUploadSpec",
+        "- hello.js",
+        "kind: Package",
+        "url: archive://hello-js-",
+        "kind: Function",
+    ] {
+        assert!(
+            fn_file.contains(needle),
+            "function-hello.yaml lacks {needle:?}:\n{fn_file}"
+        );
     }
-    assert!(p.specs().join("env-nodejs.yaml").is_file() && p.specs().join("route-hello.yaml").is_file());
-    p.run(&["fn", "create", "--name", "hello", "--env", "nodejs", "--code", "hello.js", "--spec"])
-        .fails_with("Function 'hello' already exists in the specs");
+    assert!(
+        p.specs().join("env-nodejs.yaml").is_file() && p.specs().join("route-hello.yaml").is_file()
+    );
+    p.run(&[
+        "fn", "create", "--name", "hello", "--env", "nodejs", "--code", "hello.js", "--spec",
+    ])
+    .fails_with("Function 'hello' already exists in the specs");
     assert!(p.names("fn").is_empty(), "--spec must not create anything");
 
     let out = p.run(&["spec", "validate"]).ok();
-    assert!(out.stdout.contains("Validation Successful"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("Validation Successful"),
+        "{}",
+        out.stdout
+    );
 
     // First apply creates everything, in dependency order.
     let out = p.run(&["spec", "apply", "--wait"]).ok();
     let lines: Vec<&str> = out.stdout.lines().collect();
     assert_eq!(lines.len(), 4, "{}", out.stdout);
     assert_eq!(lines[0], "1 environment created: default:nodejs");
-    assert!(lines[1].starts_with("1 package created: default:hello-"), "{}", lines[1]);
+    assert!(
+        lines[1].starts_with("1 package created: default:hello-"),
+        "{}",
+        lines[1]
+    );
     assert_eq!(lines[2], "1 function created: default:hello");
     assert_eq!(lines[3], "1 HTTPTrigger created: default:hello");
     assert_eq!(p.names("env"), ["nodejs"]);
     assert_eq!(p.names("fn"), ["hello"]);
     assert_eq!(p.names("route"), ["hello"]);
     let meta = p.run(&["fn", "getmeta", "--name", "hello"]).ok().stdout;
-    assert!(meta.contains("fission-uid="), "objects carry the deployment uid: {meta}");
+    assert!(
+        meta.contains("fission-uid="),
+        "objects carry the deployment uid: {meta}"
+    );
     if runtimes_installed() {
         assert_eq!(p.get("/hello"), "hello from spec\n");
     }
 
     // Idempotent.
-    assert_eq!(p.run(&["spec", "apply"]).ok().stdout, "Everything up to date.\n");
+    assert_eq!(
+        p.run(&["spec", "apply"]).ok().stdout,
+        "Everything up to date.\n"
+    );
 
     // Changed code: the package is rewritten and the function re-pinned to it.
     write(p.path(), "hello.js", &hello_js("hello again"));
@@ -110,7 +191,12 @@ fn spec_lifecycle_saves_applies_updates_prunes_and_destroys() {
     assert!(out.contains("1 function updated: default:hello"), "{out}");
     if runtimes_installed() {
         support::eventually(30, "the new code to answer", || {
-            let body = http().get(p.server.url("/hello")).send().ok()?.text().ok()?;
+            let body = http()
+                .get(p.server.url("/hello"))
+                .send()
+                .ok()?
+                .text()
+                .ok()?;
             (body == "hello again\n").then_some(())
         });
     }
@@ -119,19 +205,38 @@ fn spec_lifecycle_saves_applies_updates_prunes_and_destroys() {
     let edited = fn_file.replace("functionTimeout: 60", "functionTimeout: 30");
     assert_ne!(edited, fn_file);
     std::fs::write(p.specs().join("function-hello.yaml"), edited).expect("edit");
-    assert_eq!(p.run(&["spec", "apply"]).ok().stdout, "1 function updated: default:hello\n");
+    assert_eq!(
+        p.run(&["spec", "apply"]).ok().stdout,
+        "1 function updated: default:hello\n"
+    );
 
     let listed = p.run(&["spec", "list"]).ok().stdout;
-    for needle in ["Functions:", "Environments:", "Packages:", "HTTP Triggers:", "\nhello ", "\nnodejs "] {
-        assert!(listed.contains(needle), "spec list lacks {needle:?}:\n{listed}");
+    for needle in [
+        "Functions:",
+        "Environments:",
+        "Packages:",
+        "HTTP Triggers:",
+        "\nhello ",
+        "\nnodejs ",
+    ] {
+        assert!(
+            listed.contains(needle),
+            "spec list lacks {needle:?}:\n{listed}"
+        );
     }
 
     // A removed file is only pruned with --delete.
     std::fs::remove_file(p.specs().join("route-hello.yaml")).expect("rm");
-    assert_eq!(p.run(&["spec", "apply"]).ok().stdout, "Everything up to date.\n");
+    assert_eq!(
+        p.run(&["spec", "apply"]).ok().stdout,
+        "Everything up to date.\n"
+    );
     assert_eq!(p.names("route"), ["hello"]);
     let out = p.run(&["spec", "apply", "--delete"]).ok().stdout;
-    assert_eq!(out, "Deleted HTTPTrigger default/hello\n1 HTTPTrigger deleted: default:hello\n");
+    assert_eq!(
+        out,
+        "Deleted HTTPTrigger default/hello\n1 HTTPTrigger deleted: default:hello\n"
+    );
     assert!(p.names("route").is_empty());
 
     // Destroy removes everything of the deployment, dependents first.
@@ -139,7 +244,10 @@ fn spec_lifecycle_saves_applies_updates_prunes_and_destroys() {
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 3, "{out}");
     assert_eq!(lines[0], "Deleted Function default/hello");
-    assert!(lines[1].starts_with("Deleted Package default/hello-"), "{out}");
+    assert!(
+        lines[1].starts_with("Deleted Package default/hello-"),
+        "{out}"
+    );
     assert_eq!(lines[2], "Deleted Environment default/nodejs");
     assert!(p.names("fn").is_empty() && p.names("env").is_empty() && p.names("pkg").is_empty());
     assert_eq!(p.run(&["spec", "list"]).ok().stdout, "");
@@ -182,10 +290,15 @@ fn invalid_specs_name_file_document_and_field_and_change_nothing() {
         let err = &run.stderr;
         assert_eq!(run.code, 1, "{err}");
         assert!(
-            err.starts_with("Warning: Ignoring unknown type Workflow in specs/route.yaml:1 (document 1)\n"),
+            err.starts_with(
+                "Warning: Ignoring unknown type Workflow in specs/route.yaml:1 (document 1)\n"
+            ),
             "{err}"
         );
-        assert!(err.contains("\nError: ") && err.contains("the specs have 2 errors"), "{err}");
+        assert!(
+            err.contains("\nError: ") && err.contains("the specs have 2 errors"),
+            "{err}"
+        );
         assert!(
             err.contains("specs/envs.yaml:11 (document 2): Environment 'python': spec.version: 7 is not supported"),
             "{err}"
@@ -195,20 +308,39 @@ fn invalid_specs_name_file_document_and_field_and_change_nothing() {
             "{err}"
         );
     }
-    assert!(p.names("env").is_empty(), "a failed validation must not create the valid environment");
+    assert!(
+        p.names("env").is_empty(),
+        "a failed validation must not create the valid environment"
+    );
     assert!(p.names("route").is_empty());
 
     // Broken YAML names the file and the line.
     std::fs::remove_file(p.specs().join("route.yaml")).expect("rm");
-    write(&p.specs(), "envs.yaml", &format!("{ENV_YAML}---\nkind: Function\nmetadata:\n  name: f\n  labels: [\n"));
+    write(
+        &p.specs(),
+        "envs.yaml",
+        &format!("{ENV_YAML}---\nkind: Function\nmetadata:\n  name: f\n  labels: [\n"),
+    );
     let err = p.run(&["spec", "apply"]).fails_with("invalid YAML").stderr;
-    assert!(err.contains("specs/envs.yaml:15 (document 2): invalid YAML:"), "{err}");
+    assert!(
+        err.contains("specs/envs.yaml:15 (document 2): invalid YAML:"),
+        "{err}"
+    );
     assert!(p.names("env").is_empty());
 
     // A wrongly typed field names the field and its line.
-    write(&p.specs(), "envs.yaml", &ENV_YAML.replace("poolsize: 1", "poolsize: lots"));
+    write(
+        &p.specs(),
+        "envs.yaml",
+        &ENV_YAML.replace("poolsize: 1", "poolsize: lots"),
+    );
     let err = p.run(&["spec", "apply"]).fails_with("spec.poolsize").stderr;
-    assert!(err.contains("specs/envs.yaml:7 (document 1): Environment 'nodejs': spec.poolsize: invalid type"), "{err}");
+    assert!(
+        err.contains(
+            "specs/envs.yaml:7 (document 1): Environment 'nodejs': spec.poolsize: invalid type"
+        ),
+        "{err}"
+    );
     assert!(p.names("env").is_empty());
 }
 
@@ -216,14 +348,31 @@ fn invalid_specs_name_file_document_and_field_and_change_nothing() {
 fn objects_created_outside_the_specs_are_not_taken_over() {
     let p = Project::new();
     p.run(&["spec", "init"]).ok();
-    p.run(&["env", "create", "--name", "nodejs", "--image", "fission/node-env", "--poolsize", "0"]).ok();
+    p.run(&[
+        "env",
+        "create",
+        "--name",
+        "nodejs",
+        "--image",
+        "fission/node-env",
+        "--poolsize",
+        "0",
+    ])
+    .ok();
     write(&p.specs(), "env.yaml", ENV_YAML);
-    p.run(&["spec", "apply"]).fails_with("already exists on the server and belongs to no spec deployment");
-    let before = p.run(&["env", "get", "--name", "nodejs", "-o", "json"]).ok().stdout;
+    p.run(&["spec", "apply"])
+        .fails_with("already exists on the server and belongs to no spec deployment");
+    let before = p
+        .run(&["env", "get", "--name", "nodejs", "-o", "json"])
+        .ok()
+        .stdout;
     assert!(before.contains("\"poolsize\": 0"), "{before}");
     let out = p.run(&["spec", "apply", "--allowconflicts"]).ok().stdout;
     assert_eq!(out, "1 environment updated: default:nodejs\n");
-    assert_eq!(p.run(&["spec", "apply"]).ok().stdout, "Everything up to date.\n");
+    assert_eq!(
+        p.run(&["spec", "apply"]).ok().stdout,
+        "Everything up to date.\n"
+    );
 }
 
 /// The shapes Fission's own CLI writes (`fission spec init` + `… create --spec`), keys sorted
@@ -378,7 +527,11 @@ spec:
 fn a_spec_directory_written_by_fission_applies_unchanged() {
     let p = Project::new();
     write(p.path(), "hello.js", &hello_js("hello from a fission spec"));
-    write(&p.specs(), "fission-deployment-config.yaml", FISSION_DEPLOYMENT);
+    write(
+        &p.specs(),
+        "fission-deployment-config.yaml",
+        FISSION_DEPLOYMENT,
+    );
     write(&p.specs(), "README", "Fission Specs\n");
     write(&p.specs(), "env-nodejs.yaml", FISSION_ENV);
     write(&p.specs(), "function-hello.yaml", FISSION_FUNCTION);
@@ -397,8 +550,19 @@ fn a_spec_directory_written_by_fission_applies_unchanged() {
     if runtimes_installed() {
         assert_eq!(p.get("/hello"), "hello from a fission spec\n");
     }
-    assert_eq!(p.run(&["spec", "apply"]).ok().stdout, "Everything up to date.\n");
-    let listed = p.run(&["spec", "list", "--deployid", "5f2b6a36-3d4e-4d0b-9a55-0c1f7d1c2e11"]).ok().stdout;
+    assert_eq!(
+        p.run(&["spec", "apply"]).ok().stdout,
+        "Everything up to date.\n"
+    );
+    let listed = p
+        .run(&[
+            "spec",
+            "list",
+            "--deployid",
+            "5f2b6a36-3d4e-4d0b-9a55-0c1f7d1c2e11",
+        ])
+        .ok()
+        .stdout;
     assert!(listed.contains("\nhello-route "), "{listed}");
 }
 
@@ -407,7 +571,9 @@ fn noise(len: usize) -> String {
     let mut x: u64 = 0x2545_f491_4f6c_dd1d;
     (0..len)
         .map(|_| {
-            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            x = x
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
             char::from(b'a' + ((x >> 33) % 26) as u8)
         })
         .collect()
@@ -419,18 +585,41 @@ fn large_archives_are_uploaded_once_and_reused() {
     p.run(&["spec", "init"]).ok();
     write(p.path(), "big/hello.js", &hello_js("big"));
     write(p.path(), "big/data.txt", &noise(400 * 1024));
-    p.run(&["env", "create", "--name", "nodejs", "--image", "fission/node-env", "--poolsize", "0", "--spec"]).ok();
-    p.run(&["pkg", "create", "--name", "bigpkg", "--env", "nodejs", "--deploy", "big/*", "--spec"]).ok();
+    p.run(&[
+        "env",
+        "create",
+        "--name",
+        "nodejs",
+        "--image",
+        "fission/node-env",
+        "--poolsize",
+        "0",
+        "--spec",
+    ])
+    .ok();
+    p.run(&[
+        "pkg", "create", "--name", "bigpkg", "--env", "nodejs", "--deploy", "big/*", "--spec",
+    ])
+    .ok();
     let out = p.run(&["spec", "apply"]).ok().stdout;
     let first = out.lines().next().unwrap_or_default();
-    assert!(first.starts_with("uploading archive archive://big-"), "{out}");
+    assert!(
+        first.starts_with("uploading archive archive://big-"),
+        "{out}"
+    );
     assert!(out.contains("1 package created: default:bigpkg"), "{out}");
-    let pkg = p.run(&["pkg", "info", "--name", "bigpkg", "-o", "json"]).ok().stdout;
+    let pkg = p
+        .run(&["pkg", "info", "--name", "bigpkg", "-o", "json"])
+        .ok()
+        .stdout;
     let v: serde_json::Value = serde_json::from_str(&pkg).expect("json");
     assert_eq!(v["spec"]["deployment"]["type"], "url");
     assert_eq!(v["spec"]["deployment"]["checksum"]["type"], "sha256");
     let out = p.run(&["spec", "apply"]).ok().stdout;
-    assert!(out.ends_with("exists, not uploading\nEverything up to date.\n"), "{out}");
+    assert!(
+        out.ends_with("exists, not uploading\nEverything up to date.\n"),
+        "{out}"
+    );
     assert!(!out.contains("uploading archive archive://"), "{out}");
 }
 
@@ -444,9 +633,34 @@ fn apply_watch_reapplies_when_code_changes_and_stops_on_ctrl_c() {
     let p = Project::new();
     write(p.path(), "hello.js", &hello_js("v1"));
     p.run(&["spec", "init"]).ok();
-    p.run(&["env", "create", "--name", "nodejs", "--image", "fission/node-env", "--poolsize", "1", "--spec"]).ok();
-    p.run(&["fn", "create", "--name", "hello", "--env", "nodejs", "--code", "hello.js", "--spec"]).ok();
-    p.run(&["route", "create", "--name", "hello", "--function", "hello", "--url", "/hello", "--spec"]).ok();
+    p.run(&[
+        "env",
+        "create",
+        "--name",
+        "nodejs",
+        "--image",
+        "fission/node-env",
+        "--poolsize",
+        "1",
+        "--spec",
+    ])
+    .ok();
+    p.run(&[
+        "fn", "create", "--name", "hello", "--env", "nodejs", "--code", "hello.js", "--spec",
+    ])
+    .ok();
+    p.run(&[
+        "route",
+        "create",
+        "--name",
+        "hello",
+        "--function",
+        "hello",
+        "--url",
+        "/hello",
+        "--spec",
+    ])
+    .ok();
 
     let mut child = Command::new(support::BIN)
         .args(["spec", "apply", "--watch"])
@@ -492,12 +706,19 @@ fn apply_watch_reapplies_when_code_changes_and_stops_on_ctrl_c() {
     wait_for("Watching files for changes...");
     if runtimes_installed() {
         support::eventually(30, "the new code to answer", || {
-            let body = http().get(p.server.url("/hello")).send().ok()?.text().ok()?;
+            let body = http()
+                .get(p.server.url("/hello"))
+                .send()
+                .ok()?
+                .text()
+                .ok()?;
             (body == "v2\n").then_some(())
         });
     }
 
-    let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let status = loop {
         if let Ok(Some(s)) = child.try_wait() {
@@ -519,7 +740,11 @@ fn source_packages_in_specs_are_built_and_waited_for() {
         return;
     }
     let p = Project::new();
-    write(p.path(), "src/main.py", "def main():\n    return 'built from spec'\n");
+    write(
+        p.path(),
+        "src/main.py",
+        "def main():\n    return 'built from spec'\n",
+    );
     p.run(&["spec", "init"]).ok();
     p.run(&[
         "env",
@@ -549,11 +774,25 @@ fn source_packages_in_specs_are_built_and_waited_for() {
         "--spec",
     ])
     .ok();
-    p.run(&["route", "create", "--name", "pyb", "--function", "pyb", "--url", "/pyb", "--spec"]).ok();
+    p.run(&[
+        "route",
+        "create",
+        "--name",
+        "pyb",
+        "--function",
+        "pyb",
+        "--url",
+        "/pyb",
+        "--spec",
+    ])
+    .ok();
 
     let out = p.run(&["spec", "apply", "--wait"]).ok().stdout;
     assert!(out.contains("1 package created: default:pyb-"), "{out}");
-    assert!(out.contains("Status:      succeeded"), "--wait prints the finished build: {out}");
+    assert!(
+        out.contains("Status:      succeeded"),
+        "--wait prints the finished build: {out}"
+    );
     let info = p.run(&["pkg", "list"]).ok().stdout;
     assert!(info.contains(" succeeded "), "{info}");
     assert_eq!(p.get("/pyb"), "built from spec");

@@ -97,6 +97,7 @@
 #![deny(missing_docs)]
 
 mod body;
+mod error;
 mod metrics;
 mod proxy;
 pub mod respond;
@@ -114,6 +115,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+pub use error::ProxyError;
 pub use table::RouteTable;
 
 /// Default request body limit: 64 MiB. Fission sets none; an unbounded body is a way to make

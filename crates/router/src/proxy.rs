@@ -34,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument as _, Span, debug, warn};
 
 use crate::body::{BodyState, CollectError, RouterBody, UpstreamBody, collect_limited};
+use crate::error::ProxyError;
 use crate::metrics::{CallRecord, Metrics};
 use crate::respond;
 use crate::server::Client;
@@ -143,7 +144,10 @@ impl Proxy {
             &fwd.metric_path,
             req.method(),
         );
-        let resp = self.forward_inner(req, &fwd, &mut record, shutdown).await;
+        let resp = match self.forward_inner(req, &fwd, &mut record, shutdown).await {
+            Ok(resp) => resp,
+            Err(err) => respond::proxy_error(&fwd.target.label, &err),
+        };
         record.finish(resp.status().as_u16());
         resp
     }
@@ -154,7 +158,7 @@ impl Proxy {
         fwd: &Forward,
         record: &mut CallRecord,
         shutdown: &CancellationToken,
-    ) -> Response<RouterBody> {
+    ) -> Result<Response<RouterBody>, ProxyError> {
         let target = &fwd.target;
         let upgrade =
             requested_upgrade(req.headers()).map(|proto| (proto, hyper::upgrade::on(&mut req)));
@@ -165,7 +169,10 @@ impl Proxy {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
         if let Some(n) = content_length.filter(|n| *n > self.max_body_bytes as u64) {
-            return respond::payload_too_large(self.max_body_bytes, Some(n));
+            return Err(ProxyError::PayloadTooLarge {
+                limit: self.max_body_bytes,
+                content_length: Some(n),
+            });
         }
 
         let (mut parts, body) = req.into_parts();
@@ -176,9 +183,12 @@ impl Proxy {
             match collect_limited(body, self.max_body_bytes).await {
                 Ok(bytes) => PendingBody::Replayable(Some(bytes)),
                 Err(CollectError::TooLarge) => {
-                    return respond::payload_too_large(self.max_body_bytes, content_length);
+                    return Err(ProxyError::PayloadTooLarge {
+                        limit: self.max_body_bytes,
+                        content_length,
+                    });
                 }
-                Err(CollectError::Client(e)) => return respond::bad_request_body(&e),
+                Err(CollectError::Client(e)) => return Err(ProxyError::ClientBody(e)),
             }
         } else {
             PendingBody::Stream(Some(UpstreamBody::streaming(
@@ -204,10 +214,10 @@ impl Proxy {
             )
             .await
             {
-                Err(_) => return respond::lease_timeout(&target.label, target.timeout),
+                Err(_) => return Err(ProxyError::AcquireTimeout(target.timeout)),
                 Ok(Err(e)) => {
                     debug!(function = %target.label, error = %e, "executor could not provide an instance");
-                    return respond::executor_error(&target.label, &e);
+                    return Err(ProxyError::Acquire(e));
                 }
                 Ok(Ok(lease)) => lease,
             };
@@ -223,13 +233,19 @@ impl Proxy {
                 PendingBody::Stream(s) => match s.take() {
                     Some(b) => (b, std::mem::take(&mut parts.headers), false),
                     None => {
-                        return respond::internal("request body was already sent to an instance");
+                        return Err(ProxyError::Internal(
+                            "request body was already sent to an instance".to_owned(),
+                        ));
                     }
                 },
             };
             let uri = match Uri::try_from(fwd.path_and_query.as_str()) {
                 Ok(uri) => uri,
-                Err(e) => return respond::internal(&format!("cannot build the instance URL: {e}")),
+                Err(e) => {
+                    return Err(ProxyError::Internal(format!(
+                        "cannot build the instance URL: {e}"
+                    )));
+                }
             };
             let mut up = Request::new(body);
             *up.method_mut() = parts.method.clone();
@@ -246,38 +262,45 @@ impl Proxy {
                     warn!(function = %target.label, instance = %lease.addr, timeout_s = target.timeout.as_secs(),
                         "function did not answer before its timeout; retiring the instance");
                     lease.mark_broken();
-                    return respond::function_timeout();
+                    return Err(ProxyError::FunctionTimeout);
                 }
                 Ok(Ok((resp, conn))) => {
-                    return relay(resp, conn, lease, client_upgrade.take(), shutdown);
+                    return Ok(relay(resp, conn, lease, client_upgrade.take(), shutdown));
                 }
                 Ok(Err(err)) => {
                     if body_state.exceeded() {
-                        return respond::payload_too_large(self.max_body_bytes, None);
+                        return Err(ProxyError::PayloadTooLarge {
+                            limit: self.max_body_bytes,
+                            content_length: None,
+                        });
                     }
                     if body_state.client_failed() {
-                        return respond::bad_request_body("the client stopped sending it");
+                        return Err(ProxyError::ClientBody(
+                            "the client stopped sending it".to_owned(),
+                        ));
                     }
                     let addr = lease.addr;
                     lease.mark_broken();
                     let detail = describe_error(&err);
-                    if attempt == 1 && replayable && failed_before_response(&err) {
-                        drop(lease);
-                        warn!(function = %target.label, instance = %addr, error = %detail,
-                            "instance failed before answering; retrying once on a fresh instance");
+                    let error = if request_not_sent(&err) {
+                        ProxyError::Connect { addr, detail }
+                    } else {
+                        // A dropped connection usually means the instance died (out of memory,
+                        // a crash): give the executor a moment to learn why, so the caller is told.
+                        ProxyError::Upstream {
+                            addr,
+                            detail,
+                            cause: exit_cause(&lease).await,
+                        }
+                    };
+                    drop(lease);
+                    if attempt == 1 && replayable && error.retryable() {
+                        warn!(function = %target.label, %error, "instance not reachable; retrying once on a fresh instance");
                         attempt += 1;
                         continue;
                     }
-                    // A dropped connection usually means the instance died (out of memory, a
-                    // crash): give the executor a moment to learn why, so the caller is told.
-                    let cause = exit_cause(&lease).await;
-                    drop(lease);
-                    warn!(function = %target.label, instance = %addr, error = %detail, cause = ?cause, "request to instance failed");
-                    let detail = match cause {
-                        Some(c) => format!("instance {addr} exited: {c}"),
-                        None => format!("instance {addr}: {detail}"),
-                    };
-                    return respond::upstream_failed(&target.label, &detail);
+                    warn!(function = %target.label, %error, "request to instance failed");
+                    return Err(error);
                 }
             }
         }
@@ -497,36 +520,14 @@ fn append_forwarded_for(h: &mut HeaderMap, client: &Client) {
 
 // === Error classification ===
 
-/// Whether the instance failed without producing any response: it refused the connection,
-/// or reset/closed it before a status line arrived. Such requests never reached user code
-/// with a response in flight, so one replay on a fresh instance is reasonable.
-fn failed_before_response(err: &UpstreamError) -> bool {
-    let err = match err {
-        UpstreamError::Connect(_) => return true,
-        UpstreamError::Request(e) => e,
-    };
-    let mut source: Option<&(dyn StdError + 'static)> = Some(err);
-    while let Some(e) = source {
-        if let Some(h) = e.downcast_ref::<hyper::Error>() {
-            if h.is_incomplete_message() || h.is_canceled() || h.is_closed() {
-                return true;
-            }
-            if h.is_parse() || h.is_timeout() {
-                return false;
-            }
-        }
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            use std::io::ErrorKind::*;
-            if matches!(
-                io.kind(),
-                ConnectionRefused | ConnectionReset | ConnectionAborted | BrokenPipe
-            ) {
-                return true;
-            }
-        }
-        source = e.source();
+/// Whether the request certainly never reached the instance: no connection could be made, or
+/// hyper gave the request back unsent (a pooled connection that closed before it was used).
+/// Anything else — a reset, an incomplete response — may come after the function got it.
+fn request_not_sent(err: &UpstreamError) -> bool {
+    match err {
+        UpstreamError::Connect(_) => true,
+        UpstreamError::Request(e) => e.is_canceled(),
     }
-    false
 }
 
 /// A readable description of an upstream error with its cause chain.

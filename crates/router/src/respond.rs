@@ -10,6 +10,8 @@
 use std::time::Duration;
 
 use fission_core::ExecutorError;
+
+use crate::error::ProxyError;
 use http::header::{CONTENT_TYPE, HeaderValue};
 use http::{Response, StatusCode};
 
@@ -108,7 +110,7 @@ pub(crate) fn metrics_not_configured() -> Response<RouterBody> {
 }
 
 /// The request body is over the limit.
-pub(crate) fn payload_too_large(limit: usize, content_length: Option<u64>) -> Response<RouterBody> {
+fn payload_too_large(limit: usize, content_length: Option<u64>) -> Response<RouterBody> {
     let text = match content_length {
         Some(n) => format!(
             "request body too large: {n} bytes (Content-Length) exceeds the router's limit of {limit} bytes"
@@ -118,8 +120,26 @@ pub(crate) fn payload_too_large(limit: usize, content_length: Option<u64>) -> Re
     failure(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", &text)
 }
 
+/// The one place a proxy failure becomes a response (see [`ProxyError`] for the sources).
+pub(crate) fn proxy_error(function: &str, err: &ProxyError) -> Response<RouterBody> {
+    match err {
+        ProxyError::PayloadTooLarge {
+            limit,
+            content_length,
+        } => payload_too_large(*limit, *content_length),
+        ProxyError::ClientBody(e) => bad_request_body(e),
+        ProxyError::Acquire(e) => executor_error(function, e),
+        ProxyError::AcquireTimeout(timeout) => lease_timeout(function, *timeout),
+        ProxyError::Connect { .. } | ProxyError::Upstream { .. } => {
+            upstream_failed(function, &err.to_string())
+        }
+        ProxyError::FunctionTimeout => function_timeout(),
+        ProxyError::Internal(text) => internal(text),
+    }
+}
+
 /// Reading the client's body failed before anything was sent to the function.
-pub(crate) fn bad_request_body(err: &str) -> Response<RouterBody> {
+fn bad_request_body(err: &str) -> Response<RouterBody> {
     failure(
         StatusCode::BAD_REQUEST,
         "bad_request_body",
@@ -128,7 +148,7 @@ pub(crate) fn bad_request_body(err: &str) -> Response<RouterBody> {
 }
 
 /// The function did not produce response headers within `functionTimeout` (Fission's text).
-pub(crate) fn function_timeout() -> Response<RouterBody> {
+fn function_timeout() -> Response<RouterBody> {
     failure(
         StatusCode::GATEWAY_TIMEOUT,
         "function_timeout",
@@ -140,7 +160,7 @@ pub(crate) fn function_timeout() -> Response<RouterBody> {
 ///
 /// NotFound → 404; ShuttingDown → 503 (retry elsewhere); anything else → 500, as Fission does,
 /// but with the executor's message instead of Fission's generic text.
-pub(crate) fn executor_error(function: &str, err: &ExecutorError) -> Response<RouterBody> {
+fn executor_error(function: &str, err: &ExecutorError) -> Response<RouterBody> {
     let (status, reason) = match err {
         ExecutorError::NotFound(_) => (StatusCode::NOT_FOUND, "function_not_found"),
         ExecutorError::SpecializationFailed { .. } => {
@@ -164,7 +184,7 @@ pub(crate) fn executor_error(function: &str, err: &ExecutorError) -> Response<Ro
 
 /// Leasing an instance took longer than `functionTimeout` (Fission answers 500 here, not 504:
 /// the function never got the request).
-pub(crate) fn lease_timeout(function: &str, timeout: Duration) -> Response<RouterBody> {
+fn lease_timeout(function: &str, timeout: Duration) -> Response<RouterBody> {
     let text = format!(
         "error sending request to function: [{function}] no instance became available within the function timeout of {}s",
         timeout.as_secs()
@@ -173,7 +193,7 @@ pub(crate) fn lease_timeout(function: &str, timeout: Duration) -> Response<Route
 }
 
 /// The instance could not be reached or dropped the connection without answering.
-pub(crate) fn upstream_failed(function: &str, detail: &str) -> Response<RouterBody> {
+fn upstream_failed(function: &str, detail: &str) -> Response<RouterBody> {
     let text = format!("error sending request to function: [{function}] {detail}");
     failure(StatusCode::BAD_GATEWAY, "upstream_failed", &text)
 }

@@ -1,20 +1,16 @@
 //! Keeping the route table in step with the store.
 //!
-//! The loop lists everything once (`list_and_watch` gives a consistent snapshot plus the
-//! changes after it), builds a table, then applies changes as they arrive. A burst of changes
-//! that is already queued is applied in one go and costs one rebuild. If the feed reports that
-//! this consumer fell behind (`Lagged`), or the feed fails or ends, the loop lists again: a
-//! fresh snapshot is always correct, whatever was missed.
+//! The [`Watcher`] hands over a full listing (the first, and a new one whenever the feed was
+//! lost) and then every change after it; a listing rebuilds the table from scratch, changes
+//! are applied as they arrive. A burst of changes that is already queued is applied in one go
+//! and costs one rebuild.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
 
 use fission_core::resources::{Function, HttpTrigger};
-use fission_core::{
-    AnyResource, DEFAULT_NAMESPACE, ResourceStore, StoreError, WatchEvent, WatchEventType,
-};
-use futures::{FutureExt as _, StreamExt as _};
+use fission_core::{AnyResource, DEFAULT_NAMESPACE, ResourceStore, WatchEvent, WatchEventType};
+use fission_watcher::{Change, Watcher};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -23,9 +19,6 @@ use crate::{Error, Inner};
 
 /// Most changes applied before a rebuild, so a never-ending burst still publishes tables.
 const MAX_BATCH: usize = 1024;
-/// Wait before listing again after a failure; doubles up to [`MAX_BACKOFF`].
-const MIN_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 type Key = (String, String);
 
@@ -89,120 +82,45 @@ impl Sources {
     }
 }
 
-/// Why following the feed stopped.
-enum Relist {
-    Shutdown,
-    Lagged(u64),
-    Failed(StoreError),
-    Ended,
-}
-
 pub(crate) async fn run(
     inner: &Inner,
     store: Arc<dyn ResourceStore>,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
-    let mut backoff = MIN_BACKOFF;
-    let mut synced_once = false;
+    let mut watcher = Watcher::new(store, "route sync");
+    let mut sources = Sources::default();
     let mut reported = HashSet::new();
-    loop {
-        let listed = tokio::select! {
-            () = shutdown.cancelled() => return Ok(()),
-            r = store.list_and_watch() => r,
-        };
-        let (objects, revision, mut feed) = match listed {
-            Ok(listed) => listed,
+    let mut synced_once = false;
+    while let Some(next) = watcher.next(&shutdown).await {
+        let mut changed = match next {
             // At startup a failing store is a configuration problem the caller should see.
-            Err(e) if !synced_once => return Err(Error::InitialSync(e)),
-            Err(e) => {
-                warn!(error = %e, retry_in_ms = backoff.as_millis(), "listing routes failed; keeping the current table");
-                if sleep_or_shutdown(backoff, &shutdown).await {
-                    return Ok(());
+            Err(e) => return Err(Error::InitialSync(e)),
+            Ok(Change::Listed { objects, revision }) => {
+                if !synced_once {
+                    info!(revision, "initial route table built");
                 }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-                continue;
+                synced_once = true;
+                sources = Sources::from_snapshot(objects);
+                true
             }
+            Ok(Change::Applied(ev)) => sources.apply(ev),
         };
-        let mut sources = Sources::from_snapshot(objects);
-        publish(inner, sources.build(), &mut reported);
-        if !synced_once {
-            info!(revision, "initial route table built");
+        // Apply whatever is already queued in one go: a burst costs one rebuild.
+        for _ in 1..MAX_BATCH {
+            match watcher.next_ready() {
+                Some(Change::Applied(ev)) => changed |= sources.apply(ev),
+                Some(Change::Listed { objects, .. }) => {
+                    sources = Sources::from_snapshot(objects);
+                    changed = true;
+                }
+                None => break,
+            }
         }
-        synced_once = true;
-        backoff = MIN_BACKOFF;
-        let mut last_revision = revision;
-
-        let why = loop {
-            let next = tokio::select! {
-                () = shutdown.cancelled() => break Relist::Shutdown,
-                n = feed.next() => n,
-            };
-            let mut changed = false;
-            let mut stop = None;
-            let mut item = next;
-            let mut batch = 0;
-            loop {
-                match item {
-                    None => {
-                        stop = Some(Relist::Ended);
-                        break;
-                    }
-                    Some(Err(StoreError::Lagged(n))) => {
-                        stop = Some(Relist::Lagged(n));
-                        break;
-                    }
-                    Some(Err(e)) => {
-                        stop = Some(Relist::Failed(e));
-                        break;
-                    }
-                    Some(Ok(ev)) => {
-                        // The feed is strictly ordered; anything at or before what we have is
-                        // a duplicate of the snapshot.
-                        if ev.revision > last_revision {
-                            last_revision = ev.revision;
-                            changed |= sources.apply(ev);
-                        }
-                    }
-                }
-                batch += 1;
-                if batch >= MAX_BATCH {
-                    break;
-                }
-                // Take whatever is already queued without waiting.
-                match feed.next().now_or_never() {
-                    Some(n) => item = n,
-                    None => break,
-                }
-            }
-            if changed {
-                publish(inner, sources.build(), &mut reported);
-            }
-            if let Some(why) = stop {
-                break why;
-            }
-        };
-        match why {
-            Relist::Shutdown => return Ok(()),
-            Relist::Lagged(n) => info!(
-                missed = n,
-                "route sync fell behind the change feed; listing again"
-            ),
-            Relist::Failed(e) => {
-                warn!(error = %e, retry_in_ms = backoff.as_millis(), "change feed failed; listing again");
-                if sleep_or_shutdown(backoff, &shutdown).await {
-                    return Ok(());
-                }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-            }
-            Relist::Ended => {
-                debug!("change feed ended; listing again");
-                if sleep_or_shutdown(backoff, &shutdown).await {
-                    return Ok(());
-                }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-            }
+        if changed {
+            publish(inner, sources.build(), &mut reported);
         }
     }
+    Ok(())
 }
 
 /// Swap the table in and report triggers that are newly left out (each once, not on every
@@ -223,12 +141,4 @@ fn publish(inner: &Inner, table: RouteTable, reported: &mut HashSet<SkippedTrigg
         "route table updated"
     );
     inner.publish(table);
-}
-
-/// Returns true if shutdown came first.
-async fn sleep_or_shutdown(d: Duration, shutdown: &CancellationToken) -> bool {
-    tokio::select! {
-        () = shutdown.cancelled() => true,
-        () = tokio::time::sleep(d) => false,
-    }
 }

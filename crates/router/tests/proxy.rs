@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -426,6 +427,57 @@ async fn gives_up_with_502_when_the_retry_fails_too() {
         "{text}"
     );
     assert!(text.contains("could not connect"), "{text}");
+}
+
+/// An instance that reads the request and dies without answering (a crash mid-request).
+async fn crashing_instance() -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let received = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = received.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                if matches!(tokio::io::AsyncReadExt::read(&mut s, &mut buf).await, Ok(n) if n > 0) {
+                    seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+                drop(s);
+            });
+        }
+    });
+    (addr, received)
+}
+
+#[tokio::test]
+async fn a_post_whose_instance_dies_mid_request_is_not_sent_again() {
+    let h = Harness::start(vec![
+        function("hello"),
+        url_trigger("hello", "/hello", &["POST"], "hello"),
+    ])
+    .await;
+    let (crashing, received) = crashing_instance().await;
+    h.instances.plan("default/hello", [Step::Lease(crashing)]);
+    let req = Request::post(h.url("/hello"))
+        .body(Full::new(Bytes::from_static(b"charge=1")))
+        .unwrap();
+    let (status, headers, _) = h.send(req).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert_eq!(headers[ERROR_REASON_HEADER], "upstream_failed");
+    assert_eq!(
+        received.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the function got the request once"
+    );
+    assert_eq!(
+        h.instances.acquired.lock().unwrap().len(),
+        1,
+        "no second instance was asked for"
+    );
 }
 
 #[tokio::test]

@@ -577,8 +577,14 @@ mod tests {
         // Links out of /usr, dangling links and plain files are bound instead.
         let outside = dir.path().join("zone");
         fs::write(&outside, b"TZif").expect("write");
-        assert_eq!(etc_symlink_into_usr(&link("out", &outside.display().to_string())), None);
-        assert_eq!(etc_symlink_into_usr(&link("dangling", "/usr/no/such/zone")), None);
+        assert_eq!(
+            etc_symlink_into_usr(&link("out", &outside.display().to_string())),
+            None
+        );
+        assert_eq!(
+            etc_symlink_into_usr(&link("dangling", "/usr/no/such/zone")),
+            None
+        );
         assert_eq!(etc_symlink_into_usr(&outside.display().to_string()), None);
     }
 }

@@ -35,11 +35,7 @@ fn python() -> Runtime {
     let (dir, copy) = runtime_dir("python");
     Runtime {
         program: PY,
-        args: vec![
-            "-I".into(),
-            "-S".into(),
-            format!("{INSIDE}/server.py"),
-        ],
+        args: vec!["-I".into(), "-S".into(), format!("{INSIDE}/server.py")],
         dir,
         _copy: copy,
     }
@@ -50,7 +46,8 @@ fn spec(rt: &Runtime, egress: bool) -> (SlotSpec, SocketAddr) {
     let addr = listener.local_addr().expect("addr");
     let mut spec = SlotSpec::new(rt.program, rt.args.clone(), listener);
     // A fixed inside path: the checkout may live under /tmp, which the slot replaces.
-    spec.readonly_binds.push((rt.dir.clone(), PathBuf::from(INSIDE)));
+    spec.readonly_binds
+        .push((rt.dir.clone(), PathBuf::from(INSIDE)));
     spec.egress = egress;
     (spec, addr)
 }

@@ -7,51 +7,18 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-/// The URL form Fission's storagesvc gives archives; the host part is ignored here and the id
-/// is resolved against the local [`ArchiveStore`].
-pub const STORAGE_URL_PREFIX: &str = "http://storagesvc.fission/v1/archive?id=";
-
-/// Why an archive operation failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ArchiveError {
-    /// No archive with this id.
-    #[error("archive '{0}' not found")]
-    NotFound(String),
-    /// Stored bytes no longer match their checksum.
-    #[error("archive '{id}' is corrupt: its sha256 is {actual}")]
-    Corrupt {
-        /// The id (expected sha256).
-        id: String,
-        /// What the bytes hash to now.
-        actual: String,
-    },
-    /// Not a sha256 hex id.
-    #[error("'{0}' is not an archive id (64 hexadecimal digits)")]
-    InvalidId(String),
-    /// Filesystem failure.
-    #[error("archive store I/O on {path}: {source}")]
-    Io {
-        /// The path involved.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
-}
+pub use fission_core::archive::{ArchiveError, STORAGE_URL_PREFIX, archive_id_from_url};
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ArchiveError + '_ {
-    move |source| ArchiveError::Io { path: path.to_owned(), source }
+    move |source| ArchiveError::Io {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// Hex sha256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
-}
-
-/// The archive id in a storage URL (`…/v1/archive?id=<id>`), whatever the host.
-pub fn archive_id_from_url(url: &str) -> Option<&str> {
-    let (_, query) = url.split_once("/v1/archive?")?;
-    query.split('&').find_map(|kv| kv.strip_prefix("id=")).filter(|id| !id.is_empty())
 }
 
 /// Files on disk, one per distinct content, named by sha256.
@@ -69,7 +36,11 @@ impl ArchiveStore {
     }
 
     fn path_of(&self, id: &str) -> Result<PathBuf, ArchiveError> {
-        if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
+        if id.len() != 64
+            || !id
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        {
             return Err(ArchiveError::InvalidId(id.to_owned()));
         }
         Ok(self.root.join(&id[..2]).join(id))
@@ -97,12 +68,17 @@ impl ArchiveStore {
         let path = self.path_of(id)?;
         let bytes = match fs::read(&path) {
             Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(ArchiveError::NotFound(id.to_owned())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ArchiveError::NotFound(id.to_owned()));
+            }
             Err(e) => return Err(ArchiveError::Io { path, source: e }),
         };
         let actual = sha256_hex(&bytes);
         if actual != id {
-            return Err(ArchiveError::Corrupt { id: id.to_owned(), actual });
+            return Err(ArchiveError::Corrupt {
+                id: id.to_owned(),
+                actual,
+            });
         }
         Ok(bytes)
     }
@@ -110,7 +86,9 @@ impl ArchiveStore {
     /// When an archive was stored.
     pub fn modified(&self, id: &str) -> Result<std::time::SystemTime, ArchiveError> {
         let path = self.path_of(id)?;
-        std::fs::metadata(&path).and_then(|m| m.modified()).map_err(|source| ArchiveError::Io { path, source })
+        std::fs::metadata(&path)
+            .and_then(|m| m.modified())
+            .map_err(|source| ArchiveError::Io { path, source })
     }
 
     /// Whether an archive exists.
@@ -123,7 +101,9 @@ impl ArchiveStore {
         let path = self.path_of(id)?;
         match fs::remove_file(&path) {
             Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(ArchiveError::NotFound(id.to_owned())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(ArchiveError::NotFound(id.to_owned()))
+            }
             Err(e) => Err(ArchiveError::Io { path, source: e }),
         }
     }
@@ -137,7 +117,11 @@ impl ArchiveStore {
                 continue;
             }
             for f in fs::read_dir(&shard).map_err(io_err(&shard))? {
-                let name = f.map_err(io_err(&shard))?.file_name().to_string_lossy().into_owned();
+                let name = f
+                    .map_err(io_err(&shard))?
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned();
                 if name.len() == 64 {
                     out.push(name);
                 }
@@ -178,14 +162,43 @@ mod tests {
     fn rejects_ids_that_could_escape_the_store() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = ArchiveStore::open(dir.path()).expect("open");
-        assert!(matches!(store.get("../../etc/passwd"), Err(ArchiveError::InvalidId(_))));
+        assert!(matches!(
+            store.get("../../etc/passwd"),
+            Err(ArchiveError::InvalidId(_))
+        ));
     }
 
     #[test]
     fn finds_id_in_storage_urls() {
         let url = format!("{STORAGE_URL_PREFIX}abc");
         assert_eq!(archive_id_from_url(&url), Some("abc"));
-        assert_eq!(archive_id_from_url("http://x/v1/archive?foo=1&id=z"), Some("z"));
+        assert_eq!(
+            archive_id_from_url("http://x/v1/archive?foo=1&id=z"),
+            Some("z")
+        );
         assert_eq!(archive_id_from_url("http://x/other"), None);
+    }
+}
+
+#[async_trait::async_trait]
+impl fission_core::ArchiveStorage for ArchiveStore {
+    async fn put(&self, bytes: Vec<u8>) -> Result<String, ArchiveError> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.put(&bytes))
+            .await
+            .map_err(|e| ArchiveError::Io {
+                path: PathBuf::new(),
+                source: std::io::Error::other(e),
+            })?
+    }
+
+    async fn get(&self, id: &str) -> Result<Vec<u8>, ArchiveError> {
+        let (store, id) = (self.clone(), id.to_owned());
+        tokio::task::spawn_blocking(move || store.get(&id))
+            .await
+            .map_err(|e| ArchiveError::Io {
+                path: PathBuf::new(),
+                source: std::io::Error::other(e),
+            })?
     }
 }

@@ -28,7 +28,9 @@ pub enum CipherError {
         source: std::io::Error,
     },
     /// Key file of the wrong size.
-    #[error("secret key file {0} is not a {KEY_LEN}-byte key; restore it from a backup (secrets cannot be read without it)")]
+    #[error(
+        "secret key file {0} is not a {KEY_LEN}-byte key; restore it from a backup (secrets cannot be read without it)"
+    )]
     BadKey(PathBuf),
     /// Ciphertext that does not authenticate under this key.
     #[error("a stored secret cannot be decrypted with the key in the data directory")]
@@ -49,12 +51,20 @@ impl std::fmt::Debug for SecretCipher {
 impl SecretCipher {
     /// Load the key at `path`, creating a fresh random one (0600) if there is none.
     pub fn load_or_create(path: &Path) -> Result<Self, CipherError> {
-        let io = |source| CipherError::Io { path: path.to_owned(), source };
+        let io = |source| CipherError::Io {
+            path: path.to_owned(),
+            source,
+        };
         let key = match fs::read(path) {
             Ok(k) => k,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let key = ChaCha20Poly1305::generate_key(&mut OsRng);
-                let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(io)?;
+                let mut f = fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(path)
+                    .map_err(io)?;
                 f.write_all(&key).map_err(io)?;
                 f.sync_all().map_err(io)?;
                 key.to_vec()
@@ -66,7 +76,9 @@ impl SecretCipher {
         }
         // Tighten permissions of a key copied in by hand.
         let _ = fs::set_permissions(path, fs::Permissions::from_mode(0o600));
-        Ok(Self { cipher: ChaCha20Poly1305::new(Key::from_slice(&key)) })
+        Ok(Self {
+            cipher: ChaCha20Poly1305::new(Key::from_slice(&key)),
+        })
     }
 
     /// Encrypt `plaintext`; the result starts with a marker so plain rows stay readable.
@@ -90,7 +102,9 @@ impl SecretCipher {
             return Err(CipherError::Undecryptable);
         }
         let (nonce, ct) = rest.split_at(NONCE_LEN);
-        self.cipher.decrypt(Nonce::from_slice(nonce), ct).map_err(|_| CipherError::Undecryptable)
+        self.cipher
+            .decrypt(Nonce::from_slice(nonce), ct)
+            .map_err(|_| CipherError::Undecryptable)
     }
 
     /// Whether `bytes` were sealed.
@@ -112,7 +126,10 @@ mod tests {
         assert!(!sealed.windows(7).any(|w| w == b"hunter2"));
         let again = SecretCipher::load_or_create(&path).expect("load");
         assert_eq!(again.open(&sealed).expect("open"), b"password=hunter2");
-        assert_eq!(fs::metadata(&path).expect("meta").permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&path).expect("meta").permissions().mode() & 0o777,
+            0o600
+        );
     }
 
     #[test]
@@ -120,6 +137,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let a = SecretCipher::load_or_create(&dir.path().join("a")).expect("a");
         let b = SecretCipher::load_or_create(&dir.path().join("b")).expect("b");
-        assert!(matches!(b.open(&a.seal(b"x")), Err(CipherError::Undecryptable)));
+        assert!(matches!(
+            b.open(&a.seal(b"x")),
+            Err(CipherError::Undecryptable)
+        ));
     }
 }

@@ -44,15 +44,29 @@ impl DataDir {
         };
         fs::create_dir_all(&root).map_err(io(&root))?;
         let lock_path = root.join("LOCK");
-        let mut lock = OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&lock_path).map_err(io(&lock_path))?;
+        let mut lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io(&lock_path))?;
         // An OS file lock dies with its process, so a crashed server never leaves a stale lock.
         match lock.try_lock() {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => {
-                let holder = fs::read_to_string(&lock_path).unwrap_or_default().trim().to_owned();
+                let holder = fs::read_to_string(&lock_path)
+                    .unwrap_or_default()
+                    .trim()
+                    .to_owned();
                 return Err(DataDirError::Locked { path: root, holder });
             }
-            Err(fs::TryLockError::Error(e)) => return Err(DataDirError::Io { path: lock_path, source: e }),
+            Err(fs::TryLockError::Error(e)) => {
+                return Err(DataDirError::Io {
+                    path: lock_path,
+                    source: e,
+                });
+            }
         }
         lock.set_len(0).map_err(io(&lock_path))?;
         write!(lock, "{}", std::process::id()).map_err(io(&lock_path))?;
@@ -99,7 +113,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let first = DataDir::open(dir.path()).expect("first open");
         let err = DataDir::open(dir.path()).expect_err("second open must fail");
-        assert!(err.to_string().contains("in use by another fission server"), "{err}");
+        assert!(
+            err.to_string().contains("in use by another fission server"),
+            "{err}"
+        );
         drop(first);
         DataDir::open(dir.path()).expect("open after release");
     }

@@ -12,8 +12,6 @@ mod data_dir;
 pub mod logs;
 pub mod prune;
 mod redb_store;
-pub mod unpack;
 
 pub use data_dir::{DataDir, DataDirError};
 pub use redb_store::RedbStore;
-pub use unpack::{is_zip, unzip, UnpackError, UnpackLimits};

@@ -17,22 +17,7 @@ const MAX_LOG_BYTES: u64 = 2 * 1024 * 1024;
 const FOLLOW_BUFFER: usize = 1024;
 
 /// Which stream a line came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogStream {
-    /// Standard output.
-    Stdout,
-    /// Standard error.
-    Stderr,
-}
-
-impl LogStream {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Stdout => "stdout",
-            Self::Stderr => "stderr",
-        }
-    }
-}
+pub use fission_core::OutputStream as LogStream;
 
 /// One line of output.
 #[derive(Debug, Clone, PartialEq)]
@@ -63,14 +48,21 @@ impl fmt::Display for LogRecord {
 impl LogRecord {
     fn parse(line: &str) -> Option<Self> {
         let mut parts = line.splitn(4, ' ');
-        let timestamp = DateTime::parse_from_rfc3339(parts.next()?).ok()?.with_timezone(&Utc);
+        let timestamp = DateTime::parse_from_rfc3339(parts.next()?)
+            .ok()?
+            .with_timezone(&Utc);
         let instance = parts.next()?.parse().ok()?;
         let stream = match parts.next()? {
             "stdout" => LogStream::Stdout,
             "stderr" => LogStream::Stderr,
             _ => return None,
         };
-        Some(Self { timestamp, instance, stream, message: parts.next().unwrap_or("").to_owned() })
+        Some(Self {
+            timestamp,
+            instance,
+            stream,
+            message: parts.next().unwrap_or("").to_owned(),
+        })
     }
 }
 
@@ -108,16 +100,26 @@ impl LogStore {
     /// Open (creating) the store.
     pub fn open(dir: impl Into<PathBuf>) -> Result<Self, LogError> {
         let dir = dir.into();
-        fs::create_dir_all(&dir).map_err(|source| LogError::Io { path: dir.clone(), source })?;
+        fs::create_dir_all(&dir).map_err(|source| LogError::Io {
+            path: dir.clone(),
+            source,
+        })?;
         Ok(Self {
-            inner: Arc::new(Inner { dir, followers: Mutex::new(HashMap::new()), write_lock: Mutex::new(()) }),
+            inner: Arc::new(Inner {
+                dir,
+                followers: Mutex::new(HashMap::new()),
+                write_lock: Mutex::new(()),
+            }),
         })
     }
 
     fn path(&self, namespace: &str, function: &str) -> PathBuf {
         // Names are DNS-1123 labels (validated), except synthetic ones like `env:<name>`.
         let safe = |s: &str| s.replace(['/', '\\'], "_").replace("..", "_");
-        self.inner.dir.join(safe(namespace)).join(format!("{}.log", safe(function)))
+        self.inner
+            .dir
+            .join(safe(namespace))
+            .join(format!("{}.log", safe(function)))
     }
 
     /// A writer that appends lines for one instance of one function.
@@ -131,7 +133,12 @@ impl LogStore {
     }
 
     /// The last `tail` records of a function (oldest first).
-    pub fn read(&self, namespace: &str, function: &str, tail: usize) -> Result<Vec<LogRecord>, LogError> {
+    pub fn read(
+        &self,
+        namespace: &str,
+        function: &str,
+        tail: usize,
+    ) -> Result<Vec<LogRecord>, LogError> {
         let path = self.path(namespace, function);
         let mut text = String::new();
         for p in [path.with_extension("log.1"), path.clone()] {
@@ -148,7 +155,11 @@ impl LogStore {
 
     /// Live records of a function from now on.
     pub fn follow(&self, namespace: &str, function: &str) -> broadcast::Receiver<LogRecord> {
-        let mut followers = self.inner.followers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut followers = self
+            .inner
+            .followers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         followers
             .entry((namespace.to_owned(), function.to_owned()))
             .or_insert_with(|| broadcast::channel(FOLLOW_BUFFER).0)
@@ -165,11 +176,18 @@ impl LogStore {
     fn append(&self, namespace: &str, function: &str, record: LogRecord) {
         let path = self.path(namespace, function);
         {
-            let _guard = self.inner.write_lock.lock().unwrap_or_else(|e| e.into_inner());
+            let _guard = self
+                .inner
+                .write_lock
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
             if let Some(dir) = path.parent() {
                 let _ = fs::create_dir_all(dir);
             }
-            if fs::metadata(&path).map(|m| m.len() > MAX_LOG_BYTES).unwrap_or(false) {
+            if fs::metadata(&path)
+                .map(|m| m.len() > MAX_LOG_BYTES)
+                .unwrap_or(false)
+            {
                 let _ = fs::rename(&path, path.with_extension("log.1"));
             }
             // Logging must never take an instance down: failures to write are reported once
@@ -183,7 +201,11 @@ impl LogStore {
                 tracing::warn!(path = %path.display(), error = %e, "cannot write function log");
             }
         }
-        let followers = self.inner.followers.lock().unwrap_or_else(|e| e.into_inner());
+        let followers = self
+            .inner
+            .followers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         if let Some(tx) = followers.get(&(namespace.to_owned(), function.to_owned())) {
             let _ = tx.send(record);
         }
@@ -226,7 +248,8 @@ mod tests {
         for i in 0..30 {
             w.write(LogStream::Stdout, &format!("line {i}\n"));
         }
-        logs.writer("default", "other", 1).write(LogStream::Stderr, "boom");
+        logs.writer("default", "other", 1)
+            .write(LogStream::Stderr, "boom");
         let tail = logs.read("default", "hello", 20).expect("read");
         assert_eq!(tail.len(), 20);
         assert_eq!(tail[0].message, "line 10");
@@ -242,7 +265,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let logs = LogStore::open(dir.path()).expect("open");
         let mut rx = logs.follow("default", "hello");
-        logs.writer("default", "hello", 1).write(LogStream::Stdout, "live");
+        logs.writer("default", "hello", 1)
+            .write(LogStream::Stdout, "live");
         assert_eq!(rx.recv().await.expect("record").message, "live");
     }
 
@@ -260,5 +284,22 @@ mod tests {
             .map(|e| e.expect("entry").metadata().expect("meta").len())
             .sum();
         assert!(total <= 2 * MAX_LOG_BYTES + 4096, "logs use {total} bytes");
+    }
+}
+
+impl fission_core::LineSink for FunctionLogWriter {
+    fn line(&self, stream: LogStream, line: &str) {
+        self.write(stream, line);
+    }
+}
+
+impl fission_core::FunctionLogs for LogStore {
+    fn writer(
+        &self,
+        namespace: &str,
+        function: &str,
+        instance_id: u64,
+    ) -> Arc<dyn fission_core::LineSink> {
+        Arc::new(LogStore::writer(self, namespace, function, instance_id))
     }
 }

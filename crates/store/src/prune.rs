@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use fission_core::{AnyResource, ResourceKind, ResourceStore, StoreError};
 
-use crate::archive::{archive_id_from_url, ArchiveError, ArchiveStore};
+use crate::archive::{ArchiveError, ArchiveStore, archive_id_from_url};
 
 /// What one pruning pass did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -29,7 +29,11 @@ pub enum PruneError {
 
 /// Remove every archive no package's source or deployment points at. Archives younger than
 /// `min_age` are kept: an upload is referenced only once the package that uses it is created.
-pub async fn prune_unreferenced(store: &dyn ResourceStore, archives: &ArchiveStore, min_age: Duration) -> Result<PruneReport, PruneError> {
+pub async fn prune_unreferenced(
+    store: &dyn ResourceStore,
+    archives: &ArchiveStore,
+    min_age: Duration,
+) -> Result<PruneReport, PruneError> {
     let mut referenced = HashSet::new();
     for obj in store.list(ResourceKind::Package, None).await? {
         if let AnyResource::Package(p) = obj {
@@ -64,14 +68,19 @@ pub async fn prune_unreferenced(store: &dyn ResourceStore, archives: &ArchiveSto
         Ok(report)
     })
     .await
-    .map_err(|e| PruneError::Archive(ArchiveError::Io { path: Default::default(), source: std::io::Error::other(e) }))?
+    .map_err(|e| {
+        PruneError::Archive(ArchiveError::Io {
+            path: Default::default(),
+            source: std::io::Error::other(e),
+        })
+    })?
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::archive::STORAGE_URL_PREFIX;
     use crate::RedbStore;
+    use crate::archive::STORAGE_URL_PREFIX;
     use fission_core::resources::{Archive, EnvironmentSpec, PackageSpec, Runtime};
     use fission_core::{Object, ObjectReference};
 
@@ -82,17 +91,49 @@ mod tests {
         let archives = ArchiveStore::open(dir.path().join("archives")).expect("archives");
         let used = archives.put(b"used").expect("put");
         let orphan = archives.put(b"orphan").expect("put");
-        let mut env = Object::new("default", "e", EnvironmentSpec { runtime: Runtime { image: "fission/node-env".into(), ..Default::default() }, ..Default::default() });
+        let mut env = Object::new(
+            "default",
+            "e",
+            EnvironmentSpec {
+                runtime: Runtime {
+                    image: "fission/node-env".into(),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        );
         env.normalize();
-        store.create(AnyResource::Environment(env)).await.expect("env");
-        let deployment = Archive { archive_type: "url".into(), url: format!("{STORAGE_URL_PREFIX}{used}"), ..Default::default() };
-        let mut p = Object::new("default", "p", PackageSpec { environment: ObjectReference { namespace: "default".into(), name: "e".into() }, deployment, ..Default::default() });
+        store
+            .create(AnyResource::Environment(env))
+            .await
+            .expect("env");
+        let deployment = Archive {
+            archive_type: "url".into(),
+            url: format!("{STORAGE_URL_PREFIX}{used}"),
+            ..Default::default()
+        };
+        let mut p = Object::new(
+            "default",
+            "p",
+            PackageSpec {
+                environment: ObjectReference {
+                    namespace: "default".into(),
+                    name: "e".into(),
+                },
+                deployment,
+                ..Default::default()
+            },
+        );
         p.normalize();
         store.create(AnyResource::Package(p)).await.expect("pkg");
 
-        let young = prune_unreferenced(&store, &archives, Duration::from_secs(3600)).await.expect("prune");
+        let young = prune_unreferenced(&store, &archives, Duration::from_secs(3600))
+            .await
+            .expect("prune");
         assert!(young.removed.is_empty(), "fresh uploads are kept");
-        let report = prune_unreferenced(&store, &archives, Duration::ZERO).await.expect("prune");
+        let report = prune_unreferenced(&store, &archives, Duration::ZERO)
+            .await
+            .expect("prune");
         assert_eq!(report.removed, vec![orphan.clone()]);
         assert_eq!(report.kept, 1);
         assert!(archives.contains(&used));

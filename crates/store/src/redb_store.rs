@@ -2,7 +2,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use chrono::{SecondsFormat, Utc};
-use fission_core::{AnyResource, ResourceKind, ResourceStore, StoreError, WatchEvent, WatchEventType, WatchStream};
+use fission_core::{
+    AnyResource, ResourceKind, ResourceStore, StoreError, WatchEvent, WatchEventType, WatchStream,
+};
 use redb::{Database, ReadableDatabase as _, ReadableTable as _, TableDefinition};
 use tokio::sync::broadcast;
 
@@ -58,7 +60,14 @@ impl RedbStore {
         }
         txn.commit().map_err(backend)?;
         let (feed, _) = broadcast::channel(FEED_CAPACITY);
-        Ok(Self { inner: Arc::new(Inner { db, cipher, write_lock: Mutex::new(()), feed }) })
+        Ok(Self {
+            inner: Arc::new(Inner {
+                db,
+                cipher,
+                write_lock: Mutex::new(()),
+                feed,
+            }),
+        })
     }
 
     async fn blocking<T: Send + 'static>(
@@ -66,7 +75,9 @@ impl RedbStore {
         f: impl FnOnce(&Inner) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || f(&inner)).await.map_err(backend)?
+        tokio::task::spawn_blocking(move || f(&inner))
+            .await
+            .map_err(backend)?
     }
 }
 
@@ -77,7 +88,9 @@ impl Inner {
                 let plain = c.open(bytes).map_err(backend)?;
                 AnyResource::from_json(kind, &plain).map_err(backend)
             }
-            (None, true) => Err(StoreError::Backend("a sealed secret was found but no secret key is configured".into())),
+            (None, true) => Err(StoreError::Backend(
+                "a sealed secret was found but no secret key is configured".into(),
+            )),
             _ => AnyResource::from_json(kind, bytes).map_err(backend),
         }
     }
@@ -106,7 +119,10 @@ impl Inner {
         kind: ResourceKind,
         namespace: &str,
         name: &str,
-        f: impl FnOnce(Option<AnyResource>, u64) -> Result<(Option<AnyResource>, WatchEvent), StoreError>,
+        f: impl FnOnce(
+            Option<AnyResource>,
+            u64,
+        ) -> Result<(Option<AnyResource>, WatchEvent), StoreError>,
     ) -> Result<WatchEvent, StoreError> {
         let _guard = self.write_lock.lock().unwrap_or_else(|e| e.into_inner());
         let k = key(kind, namespace, name);
@@ -114,7 +130,12 @@ impl Inner {
         let event;
         {
             let mut meta = txn.open_table(META).map_err(backend)?;
-            let revision = meta.get(REVISION_KEY).map_err(backend)?.map(|v| v.value()).unwrap_or(0) + 1;
+            let revision = meta
+                .get(REVISION_KEY)
+                .map_err(backend)?
+                .map(|v| v.value())
+                .unwrap_or(0)
+                + 1;
             let mut objects = txn.open_table(OBJECTS).map_err(backend)?;
             let current = match objects.get(k.as_str()).map_err(backend)? {
                 None => None,
@@ -123,7 +144,9 @@ impl Inner {
             let (next, ev) = f(current, revision)?;
             match next {
                 Some(obj) => {
-                    objects.insert(k.as_str(), self.encode(&obj).as_slice()).map_err(backend)?;
+                    objects
+                        .insert(k.as_str(), self.encode(&obj).as_slice())
+                        .map_err(backend)?;
                 }
                 None => {
                     objects.remove(k.as_str()).map_err(backend)?;
@@ -156,7 +179,11 @@ impl Inner {
     fn revision(&self) -> Result<u64, StoreError> {
         let txn = self.db.begin_read().map_err(backend)?;
         let meta = txn.open_table(META).map_err(backend)?;
-        Ok(meta.get(REVISION_KEY).map_err(backend)?.map(|v| v.value()).unwrap_or(0))
+        Ok(meta
+            .get(REVISION_KEY)
+            .map_err(backend)?
+            .map(|v| v.value())
+            .unwrap_or(0))
     }
 }
 
@@ -172,14 +199,22 @@ impl ResourceStore for RedbStore {
             let (ns, name) = (obj.meta().namespace.clone(), obj.meta().name.clone());
             let ev = inner.write(kind, &ns, &name, |current, revision| {
                 if current.is_some() {
-                    return Err(StoreError::AlreadyExists { kind, namespace: ns.clone(), name: name.clone() });
+                    return Err(StoreError::AlreadyExists {
+                        kind,
+                        namespace: ns.clone(),
+                        name: name.clone(),
+                    });
                 }
                 let m = obj.meta_mut();
                 m.uid = uuid::Uuid::new_v4().to_string();
                 m.resource_version = revision.to_string();
                 m.generation = 1;
                 m.creation_timestamp = Some(now());
-                let ev = WatchEvent { event_type: WatchEventType::Added, object: obj.clone(), revision };
+                let ev = WatchEvent {
+                    event_type: WatchEventType::Added,
+                    object: obj.clone(),
+                    revision,
+                };
                 Ok((Some(obj), ev))
             })?;
             Ok(ev.object)
@@ -193,7 +228,11 @@ impl ResourceStore for RedbStore {
             let (ns, name) = (obj.meta().namespace.clone(), obj.meta().name.clone());
             let ev = inner.write(kind, &ns, &name, |current, revision| {
                 let Some(current) = current else {
-                    return Err(StoreError::NotFound { kind, namespace: ns.clone(), name: name.clone() });
+                    return Err(StoreError::NotFound {
+                        kind,
+                        namespace: ns.clone(),
+                        name: name.clone(),
+                    });
                 };
                 let cur = current.meta();
                 let sent = obj.meta().resource_version.clone();
@@ -212,7 +251,11 @@ impl ResourceStore for RedbStore {
                 m.creation_timestamp = cur.creation_timestamp.clone();
                 m.generation = cur.generation + i64::from(bump);
                 m.resource_version = revision.to_string();
-                let ev = WatchEvent { event_type: WatchEventType::Modified, object: obj.clone(), revision };
+                let ev = WatchEvent {
+                    event_type: WatchEventType::Modified,
+                    object: obj.clone(),
+                    revision,
+                };
                 Ok((Some(obj), ev))
             })?;
             Ok(ev.object)
@@ -220,32 +263,61 @@ impl ResourceStore for RedbStore {
         .await
     }
 
-    async fn delete(&self, kind: ResourceKind, namespace: &str, name: &str) -> Result<AnyResource, StoreError> {
+    async fn delete(
+        &self,
+        kind: ResourceKind,
+        namespace: &str,
+        name: &str,
+    ) -> Result<AnyResource, StoreError> {
         let (ns, name) = (namespace.to_owned(), name.to_owned());
         self.blocking(move |inner| {
             let ev = inner.write(kind, &ns, &name, |current, revision| {
                 let Some(mut last) = current else {
-                    return Err(StoreError::NotFound { kind, namespace: ns.clone(), name: name.clone() });
+                    return Err(StoreError::NotFound {
+                        kind,
+                        namespace: ns.clone(),
+                        name: name.clone(),
+                    });
                 };
                 last.meta_mut().resource_version = revision.to_string();
-                Ok((None, WatchEvent { event_type: WatchEventType::Deleted, object: last, revision }))
+                Ok((
+                    None,
+                    WatchEvent {
+                        event_type: WatchEventType::Deleted,
+                        object: last,
+                        revision,
+                    },
+                ))
             })?;
             Ok(ev.object)
         })
         .await
     }
 
-    async fn get(&self, kind: ResourceKind, namespace: &str, name: &str) -> Result<AnyResource, StoreError> {
+    async fn get(
+        &self,
+        kind: ResourceKind,
+        namespace: &str,
+        name: &str,
+    ) -> Result<AnyResource, StoreError> {
         let (ns, name) = (namespace.to_owned(), name.to_owned());
         self.blocking(move |inner| {
             inner
                 .read(&key(kind, &ns, &name), kind)?
-                .ok_or(StoreError::NotFound { kind, namespace: ns, name })
+                .ok_or(StoreError::NotFound {
+                    kind,
+                    namespace: ns,
+                    name,
+                })
         })
         .await
     }
 
-    async fn list(&self, kind: ResourceKind, namespace: Option<&str>) -> Result<Vec<AnyResource>, StoreError> {
+    async fn list(
+        &self,
+        kind: ResourceKind,
+        namespace: Option<&str>,
+    ) -> Result<Vec<AnyResource>, StoreError> {
         let prefix = match namespace {
             Some(ns) => format!("{}/{ns}/", kind.plural()),
             None => format!("{}/", kind.plural()),
@@ -280,7 +352,9 @@ impl ResourceStore for RedbStore {
             let mut rx = rx?;
             match rx.recv().await {
                 Ok(ev) => Some((Ok(ev), Some(rx))),
-                Err(broadcast::error::RecvError::Lagged(n)) => Some((Err(StoreError::Lagged(n)), None)),
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    Some((Err(StoreError::Lagged(n)), None))
+                }
                 Err(broadcast::error::RecvError::Closed) => None,
             }
         });
@@ -291,15 +365,21 @@ impl ResourceStore for RedbStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fission_core::resources::{EnvironmentSpec, Runtime};
     use fission_core::Object;
+    use fission_core::resources::{EnvironmentSpec, Runtime};
     use futures::StreamExt as _;
 
     fn env(name: &str, image: &str) -> AnyResource {
         let mut o = Object::new(
             "default",
             name,
-            EnvironmentSpec { runtime: Runtime { image: image.into(), ..Default::default() }, ..Default::default() },
+            EnvironmentSpec {
+                runtime: Runtime {
+                    image: image.into(),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
         );
         o.normalize();
         AnyResource::Environment(o)
@@ -313,11 +393,20 @@ mod tests {
     async fn assigns_increasing_resource_versions_and_keeps_uid_across_updates() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = open(dir.path());
-        let a = store.create(env("a", "fission/node-env")).await.expect("create a");
-        let b = store.create(env("b", "fission/node-env")).await.expect("create b");
+        let a = store
+            .create(env("a", "fission/node-env"))
+            .await
+            .expect("create a");
+        let b = store
+            .create(env("b", "fission/node-env"))
+            .await
+            .expect("create b");
         assert!(b.meta().resource_version_number() > a.meta().resource_version_number());
         assert_eq!(a.meta().generation, 1);
-        let updated = store.update(env("a", "fission/python-env")).await.expect("update");
+        let updated = store
+            .update(env("a", "fission/python-env"))
+            .await
+            .expect("update");
         assert_eq!(updated.meta().uid, a.meta().uid);
         assert_eq!(updated.meta().generation, 2);
         assert!(updated.meta().resource_version_number() > b.meta().resource_version_number());
@@ -327,15 +416,31 @@ mod tests {
     async fn refuses_duplicate_create_and_stale_update_without_writing() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = open(dir.path());
-        let first = store.create(env("a", "fission/node-env")).await.expect("create");
-        assert!(matches!(store.create(env("a", "x")).await, Err(StoreError::AlreadyExists { .. })));
+        let first = store
+            .create(env("a", "fission/node-env"))
+            .await
+            .expect("create");
+        assert!(matches!(
+            store.create(env("a", "x")).await,
+            Err(StoreError::AlreadyExists { .. })
+        ));
         let mut fresh = env("a", "fission/python-env");
         fresh.meta_mut().resource_version = first.meta().resource_version.clone();
-        store.update(fresh).await.expect("update with current version");
+        store
+            .update(fresh)
+            .await
+            .expect("update with current version");
         let mut stale = env("a", "stale/image");
         stale.meta_mut().resource_version = first.meta().resource_version.clone();
-        assert!(matches!(store.update(stale).await, Err(StoreError::Conflict { .. })));
-        let AnyResource::Environment(e) = store.get(ResourceKind::Environment, "default", "a").await.expect("get") else {
+        assert!(matches!(
+            store.update(stale).await,
+            Err(StoreError::Conflict { .. })
+        ));
+        let AnyResource::Environment(e) = store
+            .get(ResourceKind::Environment, "default", "a")
+            .await
+            .expect("get")
+        else {
             panic!("wrong kind")
         };
         assert_eq!(e.spec.runtime.image, "fission/python-env");
@@ -346,30 +451,62 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         {
             let store = open(dir.path());
-            store.create(env("kept", "fission/node-env")).await.expect("create");
+            store
+                .create(env("kept", "fission/node-env"))
+                .await
+                .expect("create");
         }
         let store = open(dir.path());
-        let listed = store.list(ResourceKind::Environment, Some("default")).await.expect("list");
+        let listed = store
+            .list(ResourceKind::Environment, Some("default"))
+            .await
+            .expect("list");
         assert_eq!(listed.len(), 1);
         assert_eq!(listed[0].meta().name, "kept");
-        assert!(store.list(ResourceKind::Environment, Some("other")).await.expect("list").is_empty());
-        let again = store.create(env("next", "fission/node-env")).await.expect("create");
-        assert!(again.meta().resource_version_number() > listed[0].meta().resource_version_number());
+        assert!(
+            store
+                .list(ResourceKind::Environment, Some("other"))
+                .await
+                .expect("list")
+                .is_empty()
+        );
+        let again = store
+            .create(env("next", "fission/node-env"))
+            .await
+            .expect("create");
+        assert!(
+            again.meta().resource_version_number() > listed[0].meta().resource_version_number()
+        );
     }
 
     #[tokio::test]
     async fn change_feed_delivers_every_write_after_the_snapshot_in_order() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = open(dir.path());
-        store.create(env("before", "fission/node-env")).await.expect("create");
+        store
+            .create(env("before", "fission/node-env"))
+            .await
+            .expect("create");
         let (snapshot, rev, mut feed) = store.list_and_watch().await.expect("watch");
         assert_eq!(snapshot.len(), 1);
-        store.create(env("after", "fission/node-env")).await.expect("create");
-        store.delete(ResourceKind::Environment, "default", "before").await.expect("delete");
+        store
+            .create(env("after", "fission/node-env"))
+            .await
+            .expect("create");
+        store
+            .delete(ResourceKind::Environment, "default", "before")
+            .await
+            .expect("delete");
         let e1 = feed.next().await.expect("event").expect("ok");
         let e2 = feed.next().await.expect("event").expect("ok");
-        assert_eq!((e1.event_type, e1.object.meta().name.as_str()), (WatchEventType::Added, "after"));
-        assert_eq!((e2.event_type, e2.object.meta().name.as_str()), (WatchEventType::Deleted, "before"));
+        assert_eq!(
+            (e1.event_type, e1.object.meta().name.as_str()),
+            (WatchEventType::Added, "after")
+        );
+        assert_eq!(
+            (e2.event_type, e2.object.meta().name.as_str()),
+            (WatchEventType::Deleted, "before")
+        );
         assert!(rev < e1.revision && e1.revision < e2.revision);
     }
 
@@ -384,17 +521,28 @@ mod tests {
                 metadata: fission_core::ObjectMeta::named("default", "db"),
                 ..Default::default()
             };
-            s.data.insert("password".into(), b"correct-horse-battery".to_vec());
+            s.data
+                .insert("password".into(), b"correct-horse-battery".to_vec());
             s.normalize();
             store.create(AnyResource::Secret(s)).await.expect("create");
         }
         let raw = std::fs::read(&path).expect("db bytes");
         let encoded = b"Y29ycmVjdC1ob3JzZS1iYXR0ZXJ5"; // base64, as the JSON would hold it
-        assert!(!raw.windows(21).any(|w| w == b"correct-horse-battery"), "plain text found in the database file");
-        assert!(!raw.windows(encoded.len()).any(|w| w == encoded), "base64 of the value found in the database file");
+        assert!(
+            !raw.windows(21).any(|w| w == b"correct-horse-battery"),
+            "plain text found in the database file"
+        );
+        assert!(
+            !raw.windows(encoded.len()).any(|w| w == encoded),
+            "base64 of the value found in the database file"
+        );
         let cipher = SecretCipher::load_or_create(&dir.path().join("key")).expect("key");
         let store = RedbStore::open_with_cipher(&path, Some(cipher)).expect("reopen");
-        let AnyResource::Secret(s) = store.get(ResourceKind::Secret, "default", "db").await.expect("get") else {
+        let AnyResource::Secret(s) = store
+            .get(ResourceKind::Secret, "default", "db")
+            .await
+            .expect("get")
+        else {
             panic!("wrong kind")
         };
         assert_eq!(s.data["password"], b"correct-horse-battery");
@@ -404,7 +552,10 @@ mod tests {
     async fn deleting_a_missing_object_is_not_found() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = open(dir.path());
-        let err = store.delete(ResourceKind::Function, "default", "nope").await.expect_err("missing");
+        let err = store
+            .delete(ResourceKind::Function, "default", "nope")
+            .await
+            .expect_err("missing");
         assert!(matches!(err, StoreError::NotFound { .. }));
         assert_eq!(err.to_string(), "Function 'default/nope' not found");
     }

@@ -60,11 +60,16 @@ function collect(child) {
   return () => out;
 }
 
+function fastPathEnv() {
+  return process.env.FAST_PATH === undefined ? {} : { FAST_PATH: process.env.FAST_PATH };
+}
+
 // Spawns server.js on a free port with a clean environment.
 async function startServer({ env = {}, args = [] } = {}) {
   const port = await freePort();
   const child = spawn(process.execPath, [SERVER, ...args], {
-    env: { PATH: process.env.PATH, PORT: String(port), ...env },
+    // FAST_PATH is passed on so the whole suite can run on the Express path too (test.sh).
+    env: { PATH: process.env.PATH, PORT: String(port), ...fastPathEnv(), ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const logs = collect(child);

@@ -512,3 +512,346 @@ def test_serves_on_inherited_listening_socket(start, tmp):
         assert server.call()[2] == b"Hello, world!\n"
     finally:
         sock.close()
+
+
+# ---------------------------------------------------------------------------
+# HTTP/1.1 server: keep-alive, bodies, limits, streaming
+# ---------------------------------------------------------------------------
+
+
+def raw_exchange(addr, data, timeout=10):
+    """Sends raw bytes and reads until the server closes the connection."""
+    with socket.create_connection(addr, timeout=timeout) as s:
+        s.sendall(data)
+        out = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                return out
+            out += chunk
+
+
+BODY_ECHO = """
+from flask import request
+
+def main():
+    n = request.args.get("read")
+    if n is not None:
+        return request.stream.read(int(n))
+    return request.get_data()
+"""
+
+
+def test_bodies_partly_read_are_drained_and_the_connection_reused(start, tmp):
+    server = serve(start, tmp, {"main.py": BODY_ECHO})
+    conn = http.client.HTTPConnection(*server.addr, timeout=10)
+    try:
+        conn.request("POST", "/?read=5", body=b"0123456789" * 1000)
+        res = conn.getresponse()
+        assert (res.status, res.read()) == (200, b"01234")
+        sock = conn.sock
+        conn.request("POST", "/", body=b"second")
+        res = conn.getresponse()
+        assert (res.status, res.read()) == (200, b"second")
+        assert conn.sock is sock
+    finally:
+        conn.close()
+
+
+def test_chunked_request_body_with_extensions_and_trailers_reaches_the_function(start, tmp):
+    server = serve(start, tmp, {"main.py": BODY_ECHO})
+    with socket.create_connection(server.addr, timeout=10) as s:
+        s.sendall(
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"5;ext=1\r\nhello\r\n7\r\n, world\r\n0\r\nX-Trailer: t\r\n\r\n"
+            b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    first, second = data.split(b"HTTP/1.1 ", 2)[1:]
+    assert first.startswith(b"200 ") and first.endswith(b"\r\n\r\nhello, world"), data
+    assert second.startswith(b"200 ") and b"Connection: close" in second, data
+
+
+def test_malformed_chunked_body_is_400_and_closes(start, tmp):
+    server = serve(start, tmp, {"main.py": BODY_ECHO})
+    data = raw_exchange(
+        server.addr,
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+    )
+    assert data.startswith(b"HTTP/1.1 400 "), data
+    assert data.count(b"HTTP/1.1 ") == 1
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"Content-Length: abc\r\n",
+        b"Content-Length: -1\r\n",
+        b"Content-Length: 3\r\nContent-Length: 4\r\n",
+        b"Transfer-Encoding: gzip\r\n",
+    ],
+)
+def test_unusable_body_framing_is_400_and_closes(start, tmp, head):
+    server = serve(start, tmp, {"main.py": BODY_ECHO})
+    data = raw_exchange(server.addr, b"POST / HTTP/1.1\r\nHost: x\r\n" + head + b"\r\nabcd")
+    assert data.startswith(b"HTTP/1.1 400 "), data
+    assert b"Connection: close" in data
+
+
+def test_body_over_the_limit_is_413_before_the_function_runs(start, tmp):
+    marker = os.path.join(str(tmp), "called")
+    server = serve(
+        start,
+        tmp,
+        {"main.py": """
+            def main():
+                open({!r}, "w").close()
+                return "called"
+            """.format(marker)},
+        env={"MAX_BODY_BYTES": "1000"},
+    )
+    status, headers, body = server.call("POST", "/", b"x" * 1000)
+    assert (status, body) == (200, b"called")
+    os.remove(marker)
+    # Announced over the limit: refused before the body is sent (the client may stop there).
+    with socket.create_connection(server.addr, timeout=10) as s:
+        s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1001\r\nExpect: 100-continue\r\n\r\n")
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 413 "), data
+    assert b"100 Continue" not in data
+    assert b"Connection: close" in data
+    assert b"over the limit of 1000 bytes" in data
+    assert not os.path.exists(marker)
+
+
+def test_chunked_body_over_the_limit_is_413_when_read(start, tmp):
+    server = serve(start, tmp, {"main.py": BODY_ECHO}, env={"MAX_BODY_BYTES": "1000"})
+    conn = http.client.HTTPConnection(*server.addr, timeout=10)
+    try:
+        conn.request("POST", "/", body=iter([b"x" * 600, b"y" * 600]), encode_chunked=True)
+        res = conn.getresponse()
+        assert res.status == 413
+        res.read()
+    finally:
+        conn.close()
+    ok = http.client.HTTPConnection(*server.addr, timeout=10)
+    try:
+        ok.request("POST", "/", body=iter([b"x" * 500, b"y" * 500]), encode_chunked=True)
+        res = ok.getresponse()
+        assert (res.status, res.read()) == (200, b"x" * 500 + b"y" * 500)
+    finally:
+        ok.close()
+
+
+def test_invalid_body_limit_setting_stops_the_runtime():
+    proc = subprocess.run(
+        [RUNTIME_PYTHON, "-I", "-S", SERVER],
+        env={"PATH": "/usr/bin:/bin", "PORT": str(free_port()), "MAX_BODY_BYTES": "lots"},
+        capture_output=True,
+        timeout=30,
+    )
+    assert proc.returncode == 2
+    assert b"invalid MAX_BODY_BYTES 'lots'" in proc.stderr
+
+
+def test_expect_100_continue_gets_100_then_the_answer(start, tmp):
+    server = serve(start, tmp, {"main.py": BODY_ECHO})
+    with socket.create_connection(server.addr, timeout=10) as s:
+        s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n")
+        got = s.recv(65536)
+        assert got.startswith(b"HTTP/1.1 100 Continue\r\n\r\n"), got
+        s.sendall(b"abcd")
+        got = got[len(b"HTTP/1.1 100 Continue\r\n\r\n") :]
+        while not got.endswith(b"abcd"):
+            got += s.recv(65536)
+        assert got.startswith(b"HTTP/1.1 200 "), got
+
+
+def test_head_has_length_but_no_body_and_keeps_the_connection(start, tmp):
+    server = serve(start, tmp, {"main.py": HELLO})
+    conn = http.client.HTTPConnection(*server.addr, timeout=10)
+    try:
+        conn.request("HEAD", "/")
+        res = conn.getresponse()
+        assert res.status == 200
+        assert res.getheader("Content-Length") == str(len(b"Hello, world!\n"))
+        assert res.read() == b""
+        sock = conn.sock
+        conn.request("GET", "/")
+        res = conn.getresponse()
+        assert res.read() == b"Hello, world!\n"
+        assert conn.sock is sock
+    finally:
+        conn.close()
+
+
+STREAM = """
+import os, time
+from flask import Response, request
+
+def main():
+    gate = request.args["gate"]
+    fail = request.args.get("fail")
+
+    def gen():
+        yield "first;"
+        # Wait until the client has seen the first chunk: proves it was sent at once.
+        deadline = time.monotonic() + 10
+        while not os.path.exists(gate) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if fail:
+            raise RuntimeError("generator broke")
+        yield "second"
+
+    return Response(gen(), mimetype="text/plain")
+"""
+
+
+def test_generator_body_streams_chunk_by_chunk(start, tmp):
+    server = serve(start, tmp, {"main.py": STREAM})
+    gate = os.path.join(str(tmp), "gate")
+    conn = http.client.HTTPConnection(*server.addr, timeout=10)
+    try:
+        conn.request("GET", "/?gate=" + gate)
+        res = conn.getresponse()
+        assert res.getheader("Transfer-Encoding") == "chunked"
+        assert res.read1() == b"first;"
+        open(gate, "w").close()
+        assert res.read() == b"second"
+        sock = conn.sock
+        conn.request("GET", "/?gate=" + gate)
+        assert conn.getresponse().read() == b"first;second"
+        assert conn.sock is sock
+    finally:
+        conn.close()
+
+
+def test_http10_streamed_body_ends_with_the_connection(start, tmp):
+    server = serve(start, tmp, {"main.py": STREAM})
+    gate = os.path.join(str(tmp), "gate")
+    open(gate, "w").close()
+    data = raw_exchange(server.addr, "GET /?gate={} HTTP/1.0\r\n\r\n".format(gate).encode())
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert b"Transfer-Encoding" not in head and b"Connection: close" in head
+    assert body == b"first;second"
+
+
+def test_generator_failing_midway_cuts_the_response_and_logs(start, tmp):
+    server = serve(start, tmp, {"main.py": STREAM})
+    gate = os.path.join(str(tmp), "gate")
+    open(gate, "w").close()
+    data = raw_exchange(server.addr, "GET /?fail=1&gate={} HTTP/1.1\r\nHost: x\r\n\r\n".format(gate).encode())
+    assert data.startswith(b"HTTP/1.1 200 ")
+    assert b"first;" in data and not data.endswith(b"0\r\n\r\n")  # no last chunk: visibly cut
+    assert "Function error: Traceback" in server.logs()
+    assert "RuntimeError: generator broke" in server.logs()
+    assert server.call("GET", "/?gate=" + gate)[2] == b"first;second"
+
+
+def test_function_asking_to_close_the_connection_is_obeyed(start, tmp):
+    server = serve(
+        start,
+        tmp,
+        {"main.py": """
+            def main():
+                return "bye", 200, {"Connection": "close"}
+            """},
+    )
+    data = raw_exchange(server.addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert data.startswith(b"HTTP/1.1 200 ") and data.endswith(b"\r\n\r\nbye"), data
+
+
+def test_idle_keep_alive_connections_are_closed_after_the_timeout(start, tmp):
+    server = serve(start, tmp, {"main.py": HELLO}, env={"KEEPALIVE_TIMEOUT": "0.3"})
+    with socket.create_connection(server.addr, timeout=10) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        started = time.monotonic()
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        waited = time.monotonic() - started
+    assert data.startswith(b"HTTP/1.1 200 ") and data.endswith(b"Hello, world!\n")
+    assert 0.2 < waited < 5, waited
+
+
+PATHS = """
+from flask import request
+
+def main():
+    return {
+        "path": request.path,
+        "query": request.query_string.decode(),
+        "host": request.host,
+        "multi": request.headers.get("X-Multi"),
+        "under": request.headers.get("X_Under"),
+        "remote": request.remote_addr,
+    }
+"""
+
+
+def test_request_target_and_headers_reach_flask_as_werkzeug_would_give_them(start, tmp):
+    server = serve(start, tmp, {"main.py": PATHS})
+    data = raw_exchange(
+        server.addr,
+        b"GET /a%20b/%C3%A9?x=%20y&z HTTP/1.1\r\nHost: h.example:81\r\nX-Multi: 1\r\nX-Multi: 2\r\n"
+        b"X_Under: no\r\nConnection: close\r\n\r\n",
+    )
+    got = json.loads(data.partition(b"\r\n\r\n")[2])
+    assert got == {
+        "path": "/a b/\u00e9",
+        "query": "x=%20y&z",
+        "host": "h.example:81",
+        "multi": "1,2",
+        "under": None,
+        "remote": "127.0.0.1",
+    }
+    data = raw_exchange(server.addr, b"GET http://abs.example/p?q=1 HTTP/1.1\r\nHost: other\r\nConnection: close\r\n\r\n")
+    got = json.loads(data.partition(b"\r\n\r\n")[2])
+    assert (got["path"], got["query"], got["host"]) == ("/p", "q=1", "abs.example")
+
+
+def test_garbage_request_line_is_400(start, tmp):
+    server = serve(start, tmp, {"main.py": HELLO})
+    data = raw_exchange(server.addr, b"NOT HTTP AT ALL\r\n\r\n")
+    assert data.startswith(b"HTTP/1.1 400 "), data
+    assert server.call()[2] == b"Hello, world!\n"
+
+
+def test_unusable_listen_address_or_fd_stops_the_runtime_with_a_message():
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        proc = subprocess.run(
+            [RUNTIME_PYTHON, "-I", "-S", SERVER],
+            env={"PATH": "/usr/bin:/bin", "PORT": str(port)},
+            capture_output=True,
+            timeout=30,
+        )
+    assert proc.returncode == 2
+    assert "cannot listen on 127.0.0.1:{}".format(port).encode() in proc.stderr
+    with open(os.devnull, "rb") as not_a_socket:
+        fd = not_a_socket.fileno()
+        proc = subprocess.run(
+            [RUNTIME_PYTHON, "-I", "-S", SERVER],
+            env={"PATH": "/usr/bin:/bin", "FISSION_LISTEN_FD": str(fd)},
+            capture_output=True,
+            pass_fds=(fd,),
+            timeout=30,
+        )
+    assert proc.returncode == 2
+    assert "cannot listen on fd {}".format(fd).encode() in proc.stderr

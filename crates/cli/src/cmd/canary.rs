@@ -3,7 +3,8 @@
 use anyhow::bail;
 use clap::{Args, Subcommand};
 use fission_core::resources::{
-    CanaryConfig, CanaryConfigSpec, CanaryConfigStatus, FunctionSpec, HttpTrigger, HttpTriggerSpec, function_ref_type,
+    CanaryConfig, CanaryConfigSpec, CanaryConfigStatus, FunctionSpec, HttpTrigger, HttpTriggerSpec,
+    function_ref_type,
 };
 use fission_core::validation::parse_go_duration;
 
@@ -113,7 +114,9 @@ fn check_interval(s: &str) -> anyhow::Result<()> {
 /// The trigger must split traffic by weights between both functions (Fission's checks).
 pub(crate) fn check_trigger(t: &HttpTrigger, newf: &str, oldf: &str) -> anyhow::Result<()> {
     if t.spec.functionref.ref_type != function_ref_type::FUNCTION_WEIGHTS {
-        bail!("canary config cannot be created for http triggers that do not reference functions by weights");
+        bail!(
+            "canary config cannot be created for http triggers that do not reference functions by weights"
+        );
     }
     let names = t.spec.functionref.function_names();
     for f in [newf, oldf] {
@@ -135,7 +138,9 @@ pub(crate) fn build(ns: &str, a: &CanaryCreateArgs) -> CanaryConfig {
         failure_type: "status-code".to_owned(),
     };
     let mut c = CanaryConfig::new(ns, &a.name, spec);
-    c.status = CanaryConfigStatus { status: "pending".to_owned() };
+    c.status = CanaryConfigStatus {
+        status: "pending".to_owned(),
+    };
     c
 }
 
@@ -152,12 +157,14 @@ async fn create(ctx: &Ctx, a: CanaryCreateArgs) -> anyhow::Result<()> {
         .wrap("error finding http trigger referenced in the canary config")?;
     check_trigger(&t, &a.newfunction, &a.oldfunction)?;
     for f in [&a.newfunction, &a.oldfunction] {
-        ctx.api
-            .get::<FunctionSpec>(&ns, f)
-            .await
-            .wrap(&format!("error checking functions existence: function '{f}'"))?;
+        ctx.api.get::<FunctionSpec>(&ns, f).await.wrap(&format!(
+            "error checking functions existence: function '{f}'"
+        ))?;
     }
-    ctx.api.create(&c).await.wrap("error creating canary config")?;
+    ctx.api
+        .create(&c)
+        .await
+        .wrap("error creating canary config")?;
     say(format!("canary config '{}' created", a.name));
     Ok(())
 }
@@ -204,7 +211,11 @@ async fn get(ctx: &Ctx, a: CanaryGetArgs) -> anyhow::Result<()> {
 
 async fn list(ctx: &Ctx, a: ListArgs) -> anyhow::Result<()> {
     let scope = a.scope(ctx, NsKind::Canary);
-    let cs: Vec<CanaryConfig> = ctx.api.list(scope.as_deref()).await.wrap("error listing canary config")?;
+    let cs: Vec<CanaryConfig> = ctx
+        .api
+        .list(scope.as_deref())
+        .await
+        .wrap("error listing canary config")?;
     if let Some(f) = a.output {
         return print_structured(f, &cs);
     }
@@ -226,14 +237,19 @@ async fn update(ctx: &Ctx, a: CanaryUpdateArgs) -> anyhow::Result<()> {
         c.spec.failurethreshold = f;
     }
     validate(&c)?;
-    ctx.api.update(&c).await.wrap("error updating canary config")?;
+    ctx.api
+        .update(&c)
+        .await
+        .wrap("error updating canary config")?;
     say(format!("canary config '{}' updated", a.name));
     Ok(())
 }
 
 async fn delete(ctx: &Ctx, a: CanaryDeleteArgs) -> anyhow::Result<()> {
     let ns = ctx.ns(NsKind::Canary);
-    if delete_one::<CanaryConfigSpec>(ctx, &ns, &a.name, a.ignorenotfound, false, "canary config").await? {
+    if delete_one::<CanaryConfigSpec>(ctx, &ns, &a.name, a.ignorenotfound, false, "canary config")
+        .await?
+    {
         say(format!("canary config '{}' deleted", a.name));
     }
     Ok(())

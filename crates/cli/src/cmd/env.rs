@@ -3,7 +3,8 @@
 use anyhow::bail;
 use clap::{Args, Subcommand};
 use fission_core::resources::{
-    Builder, DEFAULT_GRACE_PERIOD, DEFAULT_POOLSIZE, Environment, EnvironmentSpec, Function, FunctionSpec, Runtime,
+    Builder, DEFAULT_GRACE_PERIOD, DEFAULT_POOLSIZE, Environment, EnvironmentSpec, Function,
+    FunctionSpec, Runtime,
 };
 use serde_json::json;
 
@@ -11,7 +12,9 @@ use super::{Ctx, ListArgs, SpecArgs, delete_one, get_one, print_dry, say, to_yam
 use crate::NsKind;
 use crate::api::Wrap;
 use crate::output::{OutputFormat, Table, print_structured};
-use crate::util::{ResourceArgs, apply_labels_annotations, check_name, env_vars, quantity_cell, validate};
+use crate::util::{
+    ResourceArgs, apply_labels_annotations, check_name, env_vars, quantity_cell, validate,
+};
 
 /// `fission env` subcommands.
 #[derive(Debug, Subcommand)]
@@ -194,7 +197,11 @@ pub(crate) fn build_environment(ns: &str, a: &EnvCreateArgs) -> anyhow::Result<E
     if let Some(img) = a.builder.as_deref().filter(|s| !s.is_empty()) {
         spec.builder = Some(Builder {
             image: img.to_owned(),
-            command: a.buildcmd.clone().filter(|s| !s.is_empty()).unwrap_or_else(|| "build".to_owned()),
+            command: a
+                .buildcmd
+                .clone()
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| "build".to_owned()),
             container: Some(container_stub("builder", &a.builder_env)?),
             podspec: Some(podspec_stub("builder")),
         });
@@ -224,7 +231,10 @@ async fn create(ctx: &Ctx, a: EnvCreateArgs) -> anyhow::Result<()> {
     if dry {
         return print_dry(&[to_yaml(&env)?]);
     }
-    ctx.api.create(&env).await.wrap("error creating environment")?;
+    ctx.api
+        .create(&env)
+        .await
+        .wrap("error creating environment")?;
     say(format!("environment '{}' created", a.name));
     Ok(())
 }
@@ -236,7 +246,11 @@ async fn get(ctx: &Ctx, a: EnvGetArgs) -> anyhow::Result<()> {
         return print_structured(f, &env);
     }
     let mut t = Table::new(&["NAME", "IMAGE", "NAMESPACE"]);
-    t.row(vec![env.metadata.name.clone(), env.spec.runtime.image.clone(), env.metadata.namespace.clone()]);
+    t.row(vec![
+        env.metadata.name.clone(),
+        env.spec.runtime.image.clone(),
+        env.metadata.namespace.clone(),
+    ]);
     t.print();
     Ok(())
 }
@@ -261,7 +275,11 @@ pub(crate) fn env_table(envs: &[Environment]) -> Table {
         t.row(vec![
             e.metadata.name.clone(),
             e.spec.runtime.image.clone(),
-            e.spec.builder.as_ref().map(|b| b.image.clone()).unwrap_or_default(),
+            e.spec
+                .builder
+                .as_ref()
+                .map(|b| b.image.clone())
+                .unwrap_or_default(),
             e.spec.poolsize.to_string(),
             quantity_cell(&r.requests, "cpu"),
             quantity_cell(&r.limits, "cpu"),
@@ -277,7 +295,11 @@ pub(crate) fn env_table(envs: &[Environment]) -> Table {
 
 async fn list(ctx: &Ctx, a: ListArgs) -> anyhow::Result<()> {
     let scope = a.scope(ctx, NsKind::Environment);
-    let envs: Vec<Environment> = ctx.api.list(scope.as_deref()).await.wrap("error listing environments")?;
+    let envs: Vec<Environment> = ctx
+        .api
+        .list(scope.as_deref())
+        .await
+        .wrap("error listing environments")?;
     if let Some(f) = a.output {
         return print_structured(f, &envs);
     }
@@ -286,7 +308,11 @@ async fn list(ctx: &Ctx, a: ListArgs) -> anyhow::Result<()> {
 }
 
 /// Replace the `env` list of a container stub (creating the stub if needed).
-fn set_container_env(slot: &mut Option<serde_json::Value>, name: &str, vars: &[String]) -> anyhow::Result<()> {
+fn set_container_env(
+    slot: &mut Option<serde_json::Value>,
+    name: &str,
+    vars: &[String],
+) -> anyhow::Result<()> {
     let vars = env_vars(vars)?;
     let c = slot.get_or_insert_with(|| json!({ "name": name }));
     if let Some(obj) = c.as_object_mut() {
@@ -347,7 +373,10 @@ async fn update(ctx: &Ctx, a: EnvUpdateArgs) -> anyhow::Result<()> {
     a.resources.apply(&mut s.resources)?;
     apply_labels_annotations(&mut env.metadata, a.labels.as_deref(), &a.annotation)?;
     validate(&env)?;
-    ctx.api.update(&env).await.wrap("error updating environment")?;
+    ctx.api
+        .update(&env)
+        .await
+        .wrap("error updating environment")?;
     say(format!("environment '{}' updated", a.name));
     Ok(())
 }
@@ -356,19 +385,32 @@ async fn delete(ctx: &Ctx, a: EnvDeleteArgs) -> anyhow::Result<()> {
     let ns = ctx.ns(NsKind::Environment);
     check_name::<EnvironmentSpec>(&ns, &a.name)?;
     if !a.force {
-        let fns: Vec<Function> = ctx.api.list(None).await.wrap("error getting functions using the environment")?;
-        if fns.iter().any(|f| uses_env(&f.spec, &ns, &a.name, &f.metadata.namespace)) {
+        let fns: Vec<Function> = ctx
+            .api
+            .list(None)
+            .await
+            .wrap("error getting functions using the environment")?;
+        if fns
+            .iter()
+            .any(|f| uses_env(&f.spec, &ns, &a.name, &f.metadata.namespace))
+        {
             bail!("Environment is used by at least one function.");
         }
     }
-    if delete_one::<EnvironmentSpec>(ctx, &ns, &a.name, a.ignorenotfound, a.force, "environment").await? {
+    if delete_one::<EnvironmentSpec>(ctx, &ns, &a.name, a.ignorenotfound, a.force, "environment")
+        .await?
+    {
         say(format!("environment '{}' deleted", a.name));
     }
     Ok(())
 }
 
 fn uses_env(f: &FunctionSpec, env_ns: &str, env_name: &str, fn_ns: &str) -> bool {
-    let ref_ns = if f.environment.namespace.is_empty() { fn_ns } else { &f.environment.namespace };
+    let ref_ns = if f.environment.namespace.is_empty() {
+        fn_ns
+    } else {
+        &f.environment.namespace
+    };
     f.environment.name == env_name && ref_ns == env_ns
 }
 
@@ -403,7 +445,10 @@ mod tests {
         assert_eq!(v["spec"]["poolsize"], 3);
         assert_eq!(v["spec"]["terminationGracePeriod"], 360);
         assert_eq!(v["spec"]["runtime"]["container"], json!({"name": "nodejs"}));
-        assert_eq!(v["spec"]["runtime"]["podspec"], json!({"containers": [{"name": "nodejs"}]}));
+        assert_eq!(
+            v["spec"]["runtime"]["podspec"],
+            json!({"containers": [{"name": "nodejs"}]})
+        );
         assert_eq!(v["spec"]["resources"], json!({}));
         assert!(v["spec"].get("builder").is_none());
         validate(&env).expect("valid");
@@ -411,7 +456,14 @@ mod tests {
 
     #[test]
     fn env_create_with_builder_defaults_the_build_command() {
-        let a = create_args(&["--name", "py", "--image", "fission/python-env", "--builder", "fission/python-builder"]);
+        let a = create_args(&[
+            "--name",
+            "py",
+            "--image",
+            "fission/python-env",
+            "--builder",
+            "fission/python-builder",
+        ]);
         let env = build_environment("default", &a).expect("env");
         let b = env.spec.builder.expect("builder");
         assert_eq!(b.command, "build");
@@ -441,11 +493,22 @@ mod tests {
 
     #[test]
     fn env_create_runtime_env_goes_into_the_container_stub() {
-        let a = create_args(&["--name", "e", "--image", "i", "--runtime-env", "A=1", "--runtime-env", "B=x=y"]);
+        let a = create_args(&[
+            "--name",
+            "e",
+            "--image",
+            "i",
+            "--runtime-env",
+            "A=1",
+            "--runtime-env",
+            "B=x=y",
+        ]);
         let env = build_environment("default", &a).expect("env");
         assert_eq!(
             env.spec.runtime.container,
-            Some(json!({"name": "e", "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "x=y"}]}))
+            Some(
+                json!({"name": "e", "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "x=y"}]})
+            )
         );
     }
 

@@ -5,8 +5,9 @@ use std::time::Duration;
 use anyhow::{Context as _, anyhow, bail};
 use clap::{Args, Subcommand};
 use fission_core::resources::{
-    EnvironmentSpec, ExecutionStrategy, Function, FunctionPackageRef, FunctionSpec, HTTP_METHODS, HttpTrigger,
-    InvokeStrategy, Package, PackageRef, PackageSpec, executor_type, function_defaults,
+    EnvironmentSpec, ExecutionStrategy, Function, FunctionPackageRef, FunctionSpec, HTTP_METHODS,
+    HttpTrigger, InvokeStrategy, Package, PackageRef, PackageSpec, executor_type,
+    function_defaults,
 };
 use fission_core::{DEFAULT_NAMESPACE, ObjectReference};
 
@@ -17,8 +18,8 @@ use crate::NsKind;
 use crate::api::{ApiError, Wrap, transport_error};
 use crate::output::{OutputFormat, Table, go_list, print_stdout, print_structured};
 use crate::util::{
-    ResourceArgs, apply_labels_annotations, check_name, package_name_for_function, parse_kv, parse_timeout,
-    quantity_cell, random_name, validate,
+    ResourceArgs, apply_labels_annotations, check_name, package_name_for_function, parse_kv,
+    parse_timeout, quantity_cell, random_name, validate,
 };
 
 /// `fission fn` subcommands.
@@ -293,9 +294,17 @@ fn parse_executor_type(t: &str) -> anyhow::Result<&'static str> {
 }
 
 /// Fission's executor flag rules (create when `existing` is `None`, else update).
-pub(crate) fn resolve_exec(a: &ExecArgs, existing: Option<&ExecutionStrategy>) -> anyhow::Result<ResolvedExec> {
-    let old_type =
-        existing.map(|e| if e.executor_type.is_empty() { executor_type::POOLMGR } else { e.executor_type.as_str() });
+pub(crate) fn resolve_exec(
+    a: &ExecArgs,
+    existing: Option<&ExecutionStrategy>,
+) -> anyhow::Result<ResolvedExec> {
+    let old_type = existing.map(|e| {
+        if e.executor_type.is_empty() {
+            executor_type::POOLMGR
+        } else {
+            e.executor_type.as_str()
+        }
+    });
     let et = match (&a.executortype, old_type) {
         (Some(t), _) => parse_executor_type(t)?,
         (None, Some(t)) => parse_executor_type(t)?,
@@ -314,7 +323,9 @@ pub(crate) fn resolve_exec(a: &ExecArgs, existing: Option<&ExecutionStrategy>) -
     let mut warnings = Vec::new();
     let strategy = if et == executor_type::POOLMGR {
         if a.targetcpu.is_some() || a.minscale.is_some() || a.maxscale.is_some() {
-            bail!("to set target CPU or min/max scale for function, please specify \"--executortype newdeploy\"");
+            bail!(
+                "to set target CPU or min/max scale for function, please specify \"--executortype newdeploy\""
+            );
         }
         if a.resources.any_set() {
             warnings.push(
@@ -349,7 +360,9 @@ pub(crate) fn resolve_exec(a: &ExecArgs, existing: Option<&ExecutionStrategy>) -
             bail!("minscale ({min}) can not be greater than maxscale ({max})");
         }
         let target = match a.targetcpu {
-            Some(t) if !(1..=100).contains(&t) => bail!("targetcpu must be a value between 1 - 100"),
+            Some(t) if !(1..=100).contains(&t) => {
+                bail!("targetcpu must be a value between 1 - 100")
+            }
             Some(t) => t,
             None => same_type.map(|e| e.target_cpu_percent).unwrap_or(0),
         };
@@ -377,7 +390,13 @@ pub(crate) fn resolve_exec(a: &ExecArgs, existing: Option<&ExecutionStrategy>) -
 }
 
 fn refs(ns: &str, names: &[String]) -> Vec<ObjectReference> {
-    names.iter().map(|n| ObjectReference { namespace: ns.to_owned(), name: n.clone() }).collect()
+    names
+        .iter()
+        .map(|n| ObjectReference {
+            namespace: ns.to_owned(),
+            name: n.clone(),
+        })
+        .collect()
 }
 
 /// Build the Function `fn create` sends (package reference without its resourceVersion yet).
@@ -395,18 +414,31 @@ pub(crate) fn build_function(
         bail!("--idletimeout must be 0 or more");
     }
     let mut spec = FunctionSpec {
-        environment: ObjectReference { namespace: ns.to_owned(), name: env.to_owned() },
+        environment: ObjectReference {
+            namespace: ns.to_owned(),
+            name: env.to_owned(),
+        },
         package: FunctionPackageRef {
-            packageref: PackageRef { namespace: ns.to_owned(), name: pkg.to_owned(), resourceversion: String::new() },
+            packageref: PackageRef {
+                namespace: ns.to_owned(),
+                name: pkg.to_owned(),
+                resourceversion: String::new(),
+            },
             function_name: a.entrypoint.clone().unwrap_or_default(),
         },
         secrets: refs(ns, &a.secret),
         configmaps: refs(ns, &a.configmap),
-        invoke_strategy: InvokeStrategy { strategy_type: "execution".to_owned(), execution_strategy: exec },
+        invoke_strategy: InvokeStrategy {
+            strategy_type: "execution".to_owned(),
+            execution_strategy: exec,
+        },
         function_timeout: a.fntimeout,
         idletimeout: Some(a.idletimeout),
         concurrency: a.exec.concurrency.unwrap_or(function_defaults::CONCURRENCY),
-        requests_per_pod: a.exec.requestsperpod.unwrap_or(function_defaults::REQUESTS_PER_POD),
+        requests_per_pod: a
+            .exec
+            .requestsperpod
+            .unwrap_or(function_defaults::REQUESTS_PER_POD),
         once_only: a.exec.onceonly.unwrap_or(false),
         retain_pods: a.retainpods,
         ..FunctionSpec::default()
@@ -419,7 +451,9 @@ pub(crate) fn build_function(
 
 /// The route the deprecated `fn create --url/--prefix` flags ask for.
 fn legacy_route(ns: &str, a: &FnCreateArgs) -> anyhow::Result<Option<(HttpTrigger, bool)>> {
-    if a.url.as_deref().unwrap_or_default().is_empty() && a.prefix.as_deref().unwrap_or_default().is_empty() {
+    if a.url.as_deref().unwrap_or_default().is_empty()
+        && a.prefix.as_deref().unwrap_or_default().is_empty()
+    {
         return Ok(None);
     }
     let args = RouteCreateArgs {
@@ -468,9 +502,20 @@ async fn create(ctx: &Ctx, a: FnCreateArgs) -> anyhow::Result<()> {
             bail!("need --code or --deploy or --src argument");
         }
     }
-    let prepared = if a.pkgname.is_none() { Some(a.code.prepare().context("error creating package")?) } else { None };
+    let prepared = if a.pkgname.is_none() {
+        Some(a.code.prepare().context("error creating package")?)
+    } else {
+        None
+    };
 
-    if !dry && ctx.api.get_opt::<FunctionSpec>(&ns, &a.name).await.wrap("error creating function")?.is_some() {
+    if !dry
+        && ctx
+            .api
+            .get_opt::<FunctionSpec>(&ns, &a.name)
+            .await
+            .wrap("error creating function")?
+            .is_some()
+    {
         bail!("a function with the same name already exists");
     }
 
@@ -495,11 +540,18 @@ async fn create(ctx: &Ctx, a: FnCreateArgs) -> anyhow::Result<()> {
         }
         None => {
             let env = a.env.clone().unwrap_or_default();
-            let has_source = prepared.as_ref().is_some_and(package::PreparedCode::has_source);
+            let has_source = prepared
+                .as_ref()
+                .is_some_and(package::PreparedCode::has_source);
             if !dry {
-                package::check_environment(ctx, &ns, &env, has_source && a.code.buildcmd.is_none()).await?;
+                package::check_environment(ctx, &ns, &env, has_source && a.code.buildcmd.is_none())
+                    .await?;
             }
-            (env, package_name_for_function(&a.name, &uuid::Uuid::new_v4().to_string()), None)
+            (
+                env,
+                package_name_for_function(&a.name, &uuid::Uuid::new_v4().to_string()),
+                None,
+            )
         }
     };
 
@@ -514,9 +566,23 @@ async fn create(ctx: &Ctx, a: FnCreateArgs) -> anyhow::Result<()> {
     let mut building = false;
     let mut dry_docs = Vec::new();
     if let Some(prepared) = prepared {
-        let (deploy, src) = a.code.archives(ctx, prepared, dry).await.wrap("error creating package")?;
-        let env_ref = ObjectReference { namespace: ns.clone(), name: env.clone() };
-        let pkg = package::new_package(&ns, &pkg_name, &env_ref, deploy, src, a.code.buildcmd.as_deref());
+        let (deploy, src) = a
+            .code
+            .archives(ctx, prepared, dry)
+            .await
+            .wrap("error creating package")?;
+        let env_ref = ObjectReference {
+            namespace: ns.clone(),
+            name: env.clone(),
+        };
+        let pkg = package::new_package(
+            &ns,
+            &pkg_name,
+            &env_ref,
+            deploy,
+            src,
+            a.code.buildcmd.as_deref(),
+        );
         validate(&pkg)?;
         if dry {
             dry_docs.push(to_yaml(&pkg)?);
@@ -552,9 +618,21 @@ async fn create(ctx: &Ctx, a: FnCreateArgs) -> anyhow::Result<()> {
         if both {
             ctx.warn("Prefix will take precedence over URL/RelativeURL");
         }
-        ctx.api.create(&t).await.wrap("error creating HTTP trigger")?;
-        let path = t.spec.effective_prefix().unwrap_or(&t.spec.relativeurl).to_owned();
-        say(format!("route created: {} {} -> {}", go_list(&t.spec.methods), path, a.name));
+        ctx.api
+            .create(&t)
+            .await
+            .wrap("error creating HTTP trigger")?;
+        let path = t
+            .spec
+            .effective_prefix()
+            .unwrap_or(&t.spec.relativeurl)
+            .to_owned();
+        say(format!(
+            "route created: {} {} -> {}",
+            go_list(&t.spec.methods),
+            path,
+            a.name
+        ));
     }
 
     if building && !a.code.nowait {
@@ -590,7 +668,11 @@ async fn repin(ctx: &Ctx, ns: &str, name: &str, rv: &str) -> anyhow::Result<()> 
 
 async fn package_of(ctx: &Ctx, f: &Function) -> anyhow::Result<Package> {
     let r = &f.spec.package.packageref;
-    let ns = if r.namespace.is_empty() { &f.metadata.namespace } else { &r.namespace };
+    let ns = if r.namespace.is_empty() {
+        &f.metadata.namespace
+    } else {
+        &r.namespace
+    };
     ctx.api.get(ns, &r.name).await.wrap("error getting package")
 }
 
@@ -616,12 +698,18 @@ async fn get(ctx: &Ctx, a: FnGetArgs) -> anyhow::Result<()> {
 
 /// The `fn getmeta` text.
 pub(crate) fn meta_text(f: &Function) -> String {
-    let mut out = format!("Name: {}\nEnvironment: {}\n", f.metadata.name, f.spec.environment.name);
+    let mut out = format!(
+        "Name: {}\nEnvironment: {}\n",
+        f.metadata.name, f.spec.environment.name
+    );
     out.push_str(&format!("Namespace: {}\n", f.metadata.namespace));
     out.push_str(&format!("Package: {}\n", f.spec.package.packageref.name));
     out.push_str(&format!("Entrypoint: {}\n", f.spec.package.function_name));
     out.push_str(&format!("ExecutorType: {}\n", f.spec.executor_type()));
-    for (title, map) in [("Labels", &f.metadata.labels), ("Annotations", &f.metadata.annotations)] {
+    for (title, map) in [
+        ("Labels", &f.metadata.labels),
+        ("Annotations", &f.metadata.annotations),
+    ] {
         if let Some(m) = map.as_ref().filter(|m| !m.is_empty()) {
             out.push_str(&format!("{title}:\n"));
             for (k, v) in m {
@@ -660,7 +748,12 @@ pub(crate) fn fn_table(fns: &[Function]) -> Table {
     for f in fns {
         let es = &f.spec.invoke_strategy.execution_strategy;
         let r = &f.spec.resources;
-        let names = |v: &[ObjectReference]| v.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(",");
+        let names = |v: &[ObjectReference]| {
+            v.iter()
+                .map(|r| r.name.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
         t.row(vec![
             f.metadata.name.clone(),
             f.spec.environment.name.clone(),
@@ -681,7 +774,11 @@ pub(crate) fn fn_table(fns: &[Function]) -> Table {
 
 async fn list(ctx: &Ctx, a: ListArgs) -> anyhow::Result<()> {
     let scope = a.scope(ctx, NsKind::Function);
-    let fns: Vec<Function> = ctx.api.list(scope.as_deref()).await.wrap("error listing functions")?;
+    let fns: Vec<Function> = ctx
+        .api
+        .list(scope.as_deref())
+        .await
+        .wrap("error listing functions")?;
     if let Some(f) = a.output {
         return print_structured(f, &fns);
     }
@@ -704,9 +801,17 @@ async fn update(ctx: &Ctx, a: FnUpdateArgs) -> anyhow::Result<()> {
     if let Some(e) = &a.env {
         check_name::<EnvironmentSpec>(&ns, e)?;
     }
-    let prepared = if a.code.any() { Some(a.code.prepare().context("error updating function")?) } else { None };
+    let prepared = if a.code.any() {
+        Some(a.code.prepare().context("error updating function")?)
+    } else {
+        None
+    };
 
-    let mut f: Function = ctx.api.get(&ns, &a.name).await.wrap("error getting function")?;
+    let mut f: Function = ctx
+        .api
+        .get(&ns, &a.name)
+        .await
+        .wrap("error getting function")?;
     let exec = resolve_exec(&a.exec, Some(&f.spec.invoke_strategy.execution_strategy))?;
     for w in &exec.warnings {
         ctx.warn(w);
@@ -715,12 +820,18 @@ async fn update(ctx: &Ctx, a: FnUpdateArgs) -> anyhow::Result<()> {
     // After a build, the function as the builder re-pinned it (an update without other changes
     // then writes nothing more).
     let mut rebuilt: Option<Function> = None;
-    let env_changed = a.env.as_ref().is_some_and(|e| *e != f.spec.environment.name);
+    let env_changed = a
+        .env
+        .as_ref()
+        .is_some_and(|e| *e != f.spec.environment.name);
     if let Some(e) = &a.env {
         if env_changed {
             package::check_environment(ctx, &ns, e, false).await?;
         }
-        f.spec.environment = ObjectReference { namespace: ns.clone(), name: e.clone() };
+        f.spec.environment = ObjectReference {
+            namespace: ns.clone(),
+            name: e.clone(),
+        };
     }
 
     if let Some(p) = &a.pkgname {
@@ -729,10 +840,16 @@ async fn update(ctx: &Ctx, a: FnUpdateArgs) -> anyhow::Result<()> {
         ))?;
         if a.env.is_none() && pkg.spec.environment.name != f.spec.environment.name {
             ctx.warn("Function's environment is different than package's environment, package's environment will be used for updating function");
-            f.spec.environment = ObjectReference { namespace: ns.clone(), name: pkg.spec.environment.name.clone() };
+            f.spec.environment = ObjectReference {
+                namespace: ns.clone(),
+                name: pkg.spec.environment.name.clone(),
+            };
         }
-        f.spec.package.packageref =
-            PackageRef { namespace: ns.clone(), name: p.clone(), resourceversion: pkg.metadata.resource_version };
+        f.spec.package.packageref = PackageRef {
+            namespace: ns.clone(),
+            name: p.clone(),
+            resourceversion: pkg.metadata.resource_version,
+        };
     } else if prepared.is_some() || a.code.buildcmd.is_some() || env_changed {
         let pkg = package_of(ctx, &f).await?;
         let pkg_ns = pkg.metadata.namespace.clone();
@@ -750,14 +867,25 @@ async fn update(ctx: &Ctx, a: FnUpdateArgs) -> anyhow::Result<()> {
         let env_ref = (env_changed && others.is_empty()).then(|| f.spec.environment.clone());
         if code_change || env_ref.is_some() {
             let (deploy, src) = match prepared {
-                Some(p) => a.code.archives(ctx, p, false).await.wrap("error updating package")?,
+                Some(p) => a
+                    .code
+                    .archives(ctx, p, false)
+                    .await
+                    .wrap("error updating package")?,
                 None => (None, None),
             };
             let pkg_name = pkg.metadata.name.clone();
-            let updated =
-                package::update_package(ctx, pkg, deploy, src, a.code.buildcmd.as_deref(), env_ref, Some(&a.name))
-                    .await
-                    .wrap(&format!("error updating package '{pkg_name}'"))?;
+            let updated = package::update_package(
+                ctx,
+                pkg,
+                deploy,
+                src,
+                a.code.buildcmd.as_deref(),
+                env_ref,
+                Some(&a.name),
+            )
+            .await
+            .wrap(&format!("error updating package '{pkg_name}'"))?;
             if !updated.rebuild {
                 f.spec.package.packageref.resourceversion = updated.meta.resource_version;
             } else if a.code.nowait {
@@ -772,7 +900,11 @@ async fn update(ctx: &Ctx, a: FnUpdateArgs) -> anyhow::Result<()> {
                 let built = package::wait_for_build(ctx, &pkg_ns, &pkg_name).await?;
                 repin(ctx, &ns, &a.name, &built.metadata.resource_version).await?;
                 let environment = f.spec.environment.clone();
-                f = ctx.api.get(&ns, &a.name).await.wrap("error getting function")?;
+                f = ctx
+                    .api
+                    .get(&ns, &a.name)
+                    .await
+                    .wrap("error getting function")?;
                 rebuilt = Some(f.clone());
                 f.spec.environment = environment;
             }
@@ -870,26 +1002,47 @@ async fn test(ctx: &Ctx, a: FnTestArgs) -> anyhow::Result<()> {
         }
         _ => bail!("only one HTTP method can be used with fn test"),
     };
-    let headers = a.header.iter().map(|h| parse_header(h)).collect::<anyhow::Result<Vec<_>>>()?;
-    let query = a.query.iter().map(|q| parse_kv(q, "query parameter")).collect::<anyhow::Result<Vec<_>>>()?;
+    let headers = a
+        .header
+        .iter()
+        .map(|h| parse_header(h))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let query = a
+        .query
+        .iter()
+        .map(|q| parse_kv(q, "query parameter"))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let explicit_timeout = a.timeout.as_deref().map(parse_timeout).transpose()?;
 
     let f: Function = get_one(ctx, &ns, &a.name, "function").await?;
-    let fn_timeout =
-        if f.spec.function_timeout > 0 { f.spec.function_timeout } else { function_defaults::FUNCTION_TIMEOUT };
-    let timeout = explicit_timeout.unwrap_or(Duration::from_secs(fn_timeout as u64) + TEST_COLD_START_ALLOWANCE);
+    let fn_timeout = if f.spec.function_timeout > 0 {
+        f.spec.function_timeout
+    } else {
+        function_defaults::FUNCTION_TIMEOUT
+    };
+    let timeout = explicit_timeout
+        .unwrap_or(Duration::from_secs(fn_timeout as u64) + TEST_COLD_START_ALLOWANCE);
 
-    let router = ctx.api.router_url().await.wrap("error finding the router address")?;
+    let router = ctx
+        .api
+        .router_url()
+        .await
+        .wrap("error finding the router address")?;
     let url = function_url(&router, &ns, &a.name, a.subpath.as_deref());
-    let mut url = reqwest::Url::parse(&url).map_err(|e| anyhow!("invalid function URL '{url}': {e}"))?;
+    let mut url =
+        reqwest::Url::parse(&url).map_err(|e| anyhow!("invalid function URL '{url}': {e}"))?;
     if !query.is_empty() {
         let mut q = url.query_pairs_mut();
         for (k, v) in &query {
             q.append_pair(k, v);
         }
     }
-    let client = reqwest::Client::builder().timeout(timeout).build().context("cannot set up the HTTP client")?;
-    let method = reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| anyhow!("invalid method: {e}"))?;
+    let client = reqwest::Client::builder()
+        .timeout(timeout)
+        .build()
+        .context("cannot set up the HTTP client")?;
+    let method = reqwest::Method::from_bytes(method.as_bytes())
+        .map_err(|e| anyhow!("invalid method: {e}"))?;
     if ctx.global.verbosity >= 2 {
         eprintln!("> {method} {url}");
     }
@@ -897,7 +1050,10 @@ async fn test(ctx: &Ctx, a: FnTestArgs) -> anyhow::Result<()> {
     for (k, v) in &headers {
         req = req.header(k.as_str(), v.as_str());
     }
-    if let Some(token) = std::env::var("FISSION_AUTH_TOKEN").ok().filter(|t| !t.is_empty()) {
+    if let Some(token) = std::env::var("FISSION_AUTH_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty())
+    {
         req = req.bearer_auth(token);
     }
     if let Some(b) = &a.body {
@@ -906,19 +1062,34 @@ async fn test(ctx: &Ctx, a: FnTestArgs) -> anyhow::Result<()> {
     let resp = match req.send().await {
         Ok(r) => r,
         Err(e) if e.is_timeout() => {
-            bail!("calling function {}: no response within {}s (use -t to wait longer)", a.name, timeout.as_secs())
+            bail!(
+                "calling function {}: no response within {}s (use -t to wait longer)",
+                a.name,
+                timeout.as_secs()
+            )
         }
         Err(e) => {
-            return Err(anyhow!("calling function {}: {}", a.name, transport_error("fission router", &router, &e)));
+            return Err(anyhow!(
+                "calling function {}: {}",
+                a.name,
+                transport_error("fission router", &router, &e)
+            ));
         }
     };
     let status = resp.status().as_u16();
     let body = match resp.bytes().await {
         Ok(b) => b,
         Err(e) if e.is_timeout() => {
-            bail!("calling function {}: no response within {}s (use -t to wait longer)", a.name, timeout.as_secs())
+            bail!(
+                "calling function {}: no response within {}s (use -t to wait longer)",
+                a.name,
+                timeout.as_secs()
+            )
         }
-        Err(e) => bail!("calling function {}: error reading the response: {e}", a.name),
+        Err(e) => bail!(
+            "calling function {}: error reading the response: {e}",
+            a.name
+        ),
     };
     if status < 400 {
         print_stdout(&body);
@@ -936,7 +1107,10 @@ async fn test(ctx: &Ctx, a: FnTestArgs) -> anyhow::Result<()> {
 /// After a failed `fn test`: the function's last 20 log records on stderr.
 async fn print_recent_logs(ctx: &Ctx, ns: &str, name: &str) {
     let text = match ctx.api.logs(name, ns, 20, false).await {
-        Ok(resp) => resp.text().await.map_err(|e| ApiError::Other(e.to_string())),
+        Ok(resp) => resp
+            .text()
+            .await
+            .map_err(|e| ApiError::Other(e.to_string())),
         Err(e) => Err(e),
     };
     match text {
@@ -965,13 +1139,21 @@ pub(crate) fn parse_log_line(line: &str) -> Option<LogRecord<'_>> {
     let stream = parts.next()?;
     let message = parts.next().unwrap_or("");
     chrono::DateTime::parse_from_rfc3339(timestamp).ok()?;
-    Some(LogRecord { timestamp, instance, stream, message })
+    Some(LogRecord {
+        timestamp,
+        instance,
+        stream,
+        message,
+    })
 }
 
 /// Without `--detail` only the message (like `kubectl logs`); with it the full record.
 pub(crate) fn format_log_line(line: &str, detail: bool) -> String {
     match parse_log_line(line) {
-        Some(r) if detail => format!("[{}] {} {}: {}", r.timestamp, r.instance, r.stream, r.message),
+        Some(r) if detail => format!(
+            "[{}] {} {}: {}",
+            r.timestamp, r.instance, r.stream, r.message
+        ),
         Some(r) => r.message.to_owned(),
         None => line.to_owned(),
     }
@@ -990,7 +1172,11 @@ fn log_line_wanted(line: &str, pod: Option<&str>) -> bool {
 async fn logs(ctx: &Ctx, a: FnLogsArgs) -> anyhow::Result<()> {
     let ns = ctx.ns(NsKind::Function);
     check_name::<FunctionSpec>(&ns, &a.name)?;
-    let mut resp = ctx.api.logs(&a.name, &ns, a.recordcount, a.follow).await.wrap("error getting function logs")?;
+    let mut resp = ctx
+        .api
+        .logs(&a.name, &ns, a.recordcount, a.follow)
+        .await
+        .wrap("error getting function logs")?;
     let pod = a.pod.as_deref();
     let mut buf: Vec<u8> = Vec::new();
     let mut collected: Vec<String> = Vec::new();
@@ -1006,12 +1192,17 @@ async fn logs(ctx: &Ctx, a: FnLogsArgs) -> anyhow::Result<()> {
         }
     };
     loop {
-        let chunk = resp.chunk().await.map_err(|e| anyhow!("error reading function logs: {e}"))?;
+        let chunk = resp
+            .chunk()
+            .await
+            .map_err(|e| anyhow!("error reading function logs: {e}"))?;
         let Some(chunk) = chunk else { break };
         buf.extend_from_slice(&chunk);
         while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = buf.drain(..=pos).collect();
-            let line = String::from_utf8_lossy(&line[..line.len() - 1]).trim_end_matches('\r').to_owned();
+            let line = String::from_utf8_lossy(&line[..line.len() - 1])
+                .trim_end_matches('\r')
+                .to_owned();
             emit(&line, &mut collected);
         }
     }
@@ -1074,7 +1265,10 @@ mod tests {
             v["spec"]["package"],
             json!({"packageref": {"namespace": "default", "name": "hello-x"}, "functionName": ""})
         );
-        assert_eq!(v["spec"]["environment"], json!({"namespace": "default", "name": "nodejs"}));
+        assert_eq!(
+            v["spec"]["environment"],
+            json!({"namespace": "default", "name": "nodejs"})
+        );
         validate(&f).expect("valid");
     }
 
@@ -1104,7 +1298,12 @@ mod tests {
         assert_eq!(a.code.deploy, ["a.zip"]);
         assert_eq!(a.entrypoint.as_deref(), Some("m.main"));
         assert_eq!(
-            (a.fntimeout, a.exec.concurrency, a.exec.requestsperpod, a.exec.onceonly),
+            (
+                a.fntimeout,
+                a.exec.concurrency,
+                a.exec.requestsperpod,
+                a.exec.onceonly
+            ),
             (30, Some(7), Some(2), Some(true))
         );
         assert_eq!(a.exec.specializationtimeout, Some(150));
@@ -1115,26 +1314,53 @@ mod tests {
     fn scale_flags_need_newdeploy() {
         let a = create_args(&["--name", "f", "--minscale", "2"]);
         assert_eq!(
-            resolve_exec(&a.exec, None).expect_err("must fail").to_string(),
+            resolve_exec(&a.exec, None)
+                .expect_err("must fail")
+                .to_string(),
             "to set target CPU or min/max scale for function, please specify \"--executortype newdeploy\""
         );
     }
 
     #[test]
     fn newdeploy_defaults_min_1_and_max_min() {
-        let a = create_args(&["--name", "f", "--executortype", "newdeploy", "--minscale", "2"]);
+        let a = create_args(&[
+            "--name",
+            "f",
+            "--executortype",
+            "newdeploy",
+            "--minscale",
+            "2",
+        ]);
         let s = resolve_exec(&a.exec, None).expect("exec").strategy;
         assert_eq!((s.min_scale, s.max_scale, s.target_cpu_percent), (2, 2, 0));
-        let a = create_args(&["--name", "f", "--executortype", "newdeploy", "--targetcpu", "80"]);
+        let a = create_args(&[
+            "--name",
+            "f",
+            "--executortype",
+            "newdeploy",
+            "--targetcpu",
+            "80",
+        ]);
         let s = resolve_exec(&a.exec, None).expect("exec").strategy;
         assert_eq!((s.min_scale, s.max_scale, s.target_cpu_percent), (1, 1, 80));
     }
 
     #[test]
     fn minscale_above_maxscale_is_refused() {
-        let a = create_args(&["--name", "f", "--executortype", "newdeploy", "--minscale", "3", "--maxscale", "2"]);
+        let a = create_args(&[
+            "--name",
+            "f",
+            "--executortype",
+            "newdeploy",
+            "--minscale",
+            "3",
+            "--maxscale",
+            "2",
+        ]);
         assert_eq!(
-            resolve_exec(&a.exec, None).expect_err("must fail").to_string(),
+            resolve_exec(&a.exec, None)
+                .expect_err("must fail")
+                .to_string(),
             "minscale (3) can not be greater than maxscale (2)"
         );
     }
@@ -1142,7 +1368,12 @@ mod tests {
     #[test]
     fn specialization_timeout_below_120_is_refused() {
         let a = create_args(&["--name", "f", "--st", "60"]);
-        assert!(resolve_exec(&a.exec, None).expect_err("must fail").to_string().contains("120"));
+        assert!(
+            resolve_exec(&a.exec, None)
+                .expect_err("must fail")
+                .to_string()
+                .contains("120")
+        );
     }
 
     #[test]
@@ -1151,7 +1382,10 @@ mod tests {
         assert!(resolve_exec(&a.exec, None).is_err());
         let a = create_args(&["--name", "f", "--executortype", "lambda"]);
         assert!(
-            resolve_exec(&a.exec, None).expect_err("must fail").to_string().starts_with("executor type must be one of")
+            resolve_exec(&a.exec, None)
+                .expect_err("must fail")
+                .to_string()
+                .starts_with("executor type must be one of")
         );
     }
 
@@ -1160,8 +1394,18 @@ mod tests {
         let a = create_args(&["--name", "f", "--mincpu", "100"]);
         let w = resolve_exec(&a.exec, None).expect("exec").warnings;
         assert_eq!(w.len(), 1);
-        assert!(w[0].starts_with("To limit CPU/Memory for function with executor type \"poolmgr\""));
-        let a = create_args(&["--name", "f", "--executortype", "newdeploy", "--concurrency", "3", "--yolo"]);
+        assert!(
+            w[0].starts_with("To limit CPU/Memory for function with executor type \"poolmgr\"")
+        );
+        let a = create_args(&[
+            "--name",
+            "f",
+            "--executortype",
+            "newdeploy",
+            "--concurrency",
+            "3",
+            "--yolo",
+        ]);
         let w = resolve_exec(&a.exec, None).expect("exec").warnings;
         assert_eq!(w.len(), 2);
     }
@@ -1176,18 +1420,36 @@ mod tests {
             specialization_timeout: 200,
             ..Default::default()
         };
-        let s = resolve_exec(&ExecArgs::default(), Some(&existing)).expect("exec").strategy;
-        assert_eq!(s, existing);
-        let s = resolve_exec(&ExecArgs { maxscale: Some(9), ..Default::default() }, Some(&existing))
+        let s = resolve_exec(&ExecArgs::default(), Some(&existing))
             .expect("exec")
             .strategy;
+        assert_eq!(s, existing);
+        let s = resolve_exec(
+            &ExecArgs {
+                maxscale: Some(9),
+                ..Default::default()
+            },
+            Some(&existing),
+        )
+        .expect("exec")
+        .strategy;
         assert_eq!((s.min_scale, s.max_scale), (2, 9));
-        let back =
-            resolve_exec(&ExecArgs { executortype: Some("poolmgr".into()), ..Default::default() }, Some(&existing))
-                .expect("exec")
-                .strategy;
+        let back = resolve_exec(
+            &ExecArgs {
+                executortype: Some("poolmgr".into()),
+                ..Default::default()
+            },
+            Some(&existing),
+        )
+        .expect("exec")
+        .strategy;
         assert_eq!(
-            (back.executor_type.as_str(), back.min_scale, back.max_scale, back.specialization_timeout),
+            (
+                back.executor_type.as_str(),
+                back.min_scale,
+                back.max_scale,
+                back.specialization_timeout
+            ),
             ("poolmgr", 0, 0, 200)
         );
     }
@@ -1197,7 +1459,9 @@ mod tests {
         let a = create_args(&["--name", "f", "--ft", "0"]);
         let exec = resolve_exec(&a.exec, None).expect("exec").strategy;
         assert_eq!(
-            build_function("default", &a, "e", "p", exec).expect_err("must fail").to_string(),
+            build_function("default", &a, "e", "p", exec)
+                .expect_err("must fail")
+                .to_string(),
             "--fntimeout must be greater than 0"
         );
     }
@@ -1210,19 +1474,35 @@ mod tests {
         assert_eq!(t.spec.relativeurl, "/hello");
         assert_eq!(t.spec.methods, ["GET"]);
         assert_eq!(t.spec.functionref.name, "hello");
-        assert!(legacy_route("default", &create_args(&["--name", "x"])).expect("none").is_none());
+        assert!(
+            legacy_route("default", &create_args(&["--name", "x"]))
+                .expect("none")
+                .is_none()
+        );
     }
 
     #[test]
     fn function_urls_include_the_namespace_unless_default() {
-        assert_eq!(function_url("http://r:1/", "default", "f", None), "http://r:1/fission-function/f");
-        assert_eq!(function_url("http://r:1", "ns1", "f", Some("a/b")), "http://r:1/fission-function/ns1/f/a/b");
-        assert_eq!(function_url("http://r:1", "default", "f", Some("/x")), "http://r:1/fission-function/f/x");
+        assert_eq!(
+            function_url("http://r:1/", "default", "f", None),
+            "http://r:1/fission-function/f"
+        );
+        assert_eq!(
+            function_url("http://r:1", "ns1", "f", Some("a/b")),
+            "http://r:1/fission-function/ns1/f/a/b"
+        );
+        assert_eq!(
+            function_url("http://r:1", "default", "f", Some("/x")),
+            "http://r:1/fission-function/f/x"
+        );
     }
 
     #[test]
     fn test_headers_split_at_the_first_colon() {
-        assert_eq!(parse_header("X-A: b:c").expect("h"), ("X-A".into(), "b:c".into()));
+        assert_eq!(
+            parse_header("X-A: b:c").expect("h"),
+            ("X-A".into(), "b:c".into())
+        );
         assert!(parse_header("nocolon").is_err());
     }
 
@@ -1230,7 +1510,10 @@ mod tests {
     fn log_lines_show_the_message_or_full_detail() {
         let l = "2025-01-02T03:04:05.123Z inst-1 stdout hello world";
         assert_eq!(format_log_line(l, false), "hello world");
-        assert_eq!(format_log_line(l, true), "[2025-01-02T03:04:05.123Z] inst-1 stdout: hello world");
+        assert_eq!(
+            format_log_line(l, true),
+            "[2025-01-02T03:04:05.123Z] inst-1 stdout: hello world"
+        );
         assert_eq!(format_log_line("not a record", false), "not a record");
         assert!(log_line_wanted(l, Some("inst-1")));
         assert!(!log_line_wanted(l, Some("inst-2")));
@@ -1245,7 +1528,12 @@ mod tests {
         let mut lines = out.lines();
         assert!(lines.next().expect("h").starts_with("NAME "));
         let row: Vec<&str> = lines.next().expect("row").split_whitespace().collect();
-        assert_eq!(row, ["hello", "nodejs", "poolmgr", "0", "0", "0", "0", "0", "0", "s1,s2", "default"]);
+        assert_eq!(
+            row,
+            [
+                "hello", "nodejs", "poolmgr", "0", "0", "0", "0", "0", "0", "s1,s2", "default"
+            ]
+        );
     }
 
     #[test]
@@ -1262,7 +1550,11 @@ mod tests {
     fn logs_alias_log_is_accepted() {
         assert!(matches!(
             parse(&["log", "--name", "x", "-f", "-d"]),
-            FnCommand::Logs(FnLogsArgs { follow: true, detail: true, .. })
+            FnCommand::Logs(FnLogsArgs {
+                follow: true,
+                detail: true,
+                ..
+            })
         ));
     }
 }

@@ -6,8 +6,8 @@ pub(crate) mod function;
 pub(crate) mod mqtrigger;
 pub(crate) mod package;
 pub(crate) mod route;
-pub(crate) mod spec;
 pub(crate) mod secret;
+pub(crate) mod spec;
 pub(crate) mod timetrigger;
 pub(crate) mod version;
 pub(crate) mod watch;
@@ -72,7 +72,11 @@ pub struct ListArgs {
 impl ListArgs {
     /// The namespace to list: `None` (all) with `-A`.
     pub(crate) fn scope(&self, ctx: &Ctx, kind: NsKind) -> Option<String> {
-        if self.all_namespaces { None } else { Some(ctx.ns(kind)) }
+        if self.all_namespaces {
+            None
+        } else {
+            Some(ctx.ns(kind))
+        }
     }
 }
 
@@ -102,7 +106,9 @@ impl SpecArgs {
     /// Returns whether `--dry` is set. Commands that cannot save specs refuse `--spec`.
     pub(crate) fn dry_run(&self) -> anyhow::Result<bool> {
         if self.saves() {
-            bail!("--spec is not supported by this command yet; use --dry to print the object(s) as YAML");
+            bail!(
+                "--spec is not supported by this command yet; use --dry to print the object(s) as YAML"
+            );
         }
         Ok(self.dry)
     }
@@ -140,10 +146,18 @@ where
 }
 
 /// Read one object by name, checking the name first.
-pub(crate) async fn get_one<S: Spec>(ctx: &Ctx, ns: &str, name: &str, what: &str) -> anyhow::Result<Object<S>>
+pub(crate) async fn get_one<S: Spec>(
+    ctx: &Ctx,
+    ns: &str,
+    name: &str,
+    what: &str,
+) -> anyhow::Result<Object<S>>
 where
     AnyResource: From<Object<S>>,
 {
     crate::util::check_name::<S>(ns, name)?;
-    ctx.api.get::<S>(ns, name).await.wrap(&format!("error getting {what}"))
+    ctx.api
+        .get::<S>(ns, name)
+        .await
+        .wrap(&format!("error getting {what}"))
 }

@@ -2,7 +2,9 @@
 
 use anyhow::bail;
 use clap::{Args, Subcommand};
-use fission_core::resources::{FunctionReference, FunctionSpec, MessageQueueTrigger, MessageQueueTriggerSpec};
+use fission_core::resources::{
+    FunctionReference, FunctionSpec, MessageQueueTrigger, MessageQueueTriggerSpec,
+};
 
 use super::{Ctx, ListArgs, SpecArgs, delete_one, get_one, print_dry, say, to_yaml};
 use crate::NsKind;
@@ -153,11 +155,17 @@ pub(crate) async fn run(ctx: &Ctx, cmd: MqtCommand) -> anyhow::Result<()> {
     }
 }
 
-pub(crate) fn build(ns: &str, name: &str, a: &MqtCreateArgs) -> anyhow::Result<MessageQueueTrigger> {
+pub(crate) fn build(
+    ns: &str,
+    name: &str,
+    a: &MqtCreateArgs,
+) -> anyhow::Result<MessageQueueTrigger> {
     let Some(function) = a.function.as_deref().filter(|f| !f.is_empty()) else {
         bail!("need --function argument");
     };
-    let Some(topic) = a.topic.as_deref().filter(|t| !t.is_empty()) else { bail!("topic cannot be empty") };
+    let Some(topic) = a.topic.as_deref().filter(|t| !t.is_empty()) else {
+        bail!("topic cannot be empty")
+    };
     let metadata = parse_kv_list(&a.metadata, "metadata")?;
     let spec = MessageQueueTriggerSpec {
         functionref: FunctionReference::by_name(function),
@@ -171,7 +179,11 @@ pub(crate) fn build(ns: &str, name: &str, a: &MqtCreateArgs) -> anyhow::Result<M
         cooldown_period: Some(a.cooldownperiod),
         min_replica_count: Some(a.minreplicacount),
         max_replica_count: Some(a.maxreplicacount),
-        metadata: if metadata.is_empty() { None } else { Some(metadata) },
+        metadata: if metadata.is_empty() {
+            None
+        } else {
+            Some(metadata)
+        },
         secret: a.secret.clone().unwrap_or_default(),
         mqtkind: a.mqtkind.clone(),
         podspec: None,
@@ -196,9 +208,15 @@ async fn create(ctx: &Ctx, a: MqtCreateArgs) -> anyhow::Result<()> {
         .wrap("error creating message queue trigger")?
         .is_none()
     {
-        ctx.warn(format!("function '{}' does not exist in namespace '{ns}'", t.spec.functionref.name));
+        ctx.warn(format!(
+            "function '{}' does not exist in namespace '{ns}'",
+            t.spec.functionref.name
+        ));
     }
-    ctx.api.create(&t).await.wrap("error creating message queue trigger")?;
+    ctx.api
+        .create(&t)
+        .await
+        .wrap("error creating message queue trigger")?;
     say(format!("trigger '{name}' created"));
     Ok(())
 }
@@ -243,8 +261,11 @@ async fn get(ctx: &Ctx, a: MqtGetArgs) -> anyhow::Result<()> {
 
 async fn list(ctx: &Ctx, a: ListArgs) -> anyhow::Result<()> {
     let scope = a.scope(ctx, NsKind::Trigger);
-    let ts: Vec<MessageQueueTrigger> =
-        ctx.api.list(scope.as_deref()).await.wrap("error listing message queue triggers")?;
+    let ts: Vec<MessageQueueTrigger> = ctx
+        .api
+        .list(scope.as_deref())
+        .await
+        .wrap("error listing message queue triggers")?;
     if let Some(f) = a.output {
         return print_structured(f, &ts);
     }
@@ -294,15 +315,25 @@ async fn update(ctx: &Ctx, a: MqtUpdateArgs) -> anyhow::Result<()> {
         s.secret = v.clone();
     }
     validate(&t)?;
-    ctx.api.update(&t).await.wrap("error updating message queue trigger")?;
+    ctx.api
+        .update(&t)
+        .await
+        .wrap("error updating message queue trigger")?;
     say(format!("trigger '{}' updated", a.name));
     Ok(())
 }
 
 async fn delete(ctx: &Ctx, a: MqtDeleteArgs) -> anyhow::Result<()> {
     let ns = ctx.ns(NsKind::Trigger);
-    if delete_one::<MessageQueueTriggerSpec>(ctx, &ns, &a.name, a.ignorenotfound, false, "message queue trigger")
-        .await?
+    if delete_one::<MessageQueueTriggerSpec>(
+        ctx,
+        &ns,
+        &a.name,
+        a.ignorenotfound,
+        false,
+        "message queue trigger",
+    )
+    .await?
     {
         say(format!("trigger '{}' deleted", a.name));
     }
@@ -346,8 +377,14 @@ mod tests {
         assert_eq!(v["mqtkind"], "keda");
         assert_eq!(v["messageQueueType"], "kafka");
         assert_eq!(v["contentType"], "application/json");
-        assert_eq!((v["pollingInterval"].as_i64(), v["cooldownPeriod"].as_i64()), (Some(30), Some(300)));
-        assert_eq!((v["minReplicaCount"].as_i64(), v["maxReplicaCount"].as_i64()), (Some(0), Some(100)));
+        assert_eq!(
+            (v["pollingInterval"].as_i64(), v["cooldownPeriod"].as_i64()),
+            (Some(30), Some(300))
+        );
+        assert_eq!(
+            (v["minReplicaCount"].as_i64(), v["maxReplicaCount"].as_i64()),
+            (Some(0), Some(100))
+        );
         assert_eq!(v["metadata"]["bootstrapServers"], "kafka:9092");
         validate(&t).expect("valid");
     }
@@ -356,8 +393,12 @@ mod tests {
     fn mq_trigger_needs_a_topic_different_from_the_response_topic() {
         let e = build("default", "x", &create_args(&["--function", "f"])).expect_err("must fail");
         assert_eq!(e.to_string(), "topic cannot be empty");
-        let t =
-            build("default", "x", &create_args(&["--function", "f", "--topic", "a", "--resptopic", "a"])).expect("t");
+        let t = build(
+            "default",
+            "x",
+            &create_args(&["--function", "f", "--topic", "a", "--resptopic", "a"]),
+        )
+        .expect("t");
         assert!(
             validate(&t)
                 .expect_err("must fail")

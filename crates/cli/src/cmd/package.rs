@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
 use fission_core::resources::{
-    ARCHIVE_LITERAL, Archive, Environment, EnvironmentSpec, Function, FunctionSpec, Package, PackageSpec,
-    PackageStatus, build_status,
+    ARCHIVE_LITERAL, Archive, Environment, EnvironmentSpec, Function, FunctionSpec, Package,
+    PackageSpec, PackageStatus, build_status,
 };
 use fission_core::{ObjectMeta, ObjectReference};
 
@@ -88,20 +88,29 @@ impl CodeArgs {
 
     /// The first path given (for the default package name).
     pub(crate) fn first_arg(&self) -> Option<&str> {
-        self.code.as_deref().or(self.deploy.first().map(String::as_str)).or(self.src.first().map(String::as_str))
+        self.code
+            .as_deref()
+            .or(self.deploy.first().map(String::as_str))
+            .or(self.src.first().map(String::as_str))
     }
 
     /// Read the files (all local failures happen here, before anything is written).
     pub(crate) fn prepare(&self) -> anyhow::Result<PreparedCode> {
         if self.code.is_some() && !self.deploy.is_empty() {
-            bail!("--code and --deploy cannot be used together: --code takes one file, --deploy zips files");
+            bail!(
+                "--code and --deploy cannot be used together: --code takes one file, --deploy zips files"
+            );
         }
         let deploy = match (&self.code, self.deploy.is_empty()) {
             (Some(c), _) => Some(archive::from_code(c)?),
             (None, false) => Some(archive::from_files(&self.deploy)?),
             (None, true) => None,
         };
-        let src = if self.src.is_empty() { None } else { Some(archive::from_files(&self.src)?) };
+        let src = if self.src.is_empty() {
+            None
+        } else {
+            Some(archive::from_files(&self.src)?)
+        };
         Ok(PreparedCode { deploy, src })
     }
 
@@ -116,7 +125,9 @@ impl CodeArgs {
             match src {
                 None => Ok::<_, anyhow::Error>(None),
                 Some(s) if dry => Ok(Some(archive::dry_archive(s, sum.as_deref())?)),
-                Some(s) => Ok(Some(archive::into_archive(&ctx.api, s, sum.as_deref(), self.insecure).await?)),
+                Some(s) => Ok(Some(
+                    archive::into_archive(&ctx.api, s, sum.as_deref(), self.insecure).await?,
+                )),
             }
         };
         let deploy = one(p.deploy, self.deploychecksum.clone()).await?;
@@ -133,7 +144,12 @@ fn now_rfc3339() -> String {
 /// `succeeded`.
 pub(crate) fn initial_status(has_source: bool) -> PackageStatus {
     PackageStatus {
-        buildstatus: if has_source { build_status::PENDING } else { build_status::SUCCEEDED }.to_owned(),
+        buildstatus: if has_source {
+            build_status::PENDING
+        } else {
+            build_status::SUCCEEDED
+        }
+        .to_owned(),
         buildlog: String::new(),
         last_update_timestamp: Some(now_rfc3339()),
     }
@@ -162,11 +178,24 @@ pub(crate) fn new_package(
 
 /// Check an environment exists (Fission's wording), warning when source code will not build:
 /// `needs_builder` is true for source packages without their own `--buildcmd`.
-pub(crate) async fn check_environment(ctx: &Ctx, ns: &str, env: &str, needs_builder: bool) -> anyhow::Result<Environment> {
+pub(crate) async fn check_environment(
+    ctx: &Ctx,
+    ns: &str,
+    env: &str,
+    needs_builder: bool,
+) -> anyhow::Result<Environment> {
     check_name::<EnvironmentSpec>(ns, env)?;
-    let e: Environment = ctx.api.get(ns, env).await.wrap("error retrieving environment information")?;
+    let e: Environment = ctx
+        .api
+        .get(ns, env)
+        .await
+        .wrap("error retrieving environment information")?;
     // A builder image, or a build command of its own (`build` means "the builder image's").
-    let has_builder = e.spec.builder.as_ref().is_some_and(|b| !b.image.is_empty() || !matches!(b.command.as_str(), "" | "build"));
+    let has_builder = e
+        .spec
+        .builder
+        .as_ref()
+        .is_some_and(|b| !b.image.is_empty() || !matches!(b.command.as_str(), "" | "build"));
     if needs_builder && !has_builder {
         ctx.warn(format!(
             "environment '{env}' has no builder image, so the source package cannot be built: use an environment \
@@ -196,7 +225,10 @@ fn info_command(ns: &str, name: &str) -> String {
 pub(crate) fn log_tail(log: &str, n: usize) -> Vec<String> {
     let log = log.replace("\\n", "\n");
     let lines: Vec<&str> = log.lines().collect();
-    lines[lines.len().saturating_sub(n)..].iter().map(|l| (*l).to_owned()).collect()
+    lines[lines.len().saturating_sub(n)..]
+        .iter()
+        .map(|l| (*l).to_owned())
+        .collect()
 }
 
 /// Wait until package `name` has built, with progress on stderr. A failed build prints the end
@@ -215,7 +247,10 @@ pub(crate) async fn wait_for_build(ctx: &Ctx, ns: &str, name: &str) -> anyhow::R
         let status = pkg.status.buildstatus.as_str();
         match status {
             build_status::SUCCEEDED | build_status::NONE => {
-                progress(format!("Package '{name}' built in {:.1}s", started.elapsed().as_secs_f64()));
+                progress(format!(
+                    "Package '{name}' built in {:.1}s",
+                    started.elapsed().as_secs_f64()
+                ));
                 return Ok(pkg);
             }
             build_status::FAILED => {
@@ -226,7 +261,10 @@ pub(crate) async fn wait_for_build(ctx: &Ctx, ns: &str, name: &str) -> anyhow::R
                         eprintln!("  {l}");
                     }
                 }
-                bail!("package '{name}' build failed; see '{}' for the build log", info_command(ns, name));
+                bail!(
+                    "package '{name}' build failed; see '{}' for the build log",
+                    info_command(ns, name)
+                );
             }
             _ => {}
         }
@@ -250,14 +288,29 @@ pub(crate) async fn wait_for_build(ctx: &Ctx, ns: &str, name: &str) -> anyhow::R
 }
 
 /// Functions in `ns` whose package reference names `pkg`.
-pub(crate) async fn functions_using(ctx: &Ctx, ns: &str, pkg: &str) -> anyhow::Result<Vec<Function>> {
-    let fns: Vec<Function> = ctx.api.list(Some(ns)).await.wrap("error listing functions")?;
-    Ok(fns.into_iter().filter(|f| references_package(&f.spec, ns, pkg, &f.metadata.namespace)).collect())
+pub(crate) async fn functions_using(
+    ctx: &Ctx,
+    ns: &str,
+    pkg: &str,
+) -> anyhow::Result<Vec<Function>> {
+    let fns: Vec<Function> = ctx
+        .api
+        .list(Some(ns))
+        .await
+        .wrap("error listing functions")?;
+    Ok(fns
+        .into_iter()
+        .filter(|f| references_package(&f.spec, ns, pkg, &f.metadata.namespace))
+        .collect())
 }
 
 fn references_package(f: &FunctionSpec, pkg_ns: &str, pkg: &str, fn_ns: &str) -> bool {
     let r = &f.package.packageref;
-    let ns = if r.namespace.is_empty() { fn_ns } else { &r.namespace };
+    let ns = if r.namespace.is_empty() {
+        fn_ns
+    } else {
+        &r.namespace
+    };
     r.name == pkg && ns == pkg_ns
 }
 
@@ -312,10 +365,10 @@ pub(crate) async fn update_package(
             continue;
         }
         f.spec.package.packageref.resourceversion = meta.resource_version.clone();
-        ctx.api
-            .update(&f)
-            .await
-            .wrap(&format!("error updating function '{}' to the new package version", f.metadata.name))?;
+        ctx.api.update(&f).await.wrap(&format!(
+            "error updating function '{}' to the new package version",
+            f.metadata.name
+        ))?;
     }
     Ok(PackageUpdate { meta, rebuild })
 }
@@ -433,7 +486,9 @@ async fn create(ctx: &Ctx, a: PkgCreateArgs) -> anyhow::Result<()> {
     }
     let dry = a.spec.dry_run()?;
     let ns = ctx.ns(NsKind::Package);
-    let Some(env) = a.env.clone().filter(|e| !e.is_empty()) else { bail!("need --env argument") };
+    let Some(env) = a.env.clone().filter(|e| !e.is_empty()) else {
+        bail!("need --env argument")
+    };
     if !a.code.any() {
         bail!("need --code or --deploy or --src argument");
     }
@@ -447,13 +502,33 @@ async fn create(ctx: &Ctx, a: PkgCreateArgs) -> anyhow::Result<()> {
     let has_source = prepared.has_source();
     if !dry {
         check_environment(ctx, &ns, &env, has_source && a.code.buildcmd.is_none()).await?;
-        if ctx.api.get_opt::<PackageSpec>(&ns, &name).await.wrap("error creating package")?.is_some() {
+        if ctx
+            .api
+            .get_opt::<PackageSpec>(&ns, &name)
+            .await
+            .wrap("error creating package")?
+            .is_some()
+        {
             bail!("error creating package: package '{name}' already exists");
         }
     }
-    let (deploy, src) = a.code.archives(ctx, prepared, dry).await.wrap("error creating package")?;
-    let env_ref = ObjectReference { namespace: ns.clone(), name: env };
-    let pkg = new_package(&ns, &name, &env_ref, deploy, src, a.code.buildcmd.as_deref());
+    let (deploy, src) = a
+        .code
+        .archives(ctx, prepared, dry)
+        .await
+        .wrap("error creating package")?;
+    let env_ref = ObjectReference {
+        namespace: ns.clone(),
+        name: env,
+    };
+    let pkg = new_package(
+        &ns,
+        &name,
+        &env_ref,
+        deploy,
+        src,
+        a.code.buildcmd.as_deref(),
+    );
     validate(&pkg)?;
     if dry {
         return print_dry(&[to_yaml(&pkg)?]);
@@ -480,14 +555,26 @@ async fn update(ctx: &Ctx, a: PkgUpdateArgs) -> anyhow::Result<()> {
     let env = match &a.env {
         Some(e) => {
             let needs_builder = (prepared.has_source() || !pkg.spec.source.is_empty())
-                && a.code.buildcmd.as_deref().unwrap_or(&pkg.spec.buildcmd).is_empty();
+                && a.code
+                    .buildcmd
+                    .as_deref()
+                    .unwrap_or(&pkg.spec.buildcmd)
+                    .is_empty();
             check_environment(ctx, &ns, e, needs_builder).await?;
-            Some(ObjectReference { namespace: ns.clone(), name: e.clone() })
+            Some(ObjectReference {
+                namespace: ns.clone(),
+                name: e.clone(),
+            })
         }
         None => None,
     };
-    let (deploy, src) = a.code.archives(ctx, prepared, false).await.wrap("error updating package")?;
-    let updated = update_package(ctx, pkg, deploy, src, a.code.buildcmd.as_deref(), env, None).await?;
+    let (deploy, src) = a
+        .code
+        .archives(ctx, prepared, false)
+        .await
+        .wrap("error updating package")?;
+    let updated =
+        update_package(ctx, pkg, deploy, src, a.code.buildcmd.as_deref(), env, None).await?;
     say(format!("Package '{}' updated", a.name));
     if updated.rebuild && !a.code.nowait {
         wait_for_build(ctx, &ns, &a.name).await?;
@@ -499,7 +586,10 @@ async fn update(ctx: &Ctx, a: PkgUpdateArgs) -> anyhow::Result<()> {
 pub(crate) fn info_text(pkg: &Package) -> String {
     let mut t = Table::headless();
     t.row(vec!["Name:".into(), pkg.metadata.name.clone()]);
-    t.row(vec!["Environment:".into(), pkg.spec.environment.name.clone()]);
+    t.row(vec![
+        "Environment:".into(),
+        pkg.spec.environment.name.clone(),
+    ]);
     t.row(vec!["Status:".into(), pkg.status.buildstatus.clone()]);
     t.row(vec!["Build Logs:".into(), String::new()]);
     let mut out = t.render();
@@ -526,7 +616,11 @@ async fn info(ctx: &Ctx, a: PkgNameArgs) -> anyhow::Result<()> {
 /// Go's `time.RFC822` layout (`02 Jan 06 15:04 MST`) of an RFC 3339 timestamp, in UTC.
 pub(crate) fn rfc822(ts: Option<&str>) -> String {
     ts.and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
-        .map(|t| t.with_timezone(&chrono::Utc).format("%d %b %y %H:%M UTC").to_string())
+        .map(|t| {
+            t.with_timezone(&chrono::Utc)
+                .format("%d %b %y %H:%M UTC")
+                .to_string()
+        })
         .unwrap_or_default()
 }
 
@@ -548,20 +642,34 @@ pub(crate) fn pkg_table(pkgs: &[Package]) -> Table {
 fn orphans(pkgs: Vec<Package>, fns: &[Function]) -> Vec<Package> {
     pkgs.into_iter()
         .filter(|p| {
-            !fns.iter()
-                .any(|f| references_package(&f.spec, &p.metadata.namespace, &p.metadata.name, &f.metadata.namespace))
+            !fns.iter().any(|f| {
+                references_package(
+                    &f.spec,
+                    &p.metadata.namespace,
+                    &p.metadata.name,
+                    &f.metadata.namespace,
+                )
+            })
         })
         .collect()
 }
 
 async fn list(ctx: &Ctx, a: PkgListArgs) -> anyhow::Result<()> {
     let scope = a.list.scope(ctx, NsKind::Package);
-    let mut pkgs: Vec<Package> = ctx.api.list(scope.as_deref()).await.wrap("error listing packages")?;
+    let mut pkgs: Vec<Package> = ctx
+        .api
+        .list(scope.as_deref())
+        .await
+        .wrap("error listing packages")?;
     if let Some(st) = &a.status {
         pkgs.retain(|p| p.status.buildstatus.eq_ignore_ascii_case(st));
     }
     if a.orphan {
-        let fns: Vec<Function> = ctx.api.list(scope.as_deref()).await.wrap("error listing functions")?;
+        let fns: Vec<Function> = ctx
+            .api
+            .list(scope.as_deref())
+            .await
+            .wrap("error listing functions")?;
         pkgs = orphans(pkgs, &fns);
     }
     if let Some(f) = a.list.output {
@@ -577,10 +685,20 @@ async fn delete(ctx: &Ctx, a: PkgDeleteArgs) -> anyhow::Result<()> {
         (Some(_), true) => bail!("use either --name or --orphan, not both"),
         (None, false) => bail!("need --name argument or --orphan"),
         (None, true) => {
-            let pkgs: Vec<Package> = ctx.api.list(Some(&ns)).await.wrap("error listing packages")?;
-            let fns: Vec<Function> = ctx.api.list(Some(&ns)).await.wrap("error listing functions")?;
+            let pkgs: Vec<Package> = ctx
+                .api
+                .list(Some(&ns))
+                .await
+                .wrap("error listing packages")?;
+            let fns: Vec<Function> = ctx
+                .api
+                .list(Some(&ns))
+                .await
+                .wrap("error listing functions")?;
             for p in orphans(pkgs, &fns) {
-                if delete_one::<PackageSpec>(ctx, &ns, &p.metadata.name, true, false, "package").await? {
+                if delete_one::<PackageSpec>(ctx, &ns, &p.metadata.name, true, false, "package")
+                    .await?
+                {
                     say(format!("Package '{}' deleted", p.metadata.name));
                 }
             }
@@ -591,7 +709,9 @@ async fn delete(ctx: &Ctx, a: PkgDeleteArgs) -> anyhow::Result<()> {
             if !a.force && !functions_using(ctx, &ns, name).await?.is_empty() {
                 bail!("Package is used by at least one function, use -f to force delete");
             }
-            if delete_one::<PackageSpec>(ctx, &ns, name, a.ignorenotfound, a.force, "package").await? {
+            if delete_one::<PackageSpec>(ctx, &ns, name, a.ignorenotfound, a.force, "package")
+                .await?
+            {
                 say(format!("Package '{name}' deleted"));
             }
             Ok(())
@@ -604,19 +724,32 @@ pub(crate) async fn archive_bytes(ctx: &Ctx, a: &Archive) -> anyhow::Result<Vec<
     if a.archive_type == ARCHIVE_LITERAL || (!a.literal.is_empty() && a.url.is_empty()) {
         return Ok(a.literal.clone());
     }
-    ctx.api.download_archive(&a.url).await.wrap("error downloading archive")
+    ctx.api
+        .download_archive(&a.url)
+        .await
+        .wrap("error downloading archive")
 }
 
 async fn get_archive(ctx: &Ctx, a: PkgGetArgs, source: bool) -> anyhow::Result<()> {
     let ns = ctx.ns(NsKind::Package);
     let pkg: Package = get_one(ctx, &ns, &a.name, "package").await?;
-    let (arch, what) = if source { (&pkg.spec.source, "source") } else { (&pkg.spec.deployment, "deployment") };
+    let (arch, what) = if source {
+        (&pkg.spec.source, "source")
+    } else {
+        (&pkg.spec.deployment, "deployment")
+    };
     if arch.is_empty() {
-        bail!("package '{}' has no {what} archive (build status: {})", a.name, pkg.status.buildstatus);
+        bail!(
+            "package '{}' has no {what} archive (build status: {})",
+            a.name,
+            pkg.status.buildstatus
+        );
     }
     let bytes = archive_bytes(ctx, arch).await?;
     match &a.output {
-        Some(path) => std::fs::write(path, &bytes).with_context(|| format!("error writing '{path}'"))?,
+        Some(path) => {
+            std::fs::write(path, &bytes).with_context(|| format!("error writing '{path}'"))?
+        }
         None => print_stdout(&bytes),
     }
     Ok(())
@@ -638,7 +771,10 @@ async fn rebuild(ctx: &Ctx, a: PkgRebuildArgs) -> anyhow::Result<()> {
         last_update_timestamp: Some(now_rfc3339()),
     };
     ctx.api.update(&pkg).await.wrap("error updating package")?;
-    say(format!("Retrying build for pkg {}. Use \"fission pkg info --name {}\" to view status", a.name, a.name));
+    say(format!(
+        "Retrying build for pkg {}. Use \"fission pkg info --name {}\" to view status",
+        a.name, a.name
+    ));
     if !a.nowait {
         wait_for_build(ctx, &ns, &a.name).await?;
     }
@@ -651,11 +787,28 @@ mod tests {
 
     #[test]
     fn deploy_only_packages_are_succeeded_and_source_packages_pending() {
-        let env = ObjectReference { namespace: "default".into(), name: "nodejs".into() };
-        let p = new_package("default", "p", &env, Some(Archive::literal(b"x".to_vec())), None, None);
+        let env = ObjectReference {
+            namespace: "default".into(),
+            name: "nodejs".into(),
+        };
+        let p = new_package(
+            "default",
+            "p",
+            &env,
+            Some(Archive::literal(b"x".to_vec())),
+            None,
+            None,
+        );
         assert_eq!(p.status.buildstatus, "succeeded");
         assert!(p.status.last_update_timestamp.is_some());
-        let p = new_package("default", "p", &env, None, Some(Archive::literal(b"x".to_vec())), Some("build"));
+        let p = new_package(
+            "default",
+            "p",
+            &env,
+            None,
+            Some(Archive::literal(b"x".to_vec())),
+            Some("build"),
+        );
         assert_eq!(p.status.buildstatus, "pending");
         assert_eq!(p.spec.buildcmd, "build");
         validate(&p).expect("valid");
@@ -663,8 +816,18 @@ mod tests {
 
     #[test]
     fn package_json_carries_literal_as_base64() {
-        let env = ObjectReference { namespace: "default".into(), name: "nodejs".into() };
-        let p = new_package("default", "p", &env, Some(Archive::literal(b"hi".to_vec())), None, None);
+        let env = ObjectReference {
+            namespace: "default".into(),
+            name: "nodejs".into(),
+        };
+        let p = new_package(
+            "default",
+            "p",
+            &env,
+            Some(Archive::literal(b"hi".to_vec())),
+            None,
+            None,
+        );
         let v = serde_json::to_value(&p).expect("json");
         assert_eq!(v["spec"]["deployment"]["type"], "literal");
         assert_eq!(v["spec"]["deployment"]["literal"], "aGk=");
@@ -673,12 +836,18 @@ mod tests {
 
     #[test]
     fn pkg_info_prints_aligned_labels_and_expands_log_newlines() {
-        let env = ObjectReference { namespace: "default".into(), name: "py".into() };
+        let env = ObjectReference {
+            namespace: "default".into(),
+            name: "py".into(),
+        };
         let mut p = new_package("default", "p1", &env, None, None, None);
         p.status.buildstatus = "failed".into();
         p.status.buildlog = "line1\\nline2".into();
         let out = info_text(&p);
-        assert_eq!(out, "Name:        p1\nEnvironment: py\nStatus:      failed\nBuild Logs:\nline1\nline2\n");
+        assert_eq!(
+            out,
+            "Name:        p1\nEnvironment: py\nStatus:      failed\nBuild Logs:\nline1\nline2\n"
+        );
     }
 
     #[test]
@@ -689,7 +858,10 @@ mod tests {
 
     #[test]
     fn orphan_packages_are_those_no_function_references() {
-        let env = ObjectReference { namespace: "default".into(), name: "e".into() };
+        let env = ObjectReference {
+            namespace: "default".into(),
+            name: "e".into(),
+        };
         let used = new_package("default", "used", &env, None, None, None);
         let free = new_package("default", "free", &env, None, None, None);
         let mut f = Function::new("default", "f", FunctionSpec::default());
@@ -701,20 +873,39 @@ mod tests {
 
     #[test]
     fn a_failed_build_shows_the_end_of_its_log() {
-        let log = (1..=30).map(|i| format!("line {i}")).collect::<Vec<_>>().join("\n");
+        let log = (1..=30)
+            .map(|i| format!("line {i}"))
+            .collect::<Vec<_>>()
+            .join("\n");
         let tail = log_tail(&log, 20);
         assert_eq!(tail.len(), 20);
         assert_eq!(tail[0], "line 11");
         assert_eq!(tail[19], "line 30");
-        assert_eq!(log_tail("a\\nb", 20), vec!["a", "b"], "Fission's literal \\n is expanded");
+        assert_eq!(
+            log_tail("a\\nb", 20),
+            vec!["a", "b"],
+            "Fission's literal \\n is expanded"
+        );
         assert!(log_tail("", 20).is_empty());
         assert_eq!(info_command("default", "p"), "fission pkg info --name p");
-        assert_eq!(info_command("dev", "p"), "fission pkg info --name p --namespace dev");
+        assert_eq!(
+            info_command("dev", "p"),
+            "fission pkg info --name p --namespace dev"
+        );
     }
 
     #[test]
     fn code_and_deploy_together_are_refused() {
-        let c = CodeArgs { code: Some("a.js".into()), deploy: vec!["b.js".into()], ..Default::default() };
-        assert!(c.prepare().expect_err("must fail").to_string().contains("--code and --deploy"));
+        let c = CodeArgs {
+            code: Some("a.js".into()),
+            deploy: vec!["b.js".into()],
+            ..Default::default()
+        };
+        assert!(
+            c.prepare()
+                .expect_err("must fail")
+                .to_string()
+                .contains("--code and --deploy")
+        );
     }
 }

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use anyhow::bail;
 use clap::{Args, Subcommand};
 use fission_core::resources::{
-    FunctionReference, FunctionSpec, HTTP_METHODS, HttpTrigger, HttpTriggerSpec, IngressConfig, function_ref_type,
+    FunctionReference, FunctionSpec, HTTP_METHODS, HttpTrigger, HttpTriggerSpec, IngressConfig,
+    function_ref_type,
 };
 
 use super::{Ctx, ListArgs, SpecArgs, delete_one, get_one, print_dry, say, to_yaml};
@@ -159,7 +160,10 @@ pub(crate) async fn run(ctx: &Ctx, cmd: RouteCommand) -> anyhow::Result<()> {
 }
 
 /// The function reference for one function, or two with weights adding up to 100.
-pub(crate) fn function_ref(functions: &[String], weights: &[i32]) -> anyhow::Result<FunctionReference> {
+pub(crate) fn function_ref(
+    functions: &[String],
+    weights: &[i32],
+) -> anyhow::Result<FunctionReference> {
     match functions {
         [] => bail!("need a function name to create a trigger, use --function"),
         [one] => Ok(FunctionReference::by_name(one)),
@@ -173,24 +177,34 @@ pub(crate) fn function_ref(functions: &[String], weights: &[i32]) -> anyhow::Res
             if weights.iter().any(|w| !(0..=100).contains(w)) || weights[0] + weights[1] != 100 {
                 bail!("the function weights should add up to 100");
             }
-            let weights: BTreeMap<String, i32> = [(a.clone(), weights[0]), (b.clone(), weights[1])].into();
+            let weights: BTreeMap<String, i32> =
+                [(a.clone(), weights[0]), (b.clone(), weights[1])].into();
             Ok(FunctionReference {
                 ref_type: function_ref_type::FUNCTION_WEIGHTS.to_owned(),
                 name: String::new(),
                 functionweights: Some(weights),
             })
         }
-        _ => bail!("the number of functions in a trigger can be 1 or 2 (for canary feature along with their weights)"),
+        _ => bail!(
+            "the number of functions in a trigger can be 1 or 2 (for canary feature along with their weights)"
+        ),
     }
 }
 
 fn with_leading_slash(p: &str) -> String {
-    if p.starts_with('/') { p.to_owned() } else { format!("/{p}") }
+    if p.starts_with('/') {
+        p.to_owned()
+    } else {
+        format!("/{p}")
+    }
 }
 
 /// The trigger's `(relativeurl, prefix)` from `--url`/`--prefix`; the flag rules of
 /// `route create`. The bool says both were given (the prefix wins).
-pub(crate) fn trigger_paths(url: Option<&str>, prefix: Option<&str>) -> anyhow::Result<(String, Option<String>, bool)> {
+pub(crate) fn trigger_paths(
+    url: Option<&str>,
+    prefix: Option<&str>,
+) -> anyhow::Result<(String, Option<String>, bool)> {
     let url = url.filter(|u| !u.is_empty());
     let prefix = prefix.filter(|p| !p.is_empty());
     if url.is_none() && prefix.is_none() {
@@ -200,7 +214,11 @@ pub(crate) fn trigger_paths(url: Option<&str>, prefix: Option<&str>) -> anyhow::
         bail!("url with only root path is not allowed");
     }
     let both = url.is_some() && prefix.is_some();
-    Ok((url.map(with_leading_slash).unwrap_or_default(), prefix.map(with_leading_slash), both))
+    Ok((
+        url.map(with_leading_slash).unwrap_or_default(),
+        prefix.map(with_leading_slash),
+        both,
+    ))
 }
 
 /// Upper-cased, validated methods; `GET` when none given.
@@ -262,19 +280,28 @@ pub(crate) fn ingress_config(
                 cfg.path = p.to_owned();
             }
             Some((h, p)) if !p.contains('=') => {
-                bail!("error parsing ingress configuration: host ({h}) or path ({p}) cannot be empty")
+                bail!(
+                    "error parsing ingress configuration: host ({h}) or path ({p}) cannot be empty"
+                )
             }
             _ => bail!("error parsing ingress configuration: illegal ingress rule: {rule}"),
         },
     }
     if let Some(tls) = &a.ingresstls {
-        cfg.tls = if tls == "-" { String::new() } else { tls.clone() };
+        cfg.tls = if tls == "-" {
+            String::new()
+        } else {
+            tls.clone()
+        };
     }
     Ok(cfg)
 }
 
 /// Another trigger (any namespace) with the same host, path and an overlapping method.
-pub(crate) fn find_duplicate<'a>(existing: &'a [HttpTrigger], t: &HttpTrigger) -> Option<&'a HttpTrigger> {
+pub(crate) fn find_duplicate<'a>(
+    existing: &'a [HttpTrigger],
+    t: &HttpTrigger,
+) -> Option<&'a HttpTrigger> {
     let methods = t.spec.all_methods();
     existing.iter().find(|o| {
         !(o.metadata.name == t.metadata.name && o.metadata.namespace == t.metadata.namespace)
@@ -288,18 +315,35 @@ pub(crate) fn find_duplicate<'a>(existing: &'a [HttpTrigger], t: &HttpTrigger) -
 /// Refuse a trigger that would shadow an existing route (checked across all namespaces, like
 /// Fission; the server checks again).
 pub(crate) async fn check_duplicate(ctx: &Ctx, t: &HttpTrigger) -> anyhow::Result<()> {
-    let all: Vec<HttpTrigger> = ctx.api.list(None).await.wrap("error listing HTTP triggers")?;
+    let all: Vec<HttpTrigger> = ctx
+        .api
+        .list(None)
+        .await
+        .wrap("error listing HTTP triggers")?;
     if let Some(d) = find_duplicate(&all, t) {
-        bail!("HTTPTrigger with same Host, URL & method already exists ({})", d.metadata.name);
+        bail!(
+            "HTTPTrigger with same Host, URL & method already exists ({})",
+            d.metadata.name
+        );
     }
     Ok(())
 }
 
 /// Warn about referenced functions that do not exist (Fission only warns).
-pub(crate) async fn warn_missing_functions(ctx: &Ctx, ns: &str, functions: &[String]) -> anyhow::Result<()> {
+pub(crate) async fn warn_missing_functions(
+    ctx: &Ctx,
+    ns: &str,
+    functions: &[String],
+) -> anyhow::Result<()> {
     for f in functions {
         check_name::<FunctionSpec>(ns, f)?;
-        if ctx.api.get_opt::<FunctionSpec>(ns, f).await.wrap("error checking function")?.is_none() {
+        if ctx
+            .api
+            .get_opt::<FunctionSpec>(ns, f)
+            .await
+            .wrap("error checking function")?
+            .is_none()
+        {
             ctx.warn(format!(
                 "function '{f}' does not exist in namespace '{ns}'; the trigger does nothing until it is created"
             ));
@@ -309,7 +353,11 @@ pub(crate) async fn warn_missing_functions(ctx: &Ctx, ns: &str, functions: &[Str
 }
 
 /// Build the HTTPTrigger `route create` sends.
-pub(crate) fn build_trigger(ns: &str, name: &str, a: &RouteCreateArgs) -> anyhow::Result<(HttpTrigger, bool)> {
+pub(crate) fn build_trigger(
+    ns: &str,
+    name: &str,
+    a: &RouteCreateArgs,
+) -> anyhow::Result<(HttpTrigger, bool)> {
     let functionref = function_ref(&a.function, &a.weight)?;
     let (relativeurl, prefix, both) = trigger_paths(a.url.as_deref(), a.prefix.as_deref())?;
     let methods = parse_methods(&a.method)?;
@@ -356,13 +404,23 @@ async fn create(ctx: &Ctx, a: RouteCreateArgs) -> anyhow::Result<()> {
         return print_dry(&[to_yaml(&trigger)?]);
     }
     if a.name.is_some()
-        && ctx.api.get_opt::<HttpTriggerSpec>(&ns, &name).await.wrap("error creating HTTP trigger")?.is_some()
+        && ctx
+            .api
+            .get_opt::<HttpTriggerSpec>(&ns, &name)
+            .await
+            .wrap("error creating HTTP trigger")?
+            .is_some()
     {
-        bail!("duplicate trigger exists, choose a different name or leave it empty for fission to auto-generate it");
+        bail!(
+            "duplicate trigger exists, choose a different name or leave it empty for fission to auto-generate it"
+        );
     }
     check_duplicate(ctx, &trigger).await?;
     warn_missing_functions(ctx, &ns, &a.function).await?;
-    ctx.api.create(&trigger).await.wrap("error creating HTTP trigger")?;
+    ctx.api
+        .create(&trigger)
+        .await
+        .wrap("error creating HTTP trigger")?;
     say(format!("trigger '{name}' created"));
     Ok(())
 }
@@ -370,7 +428,11 @@ async fn create(ctx: &Ctx, a: RouteCreateArgs) -> anyhow::Result<()> {
 /// The `FUNCTION(s)` cell: the name, or `fnA:90 fnB:10 ` for weighted triggers.
 pub(crate) fn functions_cell(r: &FunctionReference) -> String {
     if r.ref_type == function_ref_type::FUNCTION_WEIGHTS {
-        r.functionweights.iter().flatten().map(|(f, w)| format!("{f}:{w} ")).collect()
+        r.functionweights
+            .iter()
+            .flatten()
+            .map(|(f, w)| format!("{f}:{w} "))
+            .collect()
     } else {
         r.name.clone()
     }
@@ -420,7 +482,11 @@ async fn get(ctx: &Ctx, a: RouteGetArgs) -> anyhow::Result<()> {
 
 async fn list(ctx: &Ctx, a: RouteListArgs) -> anyhow::Result<()> {
     let scope = a.list.scope(ctx, NsKind::Trigger);
-    let mut triggers: Vec<HttpTrigger> = ctx.api.list(scope.as_deref()).await.wrap("error listing HTTP triggers")?;
+    let mut triggers: Vec<HttpTrigger> = ctx
+        .api
+        .list(scope.as_deref())
+        .await
+        .wrap("error listing HTTP triggers")?;
     if let Some(f) = &a.function {
         triggers.retain(|t| t.spec.functionref.function_names().contains(f));
     }
@@ -434,7 +500,11 @@ async fn list(ctx: &Ctx, a: RouteListArgs) -> anyhow::Result<()> {
 async fn update(ctx: &Ctx, a: RouteUpdateArgs) -> anyhow::Result<()> {
     let ns = ctx.ns(NsKind::Trigger);
     let mut t: HttpTrigger = get_one(ctx, &ns, &a.name, "HTTP trigger").await?;
-    let old_path = t.spec.effective_prefix().unwrap_or(&t.spec.relativeurl).to_owned();
+    let old_path = t
+        .spec
+        .effective_prefix()
+        .unwrap_or(&t.spec.relativeurl)
+        .to_owned();
     if !a.function.is_empty() {
         t.spec.functionref = function_ref(&a.function, &a.weight)?;
         warn_missing_functions(ctx, &ns, &a.function).await?;
@@ -450,10 +520,18 @@ async fn update(ctx: &Ctx, a: RouteUpdateArgs) -> anyhow::Result<()> {
         if u == "/" {
             bail!("url with only root path is not allowed");
         }
-        t.spec.relativeurl = if u.is_empty() { String::new() } else { with_leading_slash(u) };
+        t.spec.relativeurl = if u.is_empty() {
+            String::new()
+        } else {
+            with_leading_slash(u)
+        };
     }
     if let Some(p) = a.prefix.as_deref() {
-        t.spec.prefix = Some(if p.is_empty() { String::new() } else { with_leading_slash(p) });
+        t.spec.prefix = Some(if p.is_empty() {
+            String::new()
+        } else {
+            with_leading_slash(p)
+        });
     }
     if t.spec.relativeurl.is_empty() && t.spec.effective_prefix().is_none() {
         bail!("You need to supply either Prefix or URL/RelativeURL");
@@ -471,7 +549,11 @@ async fn update(ctx: &Ctx, a: RouteUpdateArgs) -> anyhow::Result<()> {
     if let Some(c) = a.createingress {
         t.spec.createingress = c;
     }
-    let new_path = t.spec.effective_prefix().unwrap_or(&t.spec.relativeurl).to_owned();
+    let new_path = t
+        .spec
+        .effective_prefix()
+        .unwrap_or(&t.spec.relativeurl)
+        .to_owned();
     let old_cfg = t.spec.ingressconfig.clone();
     let followed_path = old_cfg.path == old_path;
     let mut cfg = ingress_config(&a.ingress, &new_path, Some(old_cfg))?;
@@ -482,7 +564,10 @@ async fn update(ctx: &Ctx, a: RouteUpdateArgs) -> anyhow::Result<()> {
     t.spec.ingressconfig = cfg;
     validate(&t)?;
     check_duplicate(ctx, &t).await?;
-    ctx.api.update(&t).await.wrap("error updating HTTP trigger")?;
+    ctx.api
+        .update(&t)
+        .await
+        .wrap("error updating HTTP trigger")?;
     say(format!("trigger '{}' updated", a.name));
     Ok(())
 }
@@ -493,14 +578,39 @@ async fn delete(ctx: &Ctx, a: RouteDeleteArgs) -> anyhow::Result<()> {
         (None, None) => bail!("need --name or --function argument"),
         (Some(_), Some(_)) => bail!("use either --name or --function, not both"),
         (Some(name), None) => {
-            if delete_one::<HttpTriggerSpec>(ctx, &ns, name, a.ignorenotfound, false, "HTTP trigger").await? {
+            if delete_one::<HttpTriggerSpec>(
+                ctx,
+                &ns,
+                name,
+                a.ignorenotfound,
+                false,
+                "HTTP trigger",
+            )
+            .await?
+            {
                 say(format!("trigger '{name}' deleted"));
             }
         }
         (None, Some(f)) => {
-            let triggers: Vec<HttpTrigger> = ctx.api.list(Some(&ns)).await.wrap("error listing HTTP triggers")?;
-            for t in triggers.iter().filter(|t| t.spec.functionref.function_names().contains(f)) {
-                if delete_one::<HttpTriggerSpec>(ctx, &ns, &t.metadata.name, true, false, "HTTP trigger").await? {
+            let triggers: Vec<HttpTrigger> = ctx
+                .api
+                .list(Some(&ns))
+                .await
+                .wrap("error listing HTTP triggers")?;
+            for t in triggers
+                .iter()
+                .filter(|t| t.spec.functionref.function_names().contains(f))
+            {
+                if delete_one::<HttpTriggerSpec>(
+                    ctx,
+                    &ns,
+                    &t.metadata.name,
+                    true,
+                    false,
+                    "HTTP trigger",
+                )
+                .await?
+                {
                     say(format!("trigger '{}' deleted", t.metadata.name));
                 }
             }
@@ -551,11 +661,15 @@ mod tests {
             json!({"type": "function-weights", "name": "", "functionweights": {"a": 90, "b": 10}})
         );
         assert_eq!(
-            function_ref(&s(&["a", "b"]), &[90, 20]).expect_err("must fail").to_string(),
+            function_ref(&s(&["a", "b"]), &[90, 20])
+                .expect_err("must fail")
+                .to_string(),
             "the function weights should add up to 100"
         );
         assert_eq!(
-            function_ref(&s(&["a", "b"]), &[100]).expect_err("must fail").to_string(),
+            function_ref(&s(&["a", "b"]), &[100])
+                .expect_err("must fail")
+                .to_string(),
             "weights of the function need to be specified when 2 functions are supplied"
         );
         assert!(
@@ -564,36 +678,63 @@ mod tests {
                 .to_string()
                 .starts_with("the number of functions")
         );
-        assert!(function_ref(&[], &[]).expect_err("must fail").to_string().contains("--function"));
+        assert!(
+            function_ref(&[], &[])
+                .expect_err("must fail")
+                .to_string()
+                .contains("--function")
+        );
     }
 
     #[test]
     fn url_or_prefix_is_required_and_root_is_refused() {
         assert_eq!(
-            trigger_paths(None, None).expect_err("must fail").to_string(),
+            trigger_paths(None, None)
+                .expect_err("must fail")
+                .to_string(),
             "You need to supply either Prefix or URL/RelativeURL"
         );
         assert_eq!(
-            trigger_paths(Some("/"), None).expect_err("must fail").to_string(),
+            trigger_paths(Some("/"), None)
+                .expect_err("must fail")
+                .to_string(),
             "url with only root path is not allowed"
         );
-        assert_eq!(trigger_paths(Some("hello"), None).expect("ok"), ("/hello".into(), None, false));
-        assert_eq!(trigger_paths(Some("/a"), Some("p")).expect("ok"), ("/a".into(), Some("/p".into()), true));
+        assert_eq!(
+            trigger_paths(Some("hello"), None).expect("ok"),
+            ("/hello".into(), None, false)
+        );
+        assert_eq!(
+            trigger_paths(Some("/a"), Some("p")).expect("ok"),
+            ("/a".into(), Some("/p".into()), true)
+        );
     }
 
     #[test]
     fn methods_default_to_get_and_are_validated() {
         assert_eq!(parse_methods(&[]).expect("m"), ["GET"]);
-        assert_eq!(parse_methods(&s(&["post", "GET", "POST"])).expect("m"), ["POST", "GET"]);
         assert_eq!(
-            parse_methods(&s(&["FETCH"])).expect_err("must fail").to_string(),
+            parse_methods(&s(&["post", "GET", "POST"])).expect("m"),
+            ["POST", "GET"]
+        );
+        assert_eq!(
+            parse_methods(&s(&["FETCH"]))
+                .expect_err("must fail")
+                .to_string(),
             "invalid or unsupported HTTP Method FETCH"
         );
     }
 
     #[test]
     fn route_create_builds_the_fission_shape() {
-        let a = create_args(&["--function", "hello", "--url", "hello/{name}", "--name", "r1"]);
+        let a = create_args(&[
+            "--function",
+            "hello",
+            "--url",
+            "hello/{name}",
+            "--name",
+            "r1",
+        ]);
         let (t, _) = build_trigger("default", "r1", &a).expect("trigger");
         let v = serde_json::to_value(&t).expect("json");
         assert_eq!(v["spec"]["relativeurl"], "/hello/{name}");
@@ -614,11 +755,21 @@ mod tests {
             ingresstls: Some("secret".into()),
         };
         let c = ingress_config(&a, "/hello", None).expect("cfg");
-        assert_eq!((c.host.as_str(), c.path.as_str(), c.tls.as_str()), ("example.com", "/x", "secret"));
+        assert_eq!(
+            (c.host.as_str(), c.path.as_str(), c.tls.as_str()),
+            ("example.com", "/x", "secret")
+        );
         assert_eq!(c.annotations.as_ref().expect("anns")["a"], "b");
-        let bad = IngressArgs { ingressrule: Some("nohost".into()), ..Default::default() };
+        let bad = IngressArgs {
+            ingressrule: Some("nohost".into()),
+            ..Default::default()
+        };
         assert!(ingress_config(&bad, "/h", None).is_err());
-        let reset = IngressArgs { ingressrule: Some("-".into()), ingressannotation: s(&["-"]), ..Default::default() };
+        let reset = IngressArgs {
+            ingressrule: Some("-".into()),
+            ingressannotation: s(&["-"]),
+            ..Default::default()
+        };
         let c = ingress_config(&reset, "/h", Some(c)).expect("cfg");
         assert_eq!((c.host.as_str(), c.path.as_str()), ("*", "/h"));
         assert!(c.annotations.is_none());
@@ -626,7 +777,16 @@ mod tests {
 
     #[test]
     fn duplicate_route_is_same_host_url_and_an_overlapping_method_in_any_namespace() {
-        let a = create_args(&["--function", "f", "--url", "/x", "--method", "GET", "--method", "POST"]);
+        let a = create_args(&[
+            "--function",
+            "f",
+            "--url",
+            "/x",
+            "--method",
+            "GET",
+            "--method",
+            "POST",
+        ]);
         let (existing, _) = build_trigger("other-ns", "old", &a).expect("t");
         let b = create_args(&["--function", "g", "--url", "/x", "--method", "POST"]);
         let (new, _) = build_trigger("default", "new", &b).expect("t");
@@ -643,19 +803,46 @@ mod tests {
 
     #[test]
     fn route_table_shows_methods_and_weights_like_fission() {
-        let a = create_args(&["--function", "a", "--function", "b", "--weight", "90", "--weight", "10", "--url", "/w"]);
+        let a = create_args(&[
+            "--function",
+            "a",
+            "--function",
+            "b",
+            "--weight",
+            "90",
+            "--weight",
+            "10",
+            "--url",
+            "/w",
+        ]);
         let (t, _) = build_trigger("default", "w1", &a).expect("t");
         let out = route_table(&[t]).render();
         let row = out.lines().nth(1).expect("row");
         assert!(row.starts_with("w1 "), "{row}");
         let cells: Vec<&str> = row.split_whitespace().collect();
-        assert_eq!(cells, ["w1", "[GET]", "/w", "a:90", "b:10", "false", "*", "/w", "map[]", "default"]);
+        assert_eq!(
+            cells,
+            [
+                "w1", "[GET]", "/w", "a:90", "b:10", "false", "*", "/w", "map[]", "default"
+            ]
+        );
         // The weighted cell keeps Fission's trailing space inside its column.
         assert!(row.contains("a:90 b:10   false"), "{row}");
         let header: Vec<&str> = out.lines().next().expect("h").split_whitespace().collect();
         assert_eq!(
             header,
-            ["NAME", "METHOD", "URL", "FUNCTION(s)", "INGRESS", "HOST", "PATH", "TLS", "ANNOTATIONS", "NAMESPACE"]
+            [
+                "NAME",
+                "METHOD",
+                "URL",
+                "FUNCTION(s)",
+                "INGRESS",
+                "HOST",
+                "PATH",
+                "TLS",
+                "ANNOTATIONS",
+                "NAMESPACE"
+            ]
         );
     }
 }

@@ -114,11 +114,15 @@ fn collect(a: &ValuesArgs) -> anyhow::Result<BTreeMap<String, Vec<u8>>> {
         let (k, path) = match f.split_once('=') {
             Some((k, p)) => (k.to_owned(), p.to_owned()),
             None => {
-                let name = Path::new(f).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                let name = Path::new(f)
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
                 (name, f.clone())
             }
         };
-        let bytes = std::fs::read(&path).with_context(|| format!("cannot read --from-file '{path}'"))?;
+        let bytes =
+            std::fs::read(&path).with_context(|| format!("cannot read --from-file '{path}'"))?;
         if out.insert(k.clone(), bytes).is_some() {
             bail!("key '{k}' is given twice");
         }
@@ -130,18 +134,32 @@ fn collect(a: &ValuesArgs) -> anyhow::Result<BTreeMap<String, Vec<u8>>> {
 }
 
 fn secret_object(ns: &str, name: &str, data: BTreeMap<String, Vec<u8>>) -> Secret {
-    let mut s = Secret { metadata: ObjectMeta::named(ns, name), data, ..Secret::default() };
+    let mut s = Secret {
+        metadata: ObjectMeta::named(ns, name),
+        data,
+        ..Secret::default()
+    };
     s.normalize();
     s
 }
 
-fn configmap_object(ns: &str, name: &str, data: BTreeMap<String, Vec<u8>>) -> anyhow::Result<ConfigMap> {
+fn configmap_object(
+    ns: &str,
+    name: &str,
+    data: BTreeMap<String, Vec<u8>>,
+) -> anyhow::Result<ConfigMap> {
     let mut text = BTreeMap::new();
     for (k, v) in data {
-        let v = String::from_utf8(v).map_err(|_| anyhow::anyhow!("value of '{k}' is not UTF-8 text; use a secret for binary values"))?;
+        let v = String::from_utf8(v).map_err(|_| {
+            anyhow::anyhow!("value of '{k}' is not UTF-8 text; use a secret for binary values")
+        })?;
         text.insert(k, v);
     }
-    let mut c = ConfigMap { metadata: ObjectMeta::named(ns, name), data: text, ..ConfigMap::default() };
+    let mut c = ConfigMap {
+        metadata: ObjectMeta::named(ns, name),
+        data: text,
+        ..ConfigMap::default()
+    };
     c.normalize();
     Ok(c)
 }
@@ -153,12 +171,23 @@ pub(crate) async fn run(ctx: &Ctx, which: Values, cmd: ValuesCommand) -> anyhow:
     match cmd {
         ValuesCommand::Create(a) => {
             if !fission_core::is_dns1123_label(&a.name) {
-                bail!("invalid {word} name '{}': use at most 63 lower-case letters, digits and '-', starting and ending with a letter or digit", a.name);
+                bail!(
+                    "invalid {word} name '{}': use at most 63 lower-case letters, digits and '-', starting and ending with a letter or digit",
+                    a.name
+                );
             }
             let data = collect(&a)?;
             match which {
-                Values::Secret => ctx.api.create_kind(kind, &secret_object(&ns, &a.name, data)).await,
-                Values::ConfigMap => ctx.api.create_kind(kind, &configmap_object(&ns, &a.name, data)?).await,
+                Values::Secret => {
+                    ctx.api
+                        .create_kind(kind, &secret_object(&ns, &a.name, data))
+                        .await
+                }
+                Values::ConfigMap => {
+                    ctx.api
+                        .create_kind(kind, &configmap_object(&ns, &a.name, data)?)
+                        .await
+                }
             }
             .wrap(&format!("error creating {word}"))?;
             say(format!("{word} '{}' created", a.name));
@@ -168,13 +197,21 @@ pub(crate) async fn run(ctx: &Ctx, which: Values, cmd: ValuesCommand) -> anyhow:
             // Read first so a missing object is a clear "not found" rather than a create.
             match which {
                 Values::Secret => {
-                    let cur: Secret = ctx.api.get_kind(kind, &ns, &a.name).await.wrap(&format!("error getting {word}"))?;
+                    let cur: Secret = ctx
+                        .api
+                        .get_kind(kind, &ns, &a.name)
+                        .await
+                        .wrap(&format!("error getting {word}"))?;
                     let mut next = secret_object(&ns, &a.name, data);
                     next.metadata.resource_version = cur.metadata.resource_version;
                     ctx.api.update_kind(kind, &ns, &a.name, &next).await
                 }
                 Values::ConfigMap => {
-                    let cur: ConfigMap = ctx.api.get_kind(kind, &ns, &a.name).await.wrap(&format!("error getting {word}"))?;
+                    let cur: ConfigMap = ctx
+                        .api
+                        .get_kind(kind, &ns, &a.name)
+                        .await
+                        .wrap(&format!("error getting {word}"))?;
                     let mut next = configmap_object(&ns, &a.name, data)?;
                     next.metadata.resource_version = cur.metadata.resource_version;
                     ctx.api.update_kind(kind, &ns, &a.name, &next).await
@@ -184,7 +221,11 @@ pub(crate) async fn run(ctx: &Ctx, which: Values, cmd: ValuesCommand) -> anyhow:
             say(format!("{word} '{}' updated", a.name));
         }
         ValuesCommand::Get(a) => {
-            let v: serde_json::Value = ctx.api.get_kind(kind, &ns, &a.name).await.wrap(&format!("error getting {word}"))?;
+            let v: serde_json::Value = ctx
+                .api
+                .get_kind(kind, &ns, &a.name)
+                .await
+                .wrap(&format!("error getting {word}"))?;
             if let Some(fmt) = a.output {
                 return print_structured(fmt, &v);
             }
@@ -192,7 +233,11 @@ pub(crate) async fn run(ctx: &Ctx, which: Values, cmd: ValuesCommand) -> anyhow:
         }
         ValuesCommand::List(a) => {
             let scope = if a.all { None } else { Some(ns.as_str()) };
-            let items: Vec<serde_json::Value> = ctx.api.list_kind(kind, scope).await.wrap(&format!("error listing {word}s"))?;
+            let items: Vec<serde_json::Value> = ctx
+                .api
+                .list_kind(kind, scope)
+                .await
+                .wrap(&format!("error listing {word}s"))?;
             table(&items).print();
         }
         ValuesCommand::Delete(a) => match ctx.api.delete_kind(kind, &ns, &a.name).await {
@@ -208,11 +253,20 @@ pub(crate) async fn run(ctx: &Ctx, which: Values, cmd: ValuesCommand) -> anyhow:
 fn table(items: &[serde_json::Value]) -> Table {
     let mut t = Table::new(&["NAME", "KEYS", "NAMESPACE"]);
     for v in items {
-        let keys: Vec<String> = v["data"].as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default();
+        let keys: Vec<String> = v["data"]
+            .as_object()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
         t.row(vec![
-            v["metadata"]["name"].as_str().unwrap_or_default().to_owned(),
+            v["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
             keys.join(","),
-            v["metadata"]["namespace"].as_str().unwrap_or_default().to_owned(),
+            v["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
         ]);
     }
     t

@@ -17,7 +17,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
 use fission_core::resources::{
-    CanaryConfig, Environment, Function, HttpTrigger, KubernetesWatchTrigger, MessageQueueTrigger, Package, TimeTrigger,
+    CanaryConfig, Environment, Function, HttpTrigger, KubernetesWatchTrigger, MessageQueueTrigger,
+    Package, TimeTrigger,
 };
 use fission_core::{API_VERSION, AnyResource, ResourceKind};
 
@@ -179,32 +180,57 @@ fn init(ctx: &Ctx, a: &SpecInitArgs) -> anyhow::Result<()> {
     let dir = Path::new(&a.specdir);
     let config_path = dir.join(DEPLOYMENT_CONFIG_FILE);
     if config_path.exists() {
-        bail!("spec DeploymentConfig already exists in directory '{}'", dir.display());
+        bail!(
+            "spec DeploymentConfig already exists in directory '{}'",
+            dir.display()
+        );
     }
     let name = match a.name.as_deref().map(str::trim).filter(|n| !n.is_empty()) {
         Some(n) => n.to_owned(),
         None => {
             let cwd = std::env::current_dir().context("error getting the current directory")?;
-            let base = cwd.file_name().map(|b| b.to_string_lossy().into_owned()).unwrap_or_default();
+            let base = cwd
+                .file_name()
+                .map(|b| b.to_string_lossy().into_owned())
+                .unwrap_or_default();
             let k = kubify(&base, 63);
-            if k.is_empty() { "fission-app".to_owned() } else { k }
+            if k.is_empty() {
+                "fission-app".to_owned()
+            } else {
+                k
+            }
         }
     };
-    let uid = match a.deployid.as_deref().map(str::trim).filter(|d| !d.is_empty()) {
+    let uid = match a
+        .deployid
+        .as_deref()
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+    {
         Some(d) => d.to_owned(),
         None => uuid::Uuid::new_v4().to_string(),
     };
-    ctx.info(format!("Creating fission spec directory '{}'", dir.display()));
-    std::fs::create_dir_all(dir).with_context(|| format!("error creating spec directory '{}'", dir.display()))?;
-    std::fs::write(dir.join("README"), README).with_context(|| format!("error writing '{}/README'", dir.display()))?;
-    let config =
-        DeploymentConfig { api_version: API_VERSION.to_owned(), kind: "DeploymentConfig".to_owned(), name, uid };
+    ctx.info(format!(
+        "Creating fission spec directory '{}'",
+        dir.display()
+    ));
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("error creating spec directory '{}'", dir.display()))?;
+    std::fs::write(dir.join("README"), README)
+        .with_context(|| format!("error writing '{}/README'", dir.display()))?;
+    let config = DeploymentConfig {
+        api_version: API_VERSION.to_owned(),
+        kind: "DeploymentConfig".to_owned(),
+        name,
+        uid,
+    };
     let yaml = serde_norway::to_string(&config).context("error writing the deployment config")?;
     let text = format!(
         "# Written by 'fission spec init'; see the README in this directory.\n\
          # Do not edit the uid: 'fission spec apply' uses it to recognise the objects it created.\n{yaml}"
     );
-    std::fs::write(&config_path, text).with_context(|| format!("error writing '{}'", config_path.display()))?;
+    std::fs::write(&config_path, text)
+        .with_context(|| format!("error writing '{}'", config_path.display()))?;
     Ok(())
 }
 
@@ -215,7 +241,9 @@ async fn validate(ctx: &Ctx, a: &SpecValidateArgs) -> anyhow::Result<()> {
     let server = match ServerState::fetch(&ctx.api).await {
         Ok(s) => Some(s),
         Err(e) if e.is_unreachable() => {
-            ctx.warn(format!("{e}: references are checked against the specs only"));
+            ctx.warn(format!(
+                "{e}: references are checked against the specs only"
+            ));
             None
         }
         Err(e) => return Err(e).wrap("error reading the current objects from the server"),
@@ -223,7 +251,11 @@ async fn validate(ctx: &Ctx, a: &SpecValidateArgs) -> anyhow::Result<()> {
     let report = check::check(
         &specs,
         server.as_ref(),
-        CheckOptions { full: true, allow_conflicts: a.allowconflicts, deleting: false },
+        CheckOptions {
+            full: true,
+            allow_conflicts: a.allowconflicts,
+            deleting: false,
+        },
     );
     let count = |k: ResourceKind| specs.of_kind(k).count();
     if let Some((_, c)) = &specs.config {
@@ -264,7 +296,9 @@ fn deployment_of(d: &SpecDirArgs) -> anyhow::Result<DeploymentConfig> {
 /// `spec destroy`: every object carrying the deployment uid, in reverse dependency order.
 async fn destroy(ctx: &Ctx, a: &SpecDestroyArgs) -> anyhow::Result<()> {
     let cfg = deployment_of(&a.dir)?;
-    let server = ServerState::fetch(&ctx.api).await.wrap("error reading the current objects from the server")?;
+    let server = ServerState::fetch(&ctx.api)
+        .await
+        .wrap("error reading the current objects from the server")?;
     let mut owned: Vec<&AnyResource> = server.owned_by(&cfg.uid).collect();
     owned.reverse();
     let order = |k: ResourceKind| match k {
@@ -306,11 +340,18 @@ fn section(title: &str, table: crate::output::Table, empty: bool) {
 
 /// `spec list`: the server objects of a deployment, per kind, NAME first.
 async fn list(ctx: &Ctx, a: &SpecListArgs) -> anyhow::Result<()> {
-    let uid = match a.deployid.as_deref().map(str::trim).filter(|d| !d.is_empty()) {
+    let uid = match a
+        .deployid
+        .as_deref()
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+    {
         Some(d) => d.to_owned(),
         None => deployment_of(&a.dir)?.uid,
     };
-    let server = ServerState::fetch(&ctx.api).await.wrap("error reading the current objects from the server")?;
+    let server = ServerState::fetch(&ctx.api)
+        .await
+        .wrap("error reading the current objects from the server")?;
     let canaries: Vec<CanaryConfig> = ctx
         .api
         .list::<fission_core::resources::CanaryConfigSpec>(None)
@@ -325,15 +366,48 @@ async fn list(ctx: &Ctx, a: &SpecListArgs) -> anyhow::Result<()> {
     let hts: Vec<HttpTrigger> = owned(&server, &uid, ResourceKind::HttpTrigger);
     let mqts: Vec<MessageQueueTrigger> = owned(&server, &uid, ResourceKind::MessageQueueTrigger);
     let tts: Vec<TimeTrigger> = owned(&server, &uid, ResourceKind::TimeTrigger);
-    let ws: Vec<KubernetesWatchTrigger> = owned(&server, &uid, ResourceKind::KubernetesWatchTrigger);
-    section("Functions:", super::function::fn_table(&fns), fns.is_empty());
-    section("Environments:", super::env::env_table(&envs), envs.is_empty());
-    section("Packages:", super::package::pkg_table(&pkgs), pkgs.is_empty());
-    section("Canary Config:", super::canary::canary_table(&canaries), canaries.is_empty());
-    section("HTTP Triggers:", super::route::route_table(&hts), hts.is_empty());
-    section("MessageQueue Triggers:", super::mqtrigger::mqt_table(&mqts), mqts.is_empty());
-    section("Time Triggers:", super::timetrigger::tt_table(&tts), tts.is_empty());
-    section("Kube Watchers:", super::watch::watch_table(&ws), ws.is_empty());
+    let ws: Vec<KubernetesWatchTrigger> =
+        owned(&server, &uid, ResourceKind::KubernetesWatchTrigger);
+    section(
+        "Functions:",
+        super::function::fn_table(&fns),
+        fns.is_empty(),
+    );
+    section(
+        "Environments:",
+        super::env::env_table(&envs),
+        envs.is_empty(),
+    );
+    section(
+        "Packages:",
+        super::package::pkg_table(&pkgs),
+        pkgs.is_empty(),
+    );
+    section(
+        "Canary Config:",
+        super::canary::canary_table(&canaries),
+        canaries.is_empty(),
+    );
+    section(
+        "HTTP Triggers:",
+        super::route::route_table(&hts),
+        hts.is_empty(),
+    );
+    section(
+        "MessageQueue Triggers:",
+        super::mqtrigger::mqt_table(&mqts),
+        mqts.is_empty(),
+    );
+    section(
+        "Time Triggers:",
+        super::timetrigger::tt_table(&tts),
+        tts.is_empty(),
+    );
+    section(
+        "Kube Watchers:",
+        super::watch::watch_table(&ws),
+        ws.is_empty(),
+    );
     Ok(())
 }
 
@@ -356,29 +430,52 @@ mod tests {
 
     #[test]
     fn apply_flags_parse_with_fission_names_and_defaults() {
-        let SpecCommand::Apply(a) = parse(&["apply", "--delete", "--wait", "--validation=false", "--specdir", "s"])
-        else {
+        let SpecCommand::Apply(a) = parse(&[
+            "apply",
+            "--delete",
+            "--wait",
+            "--validation=false",
+            "--specdir",
+            "s",
+        ]) else {
             panic!("not apply")
         };
         assert!(a.delete && a.wait && !a.watch);
         assert_eq!(a.validation, "false");
         assert_eq!(a.dir.specdir, "s");
         assert_eq!(a.dir.specignore, ".specignore");
-        let SpecCommand::Apply(a) = parse(&["apply"]) else { panic!("not apply") };
-        assert_eq!((a.validation.as_str(), a.dir.specdir.as_str()), ("true", "specs"));
+        let SpecCommand::Apply(a) = parse(&["apply"]) else {
+            panic!("not apply")
+        };
+        assert_eq!(
+            (a.validation.as_str(), a.dir.specdir.as_str()),
+            ("true", "specs")
+        );
     }
 
     #[test]
     fn init_writes_a_readme_and_a_deployment_config_once() {
         let dir = tempfile::tempdir().expect("tmp");
         let specdir = dir.path().join("specs").display().to_string();
-        let ctx = Ctx::new(crate::GlobalArgs { verbosity: 0, ..crate::GlobalArgs::default() }).expect("ctx");
-        let a = SpecInitArgs { name: Some("my-app".into()), deployid: Some("1234".into()), specdir: specdir.clone() };
+        let ctx = Ctx::new(crate::GlobalArgs {
+            verbosity: 0,
+            ..crate::GlobalArgs::default()
+        })
+        .expect("ctx");
+        let a = SpecInitArgs {
+            name: Some("my-app".into()),
+            deployid: Some("1234".into()),
+            specdir: specdir.clone(),
+        };
         init(&ctx, &a).expect("init");
-        let cfg = std::fs::read_to_string(Path::new(&specdir).join(DEPLOYMENT_CONFIG_FILE)).expect("config");
+        let cfg = std::fs::read_to_string(Path::new(&specdir).join(DEPLOYMENT_CONFIG_FILE))
+            .expect("config");
         assert!(
-            cfg.contains("apiVersion: fission.io/v1\nkind: DeploymentConfig\nname: my-app\nuid: '1234'\n")
-                || cfg.contains("apiVersion: fission.io/v1\nkind: DeploymentConfig\nname: my-app\nuid: \"1234\"\n"),
+            cfg.contains(
+                "apiVersion: fission.io/v1\nkind: DeploymentConfig\nname: my-app\nuid: '1234'\n"
+            ) || cfg.contains(
+                "apiVersion: fission.io/v1\nkind: DeploymentConfig\nname: my-app\nuid: \"1234\"\n"
+            ),
             "{cfg}"
         );
         assert!(Path::new(&specdir).join("README").is_file());

@@ -2,7 +2,9 @@
 
 use anyhow::bail;
 use clap::{Args, Subcommand};
-use fission_core::resources::{FunctionReference, FunctionSpec, HTTP_METHODS, TimeTrigger, TimeTriggerSpec};
+use fission_core::resources::{
+    FunctionReference, FunctionSpec, HTTP_METHODS, TimeTrigger, TimeTriggerSpec,
+};
 
 use super::{Ctx, ListArgs, SpecArgs, delete_one, get_one, print_dry, say, to_yaml};
 use crate::NsKind;
@@ -10,7 +12,8 @@ use crate::api::Wrap;
 use crate::output::{OutputFormat, Table, print_structured};
 use crate::util::{check_name, random_name, validate};
 
-const CRON_HINT: &str = "need a cron spec like '30 * * * *', '@every 1h30m', or '@hourly'; use --cron";
+const CRON_HINT: &str =
+    "need a cron spec like '30 * * * *', '@every 1h30m', or '@hourly'; use --cron";
 
 /// `fission tt` subcommands.
 #[derive(Debug, Subcommand)]
@@ -110,14 +113,20 @@ fn method(m: &str) -> anyhow::Result<String> {
 }
 
 fn subpath(s: &str) -> String {
-    if s.starts_with('/') { s.to_owned() } else { format!("/{s}") }
+    if s.starts_with('/') {
+        s.to_owned()
+    } else {
+        format!("/{s}")
+    }
 }
 
 pub(crate) fn build(ns: &str, name: &str, a: &TtCreateArgs) -> anyhow::Result<TimeTrigger> {
     let Some(function) = a.function.as_deref().filter(|f| !f.is_empty()) else {
         bail!("need --function argument");
     };
-    let Some(cron) = a.cron.as_deref().filter(|c| !c.trim().is_empty()) else { bail!(CRON_HINT) };
+    let Some(cron) = a.cron.as_deref().filter(|c| !c.trim().is_empty()) else {
+        bail!(CRON_HINT)
+    };
     let spec = TimeTriggerSpec {
         cron: cron.trim().to_owned(),
         functionref: FunctionReference::by_name(function),
@@ -144,9 +153,15 @@ async fn create(ctx: &Ctx, a: TtCreateArgs) -> anyhow::Result<()> {
         .wrap("error creating time trigger")?
         .is_none()
     {
-        ctx.warn(format!("function '{}' does not exist in namespace '{ns}'", t.spec.functionref.name));
+        ctx.warn(format!(
+            "function '{}' does not exist in namespace '{ns}'",
+            t.spec.functionref.name
+        ));
     }
-    ctx.api.create(&t).await.wrap("error creating time trigger")?;
+    ctx.api
+        .create(&t)
+        .await
+        .wrap("error creating time trigger")?;
     say(format!("trigger '{name}' created"));
     Ok(())
 }
@@ -177,7 +192,11 @@ async fn get(ctx: &Ctx, a: TtGetArgs) -> anyhow::Result<()> {
 
 async fn list(ctx: &Ctx, a: ListArgs) -> anyhow::Result<()> {
     let scope = a.scope(ctx, NsKind::Trigger);
-    let tts: Vec<TimeTrigger> = ctx.api.list(scope.as_deref()).await.wrap("error listing time triggers")?;
+    let tts: Vec<TimeTrigger> = ctx
+        .api
+        .list(scope.as_deref())
+        .await
+        .wrap("error listing time triggers")?;
     if let Some(f) = a.output {
         return print_structured(f, &tts);
     }
@@ -204,14 +223,19 @@ async fn update(ctx: &Ctx, a: TtUpdateArgs) -> anyhow::Result<()> {
         t.spec.subpath = subpath(s);
     }
     validate(&t)?;
-    ctx.api.update(&t).await.wrap("error updating time trigger")?;
+    ctx.api
+        .update(&t)
+        .await
+        .wrap("error updating time trigger")?;
     say(format!("trigger '{}' updated", a.name));
     Ok(())
 }
 
 async fn delete(ctx: &Ctx, a: TtDeleteArgs) -> anyhow::Result<()> {
     let ns = ctx.ns(NsKind::Trigger);
-    if delete_one::<TimeTriggerSpec>(ctx, &ns, &a.name, a.ignorenotfound, false, "time trigger").await? {
+    if delete_one::<TimeTriggerSpec>(ctx, &ns, &a.name, a.ignorenotfound, false, "time trigger")
+        .await?
+    {
         say(format!("trigger '{}' deleted", a.name));
     }
     Ok(())
@@ -240,8 +264,12 @@ mod tests {
 
     #[test]
     fn time_trigger_defaults_to_post_and_root_subpath() {
-        let t = build("default", "every-minute", &create_args(&["--function", "hello", "--cron", "@every 1m"]))
-            .expect("tt");
+        let t = build(
+            "default",
+            "every-minute",
+            &create_args(&["--function", "hello", "--cron", "@every 1m"]),
+        )
+        .expect("tt");
         assert_eq!(
             serde_json::to_value(&t.spec).expect("json"),
             json!({"cron": "@every 1m", "functionref": {"type": "name", "name": "hello", "functionweights": null}, "method": "POST", "subpath": "/"})
@@ -251,15 +279,30 @@ mod tests {
 
     #[test]
     fn missing_cron_gives_fission_hint() {
-        let e = build("default", "x", &create_args(&["--function", "hello"])).expect_err("must fail");
+        let e =
+            build("default", "x", &create_args(&["--function", "hello"])).expect_err("must fail");
         assert_eq!(e.to_string(), CRON_HINT);
     }
 
     #[test]
     fn tt_table_has_fission_columns() {
-        let t = build("default", "t1", &create_args(&["--function", "f", "--cron", "*/5 * * * *", "--method", "get"]))
-            .expect("tt");
+        let t = build(
+            "default",
+            "t1",
+            &create_args(&[
+                "--function",
+                "f",
+                "--cron",
+                "*/5 * * * *",
+                "--method",
+                "get",
+            ]),
+        )
+        .expect("tt");
         let out = tt_table(&[t]).render();
-        assert_eq!(out, "NAME CRON        FUNCTION_NAME METHOD SUBPATH\nt1   */5 * * * * f             GET    /\n");
+        assert_eq!(
+            out,
+            "NAME CRON        FUNCTION_NAME METHOD SUBPATH\nt1   */5 * * * * f             GET    /\n"
+        );
     }
 }

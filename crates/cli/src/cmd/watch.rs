@@ -2,7 +2,9 @@
 
 use anyhow::bail;
 use clap::{Args, Subcommand};
-use fission_core::resources::{FunctionReference, FunctionSpec, KubernetesWatchTrigger, KubernetesWatchTriggerSpec};
+use fission_core::resources::{
+    FunctionReference, FunctionSpec, KubernetesWatchTrigger, KubernetesWatchTriggerSpec,
+};
 
 use super::{Ctx, ListArgs, SpecArgs, delete_one, get_one, print_dry, say, to_yaml};
 use crate::NsKind;
@@ -74,7 +76,11 @@ pub(crate) async fn run(ctx: &Ctx, cmd: WatchCommand) -> anyhow::Result<()> {
 }
 
 /// The same namespace is used for the trigger and as the watched namespace (as in Fission).
-pub(crate) fn build(ns: &str, name: &str, a: &WatchCreateArgs) -> anyhow::Result<KubernetesWatchTrigger> {
+pub(crate) fn build(
+    ns: &str,
+    name: &str,
+    a: &WatchCreateArgs,
+) -> anyhow::Result<KubernetesWatchTrigger> {
     let Some(function) = a.function.as_deref().filter(|f| !f.is_empty()) else {
         bail!("need --function argument");
     };
@@ -89,7 +95,10 @@ pub(crate) fn build(ns: &str, name: &str, a: &WatchCreateArgs) -> anyhow::Result
 
 async fn create(ctx: &Ctx, a: WatchCreateArgs) -> anyhow::Result<()> {
     let dry = a.spec.dry_run()?;
-    let ns = a.ns.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| ctx.ns(NsKind::Trigger));
+    let ns =
+        a.ns.clone()
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| ctx.ns(NsKind::Trigger));
     let name = a.name.clone().unwrap_or_else(random_name);
     check_name::<KubernetesWatchTriggerSpec>(&ns, &name)?;
     let w = build(&ns, &name, &a)?;
@@ -97,8 +106,17 @@ async fn create(ctx: &Ctx, a: WatchCreateArgs) -> anyhow::Result<()> {
     if dry {
         return print_dry(&[to_yaml(&w)?]);
     }
-    if ctx.api.get_opt::<FunctionSpec>(&ns, &w.spec.functionref.name).await.wrap("error creating watch")?.is_none() {
-        ctx.warn(format!("function '{}' does not exist in namespace '{ns}'", w.spec.functionref.name));
+    if ctx
+        .api
+        .get_opt::<FunctionSpec>(&ns, &w.spec.functionref.name)
+        .await
+        .wrap("error creating watch")?
+        .is_none()
+    {
+        ctx.warn(format!(
+            "function '{}' does not exist in namespace '{ns}'",
+            w.spec.functionref.name
+        ));
     }
     ctx.api.create(&w).await.wrap("error creating watch")?;
     say(format!("trigger '{name}' created"));
@@ -132,7 +150,11 @@ async fn get(ctx: &Ctx, a: WatchGetArgs) -> anyhow::Result<()> {
 
 async fn list(ctx: &Ctx, a: ListArgs) -> anyhow::Result<()> {
     let scope = a.scope(ctx, NsKind::Trigger);
-    let ws: Vec<KubernetesWatchTrigger> = ctx.api.list(scope.as_deref()).await.wrap("error listing watches")?;
+    let ws: Vec<KubernetesWatchTrigger> = ctx
+        .api
+        .list(scope.as_deref())
+        .await
+        .wrap("error listing watches")?;
     if let Some(f) = a.output {
         return print_structured(f, &ws);
     }
@@ -142,7 +164,9 @@ async fn list(ctx: &Ctx, a: ListArgs) -> anyhow::Result<()> {
 
 async fn delete(ctx: &Ctx, a: WatchDeleteArgs) -> anyhow::Result<()> {
     let ns = ctx.ns(NsKind::Trigger);
-    if delete_one::<KubernetesWatchTriggerSpec>(ctx, &ns, &a.name, a.ignorenotfound, false, "watch").await? {
+    if delete_one::<KubernetesWatchTriggerSpec>(ctx, &ns, &a.name, a.ignorenotfound, false, "watch")
+        .await?
+    {
         say(format!("trigger '{}' deleted", a.name));
     }
     Ok(())
@@ -169,6 +193,9 @@ mod tests {
         );
         validate(&w).expect("valid");
         let row = watch_table(&[w]).render();
-        assert_eq!(row.lines().nth(1), Some("pods ns1       pod     map[]  hello"));
+        assert_eq!(
+            row.lines().nth(1),
+            Some("pods ns1       pod     map[]  hello")
+        );
     }
 }

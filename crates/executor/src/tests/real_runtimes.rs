@@ -17,7 +17,7 @@ use hyper_util::rt::TokioIo;
 use tokio_util::sync::CancellationToken;
 
 use crate::testing::{self, MemoryStore};
-use crate::{resolve_runtime_binaries, Config, Executor, ProcessLauncher};
+use crate::{Config, Executor, ProcessLauncher, resolve_runtime_binaries};
 
 #[derive(Clone, Copy, Debug)]
 enum Lang {
@@ -42,7 +42,10 @@ fn environments_dir() -> PathBuf {
 fn runtime_available(lang: Lang) -> Option<(PathBuf, PathBuf)> {
     let envs = environments_dir();
     let (deps, what) = match lang {
-        Lang::Node => (envs.join("nodejs/node_modules"), "environments/nodejs/node_modules"),
+        Lang::Node => (
+            envs.join("nodejs/node_modules"),
+            "environments/nodejs/node_modules",
+        ),
         Lang::Python => (envs.join("python/vendor"), "environments/python/vendor"),
     };
     if !deps.is_dir() {
@@ -80,7 +83,8 @@ impl Real {
         let launcher = Arc::new(ProcessLauncher::new(dir.path().join("run")).expect("launcher"));
         let mut env = testing::environment("rt", lang.image(), poolsize);
         env.spec.version = env_version;
-        env.spec.runtime.container = Some(serde_json::json!({"env": [{"name": "GREETING", "value": "hej"}]}));
+        env.spec.runtime.container =
+            Some(serde_json::json!({"env": [{"name": "GREETING", "value": "hej"}]}));
         let _: Environment = testing::create(&store, env).await;
         let exec = Executor::with_metrics(
             config,
@@ -93,10 +97,20 @@ impl Real {
         );
         let shutdown = CancellationToken::new();
         let run = tokio::spawn(exec.clone().run(shutdown.clone()));
-        let real = Self { _dir: dir, store, exec, logs, shutdown, run };
+        let real = Self {
+            _dir: dir,
+            store,
+            exec,
+            logs,
+            shutdown,
+            run,
+        };
         // A warm pool is filled long before requests arrive; give the runtimes time to boot.
         real.wait_until("pool filled and booted", Duration::from_secs(20), |r| {
-            r.logs.read("default", "env:rt", 100).map(|l| l.iter().filter(|x| x.message.contains("listening")).count()).unwrap_or(0)
+            r.logs
+                .read("default", "env:rt", 100)
+                .map(|l| l.iter().filter(|x| x.message.contains("listening")).count())
+                .unwrap_or(0)
                 >= poolsize as usize
         })
         .await;
@@ -116,12 +130,21 @@ impl Real {
 
     async fn function(&self, name: &str, code: &str, entrypoint: &str) -> Function {
         let pkg = format!("{name}-pkg");
-        let _: Package = testing::create(&self.store, testing::literal_package(&pkg, "rt", code.as_bytes())).await;
+        let _: Package = testing::create(
+            &self.store,
+            testing::literal_package(&pkg, "rt", code.as_bytes()),
+        )
+        .await;
         testing::create(&self.store, testing::function(name, "rt", &pkg, entrypoint)).await
     }
 
     fn live_pids(&self) -> Vec<u32> {
-        self.exec.lock_live().instances.values().filter_map(|i| i.pid()).collect()
+        self.exec
+            .lock_live()
+            .instances
+            .values()
+            .filter_map(|i| i.pid())
+            .collect()
     }
 
     async fn stop(self) {
@@ -130,16 +153,24 @@ impl Real {
         self.shutdown.cancel();
         self.run.await.expect("join").expect("run");
         for pid in pids {
-            assert!(!PathBuf::from(format!("/proc/{pid}")).exists(), "process {pid} survived shutdown");
+            assert!(
+                !PathBuf::from(format!("/proc/{pid}")).exists(),
+                "process {pid} survived shutdown"
+            );
         }
     }
 }
 
 async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("handshake");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
     tokio::spawn(conn);
-    let req = hyper::Request::get(path).header("host", addr.to_string()).body(Empty::<Bytes>::new()).expect("request");
+    let req = hyper::Request::get(path)
+        .header("host", addr.to_string())
+        .body(Empty::<Bytes>::new())
+        .expect("request");
     let resp = sender.send_request(req).await.expect("response");
     let status = resp.status().as_u16();
     let body = resp.into_body().collect().await.expect("body").to_bytes();
@@ -150,7 +181,9 @@ const NODE_HELLO: &str = "module.exports = async (context) => {\n  console.log('
 const PYTHON_HELLO: &str = "import os\n\ndef main():\n    print('handling')\n    return 'hello from python ' + os.environ.get('GREETING', '')\n";
 
 async fn hello_roundtrip(lang: Lang, code: &str, expected: &str) {
-    let Some(real) = Real::start(lang, 3, 1).await else { return };
+    let Some(real) = Real::start(lang, 3, 1).await else {
+        return;
+    };
     let f = real.function("hello", code, "").await;
 
     let t0 = Instant::now();
@@ -168,15 +201,23 @@ async fn hello_roundtrip(lang: Lang, code: &str, expected: &str) {
     assert!(!lease.cold);
     assert_eq!(status, 200);
     drop(lease);
-    eprintln!("MEASURED {lang:?}: pool-hit cold start (acquire → first response) {cold:?}, warm {warm:?}");
+    eprintln!(
+        "MEASURED {lang:?}: pool-hit cold start (acquire → first response) {cold:?}, warm {warm:?}"
+    );
 
     // The loader's and the function's output is in the function's log.
     real.wait_until("function log", Duration::from_secs(5), |r| {
-        r.logs.read("default", "hello", 100).map(|l| l.iter().any(|x| x.message.contains("handling"))).unwrap_or(false)
+        r.logs
+            .read("default", "hello", 100)
+            .map(|l| l.iter().any(|x| x.message.contains("handling")))
+            .unwrap_or(false)
     })
     .await;
     let log = real.logs.read("default", "hello", 100).expect("log");
-    assert!(log.iter().any(|x| x.message.contains("specialized")), "{log:?}");
+    assert!(
+        log.iter().any(|x| x.message.contains("specialized")),
+        "{log:?}"
+    );
     real.stop().await;
 }
 
@@ -191,11 +232,17 @@ async fn python_runtime_serves_a_specialized_hello_function() {
 }
 
 async fn syntax_error_is_reported(lang: Lang, code: &str) {
-    let Some(real) = Real::start(lang, 3, 1).await else { return };
+    let Some(real) = Real::start(lang, 3, 1).await else {
+        return;
+    };
     let f = real.function("broken", code, "").await;
     let t0 = Instant::now();
     let err = real.exec.acquire(&f).await.expect_err("must fail");
-    assert!(t0.elapsed() < Duration::from_secs(2), "took {:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        t0.elapsed()
+    );
     match &err {
         ExecutorError::SpecializationFailed { message, .. } => {
             assert!(message.contains("SyntaxError"), "{message}");
@@ -203,9 +250,15 @@ async fn syntax_error_is_reported(lang: Lang, code: &str) {
         other => panic!("unexpected {other:?}"),
     }
     let log = real.logs.read("default", "broken", 100).expect("log");
-    assert!(log.iter().any(|x| x.message.contains("SyntaxError")), "the load error is in the function's log: {log:?}");
+    assert!(
+        log.iter().any(|x| x.message.contains("SyntaxError")),
+        "the load error is in the function's log: {log:?}"
+    );
     // The failed instance was discarded and the pool refilled.
-    real.wait_until("pool refilled", Duration::from_secs(10), |r| r.live_pids().len() == 1).await;
+    real.wait_until("pool refilled", Duration::from_secs(10), |r| {
+        r.live_pids().len() == 1
+    })
+    .await;
     real.stop().await;
 }
 
@@ -220,23 +273,40 @@ async fn python_syntax_error_fails_specialization_with_the_loader_message() {
 }
 
 async fn killed_process_is_replaced(lang: Lang, code: &str) {
-    let Some(real) = Real::start(lang, 3, 1).await else { return };
+    let Some(real) = Real::start(lang, 3, 1).await else {
+        return;
+    };
     let f = real.function("hello", code, "").await;
     let lease = real.exec.acquire(&f).await.expect("acquire");
     let id = lease.instance_id;
-    let pid = real.exec.lock_live().instances.get(&id).and_then(|i| i.pid()).expect("pid");
+    let pid = real
+        .exec
+        .lock_live()
+        .instances
+        .get(&id)
+        .and_then(|i| i.pid())
+        .expect("pid");
     drop(lease);
-    let status = std::process::Command::new("kill").arg("-9").arg(pid.to_string()).status().expect("kill");
+    let status = std::process::Command::new("kill")
+        .arg("-9")
+        .arg(pid.to_string())
+        .status()
+        .expect("kill");
     assert!(status.success());
-    real.wait_until("crashed instance forgotten", Duration::from_secs(5), |r| !r.exec.lock_live().instances.contains_key(&id))
-        .await;
+    real.wait_until("crashed instance forgotten", Duration::from_secs(5), |r| {
+        !r.exec.lock_live().instances.contains_key(&id)
+    })
+    .await;
     let lease = real.exec.acquire(&f).await.expect("acquire after crash");
     assert!(lease.cold && lease.instance_id != id);
     let (status, _) = get(lease.addr, "/").await;
     assert_eq!(status, 200);
     drop(lease);
     // One specialized + one generic refilled.
-    real.wait_until("pool refilled", Duration::from_secs(10), |r| r.live_pids().len() == 2).await;
+    real.wait_until("pool refilled", Duration::from_secs(10), |r| {
+        r.live_pids().len() == 2
+    })
+    .await;
     real.stop().await;
 }
 
@@ -256,7 +326,9 @@ async fn env_version_1_specializes_through_the_fixed_codepath() {
         (Lang::Node, NODE_HELLO, "hello from node hej"),
         (Lang::Python, PYTHON_HELLO, "hello from python hej"),
     ] {
-        let Some(real) = Real::start(lang, 1, 1).await else { continue };
+        let Some(real) = Real::start(lang, 1, 1).await else {
+            continue;
+        };
         let f = real.function("v1", code, "").await;
         let lease = real.exec.acquire(&f).await.expect("acquire");
         assert_eq!(get(lease.addr, "/").await, (200, expected.to_owned()));
@@ -267,21 +339,32 @@ async fn env_version_1_specializes_through_the_fixed_codepath() {
 
 #[tokio::test]
 async fn a_zip_package_with_an_entrypoint_is_loaded_from_its_directory() {
-    let Some(real) = Real::start(Lang::Python, 3, 1).await else { return };
+    let Some(real) = Real::start(Lang::Python, 3, 1).await else {
+        return;
+    };
     let mut buf = std::io::Cursor::new(Vec::new());
     {
         use std::io::Write as _;
         let mut w = zip::ZipWriter::new(&mut buf);
         let o = zip::write::SimpleFileOptions::default();
         w.start_file("helpers.py", o).expect("file");
-        w.write_all(b"def word():\n    return 'zipped'\n").expect("write");
+        w.write_all(b"def word():\n    return 'zipped'\n")
+            .expect("write");
         w.start_file("app.py", o).expect("file");
-        w.write_all(b"import helpers\n\ndef handler():\n    return helpers.word()\n").expect("write");
+        w.write_all(b"import helpers\n\ndef handler():\n    return helpers.word()\n")
+            .expect("write");
         w.finish().expect("finish");
     }
-    let _: Package =
-        testing::create(&real.store, testing::literal_package("zpkg", "rt", &buf.into_inner())).await;
-    let f: Function = testing::create(&real.store, testing::function("zipped", "rt", "zpkg", "app.handler")).await;
+    let _: Package = testing::create(
+        &real.store,
+        testing::literal_package("zpkg", "rt", &buf.into_inner()),
+    )
+    .await;
+    let f: Function = testing::create(
+        &real.store,
+        testing::function("zipped", "rt", "zpkg", "app.handler"),
+    )
+    .await;
     let lease = real.exec.acquire(&f).await.expect("acquire");
     assert_eq!(get(lease.addr, "/").await, (200, "zipped".to_owned()));
     drop(lease);
@@ -292,13 +375,19 @@ async fn a_zip_package_with_an_entrypoint_is_loaded_from_its_directory() {
 fn process_gone(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Err(_) => true,
-        Ok(stat) => stat.rsplit(')').next().map(str::trim_start).is_some_and(|rest| rest.starts_with('Z')),
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .map(str::trim_start)
+            .is_some_and(|rest| rest.starts_with('Z')),
     }
 }
 
 #[tokio::test]
 async fn processes_a_function_starts_die_with_its_instance() {
-    let Some(real) = Real::start(Lang::Python, 3, 1).await else { return };
+    let Some(real) = Real::start(Lang::Python, 3, 1).await else {
+        return;
+    };
     let pidfile = real._dir.path().join("grandchild.pid");
     let code = format!(
         "import subprocess\n_child = subprocess.Popen(['/bin/sleep', '1000'])\nwith open({:?}, 'w') as f:\n    f.write(str(_child.pid))\n\ndef main():\n    return 'ok'\n",
@@ -308,8 +397,15 @@ async fn processes_a_function_starts_die_with_its_instance() {
     let lease = real.exec.acquire(&f).await.expect("acquire");
     assert_eq!(get(lease.addr, "/").await.0, 200);
     drop(lease);
-    let pid: u32 = std::fs::read_to_string(&pidfile).expect("pid file").trim().parse().expect("pid");
-    assert!(!process_gone(pid), "the grandchild runs while its instance does");
+    let pid: u32 = std::fs::read_to_string(&pidfile)
+        .expect("pid file")
+        .trim()
+        .parse()
+        .expect("pid");
+    assert!(
+        !process_gone(pid),
+        "the grandchild runs while its instance does"
+    );
     real.shutdown.cancel();
     real.run.await.expect("join").expect("run");
     let deadline = Instant::now() + Duration::from_secs(3);
@@ -322,7 +418,9 @@ async fn processes_a_function_starts_die_with_its_instance() {
 #[tokio::test]
 async fn cold_starts_from_a_warm_pool_take_milliseconds() {
     for lang in [Lang::Node, Lang::Python] {
-        let Some(real) = Real::start(lang, 3, 3).await else { continue };
+        let Some(real) = Real::start(lang, 3, 3).await else {
+            continue;
+        };
         let (code, _) = match lang {
             Lang::Node => (NODE_HELLO, ()),
             Lang::Python => (PYTHON_HELLO, ()),
@@ -339,7 +437,11 @@ async fn cold_starts_from_a_warm_pool_take_milliseconds() {
         samples.sort();
         eprintln!("MEASURED {lang:?}: pool-hit cold starts {samples:?}");
         // Generous: catches port polling or a fresh interpreter per request, not jitter.
-        assert!(samples[1] < Duration::from_millis(500), "{lang:?} median cold start {:?}", samples[1]);
+        assert!(
+            samples[1] < Duration::from_millis(500),
+            "{lang:?} median cold start {:?}",
+            samples[1]
+        );
         real.stop().await;
     }
 }

@@ -36,15 +36,31 @@ impl Run {
 
     #[track_caller]
     pub fn ok(self) -> Self {
-        assert_eq!(self.code, 0, "command failed\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, 0,
+            "command failed\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
         self
     }
 
     #[track_caller]
     pub fn fails_with(self, needle: &str) -> Self {
-        assert_eq!(self.code, 1, "command should fail\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
-        assert!(self.stderr.starts_with("Error: "), "stderr must start with 'Error: ': {}", self.stderr);
-        assert!(self.stderr.contains(needle), "stderr lacks {needle:?}: {}", self.stderr);
+        assert_eq!(
+            self.code, 1,
+            "command should fail\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        assert!(
+            self.stderr.starts_with("Error: "),
+            "stderr must start with 'Error: ': {}",
+            self.stderr
+        );
+        assert!(
+            self.stderr.contains(needle),
+            "stderr lacks {needle:?}: {}",
+            self.stderr
+        );
         self
     }
 }
@@ -73,7 +89,14 @@ impl Server {
         let mut child = Command::new(BIN)
             .args(["server", "--data-dir"])
             .arg(data_dir)
-            .args(["--controller-listen", controller, "--router-listen", router, "--grace-period", "2"])
+            .args([
+                "--controller-listen",
+                controller,
+                "--router-listen",
+                router,
+                "--grace-period",
+                "2",
+            ])
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -95,7 +118,14 @@ impl Server {
                 Ok(line) if line.starts_with("fission server ready") => {
                     let controller = field_after(&line, "controller ");
                     let router = field_after(&line, "router ");
-                    return Ok(Self { child, controller, router, data_dir: data_dir.to_owned(), _tmp: None, stderr_log });
+                    return Ok(Self {
+                        child,
+                        controller,
+                        router,
+                        data_dir: data_dir.to_owned(),
+                        _tmp: None,
+                        stderr_log,
+                    });
                 }
                 Ok(_) => {}
                 Err(_) => {
@@ -148,7 +178,9 @@ impl Drop for Server {
     fn drop(&mut self) {
         // SIGTERM first so the server stops its instances; then make sure.
         let pid = self.child.id() as i32;
-        let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -164,7 +196,11 @@ impl Drop for Server {
 }
 
 fn field_after(line: &str, key: &str) -> String {
-    line.split(key).nth(1).and_then(|r| r.split_whitespace().next()).unwrap_or_default().to_owned()
+    line.split(key)
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// Poll `f` until it returns Some, or panic after `secs`.
@@ -184,7 +220,10 @@ pub fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) ->
 
 /// A blocking HTTP client for calling functions through the router.
 pub fn http() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().expect("client")
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("client")
 }
 
 pub fn write(dir: &Path, name: &str, body: &str) -> PathBuf {

@@ -12,13 +12,16 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context as _, anyhow, bail};
 use fission_core::resources::{
-    ARCHIVE_URL, Archive, Checksum, EnvironmentSpec, FunctionSpec, HttpTriggerSpec, KubernetesWatchTriggerSpec,
-    MessageQueueTriggerSpec, PackageSpec, PackageStatus, TimeTriggerSpec, build_status,
+    ARCHIVE_URL, Archive, Checksum, EnvironmentSpec, FunctionSpec, HttpTriggerSpec,
+    KubernetesWatchTriggerSpec, MessageQueueTriggerSpec, PackageSpec, PackageStatus,
+    TimeTriggerSpec, build_status,
 };
 use fission_core::{AnyResource, ObjectMeta, ResourceKind};
 
 use super::build::{self, BuiltArchive};
-use super::check::{self, CheckOptions, KINDS, NAME_ANNOTATION, ServerState, UID_ANNOTATION, ns_or};
+use super::check::{
+    self, CheckOptions, KINDS, NAME_ANNOTATION, ServerState, UID_ANNOTATION, ns_or,
+};
 use super::read::{self, ARCHIVE_URL_PREFIX, DeploymentConfig, Specs};
 use crate::api::{Api, ApiError, Wrap, storage_archive_url};
 use crate::archive::{LITERAL_SIZE_LIMIT, sha256_hex};
@@ -58,19 +61,28 @@ pub(crate) struct Changes {
 
 impl Changes {
     fn add(map: &mut BTreeMap<ResourceKind, Vec<String>>, kind: ResourceKind, m: &ObjectMeta) {
-        map.entry(kind).or_default().push(format!("{}:{}", m.namespace, m.name));
+        map.entry(kind)
+            .or_default()
+            .push(format!("{}:{}", m.namespace, m.name));
     }
 
     /// The summary lines, in dependency order, or `Everything up to date.`.
     pub(crate) fn render(&self) -> String {
         let mut out = String::new();
         for kind in KINDS {
-            for (verb, map) in [("created", &self.created), ("updated", &self.updated), ("deleted", &self.deleted)] {
+            for (verb, map) in [
+                ("created", &self.created),
+                ("updated", &self.updated),
+                ("deleted", &self.deleted),
+            ] {
                 if let Some(names) = map.get(&kind).filter(|n| !n.is_empty()) {
                     let n = names.len();
                     let label = kind_label(kind);
                     let plural = if n == 1 { "" } else { "s" };
-                    out.push_str(&format!("{n} {label}{plural} {verb}: {}\n", names.join(", ")));
+                    out.push_str(&format!(
+                        "{n} {label}{plural} {verb}: {}\n",
+                        names.join(", ")
+                    ));
                 }
             }
         }
@@ -135,15 +147,25 @@ async fn update_any(api: &Api, o: &AnyResource) -> Result<ObjectMeta, ApiError> 
 }
 
 /// Delete one object by kind.
-pub(crate) async fn delete_any(api: &Api, kind: ResourceKind, ns: &str, name: &str) -> Result<(), ApiError> {
+pub(crate) async fn delete_any(
+    api: &Api,
+    kind: ResourceKind,
+    ns: &str,
+    name: &str,
+) -> Result<(), ApiError> {
     match kind {
         ResourceKind::Environment => api.delete::<EnvironmentSpec>(ns, name, false).await,
         ResourceKind::Package => api.delete::<PackageSpec>(ns, name, false).await,
         ResourceKind::Function => api.delete::<FunctionSpec>(ns, name, false).await,
         ResourceKind::HttpTrigger => api.delete::<HttpTriggerSpec>(ns, name, false).await,
-        ResourceKind::KubernetesWatchTrigger => api.delete::<KubernetesWatchTriggerSpec>(ns, name, false).await,
+        ResourceKind::KubernetesWatchTrigger => {
+            api.delete::<KubernetesWatchTriggerSpec>(ns, name, false)
+                .await
+        }
         ResourceKind::TimeTrigger => api.delete::<TimeTriggerSpec>(ns, name, false).await,
-        ResourceKind::MessageQueueTrigger => api.delete::<MessageQueueTriggerSpec>(ns, name, false).await,
+        ResourceKind::MessageQueueTrigger => {
+            api.delete::<MessageQueueTriggerSpec>(ns, name, false).await
+        }
         other => Err(unmanaged(other)),
     }
 }
@@ -195,7 +217,10 @@ async fn resolve_archives(
             Archive {
                 archive_type: ARCHIVE_URL.to_owned(),
                 url,
-                checksum: Checksum { checksum_type: "sha256".to_owned(), sum },
+                checksum: Checksum {
+                    checksum_type: "sha256".to_owned(),
+                    sum,
+                },
                 ..Archive::default()
             }
         };
@@ -225,10 +250,12 @@ fn desired_object(
     if let AnyResource::Package(p) = &mut o {
         for a in [&mut p.spec.source, &mut p.spec.deployment] {
             if a.url.starts_with(ARCHIVE_URL_PREFIX) {
-                *a = archives
-                    .get(&a.url)
-                    .cloned()
-                    .ok_or_else(|| anyhow!("unknown archive name {}", a.url.trim_start_matches(ARCHIVE_URL_PREFIX)))?;
+                *a = archives.get(&a.url).cloned().ok_or_else(|| {
+                    anyhow!(
+                        "unknown archive name {}",
+                        a.url.trim_start_matches(ARCHIVE_URL_PREFIX)
+                    )
+                })?;
             }
         }
         p.status = PackageStatus::default();
@@ -245,15 +272,24 @@ pub(crate) struct Applied {
 }
 
 /// Read, validate and check the specs against the server; the error lists every problem.
-pub(crate) async fn prepare(ctx: &Ctx, opts: &ApplyOptions) -> anyhow::Result<(Specs, ServerState, check::Report)> {
+pub(crate) async fn prepare(
+    ctx: &Ctx,
+    opts: &ApplyOptions,
+) -> anyhow::Result<(Specs, ServerState, check::Report)> {
     let mut specs = read::read_specs(&opts.dir, &opts.specignore)?;
     let current = ctx.ns(crate::NsKind::Environment);
     check::insert_namespace(&mut specs, &current, opts.force_namespace);
-    let server = ServerState::fetch(&ctx.api).await.wrap("error reading the current objects from the server")?;
+    let server = ServerState::fetch(&ctx.api)
+        .await
+        .wrap("error reading the current objects from the server")?;
     let report = check::check(
         &specs,
         Some(&server),
-        CheckOptions { full: opts.validate, allow_conflicts: opts.allow_conflicts, deleting: opts.delete },
+        CheckOptions {
+            full: opts.validate,
+            allow_conflicts: opts.allow_conflicts,
+            deleting: opts.delete,
+        },
     );
     for w in &report.warnings {
         ctx.warn(w);
@@ -277,7 +313,9 @@ pub(crate) async fn apply_once(ctx: &Ctx, opts: &ApplyOptions) -> anyhow::Result
     }
     for o in &desired {
         if let AnyResource::Package(p) = o {
-            applied.packages.push((p.metadata.namespace.clone(), p.metadata.name.clone()));
+            applied
+                .packages
+                .push((p.metadata.namespace.clone(), p.metadata.name.clone()));
         }
     }
 
@@ -302,15 +340,24 @@ async fn reconcile(
     changes: &mut Changes,
 ) -> anyhow::Result<()> {
     let wanted = |kind: ResourceKind, m: &ObjectMeta, desired: &[AnyResource]| {
-        desired.iter().any(|d| d.kind() == kind && d.meta().namespace == m.namespace && d.meta().name == m.name)
+        desired.iter().any(|d| {
+            d.kind() == kind && d.meta().namespace == m.namespace && d.meta().name == m.name
+        })
     };
     let stale: Vec<&AnyResource> = if opts.delete {
-        server.owned_by(&cfg.uid).filter(|o| !wanted(o.kind(), o.meta(), &desired)).collect()
+        server
+            .owned_by(&cfg.uid)
+            .filter(|o| !wanted(o.kind(), o.meta(), &desired))
+            .collect()
     } else {
         Vec::new()
     };
-    let is_trigger =
-        |k: ResourceKind| !matches!(k, ResourceKind::Environment | ResourceKind::Package | ResourceKind::Function);
+    let is_trigger = |k: ResourceKind| {
+        !matches!(
+            k,
+            ResourceKind::Environment | ResourceKind::Package | ResourceKind::Function
+        )
+    };
 
     // Stale triggers first: nothing depends on them, and a replacement may want their route.
     for o in stale.iter().filter(|o| is_trigger(o.kind())) {
@@ -326,7 +373,10 @@ async fn reconcile(
                         continue;
                     }
                     let pr = &mut f.spec.package.packageref;
-                    let pkg_key = (ns_or(&pr.namespace, &f.metadata.namespace).to_owned(), pr.name.clone());
+                    let pkg_key = (
+                        ns_or(&pr.namespace, &f.metadata.namespace).to_owned(),
+                        pr.name.clone(),
+                    );
                     let rv = package_versions.get(&pkg_key).cloned().or_else(|| {
                         server
                             .find(ResourceKind::Package, &pkg_key.0, &pkg_key.1)
@@ -346,18 +396,24 @@ async fn reconcile(
                 && !opts.allow_conflicts
                 && check::deployment_uid(e.meta()) != Some(cfg.uid.as_str())
             {
-                bail!("{what} already exists on the server and is not managed by this spec deployment");
+                bail!(
+                    "{what} already exists on the server and is not managed by this spec deployment"
+                );
             }
             let meta = match existing {
                 Some(existing) if up_to_date(existing, d) => existing.meta().clone(),
                 Some(existing) => {
                     d.meta_mut().resource_version = existing.meta().resource_version.clone();
-                    let m = update_any(&ctx.api, d).await.wrap(&format!("error updating {what}"))?;
+                    let m = update_any(&ctx.api, d)
+                        .await
+                        .wrap(&format!("error updating {what}"))?;
                     Changes::add(&mut changes.updated, kind, &m);
                     m
                 }
                 None => {
-                    let m = create_any(&ctx.api, d).await.wrap(&format!("error creating {what}"))?;
+                    let m = create_any(&ctx.api, d)
+                        .await
+                        .wrap(&format!("error creating {what}"))?;
                     Changes::add(&mut changes.created, kind, &m);
                     m
                 }
@@ -369,7 +425,11 @@ async fn reconcile(
     }
 
     // Then stale functions, packages and environments, in reverse dependency order.
-    for kind in [ResourceKind::Function, ResourceKind::Package, ResourceKind::Environment] {
+    for kind in [
+        ResourceKind::Function,
+        ResourceKind::Package,
+        ResourceKind::Environment,
+    ] {
         for o in stale.iter().filter(|o| o.kind() == kind) {
             remove(ctx, o, changes).await?;
         }
@@ -383,16 +443,32 @@ async fn remove(ctx: &Ctx, o: &AnyResource, changes: &mut Changes) -> anyhow::Re
     match delete_any(&ctx.api, kind, &m.namespace, &m.name).await {
         Ok(()) => {}
         Err(e) if e.is_not_found() => return Ok(()),
-        Err(e) => return Err(e).wrap(&format!("error deleting {} '{}/{}'", kind.kind_name(), m.namespace, m.name)),
+        Err(e) => {
+            return Err(e).wrap(&format!(
+                "error deleting {} '{}/{}'",
+                kind.kind_name(),
+                m.namespace,
+                m.name
+            ));
+        }
     }
-    say(format!("Deleted {} {}/{}", kind.kind_name(), m.namespace, m.name));
+    say(format!(
+        "Deleted {} {}/{}",
+        kind.kind_name(),
+        m.namespace,
+        m.name
+    ));
     Changes::add(&mut changes.deleted, kind, m);
     Ok(())
 }
 
 /// `--wait`: poll the specs' packages until none is `pending` or `running`, printing the
 /// summary of each finished build once.
-pub(crate) async fn wait_for_builds(ctx: &Ctx, packages: &[(String, String)], timeout: Duration) -> anyhow::Result<()> {
+pub(crate) async fn wait_for_builds(
+    ctx: &Ctx,
+    packages: &[(String, String)],
+    timeout: Duration,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
     let mut reported: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
     loop {
@@ -404,11 +480,16 @@ pub(crate) async fn wait_for_builds(ctx: &Ctx, packages: &[(String, String)], ti
                 Err(e) => return Err(e).wrap("error getting package build status"),
             };
             match p.status.buildstatus.as_str() {
-                build_status::PENDING | build_status::RUNNING | "" => waiting.push(format!("{ns}/{name}")),
+                build_status::PENDING | build_status::RUNNING | "" => {
+                    waiting.push(format!("{ns}/{name}"))
+                }
                 build_status::SUCCEEDED | build_status::FAILED => {
                     let k = format!("{ns}/{name}:{}", p.metadata.resource_version);
                     if reported.insert(k) {
-                        print_stdout(format!("------\n{}------\n", crate::cmd::package::info_text(&p)).as_bytes());
+                        print_stdout(
+                            format!("------\n{}------\n", crate::cmd::package::info_text(&p))
+                                .as_bytes(),
+                        );
                     }
                 }
                 _ => {}
@@ -418,14 +499,21 @@ pub(crate) async fn wait_for_builds(ctx: &Ctx, packages: &[(String, String)], ti
             return Ok(());
         }
         if Instant::now() > deadline {
-            bail!("timed out after {}s waiting for package builds: {}", timeout.as_secs(), waiting.join(", "));
+            bail!(
+                "timed out after {}s waiting for package builds: {}",
+                timeout.as_secs(),
+                waiting.join(", ")
+            );
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
 /// A cheap picture of files for change detection: path, size and modification time.
-pub(crate) fn fingerprint(files: &[PathBuf], spec_dir: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
+pub(crate) fn fingerprint(
+    files: &[PathBuf],
+    spec_dir: &Path,
+) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
     let mut all: Vec<PathBuf> = files.to_vec();
     // New files in the spec directory count too.
     collect_all(spec_dir, &mut all);
@@ -442,7 +530,9 @@ pub(crate) fn fingerprint(files: &[PathBuf], spec_dir: &Path) -> Vec<(PathBuf, u
 }
 
 fn collect_all(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
     for e in rd.filter_map(Result::ok) {
         let p = e.path();
         if p.is_dir() {
@@ -455,7 +545,10 @@ fn collect_all(dir: &Path, out: &mut Vec<PathBuf>) {
 
 /// Editor droppings that must not trigger a re-apply.
 fn is_noise(p: &Path) -> bool {
-    let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = p
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     name.starts_with(".#") || name.ends_with('~') || name.ends_with(".swp")
 }
 
@@ -465,7 +558,9 @@ const BUILD_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 /// `spec apply`, with `--wait` and `--watch`.
 pub(crate) async fn run(ctx: &Ctx, opts: ApplyOptions) -> anyhow::Result<()> {
     if !opts.watch {
-        let applied = apply_once(ctx, &opts).await.context("error applying specs")?;
+        let applied = apply_once(ctx, &opts)
+            .await
+            .context("error applying specs")?;
         if opts.wait {
             wait_for_builds(ctx, &applied.packages, BUILD_TIMEOUT).await?;
         }
@@ -474,7 +569,10 @@ pub(crate) async fn run(ctx: &Ctx, opts: ApplyOptions) -> anyhow::Result<()> {
     apply_and_wait(ctx, &opts).await;
     // The file list is taken afresh on every poll, so new files matching an include glob count.
     let snapshot = || -> Vec<_> {
-        fingerprint(&watch_list(&opts), &opts.dir).into_iter().filter(|(p, _, _)| !is_noise(p)).collect()
+        fingerprint(&watch_list(&opts), &opts.dir)
+            .into_iter()
+            .filter(|(p, _, _)| !is_noise(p))
+            .collect()
     };
     let mut last = snapshot();
     say("Watching files for changes...");
@@ -511,7 +609,9 @@ pub(crate) async fn run(ctx: &Ctx, opts: ApplyOptions) -> anyhow::Result<()> {
 /// One apply (and build wait) in `--watch` mode: errors are shown, not fatal.
 async fn apply_and_wait(ctx: &Ctx, opts: &ApplyOptions) {
     match apply_once(ctx, opts).await {
-        Ok(applied) if opts.wait => report(wait_for_builds(ctx, &applied.packages, BUILD_TIMEOUT).await),
+        Ok(applied) if opts.wait => {
+            report(wait_for_builds(ctx, &applied.packages, BUILD_TIMEOUT).await)
+        }
         Ok(_) => {}
         Err(e) => report(Err(e.context("error applying specs"))),
     }
@@ -556,7 +656,10 @@ mod tests {
     fn env(image: &str) -> AnyResource {
         let spec = EnvironmentSpec {
             version: 3,
-            runtime: Runtime { image: image.into(), ..Runtime::default() },
+            runtime: Runtime {
+                image: image.into(),
+                ..Runtime::default()
+            },
             poolsize: 3,
             ..EnvironmentSpec::default()
         };
@@ -575,15 +678,18 @@ mod tests {
 
     #[test]
     fn an_object_written_before_is_up_to_date_and_a_changed_one_is_not() {
-        let d = desired_object(&env("fission/node-env"), &cfg(), &BTreeMap::new()).expect("desired");
+        let d =
+            desired_object(&env("fission/node-env"), &cfg(), &BTreeMap::new()).expect("desired");
         assert!(up_to_date(&stored(&d), &d));
-        let changed = desired_object(&env("fission/python-env"), &cfg(), &BTreeMap::new()).expect("desired");
+        let changed =
+            desired_object(&env("fission/python-env"), &cfg(), &BTreeMap::new()).expect("desired");
         assert!(!up_to_date(&stored(&d), &changed));
     }
 
     #[test]
     fn objects_without_the_deployment_annotations_are_rewritten() {
-        let d = desired_object(&env("fission/node-env"), &cfg(), &BTreeMap::new()).expect("desired");
+        let d =
+            desired_object(&env("fission/node-env"), &cfg(), &BTreeMap::new()).expect("desired");
         let mut s = stored(&d);
         s.meta_mut().annotations = None;
         assert!(!up_to_date(&s, &d));
@@ -591,17 +697,23 @@ mod tests {
 
     #[test]
     fn desired_objects_carry_the_deployment_annotations_and_server_defaults() {
-        let d = desired_object(&env("fission/node-env"), &cfg(), &BTreeMap::new()).expect("desired");
+        let d =
+            desired_object(&env("fission/node-env"), &cfg(), &BTreeMap::new()).expect("desired");
         let anns = d.meta().annotations.clone().expect("annotations");
         assert_eq!(anns["fission-uid"], "u1");
         assert_eq!(anns["fission-name"], "app");
-        let AnyResource::Environment(e) = d else { panic!("not env") };
+        let AnyResource::Environment(e) = d else {
+            panic!("not env")
+        };
         assert_eq!(e.spec.termination_grace_period, 360);
     }
 
     fn package(deploy: Archive, source: Archive) -> AnyResource {
         let spec = PackageSpec {
-            environment: ObjectReference { namespace: "default".into(), name: "nodejs".into() },
+            environment: ObjectReference {
+                namespace: "default".into(),
+                name: "nodejs".into(),
+            },
             deployment: deploy,
             source,
             buildcmd: String::new(),
@@ -613,21 +725,40 @@ mod tests {
 
     #[test]
     fn archive_urls_are_replaced_and_client_status_dropped() {
-        let arch = Archive { archive_type: "url".into(), url: "archive://code".into(), ..Archive::default() };
+        let arch = Archive {
+            archive_type: "url".into(),
+            url: "archive://code".into(),
+            ..Archive::default()
+        };
         let mut archives = BTreeMap::new();
-        archives.insert("archive://code".to_owned(), Archive::literal(b"hi".to_vec()));
-        let d = desired_object(&package(arch, Archive::default()), &cfg(), &archives).expect("desired");
-        let AnyResource::Package(p) = d else { panic!("not pkg") };
+        archives.insert(
+            "archive://code".to_owned(),
+            Archive::literal(b"hi".to_vec()),
+        );
+        let d =
+            desired_object(&package(arch, Archive::default()), &cfg(), &archives).expect("desired");
+        let AnyResource::Package(p) = d else {
+            panic!("not pkg")
+        };
         assert_eq!(p.spec.deployment, Archive::literal(b"hi".to_vec()));
         assert_eq!(p.status, PackageStatus::default());
-        let missing = Archive { archive_type: "url".into(), url: "archive://nope".into(), ..Archive::default() };
+        let missing = Archive {
+            archive_type: "url".into(),
+            url: "archive://nope".into(),
+            ..Archive::default()
+        };
         assert!(desired_object(&package(missing, Archive::default()), &cfg(), &archives).is_err());
     }
 
     #[test]
     fn a_built_source_package_is_unchanged_but_a_failed_build_is_retried() {
         let src = Archive::literal(b"src".to_vec());
-        let d = desired_object(&package(Archive::default(), src.clone()), &cfg(), &BTreeMap::new()).expect("d");
+        let d = desired_object(
+            &package(Archive::default(), src.clone()),
+            &cfg(),
+            &BTreeMap::new(),
+        )
+        .expect("d");
         let mut built = stored(&d);
         if let AnyResource::Package(p) = &mut built {
             p.spec.deployment = Archive::literal(b"built".to_vec());

@@ -26,20 +26,33 @@ pub(crate) fn root_dir(aus: &ArchiveUploadSpec, spec_dir: &Path) -> PathBuf {
         project_root(spec_dir)
     } else {
         let r = Path::new(&aus.root_dir);
-        if r.is_absolute() { r.to_path_buf() } else { normalize_path(&project_root(spec_dir).join(r)) }
+        if r.is_absolute() {
+            r.to_path_buf()
+        } else {
+            normalize_path(&project_root(spec_dir).join(r))
+        }
     }
 }
 
 /// The files an archive spec matches, in include order (glob matches sorted). Errors name the
 /// offending `include[i]`/`exclude[i]` entry.
-pub(crate) fn resolve_files(a: &SpecArchive, spec_dir: &Path) -> Result<Vec<PathBuf>, Vec<SpecError>> {
+pub(crate) fn resolve_files(
+    a: &SpecArchive,
+    spec_dir: &Path,
+) -> Result<Vec<PathBuf>, Vec<SpecError>> {
     let aus = &a.aus;
-    let err =
-        |field: String, msg: String| SpecError::at(&a.loc, msg).object("ArchiveUploadSpec", &aus.name).field(field);
+    let err = |field: String, msg: String| {
+        SpecError::at(&a.loc, msg)
+            .object("ArchiveUploadSpec", &aus.name)
+            .field(field)
+    };
     let root = root_dir(aus, spec_dir);
     let mut errors = Vec::new();
     if aus.include.is_empty() {
-        errors.push(err("include".into(), "needs at least one file, directory or glob".into()));
+        errors.push(err(
+            "include".into(),
+            "needs at least one file, directory or glob".into(),
+        ));
         return Err(errors);
     }
     let mut files: Vec<PathBuf> = Vec::new();
@@ -53,12 +66,18 @@ pub(crate) fn resolve_files(a: &SpecArchive, spec_dir: &Path) -> Result<Vec<Path
                     if matched.is_empty() {
                         errors.push(err(
                             format!("include[{i}]"),
-                            format!("'{inc}' matches no files (relative to '{}')", root.display()),
+                            format!(
+                                "'{inc}' matches no files (relative to '{}')",
+                                root.display()
+                            ),
                         ));
                     }
                     files.extend(matched);
                 }
-                Err(e) => errors.push(err(format!("include[{i}]"), format!("'{inc}' is not a valid glob: {e}"))),
+                Err(e) => errors.push(err(
+                    format!("include[{i}]"),
+                    format!("'{inc}' is not a valid glob: {e}"),
+                )),
             }
         } else if full.exists() {
             files.push(full);
@@ -74,7 +93,10 @@ pub(crate) fn resolve_files(a: &SpecArchive, spec_dir: &Path) -> Result<Vec<Path
         let full = normalize_path(&root.join(exc));
         match glob::Pattern::new(&full.to_string_lossy()) {
             Ok(p) => excludes.push(p),
-            Err(e) => errors.push(err(format!("exclude[{i}]"), format!("'{exc}' is not a valid glob: {e}"))),
+            Err(e) => errors.push(err(
+                format!("exclude[{i}]"),
+                format!("'{exc}' is not a valid glob: {e}"),
+            )),
         }
     }
     if !errors.is_empty() {
@@ -83,7 +105,10 @@ pub(crate) fn resolve_files(a: &SpecArchive, spec_dir: &Path) -> Result<Vec<Path
     let mut seen = std::collections::BTreeSet::new();
     files.retain(|f| !excludes.iter().any(|p| p.matches_path(f)) && seen.insert(f.clone()));
     if files.is_empty() {
-        return Err(vec![err("include".into(), format!("archive '{}' is empty: every match is excluded", aus.name))]);
+        return Err(vec![err(
+            "include".into(),
+            format!("archive '{}' is empty: every match is excluded", aus.name),
+        )]);
     }
     Ok(files)
 }
@@ -91,16 +116,30 @@ pub(crate) fn resolve_files(a: &SpecArchive, spec_dir: &Path) -> Result<Vec<Path
 /// Build the archive bytes: one plain file as is, anything else zipped. A source archive
 /// (`for_source`) is zipped even when it is one plain file, since builds work on a directory;
 /// a single file that already is a zip is used as is either way.
-pub(crate) fn build(a: &SpecArchive, spec_dir: &Path, for_source: bool) -> Result<BuiltArchive, Vec<SpecError>> {
+pub(crate) fn build(
+    a: &SpecArchive,
+    spec_dir: &Path,
+    for_source: bool,
+) -> Result<BuiltArchive, Vec<SpecError>> {
     let files = resolve_files(a, spec_dir)?;
-    let fail = |msg: String| vec![SpecError::at(&a.loc, msg).object("ArchiveUploadSpec", &a.aus.name).field("include")];
+    let fail = |msg: String| {
+        vec![
+            SpecError::at(&a.loc, msg)
+                .object("ArchiveUploadSpec", &a.aus.name)
+                .field("include"),
+        ]
+    };
     let bytes = match files.as_slice() {
         [one] if one.is_file() && (!for_source || archive::is_zip_file(one)) => {
             std::fs::read(one).map_err(|e| fail(format!("cannot read '{}': {e}", one.display())))?
         }
         _ => archive::zip_paths(&files).map_err(|e| fail(format!("{e:#}")))?,
     };
-    Ok(BuiltArchive { name: a.aus.name.clone(), files, bytes })
+    Ok(BuiltArchive {
+        name: a.aus.name.clone(),
+        files,
+        bytes,
+    })
 }
 
 /// Every file an archive spec currently draws from (directories walked), for `--watch`.
@@ -133,7 +172,11 @@ mod tests {
 
     fn spec(include: &[&str], exclude: &[&str]) -> SpecArchive {
         SpecArchive {
-            loc: Location { file: "specs/f.yaml".into(), line: 1, doc: 1 },
+            loc: Location {
+                file: "specs/f.yaml".into(),
+                line: 1,
+                doc: 1,
+            },
             aus: ArchiveUploadSpec {
                 kind: "ArchiveUploadSpec".into(),
                 name: "arc".into(),
@@ -158,7 +201,9 @@ mod tests {
 
     fn entries(bytes: &[u8]) -> Vec<String> {
         let mut z = zip::ZipArchive::new(Cursor::new(bytes)).expect("zip");
-        let mut names: Vec<String> = (0..z.len()).map(|i| z.by_index(i).expect("e").name().to_owned()).collect();
+        let mut names: Vec<String> = (0..z.len())
+            .map(|i| z.by_index(i).expect("e").name().to_owned())
+            .collect();
         names.sort();
         names
     }
@@ -192,7 +237,15 @@ mod tests {
     fn a_directory_is_zipped_under_its_own_name() {
         let (_d, specs) = project();
         let b = build_deploy(&spec(&["multi"], &[]), &specs).expect("build");
-        assert_eq!(entries(&b.bytes), ["multi/", "multi/main.py", "multi/notes.txt", "multi/util.py"]);
+        assert_eq!(
+            entries(&b.bytes),
+            [
+                "multi/",
+                "multi/main.py",
+                "multi/notes.txt",
+                "multi/util.py"
+            ]
+        );
     }
 
     #[test]
@@ -207,7 +260,8 @@ mod tests {
     #[test]
     fn unmatched_includes_are_errors_naming_the_entry() {
         let (_d, specs) = project();
-        let errs = build_deploy(&spec(&["hello.js", "nope/*.py", "missing.js"], &[]), &specs).expect_err("must fail");
+        let errs = build_deploy(&spec(&["hello.js", "nope/*.py", "missing.js"], &[]), &specs)
+            .expect_err("must fail");
         let text: Vec<String> = errs.iter().map(ToString::to_string).collect();
         assert_eq!(text.len(), 2, "{text:?}");
         assert!(
@@ -217,7 +271,11 @@ mod tests {
             "{}",
             text[0]
         );
-        assert!(text[1].contains("include[2]: 'missing.js' does not exist"), "{}", text[1]);
+        assert!(
+            text[1].contains("include[2]: 'missing.js' does not exist"),
+            "{}",
+            text[1]
+        );
     }
 
     #[test]
@@ -234,6 +292,9 @@ mod tests {
         let (_d, specs) = project();
         let mut s = spec(&["main.py"], &[]);
         s.aus.root_dir = "multi".into();
-        assert_eq!(build_deploy(&s, &specs).expect("build").bytes, b"def main(): pass");
+        assert_eq!(
+            build_deploy(&s, &specs).expect("build").bytes,
+            b"def main(): pass"
+        );
     }
 }

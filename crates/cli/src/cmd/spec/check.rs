@@ -5,8 +5,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use fission_core::resources::{
-    EnvironmentSpec, FunctionSpec, HttpTrigger, HttpTriggerSpec, KubernetesWatchTriggerSpec, MessageQueueTriggerSpec,
-    PackageSpec, TimeTriggerSpec, executor_type, function_ref_type,
+    EnvironmentSpec, FunctionSpec, HttpTrigger, HttpTriggerSpec, KubernetesWatchTriggerSpec,
+    MessageQueueTriggerSpec, PackageSpec, TimeTriggerSpec, executor_type, function_ref_type,
 };
 use fission_core::runtime::{builtin_builder, builtin_runtime, unsupported_image_message};
 use fission_core::{API_VERSION, AnyResource, ObjectMeta, ResourceKind};
@@ -40,18 +40,55 @@ pub(crate) struct ServerState {
 impl ServerState {
     pub(crate) async fn fetch(api: &Api) -> Result<Self, ApiError> {
         let mut objects = Vec::new();
-        objects.extend(api.list::<EnvironmentSpec>(None).await?.into_iter().map(AnyResource::from));
-        objects.extend(api.list::<PackageSpec>(None).await?.into_iter().map(AnyResource::from));
-        objects.extend(api.list::<FunctionSpec>(None).await?.into_iter().map(AnyResource::from));
-        objects.extend(api.list::<HttpTriggerSpec>(None).await?.into_iter().map(AnyResource::from));
-        objects.extend(api.list::<KubernetesWatchTriggerSpec>(None).await?.into_iter().map(AnyResource::from));
-        objects.extend(api.list::<TimeTriggerSpec>(None).await?.into_iter().map(AnyResource::from));
-        objects.extend(api.list::<MessageQueueTriggerSpec>(None).await?.into_iter().map(AnyResource::from));
+        objects.extend(
+            api.list::<EnvironmentSpec>(None)
+                .await?
+                .into_iter()
+                .map(AnyResource::from),
+        );
+        objects.extend(
+            api.list::<PackageSpec>(None)
+                .await?
+                .into_iter()
+                .map(AnyResource::from),
+        );
+        objects.extend(
+            api.list::<FunctionSpec>(None)
+                .await?
+                .into_iter()
+                .map(AnyResource::from),
+        );
+        objects.extend(
+            api.list::<HttpTriggerSpec>(None)
+                .await?
+                .into_iter()
+                .map(AnyResource::from),
+        );
+        objects.extend(
+            api.list::<KubernetesWatchTriggerSpec>(None)
+                .await?
+                .into_iter()
+                .map(AnyResource::from),
+        );
+        objects.extend(
+            api.list::<TimeTriggerSpec>(None)
+                .await?
+                .into_iter()
+                .map(AnyResource::from),
+        );
+        objects.extend(
+            api.list::<MessageQueueTriggerSpec>(None)
+                .await?
+                .into_iter()
+                .map(AnyResource::from),
+        );
         Ok(Self { objects })
     }
 
     pub(crate) fn find(&self, kind: ResourceKind, ns: &str, name: &str) -> Option<&AnyResource> {
-        self.objects.iter().find(|o| o.kind() == kind && o.meta().namespace == ns && o.meta().name == name)
+        self.objects
+            .iter()
+            .find(|o| o.kind() == kind && o.meta().namespace == ns && o.meta().name == name)
     }
 
     pub(crate) fn of_kind(&self, kind: ResourceKind) -> impl Iterator<Item = &AnyResource> {
@@ -60,13 +97,19 @@ impl ServerState {
 
     /// Objects carrying deployment `uid`, in `KINDS` order.
     pub(crate) fn owned_by<'a>(&'a self, uid: &'a str) -> impl Iterator<Item = &'a AnyResource> {
-        KINDS.iter().flat_map(move |k| self.of_kind(*k).filter(move |o| deployment_uid(o.meta()) == Some(uid)))
+        KINDS.iter().flat_map(move |k| {
+            self.of_kind(*k)
+                .filter(move |o| deployment_uid(o.meta()) == Some(uid))
+        })
     }
 }
 
 /// The `fission-uid` annotation of an object.
 pub(crate) fn deployment_uid(m: &ObjectMeta) -> Option<&str> {
-    m.annotations.as_ref().and_then(|a| a.get(UID_ANNOTATION)).map(String::as_str)
+    m.annotations
+        .as_ref()
+        .and_then(|a| a.get(UID_ANNOTATION))
+        .map(String::as_str)
 }
 
 /// `ns` when set, else the referrer's own namespace.
@@ -87,7 +130,12 @@ pub(crate) fn insert_namespace(specs: &mut Specs, current: &str, force: bool) {
             AnyResource::Function(f) => {
                 f.spec.package.packageref.namespace = current.to_owned();
                 f.spec.environment.namespace = current.to_owned();
-                for r in f.spec.secrets.iter_mut().chain(f.spec.configmaps.iter_mut()) {
+                for r in f
+                    .spec
+                    .secrets
+                    .iter_mut()
+                    .chain(f.spec.configmaps.iter_mut())
+                {
                     r.namespace = current.to_owned();
                 }
             }
@@ -121,7 +169,10 @@ impl Report {
     /// All errors as one message, one per line, after `headline`.
     pub(crate) fn error_text(&self, headline: &str) -> String {
         let n = self.errors.len();
-        let mut out = format!("the specs have {n} error{}{headline}:", if n == 1 { "" } else { "s" });
+        let mut out = format!(
+            "the specs have {n} error{}{headline}:",
+            if n == 1 { "" } else { "s" }
+        );
         for e in &self.errors {
             out.push_str("\n  ");
             out.push_str(&e.to_string());
@@ -131,7 +182,9 @@ impl Report {
 }
 
 fn obj_err(o: &SpecObject, field: impl Into<String>, message: impl Into<String>) -> SpecError {
-    SpecError::at(&o.loc, message).object(o.res.kind().kind_name(), &o.res.meta().name).field(field)
+    SpecError::at(&o.loc, message)
+        .object(o.res.kind().kind_name(), &o.res.meta().name)
+        .field(field)
 }
 
 /// Where a reference points.
@@ -141,7 +194,13 @@ enum Found {
     Nowhere,
 }
 
-fn lookup(specs: &Specs, server: Option<&ServerState>, kind: ResourceKind, ns: &str, name: &str) -> Found {
+fn lookup(
+    specs: &Specs,
+    server: Option<&ServerState>,
+    kind: ResourceKind,
+    ns: &str,
+    name: &str,
+) -> Found {
     if specs.contains(kind, ns, name).is_some() {
         Found::Specs
     } else if server.is_some_and(|s| s.find(kind, ns, name).is_some()) {
@@ -185,7 +244,10 @@ fn require(
 /// Validate `specs` (namespaces already inserted). `server` is `None` when it cannot be
 /// reached (`spec validate` then checks the specs alone).
 pub(crate) fn check(specs: &Specs, server: Option<&ServerState>, opts: CheckOptions) -> Report {
-    let mut report = Report { errors: specs.errors.clone(), ..Report::default() };
+    let mut report = Report {
+        errors: specs.errors.clone(),
+        ..Report::default()
+    };
     report.warnings.extend(specs.warnings.iter().cloned());
 
     match &specs.config {
@@ -194,9 +256,13 @@ pub(crate) fn check(specs: &Specs, server: Option<&ServerState>, opts: CheckOpti
             "no DeploymentConfig found in the spec directory: run 'fission spec init' first",
         )),
         Some((loc, c)) if c.uid.trim().is_empty() => {
-            report
-                .errors
-                .push(SpecError::at(loc, "is required: it identifies the objects of this deployment").field("uid"));
+            report.errors.push(
+                SpecError::at(
+                    loc,
+                    "is required: it identifies the objects of this deployment",
+                )
+                .field("uid"),
+            );
         }
         _ => {}
     }
@@ -247,7 +313,11 @@ pub(crate) fn check(specs: &Specs, server: Option<&ServerState>, opts: CheckOpti
 }
 
 fn api_version_of(r: &AnyResource) -> String {
-    r.to_value().get("apiVersion").and_then(|v| v.as_str()).unwrap_or_default().to_owned()
+    r.to_value()
+        .get("apiVersion")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
+        .to_owned()
 }
 
 fn check_archives(specs: &Specs, report: &mut Report) {
@@ -262,14 +332,24 @@ fn check_archives(specs: &Specs, report: &mut Report) {
     let mut names: BTreeMap<&str, &super::read::SpecArchive> = BTreeMap::new();
     for a in &specs.archives {
         if a.aus.name.trim().is_empty() {
-            report.errors.push(SpecError::at(&a.loc, "is required").object("ArchiveUploadSpec", "").field("name"));
+            report.errors.push(
+                SpecError::at(&a.loc, "is required")
+                    .object("ArchiveUploadSpec", "")
+                    .field("name"),
+            );
             continue;
         }
         if let Some(first) = names.get(a.aus.name.as_str()) {
             report.errors.push(
-                SpecError::at(&a.loc, format!("duplicate ArchiveUploadSpec, first defined in {}", first.loc))
-                    .object("ArchiveUploadSpec", &a.aus.name)
-                    .field("name"),
+                SpecError::at(
+                    &a.loc,
+                    format!(
+                        "duplicate ArchiveUploadSpec, first defined in {}",
+                        first.loc
+                    ),
+                )
+                .object("ArchiveUploadSpec", &a.aus.name)
+                .field("name"),
             );
             continue;
         }
@@ -284,8 +364,13 @@ fn check_archives(specs: &Specs, report: &mut Report) {
     // archive:// references from packages, and archives nobody uses.
     let mut used = BTreeSet::new();
     for o in specs.of_kind(ResourceKind::Package) {
-        let AnyResource::Package(p) = &o.res else { continue };
-        for (field, a) in [("spec.source.url", &p.spec.source), ("spec.deployment.url", &p.spec.deployment)] {
+        let AnyResource::Package(p) = &o.res else {
+            continue;
+        };
+        for (field, a) in [
+            ("spec.source.url", &p.spec.source),
+            ("spec.deployment.url", &p.spec.deployment),
+        ] {
             if let Some(name) = a.url.strip_prefix(ARCHIVE_URL_PREFIX) {
                 if names.contains_key(name) {
                     used.insert(name.to_owned());
@@ -293,7 +378,10 @@ fn check_archives(specs: &Specs, report: &mut Report) {
                     report.errors.push(obj_err(
                         o,
                         field,
-                        format!("references unknown archive '{}': no ArchiveUploadSpec named '{name}'", a.url),
+                        format!(
+                            "references unknown archive '{}': no ArchiveUploadSpec named '{name}'",
+                            a.url
+                        ),
                     ));
                 }
             }
@@ -302,9 +390,12 @@ fn check_archives(specs: &Specs, report: &mut Report) {
     for (name, a) in &names {
         if !used.contains(*name) {
             report.errors.push(
-                SpecError::at(&a.loc, format!("archive '{name}' is not used in any package"))
-                    .object("ArchiveUploadSpec", name)
-                    .field("name"),
+                SpecError::at(
+                    &a.loc,
+                    format!("archive '{name}' is not used in any package"),
+                )
+                .object("ArchiveUploadSpec", name)
+                .field("name"),
             );
         }
     }
@@ -368,19 +459,28 @@ fn check_references(specs: &Specs, server: Option<&ServerState>, report: &mut Re
                     );
                 }
             }
-            AnyResource::HttpTrigger(t) => trigger_refs(report, specs, server, o, &t.spec.functionref, true),
+            AnyResource::HttpTrigger(t) => {
+                trigger_refs(report, specs, server, o, &t.spec.functionref, true)
+            }
             AnyResource::KubernetesWatchTrigger(t) => {
                 trigger_refs(report, specs, server, o, &t.spec.functionref, false)
             }
-            AnyResource::TimeTrigger(t) => trigger_refs(report, specs, server, o, &t.spec.functionref, false),
-            AnyResource::MessageQueueTrigger(t) => trigger_refs(report, specs, server, o, &t.spec.functionref, false),
+            AnyResource::TimeTrigger(t) => {
+                trigger_refs(report, specs, server, o, &t.spec.functionref, false)
+            }
+            AnyResource::MessageQueueTrigger(t) => {
+                trigger_refs(report, specs, server, o, &t.spec.functionref, false)
+            }
             _ => {}
         }
     }
     for o in specs.of_kind(ResourceKind::Package) {
         let m = o.res.meta();
         if !used_packages.contains(&(m.namespace.clone(), m.name.clone())) {
-            report.warnings.push(format!("{}: package '{}' is not used in any function", o.loc, m.name));
+            report.warnings.push(format!(
+                "{}: package '{}' is not used in any function",
+                o.loc, m.name
+            ));
         }
     }
 }
@@ -408,7 +508,16 @@ fn trigger_refs(
             );
         }
     } else {
-        require(report, specs, server, o, "spec.functionref.name", ResourceKind::Function, &ns, &r.name);
+        require(
+            report,
+            specs,
+            server,
+            o,
+            "spec.functionref.name",
+            ResourceKind::Function,
+            &ns,
+            &r.name,
+        );
     }
 }
 
@@ -419,7 +528,11 @@ fn check_server_rules(specs: &Specs, report: &mut Report) {
             AnyResource::Environment(e) => {
                 let image = &e.spec.runtime.image;
                 if !image.trim().is_empty() && builtin_runtime(image).is_none() {
-                    report.errors.push(obj_err(o, "spec.runtime.image", unsupported_image_message(image)));
+                    report.errors.push(obj_err(
+                        o,
+                        "spec.runtime.image",
+                        unsupported_image_message(image),
+                    ));
                 }
                 if let Some(b) = e.spec.builder.as_ref().filter(|b| !b.image.is_empty())
                     && builtin_builder(&b.image).is_none()
@@ -440,7 +553,9 @@ fn check_server_rules(specs: &Specs, report: &mut Report) {
                     report.errors.push(obj_err(
                         o,
                         "spec.InvokeStrategy.ExecutionStrategy.ExecutorType",
-                        format!("executor type '{et}' is not supported by this server yet: use poolmgr"),
+                        format!(
+                            "executor type '{et}' is not supported by this server yet: use poolmgr"
+                        ),
                     ));
                 }
             }
@@ -451,7 +566,11 @@ fn check_server_rules(specs: &Specs, report: &mut Report) {
 
 /// The path a trigger claims and its methods.
 fn route_key(t: &HttpTriggerSpec) -> (String, String, Vec<String>) {
-    (t.host.clone(), t.effective_prefix().unwrap_or(&t.relativeurl).to_owned(), t.all_methods())
+    (
+        t.host.clone(),
+        t.effective_prefix().unwrap_or(&t.relativeurl).to_owned(),
+        t.all_methods(),
+    )
 }
 
 fn routes_clash(a: &HttpTriggerSpec, b: &HttpTriggerSpec) -> bool {
@@ -461,7 +580,12 @@ fn routes_clash(a: &HttpTriggerSpec, b: &HttpTriggerSpec) -> bool {
 }
 
 /// Two triggers may not claim the same host + URL + method (the server refuses the second).
-fn check_routes(specs: &Specs, server: Option<&ServerState>, opts: CheckOptions, report: &mut Report) {
+fn check_routes(
+    specs: &Specs,
+    server: Option<&ServerState>,
+    opts: CheckOptions,
+    report: &mut Report,
+) {
     let triggers: Vec<(&SpecObject, &HttpTrigger)> = specs
         .of_kind(ResourceKind::HttpTrigger)
         .filter_map(|o| match &o.res {
@@ -469,23 +593,44 @@ fn check_routes(specs: &Specs, server: Option<&ServerState>, opts: CheckOptions,
             _ => None,
         })
         .collect();
-    let field = |t: &HttpTrigger| if t.spec.effective_prefix().is_some() { "spec.prefix" } else { "spec.relativeurl" };
+    let field = |t: &HttpTrigger| {
+        if t.spec.effective_prefix().is_some() {
+            "spec.prefix"
+        } else {
+            "spec.relativeurl"
+        }
+    };
     for (i, (o, t)) in triggers.iter().enumerate() {
-        if let Some((first, _)) = triggers[..i].iter().find(|(_, other)| routes_clash(&other.spec, &t.spec)) {
+        if let Some((first, _)) = triggers[..i]
+            .iter()
+            .find(|(_, other)| routes_clash(&other.spec, &t.spec))
+        {
             report.errors.push(obj_err(
                 o,
                 field(t),
-                format!("the same host, URL and method are already taken by the trigger at {}", first.loc),
+                format!(
+                    "the same host, URL and method are already taken by the trigger at {}",
+                    first.loc
+                ),
             ));
             continue;
         }
-        let uid = specs.config.as_ref().map(|(_, c)| c.uid.as_str()).unwrap_or_default();
+        let uid = specs
+            .config
+            .as_ref()
+            .map(|(_, c)| c.uid.as_str())
+            .unwrap_or_default();
         let Some(server) = server else { continue };
         for other in server.of_kind(ResourceKind::HttpTrigger) {
-            let AnyResource::HttpTrigger(st) = other else { continue };
+            let AnyResource::HttpTrigger(st) = other else {
+                continue;
+            };
             let m = &st.metadata;
             // Replaced by a spec trigger of the same name, or removed by --delete first.
-            if specs.contains(ResourceKind::HttpTrigger, &m.namespace, &m.name).is_some() {
+            if specs
+                .contains(ResourceKind::HttpTrigger, &m.namespace, &m.name)
+                .is_some()
+            {
                 continue;
             }
             if opts.deleting && !uid.is_empty() && deployment_uid(m) == Some(uid) {
@@ -495,7 +640,10 @@ fn check_routes(specs: &Specs, server: Option<&ServerState>, opts: CheckOptions,
                 report.errors.push(obj_err(
                     o,
                     field(t),
-                    format!("HTTPTrigger with same Host, URL & method already exists ({}/{})", m.namespace, m.name),
+                    format!(
+                        "HTTPTrigger with same Host, URL & method already exists ({}/{})",
+                        m.namespace, m.name
+                    ),
                 ));
                 break;
             }
@@ -504,13 +652,21 @@ fn check_routes(specs: &Specs, server: Option<&ServerState>, opts: CheckOptions,
 }
 
 /// An object in the specs that exists on the server without this deployment's uid.
-fn check_conflicts(specs: &Specs, server: &ServerState, uid: &str, opts: CheckOptions, report: &mut Report) {
+fn check_conflicts(
+    specs: &Specs,
+    server: &ServerState,
+    uid: &str,
+    opts: CheckOptions,
+    report: &mut Report,
+) {
     if opts.allow_conflicts {
         return;
     }
     for o in &specs.objects {
         let m = o.res.meta();
-        let Some(existing) = server.find(o.res.kind(), &m.namespace, &m.name) else { continue };
+        let Some(existing) = server.find(o.res.kind(), &m.namespace, &m.name) else {
+            continue;
+        };
         let owner = deployment_uid(existing.meta());
         if owner != Some(uid) {
             let whose = match owner {
@@ -551,14 +707,20 @@ mod tests {
     fn specs(docs: &[&str]) -> (tempfile::TempDir, Specs) {
         let dir = tempfile::tempdir().expect("tmp");
         std::fs::write(dir.path().join("hello.js"), "x").expect("w");
-        let mut s = Specs { dir: dir.path().join("specs"), ..Specs::default() };
+        let mut s = Specs {
+            dir: dir.path().join("specs"),
+            ..Specs::default()
+        };
         parse_file(&mut s, Path::new("specs/app.yaml"), &docs.join("---\n"));
         insert_namespace(&mut s, "default", false);
         (dir, s)
     }
 
     fn full() -> CheckOptions {
-        CheckOptions { full: true, ..CheckOptions::default() }
+        CheckOptions {
+            full: true,
+            ..CheckOptions::default()
+        }
     }
 
     fn errors(r: &Report) -> Vec<String> {
@@ -575,11 +737,21 @@ mod tests {
 
     #[test]
     fn missing_references_name_the_document_and_the_field() {
-        let (_d, s) = specs(&[CONFIG, AUS, PKG, FUNC, ROUTE.replace("name: hello", "name: nope").as_str()]);
+        let (_d, s) = specs(&[
+            CONFIG,
+            AUS,
+            PKG,
+            FUNC,
+            ROUTE.replace("name: hello", "name: nope").as_str(),
+        ]);
         let e = errors(&check(&s, Some(&ServerState::default()), full()));
         assert_eq!(e.len(), 3, "{e:?}");
         assert!(e[0].starts_with("specs/app.yaml:10 (document 3): Package 'p': spec.environment.name: references Environment 'default/nodejs'"), "{}", e[0]);
-        assert!(e[1].contains("(document 4): Function 'hello': spec.environment.name:"), "{}", e[1]);
+        assert!(
+            e[1].contains("(document 4): Function 'hello': spec.environment.name:"),
+            "{}",
+            e[1]
+        );
         assert!(
             e[2].contains("(document 5): HTTPTrigger 'r': spec.functionref.name: references Function 'default/nope'"),
             "{}",
@@ -590,8 +762,14 @@ mod tests {
     #[test]
     fn references_to_objects_on_the_server_are_fine() {
         let (_d, s) = specs(&[CONFIG, AUS, PKG, FUNC]);
-        let env = fission_core::resources::Environment::new("default", "nodejs", EnvironmentSpec::default());
-        let server = ServerState { objects: vec![AnyResource::from(env)] };
+        let env = fission_core::resources::Environment::new(
+            "default",
+            "nodejs",
+            EnvironmentSpec::default(),
+        );
+        let server = ServerState {
+            objects: vec![AnyResource::from(env)],
+        };
         let r = check(&s, Some(&server), full());
         assert!(r.errors.is_empty(), "{:?}", errors(&r));
     }
@@ -606,47 +784,86 @@ mod tests {
 
     #[test]
     fn unknown_and_unused_archives_are_errors() {
-        let (_d, s) = specs(&[CONFIG, ENV, AUS.replace("name: code", "name: other").as_str(), PKG, FUNC]);
+        let (_d, s) = specs(&[
+            CONFIG,
+            ENV,
+            AUS.replace("name: code", "name: other").as_str(),
+            PKG,
+            FUNC,
+        ]);
         let e = errors(&check(&s, Some(&ServerState::default()), full()));
         assert!(
-            e.iter()
-                .any(|e| e.contains("Package 'p': spec.deployment.url: references unknown archive 'archive://code'")),
+            e.iter().any(|e| e.contains(
+                "Package 'p': spec.deployment.url: references unknown archive 'archive://code'"
+            )),
             "{e:?}"
         );
         assert!(
-            e.iter().any(|e| e.contains("ArchiveUploadSpec 'other': name: archive 'other' is not used in any package")),
+            e.iter().any(|e| e.contains(
+                "ArchiveUploadSpec 'other': name: archive 'other' is not used in any package"
+            )),
             "{e:?}"
         );
     }
 
     #[test]
     fn duplicates_and_invalid_fields_are_errors() {
-        let (_d, s) =
-            specs(&[CONFIG, ENV, ENV, "kind: Function\nmetadata:\n  name: Bad_Name\nspec:\n  functionTimeout: -1\n"]);
+        let (_d, s) = specs(&[
+            CONFIG,
+            ENV,
+            ENV,
+            "kind: Function\nmetadata:\n  name: Bad_Name\nspec:\n  functionTimeout: -1\n",
+        ]);
         let e = errors(&check(&s, Some(&ServerState::default()), full()));
         assert!(e.iter().any(|e| e.contains("(document 3): Environment 'nodejs': metadata.name: duplicate Environment, first defined in specs/app.yaml:5 (document 2)")), "{e:?}");
-        assert!(e.iter().any(|e| e.contains("Function 'Bad_Name': metadata.name:")), "{e:?}");
-        assert!(e.iter().any(|e| e.contains("Function 'Bad_Name': spec.functionTimeout:")), "{e:?}");
+        assert!(
+            e.iter()
+                .any(|e| e.contains("Function 'Bad_Name': metadata.name:")),
+            "{e:?}"
+        );
+        assert!(
+            e.iter()
+                .any(|e| e.contains("Function 'Bad_Name': spec.functionTimeout:")),
+            "{e:?}"
+        );
     }
 
     #[test]
     fn a_missing_deployment_config_is_an_error() {
         let (_d, s) = specs(&[ENV]);
         let e = errors(&check(&s, Some(&ServerState::default()), full()));
-        assert!(e[0].contains("fission-deployment-config.yaml: no DeploymentConfig found"), "{e:?}");
+        assert!(
+            e[0].contains("fission-deployment-config.yaml: no DeploymentConfig found"),
+            "{e:?}"
+        );
     }
 
     #[test]
     fn server_objects_of_other_deployments_conflict_unless_allowed() {
         let (_d, s) = specs(&[CONFIG, ENV]);
-        let mut env = fission_core::resources::Environment::new("default", "nodejs", EnvironmentSpec::default());
-        let server = ServerState { objects: vec![AnyResource::from(env.clone())] };
+        let mut env = fission_core::resources::Environment::new(
+            "default",
+            "nodejs",
+            EnvironmentSpec::default(),
+        );
+        let server = ServerState {
+            objects: vec![AnyResource::from(env.clone())],
+        };
         let e = errors(&check(&s, Some(&server), full()));
         assert!(e[0].contains("metadata.name: Environment 'default/nodejs' already exists on the server and belongs to no spec deployment"), "{e:?}");
-        let r = check(&s, Some(&server), CheckOptions { allow_conflicts: true, ..full() });
+        let r = check(
+            &s,
+            Some(&server),
+            CheckOptions {
+                allow_conflicts: true,
+                ..full()
+            },
+        );
         assert!(r.errors.is_empty());
         env.metadata.annotations = Some([(UID_ANNOTATION.to_owned(), "u1".to_owned())].into());
-        let server = ServerState { objects: vec![AnyResource::from(env)] };
+        let server = ServerState {
+            objects: vec![AnyResource::from(env)],
+        };
         assert!(check(&s, Some(&server), full()).errors.is_empty());
     }
 
@@ -665,32 +882,68 @@ mod tests {
     #[test]
     fn a_stale_owned_route_does_not_clash_when_it_will_be_deleted() {
         let (_d, s) = specs(&[CONFIG, ENV, AUS, PKG, FUNC, ROUTE]);
-        let mut old: HttpTrigger = match &s.contains(ResourceKind::HttpTrigger, "default", "r").expect("r").res {
+        let mut old: HttpTrigger = match &s
+            .contains(ResourceKind::HttpTrigger, "default", "r")
+            .expect("r")
+            .res
+        {
             AnyResource::HttpTrigger(t) => t.clone(),
             _ => unreachable!(),
         };
         old.metadata.name = "old".into();
         old.metadata.annotations = Some([(UID_ANNOTATION.to_owned(), "u1".to_owned())].into());
-        let server = ServerState { objects: vec![AnyResource::from(old)] };
+        let server = ServerState {
+            objects: vec![AnyResource::from(old)],
+        };
         let e = errors(&check(&s, Some(&server), full()));
-        assert!(e.iter().any(|e| e.contains("already exists (default/old)")), "{e:?}");
-        assert!(check(&s, Some(&server), CheckOptions { deleting: true, ..full() }).errors.is_empty());
+        assert!(
+            e.iter().any(|e| e.contains("already exists (default/old)")),
+            "{e:?}"
+        );
+        assert!(
+            check(
+                &s,
+                Some(&server),
+                CheckOptions {
+                    deleting: true,
+                    ..full()
+                }
+            )
+            .errors
+            .is_empty()
+        );
     }
 
     #[test]
     fn images_the_server_cannot_run_are_caught_before_applying() {
-        let (_d, s) = specs(&[CONFIG, &ENV.replace("fission/node-env", "example.com/my-runtime")]);
+        let (_d, s) = specs(&[
+            CONFIG,
+            &ENV.replace("fission/node-env", "example.com/my-runtime"),
+        ]);
         let e = errors(&check(&s, Some(&ServerState::default()), full()));
-        assert!(e[0].contains("spec.runtime.image: image 'example.com/my-runtime' is not supported"), "{e:?}");
+        assert!(
+            e[0].contains("spec.runtime.image: image 'example.com/my-runtime' is not supported"),
+            "{e:?}"
+        );
     }
 
     #[test]
     fn namespaces_are_filled_in_for_objects_written_without_one() {
         let (_d, mut s) = specs(&[FUNC]);
-        let AnyResource::Function(f) = &s.objects[0].res else { panic!("not fn") };
-        assert_eq!((f.metadata.namespace.as_str(), f.spec.environment.namespace.as_str()), ("default", "default"));
+        let AnyResource::Function(f) = &s.objects[0].res else {
+            panic!("not fn")
+        };
+        assert_eq!(
+            (
+                f.metadata.namespace.as_str(),
+                f.spec.environment.namespace.as_str()
+            ),
+            ("default", "default")
+        );
         insert_namespace(&mut s, "other", true);
-        let AnyResource::Function(f) = &s.objects[0].res else { panic!("not fn") };
+        let AnyResource::Function(f) = &s.objects[0].res else {
+            panic!("not fn")
+        };
         assert_eq!(f.spec.package.packageref.namespace, "other");
     }
 }

@@ -25,8 +25,11 @@ pub(crate) struct IgnoreRules {
     rules: Vec<Rule>,
 }
 
-const MATCH: glob::MatchOptions =
-    glob::MatchOptions { case_sensitive: true, require_literal_separator: true, require_literal_leading_dot: false };
+const MATCH: glob::MatchOptions = glob::MatchOptions {
+    case_sensitive: true,
+    require_literal_separator: true,
+    require_literal_leading_dot: false,
+};
 
 impl IgnoreRules {
     pub(crate) fn parse(text: &str) -> Self {
@@ -51,9 +54,15 @@ impl IgnoreRules {
                 continue;
             }
             // A pattern that glob cannot compile is taken literally.
-            let pattern = glob::Pattern::new(p)
-                .unwrap_or_else(|_| glob::Pattern::new(&glob::Pattern::escape(p)).unwrap_or_default());
-            rules.push(Rule { pattern, negate, dir_only, anchored });
+            let pattern = glob::Pattern::new(p).unwrap_or_else(|_| {
+                glob::Pattern::new(&glob::Pattern::escape(p)).unwrap_or_default()
+            });
+            rules.push(Rule {
+                pattern,
+                negate,
+                dir_only,
+                anchored,
+            });
         }
         Self { rules }
     }
@@ -61,7 +70,10 @@ impl IgnoreRules {
     /// Whether `rel` (relative to the spec directory) is ignored. Directories are checked as
     /// the walk reaches them, so an ignored directory hides everything below it.
     pub(crate) fn is_ignored(&self, rel: &Path, is_dir: bool) -> bool {
-        let path: Vec<String> = rel.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
+        let path: Vec<String> = rel
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .collect();
         let joined = path.join("/");
         let base = path.last().cloned().unwrap_or_default();
         let mut ignored = false;
@@ -71,7 +83,8 @@ impl IgnoreRules {
             }
             let hit = if r.anchored {
                 r.pattern.matches_with(&joined, MATCH)
-                    || (r.pattern.as_str().starts_with("**/") && r.pattern.matches_with(&format!("x/{joined}"), MATCH))
+                    || (r.pattern.as_str().starts_with("**/")
+                        && r.pattern.matches_with(&format!("x/{joined}"), MATCH))
             } else {
                 r.pattern.matches_with(&base, MATCH)
             };

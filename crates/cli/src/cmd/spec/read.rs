@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 use fission_core::resources::{
-    EnvironmentSpec, FunctionSpec, HttpTriggerSpec, KubernetesWatchTriggerSpec, MessageQueueTriggerSpec, PackageSpec,
-    TimeTriggerSpec,
+    EnvironmentSpec, FunctionSpec, HttpTriggerSpec, KubernetesWatchTriggerSpec,
+    MessageQueueTriggerSpec, PackageSpec, TimeTriggerSpec,
 };
 use fission_core::{AnyResource, Object, ResourceKind, Spec};
 use serde::{Deserialize, Serialize};
@@ -27,7 +27,11 @@ pub(crate) const ARCHIVE_URL_PREFIX: &str = "archive://";
 /// `kind: DeploymentConfig`: the identity of a spec directory.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub(crate) struct DeploymentConfig {
-    #[serde(rename = "apiVersion", default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        rename = "apiVersion",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
     pub(crate) api_version: String,
     #[serde(default)]
     pub(crate) kind: String,
@@ -44,7 +48,11 @@ pub(crate) struct DeploymentConfig {
 pub(crate) struct ArchiveUploadSpec {
     #[serde(default)]
     pub(crate) kind: String,
-    #[serde(rename = "apiVersion", default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        rename = "apiVersion",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
     pub(crate) api_version: String,
     /// Referenced from packages as `archive://<name>`.
     #[serde(default)]
@@ -70,7 +78,13 @@ pub(crate) struct Location {
 
 impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{} (document {})", self.file.display(), self.line, self.doc)
+        write!(
+            f,
+            "{}:{} (document {})",
+            self.file.display(),
+            self.line,
+            self.doc
+        )
     }
 }
 
@@ -90,11 +104,23 @@ pub(crate) struct SpecError {
 
 impl SpecError {
     pub(crate) fn at(loc: &Location, message: impl Into<String>) -> Self {
-        Self { loc: Some(loc.clone()), file: None, object: None, field: None, message: message.into() }
+        Self {
+            loc: Some(loc.clone()),
+            file: None,
+            object: None,
+            field: None,
+            message: message.into(),
+        }
     }
 
     pub(crate) fn in_file(file: &Path, message: impl Into<String>) -> Self {
-        Self { loc: None, file: Some(file.to_path_buf()), object: None, field: None, message: message.into() }
+        Self {
+            loc: None,
+            file: Some(file.to_path_buf()),
+            object: None,
+            field: None,
+            message: message.into(),
+        }
     }
 
     pub(crate) fn object(mut self, kind: &str, name: &str) -> Self {
@@ -161,7 +187,10 @@ impl Specs {
     pub(crate) fn deployment(&self) -> anyhow::Result<&DeploymentConfig> {
         match &self.config {
             Some((_, c)) => Ok(c),
-            None => bail!("no DeploymentConfig found in '{}': run 'fission spec init' first", self.dir.display()),
+            None => bail!(
+                "no DeploymentConfig found in '{}': run 'fission spec init' first",
+                self.dir.display()
+            ),
         }
     }
 
@@ -172,7 +201,8 @@ impl Specs {
 
     /// Whether an object of `kind` named `ns/name` is in the specs.
     pub(crate) fn contains(&self, kind: ResourceKind, ns: &str, name: &str) -> Option<&SpecObject> {
-        self.of_kind(kind).find(|o| o.res.meta().namespace == ns && o.res.meta().name == name)
+        self.of_kind(kind)
+            .find(|o| o.res.meta().namespace == ns && o.res.meta().name == name)
     }
 }
 
@@ -187,7 +217,9 @@ pub(crate) fn absolute(p: &Path) -> PathBuf {
     if p.is_absolute() {
         return p.to_path_buf();
     }
-    let joined = std::env::current_dir().map(|d| d.join(p)).unwrap_or_else(|_| p.to_path_buf());
+    let joined = std::env::current_dir()
+        .map(|d| d.join(p))
+        .unwrap_or_else(|_| p.to_path_buf());
     normalize_path(&joined)
 }
 
@@ -220,22 +252,31 @@ pub(crate) fn read_specs(dir: &Path, specignore: &str) -> anyhow::Result<Specs> 
     }
     let ignore_path = dir.join(specignore);
     let rules = if ignore_path.is_file() {
-        let text = std::fs::read_to_string(&ignore_path)
-            .with_context(|| format!("error reading spec ignore file '{}'", ignore_path.display()))?;
+        let text = std::fs::read_to_string(&ignore_path).with_context(|| {
+            format!("error reading spec ignore file '{}'", ignore_path.display())
+        })?;
         IgnoreRules::parse(&text)
     } else if specignore != DEFAULT_SPEC_IGNORE {
-        bail!("spec ignore file '{specignore}' doesn't exist; check the path '{}'", ignore_path.display());
+        bail!(
+            "spec ignore file '{specignore}' doesn't exist; check the path '{}'",
+            ignore_path.display()
+        );
     } else {
         IgnoreRules::default()
     };
     let mut files = Vec::new();
     collect_files(dir, Path::new(""), &rules, &mut files)?;
-    let mut specs = Specs { dir: dir.to_path_buf(), ..Specs::default() };
+    let mut specs = Specs {
+        dir: dir.to_path_buf(),
+        ..Specs::default()
+    };
     for rel in files {
         let path = dir.join(&rel);
         match std::fs::read_to_string(&path) {
             Ok(text) => parse_file(&mut specs, &path, &text),
-            Err(e) => specs.errors.push(SpecError::in_file(&path, format!("cannot read file: {e}"))),
+            Err(e) => specs
+                .errors
+                .push(SpecError::in_file(&path, format!("cannot read file: {e}"))),
         }
         specs.files.push(path);
     }
@@ -247,7 +288,12 @@ fn is_spec_file(p: &Path) -> bool {
 }
 
 /// Spec files below `dir/rel`, sorted, skipping what the ignore rules match.
-fn collect_files(root: &Path, rel: &Path, rules: &IgnoreRules, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+fn collect_files(
+    root: &Path,
+    rel: &Path,
+    rules: &IgnoreRules,
+    out: &mut Vec<PathBuf>,
+) -> anyhow::Result<()> {
     let here = root.join(rel);
     let mut entries: Vec<(PathBuf, bool)> = std::fs::read_dir(&here)
         .with_context(|| format!("error reading spec directory '{}'", here.display()))?
@@ -274,7 +320,9 @@ fn collect_files(root: &Path, rel: &Path, rules: &IgnoreRules, out: &mut Vec<Pat
 
 /// Whether a line separates YAML documents (`---`, optionally followed by a comment).
 fn is_separator(line: &str) -> bool {
-    let Some(rest) = line.strip_prefix("---") else { return false };
+    let Some(rest) = line.strip_prefix("---") else {
+        return false;
+    };
     let rest = rest.trim();
     rest.is_empty() || rest.starts_with('#')
 }
@@ -294,7 +342,10 @@ pub(crate) fn split_documents(text: &str) -> Vec<RawDoc> {
     for (i, line) in text.lines().enumerate() {
         let n = i + 1;
         if is_separator(line) {
-            docs.push(RawDoc { text: std::mem::take(&mut cur), first_line: start });
+            docs.push(RawDoc {
+                text: std::mem::take(&mut cur),
+                first_line: start,
+            });
             start = n + 1;
         } else if line.trim_end() == "..." {
             // Explicit document end: the rest until the next separator belongs to nobody.
@@ -304,7 +355,10 @@ pub(crate) fn split_documents(text: &str) -> Vec<RawDoc> {
             cur.push('\n');
         }
     }
-    docs.push(RawDoc { text: cur, first_line: start });
+    docs.push(RawDoc {
+        text: cur,
+        first_line: start,
+    });
     docs
 }
 
@@ -324,7 +378,11 @@ fn content_line(doc: &RawDoc) -> usize {
 /// made absolute too (they count from the start of the document).
 fn yaml_error(e: &serde_norway::Error, doc: &RawDoc) -> (Option<usize>, String) {
     let msg = shift_lines(&e.to_string(), doc.first_line - 1);
-    (e.location().map(|l| doc.first_line + l.line().saturating_sub(1)), msg)
+    (
+        e.location()
+            .map(|l| doc.first_line + l.line().saturating_sub(1)),
+        msg,
+    )
 }
 
 /// Add `offset` to every `line N` in a parser message.
@@ -360,8 +418,14 @@ pub(crate) fn parse_file(specs: &mut Specs, path: &Path, text: &str) {
             Err(e) => {
                 index += 1;
                 let (line, msg) = yaml_error(&e, &raw);
-                let loc = Location { file: path.to_path_buf(), line: line.unwrap_or(raw.first_line), doc: index };
-                specs.errors.push(SpecError::at(&loc, format!("invalid YAML: {msg}")));
+                let loc = Location {
+                    file: path.to_path_buf(),
+                    line: line.unwrap_or(raw.first_line),
+                    doc: index,
+                };
+                specs
+                    .errors
+                    .push(SpecError::at(&loc, format!("invalid YAML: {msg}")));
                 continue;
             }
         };
@@ -369,21 +433,33 @@ pub(crate) fn parse_file(specs: &mut Specs, path: &Path, text: &str) {
             continue;
         }
         index += 1;
-        let loc = Location { file: path.to_path_buf(), line: content_line(&raw), doc: index };
+        let loc = Location {
+            file: path.to_path_buf(),
+            line: content_line(&raw),
+            doc: index,
+        };
         if !head.is_mapping() {
-            specs
-                .errors
-                .push(SpecError::at(&loc, "a spec document must be a mapping with 'kind', 'metadata' and 'spec'"));
+            specs.errors.push(SpecError::at(
+                &loc,
+                "a spec document must be a mapping with 'kind', 'metadata' and 'spec'",
+            ));
             continue;
         }
-        let kind = match serde_norway::from_value::<TypeMeta>(head).ok().and_then(|t| t.kind) {
+        let kind = match serde_norway::from_value::<TypeMeta>(head)
+            .ok()
+            .and_then(|t| t.kind)
+        {
             Some(serde_norway::Value::String(k)) => k,
             Some(_) => {
-                specs.errors.push(SpecError::at(&loc, "must be a string").field("kind"));
+                specs
+                    .errors
+                    .push(SpecError::at(&loc, "must be a string").field("kind"));
                 continue;
             }
             None => {
-                specs.errors.push(SpecError::at(&loc, "is required").field("kind"));
+                specs
+                    .errors
+                    .push(SpecError::at(&loc, "is required").field("kind"));
                 continue;
             }
         };
@@ -410,15 +486,23 @@ fn parse_document(specs: &mut Specs, raw: &RawDoc, loc: Location, kind: &str) {
             match serde_norway::from_str::<DeploymentConfig>(&raw.text) {
                 Ok(c) => match &specs.config {
                     Some((first, _)) => specs.errors.push(
-                        SpecError::at(&loc, format!("a second DeploymentConfig; the first is at {first}"))
-                            .field("kind"),
+                        SpecError::at(
+                            &loc,
+                            format!("a second DeploymentConfig; the first is at {first}"),
+                        )
+                        .field("kind"),
                     ),
                     None => specs.config = Some((loc, c)),
                 },
                 Err(e) => {
                     let (line, msg) = yaml_error(&e, raw);
-                    let loc = Location { line: line.unwrap_or(loc.line), ..loc };
-                    specs.errors.push(SpecError::at(&loc, msg).object("DeploymentConfig", ""));
+                    let loc = Location {
+                        line: line.unwrap_or(loc.line),
+                        ..loc
+                    };
+                    specs
+                        .errors
+                        .push(SpecError::at(&loc, msg).object("DeploymentConfig", ""));
                 }
             }
             return;
@@ -428,14 +512,21 @@ fn parse_document(specs: &mut Specs, raw: &RawDoc, loc: Location, kind: &str) {
                 Ok(aus) => specs.archives.push(SpecArchive { loc, aus }),
                 Err(e) => {
                     let (line, msg) = yaml_error(&e, raw);
-                    let loc = Location { line: line.unwrap_or(loc.line), ..loc };
-                    specs.errors.push(SpecError::at(&loc, msg).object("ArchiveUploadSpec", ""));
+                    let loc = Location {
+                        line: line.unwrap_or(loc.line),
+                        ..loc
+                    };
+                    specs
+                        .errors
+                        .push(SpecError::at(&loc, msg).object("ArchiveUploadSpec", ""));
                 }
             }
             return;
         }
         other => {
-            specs.warnings.push(format!("Ignoring unknown type {other} in {loc}"));
+            specs
+                .warnings
+                .push(format!("Ignoring unknown type {other} in {loc}"));
             return;
         }
     };
@@ -443,7 +534,10 @@ fn parse_document(specs: &mut Specs, raw: &RawDoc, loc: Location, kind: &str) {
         Ok(res) => specs.objects.push(SpecObject { loc, res }),
         Err(e) => {
             let (line, msg) = yaml_error(&e, raw);
-            let loc = Location { line: line.unwrap_or(loc.line), ..loc };
+            let loc = Location {
+                line: line.unwrap_or(loc.line),
+                ..loc
+            };
             let mut err = SpecError::at(&loc, msg);
             // Name the object when the name itself could be read.
             err.object = Some(match object_name(&raw.text) {
@@ -466,7 +560,10 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> Specs {
-        let mut s = Specs { dir: PathBuf::from("specs"), ..Specs::default() };
+        let mut s = Specs {
+            dir: PathBuf::from("specs"),
+            ..Specs::default()
+        };
         parse_file(&mut s, Path::new("specs/a.yaml"), text);
         s
     }
@@ -480,8 +577,22 @@ mod tests {
         );
         assert!(s.errors.is_empty(), "{:?}", s.errors);
         assert_eq!(s.objects.len(), 2);
-        assert_eq!(s.objects[0].loc, Location { file: "specs/a.yaml".into(), line: 3, doc: 1 });
-        assert_eq!(s.objects[1].loc, Location { file: "specs/a.yaml".into(), line: 13, doc: 2 });
+        assert_eq!(
+            s.objects[0].loc,
+            Location {
+                file: "specs/a.yaml".into(),
+                line: 3,
+                doc: 1
+            }
+        );
+        assert_eq!(
+            s.objects[1].loc,
+            Location {
+                file: "specs/a.yaml".into(),
+                line: 13,
+                doc: 2
+            }
+        );
         assert_eq!(s.objects[1].res.kind(), ResourceKind::HttpTrigger);
     }
 
@@ -494,20 +605,27 @@ mod tests {
         assert_eq!(s.errors.len(), 1);
         let e = s.errors[0].to_string();
         assert!(
-            e.starts_with("specs/a.yaml:12 (document 2): Function 'hello': spec.functionTimeout: invalid type"),
+            e.starts_with(
+                "specs/a.yaml:12 (document 2): Function 'hello': spec.functionTimeout: invalid type"
+            ),
             "{e}"
         );
     }
 
     #[test]
     fn invalid_yaml_names_the_file_and_the_line() {
-        let s =
-            parse("kind: Environment\nmetadata:\n  name: e\n---\nkind: Function\nmetadata:\n  name: x\n   bad: [\n");
+        let s = parse(
+            "kind: Environment\nmetadata:\n  name: e\n---\nkind: Function\nmetadata:\n  name: x\n   bad: [\n",
+        );
         assert_eq!(s.errors.len(), 1, "{:?}", s.errors);
         let e = s.errors[0].to_string();
         assert!(e.starts_with("specs/a.yaml:"), "{e}");
         assert!(e.contains("(document 2): invalid YAML:"), "{e}");
-        let line: usize = e["specs/a.yaml:".len()..].split(' ').next().and_then(|n| n.parse().ok()).expect("line");
+        let line: usize = e["specs/a.yaml:".len()..]
+            .split(' ')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .expect("line");
         assert!((7..=9).contains(&line), "{e}");
     }
 
@@ -516,13 +634,19 @@ mod tests {
         let s = parse("kind: Workflow\nmetadata:\n  name: w\n");
         assert!(s.errors.is_empty());
         assert!(s.objects.is_empty());
-        assert_eq!(s.warnings, ["Ignoring unknown type Workflow in specs/a.yaml:1 (document 1)"]);
+        assert_eq!(
+            s.warnings,
+            ["Ignoring unknown type Workflow in specs/a.yaml:1 (document 1)"]
+        );
     }
 
     #[test]
     fn missing_kind_is_an_error_on_the_kind_field() {
         let s = parse("metadata:\n  name: w\n");
-        assert_eq!(s.errors[0].to_string(), "specs/a.yaml:1 (document 1): kind: is required");
+        assert_eq!(
+            s.errors[0].to_string(),
+            "specs/a.yaml:1 (document 1): kind: is required"
+        );
     }
 
     #[test]
@@ -539,9 +663,15 @@ mod tests {
 
     #[test]
     fn a_second_deployment_config_is_an_error() {
-        let s = parse("kind: DeploymentConfig\nname: a\nuid: x\n---\nkind: DeploymentConfig\nname: b\nuid: y\n");
+        let s = parse(
+            "kind: DeploymentConfig\nname: a\nuid: x\n---\nkind: DeploymentConfig\nname: b\nuid: y\n",
+        );
         assert_eq!(s.errors.len(), 1);
-        assert!(s.errors[0].to_string().contains("a second DeploymentConfig"));
+        assert!(
+            s.errors[0]
+                .to_string()
+                .contains("a second DeploymentConfig")
+        );
     }
 
     #[test]
@@ -565,17 +695,29 @@ mod tests {
     fn spec_files_below_the_directory_are_read_sorted_and_specignore_is_honoured() {
         let dir = tempfile::tempdir().expect("tmp");
         let d = dir.path();
-        std::fs::write(d.join("b.yaml"), "kind: DeploymentConfig\nname: a\nuid: u\n").expect("w");
+        std::fs::write(
+            d.join("b.yaml"),
+            "kind: DeploymentConfig\nname: a\nuid: u\n",
+        )
+        .expect("w");
         std::fs::write(d.join("a.yml"), "kind: Environment\nmetadata:\n  name: e\n").expect("w");
         std::fs::write(d.join("skip.yaml"), "kind: [broken\n").expect("w");
         std::fs::create_dir_all(d.join("sub/drafts")).expect("mkdir");
-        std::fs::write(d.join("sub/c.yaml"), "kind: Environment\nmetadata:\n  name: c\n").expect("w");
+        std::fs::write(
+            d.join("sub/c.yaml"),
+            "kind: Environment\nmetadata:\n  name: c\n",
+        )
+        .expect("w");
         std::fs::write(d.join("sub/drafts/x.yaml"), "kind: [broken\n").expect("w");
         std::fs::write(d.join("README"), "not yaml: [").expect("w");
         std::fs::write(d.join(".specignore"), "# comment\nskip.yaml\ndrafts/\n").expect("w");
         let s = read_specs(d, DEFAULT_SPEC_IGNORE).expect("read");
         assert!(s.errors.is_empty(), "{:?}", s.errors);
-        let names: Vec<&str> = s.objects.iter().map(|o| o.res.meta().name.as_str()).collect();
+        let names: Vec<&str> = s
+            .objects
+            .iter()
+            .map(|o| o.res.meta().name.as_str())
+            .collect();
         assert_eq!(names, ["e", "c"]);
         assert!(s.config.is_some());
     }
@@ -583,13 +725,20 @@ mod tests {
     #[test]
     fn a_missing_custom_specignore_file_is_an_error() {
         let dir = tempfile::tempdir().expect("tmp");
-        let e = read_specs(dir.path(), "mine.ignore").expect_err("must fail").to_string();
-        assert!(e.contains("spec ignore file 'mine.ignore' doesn't exist"), "{e}");
+        let e = read_specs(dir.path(), "mine.ignore")
+            .expect_err("must fail")
+            .to_string();
+        assert!(
+            e.contains("spec ignore file 'mine.ignore' doesn't exist"),
+            "{e}"
+        );
     }
 
     #[test]
     fn a_missing_spec_directory_says_to_run_spec_init() {
-        let e = read_specs(Path::new("/nonexistent/specs"), DEFAULT_SPEC_IGNORE).expect_err("must fail").to_string();
+        let e = read_specs(Path::new("/nonexistent/specs"), DEFAULT_SPEC_IGNORE)
+            .expect_err("must fail")
+            .to_string();
         assert!(e.contains("fission spec init"), "{e}");
     }
 }

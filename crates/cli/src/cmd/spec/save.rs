@@ -10,14 +10,15 @@ use std::path::{Path, PathBuf};
 
 use anyhow::bail;
 use fission_core::resources::{
-    ARCHIVE_URL, Archive, Checksum, DEFAULT_POOLSIZE, EnvironmentSpec, FunctionSpec, HttpTrigger, HttpTriggerSpec,
-    Package, PackageSpec, build_status,
+    ARCHIVE_URL, Archive, Checksum, DEFAULT_POOLSIZE, EnvironmentSpec, FunctionSpec, HttpTrigger,
+    HttpTriggerSpec, Package, PackageSpec, build_status,
 };
 use fission_core::{AnyResource, Object, ObjectReference, ResourceKind, Spec};
 use serde::Serialize;
 
 use super::read::{
-    self, ARCHIVE_URL_PREFIX, ArchiveUploadSpec, DEPLOYMENT_CONFIG_FILE, Specs, absolute, normalize_path,
+    self, ARCHIVE_URL_PREFIX, ArchiveUploadSpec, DEPLOYMENT_CONFIG_FILE, Specs, absolute,
+    normalize_path,
 };
 use crate::NsKind;
 use crate::cmd::env::{EnvCreateArgs, build_environment};
@@ -25,11 +26,18 @@ use crate::cmd::function::{FnCreateArgs, build_function, resolve_exec};
 use crate::cmd::package::{CodeArgs, PkgCreateArgs, initial_status, new_package};
 use crate::cmd::route::{self, IngressArgs, RouteCreateArgs, build_trigger};
 use crate::cmd::{Ctx, SpecArgs, to_yaml};
-use crate::util::{check_name, kubify, package_name_for_function, random_name, random_suffix, validate};
+use crate::util::{
+    check_name, kubify, package_name_for_function, random_name, random_suffix, validate,
+};
 
 /// The spec directory of `--specdir` (default `specs`).
 pub(crate) fn spec_dir(a: &SpecArgs) -> PathBuf {
-    PathBuf::from(a.specdir.as_deref().filter(|d| !d.is_empty()).unwrap_or("specs"))
+    PathBuf::from(
+        a.specdir
+            .as_deref()
+            .filter(|d| !d.is_empty())
+            .unwrap_or("specs"),
+    )
 }
 
 /// The namespace `--spec` writes: only one given explicitly on the command line.
@@ -56,13 +64,24 @@ fn load(a: &SpecArgs) -> anyhow::Result<Specs> {
     let dir = spec_dir(a);
     let config = dir.join(DEPLOYMENT_CONFIG_FILE);
     if !config.is_file() {
-        bail!("couldn't find specs: '{}' does not exist; run 'fission spec init' first", config.display());
+        bail!(
+            "couldn't find specs: '{}' does not exist; run 'fission spec init' first",
+            config.display()
+        );
     }
-    let ignore = a.specignore.as_deref().filter(|s| !s.is_empty()).unwrap_or(read::DEFAULT_SPEC_IGNORE);
+    let ignore = a
+        .specignore
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .unwrap_or(read::DEFAULT_SPEC_IGNORE);
     let specs = read::read_specs(&dir, ignore)?;
     if !specs.errors.is_empty() {
         let lines: Vec<String> = specs.errors.iter().map(|e| format!("\n  {e}")).collect();
-        bail!("error reading the specs in '{}':{}", dir.display(), lines.concat());
+        bail!(
+            "error reading the specs in '{}':{}",
+            dir.display(),
+            lines.concat()
+        );
     }
     Ok(specs)
 }
@@ -113,7 +132,12 @@ fn aus_doc(a: &ArchiveUploadSpec) -> anyhow::Result<Doc> {
         include: &a.include,
         exclude: &a.exclude,
     })?;
-    Ok(Doc { kind: "ArchiveUploadSpec", ns: String::new(), name: a.name.clone(), yaml })
+    Ok(Doc {
+        kind: "ArchiveUploadSpec",
+        ns: String::new(),
+        name: a.name.clone(),
+        yaml,
+    })
 }
 
 /// Write (or append, separated by `---`) the documents to `<specdir>/<file>`.
@@ -131,9 +155,14 @@ fn save(ctx: &Ctx, a: &SpecArgs, file: &str, docs: &[Doc]) -> anyhow::Result<()>
     };
     let bodies: Vec<String> = docs.iter().map(|d| d.yaml.clone()).collect();
     text.push_str(&crate::output::yaml_documents(&bodies));
-    std::fs::write(&path, text).map_err(|e| anyhow::anyhow!("couldn't write spec file '{}': {e}", path.display()))?;
+    std::fs::write(&path, text)
+        .map_err(|e| anyhow::anyhow!("couldn't write spec file '{}': {e}", path.display()))?;
     for d in docs {
-        let id = if d.ns.is_empty() { d.name.clone() } else { format!("{}/{}", d.ns, d.name) };
+        let id = if d.ns.is_empty() {
+            d.name.clone()
+        } else {
+            format!("{}/{}", d.ns, d.name)
+        };
         ctx.info(format!("Saving {} '{id}' to '{}'", d.kind, path.display()));
     }
     Ok(())
@@ -148,7 +177,11 @@ fn is_url(s: &str) -> bool {
 /// wherever the project is checked out.
 pub(crate) fn include_entry(arg: &str, root: &Path) -> String {
     use std::path::Component;
-    let abs = if Path::new(arg).is_absolute() { normalize_path(Path::new(arg)) } else { absolute(Path::new(arg)) };
+    let abs = if Path::new(arg).is_absolute() {
+        normalize_path(Path::new(arg))
+    } else {
+        absolute(Path::new(arg))
+    };
     let a: Vec<Component<'_>> = abs.components().collect();
     let r: Vec<Component<'_>> = root.components().collect();
     let common = a.iter().zip(&r).take_while(|(x, y)| x == y).count();
@@ -163,13 +196,21 @@ pub(crate) fn include_entry(arg: &str, root: &Path) -> String {
     for c in &a[common..] {
         rel.push(c.as_os_str());
     }
-    if rel.as_os_str().is_empty() { ".".to_owned() } else { rel.to_string_lossy().into_owned() }
+    if rel.as_os_str().is_empty() {
+        ".".to_owned()
+    } else {
+        rel.to_string_lossy().into_owned()
+    }
 }
 
 /// The name of a new `ArchiveUploadSpec`: the first input kubified plus 4 random characters.
 fn archive_name(first: &str) -> String {
     let stem = kubify(first, 63 - 5);
-    let stem = if stem.is_empty() { "archive".to_owned() } else { stem };
+    let stem = if stem.is_empty() {
+        "archive".to_owned()
+    } else {
+        stem
+    };
     format!("{stem}-{}", random_suffix(4))
 }
 
@@ -194,20 +235,29 @@ fn spec_archive(
             bail!("only one URL can be given as an archive, and not together with local files");
         }
         let sum = checksum.map(checked_sum).transpose()?.unwrap_or_default();
-        let checksum =
-            if sum.is_empty() { Checksum::default() } else { Checksum { checksum_type: "sha256".to_owned(), sum } };
-        let archive =
-            Archive { archive_type: ARCHIVE_URL.to_owned(), url: args[0].clone(), checksum, ..Archive::default() };
+        let checksum = if sum.is_empty() {
+            Checksum::default()
+        } else {
+            Checksum {
+                checksum_type: "sha256".to_owned(),
+                sum,
+            }
+        };
+        let archive = Archive {
+            archive_type: ARCHIVE_URL.to_owned(),
+            url: args[0].clone(),
+            checksum,
+            ..Archive::default()
+        };
         return Ok((archive, None));
     }
     // Every input must exist now, as for a direct create.
     crate::archive::expand(args)?;
     let include: Vec<String> = args.iter().map(|a| include_entry(a, root)).collect();
     // Reuse an identical ArchiveUploadSpec already in the specs.
-    let existing = specs
-        .archives
-        .iter()
-        .find(|a| a.aus.include == include && a.aus.root_dir.is_empty() && a.aus.exclude.is_empty());
+    let existing = specs.archives.iter().find(|a| {
+        a.aus.include == include && a.aus.root_dir.is_empty() && a.aus.exclude.is_empty()
+    });
     let (name, aus) = match existing {
         Some(a) => (a.aus.name.clone(), None),
         None => {
@@ -236,7 +286,9 @@ fn spec_archives(
     specs: &Specs,
 ) -> anyhow::Result<(Option<Archive>, Option<Archive>, Vec<ArchiveUploadSpec>)> {
     if code.code.is_some() && !code.deploy.is_empty() {
-        bail!("--code and --deploy cannot be used together: --code takes one file, --deploy zips files");
+        bail!(
+            "--code and --deploy cannot be used together: --code takes one file, --deploy zips files"
+        );
     }
     let root = read::project_root(&spec_dir(a));
     let mut new = Vec::new();
@@ -272,7 +324,10 @@ fn spec_package(
     buildcmd: Option<&str>,
 ) -> Package {
     let has_source = src.is_some();
-    let env_ref = ObjectReference { namespace: ns.to_owned(), name: env.to_owned() };
+    let env_ref = ObjectReference {
+        namespace: ns.to_owned(),
+        name: env.to_owned(),
+    };
     let mut p = new_package(ns, name, &env_ref, deploy, src, buildcmd);
     p.status = initial_status(has_source);
     if !has_source {
@@ -309,7 +364,9 @@ pub(crate) fn package(ctx: &Ctx, a: &PkgCreateArgs) -> anyhow::Result<()> {
     let Some(name) = a.name.clone().filter(|n| !n.is_empty()) else {
         bail!("--name is necessary when creating spec file");
     };
-    let Some(env) = a.env.clone().filter(|e| !e.is_empty()) else { bail!("need --env argument") };
+    let Some(env) = a.env.clone().filter(|e| !e.is_empty()) else {
+        bail!("need --env argument")
+    };
     if !a.code.any() {
         bail!("need --code or --deploy or --src argument");
     }
@@ -349,7 +406,10 @@ pub(crate) fn function(ctx: &Ctx, a: &FnCreateArgs) -> anyhow::Result<()> {
                 bail!("--pkgname cannot be used together with --code, --deploy or --src");
             }
             check_name::<PackageSpec>(&ns, p)?;
-            match specs.contains(ResourceKind::Package, &ns, p).map(|o| &o.res) {
+            match specs
+                .contains(ResourceKind::Package, &ns, p)
+                .map(|o| &o.res)
+            {
                 Some(AnyResource::Package(pkg)) => {
                     let pkg_env = pkg.spec.environment.name.clone();
                     if a.env.as_deref().is_some_and(|e| e != pkg_env) {
@@ -362,7 +422,9 @@ pub(crate) fn function(ctx: &Ctx, a: &FnCreateArgs) -> anyhow::Result<()> {
                 }
                 _ => {
                     let Some(env) = a.env.clone().filter(|e| !e.is_empty()) else {
-                        bail!("package '{p}' is not in the specs, so its environment is unknown: give --env");
+                        bail!(
+                            "package '{p}' is not in the specs, so its environment is unknown: give --env"
+                        );
                     };
                     ctx.warn(format!(
                         "package '{p}' is not in the specs: make sure it exists on the server before applying"
@@ -372,7 +434,9 @@ pub(crate) fn function(ctx: &Ctx, a: &FnCreateArgs) -> anyhow::Result<()> {
             }
         }
         None => {
-            let Some(env) = a.env.clone().filter(|e| !e.is_empty()) else { bail!("need --env argument") };
+            let Some(env) = a.env.clone().filter(|e| !e.is_empty()) else {
+                bail!("need --env argument")
+            };
             check_name::<EnvironmentSpec>(&ns, &env)?;
             if !a.code.any() {
                 bail!("need --code or --deploy or --src argument");
@@ -380,7 +444,14 @@ pub(crate) fn function(ctx: &Ctx, a: &FnCreateArgs) -> anyhow::Result<()> {
             warn_missing_env(ctx, &specs, &ns, &env);
             let pkg_name = package_name_for_function(&a.name, &uuid::Uuid::new_v4().to_string());
             let (deploy, src, new_archives) = spec_archives(&a.code, &a.spec, &specs)?;
-            let pkg = spec_package(&ns, &pkg_name, &env, deploy, src, a.code.buildcmd.as_deref());
+            let pkg = spec_package(
+                &ns,
+                &pkg_name,
+                &env,
+                deploy,
+                src,
+                a.code.buildcmd.as_deref(),
+            );
             validate(&pkg)?;
             for aus in &new_archives {
                 docs.push(aus_doc(aus)?);
@@ -394,14 +465,21 @@ pub(crate) fn function(ctx: &Ctx, a: &FnCreateArgs) -> anyhow::Result<()> {
     docs.push(doc(&function)?);
     save(ctx, &a.spec, &format!("function-{}.yaml", a.name), &docs)?;
     if let Some(t) = route {
-        save(ctx, &a.spec, &format!("route-{}.yaml", t.metadata.name), &[doc(&t)?])?;
+        save(
+            ctx,
+            &a.spec,
+            &format!("route-{}.yaml", t.metadata.name),
+            &[doc(&t)?],
+        )?;
     }
     Ok(())
 }
 
 /// The route of the deprecated `fn create --url/--prefix` flags.
 fn legacy_route(ns: &str, a: &FnCreateArgs) -> anyhow::Result<Option<HttpTrigger>> {
-    if a.url.as_deref().unwrap_or_default().is_empty() && a.prefix.as_deref().unwrap_or_default().is_empty() {
+    if a.url.as_deref().unwrap_or_default().is_empty()
+        && a.prefix.as_deref().unwrap_or_default().is_empty()
+    {
         return Ok(None);
     }
     let args = RouteCreateArgs {
@@ -451,7 +529,12 @@ pub(crate) fn route(ctx: &Ctx, a: &RouteCreateArgs) -> anyhow::Result<()> {
             ));
         }
     }
-    save(ctx, &a.spec, &format!("route-{name}.yaml"), &[doc(&trigger)?])
+    save(
+        ctx,
+        &a.spec,
+        &format!("route-{name}.yaml"),
+        &[doc(&trigger)?],
+    )
 }
 
 #[cfg(test)]
@@ -464,21 +547,34 @@ mod tests {
         assert_eq!(include_entry("hello.js", &root), "hello.js");
         assert_eq!(include_entry("./src/*.py", &root), "src/*.py");
         assert_eq!(include_entry("/elsewhere/x.js", &root), "/elsewhere/x.js");
-        assert_eq!(include_entry("/p/code/*.js", Path::new("/p/deploy")), "../code/*.js");
-        assert_eq!(include_entry("/p/deploy/a/b.js", Path::new("/p/deploy")), "a/b.js");
+        assert_eq!(
+            include_entry("/p/code/*.js", Path::new("/p/deploy")),
+            "../code/*.js"
+        );
+        assert_eq!(
+            include_entry("/p/deploy/a/b.js", Path::new("/p/deploy")),
+            "a/b.js"
+        );
     }
 
     #[test]
     fn archive_names_are_kubified_with_a_random_suffix() {
         let n = archive_name("Hello.js");
-        assert!(n.starts_with("hello-js-") && n.len() == "hello-js-".len() + 4, "{n}");
+        assert!(
+            n.starts_with("hello-js-") && n.len() == "hello-js-".len() + 4,
+            "{n}"
+        );
         assert!(fission_core::is_dns1123_label(&n));
         assert!(archive_name("***").starts_with("archive-"));
     }
 
     #[test]
     fn spec_packages_are_none_without_source_and_pending_with_it() {
-        let arch = Archive { archive_type: ARCHIVE_URL.into(), url: "archive://a".into(), ..Archive::default() };
+        let arch = Archive {
+            archive_type: ARCHIVE_URL.into(),
+            url: "archive://a".into(),
+            ..Archive::default()
+        };
         let p = spec_package("", "p", "nodejs", Some(arch.clone()), None, None);
         assert_eq!(p.status.buildstatus, "none");
         assert_eq!(p.metadata.namespace, "");

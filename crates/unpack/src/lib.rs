@@ -6,6 +6,8 @@
 //! size and entry budget. Every entry is checked before anything is written, and the byte budget
 //! is enforced on what decompression actually produces, not on the sizes the archive declares.
 
+#![deny(missing_docs)]
+
 use std::fs;
 use std::io::{self, Read as _};
 use std::path::{Component, Path, PathBuf};
@@ -23,7 +25,10 @@ impl Default for UnpackLimits {
     fn default() -> Self {
         // Generous for functions with vendored dependencies, small enough that a zip bomb cannot
         // fill the disk. Fission's storagesvc caps uploads at 256 MiB.
-        Self { max_bytes: 1 << 30, max_entries: 100_000 }
+        Self {
+            max_bytes: 1 << 30,
+            max_entries: 100_000,
+        }
     }
 }
 
@@ -42,7 +47,9 @@ pub enum UnpackError {
     #[error("refusing to unpack zip: entry '{0}' appears more than once")]
     DuplicateEntry(String),
     /// Entries sharing a name (only the count is known: the reader keeps one per name).
-    #[error("refusing to unpack zip: it lists {listed} entries but only {distinct} distinct names; an entry appears more than once")]
+    #[error(
+        "refusing to unpack zip: it lists {listed} entries but only {distinct} distinct names; an entry appears more than once"
+    )]
     DuplicateEntries {
         /// Entries in the central directory.
         listed: usize,
@@ -87,7 +94,9 @@ fn central_directory_entries(bytes: &[u8]) -> Option<usize> {
     }
     // The record sits at the end, followed by a comment of at most 65 535 bytes.
     let start = bytes.len().saturating_sub(EOCD_LEN + 65_535);
-    let pos = (start..=bytes.len() - EOCD_LEN).rev().find(|&i| &bytes[i..i + 4] == EOCD)?;
+    let pos = (start..=bytes.len() - EOCD_LEN)
+        .rev()
+        .find(|&i| &bytes[i..i + 4] == EOCD)?;
     let total = u16::from_le_bytes([bytes[pos + 10], bytes[pos + 11]]);
     (total != u16::MAX).then_some(usize::from(total))
 }
@@ -109,10 +118,16 @@ pub fn unzip(bytes: &[u8], dest: &Path, limits: UnpackLimits) -> Result<(), Unpa
     if let Some(declared_entries) = central_directory_entries(bytes)
         && declared_entries != zip.len()
     {
-        return Err(UnpackError::DuplicateEntries { listed: declared_entries, distinct: zip.len() });
+        return Err(UnpackError::DuplicateEntries {
+            listed: declared_entries,
+            distinct: zip.len(),
+        });
     }
     if zip.len() > limits.max_entries {
-        return Err(UnpackError::TooManyEntries { count: zip.len(), limit: limits.max_entries });
+        return Err(UnpackError::TooManyEntries {
+            count: zip.len(),
+            limit: limits.max_entries,
+        });
     }
     // Check every entry before writing anything: names, kinds and declared sizes.
     let mut declared: u64 = 0;
@@ -127,7 +142,9 @@ pub fn unzip(bytes: &[u8], dest: &Path, limits: UnpackLimits) -> Result<(), Unpa
         }
         declared = declared.saturating_add(entry.size());
         if declared > limits.max_bytes {
-            return Err(UnpackError::TooLarge { limit: limits.max_bytes });
+            return Err(UnpackError::TooLarge {
+                limit: limits.max_bytes,
+            });
         }
     }
 
@@ -151,7 +168,11 @@ pub fn unzip(bytes: &[u8], dest: &Path, limits: UnpackLimits) -> Result<(), Unpa
         if let Some(p) = path.parent() {
             fs::create_dir_all(p).map_err(io_err(p))?;
         }
-        let mut file = match fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+        let mut file = match fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 return Err(UnpackError::DuplicateEntry(entry.name().to_owned()));
@@ -163,7 +184,9 @@ pub fn unzip(bytes: &[u8], dest: &Path, limits: UnpackLimits) -> Result<(), Unpa
         let n = io::copy(&mut (&mut entry).take(budget + 1), &mut file).map_err(io_err(&path))?;
         written += n;
         if n > budget {
-            return Err(UnpackError::TooLarge { limit: limits.max_bytes });
+            return Err(UnpackError::TooLarge {
+                limit: limits.max_bytes,
+            });
         }
         let executable = entry.unix_mode().is_some_and(|m| m & 0o111 != 0);
         set_mode(&path, if executable { 0o755 } else { 0o644 }).map_err(io_err(&path))?;
@@ -178,12 +201,18 @@ fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
 
 /// The relative path a zip entry name stands for, or why it is refused.
 pub fn safe_relative_path(name: &str) -> Result<PathBuf, UnpackError> {
-    let refuse = |reason| UnpackError::UnsafeEntry { name: name.to_owned(), reason };
+    let refuse = |reason| UnpackError::UnsafeEntry {
+        name: name.to_owned(),
+        reason,
+    };
     if name.contains('\0') {
         return Err(refuse("the name contains a NUL byte"));
     }
     let b = name.as_bytes();
-    if name.starts_with('/') || name.starts_with('\\') || (b.len() >= 2 && b[1] == b':' && b[0].is_ascii_alphabetic()) {
+    if name.starts_with('/')
+        || name.starts_with('\\')
+        || (b.len() >= 2 && b[1] == b':' && b[0].is_ascii_alphabetic())
+    {
         return Err(refuse("absolute paths are not allowed"));
     }
     let mut out = PathBuf::new();
@@ -238,14 +267,21 @@ mod tests {
             let exe = zip::write::SimpleFileOptions::default().unix_permissions(0o755);
             w.start_file("bin/run.sh", exe).expect("start");
             w.write_all(b"#!/bin/sh\n").expect("write");
-            w.start_file("hello.py", zip::write::SimpleFileOptions::default()).expect("start");
+            w.start_file("hello.py", zip::write::SimpleFileOptions::default())
+                .expect("start");
             w.write_all(b"def main(): return 'hi'\n").expect("write");
             w.finish().expect("finish");
         }
         unzip(&buf.into_inner(), &dest, UnpackLimits::default()).expect("unzip");
-        assert_eq!(fs::read_to_string(dest.join("hello.py")).expect("read"), "def main(): return 'hi'\n");
+        assert_eq!(
+            fs::read_to_string(dest.join("hello.py")).expect("read"),
+            "def main(): return 'hi'\n"
+        );
         use std::os::unix::fs::PermissionsExt as _;
-        let mode = fs::metadata(dest.join("bin/run.sh")).expect("meta").permissions().mode();
+        let mode = fs::metadata(dest.join("bin/run.sh"))
+            .expect("meta")
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o755);
     }
 
@@ -257,7 +293,10 @@ mod tests {
         let z = zip_of(&[("ok.js", b"1"), ("../../evil.js", b"pwned")]);
         let err = unzip(&z, &dest, UnpackLimits::default()).expect_err("must refuse");
         let msg = err.to_string();
-        assert!(msg.contains("../../evil.js") && msg.contains("leaves the archive root"), "{msg}");
+        assert!(
+            msg.contains("../../evil.js") && msg.contains("leaves the archive root"),
+            "{msg}"
+        );
         assert!(!dir.path().join("evil.js").exists());
         assert!(!dest.exists(), "nothing written");
     }
@@ -265,12 +304,22 @@ mod tests {
     #[test]
     fn absolute_and_drive_paths_are_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let err = unzip(&zip_of(&[("/etc/evil", b"x")]), &dir.path().join("d"), UnpackLimits::default())
-            .expect_err("must refuse");
-        assert!(err.to_string().contains("absolute paths are not allowed"), "{err}");
+        let err = unzip(
+            &zip_of(&[("/etc/evil", b"x")]),
+            &dir.path().join("d"),
+            UnpackLimits::default(),
+        )
+        .expect_err("must refuse");
+        assert!(
+            err.to_string().contains("absolute paths are not allowed"),
+            "{err}"
+        );
         let err = safe_relative_path("C:\\Windows\\evil").expect_err("drive path");
         assert!(err.to_string().contains("absolute"), "{err}");
-        assert_eq!(safe_relative_path("./a\\b/c").expect("ok"), PathBuf::from("a/b/c"));
+        assert_eq!(
+            safe_relative_path("./a\\b/c").expect("ok"),
+            PathBuf::from("a/b/c")
+        );
     }
 
     #[test]
@@ -279,26 +328,59 @@ mod tests {
         let mut buf = io::Cursor::new(Vec::new());
         {
             let mut w = zip::ZipWriter::new(&mut buf);
-            w.add_symlink("link", "/etc/passwd", zip::write::SimpleFileOptions::default()).expect("symlink");
+            w.add_symlink(
+                "link",
+                "/etc/passwd",
+                zip::write::SimpleFileOptions::default(),
+            )
+            .expect("symlink");
             w.finish().expect("finish");
         }
-        let err = unzip(&buf.into_inner(), &dir.path().join("d"), UnpackLimits::default()).expect_err("refuse");
-        assert!(err.to_string().contains("symbolic links are not allowed"), "{err}");
+        let err = unzip(
+            &buf.into_inner(),
+            &dir.path().join("d"),
+            UnpackLimits::default(),
+        )
+        .expect_err("refuse");
+        assert!(
+            err.to_string().contains("symbolic links are not allowed"),
+            "{err}"
+        );
     }
 
     #[test]
     fn budgets_are_enforced() {
         let dir = tempfile::tempdir().expect("tempdir");
         let big = vec![b'a'; 64 * 1024];
-        let small = UnpackLimits { max_bytes: 100 * 1024, max_entries: 10 };
-        let err = unzip(&zip_of(&[("a.bin", &big), ("b.bin", &big)]), &dir.path().join("x"), small).expect_err("refuse");
+        let small = UnpackLimits {
+            max_bytes: 100 * 1024,
+            max_entries: 10,
+        };
+        let err = unzip(
+            &zip_of(&[("a.bin", &big), ("b.bin", &big)]),
+            &dir.path().join("x"),
+            small,
+        )
+        .expect_err("refuse");
         assert!(matches!(err, UnpackError::TooLarge { .. }), "{err}");
         assert!(err.to_string().contains("more than 102400 bytes"), "{err}");
 
         let many: Vec<(String, Vec<u8>)> = (0..20).map(|i| (format!("f{i}"), vec![])).collect();
-        let refs: Vec<(&str, &[u8])> = many.iter().map(|(n, d)| (n.as_str(), d.as_slice())).collect();
+        let refs: Vec<(&str, &[u8])> = many
+            .iter()
+            .map(|(n, d)| (n.as_str(), d.as_slice()))
+            .collect();
         let err = unzip(&zip_of(&refs), &dir.path().join("y"), small).expect_err("refuse");
-        assert!(matches!(err, UnpackError::TooManyEntries { count: 20, limit: 10 }), "{err}");
+        assert!(
+            matches!(
+                err,
+                UnpackError::TooManyEntries {
+                    count: 20,
+                    limit: 10
+                }
+            ),
+            "{err}"
+        );
     }
 
     #[test]
@@ -306,7 +388,15 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let data = vec![b'z'; 10_000];
         let z = zip_of(&[("z", &data)]);
-        let err = unzip(&z, &dir.path().join("d"), UnpackLimits { max_bytes: 9_999, max_entries: 5 }).expect_err("refuse");
+        let err = unzip(
+            &z,
+            &dir.path().join("d"),
+            UnpackLimits {
+                max_bytes: 9_999,
+                max_entries: 5,
+            },
+        )
+        .expect_err("refuse");
         assert!(matches!(err, UnpackError::TooLarge { .. }));
     }
 
