@@ -10,8 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use kube_test_cluster::{TestCluster, in_ci, repo_root, shared};
-use support::{BIN, eventually, http, runtimes_installed, write};
+use kube_test_cluster::{TestCluster, repo_root, shared};
+use support::{BIN, eventually_blocking, http, require_functions, write};
 
 /// A server on the cluster's state, stopped on drop.
 struct KubeServer {
@@ -134,20 +134,9 @@ impl Drop for KubeServer {
 }
 
 /// The cluster and a server on it, or None (outside CI) when the machine lacks what functions
-/// need to run (the built-in runtimes' packages, the sandbox).
+/// need to run (the runtimes' packages, the sandbox) or what the cluster needs.
 fn setup() -> Option<(&'static TestCluster, KubeServer)> {
-    let why = if !runtimes_installed() {
-        Some("the runtimes' packages are not installed (scripts/setup.sh)".to_owned())
-    } else {
-        fission_sandbox::Sandbox::probe()
-            .err()
-            .map(|e| format!("this machine cannot sandbox: {e}"))
-    };
-    if let Some(why) = why {
-        assert!(!in_ci(), "CI is set, so this is a failure: {why}");
-        eprintln!("SKIPPED: {why}");
-        return None;
-    }
+    require_functions()?;
     let cluster = shared()?;
     let server = KubeServer::start(cluster);
     Some((cluster, server))
@@ -173,9 +162,11 @@ fn kubernetes_store_serves_kubectl_yaml_shows_cli_objects_to_kubectl_and_deliver
         cluster,
         &repo_root().join("deploy/examples/hello-nodejs.yaml"),
     );
-    let (status, body) = eventually(60, "the kubectl-applied function to answer", || {
-        server.get("/hello").filter(|(s, _)| *s == 200)
-    });
+    let (status, body) = eventually_blocking(
+        Duration::from_secs(60),
+        "the kubectl-applied function to answer",
+        || server.get("/hello").filter(|(s, _)| *s == 200),
+    );
     assert_eq!((status, body.as_str()), (200, "hello from kubernetes\n"));
     let fns = server.fission_ok(&["fn", "list"]);
     assert!(
@@ -245,9 +236,11 @@ fn kubernetes_store_serves_kubectl_yaml_shows_cli_objects_to_kubectl_and_deliver
     assert_eq!(routes, "/secret");
 
     // A Secret made with kubectl reaches the function; updating it re-pins the function.
-    let (_, first) = eventually(60, "the function to read its secret", || {
-        server.get("/secret").filter(|(s, _)| *s == 200)
-    });
+    let (_, first) = eventually_blocking(
+        Duration::from_secs(60),
+        "the function to read its secret",
+        || server.get("/secret").filter(|(s, _)| *s == 200),
+    );
     assert_eq!(first, "first");
     let updated = cluster.kubectl_ok([
         "create",
@@ -261,10 +254,14 @@ fn kubernetes_store_serves_kubectl_yaml_shows_cli_objects_to_kubectl_and_deliver
     ]);
     let file = write(dir.path(), "creds.yaml", &updated);
     kubectl_apply(cluster, &file);
-    let (_, second) = eventually(30, "the updated secret to reach the function", || {
-        server
-            .get("/secret")
-            .filter(|(s, b)| *s == 200 && b == "second")
-    });
+    let (_, second) = eventually_blocking(
+        Duration::from_secs(30),
+        "the updated secret to reach the function",
+        || {
+            server
+                .get("/secret")
+                .filter(|(s, b)| *s == 200 && b == "second")
+        },
+    );
     assert_eq!(second, "second");
 }

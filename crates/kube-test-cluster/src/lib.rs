@@ -8,13 +8,13 @@
 //! own.
 //!
 //! When a prerequisite is missing (no Go toolchain to build the binaries, no openssl) the
-//! cluster is `None` and the test should return early — unless the `CI` environment variable
-//! is set, in which case [`shared`] and [`TestCluster::start_or_skip`] panic, so CI never
-//! passes a test that did not run.
+//! cluster is `None` and the test should return early — unless `CI` is set
+//! ([`fission_test_support::ci_enforced`]), in which case [`shared`] and
+//! [`TestCluster::start_or_skip`] panic, so CI never passes a test that did not run.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::time::Instant;
 
@@ -89,21 +89,14 @@ fn run(cmd: &mut Command) -> Result<Output, ClusterError> {
 }
 
 fn have(tool: &'static str) -> Result<(), ClusterError> {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if found {
-        Ok(())
-    } else {
-        Err(ClusterError::Missing { tool })
-    }
+    fission_test_support::binary_on_path(tool)
+        .map(|_| ())
+        .map_err(|_| ClusterError::Missing { tool })
 }
 
 /// Whether tests must fail instead of skipping (CI sets `CI`).
 pub fn in_ci() -> bool {
-    std::env::var_os("CI").is_some_and(|v| !v.is_empty())
+    fission_test_support::ci_enforced()
 }
 
 /// A running etcd + kube-apiserver.
@@ -258,10 +251,11 @@ impl Drop for TestCluster {
 fn skip_or_panic(r: Result<TestCluster, ClusterError>) -> Option<TestCluster> {
     match r {
         Ok(c) => Some(c),
-        Err(ClusterError::Missing { tool }) if !in_ci() => {
-            eprintln!("skipping: {tool} is not installed (set CI=1 to make this a failure)");
-            None
-        }
+        Err(ClusterError::Missing { tool }) => fission_test_support::require(
+            "a Kubernetes test control plane",
+            "scripts/k8s/build-binaries.sh needs go (scripts/k8s/ensure-go.sh); certificates need openssl and curl",
+            Err::<TestCluster, _>(format!("{tool} is not installed")),
+        ),
         Err(e) => panic!("cannot start the Kubernetes test cluster: {e}"),
     }
 }
