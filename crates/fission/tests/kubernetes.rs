@@ -265,3 +265,59 @@ fn kubernetes_store_serves_kubectl_yaml_shows_cli_objects_to_kubectl_and_deliver
     );
     assert_eq!(second, "second");
 }
+
+#[test]
+fn kubernetes_store_with_an_unreadable_kubeconfig_refuses_to_start_saying_why() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = dir.path().join("no-such-kubeconfig");
+    let out = Command::new(BIN)
+        .args(["server", "--store", "kubernetes", "--kubeconfig"])
+        .arg(&missing)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args([
+            "--controller-listen",
+            "127.0.0.1:0",
+            "--router-listen",
+            "127.0.0.1:0",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run server");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.starts_with("Error: "), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot read kubeconfig {}", missing.display())),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn kubernetes_store_without_the_crds_refuses_to_start_naming_what_to_apply() {
+    let Some(cluster) = TestCluster::start_or_skip() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(BIN)
+        .args(["server", "--store", "kubernetes", "--kubeconfig"])
+        .arg(&cluster.kubeconfig)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args([
+            "--controller-listen",
+            "127.0.0.1:0",
+            "--router-listen",
+            "127.0.0.1:0",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run server");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("CustomResourceDefinition")
+            && stderr.contains("kubectl apply -f deploy/crds/"),
+        "{stderr}"
+    );
+}

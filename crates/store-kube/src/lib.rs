@@ -5,4 +5,4 @@
 pub mod crd;
 mod store;
 
-pub use store::{KubeStore, KubeStoreError};
+pub use store::{KubeStore, KubeStoreError, SYSTEM_NAMESPACES, WRITE_ANNOTATION};

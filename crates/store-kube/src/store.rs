@@ -54,6 +54,8 @@ const WATCH_TIMEOUT_SECS: u32 = 290;
 /// Retry delays while the API server cannot be reached.
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How long delete waits for the deletion's watch event before returning the state it read.
+const DELETE_WATCH_SECS: u32 = 10;
 /// Update retries when the caller asked for an unconditional write and it raced another.
 const UNCONDITIONAL_RETRIES: usize = 5;
 
@@ -64,9 +66,23 @@ const UNCONDITIONAL_RETRIES: usize = 5;
 /// counter for the whole cluster, increasing with every write — so they serve as the store
 /// revision directly. Optimistic concurrency is the API server's: a stale resourceVersion is
 /// refused with 409, mapped to [`StoreError::Conflict`].
+///
+/// Cluster-wide reads (the snapshot, the feed, `list` of all namespaces) leave out the
+/// cluster's own namespaces (`kube-system`, `kube-public`, `kube-node-lease`): their Secrets
+/// and ConfigMaps are the cluster's, not Fission's.
 #[derive(Clone)]
 pub struct KubeStore {
     client: Client,
+    feed_capacity: usize,
+}
+
+/// Namespaces that belong to the cluster itself.
+pub const SYSTEM_NAMESPACES: [&str; 3] = ["kube-system", "kube-public", "kube-node-lease"];
+
+fn not_system() -> String {
+    SYSTEM_NAMESPACES
+        .map(|ns| format!("metadata.namespace!={ns}"))
+        .join(",")
 }
 
 fn api_resource(kind: ResourceKind) -> ApiResource {
@@ -108,7 +124,18 @@ fn to_dynamic(obj: &AnyResource) -> Result<DynamicObject, StoreError> {
         .map_err(|e| backend(format!("cannot encode {}: {e}", obj.kind())))
 }
 
+/// Annotation every update sets. The API server skips an update that changes no bytes (no new
+/// resourceVersion, no event); the embedded store writes every update, and consumers count on
+/// that. Readers never see it.
+pub const WRITE_ANNOTATION: &str = "fission.io/last-write";
+
 fn from_dynamic(kind: ResourceKind, mut obj: DynamicObject) -> Result<AnyResource, StoreError> {
+    if let Some(a) = &mut obj.metadata.annotations {
+        a.remove(WRITE_ANNOTATION);
+        if a.is_empty() {
+            obj.metadata.annotations = None;
+        }
+    }
     // Watch and list items may come without apiVersion/kind; the core types want them.
     let ar = api_resource(kind);
     obj.types = Some(kube::core::TypeMeta {
@@ -128,7 +155,16 @@ fn from_dynamic(kind: ResourceKind, mut obj: DynamicObject) -> Result<AnyResourc
 impl KubeStore {
     /// A store using `client`.
     pub fn new(client: Client) -> Self {
-        Self { client }
+        Self {
+            client,
+            feed_capacity: FEED_CAPACITY,
+        }
+    }
+
+    /// Let a consumer fall `events` behind before its feed reports `Lagged` (default 4096).
+    pub fn with_feed_capacity(mut self, events: usize) -> Self {
+        self.feed_capacity = events.max(1);
+        self
     }
 
     /// Connect with the kubeconfig at `kubeconfig`, or — when None — the in-cluster service
@@ -239,7 +275,12 @@ impl KubeStore {
         // and started before the snapshot's revision.
         for kind in ResourceKind::ALL {
             self.api(kind, None)
-                .list(&ListParams::default().match_any().limit(1))
+                .list(
+                    &ListParams::default()
+                        .match_any()
+                        .limit(1)
+                        .fields(&not_system()),
+                )
                 .await
                 .map_err(|e| backend(format!("Kubernetes API: list {}: {e}", kind.plural())))?;
         }
@@ -249,7 +290,8 @@ impl KubeStore {
             let lp = match &at {
                 None => ListParams::default(),
                 Some(rv) => ListParams::default().at(rv).matching(VersionMatch::Exact),
-            };
+            }
+            .fields(&not_system());
             let list = self
                 .api(kind, None)
                 .list(&lp)
@@ -304,6 +346,15 @@ impl ResourceStore for KubeStore {
         let sent = obj.meta().resource_version.clone();
         let api = self.api(kind, Some(&ns));
         let mut d = to_dynamic(&obj)?;
+        // uid and creationTimestamp are the object's identity: whatever the caller sent is
+        // replaced (a uid would be taken as a precondition by the API server).
+        d.metadata.uid = None;
+        d.metadata.creation_timestamp = None;
+        let stamp = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+        d.metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(WRITE_ANNOTATION.to_owned(), stamp);
         for _ in 0..UNCONDITIONAL_RETRIES {
             if sent.is_empty() {
                 // No version sent means "whatever is there": take the current one, as the
@@ -347,8 +398,22 @@ impl ResourceStore for KubeStore {
                 }),
                 ..DeleteParams::default()
             };
+            // The API server answers a delete with a bare Status; the deletion's own
+            // resourceVersion is only on the watch event. Watching this one object from the
+            // version read makes delete return exactly what the feed publishes.
+            let from = last.metadata.resource_version.clone().unwrap_or_default();
+            let wp = WatchParams::default()
+                .fields(&format!("metadata.name={name}"))
+                .timeout(DELETE_WATCH_SECS);
+            let watch = api.watch(&wp, &from).await.ok();
             match api.delete(name, &dp).await {
-                Ok(_) => return from_dynamic(kind, last),
+                Ok(_) => {
+                    let deleted = match watch {
+                        Some(w) => deletion_event(w).await,
+                        None => None,
+                    };
+                    return from_dynamic(kind, deleted.unwrap_or(last));
+                }
                 Err(e) if status_of(&e).is_some_and(|(c, _)| c == 409) => continue,
                 Err(e) => return Err(self.map_err(e, kind, namespace, name, "").await),
             }
@@ -375,9 +440,13 @@ impl ResourceStore for KubeStore {
         kind: ResourceKind,
         namespace: Option<&str>,
     ) -> Result<Vec<AnyResource>, StoreError> {
+        let lp = match namespace {
+            Some(_) => ListParams::default(),
+            None => ListParams::default().fields(&not_system()),
+        };
         let list = self
             .api(kind, namespace)
-            .list(&ListParams::default())
+            .list(&lp)
             .await
             .map_err(|e| backend(format!("Kubernetes API: list {}: {e}", kind.plural())))?;
         let mut out = Vec::with_capacity(list.items.len());
@@ -395,7 +464,7 @@ impl ResourceStore for KubeStore {
 
     async fn list_and_watch(&self) -> Result<(Vec<AnyResource>, u64, WatchStream), StoreError> {
         let (objects, revision) = self.snapshot().await?;
-        let (tx, rx) = mpsc::channel(FEED_CAPACITY);
+        let (tx, rx) = mpsc::channel(self.feed_capacity);
         let overflowed = Arc::new(AtomicBool::new(false));
         for kind in ResourceKind::ALL {
             let known = objects
@@ -418,7 +487,7 @@ impl ResourceStore for KubeStore {
         Ok((
             objects,
             revision,
-            Box::pin(ordered(rx, overflowed, revision)),
+            Box::pin(ordered(rx, overflowed, revision, self.feed_capacity as u64)),
         ))
     }
 }
@@ -435,7 +504,7 @@ fn key_of(o: &AnyResource) -> Key {
 /// The sending side of one consumer's feed, shared by the per-kind watch tasks.
 struct Feed {
     tx: mpsc::Sender<WatchEvent>,
-    /// Set when the consumer fell [`FEED_CAPACITY`] events behind; it then gets `Lagged`.
+    /// Set when the consumer fell the feed's capacity behind; it then gets `Lagged`.
     overflowed: Arc<AtomicBool>,
 }
 
@@ -460,6 +529,7 @@ fn ordered(
     rx: mpsc::Receiver<WatchEvent>,
     overflowed: Arc<AtomicBool>,
     start: u64,
+    capacity: u64,
 ) -> impl Stream<Item = Result<WatchEvent, StoreError>> + Send {
     futures::stream::unfold(Some((rx, start)), move |state| {
         let overflowed = overflowed.clone();
@@ -467,7 +537,7 @@ fn ordered(
             let (mut rx, last) = state?;
             if overflowed.load(Ordering::SeqCst) {
                 // Dropping the receiver stops every watch task.
-                return Some((Err(StoreError::Lagged(FEED_CAPACITY as u64)), None));
+                return Some((Err(StoreError::Lagged(capacity)), None));
             }
             let mut ev = rx.recv().await?;
             ev.revision = ev.revision.max(last + 1);
@@ -493,7 +563,7 @@ async fn watch_kind(
     let mut relist = false;
     loop {
         if relist {
-            let lp = ListParams::default();
+            let lp = ListParams::default().fields(&not_system());
             let listed = tokio::select! {
                 () = feed.tx.closed() => return,
                 l = api.list(&lp) => l,
@@ -520,7 +590,9 @@ async fn watch_kind(
                 }
             }
         }
-        let wp = WatchParams::default().timeout(WATCH_TIMEOUT_SECS);
+        let wp = WatchParams::default()
+            .timeout(WATCH_TIMEOUT_SECS)
+            .fields(&not_system());
         let started = tokio::select! {
             () = feed.tx.closed() => return,
             s = api.watch(&wp, &rv) => s,
@@ -589,6 +661,27 @@ async fn watch_kind(
             return;
         }
     }
+}
+
+/// The object of the first `Deleted` event on `watch`, if one comes before it ends.
+async fn deletion_event(
+    watch: impl Stream<Item = kube::Result<KubeWatchEvent<DynamicObject>>>,
+) -> Option<DynamicObject> {
+    let mut watch = std::pin::pin!(watch);
+    let wait = Duration::from_secs(u64::from(DELETE_WATCH_SECS));
+    tokio::time::timeout(wait, async {
+        while let Some(ev) = watch.next().await {
+            match ev {
+                Ok(KubeWatchEvent::Deleted(o)) => return Some(o),
+                Ok(KubeWatchEvent::Error(_)) | Err(_) => return None,
+                Ok(_) => {}
+            }
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten()
 }
 
 /// Wait `backoff` (doubling it for next time); false when the consumer went away meanwhile.
