@@ -48,9 +48,9 @@ pub(crate) async fn check_before_write(
             }
         }
         AnyResource::Function(f) => {
-            if f.spec.executor_type() != resources::executor_type::POOLMGR {
+            if f.spec.executor_type() == resources::executor_type::CONTAINER {
                 return Err(ApiError::invalid(format!(
-                    "executor type '{}' is not supported by this server yet: use poolmgr",
+                    "executor type '{}' is not supported by this server yet: use poolmgr or newdeploy",
                     f.spec.executor_type()
                 )));
             }

@@ -31,6 +31,17 @@ pub enum ExecutorError {
     /// The environment cannot run here (unknown image, missing runtime).
     #[error("{0}")]
     Unsupported(String),
+    /// The server has no capacity for another instance now (admission control): try again
+    /// after `retry_after_secs`.
+    #[error("server overloaded: {message}")]
+    Overloaded {
+        /// What limit was hit.
+        message: String,
+        /// When trying again makes sense.
+        retry_after_secs: u64,
+        /// Refused at once (the queue is full) rather than after waiting.
+        queue_full: bool,
+    },
     /// The server is shutting down.
     #[error("executor is shutting down")]
     ShuttingDown,

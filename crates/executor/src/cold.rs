@@ -8,6 +8,8 @@ use fission_core::resources::{Function, executor_type, function_defaults};
 use fission_core::{ExecutorError, InstanceLease};
 
 use crate::Executor;
+use tokio::sync::OwnedSemaphorePermit;
+
 use crate::backend::{InstanceBackend, LoadError, Specialization};
 use crate::instances::{Decision, Ticket};
 use crate::launcher::{RuntimeInstance, wait_exit};
@@ -30,6 +32,9 @@ impl<B: InstanceBackend> Executor<B> {
             function: format!("{}/{}", function.metadata.namespace, function.metadata.name),
             secs,
         };
+        // A specialization slot won while queueing, kept for the next decision.
+        let mut slot: Option<OwnedSemaphorePermit> = None;
+        let mut queued_since: Option<tokio::time::Instant> = None;
         loop {
             match self.table.try_acquire(function) {
                 Decision::Leased(lease) => return Ok(lease),
@@ -40,12 +45,32 @@ impl<B: InstanceBackend> Executor<B> {
                             function.metadata.name
                         )));
                     }
+                    let Some(permit) = slot.take().or_else(|| self.admission.try_specialize())
+                    else {
+                        // Over the server's budget: give the function's slot back and queue for
+                        // a budget slot or for one of the function's instances to free up.
+                        drop(ticket);
+                        let since = *queued_since.get_or_insert_with(tokio::time::Instant::now);
+                        let _place = self.admission.enqueue()?;
+                        let queue_deadline =
+                            deadline.min(since + self.admission.config.max_queue_wait);
+                        let change = self.table.change_of(function);
+                        tokio::select! {
+                            p = self.admission.specialize() => slot = p,
+                            () = wait_for(change) => {}
+                            () = tokio::time::sleep_until(queue_deadline) => {
+                                return Err(if queue_deadline == deadline { timeout() } else { self.admission.waited_too_long(since.elapsed()) });
+                            }
+                            () = self.stopping.cancelled() => return Err(ExecutorError::ShuttingDown),
+                        }
+                        continue;
+                    };
                     let me = self.me.upgrade().ok_or(ExecutorError::ShuttingDown)?;
                     // A task of its own: if the caller gives up, the specialization still
                     // completes and the instance serves the next request.
-                    let task = self
-                        .tasks
-                        .spawn(me.specialize_new(function.clone(), ticket));
+                    let task =
+                        self.tasks
+                            .spawn(me.specialize_new(function.clone(), ticket, permit));
                     return match tokio::time::timeout_at(deadline, task).await {
                         Ok(Ok(result)) => result,
                         Ok(Err(e)) => Err(ExecutorError::Internal(format!(
@@ -85,10 +110,11 @@ impl<B: InstanceBackend> Executor<B> {
     }
 
     /// The cold path: specialize a new instance for `function` and lease it.
-    async fn specialize_new(
+    pub(crate) async fn specialize_new(
         self: Arc<Self>,
         function: Function,
         ticket: Ticket,
+        _budget: OwnedSemaphorePermit,
     ) -> Result<InstanceLease, ExecutorError> {
         let name = format!("{}/{}", function.metadata.namespace, function.metadata.name);
         let failed = |message: String| ExecutorError::SpecializationFailed {
@@ -183,6 +209,14 @@ impl<B: InstanceBackend> Executor<B> {
             self.table.remove_instance(id);
         }
         Ok(lease)
+    }
+}
+
+/// Wait for a registered wake-up; with none, a short pause so the caller decides again.
+async fn wait_for(change: Option<std::pin::Pin<Box<tokio::sync::futures::OwnedNotified>>>) {
+    match change {
+        Some(c) => c.await,
+        None => tokio::time::sleep(Duration::from_millis(20)).await,
     }
 }
 

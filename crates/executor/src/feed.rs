@@ -29,6 +29,7 @@ impl<B: InstanceBackend> Executor<B> {
     fn reconcile(&self, objects: Vec<AnyResource>) {
         let mut envs = HashMap::new();
         let mut functions = HashMap::new();
+        let mut newdeploy = Vec::new();
         for obj in objects {
             match obj {
                 AnyResource::Environment(e) => {
@@ -36,6 +37,7 @@ impl<B: InstanceBackend> Executor<B> {
                 }
                 AnyResource::Function(f) => {
                     functions.insert(f.metadata.uid.clone(), f.metadata.resource_version.clone());
+                    newdeploy.push(f);
                 }
                 _ => {}
             }
@@ -55,6 +57,11 @@ impl<B: InstanceBackend> Executor<B> {
             }
         }
         self.table.reconcile(&functions);
+        self.lock_scaled()
+            .retain(|uid, _| functions.contains_key(uid));
+        for f in newdeploy {
+            self.track_scaled(&f);
+        }
     }
 
     fn apply(&self, event: WatchEvent) {
@@ -68,11 +75,13 @@ impl<B: InstanceBackend> Executor<B> {
                 }
             }
             (WatchEventType::Deleted, AnyResource::Function(f)) => {
-                self.table.function_changed(&f.metadata.uid, None)
+                self.untrack_scaled(&f.metadata.uid);
+                self.table.function_changed(&f.metadata.uid, None);
             }
             (_, AnyResource::Function(f)) => {
                 self.table
                     .function_changed(&f.metadata.uid, Some(&f.metadata.resource_version));
+                self.track_scaled(&f);
                 if let Some(me) = self.me.upgrade() {
                     self.tasks.spawn(me.prefetch(f));
                 }

@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
-use fission_core::resources::{Function, function_defaults};
+use fission_core::resources::{Function, executor_type, function_defaults};
 use fission_core::{InstanceLease, LeaseRelease};
 use tokio::sync::Notify;
 use tokio::sync::futures::OwnedNotified;
@@ -31,20 +31,39 @@ pub(crate) struct Limits {
     pub once_only: bool,
     /// Idle instances beyond `retain` are reaped after this (`idletimeout`).
     pub idle_timeout: Duration,
-    /// Idle instances kept regardless (`retainPods`).
+    /// Idle instances kept regardless (`retainPods`; `MinScale` for newdeploy).
     pub retain: usize,
+    /// newdeploy: at `concurrency` (`MaxScale`) calls go to the least busy instance rather
+    /// than wait, as a Service in front of a Deployment would send them.
+    pub overcommit: bool,
 }
+
+/// In-flight calls per newdeploy instance before another one is started (up to `MaxScale`).
+pub(crate) const NEWDEPLOY_TARGET_INFLIGHT: usize = 8;
 
 impl Limits {
     pub(crate) fn of(function: &Function) -> Self {
         let s = &function.spec;
         let positive = |v: i32, default: i32| if v > 0 { v as usize } else { default as usize };
+        if s.executor_type() == executor_type::NEWDEPLOY {
+            let es = &s.invoke_strategy.execution_strategy;
+            let min_scale = es.min_scale.max(0) as usize;
+            return Self {
+                concurrency: (es.max_scale.max(1) as usize).max(min_scale),
+                requests_per_pod: NEWDEPLOY_TARGET_INFLIGHT,
+                once_only: false,
+                idle_timeout: Duration::from_secs(s.idle_timeout_secs().max(0) as u64),
+                retain: min_scale,
+                overcommit: true,
+            };
+        }
         Self {
             concurrency: positive(s.concurrency, function_defaults::CONCURRENCY),
             requests_per_pod: positive(s.requests_per_pod, function_defaults::REQUESTS_PER_POD),
             once_only: s.once_only,
             idle_timeout: Duration::from_secs(s.idle_timeout_secs().max(0) as u64),
             retain: s.retain_pods.max(0) as usize,
+            overcommit: false,
         }
     }
 }
@@ -59,6 +78,23 @@ fn lease_free_slot(state: &mut FunctionState) -> Option<InstanceLease> {
         .slots
         .iter_mut()
         .filter(|s| !s.retired && s.active < rpp)
+        .min_by_key(|s| s.active)?;
+    slot.active += 1;
+    let release: Arc<dyn LeaseRelease> = slot.release.clone();
+    Some(InstanceLease::new(
+        slot.instance.addr(),
+        slot.instance.id(),
+        false,
+        release,
+    ))
+}
+
+/// A lease on the least busy live instance, whatever its load (newdeploy at `MaxScale`).
+fn lease_least_busy(state: &mut FunctionState) -> Option<InstanceLease> {
+    let slot = state
+        .slots
+        .iter_mut()
+        .filter(|s| !s.retired)
         .min_by_key(|s| s.active)?;
     slot.active += 1;
     let release: Arc<dyn LeaseRelease> = slot.release.clone();
@@ -237,10 +273,73 @@ impl FunctionTable {
                 armed: true,
             });
         }
+        if join.is_none()
+            && state.limits.overcommit
+            && let Some(lease) = lease_least_busy(state)
+        {
+            return Decision::Leased(lease);
+        }
         let mut wait = Box::pin(state.notify.clone().notified_owned());
         // Registered while the lock is held, so no release in between is missed.
         wait.as_mut().enable();
         Decision::Wait(wait, join)
+    }
+
+    /// newdeploy's `MinScale`: the right to specialize one more instance of `function` while
+    /// it has fewer than `MinScale` (live or on their way), not tied to any call.
+    pub(crate) fn reserve_below_min_scale(&self, function: &Function) -> Option<Ticket> {
+        let key = VersionKey::of(function);
+        let mut st = self.lock();
+        let entry = st.by_uid.entry(key.uid.clone()).or_default();
+        if rv_number(&key.rv) < entry.latest {
+            return None;
+        }
+        let state = entry
+            .versions
+            .entry(key.rv.clone())
+            .or_insert_with(|| FunctionState {
+                labels: function_labels(&function.metadata.namespace, &function.metadata.name),
+                limits: Limits::of(function),
+                slots: Vec::new(),
+                specializing: 0,
+                joined: 0,
+                draining: false,
+                notify: Arc::new(Notify::new()),
+            });
+        if state.draining
+            || !state.limits.overcommit
+            || state.live() + state.specializing >= state.limits.retain
+        {
+            return None;
+        }
+        state.specializing += 1;
+        Some(Ticket {
+            table: self.me.clone(),
+            key,
+            armed: true,
+        })
+    }
+
+    /// How many instances serve `namespace/name` (every version), for `fission fn get`.
+    pub(crate) fn instance_count(&self, namespace: &str, name: &str) -> usize {
+        let st = self.lock();
+        st.by_uid
+            .values()
+            .flat_map(|e| e.versions.values())
+            .filter(|v| v.labels.function_namespace == namespace && v.labels.function_name == name)
+            .map(|v| v.slots.len())
+            .sum()
+    }
+
+    /// A wake-up for when anything changes for this function version (a lease ends, an
+    /// instance joins or leaves), registered now; `None` if the table has no state for it.
+    pub(crate) fn change_of(&self, function: &Function) -> Option<Pin<Box<OwnedNotified>>> {
+        let key = VersionKey::of(function);
+        let st = self.lock();
+        let state = st.by_uid.get(&key.uid)?.versions.get(&key.rv)?;
+        let mut wait = Box::pin(state.notify.clone().notified_owned());
+        wait.as_mut().enable();
+        Some(wait)
     }
 
     fn unjoin(&self, key: &VersionKey) {
@@ -287,6 +386,7 @@ impl FunctionTable {
                     once_only: true,
                     idle_timeout: Duration::ZERO,
                     retain: 0,
+                    overcommit: false,
                 },
                 slots: Vec::new(),
                 specializing: 1,

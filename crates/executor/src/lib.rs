@@ -41,14 +41,16 @@
 //! Choices worth knowing:
 //! * Generic instances log under the environment: namespace of the environment, function name
 //!   `env:<environment name>`; from specialization on, lines go to the function's log.
-//! * `newdeploy` functions are served like `poolmgr` ones (there is no Deployment to create
-//!   here); `container` functions are refused as unsupported.
+//! * `newdeploy` functions get instances of their own, specialized from the same warm pools:
+//!   `MinScale` kept ready, up to `MaxScale` under load (`scale.rs`); `container` functions
+//!   are refused as unsupported.
 //! * An environment update replaces the pool only when its `spec` changed (label-only edits
 //!   keep the warm instances).
 //! * Instances are stopped with SIGKILL to their whole process group: they hold no state worth
 //!   a graceful exit, and only idle or broken instances are ever stopped.
 #![deny(missing_docs)]
 
+mod admission;
 mod backend;
 mod cold;
 mod feed;
@@ -61,6 +63,7 @@ mod pool;
 mod pools;
 mod reaper;
 mod sandboxed;
+mod scale;
 mod specialize;
 mod sys;
 
@@ -83,11 +86,13 @@ use fission_core::{
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admission::Admission;
 use crate::instances::FunctionTable;
 use crate::metrics::Metrics;
 use crate::package::UnpackLimits;
 use crate::pool::Pool;
 
+pub use crate::admission::AdmissionConfig;
 pub use crate::backend::{EnvironmentPlan, InstanceBackend, LoadError, Specialization};
 pub use crate::launcher::{
     CodeSlot, DiscardLines, ExitReport, InstanceLauncher, InstanceLimits, LaunchError, LaunchSpec,
@@ -110,6 +115,8 @@ pub struct Config {
     pub specialize_timeout: Duration,
     /// The local backend's settings (used by [`Executor::new`]).
     pub local: LocalConfig,
+    /// Server-wide limits on instances and concurrent specializations.
+    pub admission: AdmissionConfig,
     /// The id of the first instance started. Instance ids name instances in logs; a server
     /// sets this above every id a previous run of it can have used (see the binary).
     pub first_instance_id: u64,
@@ -127,6 +134,7 @@ impl Config {
             reaper_interval: Duration::from_secs(5),
             specialize_timeout: Duration::from_secs(30),
             local: LocalConfig::new(environments_dir, cache_dir, node_bin, python_bin),
+            admission: AdmissionConfig::for_this_machine(),
             first_instance_id: 1,
         }
     }
@@ -169,6 +177,9 @@ pub struct Executor<B: InstanceBackend = LocalBackend> {
     tasks: TaskTracker,
     /// One deployment prefetch at a time (see `feed.rs`).
     prefetching: tokio::sync::Semaphore,
+    admission: Admission,
+    /// newdeploy functions by uid (current version), kept at `MinScale`.
+    scaled: Mutex<HashMap<String, Function>>,
 }
 
 impl Executor<LocalBackend> {
@@ -234,6 +245,7 @@ impl<B: InstanceBackend> Executor<B> {
         metrics: Metrics,
     ) -> Arc<Self> {
         let first_instance_id = config.first_instance_id.max(1);
+        let admission = config.admission;
         Arc::new_cyclic(|me| Self {
             me: me.clone(),
             config,
@@ -250,6 +262,8 @@ impl<B: InstanceBackend> Executor<B> {
             stopping: CancellationToken::new(),
             tasks: TaskTracker::new(),
             prefetching: tokio::sync::Semaphore::new(1),
+            admission: Admission::new(admission),
+            scaled: Mutex::new(HashMap::new()),
         })
     }
 
@@ -268,6 +282,10 @@ impl<B: InstanceBackend> Executor<B> {
 
     fn lock_pools(&self) -> MutexGuard<'_, HashMap<EnvKey, Arc<Pool<B::Launch>>>> {
         self.pools.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_scaled(&self) -> MutexGuard<'_, HashMap<String, Function>> {
+        self.scaled.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn lock_live(&self) -> MutexGuard<'_, LiveSet> {

@@ -158,6 +158,16 @@ impl<B: InstanceBackend> Executor<B> {
         if self.stopping.is_cancelled() {
             return Err(ExecutorError::ShuttingDown);
         }
+        let alive = self.lock_live().instances.len();
+        if alive >= self.admission.config.max_instances {
+            return Err(ExecutorError::Overloaded {
+                message: format!(
+                    "{alive} instances are running, the most this server allows (--max-instances)"
+                ),
+                retry_after_secs: 1,
+                queue_full: false,
+            });
+        }
         let id = self.next_instance.fetch_add(1, Ordering::Relaxed);
         let env_meta = &pool.env.metadata;
         let log = LogSink::new(self.logs.writer(

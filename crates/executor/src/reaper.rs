@@ -19,6 +19,7 @@ pub(crate) async fn run<B: InstanceBackend>(executor: Arc<Executor<B>>) {
             () = executor.stopping.cancelled() => return,
         }
         reap_once(&executor);
+        executor.ensure_all_min_scale();
     }
 }
 

@@ -34,6 +34,7 @@ struct Setup {
     reaper_interval: Duration,
     specialize_timeout: Duration,
     tune: fn(&mut Function),
+    admission: Option<crate::AdmissionConfig>,
 }
 
 impl Default for Setup {
@@ -43,6 +44,7 @@ impl Default for Setup {
             reaper_interval: Duration::from_secs(3600),
             specialize_timeout: Duration::from_secs(10),
             tune: |_| {},
+            admission: None,
         }
     }
 }
@@ -53,6 +55,9 @@ async fn harness(setup: Setup) -> Harness {
     let mut config = Config::new(envs, dir.path().join("cache"), bin.clone(), bin);
     config.reaper_interval = setup.reaper_interval;
     config.specialize_timeout = setup.specialize_timeout;
+    if let Some(a) = setup.admission {
+        config.admission = a;
+    }
     let store = MemoryStore::new();
     let launcher = FakeLauncher::new();
     let logs = LogStore::open(dir.path().join("logs")).expect("logs");
@@ -812,5 +817,190 @@ async fn a_function_s_own_specializationtimeout_bounds_its_specialization() {
         "took {:?}",
         started.elapsed()
     );
+    h.stop().await;
+}
+
+fn admission(
+    max_specializations: usize,
+    max_instances: usize,
+    wait_ms: u64,
+) -> Option<crate::AdmissionConfig> {
+    Some(crate::AdmissionConfig {
+        max_instances,
+        max_specializations,
+        max_queued: 100,
+        max_queue_wait: Duration::from_millis(wait_ms),
+    })
+}
+
+#[tokio::test]
+async fn a_burst_beyond_the_specialization_budget_queues_and_every_call_is_served() {
+    let h = harness(Setup {
+        tune: |f| tuned(50, 1)(f),
+        admission: admission(2, 100, 5_000),
+        ..Setup::default()
+    })
+    .await;
+    h.launcher.set(FakeBehaviour {
+        delay: Duration::from_millis(30),
+        ..FakeBehaviour::default()
+    });
+    let calls: Vec<_> = (0..30)
+        .map(|_| {
+            let (exec, f) = (h.exec.clone(), h.function.clone());
+            tokio::spawn(async move {
+                let lease = exec.acquire(&f).await?;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                Ok::<_, ExecutorError>(lease.instance_id)
+            })
+        })
+        .collect();
+    for c in calls {
+        c.await.expect("join").expect("every call is served");
+    }
+    // Queued calls took instances that freed up instead of each starting its own.
+    let specialized = h.launcher.specializations();
+    assert!(
+        specialized < 30,
+        "{specialized} specializations for 30 calls"
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_cold_start_that_waits_past_the_queue_deadline_is_refused_as_overloaded() {
+    let h = harness(Setup {
+        tune: |f| tuned(5, 1)(f),
+        admission: admission(1, 100, 200),
+        ..Setup::default()
+    })
+    .await;
+    h.launcher.set(FakeBehaviour {
+        delay: Duration::from_millis(1_500),
+        ..FakeBehaviour::default()
+    });
+    let first = {
+        let (exec, f) = (h.exec.clone(), h.function.clone());
+        tokio::spawn(async move { exec.acquire(&f).await.map(|l| l.instance_id) })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let started = tokio::time::Instant::now();
+    let err = h.exec.acquire(&h.function).await.expect_err("over budget");
+    assert!(
+        matches!(
+            err,
+            ExecutorError::Overloaded {
+                queue_full: false,
+                retry_after_secs: 1,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(190),
+        "waited {:?}",
+        started.elapsed()
+    );
+    first
+        .await
+        .expect("join")
+        .expect("the first call still gets its instance");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn no_instance_starts_beyond_the_server_wide_cap() {
+    let h = harness(Setup {
+        poolsize: 1,
+        tune: |f| tuned(10, 1)(f),
+        admission: admission(10, 2, 300),
+        ..Setup::default()
+    })
+    .await;
+    let a = h.exec.acquire(&h.function).await.expect("first");
+    let b = h.exec.acquire(&h.function).await.expect("second");
+    // Two instances exist (the pool may be refilling into the cap); a third call cannot start one.
+    let err = h.exec.acquire(&h.function).await.expect_err("cap reached");
+    assert!(matches!(err, ExecutorError::Overloaded { .. }), "{err}");
+    assert!(
+        h.launcher.launched.load(Ordering::SeqCst) <= 2,
+        "launched {}",
+        h.launcher.launched.load(Ordering::SeqCst)
+    );
+    drop((a, b));
+    h.stop().await;
+}
+
+fn newdeploy(min: i32, max: i32) -> impl Fn(&mut Function) {
+    move |f: &mut Function| {
+        let es = &mut f.spec.invoke_strategy.execution_strategy;
+        es.executor_type = "newdeploy".to_owned();
+        es.min_scale = min;
+        es.max_scale = max;
+    }
+}
+
+#[tokio::test]
+async fn newdeploy_specializes_minscale_instances_before_any_call() {
+    let h = harness(Setup {
+        tune: |f| newdeploy(2, 4)(f),
+        ..Setup::default()
+    })
+    .await;
+    h.wait_for("MinScale instances", |h| h.launcher.specializations() == 2)
+        .await;
+    let lease = h.exec.acquire(&h.function).await.expect("lease");
+    assert!(!lease.cold, "the first call is warm");
+    assert_eq!(h.exec.instance_count("default", "hello"), 2);
+    drop(lease);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn newdeploy_scales_out_under_load_up_to_maxscale_and_never_makes_calls_wait_there() {
+    let h = harness(Setup {
+        tune: |f| newdeploy(1, 3)(f),
+        ..Setup::default()
+    })
+    .await;
+    h.wait_for("MinScale instance", |h| h.launcher.specializations() == 1)
+        .await;
+    let leases: Vec<_> = futures::future::join_all((0..40).map(|_| h.exec.acquire(&h.function)))
+        .await
+        .into_iter()
+        .map(|r| r.expect("every call gets an instance"))
+        .collect();
+    let instances: std::collections::HashSet<u64> = leases.iter().map(|l| l.instance_id).collect();
+    assert_eq!(instances.len(), 3, "scaled out to MaxScale, no further");
+    assert_eq!(h.launcher.specializations(), 3);
+    drop(leases);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn newdeploy_scales_back_to_minscale_when_idle_and_minscale_0_scales_to_zero() {
+    let h = harness(Setup {
+        reaper_interval: Duration::from_millis(100),
+        tune: |f| {
+            newdeploy(0, 3)(f);
+            f.spec.idletimeout = Some(1);
+        },
+        ..Setup::default()
+    })
+    .await;
+    assert_eq!(
+        h.exec.instance_count("default", "hello"),
+        0,
+        "MinScale 0: nothing before a call"
+    );
+    let lease = h.exec.acquire(&h.function).await.expect("lease");
+    assert!(lease.cold, "from zero the first call is a cold start");
+    drop(lease);
+    assert_eq!(h.exec.instance_count("default", "hello"), 1);
+    h.wait_for("scaled to zero after idletimeout", |h| {
+        h.exec.instance_count("default", "hello") == 0
+    })
+    .await;
     h.stop().await;
 }

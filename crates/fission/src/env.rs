@@ -16,6 +16,10 @@ pub const ENV_PYTHON: &str = "FISSION_PYTHON";
 pub const ENV_GRACE_PERIOD: &str = "FISSION_GRACE_PERIOD";
 /// Instance isolation mode.
 pub const ENV_SANDBOX: &str = "FISSION_SANDBOX";
+/// Most function instances alive at once.
+pub const ENV_MAX_INSTANCES: &str = "FISSION_MAX_INSTANCES";
+/// Most specializations in progress at once.
+pub const ENV_MAX_SPECIALIZATIONS: &str = "FISSION_MAX_SPECIALIZATIONS";
 /// Object store backend (`embedded`, `kubernetes`).
 pub const ENV_STORE: &str = "FISSION_STORE";
 /// Kubeconfig for the Kubernetes store.

@@ -62,6 +62,14 @@ pub struct ServerArgs {
     /// `none`: plain processes with the server's privileges — no isolation at all.
     #[arg(long, env = ENV_SANDBOX, value_enum, default_value_t = SandboxMode::Bwrap)]
     sandbox: SandboxMode,
+    /// Most function instances (warm and specialized) alive at once [default: memory / 48 MiB].
+    /// Cold starts beyond it are refused with 503 and Retry-After.
+    #[arg(long, env = ENV_MAX_INSTANCES, value_parser = clap::value_parser!(u32).range(1..))]
+    max_instances: Option<u32>,
+    /// Most specializations in progress at once [default: 2 per CPU]. Cold starts beyond it wait
+    /// up to 10 s for a slot or a free instance of their function, then get 503 with Retry-After.
+    #[arg(long, env = ENV_MAX_SPECIALIZATIONS, value_parser = clap::value_parser!(u32).range(1..))]
+    max_specializations: Option<u32>,
     /// Where objects live. `embedded`: a database in --data-dir. `kubernetes`: a cluster's
     /// API server, as fission.io/v1 custom resources (apply deploy/crds/ first) and real
     /// Secrets and ConfigMaps; function instances still run on this machine.
@@ -407,6 +415,17 @@ async fn start(args: ServerArgs) -> Result<Running> {
     // Instance ids name instances in `fission fn logs`; a restarted server must not reuse the
     // ids of the previous run's lines. Milliseconds since the epoch at start are above any id
     // an earlier run reached (it would have had to start more than one instance a millisecond).
+    if let Some(n) = args.max_instances {
+        executor_config.admission.max_instances = n as usize;
+    }
+    if let Some(n) = args.max_specializations {
+        executor_config.admission.max_specializations = n as usize;
+    }
+    tracing::info!(
+        max_instances = executor_config.admission.max_instances,
+        max_specializations = executor_config.admission.max_specializations,
+        "admission limits"
+    );
     executor_config.first_instance_id = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(1, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX / 2));

@@ -158,8 +158,9 @@ fn function_timeout() -> Response<RouterBody> {
 
 /// The executor could not hand out an instance.
 ///
-/// NotFound → 404; ShuttingDown → 503 (retry elsewhere); anything else → 500, as Fission does,
-/// but with the executor's message instead of Fission's generic text.
+/// NotFound → 404; ShuttingDown → 503 (retry elsewhere); Overloaded → 429 (queue full) or 503
+/// (waited too long), both with `Retry-After`; anything else → 500, as Fission does, but with
+/// the executor's message instead of Fission's generic text.
 fn executor_error(function: &str, err: &ExecutorError) -> Response<RouterBody> {
     let (status, reason) = match err {
         ExecutorError::NotFound(_) => (StatusCode::NOT_FOUND, "function_not_found"),
@@ -168,6 +169,12 @@ fn executor_error(function: &str, err: &ExecutorError) -> Response<RouterBody> {
         }
         ExecutorError::Timeout { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "instance_timeout"),
         ExecutorError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "executor_shutting_down"),
+        ExecutorError::Overloaded {
+            queue_full: true, ..
+        } => (StatusCode::TOO_MANY_REQUESTS, "overloaded"),
+        ExecutorError::Overloaded {
+            queue_full: false, ..
+        } => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
         ExecutorError::Unsupported(_) | ExecutorError::Internal(_) => {
             (StatusCode::INTERNAL_SERVER_ERROR, "executor_error")
         }
@@ -179,7 +186,17 @@ fn executor_error(function: &str, err: &ExecutorError) -> Response<RouterBody> {
         }
         _ => format!("error sending request to function: [{function}] {err}"),
     };
-    failure(status, reason, &text)
+    let mut resp = failure(status, reason, &text);
+    if let ExecutorError::Overloaded {
+        retry_after_secs, ..
+    } = err
+    {
+        resp.headers_mut().insert(
+            http::header::RETRY_AFTER,
+            HeaderValue::from(*retry_after_secs),
+        );
+    }
+    resp
 }
 
 /// Leasing an instance took longer than `functionTimeout` (Fission answers 500 here, not 504:

@@ -755,3 +755,29 @@ async fn grace_period_bounds_the_drain() {
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn an_overloaded_server_answers_503_or_429_with_retry_after() {
+    let h = Harness::start(vec![
+        function("hello"),
+        url_trigger("hello", "/hello", &["GET"], "hello"),
+    ])
+    .await;
+    let overloaded = |queue_full| {
+        Step::Fail(ExecutorError::Overloaded {
+            message: "busy".into(),
+            retry_after_secs: 2,
+            queue_full,
+        })
+    };
+    h.instances
+        .plan("default/hello", [overloaded(false), overloaded(true)]);
+    let (status, headers, body) = h.get("/hello").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(headers[http::header::RETRY_AFTER], "2");
+    assert_eq!(headers[ERROR_REASON_HEADER], "overloaded");
+    assert!(String::from_utf8_lossy(&body).contains("server overloaded: busy"));
+    let (status, headers, _) = h.get("/hello").await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(headers[http::header::RETRY_AFTER], "2");
+}

@@ -549,12 +549,12 @@ fn check_server_rules(specs: &Specs, report: &mut Report) {
             }
             AnyResource::Function(f) => {
                 let et = f.spec.executor_type();
-                if [executor_type::NEWDEPLOY, executor_type::CONTAINER].contains(&et) {
+                if et == executor_type::CONTAINER {
                     report.errors.push(obj_err(
                         o,
                         "spec.InvokeStrategy.ExecutionStrategy.ExecutorType",
                         format!(
-                            "executor type '{et}' is not supported by this server yet: use poolmgr"
+                            "executor type '{et}' is not supported by this server yet: use poolmgr or newdeploy"
                         ),
                     ));
                 }

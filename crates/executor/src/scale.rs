@@ -1,0 +1,67 @@
+//! newdeploy in local mode: a function's own instances, at least `MinScale` of them kept
+//! specialized (so its first call is warm), more up to `MaxScale` under load (see
+//! `instances.rs`: a new instance once every live one carries its target of in-flight calls),
+//! back to `MinScale` after `idletimeout` (the reaper keeps `MinScale` idle ones; `MinScale`
+//! 0 scales to zero and the next call is a cold start).
+
+use std::sync::Arc;
+
+use fission_core::resources::{Function, executor_type};
+
+use crate::Executor;
+use crate::backend::InstanceBackend;
+
+impl<B: InstanceBackend> Executor<B> {
+    /// Remember a created or updated function; a newdeploy one is brought to `MinScale`.
+    pub(crate) fn track_scaled(&self, function: &Function) {
+        let mut scaled = self.lock_scaled();
+        if function.spec.executor_type() == executor_type::NEWDEPLOY {
+            scaled.insert(function.metadata.uid.clone(), function.clone());
+            drop(scaled);
+            self.ensure_min_scale(function.clone());
+        } else {
+            scaled.remove(&function.metadata.uid);
+        }
+    }
+
+    /// Forget a deleted function.
+    pub(crate) fn untrack_scaled(&self, uid: &str) {
+        self.lock_scaled().remove(uid);
+    }
+
+    /// Bring every newdeploy function back to `MinScale` (instances crash, and the reaper's
+    /// pass may have left fewer than the floor after an update).
+    pub(crate) fn ensure_all_min_scale(&self) {
+        let functions: Vec<Function> = self.lock_scaled().values().cloned().collect();
+        for f in functions {
+            self.ensure_min_scale(f);
+        }
+    }
+
+    /// Specialize instances of `function` until it has `MinScale`, in the background.
+    fn ensure_min_scale(&self, function: Function) {
+        let Some(me) = self.me.upgrade() else { return };
+        while let Some(ticket) = self.table.reserve_below_min_scale(&function) {
+            let me = me.clone();
+            let function = function.clone();
+            self.tasks.spawn(async move {
+                let permit = tokio::select! {
+                    p = me.admission.specialize() => p,
+                    () = me.stopping.cancelled() => None,
+                };
+                let Some(permit) = permit else { return };
+                let name = format!("{}/{}", function.metadata.namespace, function.metadata.name);
+                match Arc::clone(&me).specialize_new(function, ticket, permit).await {
+                    // The warm-up holds no call: releasing its lease leaves the instance idle.
+                    Ok(lease) => drop(lease),
+                    Err(error) => tracing::warn!(function = %name, %error, "cannot bring the function to its MinScale"),
+                }
+            });
+        }
+    }
+
+    /// How many instances serve `namespace/name` now (every version).
+    pub fn instance_count(&self, namespace: &str, name: &str) -> usize {
+        self.table.instance_count(namespace, name)
+    }
+}
