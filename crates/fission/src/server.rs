@@ -99,6 +99,9 @@ enum SandboxMode {
     None,
 }
 
+/// The sandbox of a run and the runtimes prepared for it (both released at shutdown).
+type SandboxRun = (fission_sandbox::Sandbox, fission_executor::PreparedRuntimes);
+
 /// The launcher for `mode`: a sandboxing one, or plain processes.
 fn instance_launcher(
     mode: SandboxMode,
@@ -107,7 +110,7 @@ fn instance_launcher(
 ) -> Result<(
     Arc<dyn fission_executor::InstanceLauncher>,
     PathBuf,
-    Option<(fission_sandbox::Sandbox, fission_executor::PreparedRuntimes)>,
+    Option<SandboxRun>,
 )> {
     match mode {
         SandboxMode::None => {
@@ -314,7 +317,7 @@ struct Running {
     stop_accepting: CancellationToken,
     stop_backends: CancellationToken,
     grace: Duration,
-    sandbox: Option<(fission_sandbox::Sandbox, fission_executor::PreparedRuntimes)>,
+    sandbox: Option<SandboxRun>,
     store: Arc<dyn ResourceStore>,
     data: DataDir,
 }
@@ -516,6 +519,17 @@ async fn start(args: ServerArgs) -> Result<Running> {
         let (store, shutdown) = (store.clone(), stop_backends.clone());
         back.spawn(async move {
             fission_controller::follow_value_changes(store, shutdown).await;
+            Ok(())
+        });
+    }
+    {
+        let (store, calls, shutdown) = (
+            store.clone(),
+            Arc::new(router.clone()),
+            stop_backends.clone(),
+        );
+        back.spawn(async move {
+            fission_controller::canary::run(store, calls, shutdown).await;
             Ok(())
         });
     }

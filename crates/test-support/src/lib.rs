@@ -15,7 +15,7 @@ mod memory_store;
 mod prerequisites;
 
 pub use eventually::{Settled, eventually, eventually_blocking};
-pub use memory_store::MemoryStore;
+pub use memory_store::{FeedCut, MemoryStore};
 pub use prerequisites::{
     binary_on_path, ci_enforced, require, require_runtimes, running_as_root, runtime_dependencies,
 };

@@ -5,6 +5,7 @@ use chrono::{SecondsFormat, Utc};
 use fission_core::{
     AnyResource, ResourceKind, ResourceStore, StoreError, WatchEvent, WatchEventType, WatchStream,
 };
+use futures::StreamExt as _;
 use tokio::sync::broadcast;
 
 /// Events buffered per watcher before it gets `Lagged`, unless [`MemoryStore::with_feed_capacity`]
@@ -13,11 +14,26 @@ pub const DEFAULT_FEED_CAPACITY: usize = 4096;
 
 type Key = (ResourceKind, String, String);
 
+/// How the feeds of later `list_and_watch` calls end (see [`MemoryStore::cut_feeds`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FeedCut {
+    /// Feeds run until the store is dropped (or the watcher lags on its own).
+    #[default]
+    Never,
+    /// Feeds end after this many events, as when a connection to the store is lost.
+    EndAfter(usize),
+    /// Feeds report `Lagged` after this many events, then end.
+    LagAfter(usize),
+}
+
 #[derive(Default)]
 struct State {
     objects: BTreeMap<Key, AnyResource>,
     revision: u64,
     failing: Option<String>,
+    failing_listings: usize,
+    listings: usize,
+    cut: FeedCut,
 }
 
 /// A [`ResourceStore`] in memory, with the durable store's semantics (it passes the same
@@ -25,8 +41,10 @@ struct State {
 /// broadcast change feed published under the write lock so feed order is revision order.
 ///
 /// Test knobs: a small feed capacity ([`with_feed_capacity`](Self::with_feed_capacity)) makes
-/// slow watchers lag quickly, and [`fail_with`](Self::fail_with) makes every call fail with a
-/// backend error.
+/// slow watchers lag quickly; [`fail_with`](Self::fail_with) makes every call fail with a
+/// backend error, [`fail_listings`](Self::fail_listings) only the next few listings;
+/// [`cut_feeds`](Self::cut_feeds) ends or lags feeds early; [`listings`](Self::listings)
+/// counts `list_and_watch` calls.
 pub struct MemoryStore {
     state: Mutex<State>,
     feed: broadcast::Sender<WatchEvent>,
@@ -50,6 +68,21 @@ impl MemoryStore {
     /// nothing (a broken disk, a lost API server); `None` heals the store.
     pub fn fail_with(&self, message: Option<&str>) {
         self.lock().failing = message.map(str::to_owned);
+    }
+
+    /// The next `n` calls of `list_and_watch` fail with a backend error (other calls work).
+    pub fn fail_listings(&self, n: usize) {
+        self.lock().failing_listings = n;
+    }
+
+    /// How the feeds of later `list_and_watch` calls end; feeds already handed out keep theirs.
+    pub fn cut_feeds(&self, cut: FeedCut) {
+        self.lock().cut = cut;
+    }
+
+    /// How many times `list_and_watch` was called, failed calls included.
+    pub fn listings(&self) -> usize {
+        self.lock().listings
     }
 
     /// The last assigned revision.
@@ -214,12 +247,17 @@ impl ResourceStore for MemoryStore {
     }
 
     async fn list_and_watch(&self) -> Result<(Vec<AnyResource>, u64, WatchStream), StoreError> {
-        let st = self.state()?;
+        let mut st = self.state()?;
+        st.listings += 1;
+        if st.failing_listings > 0 {
+            st.failing_listings -= 1;
+            return Err(StoreError::Backend("injected listing failure".to_owned()));
+        }
         // Subscribing under the lock: no write can fall between the snapshot and the feed.
         let rx = self.feed.subscribe();
         let snapshot = st.objects.values().cloned().collect();
         // After `Lagged` the feed ends: the consumer has missed changes and must list again.
-        let stream = futures::stream::unfold(Some(rx), |rx| async move {
+        let feed = futures::stream::unfold(Some(rx), |rx| async move {
             let mut rx = rx?;
             match rx.recv().await {
                 Ok(ev) => Some((Ok(ev), Some(rx))),
@@ -229,7 +267,15 @@ impl ResourceStore for MemoryStore {
                 Err(broadcast::error::RecvError::Closed) => None,
             }
         });
-        Ok((snapshot, st.revision, Box::pin(stream)))
+        let feed: WatchStream = match st.cut {
+            FeedCut::Never => Box::pin(feed),
+            FeedCut::EndAfter(n) => Box::pin(feed.take(n)),
+            FeedCut::LagAfter(n) => Box::pin(
+                feed.take(n)
+                    .chain(futures::stream::iter([Err(StoreError::Lagged(1))])),
+            ),
+        };
+        Ok((snapshot, st.revision, feed))
     }
 }
 
@@ -269,5 +315,54 @@ mod tests {
             .collect();
         assert_eq!(names, ["kept"]);
         assert_eq!(store.revision(), 1);
+    }
+
+    #[tokio::test]
+    async fn listings_can_fail_a_few_times_and_are_counted() {
+        let store = MemoryStore::new();
+        store.fail_listings(2);
+        for _ in 0..2 {
+            let err = store
+                .list_and_watch()
+                .await
+                .err()
+                .expect("injected failure");
+            assert_eq!(
+                err.to_string(),
+                "storage backend failed: injected listing failure"
+            );
+        }
+        store
+            .create(function("f"))
+            .await
+            .expect("writes still work");
+        let (objects, _, _) = store.list_and_watch().await.expect("third listing works");
+        assert_eq!(objects.len(), 1);
+        assert_eq!(store.listings(), 3);
+    }
+
+    #[tokio::test]
+    async fn cut_feeds_end_or_lag_after_n_events_and_only_later_feeds_are_cut() {
+        use futures::StreamExt as _;
+        let store = MemoryStore::new();
+        let (_, _, mut uncut) = store.list_and_watch().await.expect("watch");
+        store.cut_feeds(FeedCut::EndAfter(1));
+        let (_, _, mut ends) = store.list_and_watch().await.expect("watch");
+        store.cut_feeds(FeedCut::LagAfter(1));
+        let (_, _, mut lags) = store.list_and_watch().await.expect("watch");
+        store.create(function("a")).await.expect("create");
+        store.create(function("b")).await.expect("create");
+        assert!(matches!(ends.next().await, Some(Ok(_))));
+        assert!(ends.next().await.is_none(), "ended after one event");
+        assert!(matches!(lags.next().await, Some(Ok(_))));
+        assert!(matches!(
+            lags.next().await,
+            Some(Err(StoreError::Lagged(_)))
+        ));
+        assert!(lags.next().await.is_none(), "ended after Lagged");
+        for name in ["a", "b"] {
+            let ev = uncut.next().await.expect("event").expect("ok");
+            assert_eq!(ev.object.meta().name, name);
+        }
     }
 }
