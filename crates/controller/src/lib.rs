@@ -14,6 +14,7 @@ pub mod canary;
 mod error;
 mod handlers;
 mod references;
+mod value_watch;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,6 +26,7 @@ use fission_store::logs::LogStore;
 use tokio_util::sync::CancellationToken;
 
 pub use error::ApiError;
+pub use value_watch::follow_value_changes;
 
 /// Controller settings.
 #[derive(Debug, Clone)]

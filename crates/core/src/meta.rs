@@ -78,7 +78,19 @@ impl ObjectMeta {
 }
 
 /// A `{namespace, name}` reference to another object (environment, secret, config map).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 pub struct ObjectReference {
     /// Namespace of the referenced object; empty means the referrer's namespace.
     #[serde(default, deserialize_with = "crate::decode::nullable")]

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -97,7 +98,7 @@ impl<S: Spec> Object<S> {
 }
 
 /// Marker status for kinds that have none.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct NoStatus {}
 
 /// The kinds this platform stores.
@@ -213,7 +214,7 @@ impl fmt::Display for ResourceKind {
 // === Quantities and resources ===
 
 /// Kubernetes `ResourceRequirements` with quantities kept as strings (`"100m"`, `"128Mi"`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ResourceRequirements {
     /// Upper bounds.
     #[serde(
@@ -221,6 +222,7 @@ pub struct ResourceRequirements {
         skip_serializing_if = "BTreeMap::is_empty",
         deserialize_with = "quantities"
     )]
+    #[schemars(schema_with = "quantity_map_schema")]
     pub limits: BTreeMap<String, String>,
     /// Reservations.
     #[serde(
@@ -228,7 +230,19 @@ pub struct ResourceRequirements {
         skip_serializing_if = "BTreeMap::is_empty",
         deserialize_with = "quantities"
     )]
+    #[schemars(schema_with = "quantity_map_schema")]
     pub requests: BTreeMap<String, String>,
+}
+
+/// Quantities are strings or numbers, as in Kubernetes' own `ResourceRequirements` schema.
+fn quantity_map_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "additionalProperties": {
+            "anyOf": [{"type": "integer"}, {"type": "string"}],
+            "x-kubernetes-int-or-string": true
+        }
+    })
 }
 
 /// Quantities may be written as numbers in YAML (`cpu: 1`); keep them as strings.
@@ -302,7 +316,7 @@ pub fn parse_memory(q: &str) -> Option<u64> {
 // === Environment ===
 
 /// `Environment` spec (§2.1).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct EnvironmentSpec {
     /// Interface version, 1..=3 (3 honours `poolsize`).
     #[serde(default, deserialize_with = "crate::decode::nullable")]
@@ -355,7 +369,7 @@ fn is_false(b: &bool) -> bool {
 }
 
 /// `spec.runtime` of an Environment.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Runtime {
     /// Runtime image; selects the built-in runtime here.
     #[serde(default, deserialize_with = "crate::decode::nullable")]
@@ -369,7 +383,7 @@ pub struct Runtime {
 }
 
 /// `spec.builder` of an Environment.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Builder {
     /// Builder image.
     #[serde(default, deserialize_with = "crate::decode::nullable")]
@@ -433,7 +447,7 @@ impl Spec for EnvironmentSpec {
 // === Package ===
 
 /// Checksum of an archive.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Checksum {
     /// `sha256`.
     #[serde(
@@ -453,7 +467,7 @@ pub struct Checksum {
 }
 
 /// A package archive: bytes inline (`literal`) or at a URL.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Archive {
     /// `literal`, `url`, or empty when there is no archive.
     #[serde(
@@ -465,6 +479,7 @@ pub struct Archive {
     pub archive_type: String,
     /// The bytes (base64 on the wire).
     #[serde(default, skip_serializing_if = "Vec::is_empty", with = "base64_bytes")]
+    #[schemars(with = "String", extend("format" = "byte"))]
     pub literal: Vec<u8>,
     /// Where the bytes are, for `url` archives.
     #[serde(
@@ -520,7 +535,7 @@ mod base64_bytes {
 }
 
 /// `Package` spec (§2.2).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct PackageSpec {
     /// The environment whose builder builds this package.
     #[serde(default, deserialize_with = "crate::decode::nullable")]
@@ -541,7 +556,7 @@ pub struct PackageSpec {
 }
 
 /// `Package` status.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct PackageStatus {
     /// `pending`, `running`, `succeeded`, `failed` or `none`.
     #[serde(default, deserialize_with = "crate::decode::nullable")]
@@ -604,7 +619,7 @@ pub fn initial_build_status(spec: &PackageSpec) -> (&'static str, &'static str) 
 // === Function ===
 
 /// `spec.package` of a Function.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct FunctionPackageRef {
     /// The package, pinned to a resourceVersion.
     #[serde(default, deserialize_with = "crate::decode::nullable")]
@@ -619,7 +634,7 @@ pub struct FunctionPackageRef {
 }
 
 /// `{namespace, name, resourceversion}`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct PackageRef {
     /// Namespace.
     #[serde(default, deserialize_with = "crate::decode::nullable")]
@@ -637,7 +652,7 @@ pub struct PackageRef {
 }
 
 /// `InvokeStrategy`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct InvokeStrategy {
     /// Always `execution`.
     #[serde(
@@ -658,7 +673,7 @@ pub struct InvokeStrategy {
 }
 
 /// `ExecutionStrategy`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ExecutionStrategy {
     /// `poolmgr`, `newdeploy` or `container`.
     #[serde(
@@ -727,7 +742,7 @@ pub mod executor_type {
 }
 
 /// `Function` spec (§2.3).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct FunctionSpec {
     /// The environment that runs it.
     #[serde(default, deserialize_with = "crate::decode::nullable")]
@@ -878,7 +893,7 @@ impl Spec for FunctionSpec {
 // === Triggers ===
 
 /// `functionref` of triggers.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct FunctionReference {
     /// `name` or `function-weights`.
     #[serde(rename = "type", default, deserialize_with = "crate::decode::nullable")]
@@ -923,7 +938,7 @@ impl FunctionReference {
 }
 
 /// `ingressconfig` of an HTTPTrigger.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct IngressConfig {
     /// Ingress annotations.
     #[serde(default)]
@@ -940,7 +955,7 @@ pub struct IngressConfig {
 }
 
 /// `HTTPTrigger` spec (§2.4).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct HttpTriggerSpec {
     /// Host to match (deprecated).
     #[serde(default, deserialize_with = "crate::decode::nullable")]
@@ -1010,7 +1025,7 @@ impl Spec for HttpTriggerSpec {
 }
 
 /// `TimeTrigger` spec (§2.6).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct TimeTriggerSpec {
     /// Cron expression (5 or 6 fields, or `@every 1m`, `@hourly`, …).
     #[serde(default, deserialize_with = "crate::decode::nullable")]
@@ -1048,7 +1063,7 @@ impl Spec for TimeTriggerSpec {
 }
 
 /// `KubernetesWatchTrigger` spec (§2.5).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct KubernetesWatchTriggerSpec {
     /// Namespace to watch.
     #[serde(default, deserialize_with = "crate::decode::nullable")]
@@ -1080,7 +1095,7 @@ impl Spec for KubernetesWatchTriggerSpec {
 }
 
 /// `MessageQueueTrigger` spec (§2.7).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MessageQueueTriggerSpec {
     /// Target function.
@@ -1168,7 +1183,7 @@ impl Spec for MessageQueueTriggerSpec {
 }
 
 /// `CanaryConfig` spec (§2.8).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub struct CanaryConfigSpec {
     /// HTTPTrigger whose weights are shifted.
@@ -1199,7 +1214,7 @@ pub struct CanaryConfigSpec {
 }
 
 /// `CanaryConfig` status.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct CanaryConfigStatus {
     /// `pending`, `succeeded`, `failed`, `aborted`.
     #[serde(default, deserialize_with = "crate::decode::nullable")]

@@ -20,3 +20,7 @@ pub const ENV_SANDBOX: &str = "FISSION_SANDBOX";
 pub const ENV_MAX_INSTANCES: &str = "FISSION_MAX_INSTANCES";
 /// Most specializations in progress at once.
 pub const ENV_MAX_SPECIALIZATIONS: &str = "FISSION_MAX_SPECIALIZATIONS";
+/// Object store backend (`embedded`, `kubernetes`).
+pub const ENV_STORE: &str = "FISSION_STORE";
+/// Kubeconfig for the Kubernetes store.
+pub const ENV_KUBECONFIG: &str = "FISSION_KUBECONFIG";

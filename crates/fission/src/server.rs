@@ -71,6 +71,24 @@ pub struct ServerArgs {
     /// up to 10 s for a slot or a free instance of their function, then get 503 with Retry-After.
     #[arg(long, env = ENV_MAX_SPECIALIZATIONS, value_parser = clap::value_parser!(u32).range(1..))]
     max_specializations: Option<u32>,
+    /// Where objects live. `embedded`: a database in --data-dir. `kubernetes`: a cluster's
+    /// API server, as fission.io/v1 custom resources (apply deploy/crds/ first) and real
+    /// Secrets and ConfigMaps; function instances still run on this machine.
+    #[arg(long, env = ENV_STORE, value_enum, default_value_t = StoreMode::Embedded)]
+    store: StoreMode,
+    /// Kubeconfig for --store kubernetes [default: the pod's service account when run in a
+    /// pod, else $KUBECONFIG or ~/.kube/config].
+    #[arg(long, env = ENV_KUBECONFIG)]
+    kubeconfig: Option<PathBuf>,
+}
+
+/// `--store` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum StoreMode {
+    /// redb in the data directory.
+    Embedded,
+    /// A Kubernetes API server.
+    Kubernetes,
 }
 
 /// `--sandbox` values.
@@ -320,14 +338,24 @@ async fn start(args: ServerArgs) -> Result<Running> {
     let started = tokio::time::Instant::now();
     let data_dir_path = args.data_dir.clone().unwrap_or_else(default_data_dir);
     let data = DataDir::open(&data_dir_path)?;
-    let cipher = SecretCipher::load_or_create(&data.secret_key())?;
-    let store = RedbStore::open_with_cipher(&data.database(), Some(cipher)).with_context(|| {
-        format!(
-            "cannot open the object database in {}",
-            data.root().display()
-        )
-    })?;
-    let store: Arc<dyn ResourceStore> = Arc::new(store);
+    let store: Arc<dyn ResourceStore> = match args.store {
+        StoreMode::Embedded => {
+            let cipher = SecretCipher::load_or_create(&data.secret_key())?;
+            let store =
+                RedbStore::open_with_cipher(&data.database(), Some(cipher)).with_context(|| {
+                    format!(
+                        "cannot open the object database in {}",
+                        data.root().display()
+                    )
+                })?;
+            Arc::new(store)
+        }
+        StoreMode::Kubernetes => {
+            let store = fission_store_kube::KubeStore::connect(args.kubeconfig.as_deref()).await?;
+            store.check_ready().await?;
+            Arc::new(store)
+        }
+    };
     let archives = ArchiveStore::open(data.archives())?;
     let logs = LogStore::open(data.logs())?;
 
@@ -490,6 +518,14 @@ async fn start(args: ServerArgs) -> Result<Running> {
     {
         let shutdown = stop_backends.clone();
         back.spawn(async move { builder.run(shutdown).await.context("build manager failed") });
+    }
+    if args.store == StoreMode::Kubernetes {
+        // kubectl changes secrets and config maps without the controller seeing it.
+        let (store, shutdown) = (store.clone(), stop_backends.clone());
+        back.spawn(async move {
+            fission_controller::follow_value_changes(store, shutdown).await;
+            Ok(())
+        });
     }
     {
         let (store, calls, shutdown) = (

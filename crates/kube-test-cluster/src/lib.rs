@@ -1,0 +1,278 @@
+//! A real Kubernetes control plane (etcd + kube-apiserver, built from the Go module proxy by
+//! `scripts/k8s/build-binaries.sh`) for tests, started by `scripts/k8s/control-plane.sh` on
+//! loopback ports picked at random.
+//!
+//! [`shared`] starts one cluster per test binary and hands every test the same one; the
+//! script's watchdog stops it and removes its directory when the test binary exits. Tests
+//! that disturb the cluster (restarting the API server) use [`TestCluster::start`] for their
+//! own.
+//!
+//! When a prerequisite is missing (no Go toolchain to build the binaries, no openssl) the
+//! cluster is `None` and the test should return early — unless `CI` is set
+//! ([`fission_test_support::ci_enforced`]), in which case [`shared`] and
+//! [`TestCluster::start_or_skip`] panic, so CI never passes a test that did not run.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::time::Instant;
+
+/// Why the cluster could not be started or used.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// A tool the harness needs is not installed.
+    #[error("{tool} is not installed (needed for the Kubernetes tests)")]
+    Missing {
+        /// The tool.
+        tool: &'static str,
+    },
+    /// A script or command failed.
+    #[error("`{command}` failed ({status}): {stderr}")]
+    Command {
+        /// What was run.
+        command: String,
+        /// Exit status.
+        status: String,
+        /// Its stderr.
+        stderr: String,
+    },
+    /// I/O around the state directory or a free port.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The repository root (this crate lives in `crates/kube-test-cluster`).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn script() -> PathBuf {
+    repo_root().join("scripts/k8s/control-plane.sh")
+}
+
+fn free_port() -> Result<u16, ClusterError> {
+    let l = TcpListener::bind("127.0.0.1:0").map_err(|source| ClusterError::Io {
+        what: "find a free port".into(),
+        source,
+    })?;
+    let port = l
+        .local_addr()
+        .map_err(|source| ClusterError::Io {
+            what: "find a free port".into(),
+            source,
+        })?
+        .port();
+    Ok(port)
+}
+
+fn run(cmd: &mut Command) -> Result<Output, ClusterError> {
+    let command = format!("{cmd:?}");
+    let out = cmd.output().map_err(|source| ClusterError::Io {
+        what: format!("run {command}"),
+        source,
+    })?;
+    if !out.status.success() {
+        return Err(ClusterError::Command {
+            command,
+            status: out.status.to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        });
+    }
+    Ok(out)
+}
+
+fn have(tool: &'static str) -> Result<(), ClusterError> {
+    fission_test_support::binary_on_path(tool)
+        .map(|_| ())
+        .map_err(|_| ClusterError::Missing { tool })
+}
+
+/// Whether tests must fail instead of skipping (CI sets `CI`).
+pub fn in_ci() -> bool {
+    fission_test_support::ci_enforced()
+}
+
+/// A running etcd + kube-apiserver.
+pub struct TestCluster {
+    dir: PathBuf,
+    /// Keeps the directory alive for clusters this process stops itself.
+    _owned_dir: Option<tempfile::TempDir>,
+    /// `https://127.0.0.1:<port>`.
+    pub server: String,
+    /// An admin (system:masters) kubeconfig.
+    pub kubeconfig: PathBuf,
+    /// Directory holding etcd, kube-apiserver and kubectl.
+    pub bin_dir: PathBuf,
+    /// Seconds the start took (certificates, etcd, API server ready).
+    pub start_secs: f64,
+    stop_on_drop: bool,
+}
+
+impl TestCluster {
+    fn start_inner(shared: bool) -> Result<Self, ClusterError> {
+        have("openssl")?;
+        have("curl")?;
+        if std::env::var_os("K8S_BIN").is_none() {
+            have("go")?;
+        }
+        let tmp = tempfile::Builder::new()
+            .prefix("fission-kube-")
+            .tempdir()
+            .map_err(|source| ClusterError::Io {
+                what: "create the cluster directory".into(),
+                source,
+            })?;
+        let (etcd, peer, api) = (free_port()?, free_port()?, free_port()?);
+        let t0 = Instant::now();
+        let mut cmd = Command::new(script());
+        cmd.arg("start").arg(tmp.path()).args([
+            etcd.to_string(),
+            peer.to_string(),
+            api.to_string(),
+        ]);
+        if shared {
+            // The watchdog stops the cluster when this test binary exits.
+            cmd.arg(std::process::id().to_string());
+        }
+        run(&mut cmd)?;
+        let start_secs = t0.elapsed().as_secs_f64();
+        let bin_dir = std::fs::read_to_string(tmp.path().join("bin-dir")).map_err(|source| {
+            ClusterError::Io {
+                what: "read bin-dir".into(),
+                source,
+            }
+        })?;
+        let dir = tmp.path().to_owned();
+        // A shared cluster's directory is removed by the watchdog, not by TempDir's Drop (a
+        // static is never dropped, and the watchdog must find the PID files).
+        let owned = if shared {
+            let _ = tmp.keep();
+            None
+        } else {
+            Some(tmp)
+        };
+        Ok(Self {
+            kubeconfig: dir.join("admin.kubeconfig"),
+            server: format!("https://127.0.0.1:{api}"),
+            bin_dir: PathBuf::from(bin_dir.trim()),
+            dir,
+            _owned_dir: owned,
+            start_secs,
+            stop_on_drop: !shared,
+        })
+    }
+
+    /// Start a cluster of this test's own, stopped on drop.
+    pub fn start() -> Result<Self, ClusterError> {
+        Self::start_inner(false)
+    }
+
+    /// [`TestCluster::start`], or None (after saying why) when a prerequisite is missing
+    /// outside CI. Panics in CI and on any other failure.
+    pub fn start_or_skip() -> Option<Self> {
+        skip_or_panic(Self::start())
+    }
+
+    /// Run kubectl against this cluster.
+    pub fn kubectl<I, S>(&self, args: I) -> Output
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let mut cmd = Command::new(self.bin_dir.join("kubectl"));
+        cmd.arg("--kubeconfig").arg(&self.kubeconfig).args(args);
+        match cmd.output() {
+            Ok(o) => o,
+            Err(e) => panic!("cannot run kubectl: {e}"),
+        }
+    }
+
+    /// Run kubectl and return stdout; panics with stderr when it fails.
+    pub fn kubectl_ok<I, S>(&self, args: I) -> String
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let out = self.kubectl(args);
+        assert!(
+            out.status.success(),
+            "kubectl failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Apply the checked-in `fission.io` CRDs and wait until they are Established.
+    pub fn apply_crds(&self) {
+        let crds = repo_root().join("deploy/crds");
+        self.kubectl_ok([
+            std::ffi::OsStr::new("apply"),
+            "-f".as_ref(),
+            crds.as_os_str(),
+        ]);
+        self.kubectl_ok([
+            std::ffi::OsStr::new("wait"),
+            "--for=condition=Established".as_ref(),
+            "--timeout=60s".as_ref(),
+            "-f".as_ref(),
+            crds.as_os_str(),
+        ]);
+    }
+
+    /// Stop and start the API server (etcd and its data stay).
+    pub fn restart_apiserver(&self) -> Result<(), ClusterError> {
+        run(Command::new(script())
+            .arg("restart-apiserver")
+            .arg(&self.dir))
+        .map(|_| ())
+    }
+
+    /// The state directory (logs under `logs/`).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        if self.stop_on_drop {
+            let _ = Command::new(script()).arg("stop").arg(&self.dir).status();
+        }
+    }
+}
+
+fn skip_or_panic(r: Result<TestCluster, ClusterError>) -> Option<TestCluster> {
+    match r {
+        Ok(c) => Some(c),
+        Err(ClusterError::Missing { tool }) => fission_test_support::require(
+            "a Kubernetes test control plane",
+            "scripts/k8s/build-binaries.sh needs go (scripts/k8s/ensure-go.sh); certificates need openssl and curl",
+            Err::<TestCluster, _>(format!("{tool} is not installed")),
+        ),
+        Err(e) => panic!("cannot start the Kubernetes test cluster: {e}"),
+    }
+}
+
+/// The cluster shared by every test in this test binary, started on first use with the
+/// `fission.io` CRDs applied. None when a prerequisite is missing outside CI.
+pub fn shared() -> Option<&'static TestCluster> {
+    static CLUSTER: OnceLock<Option<TestCluster>> = OnceLock::new();
+    CLUSTER
+        .get_or_init(|| {
+            let c = skip_or_panic(TestCluster::start_inner(true))?;
+            eprintln!(
+                "test cluster at {} ready in {:.1} s",
+                c.server, c.start_secs
+            );
+            c.apply_crds();
+            Some(c)
+        })
+        .as_ref()
+}
