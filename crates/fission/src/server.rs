@@ -70,6 +70,10 @@ pub struct ServerArgs {
     /// up to 10 s for a slot or a free instance of their function, then get 503 with Retry-After.
     #[arg(long, env = ENV_MAX_SPECIALIZATIONS, value_parser = clap::value_parser!(u32).range(1..))]
     max_specializations: Option<u32>,
+    /// PEM file of CA certificates trusted, besides the built-in web roots, when fetching
+    /// http(s) package archives (`--deploy`/`--src https://…`).
+    #[arg(long, env = fission_fetch::CA_CERT_ENV)]
+    archive_ca_cert: Option<PathBuf>,
 }
 
 /// `--sandbox` values.
@@ -390,6 +394,13 @@ async fn start(args: ServerArgs) -> Result<Running> {
     if let Some(n) = args.max_instances {
         executor_config.admission.max_instances = n as usize;
     }
+    let archive_fetch = fission_fetch::FetchConfig {
+        extra_ca_cert: args.archive_ca_cert.clone(),
+        ..fission_fetch::FetchConfig::default()
+    };
+    // A bad CA file is a configuration error: refuse to start rather than fail every fetch.
+    fission_fetch::Fetcher::new(&archive_fetch, None).context("--archive-ca-cert")?;
+    executor_config.local.archive_fetch = archive_fetch.clone();
     if let Some(n) = args.max_specializations {
         executor_config.admission.max_specializations = n as usize;
     }
@@ -432,6 +443,7 @@ async fn start(args: ServerArgs) -> Result<Running> {
     let mut builder_config = fission_builder::Config::new(data.root().join("builds"));
     builder_config.node_bin = node.clone();
     builder_config.runtime_python_bin = python.clone();
+    builder_config.archive_fetch = archive_fetch;
     let builder = fission_builder::BuildManager::new(
         builder_config,
         store.clone(),
