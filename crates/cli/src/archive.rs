@@ -265,10 +265,16 @@ pub(crate) async fn into_archive(
                 } else {
                     // Anywhere else: with the limits and CA settings the server fetches it with
                     // (FISSION_ARCHIVE_CA_CERT names extra trusted CAs).
-                    let fetcher =
-                        fission_fetch::Fetcher::new(&fission_fetch::FetchConfig::default(), None)
-                            .context(what.clone())?;
-                    fetcher.fetch(&url, "").await.context(what)?
+                    // Fetch errors name their cause in their message: no context chain,
+                    // which would repeat it.
+                    let fetched = match fission_fetch::Fetcher::new(
+                        &fission_fetch::FetchConfig::default(),
+                        None,
+                    ) {
+                        Ok(f) => f.fetch(&url, "").await,
+                        Err(e) => Err(e),
+                    };
+                    fetched.map_err(|e| anyhow::anyhow!("{what}: {e}"))?
                 };
                 Some(sha256_hex(&bytes))
             };

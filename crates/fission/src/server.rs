@@ -399,7 +399,9 @@ async fn start(args: ServerArgs) -> Result<Running> {
         ..fission_fetch::FetchConfig::default()
     };
     // A bad CA file is a configuration error: refuse to start rather than fail every fetch.
-    fission_fetch::Fetcher::new(&archive_fetch, None).context("--archive-ca-cert")?;
+    // Its message already names the cause: no context chain, which would repeat it.
+    fission_fetch::Fetcher::new(&archive_fetch, None)
+        .map_err(|e| anyhow::anyhow!("--archive-ca-cert: {e}"))?;
     executor_config.local.archive_fetch = archive_fetch.clone();
     if let Some(n) = args.max_specializations {
         executor_config.admission.max_specializations = n as usize;

@@ -113,6 +113,21 @@ impl Server {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// `fission <args>` without the test CA; returns its stderr, panics if it succeeds.
+    fn fission_untrusting(&self, args: &[&str]) -> String {
+        let out = Command::new(BIN)
+            .args(args)
+            .env("FISSION_URL", &self.controller)
+            .env("FISSION_ROUTER_URL", &self.router)
+            .env_remove(fission_fetch::CA_CERT_ENV)
+            .env_remove("FISSION_DEFAULT_NAMESPACE")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run fission");
+        assert!(!out.status.success(), "fission {args:?} succeeded");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -183,8 +198,20 @@ fn a_remote_archive_with_a_wrong_checksum_is_refused_and_the_function_keeps_its_
         "fission/node-env",
     ]);
 
-    // The CLI downloads the archive (through the test CA) to record its checksum.
     let v1_url = https.url("/v1.js");
+    // A certificate the CLI does not trust: nothing is created.
+    let err = server.fission_untrusting(&[
+        "fn", "create", "--name", "remote", "--env", "nodejs", "--deploy", &v1_url,
+    ]);
+    assert!(
+        err.starts_with("Error: ")
+            && err.contains(&format!(
+                "error downloading '{v1_url}' to compute its checksum (use --insecure to skip)"
+            ))
+            && err.to_lowercase().contains("certificate"),
+        "{err}"
+    );
+    // The CLI downloads the archive (through the test CA) to record its checksum.
     server.fission(&[
         "fn", "create", "--name", "remote", "--env", "nodejs", "--deploy", &v1_url,
     ]);
@@ -254,5 +281,34 @@ fn a_remote_archive_with_a_wrong_checksum_is_refused_and_the_function_keeps_its_
             .get("/remote")
             .filter(|(_, b)| b == "v2")),
         (200, "v2".to_owned())
+    );
+}
+
+#[test]
+fn a_server_given_an_unreadable_archive_ca_file_refuses_to_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = dir.path().join("missing-ca.pem");
+    let out = Command::new(BIN)
+        .arg("server")
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args(["--controller-listen", "127.0.0.1:0"])
+        .args(["--router-listen", "127.0.0.1:0"])
+        .args(["--sandbox", "none"])
+        .arg("--archive-ca-cert")
+        .arg(&missing)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run server");
+    let err = String::from_utf8_lossy(&out.stderr);
+    // 2: the server cannot start as configured, like a bad flag.
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("Error: --archive-ca-cert")
+            && err.contains(&format!(
+                "cannot read the archive CA certificates {}: No such file or directory (os error 2)\n",
+                missing.display()
+            )),
+        "{err}"
     );
 }
