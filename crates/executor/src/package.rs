@@ -18,6 +18,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use fission_core::ArchiveStorage;
 use fission_core::archive::{ArchiveError, archive_id_from_url};
@@ -146,7 +147,13 @@ pub(crate) struct PackageCache {
     /// The last deployment served per package (by uid) and mode: what keeps serving when a
     /// newer version's deployment cannot be had.
     last_good: Mutex<HashMap<LastGoodKey, PathBuf>>,
+    /// Package versions refused while an earlier deployment serves: resourceVersion, when.
+    refused: Mutex<HashMap<LastGoodKey, (String, Instant)>>,
 }
+
+/// How long a refused package version is not tried again while its previous deployment
+/// serves, so that cold starts do not each download (and wait for) an archive known to be bad.
+const REFUSED_RETRY: Duration = Duration::from_secs(30);
 
 /// Namespace, name, uid of a package; whether the archive is kept unopened.
 type LastGoodKey = (String, String, String, bool);
@@ -179,6 +186,7 @@ impl PackageCache {
             inflight: Mutex::new(HashMap::new()),
             remote,
             last_good: Mutex::new(HashMap::new()),
+            refused: Mutex::new(HashMap::new()),
         }
     }
 
@@ -197,8 +205,22 @@ impl PackageCache {
             pkg.metadata.uid.clone(),
             keep_archive,
         );
+        let rv = &pkg.metadata.resource_version;
+        let recently_refused = {
+            let refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
+            refused
+                .get(&key)
+                .is_some_and(|(v, at)| v == rv && !rv.is_empty() && at.elapsed() < REFUSED_RETRY)
+        };
+        if recently_refused && let Some(prev) = self.previous(&key) {
+            return Ok(prev);
+        }
         match self.current_deployment(pkg, keep_archive).await {
             Ok(path) => {
+                self.refused
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&key);
                 self.last_good
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
@@ -206,29 +228,34 @@ impl PackageCache {
                 Ok(path)
             }
             Err(e) if !e.is_archive_failure() => Err(e),
-            Err(e) => {
-                let previous = self
-                    .last_good
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .get(&key)
-                    .cloned();
-                match previous {
-                    Some(prev) if prev.symlink_metadata().is_ok() => {
-                        tracing::error!(
-                            namespace = %pkg.metadata.namespace,
-                            package = %pkg.metadata.name,
-                            resource_version = %pkg.metadata.resource_version,
-                            error = %e,
-                            previous = %prev.display(),
-                            "refusing the package's new deployment; its previous deployment keeps serving"
-                        );
-                        Ok(prev)
-                    }
-                    _ => Err(e),
+            Err(e) => match self.previous(&key) {
+                Some(prev) => {
+                    self.refused
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(key, (rv.clone(), Instant::now()));
+                    tracing::error!(
+                        namespace = %pkg.metadata.namespace,
+                        package = %pkg.metadata.name,
+                        resource_version = %pkg.metadata.resource_version,
+                        error = %e,
+                        previous = %prev.display(),
+                        "refusing the package's new deployment; its previous deployment keeps serving"
+                    );
+                    Ok(prev)
                 }
-            }
+                None => Err(e),
+            },
         }
+    }
+
+    /// The last deployment served of the package, if it is still installed.
+    fn previous(&self, key: &LastGoodKey) -> Option<PathBuf> {
+        let last_good = self.last_good.lock().unwrap_or_else(|e| e.into_inner());
+        last_good
+            .get(key)
+            .filter(|p| p.symlink_metadata().is_ok())
+            .cloned()
     }
 
     /// The deployment of `pkg`'s current version.
@@ -806,6 +833,14 @@ mod tests {
         let path = cache.deployment(&v2, false).await.expect("previous");
         assert_eq!(path, good);
         assert_eq!(fs::read(&path).expect("read"), b"v1");
+        let hits = server.hits("/v2.js");
+        // Asked again soon after (the next cold start): not downloaded again.
+        assert_eq!(cache.deployment(&v2, false).await.expect("previous"), good);
+        assert_eq!(
+            server.hits("/v2.js"),
+            hits,
+            "a refused version is not refetched at once"
+        );
         assert!(
             dir.path()
                 .join("cache/default/pkg/50")
