@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
-# The whole test suite: runtime dependencies, then every Rust test (unit, API contract,
-# end-to-end through the real binaries), then the runtimes' own suites.
+# The whole test suite: formatting and lints, runtime dependencies, then every Rust test (unit,
+# API contract, end-to-end through the real binaries), then the runtimes' own suites.
+#
+# Tests whose prerequisites (root, bwrap, nft, node, python3, the runtimes' dependencies) are
+# missing print "SKIPPED: …" and pass, unless CI is set (CI=true): then they fail. .ci/run sets
+# CI and installs every prerequisite.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
 ./environments/setup.sh
 cargo build --locked --workspace --all-targets
 cargo test --locked --workspace -- --test-threads=2

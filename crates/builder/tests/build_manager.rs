@@ -15,6 +15,7 @@ use fission_core::{AnyResource, ObjectReference, ResourceKind, ResourceStore};
 use fission_store::RedbStore;
 use fission_store::archive::{ArchiveStore, archive_id_from_url};
 use fission_store::logs::LogStore;
+use fission_test_support::{binary_on_path, require};
 use tokio_util::sync::CancellationToken;
 
 struct Harness {
@@ -229,22 +230,15 @@ fn zip_of(entries: &[(&str, &str)]) -> Vec<u8> {
     buf.into_inner()
 }
 
-fn have(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
-        .unwrap_or(false)
-}
-
 fn read(dir: &Path, rel: &str) -> String {
     std::fs::read_to_string(dir.join("d").join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
 }
 
 #[tokio::test]
 async fn node_build_installs_and_deploys_and_repins_functions() {
-    if !have("npm") {
-        eprintln!("npm not installed; skipping");
+    let Some(_) = require("npm", "apt-get install npm", binary_on_path("npm")) else {
         return;
-    }
+    };
     let mut h = Harness::new();
     h.env("node", "fission/node-builder", "build").await;
     let src = zip_of(&[

@@ -10,6 +10,7 @@
 //! and version, and an OpenAPI document generated from the same route table it serves.
 
 mod apidocs;
+pub mod canary;
 mod error;
 mod handlers;
 mod references;

@@ -12,6 +12,7 @@
 #![deny(missing_docs)]
 
 pub mod archive;
+mod calls;
 mod error;
 mod executor;
 mod logs;
@@ -23,6 +24,7 @@ mod store;
 pub mod validation;
 
 pub use archive::{ArchiveError, ArchiveStorage};
+pub use calls::{CallCounter, CallCounts};
 pub use error::{ErrorBody, ErrorCode};
 pub use executor::{ExecutorError, FunctionInstances, InstanceLease, LeaseRelease};
 pub use logs::{FunctionLogs, LineSink, OutputStream};

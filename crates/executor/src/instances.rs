@@ -320,6 +320,44 @@ impl FunctionTable {
         })
     }
 
+    /// newdeploy's CPU scale-out: the right to specialize one more instance of `function`
+    /// while it is below `MaxScale` and not already adding one.
+    pub(crate) fn reserve_scale_out(&self, function: &Function) -> Option<Ticket> {
+        let key = VersionKey::of(function);
+        let mut st = self.lock();
+        let state = st.by_uid.get_mut(&key.uid)?.versions.get_mut(&key.rv)?;
+        if state.draining
+            || !state.limits.overcommit
+            || state.specializing > 0
+            || state.live() >= state.limits.concurrency
+        {
+            return None;
+        }
+        state.specializing += 1;
+        Some(Ticket {
+            table: self.me.clone(),
+            key,
+            armed: true,
+        })
+    }
+
+    /// The serving instances of this function version.
+    pub(crate) fn instances_of(&self, function: &Function) -> Vec<Arc<dyn RuntimeInstance>> {
+        let key = VersionKey::of(function);
+        let st = self.lock();
+        st.by_uid
+            .get(&key.uid)
+            .and_then(|e| e.versions.get(&key.rv))
+            .map(|v| {
+                v.slots
+                    .iter()
+                    .filter(|s| !s.retired)
+                    .map(|s| s.instance.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// How many instances serve `namespace/name` (every version), for `fission fn get`.
     pub(crate) fn instance_count(&self, namespace: &str, name: &str) -> usize {
         let st = self.lock();

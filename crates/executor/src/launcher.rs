@@ -192,6 +192,11 @@ pub trait RuntimeInstance: Send + Sync + 'static {
     fn values_dirs(&self) -> Option<(PathBuf, PathBuf)> {
         None
     }
+    /// CPU time it has used so far, where the launcher can tell (newdeploy's
+    /// `TargetCPUPercent` scales on it). Blocking: a file read.
+    fn cpu_time(&self) -> Option<std::time::Duration> {
+        None
+    }
     /// Why it died, in words a user understands (`out of memory`), once it has exited.
     fn exit_cause(&self) -> Option<String> {
         self.exit_watch()
@@ -437,6 +442,10 @@ impl RuntimeInstance for ProcessInstance {
         self.pid
     }
 
+    fn cpu_time(&self) -> Option<std::time::Duration> {
+        proc_cpu_time(self.pid?)
+    }
+
     fn exit_watch(&self) -> watch::Receiver<Option<ExitReport>> {
         self.exit.clone()
     }
@@ -486,4 +495,17 @@ fn find_interpreter(name: &str) -> Option<PathBuf> {
             let s = p.to_string_lossy();
             p.is_file() && !s.contains("/shims/")
         })
+}
+
+/// `utime + stime` of a process from `/proc/<pid>/stat` (in USER_HZ ticks, 100 per second on
+/// Linux whatever the kernel's own tick rate).
+pub(crate) fn proc_cpu_time(pid: u32) -> Option<std::time::Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces and parentheses: fields start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After ')' come state (field 3), … utime is field 14 and stime field 15 overall.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(std::time::Duration::from_millis((utime + stime) * 10))
 }

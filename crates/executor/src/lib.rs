@@ -180,6 +180,8 @@ pub struct Executor<B: InstanceBackend = LocalBackend> {
     admission: Admission,
     /// newdeploy functions by uid (current version), kept at `MinScale`.
     scaled: Mutex<HashMap<String, Function>>,
+    /// Last CPU sample per instance id (newdeploy's `TargetCPUPercent`).
+    cpu_samples: Mutex<HashMap<u64, (tokio::time::Instant, Duration)>>,
 }
 
 impl Executor<LocalBackend> {
@@ -264,6 +266,7 @@ impl<B: InstanceBackend> Executor<B> {
             prefetching: tokio::sync::Semaphore::new(1),
             admission: Admission::new(admission),
             scaled: Mutex::new(HashMap::new()),
+            cpu_samples: Mutex::new(HashMap::new()),
         })
     }
 
@@ -286,6 +289,10 @@ impl<B: InstanceBackend> Executor<B> {
 
     fn lock_scaled(&self) -> MutexGuard<'_, HashMap<String, Function>> {
         self.scaled.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_cpu_samples(&self) -> MutexGuard<'_, HashMap<u64, (tokio::time::Instant, Duration)>> {
+        self.cpu_samples.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn lock_live(&self) -> MutexGuard<'_, LiveSet> {

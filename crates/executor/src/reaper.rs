@@ -20,6 +20,7 @@ pub(crate) async fn run<B: InstanceBackend>(executor: Arc<Executor<B>>) {
         }
         reap_once(&executor);
         executor.ensure_all_min_scale();
+        executor.scale_on_cpu().await;
     }
 }
 

@@ -217,6 +217,7 @@ impl InstanceLauncher for SandboxLauncher {
         let kill = Arc::new(Notify::new());
         let kill_requested = kill.clone();
         let reaper_slot = slot.clone();
+        let stats_slot = slot.clone();
         tokio::spawn(async move {
             let (status, killed) = tokio::select! {
                 status = child.wait() => (status, false),
@@ -267,6 +268,7 @@ impl InstanceLauncher for SandboxLauncher {
             id: spec.instance_id,
             addr,
             pid,
+            slot: stats_slot,
             userfunc,
             values,
             exit: exit_rx,
@@ -279,6 +281,8 @@ struct SandboxedInstance {
     id: u64,
     addr: SocketAddr,
     pid: Option<u32>,
+    /// The slot while it exists (for its cgroup's CPU usage).
+    slot: Arc<Mutex<Option<Slot>>>,
     userfunc: PathBuf,
     values: (PathBuf, PathBuf),
     exit: watch::Receiver<Option<ExitReport>>,
@@ -297,6 +301,13 @@ impl RuntimeInstance for SandboxedInstance {
 
     fn pid(&self) -> Option<u32> {
         self.pid
+    }
+
+    fn cpu_time(&self) -> Option<std::time::Duration> {
+        // The whole slot's cgroup: the runtime and anything it started.
+        let slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
+        let ns = slot.as_ref()?.stats().cpu_usage_ns?;
+        Some(std::time::Duration::from_nanos(ns))
     }
 
     fn exit_watch(&self) -> watch::Receiver<Option<ExitReport>> {

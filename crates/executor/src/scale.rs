@@ -2,7 +2,10 @@
 //! specialized (so its first call is warm), more up to `MaxScale` under load (see
 //! `instances.rs`: a new instance once every live one carries its target of in-flight calls),
 //! back to `MinScale` after `idletimeout` (the reaper keeps `MinScale` idle ones; `MinScale`
-//! 0 scales to zero and the next call is a cold start).
+//! 0 scales to zero and the next call is a cold start). With `TargetCPUPercent` set, an
+//! instance is also added (one at a time, up to `MaxScale`) when the function's instances
+//! used more than that share of their CPU over the last reaper interval — what an HPA on the
+//! Deployment would do.
 
 use std::sync::Arc;
 
@@ -58,6 +61,84 @@ impl<B: InstanceBackend> Executor<B> {
                 }
             });
         }
+    }
+
+    /// Add an instance to each newdeploy function with a `TargetCPUPercent` whose instances
+    /// ran hotter than it since the last sample.
+    pub(crate) async fn scale_on_cpu(&self) {
+        let functions: Vec<Function> = self
+            .lock_scaled()
+            .values()
+            .filter(|f| f.spec.invoke_strategy.execution_strategy.target_cpu_percent > 0)
+            .cloned()
+            .collect();
+        for function in functions {
+            let instances = self.table.instances_of(&function);
+            if instances.is_empty() {
+                continue;
+            }
+            let samples = tokio::task::spawn_blocking(move || {
+                instances
+                    .iter()
+                    .map(|i| (i.id(), i.cpu_time()))
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .unwrap_or_default();
+            let now = tokio::time::Instant::now();
+            let mut percents = Vec::new();
+            {
+                let mut last = self.lock_cpu_samples();
+                for (id, cpu) in samples {
+                    let Some(cpu) = cpu else { continue };
+                    if let Some((then, before)) = last.insert(id, (now, cpu)) {
+                        let wall = now.saturating_duration_since(then).as_secs_f64();
+                        if wall > 0.0 {
+                            percents.push(cpu.saturating_sub(before).as_secs_f64() * 100.0 / wall);
+                        }
+                    }
+                }
+            }
+            let Some(average) = (!percents.is_empty())
+                .then(|| percents.iter().sum::<f64>() / percents.len() as f64)
+            else {
+                continue;
+            };
+            let target = f64::from(
+                function
+                    .spec
+                    .invoke_strategy
+                    .execution_strategy
+                    .target_cpu_percent,
+            );
+            if average <= target {
+                continue;
+            }
+            let Some(ticket) = self.table.reserve_scale_out(&function) else {
+                continue;
+            };
+            let Some(me) = self.me.upgrade() else { return };
+            let name = format!("{}/{}", function.metadata.namespace, function.metadata.name);
+            tracing::info!(function = %name, cpu_percent = average, target, "scaling out on CPU");
+            self.tasks.spawn(async move {
+                let permit = tokio::select! {
+                    p = me.admission.specialize() => p,
+                    () = me.stopping.cancelled() => None,
+                };
+                let Some(permit) = permit else { return };
+                if let Err(error) = Arc::clone(&me)
+                    .specialize_new(function, ticket, permit)
+                    .await
+                    .map(drop)
+                {
+                    tracing::warn!(function = %name, %error, "cannot scale out");
+                }
+            });
+        }
+        // Forget instances that are gone.
+        let live: std::collections::HashSet<u64> =
+            self.lock_live().instances.keys().copied().collect();
+        self.lock_cpu_samples().retain(|id, _| live.contains(id));
     }
 
     /// How many instances serve `namespace/name` now (every version).

@@ -1,7 +1,7 @@
-//! Test doubles: an in-memory [`ResourceStore`] with a broadcast change feed, and a launcher
-//! whose "instances" are in-process HTTP servers that count specializations.
+//! Test doubles: a launcher whose "instances" are in-process HTTP servers that count
+//! specializations (the in-memory store is test-support's, which passes the store contract).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -13,190 +13,16 @@ use bytes::Bytes;
 use fission_core::resources::{
     Archive, Environment, EnvironmentSpec, Function, FunctionSpec, Package, PackageSpec, Runtime,
 };
-use fission_core::{
-    AnyResource, ObjectReference, ResourceKind, ResourceStore, StoreError, WatchEvent,
-    WatchEventType, WatchStream,
-};
+use fission_core::{AnyResource, ObjectReference, ResourceStore};
 use http_body_util::{BodyExt as _, Full};
 use hyper_util::rt::TokioIo;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 
 use crate::launcher::{
     CodeSlot, ExitReport, InstanceLauncher, LaunchError, LaunchSpec, RuntimeInstance,
 };
 
-// === In-memory store ===
-
-type Key = (ResourceKind, String, String);
-
-#[derive(Default)]
-struct MemState {
-    objects: BTreeMap<Key, AnyResource>,
-    revision: u64,
-}
-
-/// A `ResourceStore` in memory: one revision counter, uids `uid-<n>`, broadcast change feed.
-pub(crate) struct MemoryStore {
-    state: Mutex<MemState>,
-    feed: broadcast::Sender<WatchEvent>,
-}
-
-impl MemoryStore {
-    pub(crate) fn new() -> Arc<Self> {
-        Arc::new(Self {
-            state: Mutex::new(MemState::default()),
-            feed: broadcast::channel(1024).0,
-        })
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, MemState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn key(obj: &AnyResource) -> Key {
-        (
-            obj.kind(),
-            obj.meta().namespace.clone(),
-            obj.meta().name.clone(),
-        )
-    }
-
-    fn not_found(kind: ResourceKind, namespace: &str, name: &str) -> StoreError {
-        StoreError::NotFound {
-            kind,
-            namespace: namespace.to_owned(),
-            name: name.to_owned(),
-        }
-    }
-}
-
-#[async_trait::async_trait]
-impl ResourceStore for MemoryStore {
-    async fn create(&self, mut obj: AnyResource) -> Result<AnyResource, StoreError> {
-        obj.normalize();
-        let mut st = self.lock();
-        let key = Self::key(&obj);
-        if st.objects.contains_key(&key) {
-            return Err(StoreError::AlreadyExists {
-                kind: key.0,
-                namespace: key.1,
-                name: key.2,
-            });
-        }
-        st.revision += 1;
-        let rev = st.revision;
-        let meta = obj.meta_mut();
-        meta.uid = format!("uid-{rev}");
-        meta.resource_version = rev.to_string();
-        meta.generation = 1;
-        st.objects.insert(key, obj.clone());
-        let _ = self.feed.send(WatchEvent {
-            event_type: WatchEventType::Added,
-            object: obj.clone(),
-            revision: rev,
-        });
-        Ok(obj)
-    }
-
-    async fn update(&self, mut obj: AnyResource) -> Result<AnyResource, StoreError> {
-        obj.normalize();
-        let mut st = self.lock();
-        let key = Self::key(&obj);
-        let Some(current) = st.objects.get(&key) else {
-            return Err(Self::not_found(key.0, &key.1, &key.2));
-        };
-        let sent = obj.meta().resource_version.clone();
-        if !sent.is_empty() && sent != current.meta().resource_version {
-            return Err(StoreError::Conflict {
-                kind: key.0,
-                namespace: key.1,
-                name: key.2,
-                sent,
-                current: current.meta().resource_version.clone(),
-            });
-        }
-        let uid = current.meta().uid.clone();
-        st.revision += 1;
-        let rev = st.revision;
-        let meta = obj.meta_mut();
-        meta.uid = uid;
-        meta.resource_version = rev.to_string();
-        st.objects.insert(key, obj.clone());
-        let _ = self.feed.send(WatchEvent {
-            event_type: WatchEventType::Modified,
-            object: obj.clone(),
-            revision: rev,
-        });
-        Ok(obj)
-    }
-
-    async fn delete(
-        &self,
-        kind: ResourceKind,
-        namespace: &str,
-        name: &str,
-    ) -> Result<AnyResource, StoreError> {
-        let mut st = self.lock();
-        let Some(obj) = st
-            .objects
-            .remove(&(kind, namespace.to_owned(), name.to_owned()))
-        else {
-            return Err(Self::not_found(kind, namespace, name));
-        };
-        st.revision += 1;
-        let rev = st.revision;
-        let _ = self.feed.send(WatchEvent {
-            event_type: WatchEventType::Deleted,
-            object: obj.clone(),
-            revision: rev,
-        });
-        Ok(obj)
-    }
-
-    async fn get(
-        &self,
-        kind: ResourceKind,
-        namespace: &str,
-        name: &str,
-    ) -> Result<AnyResource, StoreError> {
-        self.lock()
-            .objects
-            .get(&(kind, namespace.to_owned(), name.to_owned()))
-            .cloned()
-            .ok_or_else(|| Self::not_found(kind, namespace, name))
-    }
-
-    async fn list(
-        &self,
-        kind: ResourceKind,
-        namespace: Option<&str>,
-    ) -> Result<Vec<AnyResource>, StoreError> {
-        Ok(self
-            .lock()
-            .objects
-            .iter()
-            .filter(|((k, ns, _), _)| *k == kind && namespace.is_none_or(|n| n == ns))
-            .map(|(_, o)| o.clone())
-            .collect())
-    }
-
-    async fn list_and_watch(&self) -> Result<(Vec<AnyResource>, u64, WatchStream), StoreError> {
-        let st = self.lock();
-        // Subscribing under the lock makes snapshot + feed consistent.
-        let rx = self.feed.subscribe();
-        let snapshot = st.objects.values().cloned().collect();
-        let stream = futures::stream::unfold(rx, |mut rx| async move {
-            match rx.recv().await {
-                Ok(ev) => Some((Ok(ev), rx)),
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    Some((Err(StoreError::Lagged(n)), rx))
-                }
-                Err(broadcast::error::RecvError::Closed) => None,
-            }
-        });
-        Ok((snapshot, st.revision, Box::pin(stream)))
-    }
-}
+pub(crate) use fission_test_support::MemoryStore;
 
 // === Fixtures ===
 
@@ -291,6 +117,8 @@ pub(crate) struct FakeBehaviour {
     pub delay: Duration,
     /// Never answer.
     pub hang: bool,
+    /// Instances report this share of one CPU used since they started.
+    pub cpu_percent: u32,
 }
 
 #[derive(Default)]
@@ -342,6 +170,8 @@ pub(crate) struct FakeInstance {
     exit: watch::Receiver<Option<ExitReport>>,
     server: tokio::task::JoinHandle<()>,
     pub kills: AtomicUsize,
+    started: std::time::Instant,
+    behaviour: Arc<Mutex<FakeBehaviour>>,
 }
 
 impl FakeInstance {
@@ -359,6 +189,15 @@ impl FakeInstance {
 impl RuntimeInstance for FakeInstance {
     fn id(&self) -> u64 {
         self.id
+    }
+
+    fn cpu_time(&self) -> Option<Duration> {
+        let percent = self
+            .behaviour
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .cpu_percent;
+        Some(self.started.elapsed().mul_f64(f64::from(percent) / 100.0))
     }
     fn addr(&self) -> SocketAddr {
         self.addr
@@ -467,6 +306,8 @@ impl InstanceLauncher for FakeLauncher {
             exit,
             server,
             kills: AtomicUsize::new(0),
+            started: std::time::Instant::now(),
+            behaviour: self.behaviour.clone(),
         });
         self.instances
             .lock()

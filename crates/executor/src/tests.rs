@@ -1004,3 +1004,39 @@ async fn newdeploy_scales_back_to_minscale_when_idle_and_minscale_0_scales_to_ze
     .await;
     h.stop().await;
 }
+
+#[tokio::test]
+async fn newdeploy_adds_instances_when_cpu_runs_above_target_cpu_percent() {
+    let h = harness(Setup {
+        reaper_interval: Duration::from_millis(100),
+        tune: |f| {
+            newdeploy(1, 3)(f);
+            f.spec.invoke_strategy.execution_strategy.target_cpu_percent = 50;
+        },
+        ..Setup::default()
+    })
+    .await;
+    h.wait_for("MinScale instance", |h| {
+        h.exec.instance_count("default", "hello") == 1
+    })
+    .await;
+    // Idle: no scale-out.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(h.exec.instance_count("default", "hello"), 1);
+    // Hot (90 % of a CPU against a 50 % target): instances are added, one per sample, up to MaxScale.
+    h.launcher.set(FakeBehaviour {
+        cpu_percent: 90,
+        ..FakeBehaviour::default()
+    });
+    h.wait_for("scaled out to MaxScale", |h| {
+        h.exec.instance_count("default", "hello") == 3
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        h.exec.instance_count("default", "hello"),
+        3,
+        "never beyond MaxScale"
+    );
+    h.stop().await;
+}

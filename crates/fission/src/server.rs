@@ -85,6 +85,9 @@ enum SandboxMode {
     None,
 }
 
+/// The sandbox of a run and the runtimes prepared for it (both released at shutdown).
+type SandboxRun = (fission_sandbox::Sandbox, fission_executor::PreparedRuntimes);
+
 /// The launcher for `mode`: a sandboxing one, or plain processes.
 fn instance_launcher(
     mode: SandboxMode,
@@ -93,7 +96,7 @@ fn instance_launcher(
 ) -> Result<(
     Arc<dyn fission_executor::InstanceLauncher>,
     PathBuf,
-    Option<(fission_sandbox::Sandbox, fission_executor::PreparedRuntimes)>,
+    Option<SandboxRun>,
 )> {
     match mode {
         SandboxMode::None => {
@@ -300,7 +303,7 @@ struct Running {
     stop_accepting: CancellationToken,
     stop_backends: CancellationToken,
     grace: Duration,
-    sandbox: Option<(fission_sandbox::Sandbox, fission_executor::PreparedRuntimes)>,
+    sandbox: Option<SandboxRun>,
     store: Arc<dyn ResourceStore>,
     data: DataDir,
 }
@@ -496,6 +499,17 @@ async fn start(args: ServerArgs) -> Result<Running> {
     {
         let shutdown = stop_backends.clone();
         back.spawn(async move { builder.run(shutdown).await.context("build manager failed") });
+    }
+    {
+        let (store, calls, shutdown) = (
+            store.clone(),
+            Arc::new(router.clone()),
+            stop_backends.clone(),
+        );
+        back.spawn(async move {
+            fission_controller::canary::run(store, calls, shutdown).await;
+            Ok(())
+        });
     }
     {
         let (store, archives, shutdown) = (store.clone(), prune_archives, stop_backends.clone());

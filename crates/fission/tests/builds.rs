@@ -3,128 +3,68 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 use support::*;
 
-struct Setup {
-    server: Server,
-    dir: tempfile::TempDir,
+/// A server with `python` and `nodejs` environments that have builders.
+fn setup() -> Option<Setup> {
+    let s = Setup::start()?;
+    s.env(
+        "python",
+        "fission/python-env",
+        &["--builder", "fission/python-builder", "--poolsize", "1"],
+    );
+    s.env(
+        "nodejs",
+        "fission/node-env",
+        &["--builder", "fission/node-builder", "--poolsize", "1"],
+    );
+    assert!(
+        builds_packages(&s),
+        "a source package stayed pending for 10s: the server does not run the build manager (fission_builder)"
+    );
+    Some(s)
 }
 
-impl Setup {
-    /// A server with `python` and `nodejs` environments that have builders; `None` (skip) when
-    /// the runtimes are not installed.
-    fn new() -> Option<Self> {
-        if !runtimes_installed() {
-            eprintln!("runtimes not installed (run environments/setup.sh); skipping");
-            return None;
+/// Whether a trivial source package leaves `pending` within a few seconds.
+fn builds_packages(s: &Setup) -> bool {
+    let src = s.files("probe", &[("main.py", "def main():\n    return 'probe'\n")]);
+    s.fission(&[
+        "pkg",
+        "create",
+        "--name",
+        "probe",
+        "--env",
+        "python",
+        "--src",
+        &glob(&src),
+        "--nowait",
+    ])
+    .ok();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let info = s.fission(&["pkg", "info", "--name", "probe"]).ok();
+        if !info.stdout.contains("pending") {
+            return true;
         }
-        let server = Server::start();
-        let s = Self {
-            server,
-            dir: tempfile::tempdir().expect("tempdir"),
-        };
-        s.fission(&[
-            "env",
-            "create",
-            "--name",
-            "python",
-            "--image",
-            "fission/python-env",
-            "--builder",
-            "fission/python-builder",
-            "--poolsize",
-            "1",
-        ])
-        .ok();
-        s.fission(&[
-            "env",
-            "create",
-            "--name",
-            "nodejs",
-            "--image",
-            "fission/node-env",
-            "--builder",
-            "fission/node-builder",
-            "--poolsize",
-            "1",
-        ])
-        .ok();
-        assert!(
-            s.builds_packages(),
-            "a source package stayed pending for 10s: the server does not run the build manager (fission_builder)"
-        );
-        Some(s)
+        std::thread::sleep(Duration::from_millis(100));
     }
+    false
+}
 
-    /// Whether a trivial source package leaves `pending` within a few seconds.
-    fn builds_packages(&self) -> bool {
-        let src = self.files("probe", &[("main.py", "def main():\n    return 'probe'\n")]);
-        self.fission(&[
-            "pkg",
-            "create",
-            "--name",
-            "probe",
-            "--env",
-            "python",
-            "--src",
-            &glob(&src),
-            "--nowait",
-        ])
-        .ok();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while std::time::Instant::now() < deadline {
-            let info = self.fission(&["pkg", "info", "--name", "probe"]).ok();
-            if !info.stdout.contains("pending") {
-                return true;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        false
-    }
-
-    fn fission(&self, args: &[&str]) -> Run {
-        self.server.fission(args)
-    }
-
-    /// Write `files` under `<tmp>/<name>/` and return that directory.
-    fn files(&self, name: &str, files: &[(&str, &str)]) -> PathBuf {
-        let dir = self.dir.path().join(name);
-        for (file, body) in files {
-            write(&dir, file, body);
-        }
-        dir
-    }
-
-    fn route(&self, url: &str, function: &str) {
-        self.fission(&["route", "create", "--url", url, "--function", function])
-            .ok();
-    }
-
-    /// GET through the router until the route answers (routes apply within ms).
-    fn get(&self, path: &str) -> (u16, String) {
-        let client = http();
-        eventually(30, &format!("route {path}"), || {
-            let resp = client.get(self.server.url(path)).send().ok()?;
-            let status = resp.status().as_u16();
-            let body = resp.text().ok()?;
-            (status != 404 || !body.contains("404 page not found")).then_some((status, body))
-        })
-    }
-
-    /// The package `fn create` made for `function`.
-    fn package_of(&self, function: &str) -> String {
-        let meta = self
-            .fission(&["fn", "getmeta", "--name", function])
-            .ok()
-            .stdout;
-        meta.lines()
-            .find_map(|l| l.strip_prefix("Package: "))
-            .expect("Package: line")
-            .trim()
-            .to_owned()
-    }
+/// The package `fn create` made for `function`.
+fn package_of(s: &Setup, function: &str) -> String {
+    let meta = s
+        .fission(&["fn", "getmeta", "--name", function])
+        .ok()
+        .stdout;
+    meta.lines()
+        .find_map(|l| l.strip_prefix("Package: "))
+        .expect("Package: line")
+        .trim()
+        .to_owned()
 }
 
 fn glob(dir: &Path) -> String {
@@ -144,7 +84,7 @@ const PY_SIX: &str = "import six\n\ndef main():\n    return 'six %s on %s\\n' % 
 
 #[test]
 fn python_function_from_source_with_requirements_from_pypi() {
-    let Some(s) = Setup::new() else { return };
+    let Some(s) = setup() else { return };
     let src = s.files(
         "pysix",
         &[("main.py", PY_SIX), ("requirements.txt", "six==1.16.0\n")],
@@ -174,7 +114,7 @@ fn python_function_from_source_with_requirements_from_pypi() {
         run.stderr
     );
     eprintln!("python build: {}", build_time(&run));
-    let pkg = s.package_of("pysix");
+    let pkg = package_of(&s, "pysix");
     let info = s.fission(&["pkg", "info", "--name", &pkg]).ok().stdout;
     assert!(info.contains("succeeded"), "{info}");
     assert!(
@@ -182,13 +122,13 @@ fn python_function_from_source_with_requirements_from_pypi() {
             && info.contains("Successfully installed six-1.16.0"),
         "{info}"
     );
-    s.route("/pysix", "pysix");
+    s.route(&["--url", "/pysix", "--function", "pysix"]);
     assert_eq!(s.get("/pysix"), (200, "six 1.16.0 on py3\n".to_owned()));
 }
 
 #[test]
 fn node_function_from_source_with_a_dependency_from_npm() {
-    let Some(s) = Setup::new() else { return };
+    let Some(s) = setup() else { return };
     let src = s.files(
         "isnum",
         &[
@@ -215,20 +155,20 @@ fn node_function_from_source_with_a_dependency_from_npm() {
         .ok();
     eprintln!("node build: {}", build_time(&run));
     let info = s
-        .fission(&["pkg", "info", "--name", &s.package_of("isnum")])
+        .fission(&["pkg", "info", "--name", &package_of(&s, "isnum")])
         .ok()
         .stdout;
     assert!(
         info.contains("succeeded") && info.contains("npm install"),
         "{info}"
     );
-    s.route("/isnum", "isnum");
+    s.route(&["--url", "/isnum", "--function", "isnum"]);
     assert_eq!(s.get("/isnum"), (200, "true false\n".to_owned()));
 }
 
 #[test]
 fn multi_file_python_deployment_with_a_dotted_entrypoint() {
-    let Some(s) = Setup::new() else { return };
+    let Some(s) = setup() else { return };
     let dir = s.files(
         "multi",
         &[
@@ -256,7 +196,7 @@ fn multi_file_python_deployment_with_a_dotted_entrypoint() {
         "deploy archives need no build: {}",
         run.stderr
     );
-    s.route("/multi", "multi");
+    s.route(&["--url", "/multi", "--function", "multi"]);
     assert_eq!(
         s.get("/multi"),
         (200, "hello from helper via sub_mod.altmain\n".to_owned())
@@ -265,7 +205,7 @@ fn multi_file_python_deployment_with_a_dotted_entrypoint() {
 
 #[test]
 fn custom_build_command_generates_code_into_the_deployment() {
-    let Some(s) = Setup::new() else { return };
+    let Some(s) = setup() else { return };
     let src = s.files(
         "custom",
         &[
@@ -319,13 +259,13 @@ fn custom_build_command_generates_code_into_the_deployment() {
         "main.main",
     ])
     .ok();
-    s.route("/custom", "custom");
+    s.route(&["--url", "/custom", "--function", "custom"]);
     assert_eq!(s.get("/custom"), (200, "built by build.sh\n".to_owned()));
 }
 
 #[test]
 fn fn_update_src_rebuilds_and_a_failed_build_keeps_the_old_code() {
-    let Some(s) = Setup::new() else { return };
+    let Some(s) = setup() else { return };
     let v1 = s.files(
         "v1",
         &[("main.py", PY_SIX), ("requirements.txt", "six==1.16.0\n")],
@@ -343,7 +283,7 @@ fn fn_update_src_rebuilds_and_a_failed_build_keeps_the_old_code() {
         "main.main",
     ])
     .ok();
-    s.route("/app", "app");
+    s.route(&["--url", "/app", "--function", "app"]);
     assert_eq!(s.get("/app"), (200, "six 1.16.0 on py3\n".to_owned()));
 
     // A new source version is built and served.
@@ -366,10 +306,14 @@ fn fn_update_src_rebuilds_and_a_failed_build_keeps_the_old_code() {
         run.stdout
     );
     eprintln!("python rebuild: {}", build_time(&run));
-    let body = eventually(15, "the new build to be served", || {
-        let (status, body) = s.get("/app");
-        (status == 200 && body.starts_with("v2")).then_some(body)
-    });
+    let body = eventually_blocking(
+        Duration::from_secs(15),
+        "the new build to be served",
+        || {
+            let (status, body) = s.get("/app");
+            (status == 200 && body.starts_with("v2")).then_some(body)
+        },
+    );
     assert_eq!(body, "v2 with six 1.16.0\n");
 
     // A build that fails (a requirement that does not exist) leaves the function on v2.
@@ -383,7 +327,7 @@ fn fn_update_src_rebuilds_and_a_failed_build_keeps_the_old_code() {
             ),
         ],
     );
-    let pkg = s.package_of("app");
+    let pkg = package_of(&s, "app");
     let run = s.fission(&["fn", "update", "--name", "app", "--src", &glob(&bad)]);
     assert_eq!(
         run.code, 1,
@@ -448,7 +392,7 @@ fn hostile_zip(path: &Path, entries: &[(&str, &str)]) {
 
 #[test]
 fn hostile_archives_are_refused_with_a_clear_error() {
-    let Some(s) = Setup::new() else { return };
+    let Some(s) = setup() else { return };
     type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
     let cases: [Case<'_>; 3] = [
         (

@@ -5,21 +5,9 @@ mod support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use support::*;
-
-fn require_runtimes() -> bool {
-    if runtimes_installed() {
-        return true;
-    }
-    let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
-    assert!(
-        !ci,
-        "the runtimes are not installed (run environments/setup.sh): this test cannot run under CI=true"
-    );
-    eprintln!("SKIPPED: runtimes not installed (run environments/setup.sh)");
-    false
-}
 
 /// `calls` GETs of `url` from `parallel` threads; returns (ok, cleanly refused, other answers).
 fn burst(url: &str, calls: usize, parallel: usize) -> (usize, usize, Vec<String>) {
@@ -62,9 +50,9 @@ fn burst(url: &str, calls: usize, parallel: usize) -> (usize, usize, Vec<String>
 
 #[test]
 fn bursts_of_first_and_warm_calls_with_default_settings_are_served_or_refused_cleanly() {
-    if !require_runtimes() {
+    let Some(()) = require_functions() else {
         return;
-    }
+    };
     let server = Server::start();
     let dir = tempfile::tempdir().expect("tempdir");
     let code = write(
@@ -106,7 +94,7 @@ fn bursts_of_first_and_warm_calls_with_default_settings_are_served_or_refused_cl
             "hello",
         ])
         .ok();
-    eventually(10, "the route", || {
+    eventually_blocking(Duration::from_secs(10), "the route", || {
         let r = reqwest::blocking::get(server.url("/nope-route-probe")).ok()?;
         Some(r.status())
     });

@@ -1,6 +1,8 @@
 //! End-to-end: functions deployed from remote https archives (a local HTTPS server with a
 //! CA made for the test), through the real CLI, server, executor and router.
 
+mod support;
+
 use std::io::{BufRead as _, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -8,18 +10,9 @@ use std::time::{Duration, Instant};
 
 use fission_fetch::sha256_hex;
 use fission_fetch::test_https::{HttpsServer, Reply};
+use support::require_functions;
 
 const BIN: &str = env!("CARGO_BIN_EXE_fission");
-
-fn runtimes_ready() -> bool {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../environments");
-    let ready = root.join("nodejs/node_modules/express").is_dir();
-    assert!(
-        ready || std::env::var_os("CI").is_none(),
-        "the Node runtime is not installed (run environments/setup.sh)"
-    );
-    ready
-}
 
 /// A server started with `--archive-ca-cert`, on free ports and its own data directory.
 struct Server {
@@ -182,7 +175,7 @@ fn code(answer: &str) -> Vec<u8> {
 
 #[test]
 fn a_remote_archive_with_a_wrong_checksum_is_refused_and_the_function_keeps_its_previous_code() {
-    if !runtimes_ready() {
+    if require_functions().is_none() {
         return;
     }
     let https = HttpsServer::start();

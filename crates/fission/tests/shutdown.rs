@@ -9,24 +9,11 @@ use support::*;
 
 const SLOW_JS: &str = "module.exports = async function(context) {\n  await new Promise(r => setTimeout(r, 1500));\n  return { status: 200, body: \"finished\\n\" };\n}\n";
 
-fn require_runtimes() -> bool {
-    if runtimes_installed() {
-        return true;
-    }
-    let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
-    assert!(
-        !ci,
-        "the runtimes are not installed (run environments/setup.sh): this test cannot run under CI=true"
-    );
-    eprintln!("SKIPPED: runtimes not installed (run environments/setup.sh)");
-    false
-}
-
 #[test]
 fn a_request_in_flight_at_sigterm_completes_and_the_server_exits_0() {
-    if !require_runtimes() {
+    let Some(()) = require_functions() else {
         return;
-    }
+    };
     let mut server = Server::start();
     let dir = tempfile::tempdir().expect("tempdir");
     let code = write(dir.path(), "slow.js", SLOW_JS);
@@ -68,7 +55,7 @@ fn a_request_in_flight_at_sigterm_completes_and_the_server_exits_0() {
         .ok();
     // Warm it up so the call under test is the slow function, not a cold start.
     let client = http();
-    let warm = eventually(20, "the route", || {
+    let warm = eventually_blocking(Duration::from_secs(20), "the route", || {
         client
             .get(server.url("/slow"))
             .send()
@@ -98,11 +85,15 @@ fn a_request_in_flight_at_sigterm_completes_and_the_server_exits_0() {
 
     // New connections are refused while the request drains.
     let router_addr = server.router.trim_start_matches("http://").to_owned();
-    let refused = eventually(1, "the router to stop accepting", || {
-        std::net::TcpStream::connect(&router_addr)
-            .err()
-            .map(|e| e.kind())
-    });
+    let refused = eventually_blocking(
+        Duration::from_secs(1),
+        "the router to stop accepting",
+        || {
+            std::net::TcpStream::connect(&router_addr)
+                .err()
+                .map(|e| e.kind())
+        },
+    );
     assert_eq!(refused, std::io::ErrorKind::ConnectionRefused);
     assert!(
         sent.elapsed() < Duration::from_millis(900),

@@ -5,7 +5,7 @@ mod support;
 
 use std::path::{Path, PathBuf};
 
-use support::{Run, Server, http, runtimes_installed, write};
+use support::{Run, Server, http, require_functions, write};
 
 /// A project directory with a spec directory, driven through one server.
 struct Project {
@@ -45,14 +45,18 @@ impl Project {
 
     /// GET through the router, once the route is in the router's table.
     fn get(&self, path: &str) -> String {
-        support::eventually(30, &format!("GET {path} answering 200"), || {
-            let r = http().get(self.server.url(path)).send().ok()?;
-            if r.status().as_u16() == 200 {
-                r.text().ok()
-            } else {
-                None
-            }
-        })
+        support::eventually_blocking(
+            std::time::Duration::from_secs(30),
+            &format!("GET {path} answering 200"),
+            || {
+                let r = http().get(self.server.url(path)).send().ok()?;
+                if r.status().as_u16() == 200 {
+                    r.text().ok()
+                } else {
+                    None
+                }
+            },
+        )
     }
 }
 
@@ -174,7 +178,7 @@ fn spec_lifecycle_saves_applies_updates_prunes_and_destroys() {
         meta.contains("fission-uid="),
         "objects carry the deployment uid: {meta}"
     );
-    if runtimes_installed() {
+    if require_functions().is_some() {
         assert_eq!(p.get("/hello"), "hello from spec\n");
     }
 
@@ -189,16 +193,20 @@ fn spec_lifecycle_saves_applies_updates_prunes_and_destroys() {
     let out = p.run(&["spec", "apply"]).ok().stdout;
     assert!(out.contains("1 package updated: default:hello-"), "{out}");
     assert!(out.contains("1 function updated: default:hello"), "{out}");
-    if runtimes_installed() {
-        support::eventually(30, "the new code to answer", || {
-            let body = http()
-                .get(p.server.url("/hello"))
-                .send()
-                .ok()?
-                .text()
-                .ok()?;
-            (body == "hello again\n").then_some(())
-        });
+    if require_functions().is_some() {
+        support::eventually_blocking(
+            std::time::Duration::from_secs(30),
+            "the new code to answer",
+            || {
+                let body = http()
+                    .get(p.server.url("/hello"))
+                    .send()
+                    .ok()?
+                    .text()
+                    .ok()?;
+                (body == "hello again\n").then_some(())
+            },
+        );
     }
 
     // Changed spec file.
@@ -547,7 +555,7 @@ fn a_spec_directory_written_by_fission_applies_unchanged() {
          created: default:hello-route\n1 KubernetesWatchTrigger created: default:pods\n1 TimeTrigger created: \
          default:every-minute\n1 MessageQueueTrigger created: default:orders\n"
     );
-    if runtimes_installed() {
+    if require_functions().is_some() {
         assert_eq!(p.get("/hello"), "hello from a fission spec\n");
     }
     assert_eq!(
@@ -697,23 +705,27 @@ fn apply_watch_reapplies_when_code_changes_and_stops_on_ctrl_c() {
 
     wait_for("1 function created: default:hello");
     wait_for("Watching files for changes...");
-    if runtimes_installed() {
+    if require_functions().is_some() {
         assert_eq!(p.get("/hello"), "v1\n");
     }
     write(p.path(), "hello.js", &hello_js("v2"));
     wait_for("Noticed a file change, reapplying specs...");
     wait_for("1 function updated: default:hello");
     wait_for("Watching files for changes...");
-    if runtimes_installed() {
-        support::eventually(30, "the new code to answer", || {
-            let body = http()
-                .get(p.server.url("/hello"))
-                .send()
-                .ok()?
-                .text()
-                .ok()?;
-            (body == "v2\n").then_some(())
-        });
+    if require_functions().is_some() {
+        support::eventually_blocking(
+            std::time::Duration::from_secs(30),
+            "the new code to answer",
+            || {
+                let body = http()
+                    .get(p.server.url("/hello"))
+                    .send()
+                    .ok()?
+                    .text()
+                    .ok()?;
+                (body == "v2\n").then_some(())
+            },
+        );
     }
 
     let _ = Command::new("kill")
@@ -735,10 +747,9 @@ fn apply_watch_reapplies_when_code_changes_and_stops_on_ctrl_c() {
 
 #[test]
 fn source_packages_in_specs_are_built_and_waited_for() {
-    if !runtimes_installed() {
-        eprintln!("runtimes not installed (run environments/setup.sh); skipping");
+    let Some(()) = require_functions() else {
         return;
-    }
+    };
     let p = Project::new();
     write(
         p.path(),

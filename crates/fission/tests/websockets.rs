@@ -54,16 +54,7 @@ fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
 }
 
 fn chat_server() -> Option<(Server, tempfile::TempDir)> {
-    let node_env = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../environments/nodejs/node_modules");
-    if !(node_env.join("express").is_dir() && node_env.join("ws").is_dir()) {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "the Node runtime is not installed (run environments/setup.sh)"
-        );
-        eprintln!("the Node runtime is not installed (run environments/setup.sh); skipping");
-        return None;
-    }
+    require_functions()?;
     let server = Server::start();
     server
         .fission(&[

@@ -170,6 +170,7 @@ pub(crate) struct Inner {
     /// Flips to true when the first snapshot has been published.
     ready: watch::Sender<bool>,
     proxy: proxy::Proxy,
+    metrics: Arc<metrics::Metrics>,
     metrics_render: RwLock<Option<MetricsRender>>,
 }
 
@@ -195,6 +196,12 @@ impl Inner {
     }
 }
 
+impl fission_core::CallCounter for Router {
+    fn calls(&self, namespace: &str, function: &str) -> fission_core::CallCounts {
+        self.inner.metrics.totals(namespace, function)
+    }
+}
+
 impl std::fmt::Debug for Router {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Router")
@@ -213,7 +220,7 @@ impl Router {
         metrics: &mut prometheus_client::registry::Registry,
     ) -> Self {
         let metrics = Arc::new(metrics::Metrics::register(metrics));
-        let proxy = proxy::Proxy::new(instances, metrics, config.max_body_bytes);
+        let proxy = proxy::Proxy::new(instances, metrics.clone(), config.max_body_bytes);
         let (ready, _) = watch::channel(false);
         Self {
             inner: Arc::new(Inner {
@@ -221,6 +228,7 @@ impl Router {
                 table: RwLock::new(Arc::new(RouteTable::default())),
                 ready,
                 proxy,
+                metrics,
                 metrics_render: RwLock::new(None),
             }),
         }

@@ -15,7 +15,9 @@
 //! leasing an instance, so cold starts show up in it.
 
 use std::borrow::Cow;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use http::Method;
@@ -60,6 +62,17 @@ pub(crate) struct Metrics {
     errors: Family<CallLabels, Counter>,
     overhead: Family<CallLabels, Histogram, fn() -> Histogram>,
     cold_starts: Family<FunctionLabels, Counter>,
+    /// Per-function totals over every path, method and code (the canary manager's input).
+    totals: RwLock<HashMap<FunctionKey, Arc<FunctionTotals>>>,
+}
+
+/// `(namespace, name)`.
+type FunctionKey = (Arc<str>, Arc<str>);
+
+#[derive(Debug, Default)]
+struct FunctionTotals {
+    total: AtomicU64,
+    failed: AtomicU64,
 }
 
 impl Metrics {
@@ -71,6 +84,7 @@ impl Metrics {
             errors: Family::default(),
             overhead: Family::new_with_constructor(overhead_histogram),
             cold_starts: Family::default(),
+            totals: RwLock::new(HashMap::new()),
         };
         registry.register(
             "fission_function_calls",
@@ -97,6 +111,43 @@ impl Metrics {
 }
 
 /// Standard methods as static strings, so labelling a request does not allocate.
+impl Metrics {
+    fn count(&self, namespace: &Arc<str>, name: &Arc<str>, code: u16) {
+        let key = (namespace.clone(), name.clone());
+        let found = self
+            .totals
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            .cloned();
+        let totals = match found {
+            Some(t) => t,
+            None => self
+                .totals
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(key)
+                .or_default()
+                .clone(),
+        };
+        totals.total.fetch_add(1, Ordering::Relaxed);
+        if code >= 400 {
+            totals.failed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn totals(&self, namespace: &str, name: &str) -> fission_core::CallCounts {
+        let totals = self.totals.read().unwrap_or_else(|e| e.into_inner());
+        let key: FunctionKey = (Arc::from(namespace), Arc::from(name));
+        totals
+            .get(&key)
+            .map_or_else(Default::default, |t| fission_core::CallCounts {
+                total: t.total.load(Ordering::Relaxed),
+                failed: t.failed.load(Ordering::Relaxed),
+            })
+    }
+}
+
 fn method_label(m: &Method) -> Cow<'static, str> {
     const KNOWN: [Method; 9] = [
         Method::GET,
@@ -208,6 +259,7 @@ impl CallRecord {
             return;
         };
         labels.code = code;
+        self.metrics.count(&labels.namespace, &labels.name, code);
         let overhead = self
             .started
             .elapsed()

@@ -61,10 +61,18 @@ async fn adds_fission_function_and_forwarding_headers() {
         header(&seen, "x-fission-function-namespace"),
         Some("default")
     );
-    assert_eq!(header(&seen, "x-fission-function-uid"), Some("uid-hello"));
+    let stored = h
+        .store
+        .get(ResourceKind::Function, "default", "hello")
+        .await
+        .unwrap();
+    assert_eq!(
+        header(&seen, "x-fission-function-uid"),
+        Some(stored.meta().uid.as_str())
+    );
     assert_eq!(
         header(&seen, "x-fission-function-resourceversion"),
-        Some("1")
+        Some(stored.meta().resource_version.as_str())
     );
     assert_eq!(
         header(&seen, "x-forwarded-host"),
@@ -284,7 +292,7 @@ async fn answers_504_and_retires_the_instance_when_the_function_exceeds_its_time
         "took {:?}",
         started.elapsed()
     );
-    assert_eventually(
+    eventually(
         Duration::from_secs(2),
         "lease released as broken",
         || async {
@@ -491,12 +499,12 @@ async fn releases_the_lease_when_the_client_disconnects_mid_request() {
     s.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\nx-test-delay-ms: 10000\r\n\r\n")
         .await
         .unwrap();
-    assert_eventually(Duration::from_secs(2), "instance leased", || async {
+    eventually(Duration::from_secs(2), "instance leased", || async {
         !h.instances.acquired.lock().unwrap().is_empty()
     })
     .await;
     drop(s);
-    assert_eventually(
+    eventually(
         Duration::from_secs(3),
         "lease released after client went away",
         || async { !h.instances.releases().is_empty() },
@@ -520,7 +528,7 @@ async fn serves_a_route_added_after_start_without_restart() {
         .await
         .unwrap();
     h.store.create(function("late")).await.unwrap();
-    assert_eventually(Duration::from_secs(3), "new route served", || async {
+    eventually(Duration::from_secs(3), "new route served", || async {
         h.get("/late").await.0 == StatusCode::OK
     })
     .await;
@@ -529,7 +537,7 @@ async fn serves_a_route_added_after_start_without_restart() {
         .delete(ResourceKind::HttpTrigger, "default", "late")
         .await
         .unwrap();
-    assert_eventually(Duration::from_secs(3), "deleted route gone", || async {
+    eventually(Duration::from_secs(3), "deleted route gone", || async {
         h.get("/late").await.0 == StatusCode::NOT_FOUND
     })
     .await;
@@ -539,7 +547,7 @@ async fn serves_a_route_added_after_start_without_restart() {
 async fn relists_after_falling_behind_the_change_feed() {
     // A tiny feed buffer and a burst of writes force `Lagged`.
     let echo = spawn_echo().await;
-    let store = MemStore::new(2);
+    let store = MemoryStore::with_feed_capacity(2);
     let instances = FakeInstances::new(echo);
     let mut registry = prometheus_client::registry::Registry::default();
     let router =
@@ -565,7 +573,7 @@ async fn relists_after_falling_behind_the_change_feed() {
             .await
             .unwrap();
     }
-    assert_eventually(Duration::from_secs(3), "all 50 routes present", || async {
+    eventually(Duration::from_secs(3), "all 50 routes present", || async {
         router.route_table().trigger_route_count() == 50
     })
     .await;
@@ -688,7 +696,7 @@ async fn graceful_shutdown_finishes_the_request_in_flight_and_stops_accepting() 
         let client = h.client.clone();
         async move { client.request(req).await }
     });
-    assert_eventually(
+    eventually(
         Duration::from_secs(2),
         "request reached the function",
         || async { !h.instances.acquired.lock().unwrap().is_empty() },
@@ -728,7 +736,7 @@ async fn grace_period_bounds_the_drain() {
         .unwrap();
     let client = h.client.clone();
     let _in_flight = tokio::spawn(async move { client.request(req).await });
-    assert_eventually(
+    eventually(
         Duration::from_secs(2),
         "request reached the function",
         || async { !h.instances.acquired.lock().unwrap().is_empty() },

@@ -67,11 +67,7 @@ fn start(sb: &Sandbox, rt: &Runtime, egress: bool) -> (Slot, SocketAddr, Duratio
 }
 
 fn has_runtimes() -> bool {
-    let ok = std::path::Path::new(NODE).exists() && std::path::Path::new(PY).exists();
-    if !ok {
-        eprintln!("SKIPPED: {NODE} or {PY} missing");
-    }
-    ok
+    fission_test_support::require_runtimes().is_some()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -132,6 +132,29 @@ impl ArchiveStore {
     }
 }
 
+#[async_trait::async_trait]
+impl fission_core::ArchiveStorage for ArchiveStore {
+    async fn put(&self, bytes: Vec<u8>) -> Result<String, ArchiveError> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.put(&bytes))
+            .await
+            .map_err(|e| ArchiveError::Io {
+                path: PathBuf::new(),
+                source: std::io::Error::other(e),
+            })?
+    }
+
+    async fn get(&self, id: &str) -> Result<Vec<u8>, ArchiveError> {
+        let (store, id) = (self.clone(), id.to_owned());
+        tokio::task::spawn_blocking(move || store.get(&id))
+            .await
+            .map_err(|e| ArchiveError::Io {
+                path: PathBuf::new(),
+                source: std::io::Error::other(e),
+            })?
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,28 +200,5 @@ mod tests {
             Some("z")
         );
         assert_eq!(archive_id_from_url("http://x/other"), None);
-    }
-}
-
-#[async_trait::async_trait]
-impl fission_core::ArchiveStorage for ArchiveStore {
-    async fn put(&self, bytes: Vec<u8>) -> Result<String, ArchiveError> {
-        let store = self.clone();
-        tokio::task::spawn_blocking(move || store.put(&bytes))
-            .await
-            .map_err(|e| ArchiveError::Io {
-                path: PathBuf::new(),
-                source: std::io::Error::other(e),
-            })?
-    }
-
-    async fn get(&self, id: &str) -> Result<Vec<u8>, ArchiveError> {
-        let (store, id) = (self.clone(), id.to_owned());
-        tokio::task::spawn_blocking(move || store.get(&id))
-            .await
-            .map_err(|e| ArchiveError::Io {
-                path: PathBuf::new(),
-                source: std::io::Error::other(e),
-            })?
     }
 }

@@ -236,6 +236,23 @@ impl FunctionLogWriter {
     }
 }
 
+impl fission_core::LineSink for FunctionLogWriter {
+    fn line(&self, stream: LogStream, line: &str) {
+        self.write(stream, line);
+    }
+}
+
+impl fission_core::FunctionLogs for LogStore {
+    fn writer(
+        &self,
+        namespace: &str,
+        function: &str,
+        instance_id: u64,
+    ) -> Arc<dyn fission_core::LineSink> {
+        Arc::new(LogStore::writer(self, namespace, function, instance_id))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -284,22 +301,5 @@ mod tests {
             .map(|e| e.expect("entry").metadata().expect("meta").len())
             .sum();
         assert!(total <= 2 * MAX_LOG_BYTES + 4096, "logs use {total} bytes");
-    }
-}
-
-impl fission_core::LineSink for FunctionLogWriter {
-    fn line(&self, stream: LogStream, line: &str) {
-        self.write(stream, line);
-    }
-}
-
-impl fission_core::FunctionLogs for LogStore {
-    fn writer(
-        &self,
-        namespace: &str,
-        function: &str,
-        instance_id: u64,
-    ) -> Arc<dyn fission_core::LineSink> {
-        Arc::new(LogStore::writer(self, namespace, function, instance_id))
     }
 }

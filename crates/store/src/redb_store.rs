@@ -322,14 +322,21 @@ impl ResourceStore for RedbStore {
             Some(ns) => format!("{}/{ns}/", kind.plural()),
             None => format!("{}/", kind.plural()),
         };
-        self.blocking(move |inner| {
-            inner
-                .list(&prefix)?
-                .into_iter()
-                .map(|(_, v)| inner.decode(kind, &v))
-                .collect()
-        })
-        .await
+        let mut objects: Vec<AnyResource> = self
+            .blocking(move |inner| {
+                inner
+                    .list(&prefix)?
+                    .into_iter()
+                    .map(|(_, v)| inner.decode(kind, &v))
+                    .collect()
+            })
+            .await?;
+        // Key order is not (namespace, name) order: '-' sorts before the '/' separator, so
+        // "a-b/x" would come before "a/x".
+        objects.sort_by(|a, b| {
+            (&a.meta().namespace, &a.meta().name).cmp(&(&b.meta().namespace, &b.meta().name))
+        });
+        Ok(objects)
     }
 
     async fn list_and_watch(&self) -> Result<(Vec<AnyResource>, u64, WatchStream), StoreError> {

@@ -24,6 +24,10 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// What the store told the watcher.
 #[derive(Debug, Clone, PartialEq)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "a change lives briefly on the stack; boxing it would allocate once per event"
+)]
 pub enum Change {
     /// Every object of every kind at `revision`: the first listing, or a new one after the
     /// feed was lost. Replaces whatever the consumer knew.

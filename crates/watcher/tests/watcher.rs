@@ -1,98 +1,18 @@
-//! The watcher against the real embedded store, with faults injected around it.
+//! The watcher against test-support's `MemoryStore` (which passes the same store contract as
+//! the embedded store), with faults injected through its knobs.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use fission_core::resources::{Environment, EnvironmentSpec, Runtime};
-use fission_core::{
-    AnyResource, ResourceKind, ResourceStore, StoreError, WatchEventType, WatchStream,
-};
-use fission_store::RedbStore;
+use fission_core::{AnyResource, ResourceKind, ResourceStore, StoreError, WatchEventType};
+use fission_test_support::{FeedCut, MemoryStore};
 use fission_watcher::{Change, Watcher};
-use futures::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 
-/// The real store, whose listings can be made to fail and whose feeds can be cut short.
-struct Faulty {
-    inner: RedbStore,
-    /// Listings still to fail.
-    failing_lists: AtomicUsize,
-    /// Feeds end after this many events (usize::MAX: never).
-    feed_len: AtomicUsize,
-    /// Feeds report `Lagged` instead of ending.
-    lag_instead: std::sync::atomic::AtomicBool,
-    lists: AtomicUsize,
-}
-
-#[async_trait::async_trait]
-impl ResourceStore for Faulty {
-    async fn create(&self, obj: AnyResource) -> Result<AnyResource, StoreError> {
-        self.inner.create(obj).await
-    }
-    async fn update(&self, obj: AnyResource) -> Result<AnyResource, StoreError> {
-        self.inner.update(obj).await
-    }
-    async fn delete(
-        &self,
-        kind: ResourceKind,
-        namespace: &str,
-        name: &str,
-    ) -> Result<AnyResource, StoreError> {
-        self.inner.delete(kind, namespace, name).await
-    }
-    async fn get(
-        &self,
-        kind: ResourceKind,
-        namespace: &str,
-        name: &str,
-    ) -> Result<AnyResource, StoreError> {
-        self.inner.get(kind, namespace, name).await
-    }
-    async fn list(
-        &self,
-        kind: ResourceKind,
-        namespace: Option<&str>,
-    ) -> Result<Vec<AnyResource>, StoreError> {
-        self.inner.list(kind, namespace).await
-    }
-    async fn list_and_watch(&self) -> Result<(Vec<AnyResource>, u64, WatchStream), StoreError> {
-        self.lists.fetch_add(1, Ordering::SeqCst);
-        if self
-            .failing_lists
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok()
-        {
-            return Err(StoreError::Backend("injected listing failure".to_owned()));
-        }
-        let (objects, revision, feed) = self.inner.list_and_watch().await?;
-        let len = self.feed_len.load(Ordering::SeqCst);
-        let lag = self.lag_instead.load(Ordering::SeqCst);
-        let feed: WatchStream = if len == usize::MAX {
-            feed
-        } else if lag {
-            Box::pin(
-                feed.take(len)
-                    .chain(futures::stream::iter([Err(StoreError::Lagged(7))])),
-            )
-        } else {
-            Box::pin(feed.take(len))
-        };
-        Ok((objects, revision, feed))
-    }
-}
-
-fn setup() -> (tempfile::TempDir, Arc<Faulty>) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let inner = RedbStore::open(&dir.path().join("store.redb")).expect("store");
-    let store = Arc::new(Faulty {
-        inner,
-        failing_lists: AtomicUsize::new(0),
-        feed_len: AtomicUsize::new(usize::MAX),
-        lag_instead: false.into(),
-        lists: AtomicUsize::new(0),
-    });
-    (dir, store)
+/// A store whose listings can be made to fail and whose feeds can be cut short.
+fn setup() -> Arc<MemoryStore> {
+    MemoryStore::new()
 }
 
 fn env(name: &str) -> AnyResource {
@@ -121,7 +41,7 @@ async fn next(w: &mut Watcher, cancel: &CancellationToken) -> Change {
 
 #[tokio::test]
 async fn first_listing_holds_everything_and_later_changes_follow_in_order() {
-    let (_dir, store) = setup();
+    let store = setup();
     store.create(env("a")).await.expect("create a");
     let mut w = Watcher::new(store.clone(), "test");
     let cancel = CancellationToken::new();
@@ -156,8 +76,8 @@ async fn first_listing_holds_everything_and_later_changes_follow_in_order() {
 
 #[tokio::test]
 async fn a_failing_first_listing_is_reported_to_the_caller() {
-    let (_dir, store) = setup();
-    store.failing_lists.store(1, Ordering::SeqCst);
+    let store = setup();
+    store.fail_listings(1);
     let mut w = Watcher::new(store.clone(), "test");
     let cancel = CancellationToken::new();
     let first = w.next(&cancel).await.expect("not shut down");
@@ -168,13 +88,13 @@ async fn a_failing_first_listing_is_reported_to_the_caller() {
 
 #[tokio::test]
 async fn later_listing_failures_are_retried_with_backoff_not_reported() {
-    let (_dir, store) = setup();
-    store.feed_len.store(1, Ordering::SeqCst);
+    let store = setup();
+    store.cut_feeds(FeedCut::EndAfter(1));
     let mut w = Watcher::new(store.clone(), "test");
     let cancel = CancellationToken::new();
     assert!(matches!(next(&mut w, &cancel).await, Change::Listed { .. }));
     // The feed ends after one event; the next two listings fail; the third works.
-    store.failing_lists.store(2, Ordering::SeqCst);
+    store.fail_listings(2);
     store.create(env("a")).await.expect("create a");
     store.create(env("b")).await.expect("create b");
     let Change::Applied(a) = next(&mut w, &cancel).await else {
@@ -196,15 +116,14 @@ async fn later_listing_failures_are_retried_with_backoff_not_reported() {
         "backed off: {:?}",
         started.elapsed()
     );
-    assert_eq!(store.lists.load(Ordering::SeqCst), 4);
+    assert_eq!(store.listings(), 4);
 }
 
 #[tokio::test]
 async fn a_consumer_that_fell_behind_relists_at_once_and_sees_no_replay() {
-    let (_dir, store) = setup();
+    let store = setup();
     store.create(env("a")).await.expect("create a");
-    store.feed_len.store(1, Ordering::SeqCst);
-    store.lag_instead.store(true, Ordering::SeqCst);
+    store.cut_feeds(FeedCut::LagAfter(1));
     let mut w = Watcher::new(store.clone(), "test");
     let cancel = CancellationToken::new();
     let Change::Listed {
@@ -213,7 +132,7 @@ async fn a_consumer_that_fell_behind_relists_at_once_and_sees_no_replay() {
     else {
         panic!("listing")
     };
-    store.feed_len.store(usize::MAX, Ordering::SeqCst);
+    store.cut_feeds(FeedCut::Never);
     store.create(env("b")).await.expect("create b");
     store.create(env("c")).await.expect("create c");
     let Change::Applied(b) = next(&mut w, &cancel).await else {
@@ -241,7 +160,7 @@ async fn a_consumer_that_fell_behind_relists_at_once_and_sees_no_replay() {
 
 #[tokio::test]
 async fn shutdown_ends_the_watch_while_waiting() {
-    let (_dir, store) = setup();
+    let store = setup();
     let mut w = Watcher::new(store.clone(), "test");
     let cancel = CancellationToken::new();
     assert!(matches!(next(&mut w, &cancel).await, Change::Listed { .. }));

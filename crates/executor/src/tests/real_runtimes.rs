@@ -38,29 +38,21 @@ fn environments_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../environments")
 }
 
-/// The interpreters, or `None` (with a printed notice) when this runtime cannot run here.
+/// The interpreters, or `None` (with a printed notice) when this runtime cannot run here;
+/// under `CI=true` a missing runtime fails the test instead.
 fn runtime_available(lang: Lang) -> Option<(PathBuf, PathBuf)> {
-    let envs = environments_dir();
-    let (deps, what) = match lang {
-        Lang::Node => (
-            envs.join("nodejs/node_modules"),
-            "environments/nodejs/node_modules",
-        ),
-        Lang::Python => (envs.join("python/vendor"), "environments/python/vendor"),
-    };
-    if !deps.is_dir() {
-        eprintln!("SKIPPED: {what} is not installed (run environments/setup.sh)");
-        return None;
-    }
+    fission_test_support::require_runtimes()?;
     let (node, python) = resolve_runtime_binaries();
-    match (lang, node, python) {
-        (Lang::Node, Some(n), p) => Some((n, p.unwrap_or_default())),
-        (Lang::Python, n, Some(p)) => Some((n.unwrap_or_default(), p)),
-        _ => {
-            eprintln!("SKIPPED: no interpreter for {lang:?}");
-            None
-        }
-    }
+    let found = match (lang, node, python) {
+        (Lang::Node, Some(n), p) => Ok((n, p.unwrap_or_default())),
+        (Lang::Python, n, Some(p)) => Ok((n.unwrap_or_default(), p)),
+        _ => Err(format!("no interpreter for {lang:?}")),
+    };
+    fission_test_support::require(
+        "the runtime's interpreter",
+        "apt-get install nodejs python3",
+        found,
+    )
 }
 
 struct Real {

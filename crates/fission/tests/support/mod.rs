@@ -8,6 +8,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+pub use fission_test_support::{eventually_blocking, require, require_runtimes};
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_fission");
 
 pub struct Server {
@@ -203,21 +205,6 @@ fn field_after(line: &str, key: &str) -> String {
         .to_owned()
 }
 
-/// Poll `f` until it returns Some, or panic after `secs`.
-#[track_caller]
-pub fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        if Instant::now() > deadline {
-            panic!("timed out after {secs}s waiting for {what}");
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-}
-
 /// A blocking HTTP client for calling functions through the router.
 pub fn http() -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder()
@@ -235,7 +222,100 @@ pub fn write(dir: &Path, name: &str, body: &str) -> PathBuf {
     p
 }
 
-pub fn runtimes_installed() -> bool {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../environments");
-    root.join("nodejs/node_modules/express").is_dir() && root.join("python/vendor/flask").is_dir()
+/// The prerequisites of running functions through a server: the runtimes (see
+/// [`require_runtimes`]) and a machine that can sandbox (the server sandboxes every instance and
+/// refuses to start otherwise). Missing ones fail under `CI`, print `SKIPPED:` otherwise.
+pub fn require_functions() -> Option<()> {
+    require_runtimes()?;
+    require(
+        "a machine that can sandbox function instances",
+        "run as root with bubblewrap, iproute2 and nftables installed (apt-get install bubblewrap iproute2 nftables)",
+        fission_sandbox::Sandbox::probe(),
+    )?;
+    Some(())
+}
+
+/// The end-to-end setup: a server on free ports (own data dir) that can run functions, and a
+/// scratch directory for the files tests deploy.
+pub struct Setup {
+    pub server: Server,
+    pub dir: tempfile::TempDir,
+}
+
+impl Setup {
+    /// A fresh server once [`require_functions`] holds; `None` (the test returns) when it does
+    /// not and `CI` is unset.
+    pub fn start() -> Option<Self> {
+        require_functions()?;
+        Some(Self {
+            server: Server::start(),
+            dir: tempfile::tempdir().expect("tempdir"),
+        })
+    }
+
+    /// `fission <args>` against the server.
+    pub fn fission(&self, args: &[&str]) -> Run {
+        self.server.fission(args)
+    }
+
+    /// `fission env create --name <name> --image <image> <extra…>`, which must succeed.
+    pub fn env(&self, name: &str, image: &str, extra: &[&str]) {
+        let mut args = vec!["env", "create", "--name", name, "--image", image];
+        args.extend_from_slice(extra);
+        self.fission(&args).ok();
+    }
+
+    /// Write `code` to `<dir>/<name>/<file>` and `fission fn create` it in `env`.
+    pub fn function(&self, name: &str, env: &str, file: &str, code: &str, extra: &[&str]) {
+        let path = write(self.dir.path(), &format!("{name}/{file}"), code);
+        let mut args = vec![
+            "fn",
+            "create",
+            "--name",
+            name,
+            "--env",
+            env,
+            "--code",
+            path.to_str().expect("path"),
+        ];
+        args.extend_from_slice(extra);
+        self.fission(&args).ok();
+    }
+
+    /// Write `files` under `<dir>/<name>/` and return that directory.
+    pub fn files(&self, name: &str, files: &[(&str, &str)]) -> PathBuf {
+        let dir = self.dir.path().join(name);
+        for (file, body) in files {
+            write(&dir, file, body);
+        }
+        dir
+    }
+
+    /// `fission route create <args…>`, which must succeed.
+    pub fn route(&self, args: &[&str]) {
+        let mut a = vec!["route", "create"];
+        a.extend_from_slice(args);
+        self.fission(&a).ok();
+    }
+
+    /// GET through the router, waiting for the route to appear (routes apply within ms; the
+    /// wait is long because a first call may build or cold-start).
+    pub fn get(&self, path: &str) -> (u16, String) {
+        let client = http();
+        eventually_blocking(Duration::from_secs(30), &format!("route {path}"), || {
+            let resp = client.get(self.server.url(path)).send().ok()?;
+            let status = resp.status().as_u16();
+            let body = resp.text().ok()?;
+            (status != 404 || !body.contains("404 page not found")).then_some((status, body))
+        })
+    }
+
+    /// Call a function through its internal route, `/fission-function/<name><query>`.
+    pub fn call(&self, name: &str, query: &str) -> (u16, String) {
+        let r = http()
+            .get(self.server.url(&format!("/fission-function/{name}{query}")))
+            .send()
+            .expect("call");
+        (r.status().as_u16(), r.text().expect("body"))
+    }
 }

@@ -1,9 +1,9 @@
-//! Test doubles and a harness for driving a real router over real sockets.
+//! Test doubles and a harness for driving a real router over real sockets; the store is
+//! test-support's `MemoryStore`.
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::convert::Infallible;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -11,13 +11,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use fission_core::resources::{
-    Function, FunctionReference, FunctionSpec, HttpTrigger, HttpTriggerSpec, ResourceKind,
+    Function, FunctionReference, FunctionSpec, HttpTrigger, HttpTriggerSpec,
 };
 use fission_core::{
     AnyResource, ExecutorError, FunctionInstances, InstanceLease, LeaseRelease, ResourceStore,
-    StoreError, WatchEvent, WatchEventType, WatchStream,
 };
 use fission_router::{Config, Router};
+pub use fission_test_support::{MemoryStore, eventually};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
@@ -27,130 +27,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
-use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-
-// === In-memory store ===
-
-/// A `ResourceStore` kept in a map, with the change feed on a broadcast channel.
-pub struct MemStore {
-    state: Mutex<StoreState>,
-    feed: broadcast::Sender<WatchEvent>,
-}
-
-struct StoreState {
-    objects: BTreeMap<(ResourceKind, String, String), AnyResource>,
-    revision: u64,
-}
-
-impl MemStore {
-    pub fn new(capacity: usize) -> Arc<Self> {
-        let (feed, _) = broadcast::channel(capacity);
-        Arc::new(Self {
-            state: Mutex::new(StoreState {
-                objects: BTreeMap::new(),
-                revision: 0,
-            }),
-            feed,
-        })
-    }
-
-    fn write(&self, mut obj: AnyResource, event_type: WatchEventType) -> AnyResource {
-        let mut st = self.state.lock().unwrap();
-        st.revision += 1;
-        let rev = st.revision;
-        let meta = obj.meta_mut();
-        if meta.namespace.is_empty() {
-            meta.namespace = "default".into();
-        }
-        if meta.uid.is_empty() {
-            meta.uid = format!("uid-{}", meta.name);
-        }
-        meta.resource_version = rev.to_string();
-        let key = (
-            obj.kind(),
-            obj.meta().namespace.clone(),
-            obj.meta().name.clone(),
-        );
-        if event_type == WatchEventType::Deleted {
-            st.objects.remove(&key);
-        } else {
-            st.objects.insert(key, obj.clone());
-        }
-        // Send while holding the lock so the feed order equals the revision order.
-        let _ = self.feed.send(WatchEvent {
-            event_type,
-            object: obj.clone(),
-            revision: rev,
-        });
-        obj
-    }
-}
-
-#[async_trait::async_trait]
-impl ResourceStore for MemStore {
-    async fn create(&self, obj: AnyResource) -> Result<AnyResource, StoreError> {
-        Ok(self.write(obj, WatchEventType::Added))
-    }
-    async fn update(&self, obj: AnyResource) -> Result<AnyResource, StoreError> {
-        Ok(self.write(obj, WatchEventType::Modified))
-    }
-    async fn delete(
-        &self,
-        kind: ResourceKind,
-        namespace: &str,
-        name: &str,
-    ) -> Result<AnyResource, StoreError> {
-        let obj = self.get(kind, namespace, name).await?;
-        Ok(self.write(obj, WatchEventType::Deleted))
-    }
-    async fn get(
-        &self,
-        kind: ResourceKind,
-        namespace: &str,
-        name: &str,
-    ) -> Result<AnyResource, StoreError> {
-        let st = self.state.lock().unwrap();
-        st.objects
-            .get(&(kind, namespace.to_owned(), name.to_owned()))
-            .cloned()
-            .ok_or_else(|| StoreError::NotFound {
-                kind,
-                namespace: namespace.to_owned(),
-                name: name.to_owned(),
-            })
-    }
-    async fn list(
-        &self,
-        kind: ResourceKind,
-        namespace: Option<&str>,
-    ) -> Result<Vec<AnyResource>, StoreError> {
-        let st = self.state.lock().unwrap();
-        Ok(st
-            .objects
-            .iter()
-            .filter(|((k, ns, _), _)| *k == kind && namespace.is_none_or(|n| n == ns))
-            .map(|(_, o)| o.clone())
-            .collect())
-    }
-    async fn list_and_watch(&self) -> Result<(Vec<AnyResource>, u64, WatchStream), StoreError> {
-        let st = self.state.lock().unwrap();
-        // Subscribe under the lock: no change can slip between the snapshot and the feed.
-        let rx = self.feed.subscribe();
-        let snapshot = st.objects.values().cloned().collect();
-        let stream = futures::stream::unfold(rx, |mut rx| async move {
-            match rx.recv().await {
-                Ok(ev) => Some((Ok(ev), rx)),
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    Some((Err(StoreError::Lagged(n)), rx))
-                }
-                Err(broadcast::error::RecvError::Closed) => None,
-            }
-        });
-        Ok((snapshot, st.revision, Box::pin(stream)))
-    }
-}
 
 // === Fake executor ===
 
@@ -398,11 +276,11 @@ pub fn prefix_trigger(name: &str, prefix: &str, keep_prefix: bool, func: &str) -
 
 pub const TEST_BODY_LIMIT: usize = 1024 * 1024;
 
-/// A router serving on 127.0.0.1, synced from a `MemStore`, leasing from `FakeInstances`.
+/// A router serving on 127.0.0.1, synced from a `MemoryStore`, leasing from `FakeInstances`.
 pub struct Harness {
     pub router: Router,
     pub addr: SocketAddr,
-    pub store: Arc<MemStore>,
+    pub store: Arc<MemoryStore>,
     pub instances: Arc<FakeInstances>,
     pub echo: SocketAddr,
     pub shutdown: CancellationToken,
@@ -418,7 +296,7 @@ impl Harness {
 
     pub async fn start_with(objects: Vec<AnyResource>, grace: Duration) -> Self {
         let echo = spawn_echo().await;
-        let store = MemStore::new(256);
+        let store = MemoryStore::new();
         for o in objects {
             store.create(o).await.unwrap();
         }
@@ -502,24 +380,5 @@ impl Harness {
         let (status, _, body) = self.get("/metrics").await;
         assert_eq!(status, StatusCode::OK);
         String::from_utf8(body.to_vec()).unwrap()
-    }
-}
-
-/// Poll `check` until it returns true, or fail after `within`.
-pub async fn assert_eventually<F, Fut>(within: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        if check().await {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not true within {within:?}: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

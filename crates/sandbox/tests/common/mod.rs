@@ -5,28 +5,65 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fission_sandbox::{Sandbox, SandboxConfig, Slot, SlotSpec};
+use fission_test_support::{binary_on_path, require, running_as_root};
 
-/// A sandbox, or `None` (with a printed notice) when this machine cannot sandbox.
+/// The configuration the sandbox tests run with, once every prerequisite is met: root,
+/// bubblewrap (the one on `PATH`), iproute2, nftables (egress) and a machine whose probe passes.
+/// A missing one fails the test under `CI` and prints `SKIPPED:` otherwise (then `None`).
+pub fn sandbox_config() -> Option<SandboxConfig> {
+    require(
+        "root",
+        "run the sandbox tests as root, e.g. sudo -E cargo test",
+        running_as_root(),
+    )?;
+    let bwrap = require(
+        "bubblewrap (`bwrap`)",
+        "apt-get install bubblewrap",
+        binary_on_path("bwrap"),
+    )?;
+    require(
+        "iproute2 (`ip`)",
+        "apt-get install iproute2",
+        binary_on_path("ip"),
+    )?;
+    require(
+        "nftables (`nft`)",
+        "apt-get install nftables",
+        binary_on_path("nft"),
+    )?;
+    let caps = require(
+        "a machine that can sandbox",
+        "see the reason; .ci/run prepares a CI machine",
+        Sandbox::probe(),
+    )?;
+    require(
+        "sandbox egress",
+        "apt-get install nftables",
+        caps.egress_unavailable().map_or(Ok(()), Err),
+    )?;
+    Some(SandboxConfig {
+        bwrap: Some(bwrap),
+        ..SandboxConfig::default()
+    })
+}
+
+/// A sandbox, once [`sandbox_config`]'s prerequisites are met.
 pub fn sandbox() -> Option<Sandbox> {
-    match Sandbox::probe() {
-        Ok(caps) => {
-            if let Some(why) = caps.egress_unavailable() {
-                eprintln!("SKIPPED (cannot sandbox with egress here): {why}");
-                return None;
-            }
-        }
-        Err(why) => {
-            eprintln!("SKIPPED (cannot sandbox here): {why}");
-            return None;
-        }
-    }
-    Some(
-        Sandbox::new(SandboxConfig::default())
-            .expect("Sandbox::new on a machine whose probe succeeded"),
-    )
+    let config = sandbox_config()?;
+    Some(Sandbox::new(config).expect("Sandbox::new on a machine whose probe succeeded"))
+}
+
+/// `program` exists, or the test cannot run (see [`require`]).
+pub fn require_program(program: &str, package: &str) -> Option<()> {
+    let found = if Path::new(program).is_file() {
+        Ok(())
+    } else {
+        Err(format!("{program} does not exist"))
+    };
+    require(program, &format!("apt-get install {package}"), found)
 }
 
 pub fn loopback_listener() -> TcpListener {
@@ -182,18 +219,6 @@ pub fn reachable_by_others(path: &Path) -> bool {
 pub fn chmod(path: &Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
-}
-
-/// Poll `f` until it is true or `timeout` passes.
-pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    f()
 }
 
 /// Whether a process with this host pid exists (zombies count as gone).
