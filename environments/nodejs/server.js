@@ -703,6 +703,71 @@ server.on('error', (err) => {
 });
 
 // ---------------------------------------------------------------------------
+// WebSockets
+// ---------------------------------------------------------------------------
+//
+// As in Fission's node env: an upgrade request on any path opens a `ws` socket
+// and the user function is called as fn(ws, clients), where clients is the
+// live set of this instance's open sockets (so a function can broadcast).
+// Every TIMEOUT ms each socket is pinged; one that did not answer the previous
+// ping is terminated, so dead peers do not keep the instance busy.  The router
+// holds the instance for as long as the upgraded connection stays open.
+
+const { WebSocketServer } = require('ws');
+
+const WS_TIMEOUT_MS = Number(process.env.TIMEOUT) > 0 ? Number(process.env.TIMEOUT) : 60000;
+const wss = new WebSocketServer({ noServer: true, clientTracking: true });
+const kAlive = Symbol('answered the last ping');
+
+function refuseUpgrade(socket, status, text) {
+  const body = Buffer.from(text);
+  socket.end(
+    `HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nContent-Type: text/plain\r\n` +
+      `Content-Length: ${body.length}\r\nConnection: close\r\n\r\n${text}`,
+  );
+}
+
+server.on('upgrade', (req, socket, head) => {
+  socket.on('error', () => socket.destroy());
+  if (userFunction === null) {
+    refuseUpgrade(socket, 500, 'Generic container: no requests supported');
+    return;
+  }
+  // handleUpgrade answers 400/426 itself for a request that is no websocket handshake.
+  wss.handleUpgrade(req, socket, head, (ws) => wss.emit('connection', ws, req));
+});
+
+wss.on('connection', (ws) => {
+  ws[kAlive] = true;
+  ws.on('pong', () => {
+    ws[kAlive] = true;
+  });
+  ws.on('error', (err) => logFunctionError(err));
+  const closeOnError = (err) => {
+    logFunctionError(err);
+    ws.close(1011, 'Internal server error');
+  };
+  try {
+    const result = userFunction(ws, wss.clients);
+    if (result && typeof result.then === 'function') result.then(undefined, closeOnError);
+  } catch (err) {
+    closeOnError(err);
+  }
+});
+
+const wsLiveness = setInterval(() => {
+  for (const ws of wss.clients) {
+    if (!ws[kAlive]) {
+      ws.terminate();
+      continue;
+    }
+    ws[kAlive] = false;
+    ws.ping();
+  }
+}, WS_TIMEOUT_MS);
+wsLiveness.unref();
+
+// ---------------------------------------------------------------------------
 // Warm-up
 // ---------------------------------------------------------------------------
 //

@@ -35,6 +35,7 @@ pub(crate) enum Outcome {
 pub(crate) struct Ctx<'a> {
     pub(crate) config: &'a Config,
     pub(crate) archives: &'a ArchiveStore,
+    pub(crate) remote: &'a Result<fission_fetch::Fetcher, String>,
     pub(crate) tools: &'a Tools,
     pub(crate) log: &'a BuildLog,
     pub(crate) cancel: &'a CancellationToken,
@@ -107,7 +108,7 @@ async fn run(
         recipe.describe()
     ));
 
-    let bytes = source_bytes(pkg, ctx.archives)
+    let bytes = source_bytes(pkg, ctx.archives, ctx.remote)
         .await
         .map_err(Stop::Failed)?;
     let dirs = Dirs {
@@ -157,7 +158,11 @@ fn check_cancel(ctx: &Ctx<'_>) -> Result<(), Stop> {
 }
 
 /// The source archive's bytes, checked against its recorded sha256.
-async fn source_bytes(pkg: &Package, archives: &ArchiveStore) -> Result<Vec<u8>, String> {
+async fn source_bytes(
+    pkg: &Package,
+    archives: &ArchiveStore,
+    remote: &Result<fission_fetch::Fetcher, String>,
+) -> Result<Vec<u8>, String> {
     let a = &pkg.spec.source;
     if a.is_empty() {
         return Err("the package has no source archive, so there is nothing to build".to_owned());
@@ -166,11 +171,20 @@ async fn source_bytes(pkg: &Package, archives: &ArchiveStore) -> Result<Vec<u8>,
         || (a.archive_type != ARCHIVE_URL && !a.literal.is_empty());
     let bytes = if literal {
         a.literal.clone()
+    } else if archive_id_from_url(&a.url).is_none() && fission_fetch::is_remote_url(&a.url) {
+        let fetcher = remote
+            .as_ref()
+            .map_err(|why| format!("cannot fetch the source archive {}: {why}", a.url))?;
+        // Verified here against the recorded sum (none: `--insecure`).
+        fetcher
+            .fetch(&a.url, &a.checksum.sum)
+            .await
+            .map_err(|e| format!("cannot fetch the source archive: {e}"))?
     } else {
         let Some(id) = archive_id_from_url(&a.url) else {
             return Err(format!(
-                "source archive URL '{}' is not supported: only archives stored on this server (…/v1/archive?id=<id>) \
-                 can be built; give the files with 'fission pkg update --src <files>' instead",
+                "source archive URL '{}' is not supported: only http(s) URLs and archives stored on this server \
+                 (…/v1/archive?id=<id>) can be built; give the files with 'fission pkg update --src <files>' instead",
                 a.url
             ));
         };
@@ -480,5 +494,70 @@ mod tests {
             Path::new("/w/p-1/deploy"),
         );
         assert_eq!(s, "/usr/bin/python3 -t $SRC_PKG $DEPLOY_PKG/x");
+    }
+
+    fn zip_of(name: &str, data: &[u8]) -> Vec<u8> {
+        use std::io::Write as _;
+        let mut buf = std::io::Cursor::new(Vec::new());
+        {
+            let mut w = zip::ZipWriter::new(&mut buf);
+            w.start_file(name, zip::write::SimpleFileOptions::default())
+                .expect("start");
+            w.write_all(data).expect("write");
+            w.finish().expect("finish");
+        }
+        buf.into_inner()
+    }
+
+    #[tokio::test]
+    async fn https_source_archives_are_fetched_and_a_checksum_mismatch_fails_the_build() {
+        use fission_fetch::test_https::{HttpsServer, Reply};
+        let server = HttpsServer::start();
+        let good = zip_of("main.py", b"def main(): return 'src'\n");
+        server.set("/src.zip", Reply::ok(good.clone()));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let archives = ArchiveStore::open(dir.path().join("a")).expect("archives");
+        let remote = fission_fetch::Fetcher::new(
+            &fission_fetch::FetchConfig {
+                extra_ca_cert: Some(server.ca_cert_file().to_owned()),
+                ..Default::default()
+            },
+            None,
+        )
+        .map_err(|e| e.to_string());
+        let pkg = |sum: &str| {
+            let mut source = Archive {
+                archive_type: ARCHIVE_URL.to_owned(),
+                url: server.url("/src.zip"),
+                ..Default::default()
+            };
+            source.checksum.checksum_type = "sha256".to_owned();
+            source.checksum.sum = sum.to_owned();
+            Package::new(
+                "default",
+                "p",
+                fission_core::resources::PackageSpec {
+                    source,
+                    ..Default::default()
+                },
+            )
+        };
+        let sum = fission_fetch::sha256_hex(&good);
+        let bytes = source_bytes(&pkg(&sum), &archives, &remote)
+            .await
+            .expect("fetched");
+        assert_eq!(bytes, good);
+
+        let wrong = "0".repeat(64);
+        let err = source_bytes(&pkg(&wrong), &archives, &remote)
+            .await
+            .expect_err("mismatch");
+        assert_eq!(
+            err,
+            format!(
+                "cannot fetch the source archive: checksum mismatch for {}: expected sha256 {wrong}, got {sum}",
+                server.url("/src.zip")
+            )
+        );
     }
 }

@@ -116,6 +116,9 @@ pub struct Config {
     pub unpack_limits: UnpackLimits,
     /// Builds running at the same time.
     pub max_concurrent_builds: usize,
+    /// Downloads of remote (http/https) source archives; their size is also capped by
+    /// [`Config::unpack_limits`].
+    pub archive_fetch: fission_fetch::FetchConfig,
     /// Variables passed from the server's environment to build steps when set.
     pub pass_env: Vec<OsString>,
 }
@@ -172,6 +175,7 @@ impl Config {
             max_deploy_bytes: 256 << 20,
             unpack_limits: UnpackLimits::default(),
             max_concurrent_builds: 2,
+            archive_fetch: fission_fetch::FetchConfig::default(),
             pass_env: DEFAULT_PASS_ENV.iter().map(OsString::from).collect(),
         }
     }

@@ -47,6 +47,8 @@ pub struct BuildManager {
     archives: ArchiveStore,
     logs: LogStore,
     tools: Tools,
+    /// Downloads of remote (http/https) source archives, or why this server cannot make them.
+    remote: Result<fission_fetch::Fetcher, String>,
     inflight: Mutex<HashMap<PkgKey, InFlight>>,
     slots: Arc<Semaphore>,
     tasks: TaskTracker,
@@ -72,6 +74,18 @@ impl BuildManager {
         logs: LogStore,
     ) -> Arc<Self> {
         let tools = Tools::new(&config);
+        // Builds run once per package version: nothing to gain from a cache by checksum.
+        let fetch = fission_fetch::FetchConfig {
+            max_bytes: config
+                .archive_fetch
+                .max_bytes
+                .min(config.unpack_limits.max_bytes),
+            ..config.archive_fetch.clone()
+        };
+        let remote = fission_fetch::Fetcher::new(&fetch, None).map_err(|e| {
+            tracing::error!(error = %e, "remote (http/https) source archives cannot be fetched");
+            e.to_string()
+        });
         let slots = Arc::new(Semaphore::new(config.max_concurrent_builds.max(1)));
         Arc::new(Self {
             config,
@@ -79,6 +93,7 @@ impl BuildManager {
             archives,
             logs,
             tools,
+            remote,
             inflight: Mutex::new(HashMap::new()),
             slots,
             tasks: TaskTracker::new(),
@@ -242,6 +257,7 @@ impl BuildManager {
                 let ctx = build::Ctx {
                     config: &self.config,
                     archives: &self.archives,
+                    remote: &self.remote,
                     tools: &self.tools,
                     log: &log,
                     cancel,

@@ -17,7 +17,7 @@ use anyhow::{Context as _, bail};
 use fission_core::resources::{ARCHIVE_URL, Archive, Checksum};
 use sha2::{Digest, Sha256};
 
-use crate::api::{Api, Wrap, storage_archive_url};
+use crate::api::{Api, Wrap, storage_archive_id, storage_archive_url};
 
 /// Archives smaller than this are stored inline in the package (Fission's
 /// `ArchiveLiteralSizeLimit`).
@@ -257,9 +257,25 @@ pub(crate) async fn into_archive(
             } else if insecure {
                 None
             } else {
-                let bytes = api.download_archive(&url).await.wrap(&format!(
+                let what = format!(
                     "error downloading '{url}' to compute its checksum (use --insecure to skip)"
-                ))?;
+                );
+                let bytes = if storage_archive_id(&url).is_some() {
+                    api.download_archive(&url).await.wrap(&what)?
+                } else {
+                    // Anywhere else: with the limits and CA settings the server fetches it with
+                    // (FISSION_ARCHIVE_CA_CERT names extra trusted CAs).
+                    // Fetch errors name their cause in their message: no context chain,
+                    // which would repeat it.
+                    let fetched = match fission_fetch::Fetcher::new(
+                        &fission_fetch::FetchConfig::default(),
+                        None,
+                    ) {
+                        Ok(f) => f.fetch(&url, "").await,
+                        Err(e) => Err(e),
+                    };
+                    fetched.map_err(|e| anyhow::anyhow!("{what}: {e}"))?
+                };
                 Some(sha256_hex(&bytes))
             };
             Ok(url_archive(url, sum))

@@ -35,6 +35,8 @@ pub struct LocalConfig {
     pub python_bin: PathBuf,
     /// How long starting one instance may take (the launcher's `launch`).
     pub instance_start_timeout: Duration,
+    /// Downloads of remote (http/https) deployment archives.
+    pub archive_fetch: fission_fetch::FetchConfig,
 }
 
 impl LocalConfig {
@@ -51,6 +53,7 @@ impl LocalConfig {
             node_bin,
             python_bin,
             instance_start_timeout: Duration::from_secs(10),
+            archive_fetch: fission_fetch::FetchConfig::default(),
         }
     }
 }
@@ -95,7 +98,12 @@ impl LocalBackend {
         store: Arc<dyn ResourceStore>,
         limits: UnpackLimits,
     ) -> Self {
-        let packages = PackageCache::new(config.cache_dir.clone(), archives, limits);
+        let packages = PackageCache::new(
+            config.cache_dir.clone(),
+            archives,
+            limits,
+            &config.archive_fetch,
+        );
         Self {
             config,
             launcher,

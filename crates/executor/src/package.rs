@@ -1,5 +1,5 @@
-//! Deployment archives on local disk: fetched from the package (inline literal or the archive
-//! store), unpacked once per package version into
+//! Deployment archives on local disk: fetched from the package (inline literal, the archive
+//! store, or a remote http(s) URL, see [`fission_fetch`]), unpacked once per package version into
 //! `<cache_dir>/<namespace>/<package>/<resourceVersion>/deployarchive`, then shared read-only by
 //! every instance that loads it.
 //!
@@ -7,6 +7,10 @@
 //! `deployarchive`. Unlike it, unpacking refuses entries that would land outside the target
 //! (zip-slip, absolute paths), symbolic links, and archives beyond a size and entry budget
 //! ([`fission_unpack`], shared with the builder).
+//!
+//! When a package's new deployment cannot be had (a checksum mismatch, a failed download, a
+//! broken archive), the error is logged and the package's previous good deployment keeps
+//! serving, so a bad update never takes a working function down.
 
 use std::collections::HashMap;
 use std::fs;
@@ -14,6 +18,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use fission_core::ArchiveStorage;
 use fission_core::archive::{ArchiveError, archive_id_from_url};
@@ -45,8 +50,8 @@ pub enum PackageError {
     NoDeployment(String),
     /// A URL this server cannot fetch from.
     #[error(
-        "package '{name}': deployment URL '{url}' is not supported (only archives of this server's \
-         storage, '…/v1/archive?id=<id>', can be fetched)"
+        "package '{name}': deployment URL '{url}' is not supported (only http(s) URLs and archives \
+         of this server's storage, '…/v1/archive?id=<id>', can be fetched)"
     )]
     UnsupportedUrl {
         /// Package name.
@@ -62,6 +67,26 @@ pub enum PackageError {
         /// Cause.
         #[source]
         source: ArchiveError,
+    },
+    /// Downloading a remote archive failed, or it does not match the package's checksum.
+    #[error("package '{name}': {source}")]
+    Remote {
+        /// Package name.
+        name: String,
+        /// Cause.
+        #[source]
+        source: fission_fetch::FetchError,
+    },
+    /// Remote archives cannot be fetched by this server (its download client could not be set
+    /// up, e.g. an unreadable CA bundle).
+    #[error("package '{name}': cannot fetch remote archive '{url}': {reason}")]
+    RemoteUnavailable {
+        /// Package name.
+        name: String,
+        /// The URL.
+        url: String,
+        /// Why.
+        reason: String,
     },
     /// The archive does not match the package's checksum.
     #[error(
@@ -94,6 +119,22 @@ pub enum PackageError {
     },
 }
 
+impl PackageError {
+    /// Whether the package's archive could not be had (downloaded, verified, unpacked): the
+    /// errors for which an earlier deployment of the same package keeps serving. A package with
+    /// no deployment at all, or an unusable name, is no archive failure.
+    fn is_archive_failure(&self) -> bool {
+        matches!(
+            self,
+            Self::Remote { .. }
+                | Self::RemoteUnavailable { .. }
+                | Self::Archive { .. }
+                | Self::Checksum { .. }
+                | Self::Unpack { .. }
+        )
+    }
+}
+
 /// The unpacked-deployment cache.
 pub(crate) struct PackageCache {
     root: PathBuf,
@@ -101,25 +142,124 @@ pub(crate) struct PackageCache {
     limits: UnpackLimits,
     /// One lock per target path, so concurrent first calls unpack once.
     inflight: Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
+    /// Remote archive downloads, or why this server cannot make them.
+    remote: Result<fission_fetch::Fetcher, String>,
+    /// The last deployment served per package (by uid) and mode: what keeps serving when a
+    /// newer version's deployment cannot be had.
+    last_good: Mutex<HashMap<LastGoodKey, PathBuf>>,
+    /// Package versions refused while an earlier deployment serves: resourceVersion, when.
+    refused: Mutex<HashMap<LastGoodKey, (String, Instant)>>,
 }
+
+/// How long a refused package version is not tried again while its previous deployment
+/// serves, so that cold starts do not each download (and wait for) an archive known to be bad.
+const REFUSED_RETRY: Duration = Duration::from_secs(30);
+
+/// Namespace, name, uid of a package; whether the archive is kept unopened.
+type LastGoodKey = (String, String, String, bool);
+
+/// Where verified remote archives are kept, by sha256, under the cache root. Namespaces never
+/// start with a dot (see `is_safe_component`), so it cannot collide with a package directory.
+const REMOTE_CACHE_DIR: &str = ".remote-archives";
 
 impl PackageCache {
     pub(crate) fn new(
         root: PathBuf,
         archives: Arc<dyn ArchiveStorage>,
         limits: UnpackLimits,
+        fetch: &fission_fetch::FetchConfig,
     ) -> Self {
+        // A download larger than the unpack budget could never be installed.
+        let fetch = fission_fetch::FetchConfig {
+            max_bytes: fetch.max_bytes.min(limits.max_bytes),
+            ..fetch.clone()
+        };
+        let remote = fission_fetch::Fetcher::new(&fetch, Some(root.join(REMOTE_CACHE_DIR)))
+            .map_err(|e| {
+                tracing::error!(error = %e, "remote (http/https) deployment archives cannot be fetched");
+                e.to_string()
+            });
         Self {
             root,
             archives,
             limits,
             inflight: Mutex::new(HashMap::new()),
+            remote,
+            last_good: Mutex::new(HashMap::new()),
+            refused: Mutex::new(HashMap::new()),
         }
     }
 
     /// The local path of `pkg`'s deployment (a directory for zips, else a file), unpacking it
     /// on first use. `keep_archive` (the environment's `keeparchive`) delivers zips unopened.
+    /// If it cannot be had but an earlier version of the same package was served, that one is
+    /// returned and the error logged.
     pub(crate) async fn deployment(
+        &self,
+        pkg: &Package,
+        keep_archive: bool,
+    ) -> Result<PathBuf, PackageError> {
+        let key = (
+            pkg.metadata.namespace.clone(),
+            pkg.metadata.name.clone(),
+            pkg.metadata.uid.clone(),
+            keep_archive,
+        );
+        let rv = &pkg.metadata.resource_version;
+        let recently_refused = {
+            let refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
+            refused
+                .get(&key)
+                .is_some_and(|(v, at)| v == rv && !rv.is_empty() && at.elapsed() < REFUSED_RETRY)
+        };
+        if recently_refused && let Some(prev) = self.previous(&key) {
+            return Ok(prev);
+        }
+        match self.current_deployment(pkg, keep_archive).await {
+            Ok(path) => {
+                self.refused
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&key);
+                self.last_good
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(key, path.clone());
+                Ok(path)
+            }
+            Err(e) if !e.is_archive_failure() => Err(e),
+            Err(e) => match self.previous(&key) {
+                Some(prev) => {
+                    self.refused
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(key, (rv.clone(), Instant::now()));
+                    tracing::error!(
+                        namespace = %pkg.metadata.namespace,
+                        package = %pkg.metadata.name,
+                        resource_version = %pkg.metadata.resource_version,
+                        error = %e,
+                        previous = %prev.display(),
+                        "refusing the package's new deployment; its previous deployment keeps serving"
+                    );
+                    Ok(prev)
+                }
+                None => Err(e),
+            },
+        }
+    }
+
+    /// The last deployment served of the package, if it is still installed.
+    fn previous(&self, key: &LastGoodKey) -> Option<PathBuf> {
+        let last_good = self.last_good.lock().unwrap_or_else(|e| e.into_inner());
+        last_good
+            .get(key)
+            .filter(|p| p.symlink_metadata().is_ok())
+            .cloned()
+    }
+
+    /// The deployment of `pkg`'s current version.
+    async fn current_deployment(
         &self,
         pkg: &Package,
         keep_archive: bool,
@@ -224,6 +364,24 @@ impl PackageCache {
             return Ok(archive.literal.clone());
         }
         let Some(id) = archive_id_from_url(&archive.url) else {
+            if fission_fetch::is_remote_url(&archive.url) {
+                let fetcher =
+                    self.remote
+                        .as_ref()
+                        .map_err(|reason| PackageError::RemoteUnavailable {
+                            name: name.clone(),
+                            url: archive.url.clone(),
+                            reason: reason.clone(),
+                        })?;
+                // An empty sum is `--insecure`: taken unverified, as Fission's fetcher does.
+                return fetcher
+                    .fetch(&archive.url, &archive.checksum.sum)
+                    .await
+                    .map_err(|source| PackageError::Remote {
+                        name: name.clone(),
+                        source,
+                    });
+            }
             return Err(PackageError::UnsupportedUrl {
                 name: name.clone(),
                 url: archive.url.clone(),
@@ -316,6 +474,7 @@ pub(crate) fn install(
 mod tests {
     use std::io::Write as _;
 
+    use fission_fetch::test_https::{HttpsServer, Reply};
     use fission_store::archive::ArchiveStore;
 
     use super::*;
@@ -540,6 +699,7 @@ mod tests {
             dir.path().join("cache"),
             Arc::new(archives.clone()),
             limits(),
+            &fission_fetch::FetchConfig::default(),
         );
         let url = format!("http://storagesvc.fission/v1/archive?id={id}");
         let mut archive = fission_core::resources::Archive {
@@ -557,25 +717,137 @@ mod tests {
         assert_eq!(path, dir.path().join("cache/default/pkg/42/deployarchive"));
         assert!(path.join("main.py").is_file());
 
+        // A different package with a wrong checksum: refused.
         let mut wrong = archive.clone();
         wrong.checksum.sum = "0".repeat(64);
         let mut pkg = package(wrong, "succeeded");
-        pkg.metadata.resource_version = "43".to_owned();
+        pkg.metadata.name = "other".to_owned();
         let err = cache.deployment(&pkg, false).await.expect_err("checksum");
         assert!(err.to_string().contains("checksum mismatch"), "{err}");
 
         let other = fission_core::resources::Archive {
             archive_type: ARCHIVE_URL.to_owned(),
-            url: "https://example.com/code.zip".to_owned(),
+            url: "ftp://example.com/code.zip".to_owned(),
             ..Default::default()
         };
         let mut pkg = package(other, "none");
-        pkg.metadata.resource_version = "44".to_owned();
+        pkg.metadata.name = "ftp".to_owned();
         let err = cache
             .deployment(&pkg, false)
             .await
             .expect_err("foreign url");
         assert!(matches!(err, PackageError::UnsupportedUrl { .. }), "{err}");
+    }
+
+    fn remote_archive(url: String, sum: &str) -> fission_core::resources::Archive {
+        let mut a = fission_core::resources::Archive {
+            archive_type: ARCHIVE_URL.to_owned(),
+            url,
+            ..Default::default()
+        };
+        if !sum.is_empty() {
+            a.checksum.checksum_type = "sha256".to_owned();
+            a.checksum.sum = sum.to_owned();
+        }
+        a
+    }
+
+    fn remote_cache(dir: &Path, server: &HttpsServer) -> PackageCache {
+        let archives = ArchiveStore::open(dir.join("archives")).expect("archives");
+        PackageCache::new(
+            dir.join("cache"),
+            Arc::new(archives),
+            limits(),
+            &fission_fetch::FetchConfig {
+                extra_ca_cert: Some(server.ca_cert_file().to_owned()),
+                ..Default::default()
+            },
+        )
+    }
+
+    #[tokio::test]
+    async fn https_archives_are_downloaded_verified_and_fetched_once_per_checksum() {
+        let server = HttpsServer::start();
+        let z = zip_of(&[("index.js", b"module.exports = 1")]);
+        server.set("/code.zip", Reply::ok(z.clone()));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = remote_cache(dir.path(), &server);
+        let url = server.url("/code.zip");
+        let sum = fission_fetch::sha256_hex(&z);
+
+        let path = cache
+            .deployment(&package(remote_archive(url.clone(), &sum), "none"), false)
+            .await
+            .expect("deployment");
+        assert_eq!(
+            fs::read_to_string(path.join("index.js")).expect("read"),
+            "module.exports = 1"
+        );
+        // Another package version with the same archive: served from the checksum cache.
+        let mut next = package(remote_archive(url.clone(), &sum), "none");
+        next.metadata.resource_version = "43".to_owned();
+        let path = cache.deployment(&next, false).await.expect("deployment");
+        assert!(path.ends_with("43/deployarchive"), "{}", path.display());
+        assert_eq!(server.hits("/code.zip"), 1, "downloaded once");
+
+        // `--insecure` (no checksum): taken as it comes.
+        server.set("/single.js", Reply::ok(b"module.exports = 2".to_vec()));
+        let mut insecure = package(remote_archive(server.url("/single.js"), ""), "none");
+        insecure.metadata.name = "insecure".to_owned();
+        let path = cache.deployment(&insecure, false).await.expect("insecure");
+        assert_eq!(fs::read(&path).expect("read"), b"module.exports = 2");
+    }
+
+    #[tokio::test]
+    async fn a_checksum_mismatch_is_refused_and_the_previous_deployment_keeps_serving() {
+        let server = HttpsServer::start();
+        server.set("/v1.js", Reply::ok(b"v1".to_vec()));
+        server.set("/v2.js", Reply::ok(b"v2 tampered".to_vec()));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = remote_cache(dir.path(), &server);
+
+        // Never served before: the mismatch is the answer.
+        let bad = remote_archive(server.url("/v2.js"), &fission_fetch::sha256_hex(b"v2"));
+        let mut fresh = package(bad.clone(), "none");
+        fresh.metadata.name = "fresh".to_owned();
+        let err = cache.deployment(&fresh, false).await.expect_err("mismatch");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "package 'fresh': checksum mismatch for {}: expected sha256 {}, got {}",
+                server.url("/v2.js"),
+                fission_fetch::sha256_hex(b"v2"),
+                fission_fetch::sha256_hex(b"v2 tampered")
+            )
+        );
+
+        let mut v1 = package(
+            remote_archive(server.url("/v1.js"), &fission_fetch::sha256_hex(b"v1")),
+            "none",
+        );
+        v1.metadata.uid = "uid-1".to_owned();
+        let good = cache.deployment(&v1, false).await.expect("v1");
+        let mut v2 = package(bad, "none");
+        v2.metadata.uid = "uid-1".to_owned();
+        v2.metadata.resource_version = "50".to_owned();
+        let path = cache.deployment(&v2, false).await.expect("previous");
+        assert_eq!(path, good);
+        assert_eq!(fs::read(&path).expect("read"), b"v1");
+        let hits = server.hits("/v2.js");
+        // Asked again soon after (the next cold start): not downloaded again.
+        assert_eq!(cache.deployment(&v2, false).await.expect("previous"), good);
+        assert_eq!(
+            server.hits("/v2.js"),
+            hits,
+            "a refused version is not refetched at once"
+        );
+        assert!(
+            dir.path()
+                .join("cache/default/pkg/50")
+                .symlink_metadata()
+                .is_err(),
+            "nothing of the refused version is installed"
+        );
     }
 
     #[tokio::test]
@@ -586,6 +858,7 @@ mod tests {
             dir.path().join("cache"),
             Arc::new(archives.clone()),
             limits(),
+            &fission_fetch::FetchConfig::default(),
         );
         for status in ["pending", "running", "failed"] {
             let err = cache
@@ -635,6 +908,7 @@ mod tests {
             dir.path().join("cache"),
             Arc::new(archives),
             limits(),
+            &fission_fetch::FetchConfig::default(),
         ));
         let pkg = package(
             fission_core::resources::Archive::literal(zip_of(&[("a.js", b"1")])),

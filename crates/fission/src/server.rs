@@ -80,6 +80,10 @@ pub struct ServerArgs {
     /// pod, else $KUBECONFIG or ~/.kube/config].
     #[arg(long, env = ENV_KUBECONFIG)]
     kubeconfig: Option<PathBuf>,
+    /// PEM file of CA certificates trusted, besides the built-in web roots, when fetching
+    /// http(s) package archives (`--deploy`/`--src https://…`).
+    #[arg(long, env = fission_fetch::CA_CERT_ENV)]
+    archive_ca_cert: Option<PathBuf>,
 }
 
 /// `--store` values.
@@ -422,6 +426,15 @@ async fn start(args: ServerArgs) -> Result<Running> {
     if let Some(n) = args.max_instances {
         executor_config.admission.max_instances = n as usize;
     }
+    let archive_fetch = fission_fetch::FetchConfig {
+        extra_ca_cert: args.archive_ca_cert.clone(),
+        ..fission_fetch::FetchConfig::default()
+    };
+    // A bad CA file is a configuration error: refuse to start rather than fail every fetch.
+    // Its message already names the cause: no context chain, which would repeat it.
+    fission_fetch::Fetcher::new(&archive_fetch, None)
+        .map_err(|e| anyhow::anyhow!("--archive-ca-cert: {e}"))?;
+    executor_config.local.archive_fetch = archive_fetch.clone();
     if let Some(n) = args.max_specializations {
         executor_config.admission.max_specializations = n as usize;
     }
@@ -466,6 +479,7 @@ async fn start(args: ServerArgs) -> Result<Running> {
     let mut builder_config = fission_builder::Config::new(data.root().join("builds"));
     builder_config.node_bin = node.clone();
     builder_config.runtime_python_bin = python.clone();
+    builder_config.archive_fetch = archive_fetch;
     let builder = fission_builder::BuildManager::new(
         builder_config,
         store.clone(),
