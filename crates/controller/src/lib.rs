@@ -56,6 +56,8 @@ pub struct Controller {
     pub(crate) logs: LogStore,
     pub(crate) config: Arc<Config>,
     pub(crate) shutdown: CancellationToken,
+    /// Routes other components serve through the controller (trigger status).
+    pub(crate) extra_routes: Option<axum::Router>,
 }
 
 impl Controller {
@@ -73,12 +75,23 @@ impl Controller {
             logs,
             config: Arc::new(config),
             shutdown,
+            extra_routes: None,
         }
+    }
+
+    /// Also serve `routes` (paths the controller's own API does not use).
+    pub fn with_routes(mut self, routes: axum::Router) -> Self {
+        self.extra_routes = Some(routes);
+        self
     }
 
     /// The HTTP application.
     pub fn app(&self) -> axum::Router {
-        handlers::routes(self.clone())
+        let app = handlers::routes(self.clone());
+        match &self.extra_routes {
+            Some(extra) => app.merge(extra.clone()),
+            None => app,
+        }
     }
 
     /// Serve on `listener` until `shutdown`, then let in-flight requests finish for up to `grace`.

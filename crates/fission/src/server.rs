@@ -391,6 +391,13 @@ async fn start(args: ServerArgs) -> Result<Running> {
         &mut registry,
     );
 
+    // Triggers call functions through the router's internal routes, as Fission's do.
+    let triggers = fission_triggers::Triggers::new(
+        &format!("http://{router_addr}"),
+        store.clone(),
+        Some(Arc::new(logs.clone())),
+        &mut registry,
+    );
     let router_config = fission_router::Config {
         listen: router_addr,
         ..fission_router::Config::default()
@@ -426,7 +433,8 @@ async fn start(args: ServerArgs) -> Result<Running> {
         archives,
         logs,
         stop_accepting.clone(),
-    );
+    )
+    .with_routes(triggers.api_routes());
 
     // Listeners: stop first, drain in-flight requests.
     let mut front = JoinSet::new();
@@ -463,6 +471,10 @@ async fn start(args: ServerArgs) -> Result<Running> {
     {
         let shutdown = stop_backends.clone();
         back.spawn(async move { builder.run(shutdown).await.context("build manager failed") });
+    }
+    {
+        let shutdown = stop_backends.clone();
+        back.spawn(async move { triggers.run(shutdown).await.context("triggers failed") });
     }
     {
         let (store, archives, shutdown) = (store.clone(), prune_archives, stop_backends.clone());

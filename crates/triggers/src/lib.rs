@@ -1,0 +1,144 @@
+//! Event triggers of the all-in-one server: TimeTriggers fire on their cron schedule and call
+//! their function through the router's internal route, exactly as Fission's timer does.
+//!
+//! * [`delivery`]: the one delivery path (Fission's publisher retries, per-trigger metrics,
+//!   status, failures in the function's log).
+//! * [`schedule`]: cron parsing as Fission's timer parses it (also used by
+//!   `fission tt showschedule`).
+//! * [`Triggers`]: follows the store and runs one task per trigger.
+#![deny(missing_docs)]
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use fission_core::{AnyResource, FunctionLogs, ResourceStore, StoreError, WatchEventType};
+use fission_watcher::{Change, Watcher};
+use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
+
+pub mod delivery;
+pub mod schedule;
+mod timer;
+
+pub use delivery::{
+    Answer, Call, Delivery, DeliveryError, RetryPolicy, StatusTable, TriggerKey, TriggerKind,
+    TriggerStatus,
+};
+pub use schedule::{Schedule, ScheduleError};
+pub use timer::TIMER_NAME_HEADER;
+
+/// Path of the status API on the controller: `GET /v2/triggerstatus/{kind}/{name}?namespace=`
+/// with kind `time` or `messagequeue`.
+pub const STATUS_PATH: &str = "/v2/triggerstatus/{kind}/{name}";
+
+/// Why the trigger component stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum TriggersError {
+    /// The store could not be listed at startup.
+    #[error("cannot list triggers: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// The trigger component. Cheap to clone.
+#[derive(Clone)]
+pub struct Triggers {
+    store: Arc<dyn ResourceStore>,
+    delivery: Delivery,
+}
+
+impl Triggers {
+    /// Triggers over `store`, calling functions through the router at `router_url`.
+    pub fn new(
+        router_url: &str,
+        store: Arc<dyn ResourceStore>,
+        logs: Option<Arc<dyn FunctionLogs>>,
+        registry: &mut Registry,
+    ) -> Self {
+        Self {
+            store,
+            delivery: Delivery::new(router_url, registry, logs),
+        }
+    }
+
+    /// The status of every trigger this component runs.
+    pub fn status(&self) -> StatusTable {
+        self.delivery.status().clone()
+    }
+
+    /// The status API, to merge into the controller's routes.
+    pub fn api_routes(&self) -> axum::Router {
+        axum::Router::new()
+            .route(STATUS_PATH, axum::routing::get(get_status))
+            .with_state(self.status())
+    }
+
+    /// Follow the store and run every trigger until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), TriggersError> {
+        let mut watcher = Watcher::new(self.store.clone(), "triggers");
+        let mut timers = timer::Timers::new(self.delivery.clone(), shutdown.clone());
+        let result = loop {
+            let Some(change) = watcher.next(&shutdown).await else {
+                break Ok(());
+            };
+            match change {
+                Err(e) => break Err(TriggersError::Store(e)),
+                Ok(Change::Listed { objects, .. }) => {
+                    let tts = objects
+                        .into_iter()
+                        .filter_map(|o| match o {
+                            AnyResource::TimeTrigger(t) => Some(t),
+                            _ => None,
+                        })
+                        .collect();
+                    timers.replace_all(tts);
+                }
+                Ok(Change::Applied(event)) => match (event.event_type, event.object) {
+                    (WatchEventType::Deleted, AnyResource::TimeTrigger(t)) => {
+                        timers.remove(&t.metadata.namespace, &t.metadata.name)
+                    }
+                    (_, AnyResource::TimeTrigger(t)) => timers.apply(t),
+                    _ => {}
+                },
+            }
+        };
+        timers.stop_all().await;
+        result
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct NsQuery {
+    namespace: Option<String>,
+}
+
+async fn get_status(
+    State(table): State<StatusTable>,
+    Path((kind, name)): Path<(String, String)>,
+    Query(q): Query<NsQuery>,
+) -> Response {
+    let Some(kind) = TriggerKind::from_api_name(&kind) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            format!("unknown trigger kind '{kind}': use time or messagequeue"),
+        )
+            .into_response();
+    };
+    let key = TriggerKey {
+        kind,
+        namespace: q
+            .namespace
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| "default".to_owned()),
+        name,
+    };
+    match table.get(&key) {
+        Some(s) => axum::Json(s).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            format!("no status for {key}: the server does not run this trigger"),
+        )
+            .into_response(),
+    }
+}
