@@ -12,6 +12,7 @@
 #![deny(missing_docs)]
 
 pub mod archive;
+pub mod async_calls;
 mod error;
 mod executor;
 mod logs;
@@ -23,6 +24,7 @@ mod store;
 pub mod validation;
 
 pub use archive::{ArchiveError, ArchiveStorage};
+pub use async_calls::{AsyncCallError, AsyncCalls, AsyncRequest};
 pub use error::{ErrorBody, ErrorCode};
 pub use executor::{ExecutorError, FunctionInstances, InstanceLease, LeaseRelease};
 pub use logs::{FunctionLogs, LineSink, OutputStream};

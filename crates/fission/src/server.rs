@@ -397,12 +397,19 @@ async fn start(args: ServerArgs) -> Result<Running> {
         store.clone(),
         Some(Arc::new(logs.clone())),
         &mut registry,
-    );
+    )
+    .with_async_jobs(
+        &data.root().join("async.redb"),
+        fission_triggers::AsyncConfig::default(),
+    )?;
     let router_config = fission_router::Config {
         listen: router_addr,
         ..fission_router::Config::default()
     };
-    let router = fission_router::Router::new(router_config, executor.clone(), &mut registry);
+    let mut router = fission_router::Router::new(router_config, executor.clone(), &mut registry);
+    if let Some(queue) = triggers.async_calls() {
+        router = router.with_async_calls(queue);
+    }
     let registry = Arc::new(Mutex::new(registry));
     let router = router.with_metrics_endpoint(move || {
         let mut text = String::new();

@@ -303,6 +303,24 @@ impl Delivery {
         }
     }
 
+    /// The router's base URL (`http://127.0.0.1:31314`).
+    pub fn router_url(&self) -> &str {
+        &self.router_url
+    }
+
+    /// One request, no retries; a transport failure as text with its causes.
+    pub(crate) async fn send_once(
+        &self,
+        method: &reqwest::Method,
+        url: &str,
+        headers: &[(String, String)],
+        body: Bytes,
+    ) -> Result<Answer, String> {
+        self.send(method, url, headers, body)
+            .await
+            .map_err(|e| error_chain(&e))
+    }
+
     /// The status of every trigger.
     pub fn status(&self) -> &StatusTable {
         &self.status
@@ -441,11 +459,19 @@ impl Delivery {
     }
 
     async fn attempt(&self, url: &str, call: &Call) -> Result<Answer, reqwest::Error> {
-        let mut req = self
-            .client
-            .request(call.method.clone(), url)
-            .body(call.body.clone());
-        for (k, v) in &call.headers {
+        self.send(&call.method, url, &call.headers, call.body.clone())
+            .await
+    }
+
+    async fn send(
+        &self,
+        method: &reqwest::Method,
+        url: &str,
+        headers: &[(String, String)],
+        body: Bytes,
+    ) -> Result<Answer, reqwest::Error> {
+        let mut req = self.client.request(method.clone(), url).body(body);
+        for (k, v) in headers {
             req = req.header(k, v);
         }
         let resp = req.send().await?;

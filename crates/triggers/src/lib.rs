@@ -18,10 +18,12 @@ use fission_watcher::{Change, Watcher};
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
+pub mod async_jobs;
 pub mod delivery;
 pub mod schedule;
 mod timer;
 
+pub use async_jobs::{AsyncConfig, AsyncJobs, Job, JobState};
 pub use delivery::{
     Answer, Call, Delivery, DeliveryError, RetryPolicy, StatusTable, TriggerKey, TriggerKind,
     TriggerStatus,
@@ -46,6 +48,7 @@ pub enum TriggersError {
 pub struct Triggers {
     store: Arc<dyn ResourceStore>,
     delivery: Delivery,
+    async_jobs: Option<AsyncJobs>,
 }
 
 impl Triggers {
@@ -59,7 +62,25 @@ impl Triggers {
         Self {
             store,
             delivery: Delivery::new(router_url, registry, logs),
+            async_jobs: None,
         }
+    }
+
+    /// Also run async calls, kept in the database at `path` (see [`async_jobs`]).
+    pub fn with_async_jobs(
+        mut self,
+        path: &std::path::Path,
+        config: AsyncConfig,
+    ) -> Result<Self, async_jobs::JobStoreError> {
+        self.async_jobs = Some(AsyncJobs::open(path, self.delivery.clone(), config)?);
+        Ok(self)
+    }
+
+    /// The queue the router hands `X-Fission-Async: true` calls to.
+    pub fn async_calls(&self) -> Option<Arc<dyn fission_core::AsyncCalls>> {
+        self.async_jobs
+            .clone()
+            .map(|j| Arc::new(j) as Arc<dyn fission_core::AsyncCalls>)
     }
 
     /// The status of every trigger this component runs.
@@ -69,15 +90,23 @@ impl Triggers {
 
     /// The status API, to merge into the controller's routes.
     pub fn api_routes(&self) -> axum::Router {
-        axum::Router::new()
+        let status = axum::Router::new()
             .route(STATUS_PATH, axum::routing::get(get_status))
-            .with_state(self.status())
+            .with_state(self.status());
+        match &self.async_jobs {
+            Some(jobs) => status.merge(jobs.api_routes()),
+            None => status,
+        }
     }
 
     /// Follow the store and run every trigger until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), TriggersError> {
         let mut watcher = Watcher::new(self.store.clone(), "triggers");
         let mut timers = timer::Timers::new(self.delivery.clone(), shutdown.clone());
+        let jobs = self
+            .async_jobs
+            .clone()
+            .map(|j| tokio::spawn(j.run(shutdown.clone())));
         let result = loop {
             let Some(change) = watcher.next(&shutdown).await else {
                 break Ok(());
@@ -104,6 +133,10 @@ impl Triggers {
             }
         };
         timers.stop_all().await;
+        if let Some(jobs) = jobs {
+            shutdown.cancel();
+            let _ = jobs.await;
+        }
         result
     }
 }

@@ -58,8 +58,9 @@ async fn every_second_timer_calls_the_function_at_least_three_times_in_four_seco
     assert_eq!(status.succeeded, calls.len() as u64);
     assert!(status.last_fire.is_some());
     assert!(
-        h.metrics()
-            .contains("fission_trigger_fired_total{kind=\"TimeTrigger\",namespace=\"default\",name=\"tick\"}"),
+        h.metrics().contains(
+            "fission_trigger_fired_total{kind=\"TimeTrigger\",namespace=\"default\",name=\"tick\"}"
+        ),
         "{}",
         h.metrics()
     );
@@ -109,8 +110,9 @@ async fn a_failing_function_shows_its_last_error_in_the_status_api() {
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    // Fission's publisher does not retry an answered call, even a 500.
-    assert_eq!(f.calls().len(), 1);
+    // Fission's publisher does not retry an answered call, even a 500: one call per fire.
+    let calls = f.calls().len() as u64;
+    assert!(calls >= 1);
     let app = h.triggers.api_routes();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -123,7 +125,8 @@ async fn a_failing_function_shows_its_last_error_in_the_status_api() {
     .json()
     .await
     .unwrap();
-    assert_eq!(body["failed"], 1, "{body}");
+    assert_eq!(body["failed"], calls, "{body}");
+    assert_eq!(body["fired"], calls, "{body}");
     assert_eq!(body["retried"], 0, "{body}");
     assert_eq!(body["lastStatus"], 500, "{body}");
     assert!(
@@ -170,7 +173,12 @@ async fn an_unreachable_router_is_retried_with_doubling_backoff() {
     let started = std::time::Instant::now();
     let k = key("default", "lost");
     let e = d
-        .deliver(&k, &call, policy, &tokio_util::sync::CancellationToken::new())
+        .deliver(
+            &k,
+            &call,
+            policy,
+            &tokio_util::sync::CancellationToken::new(),
+        )
         .await
         .expect_err("nobody listens");
     // Waits of 200 ms then 400 ms between the three attempts.
