@@ -414,6 +414,17 @@ impl Api {
         }
     }
 
+    /// Any JSON document of the controller API.
+    pub(crate) async fn get_json(
+        &self,
+        segments: &[&str],
+        query: &[(&str, &str)],
+    ) -> Result<serde_json::Value, ApiError> {
+        let url = self.url(segments, query);
+        let resp = self.send(self.request(Method::GET, url)).await?;
+        self.json(resp, "a document").await
+    }
+
     /// The server's version document (`GET /`).
     pub(crate) async fn server_version(&self) -> Result<serde_json::Value, ApiError> {
         let url = self.url(&[], &[]);

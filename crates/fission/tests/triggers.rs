@@ -1,0 +1,334 @@
+//! End-to-end: time triggers and async calls against the real server, calling real Node
+//! functions through the real router.
+
+mod support;
+
+use std::time::Duration;
+
+use support::*;
+
+/// The runtimes are needed; under CI their absence is a failure, not a skip.
+fn runtimes_or_skip() -> bool {
+    if runtimes_installed() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "runtimes not installed (run environments/setup.sh)"
+    );
+    eprintln!("runtimes not installed (run environments/setup.sh); skipping");
+    false
+}
+
+fn node_env(server: &Server) {
+    server
+        .fission(&[
+            "env",
+            "create",
+            "--name",
+            "nodejs",
+            "--image",
+            "fission/node-env",
+            "--poolsize",
+            "1",
+        ])
+        .ok();
+}
+
+fn function(server: &Server, dir: &std::path::Path, name: &str, code: &str) {
+    let path = write(dir, &format!("{name}.js"), code);
+    server
+        .fission(&[
+            "fn",
+            "create",
+            "--name",
+            name,
+            "--env",
+            "nodejs",
+            "--code",
+            path.to_str().expect("path"),
+        ])
+        .ok();
+}
+
+/// `FIRED: n (succeeded s, failed f, retried r, skipped k)` from `tt get`.
+fn counts(server: &Server, tt: &str) -> [u64; 5] {
+    let out = server.fission(&["tt", "get", "--name", tt]).ok().stdout;
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("FIRED: "))
+        .unwrap_or_else(|| panic!("no FIRED line in {out}"));
+    let nums: Vec<u64> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().expect("number"))
+        .collect();
+    [nums[0], nums[1], nums[2], nums[3], nums[4]]
+}
+
+#[test]
+fn every_second_timer_calls_the_function_three_times_in_four_seconds_with_its_name() {
+    if !runtimes_or_skip() {
+        return;
+    }
+    let server = Server::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    node_env(&server);
+    function(
+        &server,
+        dir.path(),
+        "tick",
+        "module.exports = async (context) => {\n  console.log('timer=' + context.request.headers['x-fission-timer-name'] + ' method=' + context.request.method);\n  return { status: 200, body: 'ok' };\n};\n",
+    );
+    server
+        .fission(&[
+            "tt",
+            "create",
+            "--name",
+            "every",
+            "--function",
+            "tick",
+            "--cron",
+            "@every 1s",
+        ])
+        .ok();
+    // The first call includes a cold start; count from the first success.
+    let start = eventually(30, "first timer call", || {
+        let c = counts(&server, "every");
+        (c[1] >= 1).then_some(c[1])
+    });
+    std::thread::sleep(Duration::from_secs(4));
+    let c = counts(&server, "every");
+    assert!(
+        c[1] - start >= 3,
+        "succeeded {} in 4 s: {c:?}",
+        c[1] - start
+    );
+    assert_eq!(c[2], 0, "{c:?}");
+    let logs = server
+        .fission(&["fn", "logs", "--name", "tick"])
+        .ok()
+        .stdout;
+    assert!(logs.contains("timer=every method=POST"), "{logs}");
+    let out = server
+        .fission(&["tt", "showschedule", "--cron", "@every 1s", "--round", "2"])
+        .ok()
+        .stdout;
+    assert!(out.starts_with("Current Server Time: \t"), "{out}");
+    assert!(out.contains("Next 2 invocation: \t"), "{out}");
+}
+
+#[test]
+fn a_timer_on_a_function_slower_than_its_period_skips_instead_of_stacking() {
+    if !runtimes_or_skip() {
+        return;
+    }
+    let server = Server::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    node_env(&server);
+    function(
+        &server,
+        dir.path(),
+        "slow",
+        "module.exports = async (context) => {\n  console.log('start');\n  await new Promise(r => setTimeout(r, 2500));\n  console.log('end');\n  return { status: 200, body: 'ok' };\n};\n",
+    );
+    server
+        .fission(&[
+            "tt",
+            "create",
+            "--name",
+            "slowtick",
+            "--function",
+            "slow",
+            "--cron",
+            "@every 1s",
+        ])
+        .ok();
+    eventually(30, "first slow call", || {
+        (counts(&server, "slowtick")[1] >= 1).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(5));
+    let c = counts(&server, "slowtick");
+    assert!(c[4] >= 2, "skipped {c:?}");
+    // Never two calls at once: starts and ends alternate in the function's log.
+    let logs = server
+        .fission(&["fn", "logs", "--name", "slow"])
+        .ok()
+        .stdout;
+    let mut open = 0;
+    for l in logs.lines() {
+        if l.ends_with("start") {
+            open += 1;
+            assert!(open <= 1, "stacked calls:\n{logs}");
+        } else if l.ends_with("end") {
+            open -= 1;
+        }
+    }
+}
+
+#[test]
+fn a_failing_timer_call_shows_in_tt_get_and_in_the_function_logs() {
+    if !runtimes_or_skip() {
+        return;
+    }
+    let server = Server::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    node_env(&server);
+    function(
+        &server,
+        dir.path(),
+        "broken",
+        "module.exports = async () => ({ status: 500, body: 'kaput' });\n",
+    );
+    server
+        .fission(&[
+            "tt",
+            "create",
+            "--name",
+            "bad",
+            "--function",
+            "broken",
+            "--cron",
+            "@every 1s",
+        ])
+        .ok();
+    eventually(30, "a failed call", || {
+        (counts(&server, "bad")[2] >= 1).then_some(())
+    });
+    let out = server.fission(&["tt", "get", "--name", "bad"]).ok().stdout;
+    assert!(out.contains("LAST ERROR: "), "{out}");
+    assert!(out.contains("function answered 500: kaput"), "{out}");
+    let logs = server
+        .fission(&["fn", "logs", "--name", "broken"])
+        .ok()
+        .stdout;
+    assert!(
+        logs.contains("[time default/bad] function answered 500: kaput"),
+        "{logs}"
+    );
+}
+
+fn job(server: &Server, id: &str) -> serde_json::Value {
+    http()
+        .get(format!("{}/v2/async/{id}", server.controller))
+        .send()
+        .expect("get job")
+        .json()
+        .expect("job json")
+}
+
+#[test]
+fn an_async_call_is_accepted_at_once_and_its_result_fetched_by_id() {
+    if !runtimes_or_skip() {
+        return;
+    }
+    let server = Server::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    node_env(&server);
+    function(
+        &server,
+        dir.path(),
+        "echo",
+        "module.exports = async (context) => ({ status: 200, body: 'got ' + JSON.stringify(context.request.body) });\n",
+    );
+    server
+        .fission(&[
+            "route",
+            "create",
+            "--name",
+            "echo",
+            "--method",
+            "POST",
+            "--url",
+            "/echo",
+            "--function",
+            "echo",
+        ])
+        .ok();
+    let resp = eventually(10, "async accepted", || {
+        let r = http()
+            .post(server.url("/echo"))
+            .header("X-Fission-Async", "true")
+            .header("Content-Type", "application/json")
+            .body(r#"{"n":1}"#)
+            .send()
+            .ok()?;
+        (r.status() != 404).then_some(r)
+    });
+    assert_eq!(resp.status(), 202);
+    let id = resp
+        .headers()
+        .get("x-fission-async-id")
+        .and_then(|v| v.to_str().ok())
+        .expect("id header")
+        .to_owned();
+    let done = eventually(30, "job done", || {
+        let j = job(&server, &id);
+        (j["state"] == "succeeded").then_some(j)
+    });
+    assert_eq!(done["result"]["status"], 200, "{done}");
+    assert_eq!(done["result"]["body"], r#"got {"n":1}"#, "{done}");
+    let cli = server
+        .fission(&["fn", "invocation", "--id", &id])
+        .ok()
+        .stdout;
+    assert!(cli.contains("\"succeeded\""), "{cli}");
+    let queued = server
+        .fission(&[
+            "fn", "test", "--name", "echo", "--method", "POST", "--async", "-b", "{}",
+        ])
+        .ok()
+        .stdout;
+    assert!(queued.starts_with("invocation '"), "{queued}");
+}
+
+#[test]
+fn async_calls_queued_when_the_server_is_killed_run_after_it_restarts() {
+    if !runtimes_or_skip() {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    let mut server = Server::start_on(&data, "127.0.0.1:0", "127.0.0.1:0");
+    node_env(&server);
+    function(
+        &server,
+        tmp.path(),
+        "slowecho",
+        "module.exports = async (context) => { await new Promise(r => setTimeout(r, 1500)); return { status: 200, body: 'done ' + context.request.query.n }; };\n",
+    );
+    server
+        .fission(&[
+            "route",
+            "create",
+            "--name",
+            "slowecho",
+            "--url",
+            "/slowecho",
+            "--function",
+            "slowecho",
+        ])
+        .ok();
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        let r = eventually(10, "async accepted", || {
+            let r = http()
+                .get(server.url(&format!("/slowecho?n={n}")))
+                .header("X-Fission-Async", "true")
+                .send()
+                .ok()?;
+            (r.status() == 202).then_some(r)
+        });
+        let v: serde_json::Value = r.json().expect("json");
+        ids.push(v["id"].as_str().expect("id").to_owned());
+    }
+    server.kill9();
+    let server = Server::start_on(&data, "127.0.0.1:0", "127.0.0.1:0");
+    for (n, id) in ids.iter().enumerate() {
+        let j = eventually(60, "job after restart", || {
+            let j = job(&server, id);
+            (j["state"] == "succeeded").then_some(j)
+        });
+        assert_eq!(j["result"]["body"], format!("done {n}"), "{j}");
+    }
+}
