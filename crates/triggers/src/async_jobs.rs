@@ -356,11 +356,11 @@ impl AsyncJobs {
             }
             backoff = backoff.saturating_mul(2);
         }
-        if let Some(cb) = job.callback.clone() {
-            if let Err(e) = self.post_callback(&cb, &job, stop).await {
-                job.callback_error = Some(e);
-                self.put(job).await?;
-            }
+        if let Some(cb) = job.callback.clone()
+            && let Err(e) = self.post_callback(&cb, &job, stop).await
+        {
+            job.callback_error = Some(e);
+            self.put(job).await?;
         }
         Ok(())
     }
