@@ -20,6 +20,8 @@ use tokio_util::sync::CancellationToken;
 
 pub mod async_jobs;
 pub mod delivery;
+pub mod mq;
+mod mq_redis;
 pub mod schedule;
 mod timer;
 
@@ -103,6 +105,11 @@ impl Triggers {
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), TriggersError> {
         let mut watcher = Watcher::new(self.store.clone(), "triggers");
         let mut timers = timer::Timers::new(self.delivery.clone(), shutdown.clone());
+        let mut mqts = mq::MqTriggers::new(
+            self.delivery.clone(),
+            mq::MqDefaults::from_env(),
+            shutdown.clone(),
+        );
         let jobs = self
             .async_jobs
             .clone()
@@ -114,25 +121,32 @@ impl Triggers {
             match change {
                 Err(e) => break Err(TriggersError::Store(e)),
                 Ok(Change::Listed { objects, .. }) => {
-                    let tts = objects
-                        .into_iter()
-                        .filter_map(|o| match o {
-                            AnyResource::TimeTrigger(t) => Some(t),
-                            _ => None,
-                        })
-                        .collect();
+                    let (mut tts, mut mq) = (Vec::new(), Vec::new());
+                    for o in objects {
+                        match o {
+                            AnyResource::TimeTrigger(t) => tts.push(t),
+                            AnyResource::MessageQueueTrigger(t) => mq.push(t),
+                            _ => {}
+                        }
+                    }
                     timers.replace_all(tts);
+                    mqts.replace_all(mq);
                 }
                 Ok(Change::Applied(event)) => match (event.event_type, event.object) {
                     (WatchEventType::Deleted, AnyResource::TimeTrigger(t)) => {
                         timers.remove(&t.metadata.namespace, &t.metadata.name)
                     }
                     (_, AnyResource::TimeTrigger(t)) => timers.apply(t),
+                    (WatchEventType::Deleted, AnyResource::MessageQueueTrigger(t)) => {
+                        mqts.remove(&t.metadata.namespace, &t.metadata.name)
+                    }
+                    (_, AnyResource::MessageQueueTrigger(t)) => mqts.apply(t),
                     _ => {}
                 },
             }
         };
         timers.stop_all().await;
+        mqts.stop_all().await;
         if let Some(jobs) = jobs {
             shutdown.cancel();
             let _ = jobs.await;
