@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 pub mod async_jobs;
 pub mod delivery;
 pub mod mq;
+mod mq_nats;
 mod mq_redis;
 pub mod schedule;
 mod timer;

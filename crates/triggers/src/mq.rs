@@ -35,6 +35,8 @@ pub const RECYCLE_COUNTER: &str = "RecycleCounter";
 pub struct MqDefaults {
     /// Redis address (`host:port` or a `redis://` URL); env `FISSION_MQ_REDIS_ADDRESS`.
     pub redis_address: Option<String>,
+    /// NATS server URL (`nats://host:port`); env `FISSION_MQ_NATS_SERVER`.
+    pub nats_server: Option<String>,
 }
 
 impl MqDefaults {
@@ -43,6 +45,7 @@ impl MqDefaults {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
         Self {
             redis_address: var("FISSION_MQ_REDIS_ADDRESS"),
+            nats_server: var("FISSION_MQ_NATS_SERVER"),
         }
     }
 }
@@ -52,7 +55,7 @@ impl MqDefaults {
 pub enum MqError {
     /// The broker type has no consumer here.
     #[error(
-        "message queue type '{0}' is not supported by this server (supported: redis); the trigger is not served"
+        "message queue type '{0}' is not supported by this server (supported: redis, nats-jetstream); the trigger is not served"
     )]
     Unsupported(String),
     /// A required setting is missing.
@@ -280,6 +283,15 @@ impl MqTriggers {
                 let stop = stop.clone();
                 tokio::spawn(async move {
                     if let Err(e) = crate::mq_redis::run(handler.clone(), &defaults, stop).await {
+                        refuse(&handler, &e);
+                    }
+                })
+            }
+            "nats-jetstream" => {
+                let defaults = self.defaults.clone();
+                let stop = stop.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = crate::mq_nats::run(handler.clone(), &defaults, stop).await {
                         refuse(&handler, &e);
                     }
                 })
