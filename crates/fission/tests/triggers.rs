@@ -332,3 +332,113 @@ fn async_calls_queued_when_the_server_is_killed_run_after_it_restarts() {
         assert_eq!(j["result"]["body"], format!("done {n}"), "{j}");
     }
 }
+
+/// A redis-server on a free port in `dir` (the test fails under CI when it is missing).
+fn redis_server(dir: &std::path::Path) -> Option<(std::process::Child, u16)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let child = match std::process::Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
+        .arg("--dir")
+        .arg(dir)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "redis-server is needed (apt-get install redis-server): {e}"
+            );
+            return None;
+        }
+    };
+    eventually(10, "redis-server", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+    Some((child, port))
+}
+
+fn redis_cli(port: u16, args: &[&str]) -> String {
+    let out = std::process::Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("redis-cli");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_redis_message_queue_trigger_calls_the_function_and_publishes_its_answers() {
+    if !runtimes_or_skip() {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let Some((mut redis, port)) = redis_server(tmp.path()) else {
+        return;
+    };
+    let server = Server::start();
+    node_env(&server);
+    function(
+        &server,
+        tmp.path(),
+        "upper",
+        "module.exports = async (context) => ({ status: 200, body: String(context.request.body).toUpperCase() + ' via ' + context.request.headers['x-fission-mqtrigger-topic'] });\n",
+    );
+    let address = format!("address=127.0.0.1:{port}");
+    server
+        .fission(&[
+            "mqt",
+            "create",
+            "--name",
+            "orders",
+            "--function",
+            "upper",
+            "--mqtype",
+            "redis",
+            "--mqtkind",
+            "fission",
+            "--topic",
+            "orders",
+            "--resptopic",
+            "orders-out",
+            "--errortopic",
+            "orders-err",
+            "--contenttype",
+            "text/plain",
+            "--metadata",
+            &address,
+        ])
+        .ok();
+    for i in 0..10 {
+        redis_cli(port, &["XADD", "orders", "*", "body", &format!("m{i}")]);
+    }
+    eventually(60, "10 answers", || {
+        let n: usize = redis_cli(port, &["XLEN", "orders-out"])
+            .trim()
+            .parse()
+            .ok()?;
+        (n >= 10).then_some(())
+    });
+    let out = redis_cli(port, &["XRANGE", "orders-out", "-", "+"]);
+    for i in 0..10 {
+        assert!(out.contains(&format!("M{i} via orders")), "{out}");
+    }
+    let get = server
+        .fission(&["mqt", "get", "--name", "orders"])
+        .ok()
+        .stdout;
+    assert!(get.contains("FIRED: 10 (succeeded 10"), "{get}");
+    let _ = redis.kill();
+    let _ = redis.wait();
+}

@@ -256,7 +256,7 @@ async fn get(ctx: &Ctx, a: MqtGetArgs) -> anyhow::Result<()> {
         return print_structured(f, &t);
     }
     mqt_table(&[t]).print();
-    Ok(())
+    super::timetrigger::print_trigger_status(ctx, "messagequeue", &ns, &a.name).await
 }
 
 async fn list(ctx: &Ctx, a: ListArgs) -> anyhow::Result<()> {
