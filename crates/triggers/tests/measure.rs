@@ -120,6 +120,7 @@ async fn measure_redis_streams() {
     report("redis streams", start.elapsed(), &mut lat);
     h.stop().await;
     let _ = redis.kill();
+    let _ = redis.wait();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -172,4 +173,5 @@ async fn measure_nats_jetstream() {
     report("nats jetstream", start.elapsed(), &mut lat);
     h.stop().await;
     let _ = nats.kill();
+    let _ = nats.wait();
 }
