@@ -107,6 +107,7 @@ impl Triggers {
         let mut watcher = Watcher::new(self.store.clone(), "triggers");
         let mut timers = timer::Timers::new(self.delivery.clone(), shutdown.clone());
         let mut mqts = mq::MqTriggers::new(
+            self.store.clone(),
             self.delivery.clone(),
             mq::MqDefaults::from_env(),
             shutdown.clone(),

@@ -102,6 +102,9 @@ pub(crate) struct Handler {
     pub(crate) delivery: Delivery,
     pub(crate) key: TriggerKey,
     pub(crate) spec: MessageQueueTriggerSpec,
+    /// The values of the trigger's `--secret` (credentials), as KEDA's TriggerAuthentication
+    /// hands them to the scaler.
+    pub(crate) secrets: std::collections::BTreeMap<String, String>,
 }
 
 impl Handler {
@@ -171,6 +174,14 @@ impl Handler {
             .unwrap_or(1)
     }
 
+    /// A credential from the trigger's secret.
+    pub(crate) fn secret(&self, k: &str) -> Option<&str> {
+        self.secrets
+            .get(k)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    }
+
     pub(crate) fn metadata(&self, k: &str) -> Option<&str> {
         self.spec
             .metadata
@@ -218,6 +229,7 @@ struct Running {
 
 /// The running consumers, keyed by (namespace, name).
 pub(crate) struct MqTriggers {
+    store: std::sync::Arc<dyn fission_core::ResourceStore>,
     delivery: Delivery,
     defaults: MqDefaults,
     shutdown: CancellationToken,
@@ -226,11 +238,13 @@ pub(crate) struct MqTriggers {
 
 impl MqTriggers {
     pub(crate) fn new(
+        store: std::sync::Arc<dyn fission_core::ResourceStore>,
         delivery: Delivery,
         defaults: MqDefaults,
         shutdown: CancellationToken,
     ) -> Self {
         Self {
+            store,
             delivery,
             defaults,
             shutdown,
@@ -271,36 +285,37 @@ impl MqTriggers {
             name: id.1.clone(),
         };
         self.delivery.status().register(&key);
-        let handler = Handler {
+        let mut handler = Handler {
             delivery: self.delivery.clone(),
             key: key.clone(),
             spec: t.spec.clone(),
+            secrets: Default::default(),
         };
         let stop = self.shutdown.child_token();
-        let task = match t.spec.message_queue_type.as_str() {
-            "redis" => {
-                let defaults = self.defaults.clone();
-                let stop = stop.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = crate::mq_redis::run(handler.clone(), &defaults, stop).await {
-                        refuse(&handler, &e);
-                    }
-                })
+        let mqtype = t.spec.message_queue_type.clone();
+        if !["redis", "nats-jetstream"].contains(&mqtype.as_str()) {
+            refuse(&handler, &MqError::Unsupported(mqtype));
+            return;
+        }
+        let (defaults, store, task_stop) =
+            (self.defaults.clone(), self.store.clone(), stop.clone());
+        let task = tokio::spawn(async move {
+            if !handler.spec.secret.is_empty() {
+                match load_secret(store.as_ref(), &handler.key.namespace, &handler.spec.secret)
+                    .await
+                {
+                    Ok(s) => handler.secrets = s,
+                    Err(e) => return refuse(&handler, &e),
+                }
             }
-            "nats-jetstream" => {
-                let defaults = self.defaults.clone();
-                let stop = stop.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = crate::mq_nats::run(handler.clone(), &defaults, stop).await {
-                        refuse(&handler, &e);
-                    }
-                })
+            let run = match mqtype.as_str() {
+                "redis" => crate::mq_redis::run(handler.clone(), &defaults, task_stop).await,
+                _ => crate::mq_nats::run(handler.clone(), &defaults, task_stop).await,
+            };
+            if let Err(e) = run {
+                refuse(&handler, &e);
             }
-            other => {
-                refuse(&handler, &MqError::Unsupported(other.to_owned()));
-                return;
-            }
-        };
+        });
         self.running.insert(
             id,
             Running {
@@ -330,6 +345,29 @@ impl MqTriggers {
             r.stop.cancel();
             let _ = r.task.await;
         }
+    }
+}
+
+/// The values of Secret `name` (a credential change needs a trigger update to apply, as in
+/// KEDA, where the connector reads its secret at start).
+async fn load_secret(
+    store: &dyn fission_core::ResourceStore,
+    namespace: &str,
+    name: &str,
+) -> Result<std::collections::BTreeMap<String, String>, MqError> {
+    match store
+        .get(fission_core::ResourceKind::Secret, namespace, name)
+        .await
+    {
+        Ok(fission_core::AnyResource::Secret(s)) => Ok(s
+            .data
+            .into_iter()
+            .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
+            .collect()),
+        Ok(_) | Err(fission_core::StoreError::NotFound { .. }) => Err(MqError::Config(format!(
+            "secret '{name}' not found in namespace '{namespace}'"
+        ))),
+        Err(e) => Err(MqError::Config(format!("cannot read secret '{name}': {e}"))),
     }
 }
 

@@ -3,7 +3,8 @@
 //! `consumer` or `consumerGroup` (the durable consumer; one per trigger by default). The
 //! message body is the payload, message headers are passed to the function; responses and
 //! errors are published to their subjects (through JetStream when a stream captures them, so
-//! the publish is confirmed, else plain NATS). A message is acknowledged only after its
+//! the publish is confirmed, else plain NATS). Credentials from `--secret`: `token`, or
+//! `user` and `password`. A message is acknowledged only after its
 //! outcome is published; unacknowledged ones are redelivered by the server.
 
 use std::time::Duration;
@@ -65,6 +66,16 @@ pub(crate) async fn run(
     }
 }
 
+/// Credentials from the trigger's secret: `token`, or `user` and `password`.
+fn connect_options(h: &Handler) -> async_nats::ConnectOptions {
+    let opts = async_nats::ConnectOptions::new();
+    match (h.secret("token"), h.secret("user"), h.secret("password")) {
+        (Some(t), _, _) => opts.token(t.to_owned()),
+        (None, Some(u), Some(p)) => opts.user_and_password(u.to_owned(), p.to_owned()),
+        _ => opts,
+    }
+}
+
 /// Stream and consumer names may not contain `.`, `*`, `>` or spaces.
 fn sanitize(s: &str) -> String {
     s.chars()
@@ -88,7 +99,7 @@ async fn consume(
 ) -> Result<(), MqError> {
     let client = tokio::select! {
         () = stop.cancelled() => return Ok(()),
-        c = async_nats::connect(server) => c.map_err(broker)?,
+        c = connect_options(h).connect(server) => c.map_err(broker)?,
     };
     let js = jetstream::new(client.clone());
     let stream = js

@@ -1,5 +1,6 @@
 //! Redis Streams consumer. Metadata as KEDA's redis-streams scaler names it: `address`
-//! (`host:port` or a `redis://` URL), `consumerGroup`; `--topic` is the stream. The message
+//! (`host:port` or a `redis://` URL), `consumerGroup`; from `--secret`: `password` (and
+//! `username`); `--topic` is the stream. The message
 //! body is the entry's field `body`; responses and errors are added to their streams the same
 //! way (errors also carry the fields `MessageSource` and `RecycleCounter`). Entries are read
 //! with XREADGROUP and acknowledged (XACK) only after their outcome is published; after a
@@ -30,6 +31,19 @@ fn broker(e: impl std::fmt::Display) -> MqError {
     }
 }
 
+/// Percent-encode a URL userinfo part.
+fn url_escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
 /// Consume until `stop`. Returns only for a configuration error (a broker failure is retried).
 pub(crate) async fn run(
     h: Handler,
@@ -46,10 +60,14 @@ pub(crate) async fn run(
                     .to_owned(),
             )
         })?;
-    let url = if address.contains("://") {
-        address
-    } else {
-        format!("redis://{address}")
+    let url = match (address.contains("://"), h.secret("password")) {
+        (true, _) => address,
+        (false, Some(pw)) => format!(
+            "redis://{}:{}@{address}",
+            h.secret("username").unwrap_or(""),
+            url_escape(pw)
+        ),
+        (false, None) => format!("redis://{address}"),
     };
     let client = redis::Client::open(url.as_str())
         .map_err(|e| MqError::Config(format!("invalid redis address {url}: {e}")))?;

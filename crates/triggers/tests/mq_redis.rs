@@ -20,24 +20,34 @@ struct RedisServer {
     child: Child,
     port: u16,
     dir: tempfile::TempDir,
+    extra: Vec<String>,
 }
 
 impl RedisServer {
     /// A redis-server on a free port; `None` (a skip) only outside CI.
     fn start() -> Option<Self> {
+        Self::start_with(&[])
+    }
+
+    fn start_with(extra: &[&str]) -> Option<Self> {
         let dir = tempfile::tempdir().unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        let child = Self::spawn(dir.path(), port)?;
-        let s = Self { child, port, dir };
+        let child = Self::spawn(dir.path(), port, extra)?;
+        let s = Self {
+            child,
+            port,
+            dir,
+            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+        };
         s.wait_ready();
         Some(s)
     }
 
-    fn spawn(dir: &Path, port: u16) -> Option<Child> {
+    fn spawn(dir: &Path, port: u16, extra: &[&str]) -> Option<Child> {
         let spawned = Command::new("redis-server")
             .args([
                 "--port",
@@ -48,6 +58,7 @@ impl RedisServer {
                 "",
             ])
             .args(["--appendonly", "yes", "--appendfsync", "always"])
+            .args(extra)
             .arg("--dir")
             .arg(dir)
             .stdout(Stdio::null())
@@ -76,7 +87,8 @@ impl RedisServer {
                     s.write_all(b"PING\r\n")?;
                     let mut buf = [0u8; 64];
                     let n = s.read(&mut buf)?;
-                    Ok(buf[..n].starts_with(b"+PONG"))
+                    // A password-protected server answers NOAUTH: it is up.
+                    Ok(buf[..n].starts_with(b"+PONG") || buf[..n].starts_with(b"-NOAUTH"))
                 })
                 .unwrap_or(false);
             if pong {
@@ -90,7 +102,8 @@ impl RedisServer {
     fn restart(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        self.child = Self::spawn(self.dir.path(), self.port).unwrap();
+        let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
+        self.child = Self::spawn(self.dir.path(), self.port, &extra).unwrap();
         self.wait_ready();
     }
 
@@ -314,6 +327,63 @@ async fn a_broker_type_without_a_consumer_is_refused_in_the_status() {
             && let Some(e) = s.last_error
         {
             assert!(e.contains("'aws-sqs-queue' is not supported"), "{e}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no status");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn the_password_comes_from_the_triggers_secret() {
+    let Some(redis) = RedisServer::start_with(&["--requirepass", "s3cr#t"]) else {
+        return;
+    };
+    let f = Arc::new(FakeFunction::default());
+    let h = Harness::start(fake_router(f.clone()).await).await;
+    let mut secret = fission_core::resources::Secret {
+        metadata: fission_core::ObjectMeta::named("default", "redis-auth"),
+        data: BTreeMap::from([("password".to_owned(), b"s3cr#t".to_vec())]),
+        ..Default::default()
+    };
+    secret.normalize();
+    h.store.create(AnyResource::Secret(secret)).await.unwrap();
+    let mut t = mqt("auth", "fission", "redis", 0, &redis.address());
+    if let AnyResource::MessageQueueTrigger(t) = &mut t {
+        t.spec.secret = "redis-auth".into();
+    }
+    h.store.create(t).await.unwrap();
+    let mut con = redis::Client::open(format!("redis://:s3cr%23t@{}", redis.address()))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    publish(&mut con, "auth-in", "hi").await;
+    let out = wait_for_len(&mut con, "auth-out", 1, 15).await;
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0]["body"], "echo:hi");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_missing_secret_is_reported_in_the_status() {
+    let f = Arc::new(FakeFunction::default());
+    let h = Harness::start(fake_router(f.clone()).await).await;
+    let mut t = mqt("nosecret", "fission", "redis", 0, "127.0.0.1:1");
+    if let AnyResource::MessageQueueTrigger(t) = &mut t {
+        t.spec.secret = "absent".into();
+    }
+    h.store.create(t).await.unwrap();
+    let key = fission_triggers::TriggerKey {
+        kind: fission_triggers::TriggerKind::MessageQueueTrigger,
+        namespace: "default".into(),
+        name: "nosecret".into(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(e) = h.triggers.status().get(&key).and_then(|s| s.last_error) {
+            assert_eq!(e, "secret 'absent' not found in namespace 'default'");
             break;
         }
         assert!(Instant::now() < deadline, "no status");
