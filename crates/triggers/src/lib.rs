@@ -112,10 +112,11 @@ impl Triggers {
             mq::MqDefaults::from_env(),
             shutdown.clone(),
         );
+        let stop_jobs = shutdown.child_token();
         let jobs = self
             .async_jobs
             .clone()
-            .map(|j| tokio::spawn(j.run(shutdown.clone())));
+            .map(|j| tokio::spawn(j.run(stop_jobs.clone())));
         let result = loop {
             let Some(change) = watcher.next(&shutdown).await else {
                 break Ok(());
@@ -150,7 +151,7 @@ impl Triggers {
         timers.stop_all().await;
         mqts.stop_all().await;
         if let Some(jobs) = jobs {
-            shutdown.cancel();
+            stop_jobs.cancel();
             let _ = jobs.await;
         }
         result
