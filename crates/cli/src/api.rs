@@ -464,6 +464,33 @@ impl Api {
         )
     }
 
+    /// What the server's trigger component knows about a trigger's deliveries (`kind` is
+    /// `time` or `messagequeue`); `None` when the server does not run it (or predates the API).
+    pub(crate) async fn trigger_status(
+        &self,
+        kind: &str,
+        ns: &str,
+        name: &str,
+    ) -> Result<Option<serde_json::Value>, ApiError> {
+        let url = self.url(&["v2", "triggerstatus", kind, name], &[("namespace", ns)]);
+        match self.send(self.request(Method::GET, url)).await {
+            Ok(resp) => self.json(resp, "trigger status").await.map(Some),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Any JSON document of the controller API.
+    pub(crate) async fn get_json(
+        &self,
+        segments: &[&str],
+        query: &[(&str, &str)],
+    ) -> Result<serde_json::Value, ApiError> {
+        let url = self.url(segments, query);
+        let resp = self.send(self.request(Method::GET, url)).await?;
+        self.json(resp, "a document").await
+    }
+
     /// The server's version document (`GET /`).
     pub(crate) async fn server_version(&self) -> Result<serde_json::Value, ApiError> {
         let url = self.url(&[], &[]);

@@ -64,6 +64,8 @@ pub struct Controller {
     pub(crate) shutdown: CancellationToken,
     pub(crate) metrics: Option<MetricsRender>,
     pub(crate) instances: Option<Arc<dyn fission_core::InstanceReport>>,
+    /// Routes other components serve through the controller (trigger status).
+    pub(crate) extra_routes: Option<axum::Router>,
 }
 
 impl Controller {
@@ -83,6 +85,7 @@ impl Controller {
             shutdown,
             metrics: None,
             instances: None,
+            extra_routes: None,
         }
     }
 
@@ -101,9 +104,19 @@ impl Controller {
         self
     }
 
+    /// Also serve `routes` (paths the controller's own API does not use).
+    pub fn with_routes(mut self, routes: axum::Router) -> Self {
+        self.extra_routes = Some(routes);
+        self
+    }
+
     /// The HTTP application.
     pub fn app(&self) -> axum::Router {
-        handlers::routes(self.clone())
+        let app = handlers::routes(self.clone());
+        match &self.extra_routes {
+            Some(extra) => app.merge(extra.clone()),
+            None => app,
+        }
     }
 
     /// Serve on `listener` until `shutdown`, then let in-flight requests finish for up to `grace`.

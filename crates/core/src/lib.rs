@@ -12,6 +12,7 @@
 #![deny(missing_docs)]
 
 pub mod archive;
+pub mod async_calls;
 mod calls;
 pub mod decode;
 mod error;
@@ -25,6 +26,7 @@ mod store;
 pub mod validation;
 
 pub use archive::{ArchiveError, ArchiveStorage};
+pub use async_calls::{AsyncCallError, AsyncCalls, AsyncRequest};
 pub use calls::{CallCounter, CallCounts};
 pub use decode::{Decoded, decode_object};
 pub use error::{ErrorBody, ErrorCode};

@@ -455,11 +455,25 @@ async fn start(args: ServerArgs) -> Result<Running> {
         &mut registry,
     );
 
+    // Triggers call functions through the router's internal routes, as Fission's do.
+    let triggers = fission_triggers::Triggers::new(
+        &format!("http://{router_addr}"),
+        store.clone(),
+        Some(Arc::new(logs.clone())),
+        &mut registry,
+    )
+    .with_async_jobs(
+        &data.root().join("async.redb"),
+        fission_triggers::AsyncConfig::default(),
+    )?;
     let router_config = fission_router::Config {
         listen: router_addr,
         ..fission_router::Config::default()
     };
-    let router = fission_router::Router::new(router_config, executor.clone(), &mut registry);
+    let mut router = fission_router::Router::new(router_config, executor.clone(), &mut registry);
+    if let Some(queue) = triggers.async_calls() {
+        router = router.with_async_calls(queue);
+    }
     let registry = Arc::new(Mutex::new(registry));
     // One registry, served by both the router and the controller (one process, one scrape).
     let render_metrics = move || {
@@ -495,7 +509,8 @@ async fn start(args: ServerArgs) -> Result<Running> {
         stop_accepting.clone(),
     )
     .with_metrics_endpoint(render_metrics)
-    .with_instance_report(executor.clone());
+    .with_instance_report(executor.clone())
+    .with_routes(triggers.api_routes());
 
     // Listeners: stop first, drain in-flight requests.
     let mut front = JoinSet::new();
@@ -551,6 +566,10 @@ async fn start(args: ServerArgs) -> Result<Running> {
             fission_controller::canary::run(store, calls, shutdown).await;
             Ok(())
         });
+    }
+    {
+        let shutdown = stop_backends.clone();
+        back.spawn(async move { triggers.run(shutdown).await.context("triggers failed") });
     }
     {
         let (store, archives, shutdown) = (store.clone(), prune_archives, stop_backends.clone());

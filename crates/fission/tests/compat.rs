@@ -70,8 +70,13 @@ fn a_spec_directory_exactly_as_fission_writes_it_applies_and_serves() {
         );
     }
     assert!(
+        !out.stderr.contains("does not fire TimeTriggers"),
+        "time triggers fire: {}",
         out.stderr
-            .contains("Warning: this server does not fire TimeTriggers yet"),
+    );
+    assert!(
+        out.stderr
+            .contains("Warning: this server does not fire KubernetesWatchTriggers yet"),
         "{}",
         out.stderr
     );
@@ -551,9 +556,8 @@ fn listings_show_what_routes_match_and_where_triggers_live() {
     ])
     .ok();
     assert!(
-        out.stderr
-            .contains("Warning: this server does not fire TimeTriggers yet"),
-        "{}",
+        !out.stderr.contains("Warning:"),
+        "time triggers fire, nothing to warn about: {}",
         out.stderr
     );
     let tt = run(&["tt", "list"]).ok().stdout;
@@ -582,7 +586,7 @@ fn listings_show_what_routes_match_and_where_triggers_live() {
     .ok();
     assert!(
         out.stderr
-            .contains("Warning: this server does not fire MessageQueueTriggers yet"),
+            .contains("Warning: this server does not consume 'kafka' message queues yet"),
         "{}",
         out.stderr
     );

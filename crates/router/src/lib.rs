@@ -97,6 +97,7 @@
 //! their status, are relayed verbatim. See that module for the statuses and texts.
 #![deny(missing_docs)]
 
+mod async_call;
 mod body;
 mod error;
 mod metrics;
@@ -173,6 +174,8 @@ pub(crate) struct Inner {
     proxy: proxy::Proxy,
     metrics: Arc<metrics::Metrics>,
     metrics_render: RwLock<Option<MetricsRender>>,
+    /// Where `X-Fission-Async: true` calls are queued; without it the header is ignored.
+    async_calls: RwLock<Option<Arc<dyn fission_core::AsyncCalls>>>,
 }
 
 impl Inner {
@@ -187,6 +190,13 @@ impl Inner {
         let table = Arc::new(table);
         *self.table.write().unwrap_or_else(PoisonError::into_inner) = table;
         self.ready.send_replace(true);
+    }
+
+    pub(crate) fn async_calls(&self) -> Option<Arc<dyn fission_core::AsyncCalls>> {
+        self.async_calls
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     pub(crate) fn metrics_render(&self) -> Option<MetricsRender> {
@@ -231,6 +241,7 @@ impl Router {
                 proxy,
                 metrics,
                 metrics_render: RwLock::new(None),
+                async_calls: RwLock::new(None),
             }),
         }
     }
@@ -248,6 +259,18 @@ impl Router {
             .metrics_render
             .write()
             .unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(render));
+        self
+    }
+
+    /// Queue calls to function routes that carry `X-Fission-Async: true` in `queue` and answer
+    /// them with 202 and the job id. Applies to every clone of this router.
+    #[must_use]
+    pub fn with_async_calls(self, queue: Arc<dyn fission_core::AsyncCalls>) -> Self {
+        *self
+            .inner
+            .async_calls
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(queue);
         self
     }
 

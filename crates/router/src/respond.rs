@@ -115,7 +115,7 @@ pub(crate) fn metrics_not_configured() -> Response<RouterBody> {
 }
 
 /// The request body is over the limit.
-fn payload_too_large(limit: usize, content_length: Option<u64>) -> Response<RouterBody> {
+pub(crate) fn payload_too_large(limit: usize, content_length: Option<u64>) -> Response<RouterBody> {
     let text = match content_length {
         Some(n) => format!(
             "request body too large: {n} bytes (Content-Length) exceeds the router's limit of {limit} bytes"

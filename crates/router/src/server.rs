@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument as _, Span, debug, field, info, warn};
 
 use crate::Inner;
+use crate::async_call;
 use crate::body::RouterBody;
 use crate::proxy::Forward;
 use crate::respond;
@@ -213,6 +214,12 @@ async fn dispatch(
         Lookup::NotFound => return respond::not_found(),
         Lookup::MethodNotAllowed { allow } => return respond::method_not_allowed(&allow),
         Lookup::Function(m) => {
+            if let Some(queue) = inner
+                .async_calls()
+                .filter(|_| async_call::wants_async(&req))
+            {
+                return async_call::enqueue(queue, req, inner.config.max_body_bytes).await;
+            }
             // The thread-local RNG is not Send: use it and let it go before any await.
             let target = m.backend.pick(&mut rand::rng()).clone();
             let span = Span::current();

@@ -38,7 +38,10 @@ pub enum FnCommand {
     /// Delete a function
     Delete(FnDeleteArgs),
     /// Call the function through the router
+    #[command(visible_alias = "invoke")]
     Test(FnTestArgs),
+    /// Show a background call made with `fn test --async` (or the dead-letter list)
+    Invocation(FnInvocationArgs),
     /// Show the function's logs
     #[command(visible_alias = "log")]
     Logs(FnLogsArgs),
@@ -233,6 +236,25 @@ pub struct FnTestArgs {
     /// Log database (accepted for compatibility)
     #[arg(long, hide = true)]
     pub dbtype: Option<String>,
+    /// Queue the call and return at once with its id; the server runs it in the background
+    /// with retries (see `fn invocation --id`)
+    #[arg(long = "async")]
+    pub run_async: bool,
+    /// With --async: URL the outcome is POSTed to
+    #[arg(long, requires = "run_async")]
+    pub callback: Option<String>,
+}
+
+/// `fn invocation` flags.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["id", "dead"])))]
+pub struct FnInvocationArgs {
+    /// The id `fn test --async` printed
+    #[arg(long)]
+    pub id: Option<String>,
+    /// List the calls that failed every attempt (the dead-letter list)
+    #[arg(long)]
+    pub dead: bool,
 }
 
 /// `fn logs` flags.
@@ -270,6 +292,7 @@ pub(crate) async fn run(ctx: &Ctx, cmd: FnCommand) -> anyhow::Result<()> {
         FnCommand::Update(a) => update(ctx, a).await,
         FnCommand::Delete(a) => delete(ctx, a).await,
         FnCommand::Test(a) => test(ctx, a).await,
+        FnCommand::Invocation(a) => invocation(ctx, a).await,
         FnCommand::Logs(a) => logs(ctx, a).await,
     }
 }
@@ -1176,6 +1199,12 @@ async fn test(ctx: &Ctx, a: FnTestArgs) -> anyhow::Result<()> {
         eprintln!("> {method} {url}");
     }
     let mut req = client.request(method, url);
+    if a.run_async {
+        req = req.header("X-Fission-Async", "true");
+        if let Some(cb) = &a.callback {
+            req = req.header("X-Fission-Callback-Url", cb.as_str());
+        }
+    }
     for (k, v) in &headers {
         req = req.header(k.as_str(), v.as_str());
     }
@@ -1220,6 +1249,19 @@ async fn test(ctx: &Ctx, a: FnTestArgs) -> anyhow::Result<()> {
             a.name
         ),
     };
+    if a.run_async && status == 202 {
+        let id = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.get("id").and_then(|i| i.as_str()).map(str::to_owned))
+            .ok_or_else(|| {
+                anyhow!(
+                    "calling function {}: the router accepted the call but sent no id",
+                    a.name
+                )
+            })?;
+        say(format!("invocation '{id}' queued"));
+        return Ok(());
+    }
     if status < 400 {
         print_stdout(&body);
         return Ok(());
@@ -1231,6 +1273,23 @@ async fn test(ctx: &Ctx, a: FnTestArgs) -> anyhow::Result<()> {
         status,
         String::from_utf8_lossy(&body).trim_end()
     ))
+}
+
+async fn invocation(ctx: &Ctx, a: FnInvocationArgs) -> anyhow::Result<()> {
+    let v = match &a.id {
+        Some(id) => ctx
+            .api
+            .get_json(&["v2", "async", id], &[])
+            .await
+            .wrap("error reading the invocation")?,
+        None => ctx
+            .api
+            .get_json(&["v2", "async"], &[("state", "dead")])
+            .await
+            .wrap("error reading the dead-letter list")?,
+    };
+    println!("{}", serde_json::to_string_pretty(&v)?);
+    Ok(())
 }
 
 /// After a failed `fn test`: the function's last 20 log records on stderr.

@@ -218,7 +218,7 @@ async fn create(ctx: &Ctx, a: MqtCreateArgs) -> anyhow::Result<()> {
         .await
         .wrap("error creating message queue trigger")?;
     say(format!("trigger '{name}' created"));
-    super::warn_not_fired(ctx, "MessageQueueTrigger");
+    super::warn_mq_type_not_consumed(ctx, &t.spec.message_queue_type);
     Ok(())
 }
 
@@ -257,7 +257,7 @@ async fn get(ctx: &Ctx, a: MqtGetArgs) -> anyhow::Result<()> {
         return print_structured(f, &t);
     }
     mqt_table(&[t]).print();
-    Ok(())
+    super::timetrigger::print_trigger_status(ctx, "messagequeue", &ns, &a.name).await
 }
 
 async fn list(ctx: &Ctx, a: ListArgs) -> anyhow::Result<()> {

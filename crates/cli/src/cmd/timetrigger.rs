@@ -28,6 +28,20 @@ pub enum TtCommand {
     Update(TtUpdateArgs),
     /// Delete a time trigger
     Delete(TtDeleteArgs),
+    /// Show the next fire times of a cron spec
+    #[command(name = "showschedule", visible_alias = "show")]
+    ShowSchedule(TtShowScheduleArgs),
+}
+
+/// `tt showschedule` flags.
+#[derive(Debug, Args)]
+pub struct TtShowScheduleArgs {
+    /// Schedule: '30 * * * *', '0 30 * * * *' (with seconds), '@every 1h30m', '@hourly'
+    #[arg(long)]
+    pub cron: Option<String>,
+    /// How many fire times to show
+    #[arg(long, default_value_t = 1)]
+    pub round: usize,
 }
 
 /// `tt create` flags.
@@ -101,7 +115,32 @@ pub(crate) async fn run(ctx: &Ctx, cmd: TtCommand) -> anyhow::Result<()> {
         TtCommand::List(a) => list(ctx, a).await,
         TtCommand::Update(a) => update(ctx, a).await,
         TtCommand::Delete(a) => delete(ctx, a).await,
+        TtCommand::ShowSchedule(a) => {
+            print!("{}", show_schedule(&a, chrono::Local::now())?);
+            Ok(())
+        }
     }
+}
+
+/// `tt showschedule`'s output, as Fission prints it: the current time and the next `round`
+/// fire times, RFC 3339.
+fn show_schedule<Tz: chrono::TimeZone>(
+    a: &TtShowScheduleArgs,
+    now: chrono::DateTime<Tz>,
+) -> anyhow::Result<String>
+where
+    Tz::Offset: std::fmt::Display,
+{
+    let Some(cron) = a.cron.as_deref().filter(|c| !c.trim().is_empty()) else {
+        bail!(CRON_HINT)
+    };
+    let schedule = fission_triggers::Schedule::parse(cron)?;
+    let rfc3339 = |t: &chrono::DateTime<Tz>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let mut out = format!("Current Server Time: \t{}\n", rfc3339(&now));
+    for (i, t) in schedule.upcoming(&now, a.round).iter().enumerate() {
+        out.push_str(&format!("Next {} invocation: \t{}\n", i + 1, rfc3339(t)));
+    }
+    Ok(out)
 }
 
 fn method(m: &str) -> anyhow::Result<String> {
@@ -163,7 +202,6 @@ async fn create(ctx: &Ctx, a: TtCreateArgs) -> anyhow::Result<()> {
         .await
         .wrap("error creating time trigger")?;
     say(format!("trigger '{name}' created"));
-    super::warn_not_fired(ctx, "TimeTrigger");
     Ok(())
 }
 
@@ -196,7 +234,50 @@ async fn get(ctx: &Ctx, a: TtGetArgs) -> anyhow::Result<()> {
         return print_structured(f, &t);
     }
     tt_table(&[t]).print();
+    print_trigger_status(ctx, "time", &ns, &a.name).await
+}
+
+/// The server's record of a trigger's deliveries, below its table in `get`: how many fires,
+/// the last one, the last error. Nothing when the server does not run the trigger.
+pub(crate) async fn print_trigger_status(
+    ctx: &Ctx,
+    kind: &str,
+    ns: &str,
+    name: &str,
+) -> anyhow::Result<()> {
+    let Some(s) = ctx
+        .api
+        .trigger_status(kind, ns, name)
+        .await
+        .wrap("error reading trigger status")?
+    else {
+        return Ok(());
+    };
+    print!("{}", render_status(&s));
     Ok(())
+}
+
+fn render_status(s: &serde_json::Value) -> String {
+    let n = |k: &str| s.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
+    let text = |k: &str| s.get(k).and_then(serde_json::Value::as_str);
+    let mut out = format!(
+        "\nFIRED: {} (succeeded {}, failed {}, retried {}, skipped {})\n",
+        n("fired"),
+        n("succeeded"),
+        n("failed"),
+        n("retried"),
+        n("skipped")
+    );
+    out.push_str(&format!(
+        "LAST FIRE: {}\n",
+        text("lastFire").unwrap_or("never")
+    ));
+    match (text("lastErrorTime"), text("lastError")) {
+        (Some(at), Some(e)) => out.push_str(&format!("LAST ERROR: {at} {e}\n")),
+        (None, Some(e)) => out.push_str(&format!("LAST ERROR: {e}\n")),
+        _ => out.push_str("LAST ERROR: none\n"),
+    }
+    out
 }
 
 async fn list(ctx: &Ctx, a: ListArgs) -> anyhow::Result<()> {
@@ -291,6 +372,52 @@ mod tests {
         let e =
             build("default", "x", &create_args(&["--function", "hello"])).expect_err("must fail");
         assert_eq!(e.to_string(), CRON_HINT);
+    }
+
+    #[test]
+    fn showschedule_prints_server_time_and_next_fires() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-01-01T10:15:00Z")
+            .expect("time")
+            .with_timezone(&chrono::Utc);
+        let a = TtShowScheduleArgs {
+            cron: Some("@every 1h30m".to_owned()),
+            round: 2,
+        };
+        assert_eq!(
+            show_schedule(&a, now).expect("schedule"),
+            "Current Server Time: \t2026-01-01T10:15:00Z\nNext 1 invocation: \t2026-01-01T11:45:00Z\nNext 2 invocation: \t2026-01-01T13:15:00Z\n"
+        );
+    }
+
+    #[test]
+    fn showschedule_refuses_bad_cron() {
+        let a = TtShowScheduleArgs {
+            cron: Some("* * *".to_owned()),
+            round: 1,
+        };
+        let e = show_schedule(&a, chrono::Utc::now()).expect_err("must fail");
+        assert!(e.to_string().contains("invalid cron spec '* * *'"), "{e}");
+        let none = TtShowScheduleArgs {
+            cron: None,
+            round: 1,
+        };
+        assert_eq!(
+            show_schedule(&none, chrono::Utc::now())
+                .expect_err("must fail")
+                .to_string(),
+            CRON_HINT
+        );
+    }
+
+    #[test]
+    fn status_shows_counts_last_fire_and_last_error() {
+        let s = json!({"fired": 3, "succeeded": 2, "failed": 1, "retried": 0, "skipped": 4,
+            "lastFire": "2026-01-01T10:00:00.000Z", "lastError": "function answered 500: boom",
+            "lastErrorTime": "2026-01-01T09:59:00.000Z"});
+        assert_eq!(
+            render_status(&s),
+            "\nFIRED: 3 (succeeded 2, failed 1, retried 0, skipped 4)\nLAST FIRE: 2026-01-01T10:00:00.000Z\nLAST ERROR: 2026-01-01T09:59:00.000Z function answered 500: boom\n"
+        );
     }
 
     #[test]
