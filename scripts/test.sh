@@ -14,6 +14,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 ./environments/setup.sh
 cargo build --locked --workspace --all-targets
 cargo test --locked --workspace -- --test-threads=2
+./ui/test.sh
 ./environments/test.sh
 # The benchmark harness still runs (no thresholds: figures on a shared CI machine mean little).
 cargo run --locked -p fission-bench -- --smoke > target/bench-smoke.md

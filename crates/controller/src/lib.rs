@@ -14,6 +14,7 @@ pub mod canary;
 mod error;
 mod handlers;
 mod references;
+mod ui;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
