@@ -92,10 +92,15 @@ async function failure(resp: Response, what: string): Promise<ApiError> {
   return new ApiError(`${what}: ${message}`);
 }
 
-export async function list<T>(path: string, namespace: string): Promise<T[]> {
+/** A collection's JSON text, unparsed: the caller skips parsing (and rendering) when it is unchanged. */
+export async function listText(path: string, namespace: string): Promise<string> {
   const resp = await fetch(`/v2/${path}?namespace=${encodeURIComponent(namespace)}`);
   if (!resp.ok) throw await failure(resp, `listing ${path}`);
-  const items = await resp.json();
+  return await resp.text();
+}
+
+export function parseList<T>(text: string): T[] {
+  const items: unknown = JSON.parse(text);
   return Array.isArray(items) ? (items as T[]) : [];
 }
 

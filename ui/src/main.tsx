@@ -2,7 +2,7 @@
 // form, a plot of the calls made from it and a live log tail. Data comes from the controller's
 // REST API, polled; the log tail is the streamed `fn logs -f` endpoint.
 
-import { Fragment, render } from "preact";
+import { Component, Fragment, render } from "preact";
 import { useEffect, useMemo, useRef, useState } from "preact/hooks";
 import * as api from "./api";
 import type { Canary, Environment, Fn, Package, Trigger } from "./api";
@@ -22,25 +22,43 @@ interface Resources {
 
 const EMPTY: Resources = { environments: [], functions: [], packages: [], http: [], time: [], mq: [], watches: [], canaries: [] };
 
-/** Every resource of `namespace`, refreshed every POLL_MS (so new objects appear live). */
+const COLLECTIONS: [keyof Resources, string][] = [
+  ["environments", "environments"],
+  ["functions", "functions"],
+  ["packages", "packages"],
+  ["http", "triggers/http"],
+  ["time", "triggers/time"],
+  ["mq", "triggers/messagequeue"],
+  ["watches", "watches"],
+  ["canaries", "canaryconfigs"],
+];
+
+/**
+ * Every resource of `namespace`, refreshed every POLL_MS (so new objects appear live). A
+ * collection whose JSON did not change keeps its previous array, and a refresh that changed
+ * nothing does not render at all: with thousands of functions, most refreshes cost only the fetch.
+ */
 function useResources(namespace: string): { data: Resources; error: string | null; loaded: boolean } {
   const [state, setState] = useState<{ data: Resources; error: string | null; loaded: boolean }>({ data: EMPTY, error: null, loaded: false });
   useEffect(() => {
     let stopped = false;
     let timer: number | undefined;
+    let texts: string[] = [];
+    let data = EMPTY;
     const load = async () => {
       try {
-        const [environments, functions, packages, http, time, mq, watches, canaries] = await Promise.all([
-          api.list<Environment>("environments", namespace),
-          api.list<Fn>("functions", namespace),
-          api.list<Package>("packages", namespace),
-          api.list<Trigger>("triggers/http", namespace),
-          api.list<Trigger>("triggers/time", namespace),
-          api.list<Trigger>("triggers/messagequeue", namespace),
-          api.list<Trigger>("watches", namespace),
-          api.list<Canary>("canaryconfigs", namespace),
-        ]);
-        if (!stopped) setState({ data: { environments, functions, packages, http, time, mq, watches, canaries }, error: null, loaded: true });
+        const fresh = await Promise.all(COLLECTIONS.map(([, path]) => api.listText(path, namespace)));
+        if (stopped) return;
+        const changed = fresh.some((t, i) => t !== texts[i]);
+        if (changed) {
+          const next = { ...data } as Record<keyof Resources, unknown[]>;
+          COLLECTIONS.forEach(([key], i) => {
+            if (fresh[i] !== texts[i]) next[key] = api.parseList(fresh[i]);
+          });
+          data = next as unknown as Resources;
+          texts = fresh;
+        }
+        setState((s) => (changed || s.error || !s.loaded ? { data, error: null, loaded: true } : s));
       } catch (e) {
         if (!stopped) setState((s) => ({ ...s, error: String(e instanceof Error ? e.message : e) }));
       }
@@ -149,6 +167,9 @@ function Environments({ data }: { data: Resources }) {
   );
 }
 
+/** Rows rendered per frame: the first screenful comes at once, the rest without a long task. */
+const ROWS_PER_FRAME = 200;
+
 function Functions({ data }: { data: Resources }) {
   const [filter, setFilter] = useState("");
   // Indexes built once per refresh, so each row is O(1) even with thousands of functions.
@@ -158,7 +179,14 @@ function Functions({ data }: { data: Resources }) {
     for (const t of data.http) for (const f of api.targets(t.spec.functionref)) m.set(f, [...(m.get(f) ?? []), t.spec.prefix || t.spec.relativeurl || ""]);
     return m;
   }, [data.http]);
-  const shown = filter ? data.functions.filter((f) => f.metadata.name.includes(filter)) : data.functions;
+  const shown = useMemo(() => (filter ? data.functions.filter((f) => f.metadata.name.includes(filter)) : data.functions), [data.functions, filter]);
+  const [limit, setLimit] = useState(ROWS_PER_FRAME);
+  useEffect(() => setLimit(ROWS_PER_FRAME), [filter]);
+  useEffect(() => {
+    if (limit >= shown.length) return;
+    const frame = requestAnimationFrame(() => setLimit((l) => l + ROWS_PER_FRAME));
+    return () => cancelAnimationFrame(frame);
+  }, [limit, shown.length]);
   return (
     <section id="functions">
       <h2>
@@ -170,23 +198,41 @@ function Functions({ data }: { data: Resources }) {
           <tr><th>name</th><th>environment</th><th>executor</th><th>package</th><th>build</th><th>routes</th></tr>
         </thead>
         <tbody>
-          {shown.map((f) => {
+          {shown.slice(0, limit).map((f) => {
             const pkg = f.spec.package?.packageref?.name;
-            return (
-              <tr key={f.metadata.name} data-function={f.metadata.name}>
-                <td><a href={fnHref(f.metadata.name)}>{f.metadata.name}</a></td>
-                <td>{f.spec.environment.name}</td>
-                <td>{api.executorType(f)}</td>
-                <td>{pkg}</td>
-                <td>{pkg ? <Status value={pkgStatus.get(pkg)} /> : null}</td>
-                <td class="mono">{(routes.get(f.metadata.name) ?? []).join(" ")}</td>
-              </tr>
-            );
+            return <FunctionRow key={f.metadata.name} f={f} build={pkg ? pkgStatus.get(pkg) ?? "none" : ""} routes={(routes.get(f.metadata.name) ?? []).join(" ")} />;
           })}
         </tbody>
       </table>
     </section>
   );
+}
+
+interface RowProps {
+  f: Fn;
+  build: string;
+  routes: string;
+}
+
+/** One function's row; re-rendered only when what it shows changed. */
+class FunctionRow extends Component<RowProps> {
+  shouldComponentUpdate(next: RowProps): boolean {
+    const p = this.props;
+    return next.f.metadata.resourceVersion !== p.f.metadata.resourceVersion || next.build !== p.build || next.routes !== p.routes;
+  }
+
+  render({ f, build, routes }: RowProps) {
+    return (
+      <tr data-function={f.metadata.name}>
+        <td><a href={fnHref(f.metadata.name)}>{f.metadata.name}</a></td>
+        <td>{f.spec.environment.name}</td>
+        <td>{api.executorType(f)}</td>
+        <td>{f.spec.package?.packageref?.name}</td>
+        <td>{build ? <Status value={build} /> : null}</td>
+        <td class="mono">{routes}</td>
+      </tr>
+    );
+  }
 }
 
 function Packages({ packages }: { packages: Package[] }) {

@@ -192,6 +192,10 @@ run("first load stays under 200 KB of JavaScript and 1,000 functions render with
   }
 
   const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  await page.addInitScript(() => {
+    window.__longTasks = [];
+    new PerformanceObserver((l) => window.__longTasks.push(...l.getEntries())).observe({ type: "longtask", buffered: true });
+  });
   let jsBytes = 0;
   page.on("response", async (resp) => {
     if (resp.url().endsWith(".js")) jsBytes += (await resp.body()).length;
@@ -200,26 +204,30 @@ run("first load stays under 200 KB of JavaScript and 1,000 functions render with
   await page.goto(server.dashboard);
   await page.waitForFunction(() => document.querySelectorAll("tr[data-function]").length === 1001, null, { timeout: 30_000 });
   const renderMs = Date.now() - started;
-  // The longest main-thread task while the page refreshes its 1,001 rows: what a user feels as a freeze.
-  const longestTaskMs = await page.evaluate(
-    () =>
-      new Promise((ok) => {
-        let longest = 0;
-        new PerformanceObserver((l) => l.getEntries().forEach((e) => (longest = Math.max(longest, e.duration)))).observe({ type: "longtask", buffered: true });
-        setTimeout(() => ok(longest), 4500); // two refreshes
-      }),
-  );
+  // Long main-thread tasks are what a user feels as a freeze: during the first load, and over
+  // two refreshes after it (recorded from the page's start by the init script above).
+  const renderedAt = await page.evaluate(() => performance.now());
+  await page.waitForTimeout(4500);
+  const longestTasks = await page.evaluate((at) => {
+    const tasks = window.__longTasks;
+    const longest = (list) => list.reduce((m, e) => Math.max(m, e.duration), 0);
+    return { load: longest(tasks.filter((t) => t.startTime < at)), refresh: longest(tasks.filter((t) => t.startTime >= at)) };
+  }, renderedAt);
   const filterStarted = Date.now();
   await page.fill("#functions input.filter", "load-099");
   await page.waitForFunction(() => document.querySelectorAll("tr[data-function]").length === 10);
   const filterMs = Date.now() - filterStarted;
   await page.fill("#functions input.filter", "");
+  await page.waitForFunction(() => document.querySelectorAll("tr[data-function]").length === 1001);
   await page.screenshot({ path: join(SHOTS, "thousand-functions.png") });
-  const numbers = { jsBytes, renderMs, longestTaskMs, filterMs, functions: 1001 };
+  const numbers = { functions: 1001, jsBytes, renderMs, longestTaskOnLoadMs: longestTasks.load, longestTaskOnRefreshMs: longestTasks.refresh, filterMs };
   writeFileSync(join(SHOTS, "measurements.json"), JSON.stringify(numbers, null, 2) + "\n");
   console.log(`dashboard measurements: ${JSON.stringify(numbers)}`);
   assert.ok(jsBytes > 0 && jsBytes < 200 * 1024, `first load fetched ${jsBytes} bytes of JavaScript`);
   assert.ok(renderMs < 5000, `1,001 functions took ${renderMs} ms to appear`);
-  assert.ok(longestTaskMs < 500, `the page froze for ${longestTaskMs} ms while refreshing`);
+  // Generous bounds: CI machines are shared; a regression to rendering everything in one task
+  // (or on every refresh) overshoots them.
+  assert.ok(longestTasks.load < 400, `the page froze for ${longestTasks.load} ms while loading`);
+  assert.ok(longestTasks.refresh < 200, `the page froze for ${longestTasks.refresh} ms while refreshing`);
   await page.close();
 });
