@@ -32,7 +32,11 @@ macro_rules! asset {
         Asset {
             path: $path,
             content_type: $type,
-            bytes: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../ui/dist/", $path)),
+            bytes: include_bytes!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../ui/dist/",
+                $path
+            )),
         }
     };
 }
@@ -200,9 +204,17 @@ async fn call(c: &Controller, req: InvokeRequest) -> Result<InvokeResponse, Invo
     let headers = resp
         .headers()
         .iter()
-        .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
         .collect();
-    let bytes = resp.bytes().await.map_err(|e| router_error(e.to_string()))?;
+    let bytes = resp
+        .bytes()
+        .await
+        .map_err(|e| router_error(e.to_string()))?;
     let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
     let truncated = bytes.len() > MAX_SHOWN_BODY;
     let body = String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_SHOWN_BODY)]).into_owned();
@@ -244,7 +256,10 @@ mod tests {
         }
         let index = std::str::from_utf8(ASSETS[0].bytes).expect("utf-8 index.html");
         assert!(index.contains("app.js"), "index.html does not load app.js");
-        assert!(index.contains("app.css"), "index.html does not load app.css");
+        assert!(
+            index.contains("app.css"),
+            "index.html does not load app.css"
+        );
     }
 
     #[test]
