@@ -18,6 +18,7 @@ python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ig
   --target target/test-tools/python prometheus-client==0.21.1
 cargo build --locked --workspace --all-targets
 cargo test --locked --workspace -- --test-threads=2
+./ui/test.sh
 ./environments/test.sh
 # The benchmark harness still runs (no thresholds: figures on a shared CI machine mean little).
 cargo run --locked -p fission-bench -- --smoke > target/bench-smoke.md

@@ -15,6 +15,7 @@ mod error;
 mod handlers;
 mod references;
 mod value_watch;
+mod ui;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

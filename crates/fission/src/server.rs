@@ -587,6 +587,7 @@ async fn start(args: ServerArgs) -> Result<Running> {
         "fission server ready in {} ms: controller http://{controller_addr} router http://{router_addr}",
         started.elapsed().as_millis()
     );
+    println!("dashboard: http://{controller_addr}/ui");
 
     Ok(Running {
         front,
