@@ -21,15 +21,19 @@ if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
   cargo install cargo-fuzz --locked
 fi
 
+# Build once, then run the libFuzzer binaries directly (`cargo fuzz run` may rebuild).
+cargo +nightly fuzz build -O
+triple="$(rustc +nightly -vV | sed -n 's/^host: //p')"
+
 summary=()
 for t in "${targets[@]}"; do
   work="target/corpus/$t"
-  mkdir -p "$work" "corpus/$t"
+  mkdir -p "$work" "corpus/$t" "artifacts/$t"
   log="target/fuzz-$t.log"
   echo "== fuzz $t for ${seconds}s"
-  if ! cargo +nightly fuzz run "$t" "$work" "corpus/$t" -- \
+  if ! "target/$triple/release/$t" "$work" "corpus/$t" \
     -max_total_time="$seconds" -timeout=20 -rss_limit_mb=2048 -print_final_stats=1 \
-    >"$log" 2>&1; then
+    -artifact_prefix="artifacts/$t/" >"$log" 2>&1; then
     tail -n 60 "$log" >&2
     echo "fuzz: $t FAILED (reproducer in fuzz/artifacts/$t/, log $PWD/$log)" >&2
     exit 1
