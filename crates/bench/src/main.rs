@@ -18,6 +18,7 @@ mod api;
 mod http;
 mod procs;
 mod report;
+mod soak;
 mod stats;
 
 use std::path::PathBuf;
@@ -53,6 +54,14 @@ struct Args {
     /// Extra argument for `fission server` (repeatable), e.g. `--server-arg=--sandbox=none`.
     #[arg(long = "server-arg", value_name = "ARG", allow_hyphen_values = true)]
     server_args: Vec<String>,
+    /// Instead of the benchmarks: a soak run at 80 % of the measured maximum throughput across
+    /// Node.js and Python functions, killing one instance half-way (exit 1 on any error beyond
+    /// the killed instance's in-flight requests).
+    #[arg(long)]
+    soak: bool,
+    /// Length of the soak run.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60, requires = "soak")]
+    seconds: u64,
 }
 
 /// How much of everything.
@@ -225,6 +234,9 @@ struct Bench {
 
 async fn run(args: &Args) -> Result<String> {
     let paths = Paths::discover(args.fission.clone())?;
+    if args.soak {
+        return soak::run(&paths, &args.server_args, args.keep_data, args.seconds).await;
+    }
     let plan = if args.smoke {
         Plan::smoke()
     } else {

@@ -34,6 +34,11 @@ fn signal(pid: u32, sig: i32) -> bool {
     unsafe { libc::kill(pid, sig) == 0 }
 }
 
+/// SIGKILL `pid`; false when it is gone already.
+pub fn sigkill(pid: u32) -> bool {
+    signal(pid, libc::SIGKILL)
+}
+
 /// `VmRSS` of a process in bytes (None when it is gone).
 pub fn rss_bytes(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -90,7 +95,7 @@ fn parent_map() -> HashMap<u32, Vec<u32>> {
 }
 
 /// CPU time a process has used, in ns (`/proc/<pid>/schedstat`, else utime + stime).
-fn cpu_ns(pid: u32) -> u64 {
+pub fn cpu_ns(pid: u32) -> u64 {
     if let Some(ns) = std::fs::read_to_string(format!("/proc/{pid}/schedstat"))
         .ok()
         .and_then(|s| {

@@ -35,6 +35,15 @@ pub use cmd::watch::WatchCommand;
 pub use goflags::go_style_bools;
 pub use output::OutputFormat;
 
+/// Entry points for the fuzz targets in `fuzz/`; not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Read one spec file's text as `fission spec` does: returns (objects, archives, errors).
+    pub fn parse_spec_file(text: &str) -> (usize, usize, usize) {
+        crate::cmd::spec::parse_spec_text(text)
+    }
+}
+
 /// Default controller address (`fission server` listens here).
 pub const DEFAULT_SERVER_URL: &str = "http://127.0.0.1:31313";
 

@@ -411,6 +411,18 @@ async fn list(ctx: &Ctx, a: &SpecListArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One spec file's text through the reader (for the fuzz target): counts of objects, archive
+/// specs and errors.
+pub(crate) fn parse_spec_text(text: &str) -> (usize, usize, usize) {
+    let mut specs = read::Specs::default();
+    read::parse_file(&mut specs, std::path::Path::new("fuzz.yaml"), text);
+    (
+        specs.objects.len(),
+        specs.archives.len(),
+        specs.errors.len(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
