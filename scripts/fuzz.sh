@@ -21,6 +21,11 @@ if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
   cargo install cargo-fuzz --locked
 fi
 
+# The instrumented build is slow (minutes on 2 cores): keep it in a cache shared by every
+# checkout; cargo's own fingerprints decide what to rebuild.
+export CARGO_TARGET_DIR="${FISSION_FUZZ_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/fission-rs/fuzz-target}"
+mkdir -p "$CARGO_TARGET_DIR"
+
 # Build once, then run the libFuzzer binaries directly (`cargo fuzz run` may rebuild).
 cargo +nightly fuzz build -O
 triple="$(rustc +nightly -vV | sed -n 's/^host: //p')"
@@ -31,7 +36,7 @@ for t in "${targets[@]}"; do
   mkdir -p "$work" "corpus/$t" "artifacts/$t"
   log="target/fuzz-$t.log"
   echo "== fuzz $t for ${seconds}s"
-  if ! "target/$triple/release/$t" "$work" "corpus/$t" \
+  if ! "$CARGO_TARGET_DIR/$triple/release/$t" "$work" "corpus/$t" \
     -max_total_time="$seconds" -timeout=20 -rss_limit_mb=2048 -print_final_stats=1 \
     -artifact_prefix="artifacts/$t/" >"$log" 2>&1; then
     tail -n 60 "$log" >&2
