@@ -14,8 +14,8 @@ pub mod canary;
 mod error;
 mod handlers;
 mod references;
-mod value_watch;
 mod ui;
+mod value_watch;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

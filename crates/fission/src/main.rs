@@ -28,6 +28,7 @@ struct Top {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant, reason = "parsed once per process")]
 enum TopCommand {
     /// Run the all-in-one server: controller, router and executor in one process.
     Server(server::ServerArgs),
