@@ -41,17 +41,7 @@ impl Timers {
 
     /// Make the running timers exactly `triggers`.
     pub(crate) fn replace_all(&mut self, triggers: Vec<TimeTrigger>) {
-        let keep: std::collections::HashSet<_> = triggers
-            .iter()
-            .map(|t| (t.metadata.namespace.clone(), t.metadata.name.clone()))
-            .collect();
-        let gone: Vec<_> = self
-            .running
-            .keys()
-            .filter(|k| !keep.contains(*k))
-            .cloned()
-            .collect();
-        for (ns, name) in gone {
+        for (ns, name) in crate::delivery::departed(&self.running, &triggers) {
             self.remove(&ns, &name);
         }
         for t in triggers {
