@@ -202,6 +202,15 @@ impl Slot {
         self.cgroups.as_ref().is_some_and(SlotCgroups::oom_killed)
     }
 
+    /// How often a fork or clone in this slot failed because the pids limit was reached
+    /// (`max` in `pids.events`): check it when a build fails, to say it ran out of processes.
+    pub fn pids_limit_hits(&self) -> u64 {
+        self.cgroups
+            .as_ref()
+            .and_then(|cg| cgroup::read_key(&cg.pids.join("pids.events"), "max"))
+            .unwrap_or(0)
+    }
+
     /// Current usage.
     pub fn stats(&self) -> SlotStats {
         let Some(cg) = &self.cgroups else {
@@ -299,7 +308,7 @@ fn validate(spec: &SlotSpec) -> Result<(), Error> {
             spec.program.display()
         )));
     }
-    for (host, inside) in &spec.readonly_binds {
+    for (host, inside) in spec.readonly_binds.iter().chain(&spec.writable_binds) {
         if !inside.is_absolute() || !host.is_absolute() {
             return Err(Error::Invalid(format!(
                 "bind {} -> {}: both paths must be absolute",
@@ -314,6 +323,16 @@ fn validate(spec: &SlotSpec) -> Result<(), Error> {
             )));
         }
         check_reachable(host).map_err(Error::Invalid)?;
+    }
+    for (host, _) in &spec.writable_binds {
+        let meta = fs::symlink_metadata(host)
+            .map_err(|e| Error::Invalid(format!("writable bind {}: {e}", host.display())))?;
+        if !meta.is_dir() {
+            return Err(Error::Invalid(format!(
+                "writable bind {} is not a directory",
+                host.display()
+            )));
+        }
     }
     if let Some(cwd) = &spec.cwd
         && !cwd.is_absolute()
@@ -423,6 +442,12 @@ pub(crate) fn create(run: &Arc<Run>, spec: SlotSpec) -> Result<Slot, Error> {
         .map_err(|e| Error::io(format!("open cgroup.procs for {name}"), e))?
         .unwrap_or_default();
 
+    // Hand the writable trees to the slot's uid: it can write there and nowhere else.
+    for (host, _) in &spec.writable_binds {
+        chown_tree(host, host_id)
+            .map_err(|e| Error::io(format!("give {} to the slot", host.display()), e))?;
+    }
+
     let args = bwrap_args(run, &spec, &dir, limits.tmp_bytes);
     let mut cmd = tokio::process::Command::new(&run.caps.bwrap);
     cmd.args(&args)
@@ -436,20 +461,23 @@ pub(crate) fn create(run: &Arc<Run>, spec: SlotSpec) -> Result<Slot, Error> {
                 .filter(|(k, _)| k != "FISSION_LISTEN_FD")
                 .map(|(k, v)| (k, v)),
         )
-        .env("FISSION_LISTEN_FD", LISTEN_FD.to_string())
         .current_dir("/")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(false);
+    let mut fd_map = vec![
+        (seccomp_deny.as_raw_fd(), LISTEN_FD + 1),
+        (seccomp_clone3.as_raw_fd(), LISTEN_FD + 2),
+    ];
+    if let Some(listener) = &spec.listener {
+        cmd.env("FISSION_LISTEN_FD", LISTEN_FD.to_string());
+        fd_map.push((listener.as_raw_fd(), LISTEN_FD));
+    }
     ChildSetup {
         cgroup_procs: procs.iter().map(AsRawFd::as_raw_fd).collect(),
         netns: netns.as_raw_fd(),
-        fd_map: vec![
-            (spec.listener.as_raw_fd(), LISTEN_FD),
-            (seccomp_deny.as_raw_fd(), LISTEN_FD + 1),
-            (seccomp_clone3.as_raw_fd(), LISTEN_FD + 2),
-        ],
+        fd_map,
         uid: host_id,
         gid: host_id,
     }
@@ -479,6 +507,18 @@ pub(crate) fn create(run: &Arc<Run>, spec: SlotSpec) -> Result<Slot, Error> {
     };
     tracing::debug!(slot = %slot.name, ms = slot.created_in.as_secs_f64() * 1e3, "sandbox: slot created");
     Ok(slot)
+}
+
+/// `lchown` every entry of the tree at `root` (links themselves, never what they point to;
+/// no descent through links) to `id:id`.
+fn chown_tree(root: &Path, id: u32) -> std::io::Result<()> {
+    std::os::unix::fs::lchown(root, Some(id), Some(id))?;
+    if fs::symlink_metadata(root)?.is_dir() {
+        for entry in fs::read_dir(root)? {
+            chown_tree(&entry?.path(), id)?;
+        }
+    }
+    Ok(())
 }
 
 fn bwrap_args(run: &Run, spec: &SlotSpec, slot_dir: &Path, tmp_bytes: u64) -> Vec<String> {
@@ -529,6 +569,13 @@ fn bwrap_args(run: &Run, spec: &SlotSpec, slot_dir: &Path, tmp_bytes: u64) -> Ve
     for (host, inside) in &spec.readonly_binds {
         push(&[
             "--ro-bind",
+            &host.display().to_string(),
+            &inside.display().to_string(),
+        ]);
+    }
+    for (host, inside) in &spec.writable_binds {
+        push(&[
+            "--bind",
             &host.display().to_string(),
             &inside.display().to_string(),
         ]);
