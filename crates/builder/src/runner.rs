@@ -232,10 +232,17 @@ impl BuildRunner for SandboxRunner {
                 ..self.defaults
             };
             let text = |s: &std::ffi::OsStr| s.to_string_lossy().into_owned();
-            let mut spec = fission_sandbox::SlotSpec::command(
-                PathBuf::from(&step.program),
-                step.args.iter().map(|a| text(a)).collect(),
-            );
+            let mut args: Vec<String> = step.args.iter().map(|a| text(a)).collect();
+            let program = PathBuf::from(&step.program);
+            // The sandbox starts absolute paths only; a bare name (`sh`, `make`) is looked up
+            // on the step's PATH inside, by env.
+            let program = if program.is_absolute() {
+                program
+            } else {
+                args.splice(0..0, ["--".to_owned(), text(&step.program)]);
+                PathBuf::from("/usr/bin/env")
+            };
+            let mut spec = fission_sandbox::SlotSpec::command(program, args);
             spec.writable_binds = vec![(step.work_dir.clone(), PathBuf::from(SANDBOX_PACKAGES))];
             // Tools installed outside /usr (a node under /opt/node/bin): their whole prefix,
             // read-only, at the same path.

@@ -20,6 +20,11 @@ pub(crate) const HOSTNAME: &str = "fission";
 /// File names of the compiled seccomp programs in the run directory.
 pub(crate) const SECCOMP_DENY: &str = "seccomp-deny.bpf";
 pub(crate) const SECCOMP_CLONE3: &str = "seccomp-clone3.bpf";
+/// Descriptor of the first writable bind's directory in bubblewrap (after the listener and
+/// the two seccomp programs).
+const WRITABLE_BIND_FD: i32 = LISTEN_FD + 3;
+/// Most writable binds of a slot (descriptors the child can place without allocating).
+const MAX_WRITABLE_BINDS: usize = 4;
 /// Inside paths the sandbox owns; binds may not replace them.
 const RESERVED: [&str; 6] = ["/userfunc", "/secrets", "/configs", "/tmp", "/proc", "/dev"];
 /// Host `/etc` entries made visible (read-only) when they exist.
@@ -308,7 +313,18 @@ fn validate(spec: &SlotSpec) -> Result<(), Error> {
             spec.program.display()
         )));
     }
-    for (host, inside) in spec.readonly_binds.iter().chain(&spec.writable_binds) {
+    if spec.writable_binds.len() > MAX_WRITABLE_BINDS {
+        return Err(Error::Invalid(format!(
+            "{} writable binds; at most {MAX_WRITABLE_BINDS}",
+            spec.writable_binds.len()
+        )));
+    }
+    for (i, (host, inside)) in spec
+        .readonly_binds
+        .iter()
+        .chain(&spec.writable_binds)
+        .enumerate()
+    {
         if !inside.is_absolute() || !host.is_absolute() {
             return Err(Error::Invalid(format!(
                 "bind {} -> {}: both paths must be absolute",
@@ -322,7 +338,10 @@ fn validate(spec: &SlotSpec) -> Result<(), Error> {
                 inside.display()
             )));
         }
-        check_reachable(host).map_err(Error::Invalid)?;
+        // Writable binds travel as descriptors opened here: their ancestors may be private.
+        if i < spec.readonly_binds.len() {
+            check_reachable(host).map_err(Error::Invalid)?;
+        }
     }
     for (host, _) in &spec.writable_binds {
         let meta = fs::symlink_metadata(host)
@@ -442,10 +461,16 @@ pub(crate) fn create(run: &Arc<Run>, spec: SlotSpec) -> Result<Slot, Error> {
         .map_err(|e| Error::io(format!("open cgroup.procs for {name}"), e))?
         .unwrap_or_default();
 
-    // Hand the writable trees to the slot's uid: it can write there and nowhere else.
+    // Hand the writable trees to the slot's uid: it can write there and nowhere else. They
+    // are opened here, as root, and bound from the descriptors, so a directory under a private
+    // one (a data directory in /root) can be handed over without opening its ancestors.
+    let mut writable = Vec::with_capacity(spec.writable_binds.len());
     for (host, _) in &spec.writable_binds {
         chown_tree(host, host_id)
             .map_err(|e| Error::io(format!("give {} to the slot", host.display()), e))?;
+        writable.push(
+            fs::File::open(host).map_err(|e| Error::io(format!("open {}", host.display()), e))?,
+        );
     }
 
     let args = bwrap_args(run, &spec, &dir, limits.tmp_bytes);
@@ -474,6 +499,9 @@ pub(crate) fn create(run: &Arc<Run>, spec: SlotSpec) -> Result<Slot, Error> {
         cmd.env("FISSION_LISTEN_FD", LISTEN_FD.to_string());
         fd_map.push((listener.as_raw_fd(), LISTEN_FD));
     }
+    for (i, dir) in (0..).zip(&writable) {
+        fd_map.push((dir.as_raw_fd(), WRITABLE_BIND_FD + i));
+    }
     ChildSetup {
         cgroup_procs: procs.iter().map(AsRawFd::as_raw_fd).collect(),
         netns: netns.as_raw_fd(),
@@ -488,7 +516,7 @@ pub(crate) fn create(run: &Arc<Run>, spec: SlotSpec) -> Result<Slot, Error> {
         .map_err(|e| Error::io(format!("start bubblewrap for {name}"), e))?;
     // The child holds the socket now; ours must go so connections are refused once it dies.
     drop(spec.listener);
-    drop((procs, netns, seccomp_deny, seccomp_clone3));
+    drop((procs, netns, seccomp_deny, seccomp_clone3, writable));
 
     partial.armed = false;
     let slot = Slot {
@@ -573,12 +601,9 @@ fn bwrap_args(run: &Run, spec: &SlotSpec, slot_dir: &Path, tmp_bytes: u64) -> Ve
             &inside.display().to_string(),
         ]);
     }
-    for (host, inside) in &spec.writable_binds {
-        push(&[
-            "--bind",
-            &host.display().to_string(),
-            &inside.display().to_string(),
-        ]);
+    for (i, (_, inside)) in (0..).zip(&spec.writable_binds) {
+        let fd = (WRITABLE_BIND_FD + i).to_string();
+        push(&["--bind-fd", &fd, &inside.display().to_string()]);
     }
     // Everything is in place: the root and /dev (both tmpfs owned by the slot's uid) become
     // read-only; /tmp and /dev/shm are separate mounts and stay writable.
