@@ -17,8 +17,8 @@ use crate::Config;
 use crate::archive::zip_dir;
 use crate::log::BuildLog;
 use crate::process::{StepError, StepLimits, run_step};
-use crate::runner::{BuildResources, BuildStep, StepPaths};
 use crate::recipe::{self, Recipe};
+use crate::runner::{BuildResources, BuildStep, StepPaths};
 use crate::tools::Tools;
 
 /// How a build ended.
@@ -365,8 +365,8 @@ async fn step(
         limits,
         ctx.cancel,
     )
-        .await
-        .map_err(Stop::from)
+    .await
+    .map_err(Stop::from)
 }
 
 async fn python(ctx: &Ctx<'_>, dirs: &Dirs, limits: &StepLimits) -> Result<(), Stop> {

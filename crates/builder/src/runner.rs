@@ -258,11 +258,7 @@ impl BuildRunner for SandboxRunner {
             }
             spec.limits = Some(limits);
             spec.egress = true;
-            spec.env = step
-                .env
-                .iter()
-                .map(|(k, v)| (text(k), text(v)))
-                .collect();
+            spec.env = step.env.iter().map(|(k, v)| (text(k), text(v))).collect();
             spec.cwd = Some(step.cwd.clone());
             let sandbox = self.sandbox.clone();
             let mut slot = tokio::task::spawn_blocking(move || sandbox.create_slot(spec))
@@ -273,7 +269,11 @@ impl BuildRunner for SandboxRunner {
                 let _ = tokio::task::spawn_blocking(move || slot.destroy()).await;
                 return Err(io::Error::other("the build sandbox has no process"));
             };
-            tracing::debug!(slot = slot.name(), uid = slot.host_uid(), "build step sandboxed");
+            tracing::debug!(
+                slot = slot.name(),
+                uid = slot.host_uid(),
+                "build step sandboxed"
+            );
             Ok(Box::new(SandboxedStep {
                 child,
                 slot: Arc::new(Mutex::new(Some(slot))),
@@ -288,7 +288,8 @@ impl BuildRunner for SandboxRunner {
         format!(
             "in a sandbox (own uid, namespaces, seccomp; default limits: memory {}, {} millicores, {} processes)",
             mib(l.memory_bytes),
-            l.cpu_millis.map_or("unlimited".to_owned(), |c| c.to_string()),
+            l.cpu_millis
+                .map_or("unlimited".to_owned(), |c| c.to_string()),
             l.pids
         )
     }
@@ -332,22 +333,23 @@ impl StepProcess for SandboxedStep {
 
     fn limit_hit(&self, _status: ExitStatus) -> Option<String> {
         let (oom, pids) = self.with_slot(|s| (s.oom_killed(), s.pids_limit_hits()))?;
+        let mut hits = Vec::new();
         if oom {
-            Some(match self.limits.memory_bytes {
+            hits.push(match self.limits.memory_bytes {
                 Some(m) => format!(
                     "out of memory (the build's memory limit is {} MiB)",
                     m >> 20
                 ),
                 None => "out of memory".to_owned(),
-            })
-        } else if pids > 0 {
-            Some(format!(
+            });
+        }
+        if pids > 0 {
+            hits.push(format!(
                 "it reached the build's limit of {} processes and threads",
                 self.limits.pids
-            ))
-        } else {
-            None
+            ));
         }
+        (!hits.is_empty()).then(|| hits.join("; "))
     }
 
     fn release(self: Box<Self>) -> BoxFuture<'static, ()> {

@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use support::*;
 
-/// A server with a function `hello` to keep calling, and an environment `hostile` whose builds
-/// get 128 MiB (`--maxmemory`, which Fission's builder pods get too).
+/// A server with a function `hello` to keep calling, an environment `hostile` whose builds get
+/// 128 MiB (`--maxmemory`, which Fission's builder pods get too) and one, `roomy`, whose builds
+/// get the default limits.
 fn setup() -> Option<Setup> {
     let s = Setup::start()?;
     s.env("nodejs", "fission/node-env", &["--poolsize", "1"]);
@@ -36,12 +37,23 @@ fn setup() -> Option<Setup> {
             "0",
         ],
     );
+    s.env(
+        "roomy",
+        "fission/python-env",
+        &["--builder", "fission/python-builder", "--poolsize", "0"],
+    );
     Some(s)
 }
 
-/// Build `files` with `buildcmd` in the `hostile` environment while `hello` is called every
+/// Build `files` with `buildcmd` in environment `env` while `hello` is called every
 /// 100 ms; returns `fission pkg info` of the package. Every call made meanwhile must succeed.
-fn build_while_serving(s: &Setup, name: &str, files: &[(&str, &str)], buildcmd: &str) -> String {
+fn build_while_serving(
+    s: &Setup,
+    env: &str,
+    name: &str,
+    files: &[(&str, &str)],
+    buildcmd: &str,
+) -> String {
     let dir = s.files(name, files);
     let stop = AtomicBool::new(false);
     let url = s.server.url("/fission-function/hello");
@@ -67,7 +79,7 @@ fn build_while_serving(s: &Setup, name: &str, files: &[(&str, &str)], buildcmd: 
             "--name",
             name,
             "--env",
-            "hostile",
+            env,
             "--src",
             &format!("{}/*", dir.display()),
             "--buildcmd",
@@ -163,6 +175,7 @@ fn a_hostile_build_cannot_read_secrets_write_outside_or_reach_the_server() {
     );
     let info = build_while_serving(
         &s,
+        "hostile",
         "escape",
         &[("escape.py", ESCAPE_PY), ("targets.json", &targets)],
         "python3 escape.py",
@@ -197,7 +210,8 @@ fn a_hostile_build_cannot_read_secrets_write_outside_or_reach_the_server() {
 fn a_fork_bomb_build_hits_the_process_limit_and_fails_cleanly() {
     let Some(s) = setup() else { return };
     let bomb = "#!/bin/sh\necho starting a fork bomb\nbomb() { bomb | bomb & }\nbomb\nsleep 5\necho still here\nexit 1\n";
-    let info = build_while_serving(&s, "bomb", &[("bomb.sh", bomb)], "./bomb.sh");
+    // Default limits: 1 GiB holds 1024 small shells, so the process limit stops the bomb.
+    let info = build_while_serving(&s, "roomy", "bomb", &[("bomb.sh", bomb)], "./bomb.sh");
     assert!(info.contains("Status:      failed"), "{info}");
     assert!(info.contains("starting a fork bomb"), "{info}");
     assert!(
@@ -207,6 +221,7 @@ fn a_fork_bomb_build_hits_the_process_limit_and_fails_cleanly() {
     // The server still builds (the bomb left nothing behind that holds a build slot).
     let after = build_while_serving(
         &s,
+        "roomy",
         "after-bomb",
         &[(
             "build.sh",
@@ -221,7 +236,13 @@ fn a_fork_bomb_build_hits_the_process_limit_and_fails_cleanly() {
 fn a_build_that_fills_memory_is_oom_killed_and_says_so() {
     let Some(s) = setup() else { return };
     let fill = "print('filling memory', flush=True)\nchunks = []\nwhile True:\n    chunks.append(bytearray(16 << 20))\n";
-    let info = build_while_serving(&s, "fill", &[("fill.py", fill)], "python3 fill.py");
+    let info = build_while_serving(
+        &s,
+        "hostile",
+        "fill",
+        &[("fill.py", fill)],
+        "python3 fill.py",
+    );
     assert!(info.contains("Status:      failed"), "{info}");
     assert!(info.contains("filling memory"), "{info}");
     assert!(
