@@ -134,8 +134,8 @@ pub struct SlotSpec {
     /// the host tree (every entry is `lchown`ed to [`Slot::host_uid`], links not followed)
     /// before the program starts, so the program can write there and nowhere else on the host;
     /// the caller owns what is left afterwards. E.g. a build's source and deploy directories.
-    /// Each directory is opened by this (root) process and bound from its descriptor, so its
-    /// ancestors need not be searchable by other users. At most 4.
+    /// Its ancestors need not be searchable by other users (the sandbox mounts it where the
+    /// slot can reach it, in a mount namespace of the slot's own). At most 4.
     pub writable_binds: Vec<(PathBuf, PathBuf)>,
     /// `None`: the sandbox's [`SandboxConfig::default_limits`].
     pub limits: Option<Limits>,

@@ -20,11 +20,12 @@ pub(crate) const HOSTNAME: &str = "fission";
 /// File names of the compiled seccomp programs in the run directory.
 pub(crate) const SECCOMP_DENY: &str = "seccomp-deny.bpf";
 pub(crate) const SECCOMP_CLONE3: &str = "seccomp-clone3.bpf";
-/// Descriptor of the first writable bind's directory in bubblewrap (after the listener and
-/// the two seccomp programs).
-const WRITABLE_BIND_FD: i32 = LISTEN_FD + 3;
-/// Most writable binds of a slot (descriptors the child can place without allocating).
+/// Most writable binds of a slot.
 const MAX_WRITABLE_BINDS: usize = 4;
+/// Name of writable bind `i`'s mount point in the slot's host directory.
+fn writable_mount_point(slot_dir: &Path, i: usize) -> PathBuf {
+    slot_dir.join(format!("bind-{i}"))
+}
 /// Inside paths the sandbox owns; binds may not replace them.
 const RESERVED: [&str; 6] = ["/userfunc", "/secrets", "/configs", "/tmp", "/proc", "/dev"];
 /// Host `/etc` entries made visible (read-only) when they exist.
@@ -461,16 +462,25 @@ pub(crate) fn create(run: &Arc<Run>, spec: SlotSpec) -> Result<Slot, Error> {
         .map_err(|e| Error::io(format!("open cgroup.procs for {name}"), e))?
         .unwrap_or_default();
 
-    // Hand the writable trees to the slot's uid: it can write there and nowhere else. They
-    // are opened here, as root, and bound from the descriptors, so a directory under a private
-    // one (a data directory in /root) can be handed over without opening its ancestors.
-    let mut writable = Vec::with_capacity(spec.writable_binds.len());
-    for (host, _) in &spec.writable_binds {
+    // Hand the writable trees to the slot's uid: it can write there and nowhere else. The
+    // child, still root, bind-mounts each onto a mount point in the slot directory inside a
+    // mount namespace of its own (gone with the slot's processes, nothing to undo on the
+    // host), so bubblewrap binds it from a path the slot's uid can reach even when the tree
+    // sits under a private directory (a data directory in /root).
+    let mut bind_mounts = Vec::with_capacity(spec.writable_binds.len());
+    for (i, (host, _)) in spec.writable_binds.iter().enumerate() {
         chown_tree(host, host_id)
             .map_err(|e| Error::io(format!("give {} to the slot", host.display()), e))?;
-        writable.push(
-            fs::File::open(host).map_err(|e| Error::io(format!("open {}", host.display()), e))?,
-        );
+        let point = writable_mount_point(&dir, i);
+        fs::DirBuilder::new()
+            .mode(0o755)
+            .create(&point)
+            .map_err(|e| Error::io(format!("mkdir {}", point.display()), e))?;
+        let c = |p: &Path| {
+            std::ffi::CString::new(p.as_os_str().as_encoded_bytes())
+                .map_err(|_| Error::Invalid(format!("{} contains a NUL byte", p.display())))
+        };
+        bind_mounts.push((c(host)?, c(&point)?));
     }
 
     let args = bwrap_args(run, &spec, &dir, limits.tmp_bytes);
@@ -499,13 +509,11 @@ pub(crate) fn create(run: &Arc<Run>, spec: SlotSpec) -> Result<Slot, Error> {
         cmd.env("FISSION_LISTEN_FD", LISTEN_FD.to_string());
         fd_map.push((listener.as_raw_fd(), LISTEN_FD));
     }
-    for (i, dir) in (0..).zip(&writable) {
-        fd_map.push((dir.as_raw_fd(), WRITABLE_BIND_FD + i));
-    }
     ChildSetup {
         cgroup_procs: procs.iter().map(AsRawFd::as_raw_fd).collect(),
         netns: netns.as_raw_fd(),
         fd_map,
+        bind_mounts,
         uid: host_id,
         gid: host_id,
     }
@@ -516,7 +524,7 @@ pub(crate) fn create(run: &Arc<Run>, spec: SlotSpec) -> Result<Slot, Error> {
         .map_err(|e| Error::io(format!("start bubblewrap for {name}"), e))?;
     // The child holds the socket now; ours must go so connections are refused once it dies.
     drop(spec.listener);
-    drop((procs, netns, seccomp_deny, seccomp_clone3, writable));
+    drop((procs, netns, seccomp_deny, seccomp_clone3));
 
     partial.armed = false;
     let slot = Slot {
@@ -601,9 +609,9 @@ fn bwrap_args(run: &Run, spec: &SlotSpec, slot_dir: &Path, tmp_bytes: u64) -> Ve
             &inside.display().to_string(),
         ]);
     }
-    for (i, (_, inside)) in (0..).zip(&spec.writable_binds) {
-        let fd = (WRITABLE_BIND_FD + i).to_string();
-        push(&["--bind-fd", &fd, &inside.display().to_string()]);
+    for (i, (_, inside)) in spec.writable_binds.iter().enumerate() {
+        let point = writable_mount_point(slot_dir, i).display().to_string();
+        push(&["--bind", &point, &inside.display().to_string()]);
     }
     // Everything is in place: the root and /dev (both tmpfs owned by the slot's uid) become
     // read-only; /tmp and /dev/shm are separate mounts and stay writable.

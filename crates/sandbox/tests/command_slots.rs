@@ -7,7 +7,27 @@ use std::os::unix::fs::MetadataExt as _;
 use std::time::Duration;
 
 use common::*;
-use fission_sandbox::{Limits, SlotSpec};
+use fission_sandbox::{Limits, Slot, SlotSpec};
+
+/// Wait for the slot's program to exit, then kill what it left behind (bubblewrap's init
+/// keeps the output pipes open while any orphan lives) and collect its output.
+async fn run_to_exit(slot: &mut Slot) -> Out {
+    let mut child = slot.take_child().expect("child");
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("program did not exit in time")
+        .expect("wait");
+    slot.kill().expect("kill");
+    let out = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
+        .await
+        .expect("output closed")
+        .expect("output");
+    Out {
+        status,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
 
 fn py_command(code: &str) -> SlotSpec {
     SlotSpec::command(PY, vec!["-I".into(), "-S".into(), "-c".into(), code.into()])
@@ -86,7 +106,7 @@ except OSError as e:
         ..Limits::default()
     });
     let mut slot = create(&sb, spec).await;
-    let out = output(&mut slot, Duration::from_secs(30)).await;
+    let out = run_to_exit(&mut slot).await;
     assert!(out.status.success(), "{out:#?}");
     let forked: u32 = out
         .expect_get("forked")
@@ -106,7 +126,7 @@ except OSError as e:
         ..Limits::default()
     });
     let mut slot = create(&sb, spec).await;
-    let out = output(&mut slot, Duration::from_secs(30)).await;
+    let out = run_to_exit(&mut slot).await;
     assert!(!out.status.success(), "{out:#?}");
     assert!(slot.oom_killed());
     slot.destroy().expect("destroy");
