@@ -541,6 +541,47 @@ mod tests {
     use super::*;
 
     #[test]
+    fn builds_are_limited_by_the_builder_container_then_the_environment_resources() {
+        use fission_core::resources::{Builder, EnvironmentSpec};
+        let env = |builder: Option<serde_json::Value>, limits: &[(&str, &str)]| {
+            let mut spec = EnvironmentSpec {
+                builder: Some(Builder {
+                    image: "fission/python-builder".to_owned(),
+                    container: builder,
+                    ..Builder::default()
+                }),
+                ..EnvironmentSpec::default()
+            };
+            for (k, v) in limits {
+                spec.resources
+                    .limits
+                    .insert((*k).to_owned(), (*v).to_owned());
+            }
+            Environment::new("default", "e", spec)
+        };
+        // Nothing set: the runner's defaults apply.
+        assert_eq!(build_resources(&env(None, &[])), BuildResources::default());
+        // The environment's resources (--maxmemory/--maxcpu), as Fission's builder pod.
+        assert_eq!(
+            build_resources(&env(None, &[("memory", "128Mi"), ("cpu", "500m")])),
+            BuildResources {
+                memory_bytes: Some(128 << 20),
+                cpu_millis: Some(500),
+            }
+        );
+        // The builder container's own resources win, key by key.
+        let container =
+            serde_json::json!({"name": "builder", "resources": {"limits": {"memory": "2Gi"}}});
+        assert_eq!(
+            build_resources(&env(Some(container), &[("memory", "128Mi"), ("cpu", "2")])),
+            BuildResources {
+                memory_bytes: Some(2 << 30),
+                cpu_millis: Some(2000),
+            }
+        );
+    }
+
+    #[test]
     fn scripts_are_found_only_inside_the_source() {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir_all(dir.path().join("scripts")).expect("mkdir");
