@@ -55,14 +55,14 @@ pub(crate) fn try_flock_exclusive(file: &File) -> io::Result<bool> {
 /// What the child does between `fork` and `exec` of bubblewrap, in this order:
 ///
 /// 1. joins the slot's cgroups (writes `0`, i.e. "myself", to each pre-opened `cgroup.procs`);
-/// 1b. with bind mounts: enters a new mount namespace (propagation from it to the host's cut
+/// 2. with bind mounts: enters a new mount namespace (propagation from it to the host's cut
 ///    off) and bind-mounts each (source, mount point) there, while still root;
-/// 2. joins the slot's network namespace (`setns` on a pre-opened `/run/netns/…` descriptor)
+/// 3. joins the slot's network namespace (`setns` on a pre-opened `/run/netns/…` descriptor)
 ///    and brings its loopback interface up;
-/// 3. places the inherited descriptors at their fixed numbers (listener on 3, seccomp
+/// 4. places the inherited descriptors at their fixed numbers (listener on 3, seccomp
 ///    programs after it) without close-on-exec, and marks every higher one close-on-exec;
-/// 4. drops every supplementary group, then gid, then uid to the slot's unprivileged ids;
-/// 5. sets `no_new_privs`.
+/// 5. drops every supplementary group, then gid, then uid to the slot's unprivileged ids;
+/// 6. sets `no_new_privs`.
 ///
 /// Every descriptor here was opened by the parent before forking; the child only uses
 /// async-signal-safe system calls and allocates nothing.
