@@ -180,6 +180,7 @@ fn a_hostile_build_cannot_read_secrets_write_outside_or_reach_the_server() {
         &[("escape.py", ESCAPE_PY), ("targets.json", &targets)],
         "python3 escape.py",
     );
+    eprintln!("{info}");
     assert!(info.contains("succeeded"), "{info}");
     assert!(info.contains("The build runs in a sandbox"), "{info}");
     assert!(info.contains("uid 1000 home /tmp"), "{info}");
