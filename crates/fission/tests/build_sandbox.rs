@@ -251,3 +251,90 @@ fn a_build_that_fills_memory_is_oom_killed_and_says_so() {
         "{info}"
     );
 }
+
+/// `--sandbox none` keeps builds as plain processes of the server, and the build log says so.
+#[test]
+fn with_sandbox_none_builds_run_unisolated_and_the_log_says_so() {
+    use std::io::BufRead as _;
+    use std::os::unix::fs::MetadataExt as _;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut child = std::process::Command::new(BIN)
+        .args(["server", "--sandbox", "none", "--grace-period", "1"])
+        .args(["--controller-listen", "127.0.0.1:0"])
+        .args(["--router-listen", "127.0.0.1:0", "--data-dir"])
+        .arg(tmp.path().join("data"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn server");
+    let stdout = child.stdout.take().expect("stdout");
+    // Kept open until the server is killed: it prints more after the ready line.
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let ready = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find(|l| l.starts_with("fission server ready"));
+    let controller = ready
+        .as_deref()
+        .and_then(|l| l.split("controller ").nth(1))
+        .and_then(|r| r.split_whitespace().next())
+        .map(str::to_owned);
+    let fission = |args: &[&str]| {
+        std::process::Command::new(BIN)
+            .args(args)
+            .env("FISSION_URL", controller.as_deref().unwrap_or_default())
+            .env_remove("FISSION_DEFAULT_NAMESPACE")
+            .output()
+            .expect("fission")
+    };
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(&src).expect("mkdir");
+    std::fs::write(
+        src.join("build.sh"),
+        "echo \"build uid $(id -u)\"\ncp -r \"$SRC_PKG\" \"$DEPLOY_PKG\"\n",
+    )
+    .expect("write");
+    let info = controller.as_ref().map(|_| {
+        fission(&[
+            "env",
+            "create",
+            "--name",
+            "python",
+            "--image",
+            "fission/python-env",
+        ]);
+        fission(&[
+            "pkg",
+            "create",
+            "--name",
+            "plain",
+            "--env",
+            "python",
+            "--src",
+            &format!("{}/*", src.display()),
+            "--buildcmd",
+            "sh build.sh",
+        ]);
+        let out = fission(&["pkg", "info", "--name", "plain"]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    drop(lines);
+    let info = info.expect("the server started with --sandbox none");
+    assert!(info.contains("succeeded"), "{info}");
+    assert!(
+        info.contains(
+            "The build runs as plain processes of the server (--sandbox none: not isolated)"
+        ),
+        "{info}"
+    );
+    assert!(
+        info.contains(&format!(
+            "build uid {}",
+            std::fs::metadata(&src).expect("meta").uid()
+        )),
+        "{info}"
+    );
+}
