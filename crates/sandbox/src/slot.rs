@@ -339,7 +339,8 @@ fn validate(spec: &SlotSpec) -> Result<(), Error> {
                 inside.display()
             )));
         }
-        // Writable binds travel as descriptors opened here: their ancestors may be private.
+        // Writable binds are mounted by the child while still root: their ancestors may be
+        // private.
         if i < spec.readonly_binds.len() {
             check_reachable(host).map_err(Error::Invalid)?;
         }
