@@ -158,7 +158,7 @@ async fn supervise(
             }
             if status.success() {
                 Ok(())
-            } else if let Some(limit) = process.limit_hit(status) {
+            } else if let Some(limit) = process.limit_hit() {
                 Err(StepError::Limit {
                     program: display.to_owned(),
                     status,

@@ -5,7 +5,7 @@
 use std::ffi::OsString;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
@@ -83,7 +83,7 @@ pub trait StepProcess: Send {
 
     /// After the step failed: a cause the exit status does not tell (a limit it hit), for the
     /// log, e.g. "out of memory (the build's memory limit is 128 MiB)".
-    fn limit_hit(&self, status: ExitStatus) -> Option<String>;
+    fn limit_hit(&self) -> Option<String>;
 
     /// Release what the step held (its sandbox), after it exited and was killed.
     fn release(self: Box<Self>) -> BoxFuture<'static, ()>;
@@ -151,7 +151,7 @@ impl StepProcess for HostProcess {
         Box::pin(async {})
     }
 
-    fn limit_hit(&self, _status: ExitStatus) -> Option<String> {
+    fn limit_hit(&self) -> Option<String> {
         None
     }
 
@@ -331,7 +331,7 @@ impl StepProcess for SandboxedStep {
         })
     }
 
-    fn limit_hit(&self, _status: ExitStatus) -> Option<String> {
+    fn limit_hit(&self) -> Option<String> {
         let (oom, pids) = self.with_slot(|s| (s.oom_killed(), s.pids_limit_hits()))?;
         let mut hits = Vec::new();
         if oom {
