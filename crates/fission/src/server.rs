@@ -26,8 +26,9 @@ use crate::env::*;
     after_help = "Every flag can also be set through the environment variable named in brackets.\n\
 The server keeps all state (objects, archives, logs, unpacked packages) in --data-dir; \
 only one server may use a data directory at a time.\n\
-Each function instance runs in its own sandbox (--sandbox bwrap, the default; needs root, bubblewrap, \
-iproute2 and nftables); --sandbox none runs them as plain processes with the server's privileges.\n\
+Each function instance and each source build runs in its own sandbox (--sandbox bwrap, the default; \
+needs root, bubblewrap, iproute2 and nftables); --sandbox none runs them as plain processes with the \
+server's privileges.\n\
 On SIGTERM or SIGINT the server stops accepting, lets in-flight requests finish for up to \
 --grace-period, then stops the function instances. Exit status: 0 after a clean stop, 1 when a \
 component failed, 2 when the flags or the machine do not allow the server to start.\n\
@@ -55,12 +56,14 @@ pub struct ServerArgs {
     /// How long in-flight requests may take to finish at shutdown, in seconds.
     #[arg(long, env = ENV_GRACE_PERIOD, default_value_t = 10)]
     grace_period: u64,
-    /// How function instances are isolated. `bwrap`: each instance in its own sandbox
-    /// (bubblewrap with user/pid/mount/ipc/uts/network namespaces, an unprivileged uid, seccomp,
-    /// cgroup limits from the environment's --maxmemory/--maxcpu, NAT egress that an
-    /// environment can turn off with the annotation fission.io/egress=false); needs root,
-    /// bubblewrap, iproute2 and nftables, and the server refuses to start without them.
-    /// `none`: plain processes with the server's privileges — no isolation at all.
+    /// How function instances and builds are isolated. `bwrap`: each instance and each build
+    /// step in its own sandbox (bubblewrap with user/pid/mount/ipc/uts/network namespaces, an
+    /// unprivileged uid, seccomp, cgroup limits from the environment's --maxmemory/--maxcpu —
+    /// builds without them get 1 GiB and one CPU — and NAT egress that never reaches this host;
+    /// an environment can turn egress off for its instances with the annotation
+    /// fission.io/egress=false); needs root, bubblewrap, iproute2 and nftables, and the server
+    /// refuses to start without them. `none`: plain processes with the server's privileges —
+    /// no isolation at all.
     #[arg(long, env = ENV_SANDBOX, value_enum, default_value_t = SandboxMode::Bwrap)]
     sandbox: SandboxMode,
     /// Most function instances (warm and specialized) alive at once [default: memory / 48 MiB].
@@ -158,6 +161,23 @@ fn instance_launcher(
             );
             let envs = runtimes.path().to_owned();
             Ok((Arc::new(launcher), envs, Some((sandbox, runtimes))))
+        }
+    }
+}
+
+/// Where builds run: in slots of the instances' sandbox, or (`--sandbox none`) as plain
+/// processes.
+fn build_runner(sandbox: Option<&SandboxRun>) -> Arc<dyn fission_builder::BuildRunner> {
+    match sandbox {
+        Some((sandbox, _)) => Arc::new(fission_builder::SandboxRunner::new(
+            sandbox.clone(),
+            fission_builder::DEFAULT_BUILD_LIMITS,
+        )),
+        None => {
+            tracing::warn!(
+                "--sandbox none: source builds (npm, pip, build commands) run as plain processes with this server's privileges"
+            );
+            Arc::new(fission_builder::HostRunner)
         }
     }
 }
@@ -494,6 +514,7 @@ async fn start(args: ServerArgs) -> Result<Running> {
     builder_config.node_bin = node.clone();
     builder_config.runtime_python_bin = python.clone();
     builder_config.archive_fetch = archive_fetch;
+    builder_config.runner = build_runner(sandbox.as_ref());
     let builder = fission_builder::BuildManager::new(
         builder_config,
         store.clone(),
