@@ -298,44 +298,42 @@ fn controller_router_and_executor_as_three_processes_serve_functions_and_archive
         logs()
     );
 
-    // Errors of the executor reach the caller through the router: an unknown image is refused.
-    fission(&[
-        "env",
-        "create",
-        "--name",
-        "split-odd",
-        "--image",
-        "example/not-a-runtime",
-    ]);
+    // The executor's errors reach the caller through the router, as the same variant: code
+    // the runtime cannot load fails its specialization, named with the function.
+    let broken = write(dir.path(), "broken.js", "module.exports = (;\n");
     fission(&[
         "fn",
         "create",
         "--name",
-        "split-odd",
+        "split-broken",
         "--env",
-        "split-odd",
+        "split-node",
         "--code",
-        code.to_str().expect("path"),
+        broken.to_str().expect("path"),
     ]);
     fission(&[
         "route",
         "create",
         "--name",
-        "split-odd",
+        "split-broken",
         "--function",
-        "split-odd",
+        "split-broken",
         "--url",
-        "/split-odd",
+        "/split-broken",
         "--method",
         "GET",
     ]);
     let (status, body) = eventually_blocking(
-        Duration::from_secs(30),
-        "the unsupported function's route to exist",
-        || get("/split-odd").filter(|(s, _)| *s != 404),
+        Duration::from_secs(60),
+        "the broken function's route to exist",
+        || get("/split-broken").filter(|(s, _)| *s != 404),
     );
-    assert!(status >= 500, "{status} {body}");
-    assert!(body.contains("not-a-runtime"), "{body}\n{}", logs());
+    assert_eq!(status, 500, "{body}");
+    assert!(
+        body.contains("[default/split-broken] error specializing function"),
+        "{body}\n{}",
+        logs()
+    );
 }
 
 #[test]
