@@ -36,6 +36,8 @@ struct Held {
 
 struct Inner {
     instances: Arc<dyn FunctionInstances>,
+    /// How long a lease lives without a release or a renewal.
+    ttl: Duration,
     next_lease: AtomicU64,
     held: Mutex<HashMap<u64, Held>>,
 }
@@ -54,11 +56,17 @@ pub struct ExecutorApi {
 }
 
 impl ExecutorApi {
-    /// The API of `instances`.
+    /// The API of `instances`; leases unrenewed for [`LEASE_TTL`] are dropped.
     pub fn new(instances: Arc<dyn FunctionInstances>) -> Self {
+        Self::with_lease_ttl(instances, LEASE_TTL)
+    }
+
+    /// The API of `instances`, dropping leases unrenewed for `ttl`.
+    pub fn with_lease_ttl(instances: Arc<dyn FunctionInstances>, ttl: Duration) -> Self {
         Self {
             inner: Arc::new(Inner {
                 instances,
+                ttl,
                 next_lease: AtomicU64::new(1),
                 held: Mutex::new(HashMap::new()),
             }),
@@ -85,7 +93,7 @@ impl ExecutorApi {
     /// Drop leases whose router stopped renewing them, until `shutdown`; then drop them all
     /// (the instances are about to stop).
     pub async fn expire_leases(self, shutdown: CancellationToken) {
-        let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+        let mut tick = tokio::time::interval(SWEEP_INTERVAL.min(self.inner.ttl / 2));
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -184,7 +192,7 @@ async fn get_service(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: 
         Held {
             lease,
             function: format!("{}/{}", function.metadata.namespace, function.metadata.name),
-            expires: Instant::now() + LEASE_TTL,
+            expires: Instant::now() + inner.ttl,
         },
     );
     (
@@ -261,7 +269,7 @@ async fn tap_services(State(inner): State<Arc<Inner>>, body: Bytes) -> Response 
                 .into_response();
         }
     };
-    let expires = Instant::now() + LEASE_TTL;
+    let expires = Instant::now() + inner.ttl;
     let mut held = inner.held();
     for id in reqs.iter().filter_map(|r| r.lease_id) {
         if let Some(h) = held.get_mut(&id) {

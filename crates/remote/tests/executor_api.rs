@@ -66,8 +66,12 @@ fn function(name: &str) -> Function {
 }
 
 async fn serve() -> (ExecutorApi, Arc<StandIn>, SocketAddr) {
+    serve_with_ttl(fission_remote::LEASE_TTL).await
+}
+
+async fn serve_with_ttl(ttl: Duration) -> (ExecutorApi, Arc<StandIn>, SocketAddr) {
     let stand_in = Arc::new(StandIn::default());
-    let api = ExecutorApi::new(Arc::new(Instances(stand_in.clone())));
+    let api = ExecutorApi::with_lease_ttl(Arc::new(Instances(stand_in.clone())), ttl);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -239,4 +243,58 @@ async fn an_unreachable_executor_is_an_error_naming_it() {
         "{err:?}"
     );
     assert!(RemoteInstances::new("executor:8888").is_err());
+}
+
+#[tokio::test]
+async fn a_lease_its_router_stops_renewing_is_dropped_and_renewed_ones_are_kept() {
+    let (api, stand_in, addr) = serve_with_ttl(Duration::from_millis(600)).await;
+    tokio::spawn(
+        api.clone()
+            .expire_leases(tokio_util::sync::CancellationToken::new()),
+    );
+    let http = reqwest::Client::new();
+    let url = format!("http://{addr}/v2/getServiceForFunction");
+    let take = || async {
+        let r = http
+            .post(&url)
+            .json(&function("hello"))
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(r.status(), 200);
+        r.headers()
+            .get("x-fission-lease-id")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .expect("lease id")
+    };
+    // Two leases taken by a router that then goes quiet; it renews only the second.
+    let _abandoned = take().await;
+    let renewed = take().await;
+    assert_eq!(api.held_leases(), 2);
+    let started = tokio::time::Instant::now();
+    while started.elapsed() < Duration::from_millis(1500) {
+        let tap = http
+            .post(format!("http://{addr}/v2/tapServices"))
+            .json(&serde_json::json!([{
+                "FnMetadata": {"name": "hello", "namespace": "default"},
+                "FnExecutorType": "poolmgr",
+                "ServiceURL": INSTANCE,
+                "LeaseId": renewed,
+            }]))
+            .send()
+            .await
+            .expect("tap");
+        assert_eq!(tap.status(), 200);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(api.held_leases(), 1, "only the renewed lease is left");
+    assert_eq!(released(&stand_in), [false]);
+    eventually(
+        Duration::from_secs(5),
+        "the renewed lease to expire once taps stop",
+        || async { api.held_leases() == 0 },
+    )
+    .await;
+    assert_eq!(released(&stand_in), [false, false]);
 }
