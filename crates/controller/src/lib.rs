@@ -5,7 +5,8 @@
 //! carries every accepted write to the router and executor. Errors leave this crate in one
 //! place ([`error::ApiError`]) as `{"code", "message"}` JSON with Fission's status table.
 //!
-//! Besides the resource collections it serves the archive store (`/proxy/storage/v1/archive`),
+//! Besides the resource collections it serves the archive store (`/proxy/storage/v1/archive`;
+//! downloads also at storagesvc's `/v1/archive`),
 //! function logs (`/proxy/logs/{fn}`), service discovery for the CLI (`/proxy/svcname`), health
 //! and version, and an OpenAPI document generated from the same route table it serves.
 

@@ -20,6 +20,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::env::*;
 
+mod roles;
+
 /// Flags of `fission server`.
 #[derive(Debug, Args)]
 #[command(
@@ -87,6 +89,9 @@ pub struct ServerArgs {
     /// http(s) package archives (`--deploy`/`--src https://…`).
     #[arg(long, env = fission_fetch::CA_CERT_ENV)]
     archive_ca_cert: Option<PathBuf>,
+    /// The split-role flags (`--role` and the addresses the roles find each other at).
+    #[command(flatten)]
+    roles: roles::RoleArgs,
 }
 
 /// `--store` values.
@@ -359,6 +364,9 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
 /// Open the data directory, bind the listeners and start every component.
 async fn start(args: ServerArgs) -> Result<Running> {
     init_tracing();
+    if args.roles.role != roles::Role::All {
+        return roles::start(args).await;
+    }
     let started = tokio::time::Instant::now();
     let data_dir_path = args.data_dir.clone().unwrap_or_else(default_data_dir);
     let data = DataDir::open(&data_dir_path)?;
