@@ -24,3 +24,13 @@ pub const ENV_MAX_SPECIALIZATIONS: &str = "FISSION_MAX_SPECIALIZATIONS";
 pub const ENV_STORE: &str = "FISSION_STORE";
 /// Kubeconfig for the Kubernetes store.
 pub const ENV_KUBECONFIG: &str = "FISSION_KUBECONFIG";
+/// API token the controller requires (also what the CLI sends).
+pub const ENV_AUTH_TOKEN: &str = "FISSION_AUTH_TOKEN";
+/// Run a non-loopback controller without a token.
+pub const ENV_INSECURE_NO_AUTH: &str = "FISSION_INSECURE_NO_AUTH";
+/// The controller's TLS certificate chain (PEM).
+pub const ENV_TLS_CERT: &str = "FISSION_TLS_CERT";
+/// The controller's TLS private key (PEM).
+pub const ENV_TLS_KEY: &str = "FISSION_TLS_KEY";
+/// A separate listener for the router's internal `/fission-function/…` routes.
+pub const ENV_ROUTER_INTERNAL_LISTEN: &str = "FISSION_ROUTER_INTERNAL_LISTEN";
