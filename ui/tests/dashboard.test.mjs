@@ -244,13 +244,13 @@ run("with an API token the dashboard asks for it once, then shows live objects",
     await page.goto(secured.dashboard);
     await page.locator("#token").waitFor();
     assert.equal(await page.locator("#functions").count(), 0, "nothing is shown before logging in");
+    await page.screenshot({ path: join(SHOTS, "login.png") });
     await page.fill("#token", "not-the-token-0123456789");
     await page.click("#login");
     await page.getByText("That token is not this server's.").waitFor();
     await page.fill("#token", token);
     await page.click("#login");
     await page.locator("#functions").waitFor();
-    await page.screenshot({ path: join(SHOTS, "login.png") });
 
     fission(["env", "create", "--name", "nodejs", "--image", "fission/node-env", "--poolsize", "0"], { on: secured, token });
     writeFileSync(join(secured.dir, "f.js"), "module.exports = async () => ({ status: 200, body: 'ok' });\n");
