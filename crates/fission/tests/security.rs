@@ -1132,3 +1132,156 @@ fn every_cli_verb_refuses_bad_input_with_an_error_and_creates_nothing() {
     let archives = names(server.fission(&["archive", "list"], none));
     assert!(archives.is_empty(), "archives: {archives:?}");
 }
+
+/// With a token required, everything that reaches the controller still works when given it: a
+/// large archive upload, `fn test` (router address from the controller), `fn logs -f`, specs,
+/// time triggers (which call the router from inside the server) — and the router's function
+/// routes stay public.
+#[test]
+fn with_a_token_every_client_path_keeps_working() {
+    use std::io::{BufRead as _, BufReader};
+    if require_runtimes().is_none() {
+        return;
+    }
+    let token = "every-path-token-0123456789";
+    let server = Served::start(&["--controller-listen", "127.0.0.1:0", "--auth-token", token]);
+    let with: &[(&str, &str)] = &[("FISSION_AUTH_TOKEN", token)];
+    let dir = tempfile::tempdir().expect("tmp");
+    // Over 256 KiB: uploaded to the archive store rather than kept in the package.
+    let padding = "x".repeat(300 * 1024);
+    let code = dir.path().join("big.js");
+    std::fs::write(
+        &code,
+        format!(
+            "// {padding}\nmodule.exports = async (ctx) => {{ console.log('called-' + ctx.request.method); return {{ status: 200, body: 'big ok\\n' }}; }};\n"
+        ),
+    )
+    .expect("code");
+    let code = code.to_str().expect("path");
+    server
+        .fission(
+            &[
+                "env",
+                "create",
+                "--name",
+                "nodejs",
+                "--image",
+                "fission/node-env",
+                "--poolsize",
+                "1",
+            ],
+            with,
+        )
+        .ok();
+    server
+        .fission(
+            &[
+                "fn", "create", "--name", "big", "--env", "nodejs", "--code", code,
+            ],
+            with,
+        )
+        .ok();
+    assert_eq!(names(server.fission(&["archive", "list"], with)).len(), 1);
+    server
+        .fission(
+            &[
+                "route",
+                "create",
+                "--name",
+                "big",
+                "--function",
+                "big",
+                "--url",
+                "/big",
+            ],
+            with,
+        )
+        .ok();
+    let tested = server.fission(&["fn", "test", "--name", "big"], with).ok();
+    assert!(tested.stdout.contains("big ok"), "{}", tested.stdout);
+    // Function routes need no token, as in Fission.
+    let routed = http()
+        .get(format!("{}/big", server.router))
+        .send()
+        .expect("route");
+    assert_eq!(routed.status(), 200);
+
+    // A time trigger's calls go through the router from inside the server.
+    server
+        .fission(
+            &[
+                "tt",
+                "create",
+                "--name",
+                "tick",
+                "--function",
+                "big",
+                "--cron",
+                "@every 1s",
+            ],
+            with,
+        )
+        .ok();
+    let mut follow = Command::new(BIN)
+        .args(["fn", "logs", "--name", "big", "-f"])
+        .env("FISSION_URL", &server.controller)
+        .env("FISSION_AUTH_TOKEN", token)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("fn logs -f");
+    let stdout = follow.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = Vec::new();
+    while Instant::now() < deadline && !seen.iter().any(|l: &String| l.contains("called-POST")) {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+            seen.push(line);
+        }
+    }
+    let _ = follow.kill();
+    let _ = follow.wait();
+    assert!(
+        seen.iter().any(|l| l.contains("called-POST")),
+        "the timer's call shows in the followed log: {seen:?}"
+    );
+
+    // Specs: init, save, apply.
+    let specs = tempfile::tempdir().expect("specs");
+    let in_specs = |args: &[&str]| {
+        let o = Command::new(BIN)
+            .args(args)
+            .current_dir(specs.path())
+            .env("FISSION_URL", &server.controller)
+            .env("FISSION_AUTH_TOKEN", token)
+            .env_remove("FISSION_DEFAULT_NAMESPACE")
+            .output()
+            .expect("run");
+        assert!(
+            o.status.success(),
+            "fission {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    in_specs(&["spec", "init"]);
+    in_specs(&[
+        "fn",
+        "create",
+        "--name",
+        "from-spec",
+        "--env",
+        "nodejs",
+        "--code",
+        code,
+        "--spec",
+    ]);
+    in_specs(&["spec", "apply"]);
+    assert!(names(server.fission(&["fn", "list"], with)).contains(&"from-spec".to_owned()));
+}
