@@ -455,6 +455,12 @@ async fn start(args: ServerArgs) -> Result<Running> {
         _ => None,
     };
     let controller_scheme = if tls.is_some() { "https" } else { "http" };
+    if tls.is_none() && token.is_some() && !controller_addr.ip().is_loopback() {
+        tracing::warn!(
+            %controller_addr,
+            "the controller serves plain http beyond loopback: the API token and every object cross the network readable; use --tls-cert/--tls-key or a tunnel"
+        );
+    }
 
     let environments_dir = args
         .environments_dir
