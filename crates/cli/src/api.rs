@@ -827,6 +827,72 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_token_says_whether_it_was_missing_or_wrong_without_context() {
+        let missing: Result<(), ApiError> = Err(ApiError::Unauthorized {
+            url: "http://h:1".into(),
+            sent: false,
+        });
+        let msg = format!(
+            "{:#}",
+            missing.wrap("error listing functions").expect_err("fails")
+        );
+        assert!(
+            msg.starts_with(
+                "the fission server at http://h:1 requires an API token and none was given"
+            ),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("FISSION_AUTH_TOKEN") && msg.contains("--auth-token"),
+            "{msg}"
+        );
+        let wrong: Result<(), ApiError> = Err(ApiError::Unauthorized {
+            url: "http://h:1".into(),
+            sent: true,
+        });
+        let msg = format!(
+            "{:#}",
+            wrong.wrap("error listing functions").expect_err("fails")
+        );
+        assert!(
+            msg.starts_with("the fission server at http://h:1 refused the API token"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn the_token_goes_to_the_controller_only() {
+        let api = Api::new("http://127.0.0.1:31313", false)
+            .expect("api")
+            .with_access(Some("0123456789abcdef"), None)
+            .expect("token");
+        let to_controller = api
+            .request(Method::GET, api.url(&["v2", "functions"], &[]))
+            .build()
+            .expect("request");
+        assert_eq!(
+            to_controller
+                .headers()
+                .get(reqwest::header::AUTHORIZATION)
+                .map(|v| v.as_bytes()),
+            Some(&b"Bearer 0123456789abcdef"[..])
+        );
+        let elsewhere = api
+            .request(
+                Method::GET,
+                Url::parse("https://example.com/archive.zip").expect("url"),
+            )
+            .build()
+            .expect("request");
+        assert!(
+            elsewhere
+                .headers()
+                .get(reqwest::header::AUTHORIZATION)
+                .is_none()
+        );
+    }
+
+    #[test]
     fn server_errors_are_prefixed_with_what_was_being_done() {
         let e: Result<(), ApiError> = Err(ApiError::Status {
             status: 409,

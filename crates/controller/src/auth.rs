@@ -184,14 +184,14 @@ pub(crate) async fn require_token(
     if PUBLIC_PATHS.contains(&path) {
         return next.run(req).await;
     }
-    let ok = match presented(req.headers()) {
-        Presented::Bearer(t) | Presented::Cookie(t) => token.matches(t),
-        Presented::Nothing | Presented::Malformed => false,
+    let (ok, missing) = match presented(req.headers()) {
+        Presented::Bearer(t) | Presented::Cookie(t) => (token.matches(t), false),
+        Presented::Malformed => (false, false),
+        Presented::Nothing => (false, true),
     };
     if ok {
         return next.run(req).await;
     }
-    let missing = matches!(presented(req.headers()), Presented::Nothing);
     // A person opening the dashboard gets the login form rather than JSON.
     if req.method() == Method::GET && path.starts_with("/ui") && wants_html(req.headers()) {
         return login_page(StatusCode::UNAUTHORIZED, !missing);

@@ -447,6 +447,11 @@ async fn start(args: ServerArgs) -> Result<Running> {
         Some(l) => Some(l.local_addr()?),
         None => None,
     };
+    if router_internal_addr.is_some_and(|a| !a.ip().is_loopback()) {
+        tracing::warn!(
+            "--router-internal-listen is not on loopback: anyone who reaches it can call every function by name"
+        );
+    }
     // What calls functions by their internal routes (triggers, `fn test`) goes here.
     let internal_router_addr = router_internal_addr.unwrap_or(router_addr);
     let token = api_token(&args, controller_addr, &data)?;
