@@ -92,6 +92,65 @@ pub struct ServerArgs {
     /// The split-role flags (`--role` and the addresses the roles find each other at).
     #[command(flatten)]
     roles: roles::RoleArgs,
+    /// Token every controller request must carry (`Authorization: Bearer`), except /healthz.
+    /// Without it, a controller listening on anything but loopback uses the token in
+    /// <data-dir>/auth-token (generated, mode 0600, on first start); on loopback it then
+    /// requires none.
+    #[arg(long, env = ENV_AUTH_TOKEN, hide_env_values = true)]
+    auth_token: Option<String>,
+    /// Serve the controller on a non-loopback address WITHOUT a token: anyone who reaches it
+    /// can deploy and run code.
+    #[arg(long, env = ENV_INSECURE_NO_AUTH, conflicts_with = "auth_token")]
+    insecure_no_auth: bool,
+    /// PEM certificate chain: the controller then speaks HTTPS only (needs --tls-key).
+    #[arg(long, env = ENV_TLS_CERT, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = ENV_TLS_KEY, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Serve the router's internal /fission-function/… routes on this address only (as
+    /// Fission's router does on its internal port); the public router listener then answers
+    /// 404 for them. Triggers and `fission fn test` use it. Keep it on loopback or a private
+    /// network: like the routes themselves, it takes no token.
+    #[arg(long, env = ENV_ROUTER_INTERNAL_LISTEN)]
+    router_internal_listen: Option<SocketAddr>,
+}
+
+/// The token the controller requires, if any, and where it came from.
+fn api_token(
+    args: &ServerArgs,
+    controller: SocketAddr,
+    data: &DataDir,
+) -> Result<Option<fission_controller::ApiToken>> {
+    use fission_controller::ApiToken;
+    if let Some(t) = &args.auth_token {
+        let token = ApiToken::new(t, "given with --auth-token/FISSION_AUTH_TOKEN")?;
+        tracing::info!("the controller requires the API token given with --auth-token");
+        return Ok(Some(token));
+    }
+    if controller.ip().is_loopback() {
+        return Ok(None);
+    }
+    if args.insecure_no_auth {
+        tracing::warn!(
+            %controller,
+            "--insecure-no-auth: the controller listens beyond loopback WITHOUT a token; anyone who reaches it can deploy and run code"
+        );
+        return Ok(None);
+    }
+    let path = data.root().join("auth-token");
+    let (token, generated) = ApiToken::load_or_generate(&path)?;
+    println!(
+        "API token {} {} (clients send it: export FISSION_AUTH_TOKEN=$(cat {}))",
+        if generated {
+            "generated in"
+        } else {
+            "read from"
+        },
+        path.display(),
+        path.display()
+    );
+    Ok(Some(token))
 }
 
 /// `--store` values.
@@ -402,8 +461,39 @@ async fn start(args: ServerArgs) -> Result<Running> {
                 args.router_listen
             )
         })?;
+    let router_internal_listener = match args.router_internal_listen {
+        Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| {
+            format!(
+                "cannot listen on {addr} (router internal routes); use --router-internal-listen"
+            )
+        })?),
+        None => None,
+    };
     let controller_addr = controller_listener.local_addr()?;
     let router_addr = router_listener.local_addr()?;
+    let router_internal_addr = match &router_internal_listener {
+        Some(l) => Some(l.local_addr()?),
+        None => None,
+    };
+    if router_internal_addr.is_some_and(|a| !a.ip().is_loopback()) {
+        tracing::warn!(
+            "--router-internal-listen is not on loopback: anyone who reaches it can call every function by name"
+        );
+    }
+    // What calls functions by their internal routes (triggers, `fn test`) goes here.
+    let internal_router_addr = router_internal_addr.unwrap_or(router_addr);
+    let token = api_token(&args, controller_addr, &data)?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(fission_controller::TlsConfig::from_pem_files(cert, key)?),
+        _ => None,
+    };
+    let controller_scheme = if tls.is_some() { "https" } else { "http" };
+    if tls.is_none() && token.is_some() && !controller_addr.ip().is_loopback() {
+        tracing::warn!(
+            %controller_addr,
+            "the controller serves plain http beyond loopback: the API token and every object cross the network readable; use --tls-cert/--tls-key or a tunnel"
+        );
+    }
 
     let environments_dir = args
         .environments_dir
@@ -485,7 +575,7 @@ async fn start(args: ServerArgs) -> Result<Running> {
 
     // Triggers call functions through the router's internal routes, as Fission's do.
     let triggers = fission_triggers::Triggers::new(
-        &format!("http://{router_addr}"),
+        &format!("http://{internal_router_addr}"),
         store.clone(),
         Some(Arc::new(logs.clone())),
         &mut registry,
@@ -515,7 +605,7 @@ async fn start(args: ServerArgs) -> Result<Running> {
     let router = router.with_metrics_endpoint(render_metrics.clone());
 
     let controller_config = fission_controller::Config {
-        router_url: format!("http://{router_addr}"),
+        router_url: format!("http://{internal_router_addr}"),
         ..fission_controller::Config::default()
     };
     let mut builder_config = fission_builder::Config::new(data.root().join("builds"));
@@ -540,16 +630,38 @@ async fn start(args: ServerArgs) -> Result<Running> {
     .with_metrics_endpoint(render_metrics)
     .with_instance_report(executor.clone())
     .with_routes(triggers.api_routes());
+    let controller = match token {
+        Some(token) => controller.with_auth_token(token),
+        None => controller,
+    };
+    let controller = match tls {
+        Some(tls) => controller.with_tls(tls),
+        None => controller,
+    };
 
     // Listeners: stop first, drain in-flight requests.
     let mut front = JoinSet::new();
     {
         let (router, shutdown) = (router.clone(), stop_accepting.clone());
+        let routes = if router_internal_listener.is_some() {
+            fission_router::Routes::Public
+        } else {
+            fission_router::Routes::All
+        };
         front.spawn(async move {
             router
-                .serve(router_listener, shutdown, grace)
+                .serve_routes(router_listener, shutdown, grace, routes)
                 .await
                 .context("router failed")
+        });
+    }
+    if let Some(listener) = router_internal_listener {
+        let (router, shutdown) = (router.clone(), stop_accepting.clone());
+        front.spawn(async move {
+            router
+                .serve(listener, shutdown, grace)
+                .await
+                .context("router (internal routes) failed")
         });
     }
     front.spawn(async move {
@@ -610,13 +722,16 @@ async fn start(args: ServerArgs) -> Result<Running> {
 
     router.ready().await;
     tracing::info!(data_dir = %data.root().display(), environments = %environments_dir.display(), node = %node.display(), python = %python.display(), sandbox = ?args.sandbox, "fission server started");
-    tracing::info!("controller listening on http://{controller_addr}");
+    tracing::info!("controller listening on {controller_scheme}://{controller_addr}");
     tracing::info!("router listening on http://{router_addr}");
+    if let Some(addr) = router_internal_addr {
+        tracing::info!("router internal routes on http://{addr}");
+    }
     println!(
-        "fission server ready in {} ms: controller http://{controller_addr} router http://{router_addr}",
+        "fission server ready in {} ms: controller {controller_scheme}://{controller_addr} router http://{router_addr}",
         started.elapsed().as_millis()
     );
-    println!("dashboard: http://{controller_addr}/ui");
+    println!("dashboard: {controller_scheme}://{controller_addr}/ui");
 
     Ok(Running {
         front,

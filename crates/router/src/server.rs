@@ -28,11 +28,22 @@ use crate::table::{Builtin, Lookup};
 /// descriptors), so the loop does not spin.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
 
+/// Which routes a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Routes {
+    /// Everything, the internal `/fission-function/…` routes included (Fission before v1.23).
+    All,
+    /// Trigger routes and the router's own endpoints; `/fission-function/…` answers 404, as
+    /// Fission main's public router does (its internal routes have a listener of their own).
+    Public,
+}
+
 pub(crate) async fn serve(
     inner: Arc<Inner>,
     listener: TcpListener,
     shutdown: CancellationToken,
     grace: Duration,
+    routes: Routes,
 ) -> io::Result<()> {
     let mut builder = http1::Builder::new();
     builder.timer(TokioTimer::new());
@@ -49,7 +60,7 @@ pub(crate) async fn serve(
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = listener.accept() => match accepted {
                 Ok((stream, remote)) => {
-                    connections.spawn(serve_connection(inner.clone(), builder.clone(), stream, remote, shutdown.clone()));
+                    connections.spawn(serve_connection(inner.clone(), builder.clone(), stream, remote, shutdown.clone(), routes));
                 }
                 Err(e) if is_per_connection_error(&e) => debug!(error = %e, "accept failed for one connection"),
                 Err(e) => {
@@ -101,6 +112,7 @@ async fn serve_connection(
     stream: TcpStream,
     remote: SocketAddr,
     shutdown: CancellationToken,
+    routes: Routes,
 ) {
     // Small request/response exchanges should not wait for Nagle.
     let _ = stream.set_nodelay(true);
@@ -111,7 +123,7 @@ async fn serve_connection(
         let inner = inner.clone();
         let shutdown = svc_shutdown.clone();
         let client = client.clone();
-        async move { Ok::<_, Infallible>(handle(inner, req, client, shutdown).await) }
+        async move { Ok::<_, Infallible>(handle(inner, req, client, shutdown, routes).await) }
     });
     let conn = builder
         .serve_connection(TokioIo::new(stream), svc)
@@ -173,6 +185,7 @@ pub(crate) async fn handle(
     req: Request<Incoming>,
     client: Client,
     shutdown: CancellationToken,
+    routes: Routes,
 ) -> Response<RouterBody> {
     let span = tracing::debug_span!(
         "router.request",
@@ -184,7 +197,7 @@ pub(crate) async fn handle(
         http.response.status_code = field::Empty,
     );
     async move {
-        let resp = dispatch(&inner, req, client, &shutdown).await;
+        let resp = dispatch(&inner, req, client, &shutdown, routes).await;
         let span = Span::current();
         span.record("http.response.status_code", resp.status().as_u16());
         debug!("request complete");
@@ -199,6 +212,7 @@ async fn dispatch(
     req: Request<Incoming>,
     client: Client,
     shutdown: &CancellationToken,
+    routes: Routes,
 ) -> Response<RouterBody> {
     let table = inner.current_table();
     let host = request_host(&req);
@@ -213,6 +227,10 @@ async fn dispatch(
         }
         Lookup::NotFound => return respond::not_found(),
         Lookup::MethodNotAllowed { allow } => return respond::method_not_allowed(&allow),
+        // Internal routes are the matches without a trigger.
+        Lookup::Function(m) if routes == Routes::Public && m.trigger.is_none() => {
+            return respond::not_found();
+        }
         Lookup::Function(m) => {
             if let Some(queue) = inner
                 .async_calls()

@@ -31,7 +31,8 @@ pub(crate) struct Ctx {
 
 impl Ctx {
     pub(crate) fn new(global: GlobalArgs) -> anyhow::Result<Self> {
-        let api = Api::new(&global.server, global.verbosity >= 2)?;
+        let api = Api::new(&global.server, global.verbosity >= 2)?
+            .with_access(global.auth_token.as_deref(), global.ca_cert.as_deref())?;
         Ok(Self { api, global })
     }
 
