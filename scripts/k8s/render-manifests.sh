@@ -21,8 +21,10 @@ fi
 {
   echo "# Rendered from charts/fission-rs by scripts/k8s/render-manifests.sh; do not edit."
   echo "# kubectl apply -f deploy/fission-rs.yaml  (namespace fission, NodePorts 31313/31314)"
+  echo "# First create the API token Secret the components read:"
+  echo "#   kubectl -n fission create secret generic fission-rs-auth --from-literal=FISSION_AUTH_TOKEN=\$(openssl rand -hex 32)"
   "$helm_dir/helm" template fission-rs charts/fission-rs --namespace fission \
-    --include-crds --set createNamespace=true
+    --include-crds --set createNamespace=true --set auth.generateToken=false
 } > "$out.tmp"
 mv "$out.tmp" "$out"
 echo "rendered $out ($(grep -c '^kind:' "$out") objects)" >&2

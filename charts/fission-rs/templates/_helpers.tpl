@@ -25,6 +25,9 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   value: {{ .Values.logLevel | quote }}
 - name: FISSION_DATA_DIR
   value: /var/lib/fission
+- name: FISSION_AUTH_TOKEN
+  valueFrom:
+    secretKeyRef: {name: {{ .Values.auth.tokenSecret | quote }}, key: FISSION_AUTH_TOKEN}
 {{- end -}}
 
 {{/* The executor container (a router pod's sidecar or its own Deployment). */}}

@@ -127,6 +127,14 @@ fn the_chart_lints_and_renders_exactly_the_checked_in_manifests_and_crds() {
         "{custom}"
     );
     assert!(custom.contains("replicas: 5"), "{custom}");
+    // helm install makes the API token Secret every component reads; the plain manifests
+    // leave it to the user (a random token would make every render differ).
+    assert!(custom.contains("  FISSION_AUTH_TOKEN: "), "{custom}");
+    assert!(!rendered.contains("kind: Secret\n"), "{rendered}");
+    assert!(
+        rendered.matches("key: FISSION_AUTH_TOKEN").count() >= 3,
+        "every component reads the token: {rendered}"
+    );
     assert!(custom.contains("fission-rs/fission:9.9.9"), "{custom}");
     assert!(!custom.contains("PodDisruptionBudget"), "{custom}");
     let bad = Command::new(&helm)

@@ -41,6 +41,8 @@ impl RoleProcess {
             .args(["--grace-period", "2"])
             .args(args)
             .env("RUST_LOG", "info")
+            // As in the chart: the controller requires the token, executors send it for archives.
+            .env("FISSION_AUTH_TOKEN", API_TOKEN)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).expect("log"))
@@ -101,6 +103,9 @@ impl Drop for RoleProcess {
         let _ = self.child.wait();
     }
 }
+
+/// The API token every role of the test shares.
+const API_TOKEN: &str = "split-roles-test-token-0123456789";
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -169,6 +174,7 @@ fn controller_router_and_executor_as_three_processes_serve_functions_and_archive
             .args(args)
             .env("FISSION_URL", &controller_url)
             .env("FISSION_ROUTER_URL", &router_url)
+            .env("FISSION_AUTH_TOKEN", API_TOKEN)
             .env_remove("FISSION_DEFAULT_NAMESPACE")
             .stdin(Stdio::null())
             .output()

@@ -15,15 +15,26 @@ pub struct RemoteArchives {
 
 impl RemoteArchives {
     /// Archives of the controller at `base_url` (`http://controller.fission`), downloaded with
-    /// `config`'s limits.
-    pub fn new(base_url: &str, config: &FetchConfig) -> Result<Self, FetchError> {
+    /// `config`'s limits, sending `api_token` when the controller requires one.
+    pub fn new(
+        base_url: &str,
+        config: &FetchConfig,
+        api_token: Option<&str>,
+    ) -> Result<Self, FetchError> {
         let base = base_url.trim_end_matches('/').to_owned();
         if !fission_fetch::is_remote_url(&base) {
             return Err(FetchError::UnsupportedUrl(base));
         }
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(token) = api_token {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| FetchError::InvalidToken)?;
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
         Ok(Self {
             base,
-            fetcher: Fetcher::new(config, None)?,
+            fetcher: Fetcher::with_headers(config, None, headers)?,
         })
     }
 

@@ -317,8 +317,13 @@ async fn executor(
     )
     .await?;
     let fetch = archive_fetch(args)?;
-    let archives = fission_remote::RemoteArchives::new(&args.roles.controller_url, &fetch)
-        .map_err(|e| anyhow::anyhow!("--controller-url: {e}"))?;
+    // The controller requires the token whenever it listens beyond loopback (as in a cluster).
+    let archives = fission_remote::RemoteArchives::new(
+        &args.roles.controller_url,
+        &fetch,
+        args.auth_token.as_deref(),
+    )
+    .map_err(|e| anyhow::anyhow!("--controller-url: {e}"))?;
     let logs = LogStore::open(data.logs())?;
     let environments_dir = args
         .environments_dir
