@@ -4,7 +4,9 @@
 //! every instance that loads it.
 //!
 //! Like Fission's fetcher, a zip becomes a directory and anything else stays a single file named
-//! `deployarchive`. Unlike it, unpacking refuses entries that would land outside the target
+//! `deployarchive` — or, when the package records the user's file name
+//! ([`CODE_FILENAME_ANNOTATION`]), named as the user named it, so stack traces show `hello.js`
+//! rather than `deployarchive`. Unlike it, unpacking refuses entries that would land outside the target
 //! (zip-slip, absolute paths), symbolic links, and archives beyond a size and entry budget
 //! ([`fission_unpack`], shared with the builder).
 //!
@@ -23,7 +25,8 @@ use std::time::{Duration, Instant};
 use fission_core::ArchiveStorage;
 use fission_core::archive::{ArchiveError, archive_id_from_url};
 use fission_core::resources::{
-    ARCHIVE_LITERAL, ARCHIVE_URL, Package, build_status, initial_build_status,
+    ARCHIVE_LITERAL, ARCHIVE_URL, CODE_FILENAME_ANNOTATION, Package, build_status,
+    initial_build_status,
 };
 pub use fission_unpack::{UnpackError, UnpackLimits};
 use fission_unpack::{is_zip, unzip};
@@ -302,26 +305,27 @@ impl PackageCache {
             None
         };
         let mode = if keep_archive { "-keep" } else { "" };
+        let file_name = code_file_name(pkg);
         if let Some(v) = &version {
-            let target = self
-                .root
-                .join(ns)
-                .join(name)
-                .join(format!("{v}{mode}"))
-                .join(DEPLOY_NAME);
-            if target.symlink_metadata().is_ok() {
-                return Ok(target);
+            let dir = self.root.join(ns).join(name).join(format!("{v}{mode}"));
+            if let Some(done) = installed(&dir, file_name) {
+                return Ok(done);
             }
         }
 
         let bytes = self.archive_bytes(pkg).await?;
         let version = version.unwrap_or_else(|| format!("sha256-{}", &sha256_hex(&bytes)[..32]));
+        // A zip unpacks to `deployarchive/`; a single file keeps the user's name if known.
+        let leaf = match file_name {
+            Some(f) if keep_archive || !is_zip(&bytes) => f,
+            _ => DEPLOY_NAME,
+        };
         let target = self
             .root
             .join(ns)
             .join(name)
             .join(format!("{version}{mode}"))
-            .join(DEPLOY_NAME);
+            .join(leaf);
 
         let lock = {
             let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
@@ -421,6 +425,25 @@ fn is_safe_component(s: &str) -> bool {
     !s.is_empty() && !s.starts_with('.') && !s.contains(['/', '\\', '\0'])
 }
 
+/// The user's name for a single-file deployment, when the package records a usable one.
+fn code_file_name(pkg: &Package) -> Option<&str> {
+    let name = pkg
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(CODE_FILENAME_ANNOTATION)?;
+    (is_safe_component(name) && name.len() <= 255).then_some(name.as_str())
+}
+
+/// The deployment already installed in a version directory, under either name it can have.
+fn installed(dir: &Path, file_name: Option<&str>) -> Option<PathBuf> {
+    file_name
+        .into_iter()
+        .chain([DEPLOY_NAME])
+        .map(|leaf| dir.join(leaf))
+        .find(|p| p.symlink_metadata().is_ok())
+}
+
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// Write `bytes` to `target` (unzipped into a directory if it is a zip and `keep_archive` is
@@ -444,7 +467,11 @@ pub(crate) fn install(
         TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
     ));
     fs::create_dir(&tmp).map_err(io_err(&tmp))?;
-    let staged = tmp.join(DEPLOY_NAME);
+    let staged = tmp.join(
+        target
+            .file_name()
+            .unwrap_or(std::ffi::OsStr::new(DEPLOY_NAME)),
+    );
     let result = (|| {
         if is_zip(bytes) && !keep_archive {
             unzip(bytes, &staged, limits)?;

@@ -85,6 +85,25 @@ impl Server {
     }
 
     pub fn try_start_on(data_dir: &Path, controller: &str, router: &str) -> Result<Self, String> {
+        Self::try_start_logging(data_dir, controller, router, "info")
+    }
+
+    /// A server on free ports logging what `rust_log` (the `RUST_LOG` filter) selects.
+    pub fn start_logging(rust_log: &str) -> Self {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let data_dir = tmp.path().join("data");
+        let mut s = Self::try_start_logging(&data_dir, "127.0.0.1:0", "127.0.0.1:0", rust_log)
+            .unwrap_or_else(|e| panic!("server did not start: {e}"));
+        s._tmp = Some(tmp);
+        s
+    }
+
+    fn try_start_logging(
+        data_dir: &Path,
+        controller: &str,
+        router: &str,
+        rust_log: &str,
+    ) -> Result<Self, String> {
         std::fs::create_dir_all(data_dir).expect("data dir");
         let stderr_log = data_dir.with_extension(format!("{}.server.log", std::process::id()));
         let log = std::fs::File::create(&stderr_log).expect("log file");
@@ -99,7 +118,7 @@ impl Server {
                 "--grace-period",
                 "2",
             ])
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", rust_log)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)
