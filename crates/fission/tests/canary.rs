@@ -19,42 +19,17 @@ fn answers(body: &str, status: u16) -> String {
 /// Two steps of 2 s each plus specializations on a loaded machine.
 const ROLLOUT_WAIT: Duration = Duration::from_secs(90);
 
-/// The cell under `column` in the row whose first cell is `name`, from a CLI table.
-fn cell(table: &str, name: &str, column: &str) -> String {
-    let mut lines = table.lines();
-    let header = lines.next().unwrap_or_default();
-    // Cells may contain single spaces (weighted FUNCTION(s)); columns start where headers do.
-    let start = header
-        .find(column)
-        .unwrap_or_else(|| panic!("no {column} column: {table}"));
-    let end = header[start..]
-        .find(char::is_whitespace)
-        .and_then(|w| {
-            header[start + w..]
-                .find(|c: char| !c.is_whitespace())
-                .map(|n| start + w + n)
-        })
-        .unwrap_or(usize::MAX);
-    let row = lines
-        .find(|l| l.split_whitespace().next() == Some(name))
-        .unwrap_or_else(|| panic!("{name} not in: {table}"));
-    row.get(start..end.min(row.len()))
-        .unwrap_or_default()
-        .trim()
-        .to_owned()
-}
-
 fn canary_status(s: &Setup, name: &str) -> String {
     let out = s
         .fission(&["canary-config", "get", "--name", name])
         .ok()
         .stdout;
-    cell(&out, name, "STATUS")
+    table_cell(&out, name, "STATUS")
 }
 
 fn route_functions(s: &Setup, name: &str) -> String {
     let out = s.fission(&["route", "get", "--name", name]).ok().stdout;
-    cell(&out, name, "FUNCTION(s)")
+    table_cell(&out, name, "FUNCTION(s)")
 }
 
 /// Calls `path` until stopped; returns every (status, body).
@@ -153,7 +128,11 @@ fn a_healthy_new_version_reaches_all_traffic_in_steps_and_the_canary_succeeds() 
     assert!(seen.iter().all(|(st, _)| *st == 200), "no call failed");
     assert!(seen.iter().any(|(_, b)| b == "new"), "traffic reached new");
     for _ in 0..10 {
-        assert_eq!(s.get("/shop"), (200, "new".to_owned()), "all traffic is new");
+        assert_eq!(
+            s.get("/shop"),
+            (200, "new".to_owned()),
+            "all traffic is new"
+        );
     }
 }
 
@@ -179,6 +158,10 @@ fn a_failing_new_version_is_rolled_back_to_the_old_one_and_the_canary_fails() {
         "rolled back to the old function"
     );
     for _ in 0..10 {
-        assert_eq!(s.get("/shop"), (200, "old".to_owned()), "all traffic is old");
+        assert_eq!(
+            s.get("/shop"),
+            (200, "old".to_owned()),
+            "all traffic is old"
+        );
     }
 }

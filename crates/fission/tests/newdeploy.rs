@@ -47,25 +47,16 @@ fn instances(s: &Setup, name: &str) -> usize {
 
 /// The INSTANCES cell of `name` in `fission fn list`.
 fn listed_instances(s: &Setup, name: &str) -> String {
-    let out = s.fission(&["fn", "list"]).ok().stdout;
-    let mut lines = out.lines();
-    let header: Vec<&str> = lines.next().expect("header").split_whitespace().collect();
-    let col = header
-        .iter()
-        .position(|h| *h == "INSTANCES")
-        .unwrap_or_else(|| panic!("fn list has no INSTANCES column: {out}"));
-    let row: Vec<&str> = lines
-        .map(|l| l.split_whitespace().collect::<Vec<_>>())
-        .find(|r| r.first() == Some(&name))
-        .unwrap_or_else(|| panic!("{name} not in fn list: {out}"));
-    row[col].to_owned()
+    table_cell(&s.fission(&["fn", "list"]).ok().stdout, name, "INSTANCES")
 }
 
 #[track_caller]
 fn wait_instances(s: &Setup, name: &str, want: usize, why: &str) {
-    eventually_blocking(SCALE_WAIT, &format!("{name}: {want} instance(s) {why}"), || {
-        instances(s, name) == want
-    });
+    eventually_blocking(
+        SCALE_WAIT,
+        &format!("{name}: {want} instance(s) {why}"),
+        || instances(s, name) == want,
+    );
 }
 
 #[test]
@@ -140,11 +131,16 @@ fn newdeploy_keeps_minscale_warm_scales_to_maxscale_under_a_burst_and_back_when_
         results.iter().map(|(_, b)| b.as_str()).collect();
     let peak = peak.load(Ordering::Relaxed);
     assert_eq!(
-        peak, 4,
+        peak,
+        4,
         "the burst scales out to MaxScale and no further (served by {} instances)",
         served_by.len()
     );
-    assert_eq!(served_by.len(), 4, "every instance took calls: {served_by:?}");
+    assert_eq!(
+        served_by.len(),
+        4,
+        "every instance took calls: {served_by:?}"
+    );
 
     // Idle past idletimeout: back to MinScale, not below.
     wait_instances(&s, "scaled", 2, "after idling");
@@ -181,20 +177,27 @@ fn newdeploy_minscale_zero_scales_to_zero_and_the_next_call_cold_starts() {
     wait_instances(&s, "zero", 0, "after idling");
     let (status, second) = s.call("zero", "");
     assert_eq!(status, 200, "{second}");
-    assert_ne!(first, second, "the call after scale-to-zero runs on a new instance");
+    assert_ne!(
+        first, second,
+        "the call after scale-to-zero runs on a new instance"
+    );
     // The router's access log says so.
-    eventually_blocking(Duration::from_secs(10), "two cold-start access lines", || {
-        s.server
-            .log()
-            .lines()
-            .filter(|l| {
-                l.contains("fission_router::access")
-                    && l.contains("function=default/zero")
-                    && l.contains("start=cold")
-            })
-            .count()
-            == 2
-    });
+    eventually_blocking(
+        Duration::from_secs(10),
+        "two cold-start access lines",
+        || {
+            s.server
+                .log()
+                .lines()
+                .filter(|l| {
+                    l.contains("fission_router::access")
+                        && l.contains("function=default/zero")
+                        && l.contains("start=cold")
+                })
+                .count()
+                == 2
+        },
+    );
 }
 
 #[test]

@@ -63,7 +63,15 @@ fn spec_apply_of_changed_source_serves_the_old_code_until_the_rebuild_succeeds()
     ])
     .ok();
     run(&[
-        "route", "create", "--name", "app", "--function", "app", "--url", "/app", "--spec",
+        "route",
+        "create",
+        "--name",
+        "app",
+        "--function",
+        "app",
+        "--url",
+        "/app",
+        "--spec",
     ])
     .ok();
     run(&["spec", "apply", "--wait"]).ok();

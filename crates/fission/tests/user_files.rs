@@ -18,10 +18,14 @@ const RAISING_PY: &str = "def main():\n    raise ValueError('boom from the user'
 fn trace_of(s: &Setup, name: &str) -> String {
     let (status, body) = s.call(name, "");
     assert_eq!(status, 500, "{body}");
-    eventually_blocking(Duration::from_secs(30), "the stack trace in fn logs", || {
-        let logs = s.fission(&["fn", "logs", "--name", name]).ok().stdout;
-        logs.contains("boom from the user").then_some(logs)
-    })
+    eventually_blocking(
+        Duration::from_secs(30),
+        "the stack trace in fn logs",
+        || {
+            let logs = s.fission(&["fn", "logs", "--name", name]).ok().stdout;
+            logs.contains("boom from the user").then_some(logs)
+        },
+    )
 }
 
 #[test]
@@ -44,11 +48,15 @@ fn node_stack_traces_name_the_users_file() {
         code.to_str().expect("path"),
     ])
     .ok();
-    eventually_blocking(Duration::from_secs(60), "the trace to name greet.js", || {
-        s.call("hello", "");
-        let logs = s.fission(&["fn", "logs", "--name", "hello"]).ok().stdout;
-        logs.contains("greet.js:2")
-    });
+    eventually_blocking(
+        Duration::from_secs(60),
+        "the trace to name greet.js",
+        || {
+            s.call("hello", "");
+            let logs = s.fission(&["fn", "logs", "--name", "hello"]).ok().stdout;
+            logs.contains("greet.js:2")
+        },
+    );
 }
 
 #[test]

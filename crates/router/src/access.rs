@@ -61,7 +61,9 @@ impl Pending {
                 function = %s.function,
                 status,
                 duration_ms = format_args!("{duration_ms:.1}"),
-                start = %if s.cold { "cold" } else { "warm" },
+                start = s
+                    .instance
+                    .map(|_| tracing::field::display(if s.cold { "cold" } else { "warm" })),
                 instance = s.instance,
                 "request"
             ),

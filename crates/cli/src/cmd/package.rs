@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
 use fission_core::resources::{
-    ARCHIVE_LITERAL, Archive, CODE_FILENAME_ANNOTATION, Environment, EnvironmentSpec, Function, FunctionSpec, Package,
-    PackageSpec, PackageStatus, build_status,
+    ARCHIVE_LITERAL, Archive, CODE_FILENAME_ANNOTATION, Environment, EnvironmentSpec, Function,
+    FunctionSpec, Package, PackageSpec, PackageStatus, build_status,
 };
 use fission_core::{ObjectMeta, ObjectReference};
 

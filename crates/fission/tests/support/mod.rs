@@ -338,3 +338,28 @@ impl Setup {
         (r.status().as_u16(), r.text().expect("body"))
     }
 }
+
+/// The cell under `column` in the row whose first cell is `name`, from a CLI table.
+pub fn table_cell(table: &str, name: &str, column: &str) -> String {
+    let mut lines = table.lines();
+    let header = lines.next().unwrap_or_default();
+    // Cells may contain single spaces (weighted FUNCTION(s)); columns start where headers do.
+    let start = header
+        .find(column)
+        .unwrap_or_else(|| panic!("no {column} column: {table}"));
+    let end = header[start..]
+        .find(char::is_whitespace)
+        .and_then(|w| {
+            header[start + w..]
+                .find(|c: char| !c.is_whitespace())
+                .map(|n| start + w + n)
+        })
+        .unwrap_or(usize::MAX);
+    let row = lines
+        .find(|l| l.split_whitespace().next() == Some(name))
+        .unwrap_or_else(|| panic!("{name} not in: {table}"));
+    row.get(start..end.min(row.len()))
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}
