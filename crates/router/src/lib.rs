@@ -97,6 +97,7 @@
 //! their status, are relayed verbatim. See that module for the statuses and texts.
 #![deny(missing_docs)]
 
+pub mod access;
 mod async_call;
 mod body;
 mod error;

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument as _, Span, debug, field, info, warn};
 
 use crate::Inner;
+use crate::access;
 use crate::async_call;
 use crate::body::RouterBody;
 use crate::proxy::Forward;
@@ -196,10 +197,14 @@ pub(crate) async fn handle(
         fission.cold = field::Empty,
         http.response.status_code = field::Empty,
     );
+    let access = access::Pending::start(req.method(), req.uri());
     async move {
         let resp = dispatch(&inner, req, client, &shutdown, routes).await;
         let span = Span::current();
         span.record("http.response.status_code", resp.status().as_u16());
+        if let Some(line) = access {
+            line.finish(resp.status().as_u16(), resp.extensions().get());
+        }
         debug!("request complete");
         resp
     }
