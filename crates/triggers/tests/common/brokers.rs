@@ -179,10 +179,13 @@ impl Drop for Kafka {
     }
 }
 
-/// Kill a process group (the broker and whatever its start script spawned).
-fn kill_group(pid: u32) {
+/// SIGKILL one process by its (positive) pid. Never a negative pid or a process group:
+/// procps-ng's kill(1) took `-KILL -<pgid>` for "every process" here.
+fn kill_pid(pid: u32) {
+    assert!(pid > 1, "refusing to signal pid {pid}");
     let _ = Command::new("kill")
-        .args(["-KILL", &format!("-{pid}")])
+        .args(["-KILL", &pid.to_string()])
+        .stderr(Stdio::null())
         .status();
 }
 
@@ -220,12 +223,11 @@ impl RabbitMq {
             port,
             dist_port,
         };
-        wait_port(port, "rabbitmq", 120, &r.dir.path().join("out.log"));
+        r.wait_booted(1);
         Some(r)
     }
 
     fn spawn(dir: &Path, node: &str, port: u16, dist_port: u16) -> Child {
-        use std::os::unix::process::CommandExt as _;
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -245,8 +247,6 @@ impl RabbitMq {
             .env("RABBITMQ_PID_FILE", dir.join("pid"))
             .env("RABBITMQ_CONFIG_FILE", dir.join("rabbitmq"))
             .env("RABBITMQ_ADVANCED_CONFIG_FILE", dir.join("advanced.config"))
-            // Its own process group, so the Erlang VM dies with it.
-            .process_group(0)
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
@@ -257,23 +257,57 @@ impl RabbitMq {
         format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
     }
 
+    /// Kill the start script and the Erlang VM it started (whose pid the node writes to its
+    /// pid file).
+    fn kill(&mut self) {
+        let beam = std::fs::read_to_string(self.dir.path().join("pid"))
+            .ok()
+            .and_then(|p| p.trim().parse::<u32>().ok());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(pid) = beam {
+            kill_pid(pid);
+        }
+        let _ = std::fs::remove_file(self.dir.path().join("pid"));
+    }
+
     /// Kill the node (no clean shutdown) and start it again with the same data.
     pub fn restart(&mut self) {
-        kill_group(self.child.id());
-        let _ = self.child.wait();
+        self.kill();
+        let booted = self.boots();
         self.child = Self::spawn(self.dir.path(), &self.node, self.port, self.dist_port);
-        wait_port(
-            self.port,
-            "rabbitmq (restarted)",
-            120,
-            &self.dir.path().join("out.log"),
-        );
+        self.wait_booted(booted + 1);
+    }
+
+    fn boots(&self) -> usize {
+        std::fs::read_to_string(self.dir.path().join("out.log"))
+            .unwrap_or_default()
+            .matches("Starting broker... completed")
+            .count()
+    }
+
+    /// Until the node has said it finished booting `n` times (its listener accepts, then
+    /// resets, connections while it boots).
+    fn wait_booted(&self, n: usize) {
+        let log = self.dir.path().join("out.log");
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if text.matches("Starting broker... completed").count() >= n {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "rabbitmq did not boot within 120 s; its log:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        wait_port(self.port, "rabbitmq", 10, &log);
     }
 }
 
 impl Drop for RabbitMq {
     fn drop(&mut self) {
-        kill_group(self.child.id());
-        let _ = self.child.wait();
+        self.kill();
     }
 }
