@@ -123,6 +123,9 @@ async fn consume(
             "message.timeout.ms",
             PRODUCE_TIMEOUT.as_millis().to_string(),
         )
+        // The next record waits for this answer's acknowledgement: send it at once rather
+        // than after librdkafka's default 5 ms of batching.
+        .set("linger.ms", "0")
         .create()
         .map_err(|e| MqError::Config(format!("kafka producer: {e}")))?;
     consumer.subscribe(&[&h.spec.topic]).map_err(broker)?;
