@@ -1,10 +1,13 @@
-//! Event triggers of the all-in-one server: TimeTriggers fire on their cron schedule and call
-//! their function through the router's internal route, exactly as Fission's timer does.
+//! Event triggers of the all-in-one server: TimeTriggers fire on their cron schedule,
+//! MessageQueueTriggers consume their broker (Kafka, RabbitMQ, Redis Streams, NATS
+//! JetStream), KubernetesWatchTriggers watch their namespace of the cluster; each calls its
+//! function through the router's internal route, as Fission's components do.
 //!
 //! * [`delivery`]: the one delivery path (Fission's publisher retries, per-trigger metrics,
 //!   status, failures in the function's log).
 //! * [`schedule`]: cron parsing as Fission's timer parses it (also used by
 //!   `fission tt showschedule`).
+//! * [`kubewatch`]: watch triggers (where the cluster is: [`KubeSource`]).
 //! * [`Triggers`]: follows the store and runs one task per trigger.
 #![deny(missing_docs)]
 
