@@ -275,74 +275,191 @@ where
     // The watcher resumes from the last resourceVersion after an error and relists only on
     // 410 Gone; the backoff spaces out its retries while the API server is away.
     let mut events = watcher(api, config).default_backoff().boxed();
-    let mut known: HashMap<String, Seen> = HashMap::new();
-    // Between a relist's Init and InitDone: the objects it listed.
-    let mut listing: Option<HashSet<String>> = None;
+    let mut tracker = Tracker::default();
     loop {
         let event = tokio::select! {
             () = stop.cancelled() => return,
             e = events.next() => e,
         };
         let Some(event) = event else { return };
-        let event = match event {
-            Ok(e) => e,
+        match event {
+            Ok(e) => {
+                for (event_type, object) in tracker.on(e) {
+                    w.fire(event_type, &kind, &object, stop).await;
+                }
+            }
             Err(e) => {
                 tracing::warn!(trigger = %w.key, error = %e, "kubernetes watch failed; retrying");
                 w.delivery
                     .status()
                     .set_error(&w.key, format!("watch {kind}: {e}"));
-                continue;
             }
-        };
+        }
+    }
+}
+
+/// Turns the watcher's events (which do not tell an added object from a modified one, and
+/// list everything again after a `410 Gone`) into Kubernetes watch event types, each change
+/// once.
+#[derive(Default)]
+struct Tracker {
+    /// By uid.
+    known: HashMap<String, Seen>,
+    /// Between a listing's Init and InitDone: the uids it listed.
+    listing: Option<HashSet<String>>,
+}
+
+impl Tracker {
+    /// The events to fire for one watcher event: (type, object).
+    fn on<K: Resource + Serialize>(
+        &mut self,
+        event: watcher::Event<K>,
+    ) -> Vec<(&'static str, serde_json::Value)> {
+        let uid = |o: &K| o.uid().unwrap_or_else(|| o.name_any());
         match event {
-            watcher::Event::Init => listing = Some(HashSet::new()),
+            watcher::Event::Init => {
+                self.listing = Some(HashSet::new());
+                Vec::new()
+            }
             watcher::Event::InitApply(o) | watcher::Event::Apply(o) => {
-                let uid = o.uid().unwrap_or_else(|| o.name_any());
-                if let Some(l) = listing.as_mut() {
-                    l.insert(uid.clone());
+                let id = uid(&o);
+                if let Some(l) = self.listing.as_mut() {
+                    l.insert(id.clone());
                 }
                 let rv = o.resource_version().unwrap_or_default();
-                let event = match known.get(&uid) {
+                let event_type = match self.known.get(&id) {
                     None => "ADDED",
                     Some(s) if s.resource_version != rv => "MODIFIED",
-                    // Already seen in this state (a relist): not an event.
-                    Some(_) => continue,
+                    // Already seen in this state (listed again): not an event.
+                    Some(_) => return Vec::new(),
                 };
                 let Ok(object) = serde_json::to_value(&o) else {
-                    continue;
+                    return Vec::new();
                 };
-                w.fire(event, &kind, &object, stop).await;
-                known.insert(
-                    uid,
+                self.known.insert(
+                    id,
                     Seen {
                         resource_version: rv,
-                        object,
+                        object: object.clone(),
                     },
                 );
+                vec![(event_type, object)]
             }
             watcher::Event::InitDone => {
-                let Some(listed) = listing.take() else {
-                    continue;
+                let Some(listed) = self.listing.take() else {
+                    return Vec::new();
                 };
                 // Deleted while the watch could not see it.
-                let gone: Vec<String> = known
+                let gone: Vec<String> = self
+                    .known
                     .keys()
                     .filter(|k| !listed.contains(*k))
                     .cloned()
                     .collect();
-                for uid in gone {
-                    if let Some(s) = known.remove(&uid) {
-                        w.fire("DELETED", &kind, &s.object, stop).await;
-                    }
-                }
+                gone.into_iter()
+                    .filter_map(|id| self.known.remove(&id))
+                    .map(|s| ("DELETED", s.object))
+                    .collect()
             }
             watcher::Event::Delete(o) => {
-                let uid = o.uid().unwrap_or_else(|| o.name_any());
-                known.remove(&uid);
-                if let Ok(object) = serde_json::to_value(&o) {
-                    w.fire("DELETED", &kind, &object, stop).await;
-                }
+                self.known.remove(&uid(&o));
+                serde_json::to_value(&o)
+                    .map(|object| vec![("DELETED", object)])
+                    .unwrap_or_default()
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::api::ObjectMeta;
+
+    fn svc(name: &str, rv: &str) -> Service {
+        Service {
+            metadata: ObjectMeta {
+                name: Some(name.to_owned()),
+                uid: Some(format!("uid-{name}")),
+                resource_version: Some(rv.to_owned()),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    fn fired(t: &mut Tracker, e: watcher::Event<Service>) -> Vec<(String, String)> {
+        t.on(e)
+            .into_iter()
+            .map(|(ty, o)| {
+                let name = o["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+                (ty.to_owned(), name)
+            })
+            .collect()
+    }
+
+    fn ev(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn the_first_listing_announces_every_object_as_added() {
+        let mut t = Tracker::default();
+        assert!(fired(&mut t, watcher::Event::Init).is_empty());
+        assert_eq!(
+            fired(&mut t, watcher::Event::InitApply(svc("a", "1"))),
+            ev(&[("ADDED", "a")])
+        );
+        assert!(fired(&mut t, watcher::Event::InitDone).is_empty());
+        assert_eq!(
+            fired(&mut t, watcher::Event::Apply(svc("b", "2"))),
+            ev(&[("ADDED", "b")])
+        );
+        assert_eq!(
+            fired(&mut t, watcher::Event::Apply(svc("a", "3"))),
+            ev(&[("MODIFIED", "a")])
+        );
+        assert_eq!(
+            fired(&mut t, watcher::Event::Delete(svc("b", "4"))),
+            ev(&[("DELETED", "b")])
+        );
+    }
+
+    #[test]
+    fn a_relist_after_410_fires_only_what_changed_meanwhile() {
+        let mut t = Tracker::default();
+        for e in [
+            watcher::Event::Init,
+            watcher::Event::InitApply(svc("same", "1")),
+            watcher::Event::InitApply(svc("changed", "1")),
+            watcher::Event::InitApply(svc("removed", "1")),
+            watcher::Event::InitDone,
+        ] {
+            fired(&mut t, e);
+        }
+        // The watch expired (410 Gone): the watcher lists again.
+        let mut relist = Vec::new();
+        for e in [
+            watcher::Event::Init,
+            watcher::Event::InitApply(svc("same", "1")),
+            watcher::Event::InitApply(svc("changed", "7")),
+            watcher::Event::InitApply(svc("new", "8")),
+            watcher::Event::InitDone,
+        ] {
+            relist.extend(fired(&mut t, e));
+        }
+        assert_eq!(
+            relist,
+            ev(&[
+                ("MODIFIED", "changed"),
+                ("ADDED", "new"),
+                ("DELETED", "removed")
+            ])
+        );
     }
 }
