@@ -10,6 +10,14 @@ if [[ -f "$CACHE/.complete" ]]; then
   echo "$CACHE"
   exit 0
 fi
+# Test binaries running in parallel may all ask at once: one fetches, the others wait for it.
+mkdir -p "$(dirname "$CACHE")"
+exec 9>"$CACHE.lock"
+flock 9
+if [[ -f "$CACHE/.complete" ]]; then
+  echo "$CACHE"
+  exit 0
+fi
 command -v java >/dev/null || { echo "kafka.sh: java (17+) is required" >&2; exit 1; }
 command -v mvn >/dev/null || { echo "kafka.sh: mvn is required" >&2; exit 1; }
 work=$(mktemp -d)
