@@ -575,7 +575,7 @@ impl Api {
     }
 
     /// What the server's trigger component knows about a trigger's deliveries (`kind` is
-    /// `time` or `messagequeue`); `None` when the server does not run it (or predates the API).
+    /// `time`, `messagequeue` or `watch`); `None` when the server does not run it (or predates the API).
     pub(crate) async fn trigger_status(
         &self,
         kind: &str,

@@ -81,8 +81,8 @@ pub struct ServerArgs {
     /// Secrets and ConfigMaps; function instances still run on this machine.
     #[arg(long, env = ENV_STORE, value_enum, default_value_t = StoreMode::Embedded)]
     store: StoreMode,
-    /// Kubeconfig for --store kubernetes [default: the pod's service account when run in a
-    /// pod, else $KUBECONFIG or ~/.kube/config].
+    /// Kubeconfig for --store kubernetes and for KubernetesWatchTriggers [default: the pod's
+    /// service account when run in a pod, else $KUBECONFIG or ~/.kube/config].
     #[arg(long, env = ENV_KUBECONFIG)]
     kubeconfig: Option<PathBuf>,
     /// PEM file of CA certificates trusted, besides the built-in web roots, when fetching
@@ -580,6 +580,11 @@ async fn start(args: ServerArgs) -> Result<Running> {
         Some(Arc::new(logs.clone())),
         &mut registry,
     )
+    // Watch triggers watch the cluster this names (else kube's inference: the pod's service
+    // account or $KUBECONFIG).
+    .with_kube(fission_triggers::KubeSource {
+        kubeconfig: args.kubeconfig.clone(),
+    })
     .with_async_jobs(
         &data.root().join("async.redb"),
         fission_triggers::AsyncConfig::default(),
