@@ -275,15 +275,23 @@ fn default_environments_dir() -> Option<PathBuf> {
         .find(|c| c.join("nodejs/server.js").is_file() || c.join("python/server.py").is_file())
 }
 
-fn init_tracing() {
+/// Logs go to stderr from a writer thread: a request never waits on a slow terminal or pipe
+/// (the access log writes a line per request). Not lossy: past 128 k queued lines, loggers
+/// wait. The guard flushes what is queued when it is dropped, at the end of [`run`].
+fn init_tracing() -> tracing_appender::non_blocking::WorkerGuard {
+    use std::io::IsTerminal as _;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    use std::io::IsTerminal as _;
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("fission-log")
+        .finish(std::io::stderr());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_ansi(std::io::stderr().is_terminal())
         .try_init();
+    guard
 }
 
 async fn shutdown_signal() {
@@ -413,6 +421,7 @@ struct Running {
 
 /// Run the server until a signal arrives.
 pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
+    let _log = init_tracing();
     let running = start(args).await.map_err(ServerError::Start)?;
     running
         .serve_until_signal()
@@ -422,7 +431,6 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
 
 /// Open the data directory, bind the listeners and start every component.
 async fn start(args: ServerArgs) -> Result<Running> {
-    init_tracing();
     if args.roles.role != roles::Role::All {
         return roles::start(args).await;
     }
