@@ -4,11 +4,13 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use fission_core::ArchiveStorage;
+use fission_core::archive::{STORAGE_URL_PREFIX, archive_id_from_url};
 use fission_core::resources::{
     ARCHIVE_LITERAL, ARCHIVE_URL, Archive, Checksum, Environment, Package,
 };
 use fission_core::runtime::BuiltinRuntime;
-use fission_store::archive::{ArchiveStore, STORAGE_URL_PREFIX, archive_id_from_url, sha256_hex};
+use fission_fetch::sha256_hex;
 use fission_unpack::{is_zip, safe_relative_path, unzip};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -35,7 +37,7 @@ pub(crate) enum Outcome {
 /// What a build needs from the manager.
 pub(crate) struct Ctx<'a> {
     pub(crate) config: &'a Config,
-    pub(crate) archives: &'a ArchiveStore,
+    pub(crate) archives: &'a dyn ArchiveStorage,
     pub(crate) remote: &'a Result<fission_fetch::Fetcher, String>,
     pub(crate) tools: &'a Tools,
     pub(crate) log: &'a BuildLog,
@@ -170,7 +172,7 @@ fn check_cancel(ctx: &Ctx<'_>) -> Result<(), Stop> {
 /// The source archive's bytes, checked against its recorded sha256.
 async fn source_bytes(
     pkg: &Package,
-    archives: &ArchiveStore,
+    archives: &dyn ArchiveStorage,
     remote: &Result<fission_fetch::Fetcher, String>,
 ) -> Result<Vec<u8>, String> {
     let a = &pkg.spec.source;
@@ -198,10 +200,9 @@ async fn source_bytes(
                 a.url
             ));
         };
-        let (store, id) = (archives.clone(), id.to_owned());
-        tokio::task::spawn_blocking(move || store.get(&id))
+        archives
+            .get(id)
             .await
-            .map_err(|e| format!("reading the source archive failed: {e}"))?
             .map_err(|e| format!("cannot read the source archive: {e}"))?
     };
     if !literal && !a.checksum.sum.is_empty() {
@@ -517,10 +518,10 @@ async fn store_deployment(ctx: &Ctx<'_>, from: &Path) -> Result<Archive, Stop> {
         ));
     };
     let size = bytes.len();
-    let store = ctx.archives.clone();
-    let id = tokio::task::spawn_blocking(move || store.put(&bytes))
+    let id = ctx
+        .archives
+        .put(bytes)
         .await
-        .map_err(|e| Stop::Failed(format!("storing the deployment archive failed: {e}")))?
         .map_err(|e| Stop::Failed(format!("cannot store the deployment archive: {e}")))?;
     ctx.log.note(format!(
         "Deployment archive: {what}, {size} bytes, sha256 {id}"
@@ -539,6 +540,7 @@ async fn store_deployment(ctx: &Ctx<'_>, from: &Path) -> Result<Archive, Stop> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fission_store::archive::ArchiveStore;
 
     #[test]
     fn builds_are_limited_by_the_builder_container_then_the_environment_resources() {
@@ -612,24 +614,11 @@ mod tests {
         assert_eq!(s, "/usr/bin/python3 -t $SRC_PKG $DEPLOY_PKG/x");
     }
 
-    fn zip_of(name: &str, data: &[u8]) -> Vec<u8> {
-        use std::io::Write as _;
-        let mut buf = std::io::Cursor::new(Vec::new());
-        {
-            let mut w = zip::ZipWriter::new(&mut buf);
-            w.start_file(name, zip::write::SimpleFileOptions::default())
-                .expect("start");
-            w.write_all(data).expect("write");
-            w.finish().expect("finish");
-        }
-        buf.into_inner()
-    }
-
     #[tokio::test]
     async fn https_source_archives_are_fetched_and_a_checksum_mismatch_fails_the_build() {
         use fission_fetch::test_https::{HttpsServer, Reply};
         let server = HttpsServer::start();
-        let good = zip_of("main.py", b"def main(): return 'src'\n");
+        let good = fission_test_support::zip_of(&[("main.py", b"def main(): return 'src'\n")]);
         server.set("/src.zip", Reply::ok(good.clone()));
         let dir = tempfile::tempdir().expect("tempdir");
         let archives = ArchiveStore::open(dir.path().join("a")).expect("archives");

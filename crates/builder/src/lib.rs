@@ -6,10 +6,10 @@
 //! 1. its status becomes `running` (a resourceVersion-checked write, so two writers never both
 //!    claim it);
 //! 2. the source archive (inline literal, or an archive of this server's
-//!    [`ArchiveStore`](fission_store::archive::ArchiveStore), sha256-verified) is unpacked —
+//!    [`ArchiveStorage`](fission_core::ArchiveStorage), sha256-verified) is unpacked —
 //!    refusing zip-slip, links and zip bombs — into a fresh `<work_dir>/<ns>/<pkg>-<rv>/src`;
 //! 3. the build runs there as child processes (see below), its output streamed line by line into
-//!    the [`LogStore`](fission_store::logs::LogStore) under `(namespace, "pkg:<name>")` and kept
+//!    the [`FunctionLogs`](fission_core::FunctionLogs) under `(namespace, "pkg:<name>")` and kept
 //!    (the last [`Config::max_log_bytes`]) for `status.buildlog`;
 //! 4. on success the deploy directory is zipped (entries at the archive root), stored in the
 //!    archive store, and the package gets `spec.deployment = {type: url, url:

@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use fission_store::logs::{FunctionLogWriter, LogStream};
+use fission_core::{LineSink, OutputStream as LogStream};
 
 /// A build's log. Cheap to clone; clones share the text.
 #[derive(Debug, Clone)]
@@ -12,13 +12,21 @@ pub(crate) struct BuildLog {
     inner: Arc<Inner>,
 }
 
-#[derive(Debug)]
 struct Inner {
-    writer: Option<FunctionLogWriter>,
+    writer: Option<Arc<dyn LineSink>>,
     max: usize,
     tail: Mutex<Tail>,
     /// Bytes the build's processes printed (not counting our own notes).
     output_bytes: AtomicU64,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BuildLog")
+            .field("logged", &self.writer.is_some())
+            .field("max", &self.max)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -29,7 +37,7 @@ struct Tail {
 
 impl BuildLog {
     /// A log keeping the last `max` bytes, also written to `writer` when given.
-    pub(crate) fn new(writer: Option<FunctionLogWriter>, max: usize) -> Self {
+    pub(crate) fn new(writer: Option<Arc<dyn LineSink>>, max: usize) -> Self {
         Self {
             inner: Arc::new(Inner {
                 writer,
@@ -62,7 +70,7 @@ impl BuildLog {
 
     fn append(&self, stream: LogStream, line: &str) {
         if let Some(w) = &self.inner.writer {
-            w.write(stream, line);
+            w.line(stream, line);
         }
         let mut t = self.inner.tail.lock().unwrap_or_else(|e| e.into_inner());
         t.text.push_str(line);

@@ -11,10 +11,9 @@ use fission_core::resources::{
     Environment, Function, Package, PackageStatus, build_status, initial_build_status,
 };
 use fission_core::{
-    AnyResource, ResourceKind, ResourceStore, StoreError, WatchEvent, WatchEventType,
+    AnyResource, ArchiveStorage, FunctionLogs, ResourceKind, ResourceStore, StoreError, WatchEvent,
+    WatchEventType,
 };
-use fission_store::archive::ArchiveStore;
-use fission_store::logs::LogStore;
 use fission_watcher::{Change, Watcher};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -44,8 +43,8 @@ struct InFlight {
 pub struct BuildManager {
     config: Config,
     store: Arc<dyn ResourceStore>,
-    archives: ArchiveStore,
-    logs: LogStore,
+    archives: Arc<dyn ArchiveStorage>,
+    logs: Arc<dyn FunctionLogs>,
     tools: Tools,
     /// Downloads of remote (http/https) source archives, or why this server cannot make them.
     remote: Result<fission_fetch::Fetcher, String>,
@@ -70,8 +69,8 @@ impl BuildManager {
     pub fn new(
         config: Config,
         store: Arc<dyn ResourceStore>,
-        archives: ArchiveStore,
-        logs: LogStore,
+        archives: impl ArchiveStorage,
+        logs: impl FunctionLogs,
     ) -> Arc<Self> {
         let tools = Tools::new(&config);
         // Builds run once per package version: nothing to gain from a cache by checksum.
@@ -90,8 +89,8 @@ impl BuildManager {
         Arc::new(Self {
             config,
             store,
-            archives,
-            logs,
+            archives: Arc::new(archives),
+            logs: Arc::new(logs),
             tools,
             remote,
             inflight: Mutex::new(HashMap::new()),
@@ -256,7 +255,7 @@ impl BuildManager {
                 let env = self.environment_of(&running).await;
                 let ctx = build::Ctx {
                     config: &self.config,
-                    archives: &self.archives,
+                    archives: self.archives.as_ref(),
                     remote: &self.remote,
                     tools: &self.tools,
                     log: &log,

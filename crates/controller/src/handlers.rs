@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use fission_core::DEFAULT_NAMESPACE;
+use fission_core::archive::{ArchiveError, archive_id_from_url, client_id};
 use fission_core::resources::{AnyResource, ResourceKind, initial_build_status};
 use fission_core::validation::{self, FieldErrors};
 use futures::StreamExt as _;
@@ -381,35 +382,33 @@ async fn check_archives(c: &Controller, obj: &AnyResource) -> ApiResult<()> {
     let AnyResource::Package(p) = obj else {
         return Ok(());
     };
-    let archives = c.archives.clone();
-    let pkg = p.clone();
+    let mut checked = Vec::new();
+    for (which, a) in [
+        ("deployment", &p.spec.deployment),
+        ("source", &p.spec.source),
+    ] {
+        let bytes = if !a.literal.is_empty() {
+            a.literal.clone()
+        } else if let Some(id) = archive_id_from_url(&a.url) {
+            match c.archives.get(id).await {
+                Ok(b) => b,
+                // A missing id is reported where the archive is fetched, with its own message.
+                Err(_) => continue,
+            }
+        } else {
+            continue;
+        };
+        checked.push((which, bytes));
+    }
+    let name = p.metadata.name.clone();
     tokio::task::spawn_blocking(move || {
-        for (which, a) in [
-            ("deployment", &pkg.spec.deployment),
-            ("source", &pkg.spec.source),
-        ] {
-            let stored;
-            let bytes: &[u8] = if !a.literal.is_empty() {
-                &a.literal
-            } else if let Some(id) = fission_store::archive::archive_id_from_url(&a.url) {
-                match archives.get(id) {
-                    Ok(b) => {
-                        stored = b;
-                        &stored
-                    }
-                    // A missing id is reported where the archive is fetched, with its own message.
-                    Err(_) => continue,
-                }
-            } else {
-                continue;
-            };
-            if fission_unpack::is_zip(bytes)
+        for (which, bytes) in checked {
+            if fission_unpack::is_zip(&bytes)
                 && let Err(e) =
-                    fission_unpack::check_zip(bytes, fission_unpack::UnpackLimits::default())
+                    fission_unpack::check_zip(&bytes, fission_unpack::UnpackLimits::default())
             {
                 return Err(ApiError::invalid(format!(
-                    "package '{}': the {which} archive is refused: {e}",
-                    pkg.metadata.name
+                    "package '{name}': the {which} archive is refused: {e}"
                 )));
             }
         }
@@ -440,28 +439,20 @@ async fn archive_put(State(c): State<Controller>, body: BodyResult) -> ApiResult
     if body.is_empty() {
         return Err(ApiError::invalid("archive upload is empty"));
     }
-    let archives = c.archives.clone();
-    let id = tokio::task::spawn_blocking(move || archives.put(&body))
+    let id = c
+        .archives
+        .put(Vec::from(body))
         .await
-        .map_err(|e| ApiError::internal(e.to_string()))?
         .map_err(|e| ApiError::internal(e.to_string()))?;
     // Fission's id shape (`/fission/fission-functions/<id>`), so scripts written for it parse it.
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({ "id": fission_store::archive::client_id(&id) })),
-    )
-        .into_response())
+    Ok((StatusCode::CREATED, Json(json!({ "id": client_id(&id) }))).into_response())
 }
 
 /// The archive store's failures as API errors.
-fn archive_error(e: fission_store::archive::ArchiveError) -> ApiError {
+fn archive_error(e: ArchiveError) -> ApiError {
     match e {
-        fission_store::archive::ArchiveError::NotFound(id) => {
-            ApiError::not_found(format!("archive '{id}' not found"))
-        }
-        fission_store::archive::ArchiveError::InvalidId(id) => {
-            ApiError::invalid(format!("'{id}' is not an archive id"))
-        }
+        ArchiveError::NotFound(id) => ApiError::not_found(format!("archive '{id}' not found")),
+        ArchiveError::InvalidId(id) => ApiError::invalid(format!("'{id}' is not an archive id")),
         other => ApiError::internal(other.to_string()),
     }
 }
@@ -474,11 +465,7 @@ async fn archive_delete(
         .get("id")
         .cloned()
         .ok_or_else(|| ApiError::invalid("query parameter 'id' is required"))?;
-    let archives = c.archives.clone();
-    tokio::task::spawn_blocking(move || archives.delete(&id))
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?
-        .map_err(archive_error)?;
+    c.archives.delete(&id).await.map_err(archive_error)?;
     Ok(StatusCode::OK)
 }
 
@@ -487,27 +474,18 @@ async fn archive_get(
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult<Response> {
     let Some(id) = q.get("id").cloned() else {
-        let archives = c.archives.clone();
-        let ids = tokio::task::spawn_blocking(move || archives.list())
+        let listed = c
+            .archives
+            .list()
             .await
-            .map_err(|e| ApiError::internal(e.to_string()))?
             .map_err(|e| ApiError::internal(e.to_string()))?;
-        let ids: Vec<String> = ids
-            .iter()
-            .map(|id| fission_store::archive::client_id(id))
-            .collect();
+        let ids: Vec<String> = listed.iter().map(|a| client_id(&a.id)).collect();
         return Ok(Json(ids).into_response());
     };
-    let archives = c.archives.clone();
-    let bytes = tokio::task::spawn_blocking(move || archives.get(&id))
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?
-        .map_err(|e| match e {
-            fission_store::archive::ArchiveError::NotFound(_) => {
-                ApiError::not_found("Error retrieving item: not found")
-            }
-            other => archive_error(other),
-        })?;
+    let bytes = c.archives.get(&id).await.map_err(|e| match e {
+        ArchiveError::NotFound(_) => ApiError::not_found("Error retrieving item: not found"),
+        other => archive_error(other),
+    })?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
 }
 
@@ -557,27 +535,18 @@ async fn function_logs(
         .follow
         .unwrap_or(false)
         .then(|| c.logs.follow(&ns, &function));
-    let logs = c.logs.clone();
-    let (ns2, f2, count) = (ns.clone(), function.clone(), q.recordcount.unwrap_or(20));
-    let tail = tokio::task::spawn_blocking(move || logs.read(&ns2, &f2, count))
+    let tail = c
+        .logs
+        .read(&ns, &function, q.recordcount.unwrap_or(20))
         .await
-        .map_err(|e| ApiError::internal(e.to_string()))?
         .map_err(|e| ApiError::internal(e.to_string()))?;
     let head: String = tail.iter().map(|r| format!("{r}\n")).collect();
-    let Some(rx) = live else {
+    let Some(live) = live else {
         return Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], head).into_response());
     };
-    let shutdown = c.shutdown.clone();
-    let live = futures::stream::unfold(rx, |mut rx| async move {
-        loop {
-            match rx.recv().await {
-                Ok(r) => return Some((Ok::<_, Infallible>(Bytes::from(format!("{r}\n"))), rx)),
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
-            }
-        }
-    })
-    .take_until(shutdown.cancelled_owned());
+    let live = live
+        .map(|r| Ok::<_, Infallible>(Bytes::from(format!("{r}\n"))))
+        .take_until(c.shutdown.clone().cancelled_owned());
     let stream =
         futures::stream::once(async move { Ok::<_, Infallible>(Bytes::from(head)) }).chain(live);
     Ok((

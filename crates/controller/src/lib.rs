@@ -24,9 +24,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fission_core::ResourceStore;
-use fission_store::archive::ArchiveStore;
-use fission_store::logs::LogStore;
+use fission_core::{ArchiveStorage, FunctionLogs, ResourceStore};
 use tokio_util::sync::CancellationToken;
 
 pub use auth::ApiToken;
@@ -64,8 +62,8 @@ pub type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;
 #[derive(Clone)]
 pub struct Controller {
     pub(crate) store: Arc<dyn ResourceStore>,
-    pub(crate) archives: ArchiveStore,
-    pub(crate) logs: LogStore,
+    pub(crate) archives: Arc<dyn ArchiveStorage>,
+    pub(crate) logs: Arc<dyn FunctionLogs>,
     pub(crate) config: Arc<Config>,
     pub(crate) shutdown: CancellationToken,
     pub(crate) metrics: Option<MetricsRender>,
@@ -79,18 +77,19 @@ pub struct Controller {
 }
 
 impl Controller {
-    /// A controller over `store`.
+    /// A controller over `store`, serving archives from `archives` and function logs from
+    /// `logs`.
     pub fn new(
         config: Config,
         store: Arc<dyn ResourceStore>,
-        archives: ArchiveStore,
-        logs: LogStore,
+        archives: impl ArchiveStorage,
+        logs: impl FunctionLogs,
         shutdown: CancellationToken,
     ) -> Self {
         Self {
             store,
-            archives,
-            logs,
+            archives: Arc::new(archives),
+            logs: Arc::new(logs),
             config: Arc::new(config),
             shutdown,
             metrics: None,

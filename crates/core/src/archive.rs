@@ -3,6 +3,7 @@
 //! every replica can read them. Ids are the sha256 of the content.
 
 use std::path::PathBuf;
+use std::time::SystemTime;
 
 /// The URL form Fission's storagesvc gives archives; the host part is ignored and the id is
 /// resolved against this server's archive storage.
@@ -74,7 +75,19 @@ pub enum ArchiveError {
     },
 }
 
-/// Content-addressed archive storage.
+/// One stored archive, as listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveInfo {
+    /// The content id (sha256 hex, without Fission's prefix).
+    pub id: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// When it was stored (the pruner keeps young uploads whose package may not exist yet).
+    pub modified: SystemTime,
+}
+
+/// Content-addressed archive storage. Every id argument may be a content id or a client id
+/// ([`client_id`]).
 #[async_trait::async_trait]
 pub trait ArchiveStorage: Send + Sync + 'static {
     /// Store `bytes`; returns their id (sha256 hex). Storing the same content twice is one
@@ -82,4 +95,8 @@ pub trait ArchiveStorage: Send + Sync + 'static {
     async fn put(&self, bytes: Vec<u8>) -> Result<String, ArchiveError>;
     /// Read an archive, verified against its id.
     async fn get(&self, id: &str) -> Result<Vec<u8>, ArchiveError>;
+    /// Every stored archive, ordered by id.
+    async fn list(&self) -> Result<Vec<ArchiveInfo>, ArchiveError>;
+    /// Remove an archive ([`ArchiveError::NotFound`] if there is none).
+    async fn delete(&self, id: &str) -> Result<(), ArchiveError>;
 }

@@ -25,13 +25,13 @@ pub mod runtime;
 mod store;
 pub mod validation;
 
-pub use archive::{ArchiveError, ArchiveStorage};
+pub use archive::{ArchiveError, ArchiveInfo, ArchiveStorage};
 pub use async_calls::{AsyncCallError, AsyncCalls, AsyncRequest};
 pub use calls::{CallCounter, CallCounts};
 pub use decode::{Decoded, decode_object};
 pub use error::{ErrorBody, ErrorCode};
 pub use executor::{ExecutorError, FunctionInstances, InstanceLease, InstanceReport, LeaseRelease};
-pub use logs::{FunctionLogs, LineSink, OutputStream};
+pub use logs::{FunctionLogs, LineSink, LogError, LogRecord, LogRecordStream, OutputStream};
 pub use meta::{API_VERSION, ObjectMeta, ObjectReference};
 pub use names::{is_dns1123_label, is_dns1123_subdomain};
 pub use resources::{AnyResource, Object, ResourceKind, Spec};

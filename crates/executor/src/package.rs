@@ -515,30 +515,11 @@ pub(crate) fn install(
 
 #[cfg(test)]
 mod tests {
-    use std::io::Write as _;
-
     use fission_fetch::test_https::{HttpsServer, Reply};
     use fission_store::archive::ArchiveStore;
+    use fission_test_support::zip_of;
 
     use super::*;
-
-    fn zip_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
-        let mut buf = io::Cursor::new(Vec::new());
-        {
-            let mut w = zip::ZipWriter::new(&mut buf);
-            let opts = zip::write::SimpleFileOptions::default();
-            for (name, data) in entries {
-                if name.ends_with('/') {
-                    w.add_directory(*name, opts).expect("dir");
-                } else {
-                    w.start_file(*name, opts).expect("start");
-                    w.write_all(data).expect("write");
-                }
-            }
-            w.finish().expect("finish");
-        }
-        buf.into_inner()
-    }
 
     fn limits() -> UnpackLimits {
         UnpackLimits::default()

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use fission_core::{ArchiveError, ArchiveStorage};
+use fission_core::{ArchiveError, ArchiveInfo, ArchiveStorage};
 use fission_fetch::{FetchConfig, FetchError, Fetcher};
 
 /// [`ArchiveStorage`] of a controller at a base URL. Reads only: archives are written by the
@@ -38,6 +38,14 @@ impl RemoteArchives {
         })
     }
 
+    /// An executor only reads archives; writing, listing and deleting are the controller's.
+    fn controllers_job(&self, what: &'static str) -> ArchiveError {
+        ArchiveError::Io {
+            path: PathBuf::from(format!("{}/v1/archive", self.base)),
+            source: std::io::Error::new(std::io::ErrorKind::Unsupported, what),
+        }
+    }
+
     fn url(&self, id: &str) -> String {
         format!("{}/v1/archive?id={id}", self.base)
     }
@@ -53,13 +61,15 @@ fn failure(url: String, e: impl std::fmt::Display) -> ArchiveError {
 #[async_trait::async_trait]
 impl ArchiveStorage for RemoteArchives {
     async fn put(&self, _bytes: Vec<u8>) -> Result<String, ArchiveError> {
-        Err(ArchiveError::Io {
-            path: PathBuf::from(format!("{}/v1/archive", self.base)),
-            source: std::io::Error::new(
-                std::io::ErrorKind::Unsupported,
-                "archives are written by the controller (fission archive upload)",
-            ),
-        })
+        Err(self.controllers_job("archives are written by the controller (fission archive upload)"))
+    }
+
+    async fn list(&self) -> Result<Vec<ArchiveInfo>, ArchiveError> {
+        Err(self.controllers_job("archives are listed by the controller (fission archive list)"))
+    }
+
+    async fn delete(&self, _id: &str) -> Result<(), ArchiveError> {
+        Err(self.controllers_job("archives are deleted by the controller (fission archive delete)"))
     }
 
     async fn get(&self, id: &str) -> Result<Vec<u8>, ArchiveError> {

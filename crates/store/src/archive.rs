@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 pub use fission_core::archive::{
-    ArchiveError, FISSION_ID_PREFIX, STORAGE_URL_PREFIX, archive_id_from_url, client_id,
-    content_id, storage_url,
+    ArchiveError, ArchiveInfo, FISSION_ID_PREFIX, STORAGE_URL_PREFIX, archive_id_from_url,
+    client_id, content_id, storage_url,
 };
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ArchiveError + '_ {
@@ -136,26 +136,63 @@ impl ArchiveStore {
     }
 }
 
-#[async_trait::async_trait]
-impl fission_core::ArchiveStorage for ArchiveStore {
-    async fn put(&self, bytes: Vec<u8>) -> Result<String, ArchiveError> {
+impl ArchiveStore {
+    /// Every stored archive with its size and time of storing.
+    pub fn list_info(&self) -> Result<Vec<ArchiveInfo>, ArchiveError> {
+        let mut out = Vec::new();
+        for id in self.list()? {
+            let path = self.path_of(&id)?;
+            let meta = match fs::metadata(&path) {
+                Ok(m) => m,
+                // Deleted between listing and looking: not stored any more.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(source) => return Err(ArchiveError::Io { path, source }),
+            };
+            let modified = meta
+                .modified()
+                .map_err(|source| ArchiveError::Io { path, source })?;
+            out.push(ArchiveInfo {
+                id,
+                size: meta.len(),
+                modified,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Run blocking file work off the async threads.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Self) -> Result<T, ArchiveError> + Send + 'static,
+    ) -> Result<T, ArchiveError> {
         let store = self.clone();
-        tokio::task::spawn_blocking(move || store.put(&bytes))
+        tokio::task::spawn_blocking(move || work(&store))
             .await
             .map_err(|e| ArchiveError::Io {
-                path: PathBuf::new(),
+                path: self.root.clone(),
                 source: std::io::Error::other(e),
             })?
     }
+}
+
+#[async_trait::async_trait]
+impl fission_core::ArchiveStorage for ArchiveStore {
+    async fn put(&self, bytes: Vec<u8>) -> Result<String, ArchiveError> {
+        self.blocking(move |s| s.put(&bytes)).await
+    }
 
     async fn get(&self, id: &str) -> Result<Vec<u8>, ArchiveError> {
-        let (store, id) = (self.clone(), id.to_owned());
-        tokio::task::spawn_blocking(move || store.get(&id))
-            .await
-            .map_err(|e| ArchiveError::Io {
-                path: PathBuf::new(),
-                source: std::io::Error::other(e),
-            })?
+        let id = id.to_owned();
+        self.blocking(move |s| s.get(&id)).await
+    }
+
+    async fn list(&self) -> Result<Vec<ArchiveInfo>, ArchiveError> {
+        self.blocking(Self::list_info).await
+    }
+
+    async fn delete(&self, id: &str) -> Result<(), ArchiveError> {
+        let id = id.to_owned();
+        self.blocking(move |s| s.delete(&id)).await
     }
 }
 
@@ -174,6 +211,31 @@ mod tests {
         assert_eq!(store.list().expect("list"), vec![id.clone()]);
         store.delete(&id).expect("delete");
         assert!(matches!(store.get(&id), Err(ArchiveError::NotFound(_))));
+    }
+
+    #[tokio::test]
+    async fn the_port_lists_sizes_and_times_and_deletes_by_client_id() {
+        use fission_core::ArchiveStorage;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store: std::sync::Arc<dyn ArchiveStorage> =
+            std::sync::Arc::new(ArchiveStore::open(dir.path()).expect("open"));
+        let before = std::time::SystemTime::now() - std::time::Duration::from_secs(5);
+        let id = store.put(b"twelve bytes".to_vec()).await.expect("put");
+        let listed = store.list().await.expect("list");
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].id, id);
+        assert_eq!(listed[0].size, 12);
+        assert!(listed[0].modified >= before);
+        assert_eq!(
+            store.get(&client_id(&id)).await.expect("get"),
+            b"twelve bytes"
+        );
+        store.delete(&client_id(&id)).await.expect("delete");
+        assert!(store.list().await.expect("list").is_empty());
+        assert!(matches!(
+            store.delete(&id).await,
+            Err(ArchiveError::NotFound(_))
+        ));
     }
 
     #[test]

@@ -2,13 +2,12 @@
 //! fanned out live to followers (`fission fn logs -f`).
 
 use std::collections::HashMap;
-use std::fmt;
 use std::fs::{self, OpenOptions};
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use tokio::sync::broadcast;
 
 /// A log file is rotated once it grows past this; one rotated file is kept.
@@ -19,65 +18,26 @@ const FOLLOW_BUFFER: usize = 1024;
 /// Which stream a line came from.
 pub use fission_core::OutputStream as LogStream;
 
-/// One line of output.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LogRecord {
-    /// When the line was read.
-    pub timestamp: DateTime<Utc>,
-    /// Which instance printed it.
-    pub instance: u64,
-    /// stdout or stderr.
-    pub stream: LogStream,
-    /// The line, without its newline.
-    pub message: String,
-}
+pub use fission_core::{LogError, LogRecord};
 
-impl fmt::Display for LogRecord {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} {} {} {}",
-            self.timestamp.to_rfc3339_opts(SecondsFormat::Millis, true),
-            self.instance,
-            self.stream.as_str(),
-            self.message
-        )
-    }
-}
-
-impl LogRecord {
-    fn parse(line: &str) -> Option<Self> {
-        let mut parts = line.splitn(4, ' ');
-        let timestamp = DateTime::parse_from_rfc3339(parts.next()?)
-            .ok()?
-            .with_timezone(&Utc);
-        let instance = parts.next()?.parse().ok()?;
-        let stream = match parts.next()? {
-            "stdout" => LogStream::Stdout,
-            "stderr" => LogStream::Stderr,
-            _ => return None,
-        };
-        Some(Self {
-            timestamp,
-            instance,
-            stream,
-            message: parts.next().unwrap_or("").to_owned(),
-        })
-    }
-}
-
-/// Why reading logs failed.
-#[derive(Debug, thiserror::Error)]
-pub enum LogError {
-    /// Filesystem failure.
-    #[error("log store I/O on {path}: {source}")]
-    Io {
-        /// Path involved.
-        path: PathBuf,
-        /// Cause.
-        #[source]
-        source: std::io::Error,
-    },
+/// A stored line back as a record (the inverse of its `Display`).
+fn parse_record(line: &str) -> Option<LogRecord> {
+    let mut parts = line.splitn(4, ' ');
+    let timestamp = DateTime::parse_from_rfc3339(parts.next()?)
+        .ok()?
+        .with_timezone(&Utc);
+    let instance = parts.next()?.parse().ok()?;
+    let stream = match parts.next()? {
+        "stdout" => LogStream::Stdout,
+        "stderr" => LogStream::Stderr,
+        _ => return None,
+    };
+    Some(LogRecord {
+        timestamp,
+        instance,
+        stream,
+        message: parts.next().unwrap_or("").to_owned(),
+    })
 }
 
 type Key = (String, String);
@@ -148,7 +108,7 @@ impl LogStore {
                 Err(source) => return Err(LogError::Io { path: p, source }),
             }
         }
-        let records: Vec<LogRecord> = text.lines().filter_map(LogRecord::parse).collect();
+        let records: Vec<LogRecord> = text.lines().filter_map(parse_record).collect();
         let skip = records.len().saturating_sub(tail);
         Ok(records.into_iter().skip(skip).collect())
     }
@@ -242,6 +202,7 @@ impl fission_core::LineSink for FunctionLogWriter {
     }
 }
 
+#[async_trait::async_trait]
 impl fission_core::FunctionLogs for LogStore {
     fn writer(
         &self,
@@ -250,6 +211,35 @@ impl fission_core::FunctionLogs for LogStore {
         instance_id: u64,
     ) -> Arc<dyn fission_core::LineSink> {
         Arc::new(LogStore::writer(self, namespace, function, instance_id))
+    }
+
+    async fn read(
+        &self,
+        namespace: &str,
+        function: &str,
+        tail: usize,
+    ) -> Result<Vec<LogRecord>, LogError> {
+        let (store, ns, f) = (self.clone(), namespace.to_owned(), function.to_owned());
+        tokio::task::spawn_blocking(move || store.read(&ns, &f, tail))
+            .await
+            .map_err(|e| LogError::Io {
+                path: self.inner.dir.clone(),
+                source: std::io::Error::other(e),
+            })?
+    }
+
+    fn follow(&self, namespace: &str, function: &str) -> fission_core::LogRecordStream {
+        let rx = LogStore::follow(self, namespace, function);
+        Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(r) => return Some((r, rx)),
+                    // A slow follower skips what it missed instead of slowing writers down.
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        }))
     }
 }
 
@@ -285,6 +275,27 @@ mod tests {
         logs.writer("default", "hello", 1)
             .write(LogStream::Stdout, "live");
         assert_eq!(rx.recv().await.expect("record").message, "live");
+    }
+
+    #[tokio::test]
+    async fn the_port_reads_the_tail_and_follows_what_comes_after() {
+        use fission_core::FunctionLogs;
+        use futures::StreamExt as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let logs: Arc<dyn FunctionLogs> = Arc::new(LogStore::open(dir.path()).expect("open"));
+        let w = logs.writer("default", "hello", 3);
+        w.line(LogStream::Stdout, "before");
+        let mut live = logs.follow("default", "hello");
+        w.line(LogStream::Stderr, "after");
+        let tail = logs.read("default", "hello", 10).await.expect("read");
+        let messages: Vec<_> = tail.iter().map(|r| r.message.as_str()).collect();
+        assert_eq!(messages, ["before", "after"]);
+        let next = live.next().await.expect("a live record");
+        assert_eq!(
+            (next.message.as_str(), next.stream),
+            ("after", LogStream::Stderr)
+        );
+        assert!(next.to_string().ends_with(" 3 stderr after"), "{next}");
     }
 
     #[test]

@@ -3,9 +3,9 @@
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
 
-use fission_core::{AnyResource, ResourceKind, ResourceStore, StoreError};
+use fission_core::{AnyResource, ArchiveStorage, ResourceKind, ResourceStore, StoreError};
 
-use crate::archive::{ArchiveError, ArchiveStore, archive_id_from_url};
+use crate::archive::{ArchiveError, archive_id_from_url};
 
 /// What one pruning pass did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -31,7 +31,7 @@ pub enum PruneError {
 /// `min_age` are kept: an upload is referenced only once the package that uses it is created.
 pub async fn prune_unreferenced(
     store: &dyn ResourceStore,
-    archives: &ArchiveStore,
+    archives: &dyn ArchiveStorage,
     min_age: Duration,
 ) -> Result<PruneReport, PruneError> {
     let mut referenced = HashSet::new();
@@ -44,43 +44,31 @@ pub async fn prune_unreferenced(
             }
         }
     }
-    let archives = archives.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut report = PruneReport::default();
-        for id in archives.list()? {
-            if referenced.contains(&id) {
-                report.kept += 1;
-                continue;
-            }
-            let age = archives
-                .modified(&id)
-                .ok()
-                .and_then(|m| SystemTime::now().duration_since(m).ok())
-                .unwrap_or_default();
-            if age < min_age {
-                continue;
-            }
-            match archives.delete(&id) {
-                Ok(()) | Err(ArchiveError::NotFound(_)) => report.removed.push(id),
-                Err(e) => return Err(PruneError::Archive(e)),
-            }
+    let mut report = PruneReport::default();
+    for archive in archives.list().await? {
+        if referenced.contains(&archive.id) {
+            report.kept += 1;
+            continue;
         }
-        Ok(report)
-    })
-    .await
-    .map_err(|e| {
-        PruneError::Archive(ArchiveError::Io {
-            path: Default::default(),
-            source: std::io::Error::other(e),
-        })
-    })?
+        let age = SystemTime::now()
+            .duration_since(archive.modified)
+            .unwrap_or_default();
+        if age < min_age {
+            continue;
+        }
+        match archives.delete(&archive.id).await {
+            Ok(()) | Err(ArchiveError::NotFound(_)) => report.removed.push(archive.id),
+            Err(e) => return Err(PruneError::Archive(e)),
+        }
+    }
+    Ok(report)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::RedbStore;
-    use crate::archive::STORAGE_URL_PREFIX;
+    use crate::archive::{ArchiveStore, STORAGE_URL_PREFIX};
     use fission_core::resources::{Archive, EnvironmentSpec, PackageSpec, Runtime};
     use fission_core::{Object, ObjectReference};
 

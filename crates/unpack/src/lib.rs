@@ -285,25 +285,9 @@ pub fn safe_relative_path(name: &str) -> Result<PathBuf, UnpackError> {
 mod tests {
     use std::io::Write as _;
 
-    use super::*;
+    use fission_test_support::zip_of;
 
-    fn zip_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
-        let mut buf = io::Cursor::new(Vec::new());
-        {
-            let mut w = zip::ZipWriter::new(&mut buf);
-            let opts = zip::write::SimpleFileOptions::default();
-            for (name, data) in entries {
-                if name.ends_with('/') {
-                    w.add_directory(*name, opts).expect("dir");
-                } else {
-                    w.start_file(*name, opts).expect("start");
-                    w.write_all(data).expect("write");
-                }
-            }
-            w.finish().expect("finish");
-        }
-        buf.into_inner()
-    }
+    use super::*;
 
     #[test]
     fn a_zip_becomes_a_directory_with_its_modes() {
