@@ -84,6 +84,8 @@ pub struct ServerArgs {
     /// http(s) package archives (`--deploy`/`--src https://…`).
     #[arg(long, env = fission_fetch::CA_CERT_ENV)]
     archive_ca_cert: Option<PathBuf>,
+    #[command(flatten)]
+    pods: crate::pods::PodArgs,
 }
 
 /// `--store` values.
@@ -191,7 +193,7 @@ fn default_environments_dir() -> Option<PathBuf> {
         .find(|c| c.join("nodejs/server.js").is_file() || c.join("python/server.py").is_file())
 }
 
-fn init_tracing() {
+pub(crate) fn init_tracing() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     use std::io::IsTerminal as _;
@@ -202,7 +204,7 @@ fn init_tracing() {
         .try_init();
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let term = signal(SignalKind::terminate());
     let int = signal(SignalKind::interrupt());
@@ -342,6 +344,10 @@ async fn start(args: ServerArgs) -> Result<Running> {
     let started = tokio::time::Instant::now();
     let data_dir_path = args.data_dir.clone().unwrap_or_else(default_data_dir);
     let data = DataDir::open(&data_dir_path)?;
+    if args.pods.instances == crate::pods::InstancesMode::Pods && args.store != StoreMode::Kubernetes {
+        anyhow::bail!("--instances pods needs --store kubernetes (pods run in the store's cluster)");
+    }
+    let mut kube_client = None;
     let store: Arc<dyn ResourceStore> = match args.store {
         StoreMode::Embedded => {
             let cipher = SecretCipher::load_or_create(&data.secret_key())?;
@@ -357,6 +363,7 @@ async fn start(args: ServerArgs) -> Result<Running> {
         StoreMode::Kubernetes => {
             let store = fission_store_kube::KubeStore::connect(args.kubeconfig.as_deref()).await?;
             store.check_ready().await?;
+            kube_client = Some(store.client().clone());
             Arc::new(store)
         }
     };
@@ -446,14 +453,28 @@ async fn start(args: ServerArgs) -> Result<Running> {
     executor_config.first_instance_id = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(1, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX / 2));
-    let executor = fission_executor::Executor::new(
-        executor_config,
-        store.clone(),
-        archives.clone(),
-        logs.clone(),
-        launcher,
-        &mut registry,
-    );
+    let executor = match (args.pods.instances, kube_client) {
+        (crate::pods::InstancesMode::Pods, Some(client)) => {
+            crate::pods::executor(
+                &args.pods,
+                client,
+                controller_addr,
+                executor_config,
+                store.clone(),
+                Arc::new(logs.clone()),
+                &mut registry,
+            )
+            .await?
+        }
+        _ => crate::pods::AnyExecutor::of(fission_executor::Executor::new(
+            executor_config,
+            store.clone(),
+            archives.clone(),
+            logs.clone(),
+            launcher,
+            &mut registry,
+        )),
+    };
 
     // Triggers call functions through the router's internal routes, as Fission's do.
     let triggers = fission_triggers::Triggers::new(
@@ -470,7 +491,7 @@ async fn start(args: ServerArgs) -> Result<Running> {
         listen: router_addr,
         ..fission_router::Config::default()
     };
-    let mut router = fission_router::Router::new(router_config, executor.clone(), &mut registry);
+    let mut router = fission_router::Router::new(router_config, executor.instances.clone(), &mut registry);
     if let Some(queue) = triggers.async_calls() {
         router = router.with_async_calls(queue);
     }
@@ -509,7 +530,7 @@ async fn start(args: ServerArgs) -> Result<Running> {
         stop_accepting.clone(),
     )
     .with_metrics_endpoint(render_metrics)
-    .with_instance_report(executor.clone())
+    .with_instance_report(executor.report.clone())
     .with_routes(triggers.api_routes());
 
     // Listeners: stop first, drain in-flight requests.
@@ -533,7 +554,7 @@ async fn start(args: ServerArgs) -> Result<Running> {
     let mut back = JoinSet::new();
     {
         let shutdown = stop_backends.clone();
-        back.spawn(async move { executor.run(shutdown).await.context("executor failed") });
+        back.spawn(async move { (executor.run)(shutdown).await.context("executor failed") });
     }
     {
         let (router, store, shutdown) = (router.clone(), store.clone(), stop_backends.clone());
