@@ -690,3 +690,90 @@ impl InstanceBackend for PodBackend {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(name: &str, rv: &str) -> Environment {
+        serde_json::from_value(json!({
+            "apiVersion": "fission.io/v1", "kind": "Environment",
+            "metadata": {"name": name, "namespace": "default", "uid": "u-1", "resourceVersion": rv},
+            "spec": {"version": 3, "runtime": {"image": "fission/node-env"}, "poolsize": 2},
+        }))
+        .expect("environment")
+    }
+
+    fn config() -> PodConfig {
+        PodConfig {
+            namespace: "fission-function".into(),
+            nodejs_image: "localhost/fission-rs-nodejs:local".into(),
+            python_image: "localhost/fission-rs-python:local".into(),
+            fetcher_image: "localhost/fission-rs-fetcher:local".into(),
+            image_pull_policy: "Never".into(),
+            controller_url: "http://10.98.0.1:1234".into(),
+            executor_id: "e1".into(),
+            pod_ready_timeout: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn pool_names_follow_fission_and_stay_valid_label_values() {
+        assert_eq!(pool_name(&env("nodejs", "42")), "poolmgr-nodejs-default-42");
+        let long = pool_name(&env(&"n".repeat(80), "42"));
+        assert_eq!(long.len(), 63);
+        assert!(!long.ends_with('-'));
+    }
+
+    #[test]
+    fn the_pool_deployment_selects_only_unclaimed_pods_of_its_version() {
+        let e = env("nodejs", "42");
+        let plan = PodPlan {
+            pool: pool_name(&e),
+            env: Arc::new(e),
+            image: "img".into(),
+        };
+        let d = serde_json::to_value(pool_deployment(&plan, &config()).expect("deployment"))
+            .expect("json");
+        assert_eq!(d["spec"]["replicas"], 2);
+        assert_eq!(
+            d["spec"]["selector"]["matchLabels"],
+            json!({"managed": "true", "fission-rs.io/pool": "poolmgr-nodejs-default-42"})
+        );
+        let labels = &d["spec"]["template"]["metadata"]["labels"];
+        assert_eq!(labels["environmentName"], "nodejs");
+        assert_eq!(labels["environmentUid"], "u-1");
+        assert_eq!(labels["executorType"], "poolmgr");
+        let containers = d["spec"]["template"]["spec"]["containers"]
+            .as_array()
+            .expect("containers");
+        assert_eq!(containers[0]["name"], "nodejs");
+        assert_eq!(containers[0]["ports"][0]["containerPort"], 8888);
+        assert_eq!(containers[1]["name"], "fetcher");
+        assert_eq!(
+            containers[1]["readinessProbe"]["httpGet"]["path"],
+            "/readiness-healthz"
+        );
+        assert_eq!(
+            containers[1]["env"][0],
+            json!({"name": "FISSION_CONTROLLER_URL", "value": "http://10.98.0.1:1234"})
+        );
+    }
+
+    #[test]
+    fn a_pod_ends_when_deleted_finished_or_restarted() {
+        let pod = |v: serde_json::Value| -> Pod { serde_json::from_value(v).expect("pod") };
+        assert_eq!(pod_end(&pod(json!({"status": {"phase": "Running"}}))), None);
+        assert!(
+            pod_end(&pod(json!({"metadata": {"deletionTimestamp": "2026-01-01T00:00:00Z"}})))
+                .is_some()
+        );
+        assert!(pod_end(&pod(json!({"status": {"phase": "Failed"}}))).is_some());
+        assert!(
+            pod_end(&pod(json!({"status": {"phase": "Running", "containerStatuses": [
+                {"name": "nodejs", "restartCount": 1, "ready": true, "image": "i", "imageID": ""}
+            ]}})))
+            .is_some()
+        );
+    }
+}

@@ -392,9 +392,15 @@ fn install(bytes: &[u8], target: &Path, keep: bool) -> Result<(), FetcherError> 
     let _ = std::fs::remove_dir_all(&tmp);
     let _ = std::fs::remove_file(&tmp);
     if fission_unpack::is_zip(bytes) && !keep {
-        std::fs::create_dir_all(&tmp).map_err(|e| io("create", e))?;
-        fission_unpack::unzip(bytes, &tmp, fission_unpack::UnpackLimits::default())
-            .map_err(|e| FetcherError::BadRequest(format!("cannot unpack the archive: {e}")))?;
+        // unzip creates the directory itself and may leave part of it on failure.
+        if let Err(e) =
+            fission_unpack::unzip(bytes, &tmp, fission_unpack::UnpackLimits::default())
+        {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(FetcherError::BadRequest(format!(
+                "cannot unpack the archive: {e}"
+            )));
+        }
     } else {
         std::fs::write(&tmp, bytes).map_err(|e| io("write", e))?;
     }

@@ -196,6 +196,78 @@ fn functions_run_in_claimed_pool_pods_on_a_real_kubelet() {
     the_seed_walkthrough_answers_from_a_specialized_pool_pod(node, &server, code.path());
     two_concurrent_cold_calls_specialize_two_different_pods(node, &server, code.path());
     an_idle_pod_is_deleted_and_the_pool_refills(node, &server, code.path());
+    measure_cold_and_warm_latency(node, &server, code.path());
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Figures for BENCHMARKS.md (printed, never asserted): pool-hit cold start through the
+/// router, and warm latency through the router against the same pod called directly.
+fn measure_cold_and_warm_latency(node: &NodeCluster, server: &PodServer, dir: &std::path::Path) {
+    let code = write(
+        dir,
+        "bench.js",
+        "module.exports = async function(context) { return { status: 200, body: 'ok' }; }\n",
+    );
+    let ns = server.namespace.clone();
+    let mut cold = Vec::new();
+    for i in 0..5 {
+        let name = format!("cold{i}");
+        let url = format!("/{name}");
+        server.fission_ok(&[
+            "fn", "create", "--name", &name, "--env", "nodejs", "--code",
+            code.to_str().expect("utf-8 path"),
+        ]);
+        server.fission_ok(&["route", "create", "--function", &name, "--url", &url, "--method", "GET"]);
+        // Until the router has the route it answers 404 without touching the executor; and a
+        // claimed generic pod must be waiting (the pool refilled after the last claim).
+        std::thread::sleep(Duration::from_secs(6));
+        // Only the call that reached the function is timed.
+        let (status, took) = wait_for(node, server, Duration::from_secs(30), "a cold call", || {
+            let t0 = Instant::now();
+            server
+                .get(&url)
+                .filter(|(s, _)| *s != 404)
+                .map(|(s, _)| (s, t0.elapsed()))
+        });
+        cold.push(took);
+        assert_eq!(status, 200, "server log:\n{}", server.log_text());
+    }
+    let pod_ip = pods(node, &ns, "functionName=cold0,managed=false")
+        .first()
+        .map(|p| p.1.clone())
+        .expect("cold0's pod");
+    let time = |url: &str| {
+        let client = http();
+        let mut v: Vec<Duration> = (0..300)
+            .map(|_| {
+                let t0 = Instant::now();
+                let r = client.get(url).send().expect("call");
+                assert_eq!(r.status().as_u16(), 200);
+                let _ = r.bytes();
+                t0.elapsed()
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let via_router = time(&format!("{}/cold0", server.router));
+    let direct = time(&format!("http://{pod_ip}:8888/"));
+    cold.sort();
+    eprintln!(
+        "BENCH pods: pool-hit cold start through the router p50 {:?} (min {:?}, max {:?}, n={}); \
+         warm via router p50 {:?} p99 {:?}; same pod direct p50 {:?} p99 {:?} (n=300 each)",
+        percentile(&cold, 0.5),
+        cold[0],
+        cold[cold.len() - 1],
+        cold.len(),
+        percentile(&via_router, 0.5),
+        percentile(&via_router, 0.99),
+        percentile(&direct, 0.5),
+        percentile(&direct, 0.99),
+    );
 }
 
 fn the_seed_walkthrough_answers_from_a_specialized_pool_pod(
