@@ -270,10 +270,9 @@ fn is_ready(pod: &Pod) -> bool {
     pod.metadata.deletion_timestamp.is_none()
         && pod.status.as_ref().is_some_and(|s| {
             s.pod_ip.as_deref().is_some_and(|ip| !ip.is_empty())
-                && s.conditions.as_ref().is_some_and(|c| {
-                    c.iter()
-                        .any(|c| c.type_ == "Ready" && c.status == "True")
-                })
+                && s.conditions
+                    .as_ref()
+                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
         })
 }
 
@@ -304,10 +303,7 @@ fn env_labels(env: &Environment) -> BTreeMap<String, String> {
     BTreeMap::from([
         ("environmentName".to_owned(), m.name.clone()),
         ("environmentNamespace".to_owned(), m.namespace.clone()),
-        (
-            "environmentUid".to_owned(),
-            m.uid.clone(),
-        ),
+        ("environmentUid".to_owned(), m.uid.clone()),
         ("executorType".to_owned(), "poolmgr".to_owned()),
     ])
 }
@@ -765,8 +761,10 @@ mod tests {
         let pod = |v: serde_json::Value| -> Pod { serde_json::from_value(v).expect("pod") };
         assert_eq!(pod_end(&pod(json!({"status": {"phase": "Running"}}))), None);
         assert!(
-            pod_end(&pod(json!({"metadata": {"deletionTimestamp": "2026-01-01T00:00:00Z"}})))
-                .is_some()
+            pod_end(&pod(
+                json!({"metadata": {"deletionTimestamp": "2026-01-01T00:00:00Z"}})
+            ))
+            .is_some()
         );
         assert!(pod_end(&pod(json!({"status": {"phase": "Failed"}}))).is_some());
         assert!(

@@ -170,12 +170,7 @@ async fn upload(body: Bytes) -> Result<StatusCode, FetcherError> {
 
 /// A single path component: the shared directory must not be escaped.
 fn safe_name(name: &str) -> Result<&str, FetcherError> {
-    if name.is_empty()
-        || name == "."
-        || name == ".."
-        || name.contains('/')
-        || name.contains('\0')
-    {
+    if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
         return Err(FetcherError::BadRequest(format!(
             "invalid file name '{name}': must be one path component"
         )));
@@ -247,10 +242,9 @@ impl Fetcher {
             .fetch(&url, &archive.checksum.sum)
             .await
             .map_err(|e| match e {
-                fission_fetch::FetchError::ChecksumMismatch { .. } => FetcherError::Checksum(format!(
-                    "package '{}': {e}",
-                    meta.name
-                )),
+                fission_fetch::FetchError::ChecksumMismatch { .. } => {
+                    FetcherError::Checksum(format!("package '{}': {e}", meta.name))
+                }
                 e => FetcherError::Internal(format!("package '{}': {e}", meta.name)),
             })
     }
@@ -258,7 +252,10 @@ impl Fetcher {
     async fn get_package(&self, meta: &ObjectMeta) -> Result<Package, FetcherError> {
         let mut last = String::new();
         for attempt in 0..PACKAGE_TRIES {
-            match self.get_json::<Package>("packages", &meta.namespace, &meta.name).await {
+            match self
+                .get_json::<Package>("packages", &meta.namespace, &meta.name)
+                .await
+            {
                 Ok(p) => return Ok(p),
                 Err(FetcherError::NotFound(e)) => {
                     last = e;
@@ -317,14 +314,22 @@ impl Fetcher {
         let mut files: Vec<(PathBuf, Vec<u8>)> = Vec::new();
         for r in &req.secret_list {
             let s: Secret = self.get_json("secrets", &r.namespace, &r.name).await?;
-            let dir = self.config.secret_dir.join(safe_name(&r.namespace)?).join(safe_name(&r.name)?);
+            let dir = self
+                .config
+                .secret_dir
+                .join(safe_name(&r.namespace)?)
+                .join(safe_name(&r.name)?);
             for (k, v) in s.data {
                 files.push((dir.join(safe_name(&k)?), v));
             }
         }
         for r in &req.config_map_list {
             let c: ConfigMap = self.get_json("configmaps", &r.namespace, &r.name).await?;
-            let dir = self.config.configmap_dir.join(safe_name(&r.namespace)?).join(safe_name(&r.name)?);
+            let dir = self
+                .config
+                .configmap_dir
+                .join(safe_name(&r.namespace)?)
+                .join(safe_name(&r.name)?);
             for (k, v) in c.data {
                 files.push((dir.join(safe_name(&k)?), v.into_bytes()));
             }
@@ -393,8 +398,7 @@ fn install(bytes: &[u8], target: &Path, keep: bool) -> Result<(), FetcherError> 
     let _ = std::fs::remove_file(&tmp);
     if fission_unpack::is_zip(bytes) && !keep {
         // unzip creates the directory itself and may leave part of it on failure.
-        if let Err(e) =
-            fission_unpack::unzip(bytes, &tmp, fission_unpack::UnpackLimits::default())
+        if let Err(e) = fission_unpack::unzip(bytes, &tmp, fission_unpack::UnpackLimits::default())
         {
             let _ = std::fs::remove_dir_all(&tmp);
             return Err(FetcherError::BadRequest(format!(

@@ -169,7 +169,11 @@ async fn a_zip_deployment_is_unpacked_into_a_directory() {
         .expect("zip");
     std::io::Write::write_all(&mut zip, b"module.exports = 1;").expect("zip");
     let bytes = zip.finish().expect("zip").into_inner();
-    let c = controller(BTreeMap::from([("hello-pkg".into(), package(&bytes, "none"))])).await;
+    let c = controller(BTreeMap::from([(
+        "hello-pkg".into(),
+        package(&bytes, "none"),
+    )]))
+    .await;
     let (rt, _) = runtime(202).await;
     let (url, dirs) = fetcher(c, rt).await;
     let (status, _) = post_json(
@@ -186,7 +190,11 @@ async fn a_zip_deployment_is_unpacked_into_a_directory() {
 
 #[tokio::test]
 async fn a_package_not_built_is_refused() {
-    let c = controller(BTreeMap::from([("hello-pkg".into(), package(b"x", "failed"))])).await;
+    let c = controller(BTreeMap::from([(
+        "hello-pkg".into(),
+        package(b"x", "failed"),
+    )]))
+    .await;
     let (rt, seen) = runtime(202).await;
     let (url, dirs) = fetcher(c, rt).await;
     let (status, body) = post_json(

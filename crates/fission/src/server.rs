@@ -344,8 +344,12 @@ async fn start(args: ServerArgs) -> Result<Running> {
     let started = tokio::time::Instant::now();
     let data_dir_path = args.data_dir.clone().unwrap_or_else(default_data_dir);
     let data = DataDir::open(&data_dir_path)?;
-    if args.pods.instances == crate::pods::InstancesMode::Pods && args.store != StoreMode::Kubernetes {
-        anyhow::bail!("--instances pods needs --store kubernetes (pods run in the store's cluster)");
+    if args.pods.instances == crate::pods::InstancesMode::Pods
+        && args.store != StoreMode::Kubernetes
+    {
+        anyhow::bail!(
+            "--instances pods needs --store kubernetes (pods run in the store's cluster)"
+        );
     }
     let mut kube_client = None;
     let store: Arc<dyn ResourceStore> = match args.store {
@@ -491,7 +495,8 @@ async fn start(args: ServerArgs) -> Result<Running> {
         listen: router_addr,
         ..fission_router::Config::default()
     };
-    let mut router = fission_router::Router::new(router_config, executor.instances.clone(), &mut registry);
+    let mut router =
+        fission_router::Router::new(router_config, executor.instances.clone(), &mut registry);
     if let Some(queue) = triggers.async_calls() {
         router = router.with_async_calls(queue);
     }

@@ -217,10 +217,25 @@ fn measure_cold_and_warm_latency(node: &NodeCluster, server: &PodServer, dir: &s
         let name = format!("cold{i}");
         let url = format!("/{name}");
         server.fission_ok(&[
-            "fn", "create", "--name", &name, "--env", "nodejs", "--code",
+            "fn",
+            "create",
+            "--name",
+            &name,
+            "--env",
+            "nodejs",
+            "--code",
             code.to_str().expect("utf-8 path"),
         ]);
-        server.fission_ok(&["route", "create", "--function", &name, "--url", &url, "--method", "GET"]);
+        server.fission_ok(&[
+            "route",
+            "create",
+            "--function",
+            &name,
+            "--url",
+            &url,
+            "--method",
+            "GET",
+        ]);
         // Until the router has the route it answers 404 without touching the executor; and a
         // claimed generic pod must be waiting (the pool refilled after the last claim).
         std::thread::sleep(Duration::from_secs(6));
@@ -276,52 +291,104 @@ fn the_seed_walkthrough_answers_from_a_specialized_pool_pod(
     dir: &std::path::Path,
 ) {
     server.fission_ok(&[
-        "env", "create", "--name", "nodejs", "--image", "fission/node-env", "--poolsize", "1",
+        "env",
+        "create",
+        "--name",
+        "nodejs",
+        "--image",
+        "fission/node-env",
+        "--poolsize",
+        "1",
     ]);
     // The pool Deployment comes up with the environment, before any call.
     let ns = server.namespace.clone();
-    wait_for(node, server, Duration::from_secs(120), "a ready pool pod", || {
-        pods(node, &ns, "environmentName=nodejs,managed=true")
-            .iter()
-            .any(|p| p.2)
-            .then_some(())
-    });
+    wait_for(
+        node,
+        server,
+        Duration::from_secs(120),
+        "a ready pool pod",
+        || {
+            pods(node, &ns, "environmentName=nodejs,managed=true")
+                .iter()
+                .any(|p| p.2)
+                .then_some(())
+        },
+    );
     let hello = write(
         dir,
         "hello.js",
         "module.exports = async function(context) {\n  return { status: 200, body: \"Hello, world!\\n\" };\n}\n",
     );
     server.fission_ok(&[
-        "fn", "create", "--name", "hello", "--env", "nodejs", "--code",
+        "fn",
+        "create",
+        "--name",
+        "hello",
+        "--env",
+        "nodejs",
+        "--code",
         hello.to_str().expect("utf-8 path"),
     ]);
     server.fission_ok(&[
-        "route", "create", "--function", "hello", "--url", "/hello", "--method", "GET",
+        "route",
+        "create",
+        "--function",
+        "hello",
+        "--url",
+        "/hello",
+        "--method",
+        "GET",
     ]);
-    let (status, body) = wait_for(node, server, Duration::from_secs(60), "GET /hello to answer 200", || {
-        server.get("/hello").filter(|(s, _)| *s == 200)
-    });
+    let (status, body) = wait_for(
+        node,
+        server,
+        Duration::from_secs(60),
+        "GET /hello to answer 200",
+        || server.get("/hello").filter(|(s, _)| *s == 200),
+    );
     assert_eq!((status, body.as_str()), (200, "Hello, world!\n"));
 
     // It came from a pod the executor claimed and labelled as Fission does.
-    let specialized = wait_for(node, server, Duration::from_secs(20), "one pod labelled functionName=hello,managed=false", || {
-        let p = pods(node, &ns, "functionName=hello,managed=false");
-        (p.len() == 1).then_some(p)
-    });
+    let specialized = wait_for(
+        node,
+        server,
+        Duration::from_secs(20),
+        "one pod labelled functionName=hello,managed=false",
+        || {
+            let p = pods(node, &ns, "functionName=hello,managed=false");
+            (p.len() == 1).then_some(p)
+        },
+    );
     let svc_host = node.kubectl_ok([
-        "get", "pod", "-n", &ns, &specialized[0].0, "-o",
+        "get",
+        "pod",
+        "-n",
+        &ns,
+        &specialized[0].0,
+        "-o",
         "jsonpath={.metadata.annotations.svcHost}",
     ]);
     assert_eq!(svc_host, format!("{}:8888", specialized[0].1));
     // The pool refilled: the claimed pod left the Deployment, which replaced it.
-    wait_for(node, server, Duration::from_secs(60), "the pool to refill after a claim", || {
-        pods(node, &ns, "environmentName=nodejs,managed=true")
-            .iter()
-            .any(|p| p.2)
-            .then_some(())
-    });
+    wait_for(
+        node,
+        server,
+        Duration::from_secs(60),
+        "the pool to refill after a claim",
+        || {
+            pods(node, &ns, "environmentName=nodejs,managed=true")
+                .iter()
+                .any(|p| p.2)
+                .then_some(())
+        },
+    );
     let deployments = node.kubectl_ok([
-        "get", "deployments", "-n", &ns, "-o", "jsonpath={.items[*].metadata.name}",
+        "get",
+        "deployments",
+        "-n",
+        &ns,
+        "-o",
+        "jsonpath={.items[*].metadata.name}",
     ]);
     assert!(
         deployments.starts_with("poolmgr-nodejs-default-"),
@@ -349,11 +416,26 @@ fn two_concurrent_cold_calls_specialize_two_different_pods(
         "const os = require('os');\nmodule.exports = async function(context) {\n  await new Promise(r => setTimeout(r, 1500));\n  return { status: 200, body: os.hostname() };\n}\n",
     );
     server.fission_ok(&[
-        "fn", "create", "--name", "whoami", "--env", "nodejs", "--requestsperpod", "1",
-        "--code", slow.to_str().expect("utf-8 path"),
+        "fn",
+        "create",
+        "--name",
+        "whoami",
+        "--env",
+        "nodejs",
+        "--requestsperpod",
+        "1",
+        "--code",
+        slow.to_str().expect("utf-8 path"),
     ]);
     server.fission_ok(&[
-        "route", "create", "--function", "whoami", "--url", "/whoami", "--method", "GET",
+        "route",
+        "create",
+        "--function",
+        "whoami",
+        "--url",
+        "/whoami",
+        "--method",
+        "GET",
     ]);
     // The route reaches the router within a moment (a 404 until then).
     std::thread::sleep(Duration::from_secs(2));
@@ -394,31 +476,66 @@ fn an_idle_pod_is_deleted_and_the_pool_refills(
         "module.exports = async function(context) { return { status: 200, body: 'brief' }; }\n",
     );
     server.fission_ok(&[
-        "fn", "create", "--name", "brief", "--env", "nodejs", "--idletimeout", "2",
-        "--code", code.to_str().expect("utf-8 path"),
+        "fn",
+        "create",
+        "--name",
+        "brief",
+        "--env",
+        "nodejs",
+        "--idletimeout",
+        "2",
+        "--code",
+        code.to_str().expect("utf-8 path"),
     ]);
     server.fission_ok(&[
-        "route", "create", "--function", "brief", "--url", "/brief", "--method", "GET",
+        "route",
+        "create",
+        "--function",
+        "brief",
+        "--url",
+        "/brief",
+        "--method",
+        "GET",
     ]);
-    wait_for(node, server, Duration::from_secs(60), "GET /brief to answer", || {
-        server.get("/brief").filter(|(s, b)| *s == 200 && b == "brief")
-    });
+    wait_for(
+        node,
+        server,
+        Duration::from_secs(60),
+        "GET /brief to answer",
+        || {
+            server
+                .get("/brief")
+                .filter(|(s, b)| *s == 200 && b == "brief")
+        },
+    );
     let ns = &server.namespace;
     let pod = pods(node, ns, "functionName=brief")
         .first()
         .map(|p| p.0.clone())
         .expect("a pod serves brief");
     // idletimeout 2 s, reaper every 5 s: deleted within ~10 s.
-    wait_for(node, server, Duration::from_secs(30), "the idle pod to be deleted", || {
-        pods(node, ns, "functionName=brief")
-            .iter()
-            .all(|p| p.0 != pod || p.3)
-            .then_some(())
-    });
-    wait_for(node, server, Duration::from_secs(60), "a ready pool pod after the reap", || {
-        pods(node, ns, "environmentName=nodejs,managed=true")
-            .iter()
-            .any(|p| p.2)
-            .then_some(())
-    });
+    wait_for(
+        node,
+        server,
+        Duration::from_secs(30),
+        "the idle pod to be deleted",
+        || {
+            pods(node, ns, "functionName=brief")
+                .iter()
+                .all(|p| p.0 != pod || p.3)
+                .then_some(())
+        },
+    );
+    wait_for(
+        node,
+        server,
+        Duration::from_secs(60),
+        "a ready pool pod after the reap",
+        || {
+            pods(node, ns, "environmentName=nodejs,managed=true")
+                .iter()
+                .any(|p| p.2)
+                .then_some(())
+        },
+    );
 }

@@ -311,9 +311,11 @@ pub fn build_node_images(out: &Path, fission: &Path) -> Result<(), ClusterError>
     for tool in ["jq", "gcc", "go", "runc", "node", "python3"] {
         have(tool)?;
     }
-    run(Command::new(repo_root().join("scripts/k8s/build-images.sh"))
-        .arg(out)
-        .arg(fission))
+    run(
+        Command::new(repo_root().join("scripts/k8s/build-images.sh"))
+            .arg(out)
+            .arg(fission),
+    )
     .map(|_| ())
 }
 
