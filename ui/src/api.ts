@@ -82,6 +82,9 @@ export interface InvokeResponse {
 export class ApiError extends Error {}
 
 async function failure(resp: Response, what: string): Promise<ApiError> {
+  // The login cookie is missing or no longer the server's token (a restart with another one):
+  // loading the page again shows the server's login form.
+  if (resp.status === 401) location.reload();
   let message = `${resp.status} ${resp.statusText}`;
   try {
     const body = await resp.json();

@@ -41,11 +41,11 @@ let server; // { child, controller, router, dir }
 let browser;
 
 /** `fission server` on free ports, with its own data directory; resolves at its ready line. */
-async function startServer() {
+async function startServer(extraArgs = []) {
   const dir = mkdtempSync(join(tmpdir(), "fission-ui-"));
   const child = spawn(
     BIN,
-    ["server", "--sandbox", "none", "--data-dir", join(dir, "data"), "--controller-listen", "127.0.0.1:0", "--router-listen", "127.0.0.1:0", "--grace-period", "2"],
+    ["server", "--sandbox", "none", "--data-dir", join(dir, "data"), "--controller-listen", "127.0.0.1:0", "--router-listen", "127.0.0.1:0", "--grace-period", "2", ...extraArgs],
     { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, RUST_LOG: "warn", FISSION_ENVIRONMENTS_DIR: join(ROOT, "environments") } },
   );
   let stderr = "";
@@ -68,9 +68,12 @@ async function startServer() {
 }
 
 /** `fission <args>` against the server; returns stdout, throws with stderr on failure. */
-function fission(args, { allowFailure = false } = {}) {
+function fission(args, { allowFailure = false, on = server, token } = {}) {
+  const env = { ...process.env, FISSION_URL: on.controller, FISSION_ROUTER_URL: on.router };
+  delete env.FISSION_AUTH_TOKEN;
+  if (token) env.FISSION_AUTH_TOKEN = token;
   const r = spawnSync(BIN, args, {
-    env: { ...process.env, FISSION_URL: server.controller, FISSION_ROUTER_URL: server.router },
+    env,
     encoding: "utf8",
     timeout: 120_000,
   });
@@ -230,4 +233,42 @@ run("first load stays under 200 KB of JavaScript and 1,000 functions render with
   assert.ok(longestTasks.load < 400, `the page froze for ${longestTasks.load} ms while loading`);
   assert.ok(longestTasks.refresh < 200, `the page froze for ${longestTasks.refresh} ms while refreshing`);
   await page.close();
+});
+
+run("with an API token the dashboard asks for it once, then shows live objects", async () => {
+  const token = "dashboard-ui-test-token-0123456789";
+  const secured = await startServer(["--auth-token", token]);
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  try {
+    const page = await context.newPage();
+    await page.goto(secured.dashboard);
+    await page.locator("#token").waitFor();
+    assert.equal(await page.locator("#functions").count(), 0, "nothing is shown before logging in");
+    await page.screenshot({ path: join(SHOTS, "login.png") });
+    await page.fill("#token", "not-the-token-0123456789");
+    await page.click("#login");
+    await page.getByText("That token is not this server's.").waitFor();
+    await page.fill("#token", token);
+    await page.click("#login");
+    await page.locator("#functions").waitFor();
+
+    fission(["env", "create", "--name", "nodejs", "--image", "fission/node-env", "--poolsize", "0"], { on: secured, token });
+    writeFileSync(join(secured.dir, "f.js"), "module.exports = async () => ({ status: 200, body: 'ok' });\n");
+    fission(["fn", "create", "--name", "secured", "--env", "nodejs", "--code", join(secured.dir, "f.js")], { on: secured, token });
+    await page.locator('tr[data-function="secured"]').waitFor({ timeout: 10_000 });
+
+    // A second tab of the same browser is already logged in; a fresh browser context is not.
+    const again = await context.newPage();
+    await again.goto(secured.dashboard);
+    await again.locator('tr[data-function="secured"]').waitFor({ timeout: 10_000 });
+    const stranger = await browser.newPage();
+    await stranger.goto(secured.dashboard);
+    await stranger.locator("#token").waitFor();
+    await stranger.close();
+  } finally {
+    await context.close();
+    secured.child.kill("SIGTERM");
+    await new Promise((ok) => (secured.child.exitCode !== null ? ok() : secured.child.on("exit", ok)));
+    rmSync(secured.dir, { recursive: true, force: true });
+  }
 });

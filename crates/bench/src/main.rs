@@ -14,6 +14,7 @@
 //! timed pool-hit call on stderr), `RUST_LOG=info,fission_executor=debug` (the server logs each
 //! specialization and instance start) and `--keep-data` (keeps `server.log`).
 
+mod anchors;
 mod api;
 mod http;
 mod procs;
@@ -193,6 +194,11 @@ struct Results {
     burst: Vec<(Lang, Vec<f64>)>,
     warm_router: Vec<f64>,
     warm_direct: Vec<f64>,
+    /// A bare Node `http.createServer` hello, and nginx in front of it (same client, same run).
+    warm_bare: Vec<f64>,
+    warm_nginx: Vec<f64>,
+    /// Why the anchors were not measured.
+    anchors_skipped: Option<String>,
     tp_router: f64,
     tp_direct: f64,
     tp_errors: u64,
@@ -788,11 +794,30 @@ impl Bench {
         direct_rt.specialize(&mut direct, lang, "hello").await?;
         direct.get_ok("/").await?;
         let mut router = Conn::connect(self.router.addr()).await?;
+        let anchors = match (anchors::nginx_binary(), std::env::var_os("CI")) {
+            (Some(nginx), _) => Some(anchors::Anchors::start(&self.paths.node, &nginx).await?),
+            (None, Some(_)) => bail!("nginx is not installed (the warm-path anchor needs it)"),
+            (None, None) => {
+                res.anchors_skipped = Some("nginx is not installed".into());
+                None
+            }
+        };
+        let (mut bare, mut nginx) = match &anchors {
+            Some(a) => (
+                Some(Conn::connect(a.bare).await?),
+                Some(Conn::connect(a.nginx).await?),
+            ),
+            None => (None, None),
+        };
 
-        // Warm-up, then interleaved blocks (alternating which goes first).
+        // Warm-up, then interleaved blocks, rotating which target goes first.
         for _ in 0..300 {
             router.get_ok("/hello").await?;
             direct.get_ok("/").await?;
+            if let (Some(b), Some(x)) = (bare.as_mut(), nginx.as_mut()) {
+                b.get_ok("/").await?;
+                x.get_ok("/").await?;
+            }
         }
         let (n, block) = (self.plan.warm_n, self.plan.warm_block.max(1));
         let over0 = self
@@ -800,29 +825,35 @@ impl Bench {
             .histogram("fission_function_overhead_seconds", &["name=\"hello\""])
             .await?;
         let mut round = 0usize;
-        while res.warm_router.len() < n || res.warm_direct.len() < n {
-            let order = if round.is_multiple_of(2) {
-                [true, false]
-            } else {
-                [false, true]
-            };
-            for via_router in order {
-                let (conn, path, out) = if via_router {
-                    (&mut router, "/hello", &mut res.warm_router)
-                } else {
-                    (&mut direct, "/", &mut res.warm_direct)
-                };
-                for _ in 0..block.min(n - out.len().min(n)) {
-                    let t0 = Instant::now();
-                    let r = conn.get(path).await?;
-                    let took = t0.elapsed();
-                    if r.status != 200 {
-                        bail!("warm call {path} answered {}", r.status);
-                    }
-                    out.push(took.as_secs_f64() * 1e6);
-                }
+        {
+            let mut targets: Vec<(&mut Conn, &str, &mut Vec<f64>)> = vec![
+                (&mut router, "/hello", &mut res.warm_router),
+                (&mut direct, "/", &mut res.warm_direct),
+            ];
+            if let (Some(b), Some(x)) = (bare.as_mut(), nginx.as_mut()) {
+                targets.push((b, "/", &mut res.warm_bare));
+                targets.push((x, "/", &mut res.warm_nginx));
             }
-            round += 1;
+            let count = targets.len();
+            while targets.iter().any(|(_, _, out)| out.len() < n) {
+                for k in 0..count {
+                    let (conn, path, out) = &mut targets[(round + k) % count];
+                    for _ in 0..block.min(n - out.len().min(n)) {
+                        let t0 = Instant::now();
+                        let r = conn.get(path).await?;
+                        let took = t0.elapsed();
+                        if r.status != 200 {
+                            bail!("warm call {path} on {} answered {}", conn.addr(), r.status);
+                        }
+                        out.push(took.as_secs_f64() * 1e6);
+                    }
+                }
+                round += 1;
+            }
+        }
+        drop((bare, nginx));
+        if let Some(a) = anchors {
+            a.stop().await;
         }
         drop(router);
         let over1 = self
@@ -1068,6 +1099,43 @@ fn render(res: &Results, command: &str, extra: &[String], smoke: bool) -> String
             Target::AtMost(500.0),
         ),
     );
+    if res.warm_nginx.is_empty() {
+        notes.push(format!(
+            "Warm-path anchors (bare Node, nginx → bare Node) not measured: {}.",
+            res.anchors_skipped.as_deref().unwrap_or("no samples")
+        ));
+    } else {
+        let wb = summarize(&res.warm_bare);
+        let wn = summarize(&res.warm_nginx);
+        rows.push(
+            Row::new(
+                "Anchor: bare Node `http.createServer` hello, warm p50 / p99",
+                format!("{} / {}", us(wb.p50), us(wb.p99)),
+            )
+            .baseline(
+                format!("fission-rs p50 {}", us(wr.p50)),
+                ratio(wr.p50, wb.p50),
+            ),
+        );
+        rows.push(
+            Row::new(
+                "Anchor: nginx (1 worker, keep-alive upstream) → bare Node, warm p50 / p99",
+                format!("{} / {}", us(wn.p50), us(wn.p99)),
+            )
+            .baseline(
+                format!("fission-rs p50 {}", us(wr.p50)),
+                ratio(wr.p50, wn.p50),
+            ),
+        );
+        let gap = wr.p50 - wn.p50;
+        rows.push(
+            Row::new(
+                "Whole warm path (router + runtime) − nginx → bare Node: p50",
+                us(gap),
+            )
+            .target("≤ 25 µs", gap, Target::AtMost(25.0)),
+        );
+    }
 
     // 4. Throughput.
     let tp_ratio = res.tp_router / res.tp_direct;

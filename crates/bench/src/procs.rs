@@ -34,6 +34,11 @@ fn signal(pid: u32, sig: i32) -> bool {
     unsafe { libc::kill(pid, sig) == 0 }
 }
 
+/// SIGTERM `pid`; false when it is gone already.
+pub fn sigterm(pid: u32) -> bool {
+    signal(pid, libc::SIGTERM)
+}
+
 /// SIGKILL `pid`; false when it is gone already.
 pub fn sigkill(pid: u32) -> bool {
     signal(pid, libc::SIGKILL)

@@ -16,8 +16,9 @@ use tokio_util::sync::CancellationToken;
 use crate::Config;
 use crate::archive::zip_dir;
 use crate::log::BuildLog;
-use crate::process::{Step, StepError, StepLimits, run_step};
+use crate::process::{StepError, StepLimits, run_step};
 use crate::recipe::{self, Recipe};
+use crate::runner::{BuildResources, BuildStep, StepPaths};
 use crate::tools::Tools;
 
 /// How a build ended.
@@ -107,14 +108,27 @@ async fn run(
         env.metadata.name,
         recipe.describe()
     ));
+    let resources = build_resources(&env);
+    ctx.log.note(format!(
+        "The build runs {}{}",
+        ctx.config.runner.describe(),
+        describe_resources(resources)
+    ));
 
     let bytes = source_bytes(pkg, ctx.archives, ctx.remote)
         .await
         .map_err(Stop::Failed)?;
+    let seen = ctx
+        .config
+        .runner
+        .paths(work)
+        .map_err(|e| Stop::Failed(format!("cannot prepare the build directory: {e}")))?;
     let dirs = Dirs {
         work: work.to_owned(),
         src: work.join("src"),
         deploy: work.join("deploy"),
+        seen,
+        resources,
     };
     let src = dirs.src.clone();
     let unpack_limits = ctx.config.unpack_limits;
@@ -124,10 +138,6 @@ async fn run(
             .await
             .map_err(|e| Stop::Failed(format!("unpacking the source archive failed: {e}")))?
             .map_err(|e| Stop::Failed(format!("cannot unpack the source archive: {e}")))?;
-    }
-    for d in ["home", "tmp", "cache"] {
-        std::fs::create_dir_all(work.join(d))
-            .map_err(|e| Stop::Failed(format!("cannot prepare the build directory: {e}")))?;
     }
     check_cancel(ctx)?;
 
@@ -214,17 +224,66 @@ async fn source_bytes(
 
 /// The directories of one build.
 struct Dirs {
-    /// The build's own directory (home, tmp, caches).
+    /// The build's own host directory.
     work: PathBuf,
-    /// `$SRC_PKG`: the unpacked source; the working directory of every step.
+    /// `$SRC_PKG` on the host: the unpacked source.
     src: PathBuf,
-    /// `$DEPLOY_PKG`: where a custom command puts the deployment.
+    /// `$DEPLOY_PKG` on the host: where a custom command puts the deployment.
     deploy: PathBuf,
+    /// The same as the steps see them (the runner decides).
+    seen: StepPaths,
+    /// Limits of the build's steps.
+    resources: BuildResources,
+}
+
+/// Limits of a build from its environment: the builder container's resources, else the
+/// environment's (Fission's builder pod gets `spec.resources` merged with
+/// `spec.builder.container`); limits before requests.
+pub(crate) fn build_resources(env: &Environment) -> BuildResources {
+    use fission_core::resources::ResourceRequirements as R;
+    let builder: Option<R> = env
+        .spec
+        .builder
+        .as_ref()
+        .and_then(|b| b.container.as_ref())
+        .and_then(|c| c.get("resources"))
+        .and_then(|r| serde_json::from_value(r.clone()).ok());
+    let general = &env.spec.resources;
+    let maps = builder
+        .iter()
+        .flat_map(|b| [&b.limits, &b.requests])
+        .chain([&general.limits, &general.requests]);
+    let mut out = BuildResources::default();
+    for m in maps {
+        out.memory_bytes = out.memory_bytes.or_else(|| R::memory_bytes(m));
+        out.cpu_millis = out.cpu_millis.or_else(|| {
+            R::cpu_millis(m)
+                .and_then(|c| u64::try_from(c).ok())
+                .filter(|c| *c > 0)
+        });
+    }
+    out
+}
+
+fn describe_resources(r: BuildResources) -> String {
+    let mut parts = Vec::new();
+    if let Some(m) = r.memory_bytes {
+        parts.push(format!("memory {} MiB", m >> 20));
+    }
+    if let Some(c) = r.cpu_millis {
+        parts.push(format!("{c} millicores"));
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("; the environment sets {}", parts.join(", "))
+    }
 }
 
 /// The environment every step runs with.
 fn step_env(ctx: &Ctx<'_>, dirs: &Dirs, tool_dirs: &[&Path]) -> Vec<(OsString, OsString)> {
-    let (work, src, deploy) = (&dirs.work, &dirs.src, &dirs.deploy);
+    let seen = &dirs.seen;
+    let (src, deploy) = (&seen.src, &seen.deploy);
     let mut path: Vec<PathBuf> = Vec::new();
     for d in tool_dirs
         .iter()
@@ -236,11 +295,11 @@ fn step_env(ctx: &Ctx<'_>, dirs: &Dirs, tool_dirs: &[&Path]) -> Vec<(OsString, O
         }
     }
     let path = std::env::join_paths(path).unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
-    let cache = work.join("cache");
+    let cache = &seen.cache;
     let mut env: Vec<(OsString, OsString)> = vec![
         ("PATH".into(), path),
-        ("HOME".into(), work.join("home").into()),
-        ("TMPDIR".into(), work.join("tmp").into()),
+        ("HOME".into(), seen.home.clone().into()),
+        ("TMPDIR".into(), seen.tmp.clone().into()),
         ("LANG".into(), "C.UTF-8".into()),
         ("SRC_PKG".into(), src.into()),
         ("DEPLOY_PKG".into(), deploy.into()),
@@ -279,25 +338,35 @@ async fn step(
     ctx: &Ctx<'_>,
     program: &Path,
     args: Vec<OsString>,
-    env: Vec<(OsString, OsString)>,
+    (env, tool_dirs): (Vec<(OsString, OsString)>, &[&Path]),
     dirs: &Dirs,
     limits: &StepLimits,
 ) -> Result<(), Stop> {
-    let shown = display(program, &args, &dirs.src, &dirs.deploy);
+    let shown = display(program, &args, &dirs.seen.src, &dirs.seen.deploy);
     ctx.log.note(format!("$ {shown}"));
     let name = program
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| shown.clone());
-    let s = Step {
+    let s = BuildStep {
         program: program.as_os_str().to_owned(),
         args,
-        cwd: dirs.src.clone(),
+        cwd: dirs.seen.src.clone(),
         env,
+        tool_dirs: tool_dirs.iter().map(|d| d.to_path_buf()).collect(),
+        work_dir: dirs.work.clone(),
+        resources: dirs.resources,
     };
-    run_step(&s, &name, ctx.log, limits, ctx.cancel)
-        .await
-        .map_err(Stop::from)
+    run_step(
+        ctx.config.runner.as_ref(),
+        &s,
+        &name,
+        ctx.log,
+        limits,
+        ctx.cancel,
+    )
+    .await
+    .map_err(Stop::from)
 }
 
 async fn python(ctx: &Ctx<'_>, dirs: &Dirs, limits: &StepLimits) -> Result<(), Stop> {
@@ -316,9 +385,9 @@ async fn python(ctx: &Ctx<'_>, dirs: &Dirs, limits: &StepLimits) -> Result<(), S
     let args: Vec<OsString> = ["-m", "pip", "install", "-r", "requirements.txt", "-t"]
         .iter()
         .map(OsString::from)
-        .chain([src.into()])
+        .chain([dirs.seen.src.clone().into()])
         .collect();
-    step(ctx, &py.exe, args, env, dirs, limits).await
+    step(ctx, &py.exe, args, (env, &tool_dirs), dirs, limits).await
 }
 
 async fn node(ctx: &Ctx<'_>, dirs: &Dirs, limits: &StepLimits) -> Result<(), Stop> {
@@ -345,7 +414,7 @@ async fn node(ctx: &Ctx<'_>, dirs: &Dirs, limits: &StepLimits) -> Result<(), Sto
         .iter()
         .map(OsString::from)
         .collect();
-    step(ctx, &npm, args, env, dirs, limits).await
+    step(ctx, &npm, args, (env, &tool_dirs), dirs, limits).await
 }
 
 async fn command(
@@ -366,9 +435,9 @@ async fn command(
             if shebang {
                 use std::os::unix::fs::PermissionsExt as _;
                 let _ = std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755));
-                script
+                seen_path(dirs, &script)
             } else {
-                args.insert(0, script.into());
+                args.insert(0, seen_path(dirs, &script).into());
                 PathBuf::from("/bin/sh")
             }
         }
@@ -382,7 +451,7 @@ async fn command(
         .chain(npm.as_deref().and_then(Path::parent))
         .collect();
     let env = step_env(ctx, dirs, &tool_dirs);
-    step(ctx, &program, args, env, dirs, limits).await?;
+    step(ctx, &program, args, (env, &tool_dirs), dirs, limits).await?;
     if dirs.deploy.symlink_metadata().is_err() {
         return Err(Stop::Failed(
             "the build command succeeded but did not create $DEPLOY_PKG: a build command must put the deployment there \
@@ -391,6 +460,12 @@ async fn command(
         ));
     }
     Ok(())
+}
+
+/// A host path inside the source directory as the steps see it.
+fn seen_path(dirs: &Dirs, host: &Path) -> PathBuf {
+    host.strip_prefix(&dirs.src)
+        .map_or_else(|_| host.to_owned(), |rel| dirs.seen.src.join(rel))
 }
 
 /// The file `word` names inside `src`, if it is one (`build.sh`, `./scripts/build.sh`).
@@ -464,6 +539,47 @@ async fn store_deployment(ctx: &Ctx<'_>, from: &Path) -> Result<Archive, Stop> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn builds_are_limited_by_the_builder_container_then_the_environment_resources() {
+        use fission_core::resources::{Builder, EnvironmentSpec};
+        let env = |builder: Option<serde_json::Value>, limits: &[(&str, &str)]| {
+            let mut spec = EnvironmentSpec {
+                builder: Some(Builder {
+                    image: "fission/python-builder".to_owned(),
+                    container: builder,
+                    ..Builder::default()
+                }),
+                ..EnvironmentSpec::default()
+            };
+            for (k, v) in limits {
+                spec.resources
+                    .limits
+                    .insert((*k).to_owned(), (*v).to_owned());
+            }
+            Environment::new("default", "e", spec)
+        };
+        // Nothing set: the runner's defaults apply.
+        assert_eq!(build_resources(&env(None, &[])), BuildResources::default());
+        // The environment's resources (--maxmemory/--maxcpu), as Fission's builder pod.
+        assert_eq!(
+            build_resources(&env(None, &[("memory", "128Mi"), ("cpu", "500m")])),
+            BuildResources {
+                memory_bytes: Some(128 << 20),
+                cpu_millis: Some(500),
+            }
+        );
+        // The builder container's own resources win, key by key.
+        let container =
+            serde_json::json!({"name": "builder", "resources": {"limits": {"memory": "2Gi"}}});
+        assert_eq!(
+            build_resources(&env(Some(container), &[("memory", "128Mi"), ("cpu", "2")])),
+            BuildResources {
+                memory_bytes: Some(2 << 30),
+                cpu_millis: Some(2000),
+            }
+        );
+    }
 
     #[test]
     fn scripts_are_found_only_inside_the_source() {

@@ -53,14 +53,27 @@
 //!
 //! ## Processes
 //!
-//! Builds run as plain child processes of the server (no sandbox yet; every spawn goes through
-//! one function, `process::spawn_step`, so a sandboxing wrapper can replace it). Each step gets a
-//! clean environment: `PATH` (the directories of the configured node/npm/python, then
-//! `/usr/local/bin:/usr/bin:/bin`), `HOME`, `TMPDIR` and npm/pip caches inside the build's work
-//! directory, `LANG=C.UTF-8`, `SRC_PKG`, `DEPLOY_PKG`, plus the variables named in
-//! [`Config::pass_env`] that are set in the server's environment (proxies, CA bundles, package
-//! index settings). A step runs in its own process group, which is killed on timeout, on too much
-//! output, when the build is superseded or the package deleted, and at shutdown.
+//! Every build step is started by the [`Config::runner`] ([`BuildRunner`]):
+//!
+//! * [`SandboxRunner`] (the server's default): each step in its own `fission-sandbox` slot, as
+//!   function instances run: an unprivileged uid of its own; user, pid, mount, ipc, uts and
+//!   network namespaces; seccomp; no capabilities; cgroup memory/CPU/pids limits from the
+//!   environment's builder resources (`spec.builder.container.resources`, else
+//!   `spec.resources`, else the runner's defaults); read-only `/usr` and a minimal `/etc`; a
+//!   private size-limited `/tmp` that is also `HOME`, `TMPDIR` and where the npm and pip caches
+//!   go. The build directory is the only writable host path, at `/packages` (`SRC_PKG=
+//!   /packages/src`, `DEPLOY_PKG=/packages/deploy`). The slot's traffic reaches the outside
+//!   (package registries) through NAT, never this host (the controller, the router) or other
+//!   slots. A step killed for memory fails with "out of memory" in its log.
+//! * [`HostRunner`] (`--sandbox none`): plain child processes of the server with its
+//!   privileges, `HOME`, `TMPDIR` and caches inside the build's work directory.
+//!
+//! Each step gets a clean environment: `PATH` (the directories of the configured
+//! node/npm/python, then `/usr/local/bin:/usr/bin:/bin`), `HOME`, `TMPDIR`, npm/pip caches,
+//! `LANG=C.UTF-8`, `SRC_PKG`, `DEPLOY_PKG`, plus the variables named in [`Config::pass_env`]
+//! that are set in the server's environment (proxies, CA bundles, package index settings).
+//! Everything a step started (its process group, or its whole sandbox) is killed on timeout,
+//! on too much output, when the build is superseded or the package deleted, and at shutdown.
 //!
 //! ## Concurrency
 //!
@@ -76,16 +89,22 @@ mod log;
 mod manager;
 mod process;
 mod recipe;
+mod runner;
 mod sys;
 mod tools;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use fission_unpack::UnpackLimits;
 
 pub use crate::manager::BuildManager;
+pub use crate::runner::{
+    BuildResources, BuildRunner, BuildStep, DEFAULT_BUILD_LIMITS, HostRunner, SANDBOX_PACKAGES,
+    SandboxRunner, StepPaths, StepProcess,
+};
 
 /// Build manager settings.
 #[derive(Debug, Clone)]
@@ -121,6 +140,8 @@ pub struct Config {
     pub archive_fetch: fission_fetch::FetchConfig,
     /// Variables passed from the server's environment to build steps when set.
     pub pass_env: Vec<OsString>,
+    /// Where build steps run: [`HostRunner`] (the default here) or [`SandboxRunner`].
+    pub runner: Arc<dyn BuildRunner>,
 }
 
 /// Default `build_timeout`: Fission's buildermgr waits 10 minutes for a build.
@@ -157,7 +178,7 @@ impl Config {
     /// Defaults: node and python resolved like the executor does (`/usr/bin/<name>`, else the
     /// first on `PATH` that is not a pyenv shim), npm and pip's Python detected, 10-minute
     /// timeout, 64 MiB of output, 256 KiB of log in the status, 256 MiB deployments, two builds
-    /// at a time.
+    /// at a time, steps run as plain processes ([`HostRunner`]).
     pub fn new(work_dir: impl Into<PathBuf>) -> Self {
         let node_bin =
             tools::find_program("node").unwrap_or_else(|| PathBuf::from("/usr/bin/node"));
@@ -177,6 +198,7 @@ impl Config {
             max_concurrent_builds: 2,
             archive_fetch: fission_fetch::FetchConfig::default(),
             pass_env: DEFAULT_PASS_ENV.iter().map(OsString::from).collect(),
+            runner: Arc::new(HostRunner),
         }
     }
 }

@@ -1,40 +1,24 @@
-//! Running one build step: a child process in its own process group, its output streamed into
-//! the build log line by line, stopped (the whole group) on deadline, on too much output or on
-//! cancellation.
+//! Running one build step: a process started by the build's [`BuildRunner`], its output
+//! streamed into the build log line by line, stopped (everything it started) on deadline, on
+//! too much output or on cancellation.
 
-use std::ffi::OsString;
 use std::io;
-use std::path::PathBuf;
-use std::process::{ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::time::Duration;
 
 use fission_store::logs::LogStream;
 use tokio::io::{AsyncRead, AsyncReadExt as _};
-use tokio::process::{Child, Command};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::log::BuildLog;
-use crate::sys::kill_process_group;
+use crate::runner::{BuildRunner, BuildStep, StepProcess};
 
 /// Lines longer than this are split (a build printing megabytes without a newline still shows).
 const MAX_LINE: usize = 8 * 1024;
 /// After the step exits, how long its output pipes may stay open (a daemon it left behind)
 /// before the group is killed and the rest of the output dropped.
 const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
-
-/// One command of a build.
-#[derive(Debug, Clone)]
-pub(crate) struct Step {
-    /// Program (absolute, or looked up on the step's `PATH`).
-    pub program: OsString,
-    /// Arguments.
-    pub args: Vec<OsString>,
-    /// Working directory.
-    pub cwd: PathBuf,
-    /// The complete environment.
-    pub env: Vec<(OsString, OsString)>,
-}
 
 /// Why a step did not succeed.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +39,16 @@ pub(crate) enum StepError {
         program: String,
         /// How it ended.
         status: ExitStatus,
+    },
+    /// It failed after hitting a limit of its sandbox (memory, processes).
+    #[error("{program} failed ({}): {limit}", describe_exit(.status))]
+    Limit {
+        /// What was run.
+        program: String,
+        /// How it ended.
+        status: ExitStatus,
+        /// Which limit, as the runner says it.
+        limit: String,
     },
     /// The build's deadline passed.
     #[error("the build did not finish within {0:?}; it was stopped")]
@@ -87,38 +81,38 @@ pub(crate) struct StepLimits {
     pub max_output_bytes: u64,
 }
 
-/// Start `step` as a child in a new process group with piped output and nothing on stdin.
-///
-/// Every build process is started here, so a sandboxing wrapper can take over by replacing this
-/// function.
-pub(crate) fn spawn_step(step: &Step) -> io::Result<Child> {
-    let mut cmd = Command::new(&step.program);
-    cmd.args(&step.args)
-        .current_dir(&step.cwd)
-        .env_clear()
-        .envs(step.env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
-    cmd.spawn()
-}
-
 /// Run `step` to completion, streaming its output into `log`.
 pub(crate) async fn run_step(
-    step: &Step,
+    runner: &dyn BuildRunner,
+    step: &BuildStep,
     display: &str,
     log: &BuildLog,
     limits: &StepLimits,
     cancel: &CancellationToken,
 ) -> Result<(), StepError> {
-    let mut child = spawn_step(step).map_err(|source| StepError::Spawn {
-        program: display.to_owned(),
-        source,
-    })?;
-    let pgid = child.id();
-    let _group = GroupGuard(pgid);
+    let mut process = runner
+        .start(step)
+        .await
+        .map_err(|source| StepError::Spawn {
+            program: display.to_owned(),
+            source,
+        })?;
+    let result = supervise(process.as_mut(), display, log, limits, cancel).await;
+    // Everything the step started is gone by now; its sandbox (if any) goes too.
+    process.release().await;
+    result
+}
+
+/// Stream the step's output until it exits or must be stopped; on every path, kill whatever
+/// it left running.
+async fn supervise(
+    process: &mut dyn StepProcess,
+    display: &str,
+    log: &BuildLog,
+    limits: &StepLimits,
+    cancel: &CancellationToken,
+) -> Result<(), StepError> {
+    let child = process.child();
     let over = CancellationToken::new();
     let mut pumps = Vec::new();
     if let Some(out) = child.stdout.take() {
@@ -151,9 +145,7 @@ pub(crate) async fn run_step(
             // running (which would otherwise hold them open).
             let drain = futures::future::join_all(pumps.iter_mut());
             let _ = tokio::time::timeout(DRAIN_AFTER_EXIT, drain).await;
-            if let Some(pgid) = pgid {
-                kill_process_group(pgid);
-            }
+            process.kill_all().await;
             for p in &pumps {
                 p.abort();
             }
@@ -166,6 +158,12 @@ pub(crate) async fn run_step(
             }
             if status.success() {
                 Ok(())
+            } else if let Some(limit) = process.limit_hit() {
+                Err(StepError::Limit {
+                    program: display.to_owned(),
+                    status,
+                    limit,
+                })
             } else {
                 Err(StepError::Exit {
                     program: display.to_owned(),
@@ -174,25 +172,11 @@ pub(crate) async fn run_step(
             }
         }
         Err(e) => {
-            if let Some(pgid) = pgid {
-                kill_process_group(pgid);
-            }
-            let _ = child.wait().await;
+            process.kill_all().await;
             for p in &pumps {
                 p.abort();
             }
             Err(e)
-        }
-    }
-}
-
-/// Kills the group if the run is abandoned (its future dropped) half-way.
-struct GroupGuard(Option<u32>);
-
-impl Drop for GroupGuard {
-    fn drop(&mut self) {
-        if let Some(pgid) = self.0 {
-            kill_process_group(pgid);
         }
     }
 }
@@ -246,13 +230,26 @@ fn emit(log: &BuildLog, stream: LogStream, line: &[u8]) {
 mod tests {
     use super::*;
 
-    fn sh(script: &str) -> Step {
-        Step {
+    fn sh(script: &str) -> BuildStep {
+        BuildStep {
             program: "/bin/sh".into(),
             args: vec!["-c".into(), script.into()],
             cwd: std::env::temp_dir(),
             env: vec![("PATH".into(), "/usr/bin:/bin".into())],
+            tool_dirs: Vec::new(),
+            work_dir: std::env::temp_dir(),
+            resources: Default::default(),
         }
+    }
+
+    async fn run_step(
+        step: &BuildStep,
+        display: &str,
+        log: &BuildLog,
+        limits: &StepLimits,
+        cancel: &CancellationToken,
+    ) -> Result<(), StepError> {
+        super::run_step(&crate::HostRunner, step, display, log, limits, cancel).await
     }
 
     fn limits(secs: u64, max: u64) -> StepLimits {
@@ -359,7 +356,7 @@ mod tests {
     #[tokio::test]
     async fn a_missing_program_is_a_spawn_error() {
         let log = BuildLog::new(None, 4096);
-        let step = Step {
+        let step = BuildStep {
             program: "/nonexistent/npm".into(),
             ..sh("")
         };

@@ -25,6 +25,10 @@ pub(crate) enum ApiError {
     },
     /// The server answered with an error status.
     Status { status: u16, message: String },
+    /// The server wants a token (`sent: false`) or refused the one sent.
+    Unauthorized { url: String, sent: bool },
+    /// The server's TLS certificate could not be verified.
+    Certificate { url: String, reason: String },
     /// The transport failed after connecting, or the answer was not what we expected.
     Other(String),
 }
@@ -34,8 +38,13 @@ impl ApiError {
         matches!(self, Self::Status { status: 404, .. })
     }
 
+    /// Whether the message is complete on its own (no `error creating …:` context): the
+    /// call never got to the operation.
     pub(crate) fn is_unreachable(&self) -> bool {
-        matches!(self, Self::Unreachable { .. })
+        matches!(
+            self,
+            Self::Unreachable { .. } | Self::Unauthorized { .. } | Self::Certificate { .. }
+        )
     }
 }
 
@@ -50,6 +59,24 @@ impl fmt::Display for ApiError {
             Self::Unreachable { what, url, reason } => {
                 write!(f, "cannot reach the {what} at {url} ({reason})")
             }
+            Self::Unauthorized { url, sent: false } => write!(
+                f,
+                "the fission server at {url} requires an API token and none was given: set \
+                 FISSION_AUTH_TOKEN or pass --auth-token (a server that generated its token keeps \
+                 it in <data-dir>/auth-token and prints that path at start)"
+            ),
+            Self::Unauthorized { url, sent: true } => write!(
+                f,
+                "the fission server at {url} refused the API token (from FISSION_AUTH_TOKEN or \
+                 --auth-token): it is not the server's token; use the server's --auth-token or \
+                 the contents of its <data-dir>/auth-token"
+            ),
+            Self::Certificate { url, reason } => write!(
+                f,
+                "cannot verify the TLS certificate of the fission server at {url} ({reason}); if \
+                 it is signed by a private CA, pass that CA's PEM file with --ca-cert or \
+                 FISSION_CA_CERT"
+            ),
             Self::Status { status, message } if message.is_empty() => {
                 write!(f, "the server answered HTTP {status} without a message")
             }
@@ -121,6 +148,14 @@ fn transport_reason(e: &reqwest::Error) -> String {
 
 /// Turn a transport error into an [`ApiError`] naming `what` was being called.
 pub(crate) fn transport_error(what: &'static str, base: &str, e: &reqwest::Error) -> ApiError {
+    let reason = transport_reason(e);
+    // rustls names every verification failure as a certificate problem.
+    if base.starts_with("https://") && reason.to_ascii_lowercase().contains("certificate") {
+        return ApiError::Certificate {
+            url: base.to_owned(),
+            reason,
+        };
+    }
     if e.is_connect() {
         ApiError::Unreachable {
             what,
@@ -150,12 +185,23 @@ async fn status_error(resp: Response) -> ApiError {
 }
 
 /// Client for the controller at `--server`.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct Api {
     base: Url,
     base_str: String,
     http: reqwest::Client,
     trace: bool,
+    /// `Authorization` value sent to the controller (and to nothing else).
+    bearer: Option<reqwest::header::HeaderValue>,
+}
+
+impl fmt::Debug for Api {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Api")
+            .field("base", &self.base_str)
+            .field("bearer", &self.bearer.as_ref().map(|_| ".."))
+            .finish_non_exhaustive()
+    }
 }
 
 impl Api {
@@ -177,7 +223,55 @@ impl Api {
             base_str: with_scheme,
             http,
             trace,
+            bearer: None,
         })
+    }
+
+    /// Send `token` to the controller, and trust the CA certificates in `ca_cert` (PEM) for
+    /// an https server besides the built-in roots.
+    pub(crate) fn with_access(
+        mut self,
+        token: Option<&str>,
+        ca_cert: Option<&std::path::Path>,
+    ) -> anyhow::Result<Self> {
+        if let Some(token) = token.map(str::trim).filter(|t| !t.is_empty()) {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| {
+                    anyhow::anyhow!(
+                        "the API token (FISSION_AUTH_TOKEN / --auth-token) holds characters a header cannot carry"
+                    )
+                })?;
+            value.set_sensitive(true);
+            self.bearer = Some(value);
+        }
+        if let Some(path) = ca_cert {
+            let pem = std::fs::read(path).map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot read the CA file {} (--ca-cert / FISSION_CA_CERT): {e}",
+                    path.display()
+                )
+            })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                anyhow::anyhow!(
+                    "{} (--ca-cert / FISSION_CA_CERT) holds no usable PEM certificate: {e}",
+                    path.display()
+                )
+            })?;
+            if certs.is_empty() {
+                anyhow::bail!(
+                    "{} (--ca-cert / FISSION_CA_CERT) holds no PEM certificate",
+                    path.display()
+                );
+            }
+            let mut builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(10));
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+            self.http = builder
+                .build()
+                .map_err(|e| anyhow::anyhow!("cannot set up the HTTP client: {e}"))?;
+        }
+        Ok(self)
     }
 
     /// `base` + path segments (each percent-encoded) + query.
@@ -202,7 +296,15 @@ impl Api {
         if self.trace {
             eprintln!("> {method} {url}");
         }
-        self.http.request(method, url)
+        // The token is the controller's: never sent to an archive URL elsewhere.
+        let to_controller = url.origin() == self.base.origin();
+        let req = self.http.request(method, url);
+        match &self.bearer {
+            Some(bearer) if to_controller => {
+                req.header(reqwest::header::AUTHORIZATION, bearer.clone())
+            }
+            _ => req,
+        }
     }
 
     /// Send and map transport errors and error statuses.
@@ -213,6 +315,14 @@ impl Api {
             .map_err(|e| transport_error("fission server", &self.base_str, &e))?;
         if self.trace {
             eprintln!("< {}", resp.status());
+        }
+        if resp.status() == reqwest::StatusCode::UNAUTHORIZED
+            && resp.url().origin() == self.base.origin()
+        {
+            return Err(ApiError::Unauthorized {
+                url: self.base_str.clone(),
+                sent: self.bearer.is_some(),
+            });
         }
         if resp.status().is_client_error() || resp.status().is_server_error() {
             return Err(status_error(resp).await);
@@ -465,7 +575,7 @@ impl Api {
     }
 
     /// What the server's trigger component knows about a trigger's deliveries (`kind` is
-    /// `time` or `messagequeue`); `None` when the server does not run it (or predates the API).
+    /// `time`, `messagequeue` or `watch`); `None` when the server does not run it (or predates the API).
     pub(crate) async fn trigger_status(
         &self,
         kind: &str,
@@ -713,6 +823,72 @@ mod tests {
             msg,
             "cannot reach the fission server at http://127.0.0.1:31313 (connection refused); \
              start it with 'fission server' or set FISSION_URL / --server"
+        );
+    }
+
+    #[test]
+    fn a_refused_token_says_whether_it_was_missing_or_wrong_without_context() {
+        let missing: Result<(), ApiError> = Err(ApiError::Unauthorized {
+            url: "http://h:1".into(),
+            sent: false,
+        });
+        let msg = format!(
+            "{:#}",
+            missing.wrap("error listing functions").expect_err("fails")
+        );
+        assert!(
+            msg.starts_with(
+                "the fission server at http://h:1 requires an API token and none was given"
+            ),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("FISSION_AUTH_TOKEN") && msg.contains("--auth-token"),
+            "{msg}"
+        );
+        let wrong: Result<(), ApiError> = Err(ApiError::Unauthorized {
+            url: "http://h:1".into(),
+            sent: true,
+        });
+        let msg = format!(
+            "{:#}",
+            wrong.wrap("error listing functions").expect_err("fails")
+        );
+        assert!(
+            msg.starts_with("the fission server at http://h:1 refused the API token"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn the_token_goes_to_the_controller_only() {
+        let api = Api::new("http://127.0.0.1:31313", false)
+            .expect("api")
+            .with_access(Some("0123456789abcdef"), None)
+            .expect("token");
+        let to_controller = api
+            .request(Method::GET, api.url(&["v2", "functions"], &[]))
+            .build()
+            .expect("request");
+        assert_eq!(
+            to_controller
+                .headers()
+                .get(reqwest::header::AUTHORIZATION)
+                .map(|v| v.as_bytes()),
+            Some(&b"Bearer 0123456789abcdef"[..])
+        );
+        let elsewhere = api
+            .request(
+                Method::GET,
+                Url::parse("https://example.com/archive.zip").expect("url"),
+            )
+            .build()
+            .expect("request");
+        assert!(
+            elsewhere
+                .headers()
+                .get(reqwest::header::AUTHORIZATION)
+                .is_none()
         );
     }
 

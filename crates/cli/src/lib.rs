@@ -88,6 +88,14 @@ pub struct GlobalArgs {
     /// Deprecated: namespace of canary configs (use --namespace)
     #[arg(long = "canaryNamespace", alias = "canaryns", hide = true, global = true, help_heading = GLOBAL_OPTIONS)]
     pub canary_namespace: Option<String>,
+
+    /// API token of the server (sent as 'Authorization: Bearer'; the server's --auth-token or <data-dir>/auth-token)
+    #[arg(long = "auth-token", env = "FISSION_AUTH_TOKEN", hide_env_values = true, global = true, help_heading = GLOBAL_OPTIONS)]
+    pub auth_token: Option<String>,
+
+    /// PEM file of CA certificates trusted for an https --server, besides the built-in roots
+    #[arg(long = "ca-cert", env = "FISSION_CA_CERT", global = true, help_heading = GLOBAL_OPTIONS)]
+    pub ca_cert: Option<std::path::PathBuf>,
 }
 
 impl Default for GlobalArgs {
@@ -102,6 +110,8 @@ impl Default for GlobalArgs {
             trigger_namespace: None,
             canary_namespace: None,
             kube_context: None,
+            auth_token: None,
+            ca_cert: None,
         }
     }
 }

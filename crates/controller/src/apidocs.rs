@@ -82,6 +82,12 @@ pub(crate) fn document() -> Value {
         }),
     );
     paths.insert(
+        "/v1/archive".into(),
+        json!({"get": {"summary": "Download an archive by id (Fission's storagesvc path, read by executors of a split server), or list ids without one",
+                       "parameters": [{"name": "id", "in": "query", "required": false, "schema": {"type": "string"}}],
+                       "responses": {"200": {"description": "archive bytes or id list"}, "404": {"description": "not found"}}}}),
+    );
+    paths.insert(
         "/proxy/svcname".into(),
         json!({"get": {"summary": "Address of a component", "parameters": [{"name": "application", "in": "query", "required": true, "schema": {"type": "string", "enum": ["fission-router"]}}],
                        "responses": {"200": {"description": "base URL, text/plain"}}}}),

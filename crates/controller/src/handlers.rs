@@ -75,6 +75,8 @@ pub(crate) fn routes(c: Controller) -> Router {
                 .delete(archive_delete)
                 .layer(DefaultBodyLimit::max(c.config.max_archive_bytes)),
         )
+        // Fission's storagesvc download path: executors in other processes read archives here.
+        .route("/v1/archive", get(archive_get))
         .route("/proxy/svcname", get(svcname))
         .route("/v2/functions/{name}/instances", get(function_instances))
         .route("/v2/instances", get(all_instances))

@@ -5,15 +5,18 @@
 //! carries every accepted write to the router and executor. Errors leave this crate in one
 //! place ([`error::ApiError`]) as `{"code", "message"}` JSON with Fission's status table.
 //!
-//! Besides the resource collections it serves the archive store (`/proxy/storage/v1/archive`),
+//! Besides the resource collections it serves the archive store (`/proxy/storage/v1/archive`;
+//! downloads also at storagesvc's `/v1/archive`),
 //! function logs (`/proxy/logs/{fn}`), service discovery for the CLI (`/proxy/svcname`), health
 //! and version, and an OpenAPI document generated from the same route table it serves.
 
 mod apidocs;
+pub mod auth;
 pub mod canary;
 mod error;
 mod handlers;
 mod references;
+pub mod tls;
 mod ui;
 mod value_watch;
 
@@ -26,7 +29,9 @@ use fission_store::archive::ArchiveStore;
 use fission_store::logs::LogStore;
 use tokio_util::sync::CancellationToken;
 
+pub use auth::ApiToken;
 pub use error::ApiError;
+pub use tls::TlsConfig;
 pub use value_watch::follow_value_changes;
 
 /// Controller settings.
@@ -67,6 +72,10 @@ pub struct Controller {
     pub(crate) instances: Option<Arc<dyn fission_core::InstanceReport>>,
     /// Routes other components serve through the controller (trigger status).
     pub(crate) extra_routes: Option<axum::Router>,
+    /// When set, every request but `/healthz` must carry this token.
+    pub(crate) token: Option<ApiToken>,
+    /// When set, the listener speaks TLS only.
+    pub(crate) tls: Option<TlsConfig>,
 }
 
 impl Controller {
@@ -87,7 +96,21 @@ impl Controller {
             metrics: None,
             instances: None,
             extra_routes: None,
+            token: None,
+            tls: None,
         }
+    }
+
+    /// Require `token` on every request except `/healthz` (401 without it).
+    pub fn with_auth_token(mut self, token: ApiToken) -> Self {
+        self.token = Some(token);
+        self
+    }
+
+    /// Serve HTTPS only, with `tls`'s certificate.
+    pub fn with_tls(mut self, tls: TlsConfig) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     /// Serve `GET /metrics` with what `render` returns (404 until this is called).
@@ -114,8 +137,25 @@ impl Controller {
     /// The HTTP application.
     pub fn app(&self) -> axum::Router {
         let app = handlers::routes(self.clone());
-        match &self.extra_routes {
+        let app = match &self.extra_routes {
             Some(extra) => app.merge(extra.clone()),
+            None => app,
+        };
+        match &self.token {
+            // Layered last, so it guards every route, the extra ones included.
+            Some(token) => app
+                .merge(
+                    axum::Router::new()
+                        .route(
+                            "/ui/login",
+                            axum::routing::get(auth::login).post(auth::login),
+                        )
+                        .with_state(token.clone()),
+                )
+                .layer(axum::middleware::from_fn_with_state(
+                    token.clone(),
+                    auth::require_token,
+                )),
             None => app,
         }
     }
@@ -127,12 +167,23 @@ impl Controller {
         grace: Duration,
     ) -> std::io::Result<()> {
         let shutdown = self.shutdown.clone();
-        let app = self
-            .app()
-            .into_make_service_with_connect_info::<SocketAddr>();
-        let server =
-            axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
-        let server = tokio::spawn(async move { server.await });
+        let server = match &self.tls {
+            Some(tls) => {
+                let listener = tls::TlsListener::new(listener, tls)?;
+                let app = self.app().into_make_service();
+                let server = axum::serve(listener, app)
+                    .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+                tokio::spawn(async move { server.await })
+            }
+            None => {
+                let app = self
+                    .app()
+                    .into_make_service_with_connect_info::<SocketAddr>();
+                let server = axum::serve(listener, app)
+                    .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+                tokio::spawn(async move { server.await })
+            }
+        };
         shutdown.cancelled().await;
         match tokio::time::timeout(grace, server).await {
             Ok(joined) => joined.map_err(std::io::Error::other)?,

@@ -6,8 +6,10 @@ use crate::resources::Function;
 
 /// Why the executor could not hand out an instance. The router's response funnel decides the
 /// status each variant is served with (Fission's: 404 for a missing function, 500 otherwise,
-/// 503 while shutting down).
-#[derive(Debug, Clone, thiserror::Error)]
+/// 503 while shutting down). Serializable so that a router in another process gets the same
+/// variant the executor produced (the executor API sends it as JSON on request).
+#[derive(Debug, Clone, thiserror::Error, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "error", content = "detail", rename_all = "camelCase")]
 pub enum ExecutorError {
     /// The function, its environment or its package does not exist (any more).
     #[error("{0}")]

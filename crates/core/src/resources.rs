@@ -534,6 +534,11 @@ mod base64_bytes {
     }
 }
 
+/// Annotation on a Package whose deployment is one file (`--code hello.js`): the file's own
+/// name. Fission names the file `deployarchive` in the instance; keeping the user's name
+/// makes stack traces and load errors point at `hello.js`.
+pub const CODE_FILENAME_ANNOTATION: &str = "fission.io/code-filename";
+
 /// `Package` spec (§2.2).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct PackageSpec {

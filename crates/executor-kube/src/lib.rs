@@ -71,7 +71,12 @@ pub struct PodConfig {
     pub executor_id: String,
     /// How long a cold start waits for a Ready pool pod (Fission: `POD_READY_TIMEOUT`).
     pub pod_ready_timeout: Duration,
+    /// The controller's API token, handed to fetchers through the Secret [`TOKEN_SECRET`].
+    pub controller_token: Option<String>,
 }
+
+/// The Secret (in the pods' namespace) holding the controller's API token for fetchers.
+pub const TOKEN_SECRET: &str = "fission-rs-fetcher-token";
 
 /// Why the backend could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +84,15 @@ pub enum PodBackendError {
     /// The HTTP client for the fetcher could not be built.
     #[error("cannot build the fetcher client: {0}")]
     Client(String),
+    /// The fetchers' token Secret could not be written.
+    #[error("cannot write Secret {TOKEN_SECRET} in namespace '{namespace}': {source}")]
+    TokenSecret {
+        /// The namespace.
+        namespace: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
     /// Listing or deleting pods left by an earlier executor failed.
     #[error("cannot clean up pods of an earlier executor in namespace '{namespace}': {source}")]
     Cleanup {
@@ -126,6 +140,14 @@ impl PodBackend {
             .no_proxy()
             .build()
             .map_err(|e| PodBackendError::Client(e.to_string()))?;
+        if let Some(token) = &config.controller_token {
+            write_token_secret(&client, &config.namespace, token)
+                .await
+                .map_err(|source| PodBackendError::TokenSecret {
+                    namespace: config.namespace.clone(),
+                    source,
+                })?;
+        }
         let backend = Self {
             pods: Api::namespaced(client.clone(), &config.namespace),
             deployments: Api::namespaced(client, &config.namespace),
@@ -258,6 +280,35 @@ impl PodBackend {
     }
 }
 
+/// Create or update the Secret fetchers read the controller's token from.
+async fn write_token_secret(
+    client: &kube::Client,
+    namespace: &str,
+    token: &str,
+) -> Result<(), kube::Error> {
+    use k8s_openapi::api::core::v1::Secret;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let secret: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": TOKEN_SECRET, "namespace": namespace},
+        "stringData": {"token": token},
+    }))
+    .map_err(kube::Error::SerdeError)?;
+    match secrets.create(&PostParams::default(), &secret).await {
+        Ok(_) => Ok(()),
+        Err(e) if api_code(&e) == Some(409) => secrets
+            .patch(
+                TOKEN_SECRET,
+                &PatchParams::default(),
+                &Patch::Merge(&json!({"stringData": {"token": token}})),
+            )
+            .await
+            .map(|_| ()),
+        Err(e) => Err(e),
+    }
+}
+
 /// The HTTP status of an API error.
 fn api_code(e: &kube::Error) -> Option<u16> {
     match e {
@@ -306,6 +357,17 @@ fn env_labels(env: &Environment) -> BTreeMap<String, String> {
         ("environmentUid".to_owned(), m.uid.clone()),
         ("executorType".to_owned(), "poolmgr".to_owned()),
     ])
+}
+
+fn fetcher_env(config: &PodConfig) -> serde_json::Value {
+    let mut env = vec![json!({"name": "FISSION_CONTROLLER_URL", "value": config.controller_url})];
+    if config.controller_token.is_some() {
+        env.push(
+            json!({"name": "FISSION_AUTH_TOKEN", "valueFrom": {"secretKeyRef": {
+            "name": TOKEN_SECRET, "key": "token"}}}),
+        );
+    }
+    serde_json::Value::Array(env)
 }
 
 fn pool_deployment(plan: &PodPlan, config: &PodConfig) -> Result<Deployment, serde_json::Error> {
@@ -371,7 +433,7 @@ fn pool_deployment(plan: &PodPlan, config: &PodConfig) -> Result<Deployment, ser
                             "image": config.fetcher_image,
                             "imagePullPolicy": config.image_pull_policy,
                             "args": ["--secret-dir", "/secrets", "--cfgmap-dir", "/configs", "/userfunc"],
-                            "env": [{"name": "FISSION_CONTROLLER_URL", "value": config.controller_url}],
+                            "env": fetcher_env(config),
                             "ports": [{"name": "http-fetcher", "containerPort": FETCHER_PORT}],
                             "readinessProbe": {
                                 "httpGet": {"path": "/readiness-healthz", "port": FETCHER_PORT},
@@ -710,6 +772,7 @@ mod tests {
             controller_url: "http://10.98.0.1:1234".into(),
             executor_id: "e1".into(),
             pod_ready_timeout: Duration::from_secs(1),
+            controller_token: None,
         }
     }
 

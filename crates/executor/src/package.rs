@@ -4,13 +4,16 @@
 //! every instance that loads it.
 //!
 //! Like Fission's fetcher, a zip becomes a directory and anything else stays a single file named
-//! `deployarchive`. Unlike it, unpacking refuses entries that would land outside the target
+//! `deployarchive` — or, when the package records the user's file name
+//! ([`CODE_FILENAME_ANNOTATION`]), named as the user named it, so stack traces show `hello.js`
+//! rather than `deployarchive`. Unlike it, unpacking refuses entries that would land outside the target
 //! (zip-slip, absolute paths), symbolic links, and archives beyond a size and entry budget
 //! ([`fission_unpack`], shared with the builder).
 //!
 //! When a package's new deployment cannot be had (a checksum mismatch, a failed download, a
 //! broken archive), the error is logged and the package's previous good deployment keeps
-//! serving, so a bad update never takes a working function down.
+//! serving, so a bad update never takes a working function down. The same holds while a
+//! package is being rebuilt without a deployment of its own (`spec apply` of changed source).
 
 use std::collections::HashMap;
 use std::fs;
@@ -23,7 +26,8 @@ use std::time::{Duration, Instant};
 use fission_core::ArchiveStorage;
 use fission_core::archive::{ArchiveError, archive_id_from_url};
 use fission_core::resources::{
-    ARCHIVE_LITERAL, ARCHIVE_URL, Package, build_status, initial_build_status,
+    ARCHIVE_LITERAL, ARCHIVE_URL, CODE_FILENAME_ANNOTATION, Package, build_status,
+    initial_build_status,
 };
 pub use fission_unpack::{UnpackError, UnpackLimits};
 use fission_unpack::{is_zip, unzip};
@@ -227,6 +231,21 @@ impl PackageCache {
                     .insert(key, path.clone());
                 Ok(path)
             }
+            // Rebuilding (`spec apply` of changed source writes the package without a
+            // deployment until its build is in): the last deployment served keeps serving.
+            Err(e @ PackageError::NotBuilt { .. }) => match self.previous(&key) {
+                Some(prev) => {
+                    tracing::debug!(
+                        namespace = %pkg.metadata.namespace,
+                        package = %pkg.metadata.name,
+                        status = %pkg.status.buildstatus,
+                        previous = %prev.display(),
+                        "package not built yet; its previous deployment serves"
+                    );
+                    Ok(prev)
+                }
+                None => Err(e),
+            },
             Err(e) if !e.is_archive_failure() => Err(e),
             Err(e) => match self.previous(&key) {
                 Some(prev) => {
@@ -302,26 +321,27 @@ impl PackageCache {
             None
         };
         let mode = if keep_archive { "-keep" } else { "" };
+        let file_name = code_file_name(pkg);
         if let Some(v) = &version {
-            let target = self
-                .root
-                .join(ns)
-                .join(name)
-                .join(format!("{v}{mode}"))
-                .join(DEPLOY_NAME);
-            if target.symlink_metadata().is_ok() {
-                return Ok(target);
+            let dir = self.root.join(ns).join(name).join(format!("{v}{mode}"));
+            if let Some(done) = installed(&dir, file_name) {
+                return Ok(done);
             }
         }
 
         let bytes = self.archive_bytes(pkg).await?;
         let version = version.unwrap_or_else(|| format!("sha256-{}", &sha256_hex(&bytes)[..32]));
+        // A zip unpacks to `deployarchive/`; a single file keeps the user's name if known.
+        let leaf = match file_name {
+            Some(f) if keep_archive || !is_zip(&bytes) => f,
+            _ => DEPLOY_NAME,
+        };
         let target = self
             .root
             .join(ns)
             .join(name)
             .join(format!("{version}{mode}"))
-            .join(DEPLOY_NAME);
+            .join(leaf);
 
         let lock = {
             let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
@@ -421,6 +441,25 @@ fn is_safe_component(s: &str) -> bool {
     !s.is_empty() && !s.starts_with('.') && !s.contains(['/', '\\', '\0'])
 }
 
+/// The user's name for a single-file deployment, when the package records a usable one.
+fn code_file_name(pkg: &Package) -> Option<&str> {
+    let name = pkg
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(CODE_FILENAME_ANNOTATION)?;
+    (is_safe_component(name) && name.len() <= 255).then_some(name.as_str())
+}
+
+/// The deployment already installed in a version directory, under either name it can have.
+fn installed(dir: &Path, file_name: Option<&str>) -> Option<PathBuf> {
+    file_name
+        .into_iter()
+        .chain([DEPLOY_NAME])
+        .map(|leaf| dir.join(leaf))
+        .find(|p| p.symlink_metadata().is_ok())
+}
+
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// Write `bytes` to `target` (unzipped into a directory if it is a zip and `keep_archive` is
@@ -444,7 +483,11 @@ pub(crate) fn install(
         TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
     ));
     fs::create_dir(&tmp).map_err(io_err(&tmp))?;
-    let staged = tmp.join(DEPLOY_NAME);
+    let staged = tmp.join(
+        target
+            .file_name()
+            .unwrap_or(std::ffi::OsStr::new(DEPLOY_NAME)),
+    );
     let result = (|| {
         if is_zip(bytes) && !keep_archive {
             unzip(bytes, &staged, limits)?;
@@ -861,11 +904,10 @@ mod tests {
             &fission_fetch::FetchConfig::default(),
         );
         for status in ["pending", "running", "failed"] {
+            let mut never = package(fission_core::resources::Archive::default(), status);
+            never.metadata.name = format!("never-{status}");
             let err = cache
-                .deployment(
-                    &package(fission_core::resources::Archive::default(), status),
-                    false,
-                )
+                .deployment(&never, false)
                 .await
                 .expect_err("never built");
             assert!(
@@ -898,6 +940,93 @@ mod tests {
             .await
             .expect_err("empty");
         assert!(matches!(err, PackageError::NoDeployment(_)), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_package_rebuilding_without_a_deployment_serves_its_previous_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let archives = ArchiveStore::open(dir.path().join("a")).expect("archives");
+        let cache = PackageCache::new(
+            dir.path().join("cache"),
+            Arc::new(archives),
+            limits(),
+            &fission_fetch::FetchConfig::default(),
+        );
+        let mut v1 = package(
+            fission_core::resources::Archive::literal(b"v1".to_vec()),
+            "succeeded",
+        );
+        v1.metadata.uid = "uid-1".to_owned();
+        let good = cache.deployment(&v1, false).await.expect("v1");
+        // `spec apply` of changed source: new version, no deployment until the build is in.
+        for status in ["pending", "running", "failed"] {
+            let mut rebuilding = package(fission_core::resources::Archive::default(), status);
+            rebuilding.metadata.uid = "uid-1".to_owned();
+            rebuilding.metadata.resource_version = "43".to_owned();
+            let path = cache
+                .deployment(&rebuilding, false)
+                .await
+                .expect("the previous deployment");
+            assert_eq!(path, good, "{status}");
+        }
+        // Another package (another uid) never built: nothing to serve.
+        let mut other = package(fission_core::resources::Archive::default(), "running");
+        other.metadata.uid = "uid-2".to_owned();
+        let err = cache
+            .deployment(&other, false)
+            .await
+            .expect_err("not built");
+        assert!(matches!(err, PackageError::NotBuilt { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_single_file_keeps_the_users_name_and_a_zip_is_still_deployarchive() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let archives = ArchiveStore::open(dir.path().join("a")).expect("archives");
+        let cache = PackageCache::new(
+            dir.path().join("cache"),
+            Arc::new(archives),
+            limits(),
+            &fission_fetch::FetchConfig::default(),
+        );
+        let named = |archive, rv: &str, file: &str| {
+            let mut p = package(archive, "succeeded");
+            p.metadata.resource_version = rv.to_owned();
+            p.metadata.annotations = Some(
+                [(CODE_FILENAME_ANNOTATION.to_owned(), file.to_owned())]
+                    .into_iter()
+                    .collect(),
+            );
+            p
+        };
+        let file = named(
+            fission_core::resources::Archive::literal(b"module.exports = 1".to_vec()),
+            "1",
+            "hello.js",
+        );
+        let path = cache.deployment(&file, false).await.expect("file");
+        assert_eq!(path, dir.path().join("cache/default/pkg/1/hello.js"));
+        assert_eq!(fs::read(&path).expect("read"), b"module.exports = 1");
+        // Installed once: asked again, the same path without reinstalling.
+        assert_eq!(cache.deployment(&file, false).await.expect("again"), path);
+
+        let zip = named(
+            fission_core::resources::Archive::literal(zip_of(&[("a.js", b"1")])),
+            "2",
+            "app.zip",
+        );
+        let path = cache.deployment(&zip, false).await.expect("zip");
+        assert_eq!(path, dir.path().join("cache/default/pkg/2/deployarchive"));
+        assert!(path.join("a.js").is_file());
+
+        // A name that is not one path component is ignored.
+        let sneaky = named(
+            fission_core::resources::Archive::literal(b"x".to_vec()),
+            "3",
+            "../../escape.js",
+        );
+        let path = cache.deployment(&sneaky, false).await.expect("sneaky");
+        assert_eq!(path, dir.path().join("cache/default/pkg/3/deployarchive"));
     }
 
     #[tokio::test]

@@ -319,8 +319,12 @@ impl RuntimeInstance for SandboxedInstance {
     }
 
     async fn install_code(&self, host_path: &Path, slot: CodeSlot) -> io::Result<PathBuf> {
+        // The cache names the code: `deployarchive`, or the user's own file name.
         let name = match slot {
-            CodeSlot::LoadRequest => "deployarchive",
+            CodeSlot::LoadRequest => host_path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or(crate::package::DEPLOY_NAME),
             CodeSlot::V1CodePath => "user",
         };
         let dest = self.userfunc.join(name);

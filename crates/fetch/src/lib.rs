@@ -86,6 +86,9 @@ pub enum FetchError {
         /// What is wrong.
         reason: String,
     },
+    /// The controller's API token is not a valid header value.
+    #[error("the API token cannot be sent in an HTTP header: it must be visible ASCII")]
+    InvalidToken,
     /// The HTTP client could not be set up.
     #[error("cannot set up the archive download client: {0}")]
     Client(#[source] reqwest::Error),
@@ -188,7 +191,19 @@ static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 impl Fetcher {
     /// A fetcher with `config`, caching verified archives in `cache_dir` if given.
     pub fn new(config: &FetchConfig, cache_dir: Option<PathBuf>) -> Result<Self, FetchError> {
+        Self::with_headers(config, cache_dir, reqwest::header::HeaderMap::new())
+    }
+
+    /// Like [`Fetcher::new`], sending `headers` with every request (e.g. the controller's API
+    /// token: only for a fetcher that talks to the controller; reqwest drops `Authorization`
+    /// on a redirect to another host).
+    pub fn with_headers(
+        config: &FetchConfig,
+        cache_dir: Option<PathBuf>,
+        headers: reqwest::header::HeaderMap,
+    ) -> Result<Self, FetchError> {
         let mut builder = reqwest::Client::builder()
+            .default_headers(headers)
             .use_rustls_tls()
             .timeout(config.timeout)
             .connect_timeout(config.connect_timeout)

@@ -48,6 +48,8 @@ pub struct Config {
     pub controller_url: String,
     /// The runtime's base URL (`http://127.0.0.1:8888`).
     pub runtime_url: String,
+    /// The controller's API token (sent as `Authorization: Bearer` to the controller only).
+    pub auth_token: Option<String>,
     /// Archive downloads.
     pub fetch: fission_fetch::FetchConfig,
 }
@@ -84,7 +86,10 @@ impl IntoResponse for FetcherError {
 struct Fetcher {
     config: Config,
     http: reqwest::Client,
+    /// Downloads from anywhere but the controller (never given the token).
     downloads: fission_fetch::Fetcher,
+    /// Downloads from the controller's archive endpoint (with the token).
+    controller_downloads: fission_fetch::Fetcher,
 }
 
 /// Serve the fetcher API on `listener` until `shutdown`.
@@ -107,12 +112,23 @@ pub fn router(config: Config) -> Result<Router, FetcherError> {
         .timeout(Duration::from_secs(300))
         .build()
         .map_err(|e| FetcherError::Internal(format!("cannot build the HTTP client: {e}")))?;
-    let downloads = fission_fetch::Fetcher::new(&config.fetch, None)
-        .map_err(|e| FetcherError::Internal(format!("cannot set up downloads: {e}")))?;
+    let setup = |e: fission_fetch::FetchError| {
+        FetcherError::Internal(format!("cannot set up downloads: {e}"))
+    };
+    let downloads = fission_fetch::Fetcher::new(&config.fetch, None).map_err(setup)?;
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = &config.auth_token {
+        let value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| setup(fission_fetch::FetchError::InvalidToken))?;
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    let controller_downloads =
+        fission_fetch::Fetcher::with_headers(&config.fetch, None, headers).map_err(setup)?;
     let state = Arc::new(Fetcher {
         config,
         http,
         downloads,
+        controller_downloads,
     });
     Ok(Router::new()
         .route("/specialize", post(specialize))
@@ -230,15 +246,18 @@ impl Fetcher {
         }
         // An archive the controller stores is downloaded from the controller; others from
         // where they are. Both are checked against the package's sha256.
-        let url = match fission_core::archive::archive_id_from_url(&archive.url) {
-            Some(id) => format!(
-                "{}/proxy/storage/v1/archive?id={}",
-                self.config.controller_url.trim_end_matches('/'),
-                id
+        let (url, downloads) = match fission_core::archive::archive_id_from_url(&archive.url) {
+            Some(id) => (
+                format!(
+                    "{}/proxy/storage/v1/archive?id={}",
+                    self.config.controller_url.trim_end_matches('/'),
+                    id
+                ),
+                &self.controller_downloads,
             ),
-            None => archive.url.clone(),
+            None => (archive.url.clone(), &self.downloads),
         };
-        self.downloads
+        downloads
             .fetch(&url, &archive.checksum.sum)
             .await
             .map_err(|e| match e {
@@ -284,10 +303,11 @@ impl Fetcher {
             "{}/v2/{collection}/{name}",
             self.config.controller_url.trim_end_matches('/')
         );
-        let resp = self
-            .http
-            .get(&url)
-            .query(&[("namespace", namespace)])
+        let mut request = self.http.get(&url).query(&[("namespace", namespace)]);
+        if let Some(token) = &self.config.auth_token {
+            request = request.bearer_auth(token);
+        }
+        let resp = request
             .send()
             .await
             .map_err(|e| FetcherError::Internal(format!("cannot reach the controller: {e}")))?;

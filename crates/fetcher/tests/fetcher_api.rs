@@ -96,6 +96,7 @@ async fn fetcher(controller: SocketAddr, runtime: SocketAddr) -> (String, Dirs) 
         configmap_dir: dirs.userfunc.join("../configs"),
         controller_url: format!("http://{controller}"),
         runtime_url: format!("http://{runtime}"),
+        auth_token: None,
         fetch: fission_fetch::FetchConfig::default(),
     };
     let l = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -24,3 +24,23 @@ pub const ENV_MAX_SPECIALIZATIONS: &str = "FISSION_MAX_SPECIALIZATIONS";
 pub const ENV_STORE: &str = "FISSION_STORE";
 /// Kubeconfig for the Kubernetes store.
 pub const ENV_KUBECONFIG: &str = "FISSION_KUBECONFIG";
+/// Which components this process runs (`all`, `controller`, `router`, `executor`).
+pub const ENV_ROLE: &str = "FISSION_ROLE";
+/// Executor API listen address (`--role executor`).
+pub const ENV_EXECUTOR_LISTEN: &str = "FISSION_EXECUTOR_LISTEN";
+/// The executor API the router calls (`--role router`).
+pub const ENV_EXECUTOR_URL: &str = "FISSION_EXECUTOR_URL";
+/// The controller executors read archives from (`--role executor`).
+pub const ENV_CONTROLLER_URL: &str = "FISSION_CONTROLLER_URL";
+/// The router triggers call and the CLI is sent to (`--role controller`).
+pub const ENV_ROUTER_URL: &str = "FISSION_ROUTER_URL";
+/// API token the controller requires (also what the CLI sends).
+pub const ENV_AUTH_TOKEN: &str = "FISSION_AUTH_TOKEN";
+/// Run a non-loopback controller without a token.
+pub const ENV_INSECURE_NO_AUTH: &str = "FISSION_INSECURE_NO_AUTH";
+/// The controller's TLS certificate chain (PEM).
+pub const ENV_TLS_CERT: &str = "FISSION_TLS_CERT";
+/// The controller's TLS private key (PEM).
+pub const ENV_TLS_KEY: &str = "FISSION_TLS_KEY";
+/// A separate listener for the router's internal `/fission-function/…` routes.
+pub const ENV_ROUTER_INTERNAL_LISTEN: &str = "FISSION_ROUTER_INTERNAL_LISTEN";

@@ -28,6 +28,9 @@ pub(crate) struct FetcherArgs {
     /// The runtime container's URL.
     #[arg(long, default_value = "http://127.0.0.1:8888")]
     runtime_url: String,
+    /// The controller's API token (the pod gets it from a Secret).
+    #[arg(long, env = crate::env::ENV_AUTH_TOKEN, hide_env_values = true)]
+    auth_token: Option<String>,
 }
 
 pub(crate) async fn run(args: FetcherArgs) -> anyhow::Result<()> {
@@ -38,6 +41,7 @@ pub(crate) async fn run(args: FetcherArgs) -> anyhow::Result<()> {
         configmap_dir: args.configmap_dir,
         controller_url: args.controller_url,
         runtime_url: args.runtime_url,
+        auth_token: args.auth_token.filter(|t| !t.is_empty()),
         fetch: fission_fetch::FetchConfig::default(),
     };
     let shutdown = CancellationToken::new();

@@ -75,8 +75,13 @@ impl AnyExecutor {
 }
 
 /// The pod-backed executor.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "called once, from the server's start"
+)]
 pub(crate) async fn executor(
     args: &PodArgs,
+    controller_token: Option<String>,
     client: kube::Client,
     controller_addr: SocketAddr,
     config: fission_executor::Config,
@@ -96,6 +101,7 @@ pub(crate) async fn executor(
             .unwrap_or_else(|| format!("http://{controller_addr}")),
         executor_id: format!("{}-{}", std::process::id(), config.first_instance_id),
         pod_ready_timeout: Duration::from_secs(args.pod_ready_timeout),
+        controller_token,
     };
     let backend = fission_executor_kube::PodBackend::new(client, pod_config)
         .await

@@ -20,14 +20,17 @@ use tokio_util::sync::CancellationToken;
 
 use crate::env::*;
 
+mod roles;
+
 /// Flags of `fission server`.
 #[derive(Debug, Args)]
 #[command(
     after_help = "Every flag can also be set through the environment variable named in brackets.\n\
 The server keeps all state (objects, archives, logs, unpacked packages) in --data-dir; \
 only one server may use a data directory at a time.\n\
-Each function instance runs in its own sandbox (--sandbox bwrap, the default; needs root, bubblewrap, \
-iproute2 and nftables); --sandbox none runs them as plain processes with the server's privileges.\n\
+Each function instance and each source build runs in its own sandbox (--sandbox bwrap, the default; \
+needs root, bubblewrap, iproute2 and nftables); --sandbox none runs them as plain processes with the \
+server's privileges.\n\
 On SIGTERM or SIGINT the server stops accepting, lets in-flight requests finish for up to \
 --grace-period, then stops the function instances. Exit status: 0 after a clean stop, 1 when a \
 component failed, 2 when the flags or the machine do not allow the server to start.\n\
@@ -55,12 +58,14 @@ pub struct ServerArgs {
     /// How long in-flight requests may take to finish at shutdown, in seconds.
     #[arg(long, env = ENV_GRACE_PERIOD, default_value_t = 10)]
     grace_period: u64,
-    /// How function instances are isolated. `bwrap`: each instance in its own sandbox
-    /// (bubblewrap with user/pid/mount/ipc/uts/network namespaces, an unprivileged uid, seccomp,
-    /// cgroup limits from the environment's --maxmemory/--maxcpu, NAT egress that an
-    /// environment can turn off with the annotation fission.io/egress=false); needs root,
-    /// bubblewrap, iproute2 and nftables, and the server refuses to start without them.
-    /// `none`: plain processes with the server's privileges — no isolation at all.
+    /// How function instances and builds are isolated. `bwrap`: each instance and each build
+    /// step in its own sandbox (bubblewrap with user/pid/mount/ipc/uts/network namespaces, an
+    /// unprivileged uid, seccomp, cgroup limits from the environment's --maxmemory/--maxcpu —
+    /// builds without them get 1 GiB and one CPU — and NAT egress that never reaches this host;
+    /// an environment can turn egress off for its instances with the annotation
+    /// fission.io/egress=false); needs root, bubblewrap, iproute2 and nftables, and the server
+    /// refuses to start without them. `none`: plain processes with the server's privileges —
+    /// no isolation at all.
     #[arg(long, env = ENV_SANDBOX, value_enum, default_value_t = SandboxMode::Bwrap)]
     sandbox: SandboxMode,
     /// Most function instances (warm and specialized) alive at once [default: memory / 48 MiB].
@@ -76,8 +81,8 @@ pub struct ServerArgs {
     /// Secrets and ConfigMaps; function instances still run on this machine.
     #[arg(long, env = ENV_STORE, value_enum, default_value_t = StoreMode::Embedded)]
     store: StoreMode,
-    /// Kubeconfig for --store kubernetes [default: the pod's service account when run in a
-    /// pod, else $KUBECONFIG or ~/.kube/config].
+    /// Kubeconfig for --store kubernetes and for KubernetesWatchTriggers [default: the pod's
+    /// service account when run in a pod, else $KUBECONFIG or ~/.kube/config].
     #[arg(long, env = ENV_KUBECONFIG)]
     kubeconfig: Option<PathBuf>,
     /// PEM file of CA certificates trusted, besides the built-in web roots, when fetching
@@ -86,6 +91,68 @@ pub struct ServerArgs {
     archive_ca_cert: Option<PathBuf>,
     #[command(flatten)]
     pods: crate::pods::PodArgs,
+    /// The split-role flags (`--role` and the addresses the roles find each other at).
+    #[command(flatten)]
+    roles: roles::RoleArgs,
+    /// Token every controller request must carry (`Authorization: Bearer`), except /healthz.
+    /// Without it, a controller listening on anything but loopback uses the token in
+    /// <data-dir>/auth-token (generated, mode 0600, on first start); on loopback it then
+    /// requires none.
+    #[arg(long, env = ENV_AUTH_TOKEN, hide_env_values = true)]
+    auth_token: Option<String>,
+    /// Serve the controller on a non-loopback address WITHOUT a token: anyone who reaches it
+    /// can deploy and run code.
+    #[arg(long, env = ENV_INSECURE_NO_AUTH, conflicts_with = "auth_token")]
+    insecure_no_auth: bool,
+    /// PEM certificate chain: the controller then speaks HTTPS only (needs --tls-key).
+    #[arg(long, env = ENV_TLS_CERT, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = ENV_TLS_KEY, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Serve the router's internal /fission-function/… routes on this address only (as
+    /// Fission's router does on its internal port); the public router listener then answers
+    /// 404 for them. Triggers and `fission fn test` use it. Keep it on loopback or a private
+    /// network: like the routes themselves, it takes no token.
+    #[arg(long, env = ENV_ROUTER_INTERNAL_LISTEN)]
+    router_internal_listen: Option<SocketAddr>,
+}
+
+/// The token the controller requires, if any, and where it came from.
+fn api_token(
+    args: &ServerArgs,
+    controller: SocketAddr,
+    data: &DataDir,
+) -> Result<Option<fission_controller::ApiToken>> {
+    use fission_controller::ApiToken;
+    if let Some(t) = &args.auth_token {
+        let token = ApiToken::new(t, "given with --auth-token/FISSION_AUTH_TOKEN")?;
+        tracing::info!("the controller requires the API token given with --auth-token");
+        return Ok(Some(token));
+    }
+    if controller.ip().is_loopback() {
+        return Ok(None);
+    }
+    if args.insecure_no_auth {
+        tracing::warn!(
+            %controller,
+            "--insecure-no-auth: the controller listens beyond loopback WITHOUT a token; anyone who reaches it can deploy and run code"
+        );
+        return Ok(None);
+    }
+    let path = data.root().join("auth-token");
+    let (token, generated) = ApiToken::load_or_generate(&path)?;
+    println!(
+        "API token {} {} (clients send it: export FISSION_AUTH_TOKEN=$(cat {}))",
+        if generated {
+            "generated in"
+        } else {
+            "read from"
+        },
+        path.display(),
+        path.display()
+    );
+    Ok(Some(token))
 }
 
 /// `--store` values.
@@ -160,6 +227,23 @@ fn instance_launcher(
             );
             let envs = runtimes.path().to_owned();
             Ok((Arc::new(launcher), envs, Some((sandbox, runtimes))))
+        }
+    }
+}
+
+/// Where builds run: in slots of the instances' sandbox, or (`--sandbox none`) as plain
+/// processes.
+fn build_runner(sandbox: Option<&SandboxRun>) -> Arc<dyn fission_builder::BuildRunner> {
+    match sandbox {
+        Some((sandbox, _)) => Arc::new(fission_builder::SandboxRunner::new(
+            sandbox.clone(),
+            fission_builder::DEFAULT_BUILD_LIMITS,
+        )),
+        None => {
+            tracing::warn!(
+                "--sandbox none: source builds (npm, pip, build commands) run as plain processes with this server's privileges"
+            );
+            Arc::new(fission_builder::HostRunner)
         }
     }
 }
@@ -341,6 +425,9 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
 /// Open the data directory, bind the listeners and start every component.
 async fn start(args: ServerArgs) -> Result<Running> {
     init_tracing();
+    if args.roles.role != roles::Role::All {
+        return roles::start(args).await;
+    }
     let started = tokio::time::Instant::now();
     let data_dir_path = args.data_dir.clone().unwrap_or_else(default_data_dir);
     let data = DataDir::open(&data_dir_path)?;
@@ -385,8 +472,39 @@ async fn start(args: ServerArgs) -> Result<Running> {
                 args.router_listen
             )
         })?;
+    let router_internal_listener = match args.router_internal_listen {
+        Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| {
+            format!(
+                "cannot listen on {addr} (router internal routes); use --router-internal-listen"
+            )
+        })?),
+        None => None,
+    };
     let controller_addr = controller_listener.local_addr()?;
     let router_addr = router_listener.local_addr()?;
+    let router_internal_addr = match &router_internal_listener {
+        Some(l) => Some(l.local_addr()?),
+        None => None,
+    };
+    if router_internal_addr.is_some_and(|a| !a.ip().is_loopback()) {
+        tracing::warn!(
+            "--router-internal-listen is not on loopback: anyone who reaches it can call every function by name"
+        );
+    }
+    // What calls functions by their internal routes (triggers, `fn test`) goes here.
+    let internal_router_addr = router_internal_addr.unwrap_or(router_addr);
+    let token = api_token(&args, controller_addr, &data)?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(fission_controller::TlsConfig::from_pem_files(cert, key)?),
+        _ => None,
+    };
+    let controller_scheme = if tls.is_some() { "https" } else { "http" };
+    if tls.is_none() && token.is_some() && !controller_addr.ip().is_loopback() {
+        tracing::warn!(
+            %controller_addr,
+            "the controller serves plain http beyond loopback: the API token and every object cross the network readable; use --tls-cert/--tls-key or a tunnel"
+        );
+    }
 
     let environments_dir = args
         .environments_dir
@@ -459,8 +577,21 @@ async fn start(args: ServerArgs) -> Result<Running> {
         .map_or(1, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX / 2));
     let executor = match (args.pods.instances, kube_client) {
         (crate::pods::InstancesMode::Pods, Some(client)) => {
+            // The fetchers must present the controller's token when it requires one: the
+            // one given, or the one generated in the data directory.
+            let raw_token = match (&token, &args.auth_token) {
+                (None, _) => None,
+                (Some(_), Some(t)) => Some(t.clone()),
+                (Some(_), None) => Some(
+                    std::fs::read_to_string(data.root().join("auth-token"))
+                        .context("cannot read the generated API token for the fetchers")?
+                        .trim()
+                        .to_owned(),
+                ),
+            };
             crate::pods::executor(
                 &args.pods,
+                raw_token,
                 client,
                 controller_addr,
                 executor_config,
@@ -482,11 +613,16 @@ async fn start(args: ServerArgs) -> Result<Running> {
 
     // Triggers call functions through the router's internal routes, as Fission's do.
     let triggers = fission_triggers::Triggers::new(
-        &format!("http://{router_addr}"),
+        &format!("http://{internal_router_addr}"),
         store.clone(),
         Some(Arc::new(logs.clone())),
         &mut registry,
     )
+    // Watch triggers watch the cluster this names (else kube's inference: the pod's service
+    // account or $KUBECONFIG).
+    .with_kube(fission_triggers::KubeSource {
+        kubeconfig: args.kubeconfig.clone(),
+    })
     .with_async_jobs(
         &data.root().join("async.redb"),
         fission_triggers::AsyncConfig::default(),
@@ -513,13 +649,14 @@ async fn start(args: ServerArgs) -> Result<Running> {
     let router = router.with_metrics_endpoint(render_metrics.clone());
 
     let controller_config = fission_controller::Config {
-        router_url: format!("http://{router_addr}"),
+        router_url: format!("http://{internal_router_addr}"),
         ..fission_controller::Config::default()
     };
     let mut builder_config = fission_builder::Config::new(data.root().join("builds"));
     builder_config.node_bin = node.clone();
     builder_config.runtime_python_bin = python.clone();
     builder_config.archive_fetch = archive_fetch;
+    builder_config.runner = build_runner(sandbox.as_ref());
     let builder = fission_builder::BuildManager::new(
         builder_config,
         store.clone(),
@@ -537,16 +674,38 @@ async fn start(args: ServerArgs) -> Result<Running> {
     .with_metrics_endpoint(render_metrics)
     .with_instance_report(executor.report.clone())
     .with_routes(triggers.api_routes());
+    let controller = match token {
+        Some(token) => controller.with_auth_token(token),
+        None => controller,
+    };
+    let controller = match tls {
+        Some(tls) => controller.with_tls(tls),
+        None => controller,
+    };
 
     // Listeners: stop first, drain in-flight requests.
     let mut front = JoinSet::new();
     {
         let (router, shutdown) = (router.clone(), stop_accepting.clone());
+        let routes = if router_internal_listener.is_some() {
+            fission_router::Routes::Public
+        } else {
+            fission_router::Routes::All
+        };
         front.spawn(async move {
             router
-                .serve(router_listener, shutdown, grace)
+                .serve_routes(router_listener, shutdown, grace, routes)
                 .await
                 .context("router failed")
+        });
+    }
+    if let Some(listener) = router_internal_listener {
+        let (router, shutdown) = (router.clone(), stop_accepting.clone());
+        front.spawn(async move {
+            router
+                .serve(listener, shutdown, grace)
+                .await
+                .context("router (internal routes) failed")
         });
     }
     front.spawn(async move {
@@ -607,13 +766,16 @@ async fn start(args: ServerArgs) -> Result<Running> {
 
     router.ready().await;
     tracing::info!(data_dir = %data.root().display(), environments = %environments_dir.display(), node = %node.display(), python = %python.display(), sandbox = ?args.sandbox, "fission server started");
-    tracing::info!("controller listening on http://{controller_addr}");
+    tracing::info!("controller listening on {controller_scheme}://{controller_addr}");
     tracing::info!("router listening on http://{router_addr}");
+    if let Some(addr) = router_internal_addr {
+        tracing::info!("router internal routes on http://{addr}");
+    }
     println!(
-        "fission server ready in {} ms: controller http://{controller_addr} router http://{router_addr}",
+        "fission server ready in {} ms: controller {controller_scheme}://{controller_addr} router http://{router_addr}",
         started.elapsed().as_millis()
     );
-    println!("dashboard: http://{controller_addr}/ui");
+    println!("dashboard: {controller_scheme}://{controller_addr}/ui");
 
     Ok(Running {
         front,

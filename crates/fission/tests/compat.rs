@@ -75,9 +75,8 @@ fn a_spec_directory_exactly_as_fission_writes_it_applies_and_serves() {
         out.stderr
     );
     assert!(
-        out.stderr
-            .contains("Warning: this server does not fire KubernetesWatchTriggers yet"),
-        "{}",
+        !out.stderr.contains("does not fire KubernetesWatchTriggers"),
+        "watch triggers fire: {}",
         out.stderr
     );
     assert!(
@@ -585,16 +584,33 @@ fn listings_show_what_routes_match_and_where_triggers_live() {
     ])
     .ok();
     assert!(
+        !out.stderr.contains("does not consume"),
+        "kafka (the default type) is consumed: {}",
         out.stderr
-            .contains("Warning: this server does not consume 'kafka' message queues yet"),
+    );
+    let out = run(&[
+        "mqt",
+        "create",
+        "--name",
+        "sqs",
+        "--function",
+        "hello",
+        "--topic",
+        "orders",
+        "--mqtype",
+        "aws-sqs-queue",
+    ])
+    .ok();
+    assert!(
+        out.stderr
+            .contains("Warning: this server does not consume 'aws-sqs-queue' message queues yet"),
         "{}",
         out.stderr
     );
     let out = run(&["watch", "create", "--name", "w", "--function", "hello"]).ok();
     assert!(
-        out.stderr
-            .contains("Warning: this server does not fire KubernetesWatchTriggers yet"),
-        "{}",
+        !out.stderr.contains("does not fire"),
+        "watch triggers fire: {}",
         out.stderr
     );
 }

@@ -14,6 +14,9 @@ use std::time::{Duration, Instant};
 use kube_test_cluster::{NodeCluster, shared_node};
 use support::{BIN, http, write};
 
+/// The controller's API token in these tests.
+const TOKEN: &str = "kube-pods-test-token-0123456789abcdef";
+
 /// A server whose instances are pods of `node`, stopped on drop.
 struct PodServer {
     child: Child,
@@ -40,6 +43,8 @@ impl PodServer {
             .args(["--pod-namespace", namespace, "--sandbox", "none"])
             .args(["--controller-listen", &controller_listen])
             .args(["--router-listen", "127.0.0.1:0", "--grace-period", "2"])
+            // Beyond loopback the controller requires a token; the fetchers get it too.
+            .args(["--auth-token", TOKEN])
             .env("RUST_LOG", "info,fission_executor_kube=debug")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -96,6 +101,7 @@ impl PodServer {
             .args(args)
             .env("FISSION_URL", &self.controller)
             .env("FISSION_ROUTER_URL", &self.router)
+            .env("FISSION_AUTH_TOKEN", TOKEN)
             .env_remove("FISSION_DEFAULT_NAMESPACE")
             .stdin(Stdio::null())
             .output()

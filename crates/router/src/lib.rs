@@ -97,6 +97,7 @@
 //! their status, are relayed verbatim. See that module for the statuses and texts.
 #![deny(missing_docs)]
 
+pub mod access;
 mod async_call;
 mod body;
 mod error;
@@ -118,6 +119,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 pub use error::ProxyError;
+pub use server::Routes;
 pub use table::RouteTable;
 
 /// Default request body limit: 64 MiB. Fission sets none; an unbounded body is a way to make
@@ -308,7 +310,20 @@ impl Router {
         shutdown: CancellationToken,
         grace: Duration,
     ) -> std::io::Result<()> {
-        server::serve(self.inner.clone(), listener, shutdown, grace).await
+        server::serve(self.inner.clone(), listener, shutdown, grace, Routes::All).await
+    }
+
+    /// Like [`Router::serve`], but serving only `routes` on this listener: with
+    /// [`Routes::Public`] the internal `/fission-function/…` routes answer 404 there (serve them
+    /// on another listener with [`Router::serve`]).
+    pub async fn serve_routes(
+        &self,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+        grace: Duration,
+        routes: Routes,
+    ) -> std::io::Result<()> {
+        server::serve(self.inner.clone(), listener, shutdown, grace, routes).await
     }
 
     /// Replace the route table directly (tests and embedders that do not use a store).

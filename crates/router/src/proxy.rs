@@ -33,6 +33,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument as _, Span, debug, warn};
 
+use crate::access;
 use crate::body::{BodyState, CollectError, RouterBody, UpstreamBody, collect_limited};
 use crate::error::ProxyError;
 use crate::metrics::{CallRecord, Metrics};
@@ -144,11 +145,22 @@ impl Proxy {
             &fwd.metric_path,
             req.method(),
         );
-        let resp = match self.forward_inner(req, &fwd, &mut record, shutdown).await {
+        let mut leased = None;
+        let mut resp = match self
+            .forward_inner(req, &fwd, &mut record, &mut leased, shutdown)
+            .await
+        {
             Ok(resp) => resp,
             Err(err) => respond::proxy_error(&fwd.target.label, &err),
         };
         record.finish(resp.status().as_u16());
+        if access::enabled() {
+            resp.extensions_mut().insert(access::Served {
+                function: fwd.target.label.clone(),
+                cold: leased.is_some_and(|(cold, _)| cold),
+                instance: leased.map(|(_, id)| id),
+            });
+        }
         resp
     }
 
@@ -157,6 +169,7 @@ impl Proxy {
         mut req: Request<Incoming>,
         fwd: &Forward,
         record: &mut CallRecord,
+        leased: &mut Option<(bool, u64)>,
         shutdown: &CancellationToken,
     ) -> Result<Response<RouterBody>, ProxyError> {
         let target = &fwd.target;
@@ -221,6 +234,8 @@ impl Proxy {
                 }
                 Ok(Ok(lease)) => lease,
             };
+            // For the access log: whether this call cold-started, and on which instance.
+            *leased = Some((lease.cold, lease.instance_id));
             if lease.cold {
                 record.cold_start();
                 Span::current().record("fission.cold", true);

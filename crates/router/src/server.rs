@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument as _, Span, debug, field, info, warn};
 
 use crate::Inner;
+use crate::access;
 use crate::async_call;
 use crate::body::RouterBody;
 use crate::proxy::Forward;
@@ -28,11 +29,22 @@ use crate::table::{Builtin, Lookup};
 /// descriptors), so the loop does not spin.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
 
+/// Which routes a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Routes {
+    /// Everything, the internal `/fission-function/…` routes included (Fission before v1.23).
+    All,
+    /// Trigger routes and the router's own endpoints; `/fission-function/…` answers 404, as
+    /// Fission main's public router does (its internal routes have a listener of their own).
+    Public,
+}
+
 pub(crate) async fn serve(
     inner: Arc<Inner>,
     listener: TcpListener,
     shutdown: CancellationToken,
     grace: Duration,
+    routes: Routes,
 ) -> io::Result<()> {
     let mut builder = http1::Builder::new();
     builder.timer(TokioTimer::new());
@@ -49,7 +61,7 @@ pub(crate) async fn serve(
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = listener.accept() => match accepted {
                 Ok((stream, remote)) => {
-                    connections.spawn(serve_connection(inner.clone(), builder.clone(), stream, remote, shutdown.clone()));
+                    connections.spawn(serve_connection(inner.clone(), builder.clone(), stream, remote, shutdown.clone(), routes));
                 }
                 Err(e) if is_per_connection_error(&e) => debug!(error = %e, "accept failed for one connection"),
                 Err(e) => {
@@ -101,6 +113,7 @@ async fn serve_connection(
     stream: TcpStream,
     remote: SocketAddr,
     shutdown: CancellationToken,
+    routes: Routes,
 ) {
     // Small request/response exchanges should not wait for Nagle.
     let _ = stream.set_nodelay(true);
@@ -111,7 +124,7 @@ async fn serve_connection(
         let inner = inner.clone();
         let shutdown = svc_shutdown.clone();
         let client = client.clone();
-        async move { Ok::<_, Infallible>(handle(inner, req, client, shutdown).await) }
+        async move { Ok::<_, Infallible>(handle(inner, req, client, shutdown, routes).await) }
     });
     let conn = builder
         .serve_connection(TokioIo::new(stream), svc)
@@ -173,6 +186,7 @@ pub(crate) async fn handle(
     req: Request<Incoming>,
     client: Client,
     shutdown: CancellationToken,
+    routes: Routes,
 ) -> Response<RouterBody> {
     let span = tracing::debug_span!(
         "router.request",
@@ -183,10 +197,14 @@ pub(crate) async fn handle(
         fission.cold = field::Empty,
         http.response.status_code = field::Empty,
     );
+    let access = access::Pending::start(req.method(), req.uri());
     async move {
-        let resp = dispatch(&inner, req, client, &shutdown).await;
+        let resp = dispatch(&inner, req, client, &shutdown, routes).await;
         let span = Span::current();
         span.record("http.response.status_code", resp.status().as_u16());
+        if let Some(line) = access {
+            line.finish(resp.status().as_u16(), resp.extensions().get());
+        }
         debug!("request complete");
         resp
     }
@@ -199,6 +217,7 @@ async fn dispatch(
     req: Request<Incoming>,
     client: Client,
     shutdown: &CancellationToken,
+    routes: Routes,
 ) -> Response<RouterBody> {
     let table = inner.current_table();
     let host = request_host(&req);
@@ -213,6 +232,10 @@ async fn dispatch(
         }
         Lookup::NotFound => return respond::not_found(),
         Lookup::MethodNotAllowed { allow } => return respond::method_not_allowed(&allow),
+        // Internal routes are the matches without a trigger.
+        Lookup::Function(m) if routes == Routes::Public && m.trigger.is_none() => {
+            return respond::not_found();
+        }
         Lookup::Function(m) => {
             if let Some(queue) = inner
                 .async_calls()

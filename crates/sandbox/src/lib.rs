@@ -130,12 +130,20 @@ pub struct SlotSpec {
     /// Extra read-only bind mounts: (host path, absolute path inside). E.g. the runtime's
     /// directory at the same path. Host paths must be reachable by other users.
     pub readonly_binds: Vec<(PathBuf, PathBuf)>,
+    /// Writable bind mounts: (host directory, absolute path inside). The slot's uid is given
+    /// the host tree (every entry is `lchown`ed to [`Slot::host_uid`], links not followed)
+    /// before the program starts, so the program can write there and nowhere else on the host;
+    /// the caller owns what is left afterwards. E.g. a build's source and deploy directories.
+    /// Its ancestors need not be searchable by other users (the sandbox mounts it where the
+    /// slot can reach it, in a mount namespace of the slot's own). At most 4.
+    pub writable_binds: Vec<(PathBuf, PathBuf)>,
     /// `None`: the sandbox's [`SandboxConfig::default_limits`].
     pub limits: Option<Limits>,
     /// Give the slot a veth + NAT route to the outside; false: loopback only.
     pub egress: bool,
     /// Environment of the program (nothing is inherited). `PATH`, `HOME` and `LANG` have
-    /// defaults that entries here override; `FISSION_LISTEN_FD=3` is always set.
+    /// defaults that entries here override; `FISSION_LISTEN_FD=3` is set when there is a
+    /// listener.
     pub env: Vec<(String, String)>,
     /// The program, an absolute path as seen inside (e.g. `/usr/bin/node`).
     pub program: PathBuf,
@@ -144,7 +152,8 @@ pub struct SlotSpec {
     /// Working directory inside; default `/`.
     pub cwd: Option<PathBuf>,
     /// A bound, listening socket; the program gets it as fd 3. The slot keeps no copy.
-    pub listener: std::net::TcpListener,
+    /// `None` for a program nobody connects to (a build step).
+    pub listener: Option<std::net::TcpListener>,
 }
 
 impl SlotSpec {
@@ -155,14 +164,24 @@ impl SlotSpec {
         listener: std::net::TcpListener,
     ) -> Self {
         Self {
+            listener: Some(listener),
+            ..Self::command(program, args)
+        }
+    }
+
+    /// A spec for a program that serves nothing (no listening socket): no binds, default
+    /// limits, egress on, no extra environment.
+    pub fn command(program: impl Into<PathBuf>, args: Vec<String>) -> Self {
+        Self {
             readonly_binds: Vec::new(),
+            writable_binds: Vec::new(),
             limits: None,
             egress: true,
             env: Vec::new(),
             program: program.into(),
             args,
             cwd: None,
-            listener,
+            listener: None,
         }
     }
 }

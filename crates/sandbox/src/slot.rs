@@ -20,6 +20,12 @@ pub(crate) const HOSTNAME: &str = "fission";
 /// File names of the compiled seccomp programs in the run directory.
 pub(crate) const SECCOMP_DENY: &str = "seccomp-deny.bpf";
 pub(crate) const SECCOMP_CLONE3: &str = "seccomp-clone3.bpf";
+/// Most writable binds of a slot.
+const MAX_WRITABLE_BINDS: usize = 4;
+/// Name of writable bind `i`'s mount point in the slot's host directory.
+fn writable_mount_point(slot_dir: &Path, i: usize) -> PathBuf {
+    slot_dir.join(format!("bind-{i}"))
+}
 /// Inside paths the sandbox owns; binds may not replace them.
 const RESERVED: [&str; 6] = ["/userfunc", "/secrets", "/configs", "/tmp", "/proc", "/dev"];
 /// Host `/etc` entries made visible (read-only) when they exist.
@@ -202,6 +208,15 @@ impl Slot {
         self.cgroups.as_ref().is_some_and(SlotCgroups::oom_killed)
     }
 
+    /// How often a fork or clone in this slot failed because the pids limit was reached
+    /// (`max` in `pids.events`): check it when a build fails, to say it ran out of processes.
+    pub fn pids_limit_hits(&self) -> u64 {
+        self.cgroups
+            .as_ref()
+            .and_then(|cg| cgroup::read_key(&cg.pids.join("pids.events"), "max"))
+            .unwrap_or(0)
+    }
+
     /// Current usage.
     pub fn stats(&self) -> SlotStats {
         let Some(cg) = &self.cgroups else {
@@ -299,7 +314,18 @@ fn validate(spec: &SlotSpec) -> Result<(), Error> {
             spec.program.display()
         )));
     }
-    for (host, inside) in &spec.readonly_binds {
+    if spec.writable_binds.len() > MAX_WRITABLE_BINDS {
+        return Err(Error::Invalid(format!(
+            "{} writable binds; at most {MAX_WRITABLE_BINDS}",
+            spec.writable_binds.len()
+        )));
+    }
+    for (i, (host, inside)) in spec
+        .readonly_binds
+        .iter()
+        .chain(&spec.writable_binds)
+        .enumerate()
+    {
         if !inside.is_absolute() || !host.is_absolute() {
             return Err(Error::Invalid(format!(
                 "bind {} -> {}: both paths must be absolute",
@@ -313,7 +339,21 @@ fn validate(spec: &SlotSpec) -> Result<(), Error> {
                 inside.display()
             )));
         }
-        check_reachable(host).map_err(Error::Invalid)?;
+        // Writable binds are mounted by the child while still root: their ancestors may be
+        // private.
+        if i < spec.readonly_binds.len() {
+            check_reachable(host).map_err(Error::Invalid)?;
+        }
+    }
+    for (host, _) in &spec.writable_binds {
+        let meta = fs::symlink_metadata(host)
+            .map_err(|e| Error::Invalid(format!("writable bind {}: {e}", host.display())))?;
+        if !meta.is_dir() {
+            return Err(Error::Invalid(format!(
+                "writable bind {} is not a directory",
+                host.display()
+            )));
+        }
     }
     if let Some(cwd) = &spec.cwd
         && !cwd.is_absolute()
@@ -423,6 +463,27 @@ pub(crate) fn create(run: &Arc<Run>, spec: SlotSpec) -> Result<Slot, Error> {
         .map_err(|e| Error::io(format!("open cgroup.procs for {name}"), e))?
         .unwrap_or_default();
 
+    // Hand the writable trees to the slot's uid: it can write there and nowhere else. The
+    // child, still root, bind-mounts each onto a mount point in the slot directory inside a
+    // mount namespace of its own (gone with the slot's processes, nothing to undo on the
+    // host), so bubblewrap binds it from a path the slot's uid can reach even when the tree
+    // sits under a private directory (a data directory in /root).
+    let mut bind_mounts = Vec::with_capacity(spec.writable_binds.len());
+    for (i, (host, _)) in spec.writable_binds.iter().enumerate() {
+        chown_tree(host, host_id)
+            .map_err(|e| Error::io(format!("give {} to the slot", host.display()), e))?;
+        let point = writable_mount_point(&dir, i);
+        fs::DirBuilder::new()
+            .mode(0o755)
+            .create(&point)
+            .map_err(|e| Error::io(format!("mkdir {}", point.display()), e))?;
+        let c = |p: &Path| {
+            std::ffi::CString::new(p.as_os_str().as_encoded_bytes())
+                .map_err(|_| Error::Invalid(format!("{} contains a NUL byte", p.display())))
+        };
+        bind_mounts.push((c(host)?, c(&point)?));
+    }
+
     let args = bwrap_args(run, &spec, &dir, limits.tmp_bytes);
     let mut cmd = tokio::process::Command::new(&run.caps.bwrap);
     cmd.args(&args)
@@ -436,20 +497,24 @@ pub(crate) fn create(run: &Arc<Run>, spec: SlotSpec) -> Result<Slot, Error> {
                 .filter(|(k, _)| k != "FISSION_LISTEN_FD")
                 .map(|(k, v)| (k, v)),
         )
-        .env("FISSION_LISTEN_FD", LISTEN_FD.to_string())
         .current_dir("/")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(false);
+    let mut fd_map = vec![
+        (seccomp_deny.as_raw_fd(), LISTEN_FD + 1),
+        (seccomp_clone3.as_raw_fd(), LISTEN_FD + 2),
+    ];
+    if let Some(listener) = &spec.listener {
+        cmd.env("FISSION_LISTEN_FD", LISTEN_FD.to_string());
+        fd_map.push((listener.as_raw_fd(), LISTEN_FD));
+    }
     ChildSetup {
         cgroup_procs: procs.iter().map(AsRawFd::as_raw_fd).collect(),
         netns: netns.as_raw_fd(),
-        fd_map: vec![
-            (spec.listener.as_raw_fd(), LISTEN_FD),
-            (seccomp_deny.as_raw_fd(), LISTEN_FD + 1),
-            (seccomp_clone3.as_raw_fd(), LISTEN_FD + 2),
-        ],
+        fd_map,
+        bind_mounts,
         uid: host_id,
         gid: host_id,
     }
@@ -479,6 +544,18 @@ pub(crate) fn create(run: &Arc<Run>, spec: SlotSpec) -> Result<Slot, Error> {
     };
     tracing::debug!(slot = %slot.name, ms = slot.created_in.as_secs_f64() * 1e3, "sandbox: slot created");
     Ok(slot)
+}
+
+/// `lchown` every entry of the tree at `root` (links themselves, never what they point to;
+/// no descent through links) to `id:id`.
+fn chown_tree(root: &Path, id: u32) -> std::io::Result<()> {
+    std::os::unix::fs::lchown(root, Some(id), Some(id))?;
+    if fs::symlink_metadata(root)?.is_dir() {
+        for entry in fs::read_dir(root)? {
+            chown_tree(&entry?.path(), id)?;
+        }
+    }
+    Ok(())
 }
 
 fn bwrap_args(run: &Run, spec: &SlotSpec, slot_dir: &Path, tmp_bytes: u64) -> Vec<String> {
@@ -532,6 +609,10 @@ fn bwrap_args(run: &Run, spec: &SlotSpec, slot_dir: &Path, tmp_bytes: u64) -> Ve
             &host.display().to_string(),
             &inside.display().to_string(),
         ]);
+    }
+    for (i, (_, inside)) in spec.writable_binds.iter().enumerate() {
+        let point = writable_mount_point(slot_dir, i).display().to_string();
+        push(&["--bind", &point, &inside.display().to_string()]);
     }
     // Everything is in place: the root and /dev (both tmpfs owned by the slot's uid) become
     // read-only; /tmp and /dev/shm are separate mounts and stay writable.

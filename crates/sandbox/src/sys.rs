@@ -2,6 +2,7 @@
 //! runs in the forked child between `fork` and `exec` of bubblewrap.
 #![allow(unsafe_code)]
 
+use std::ffi::CString;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
@@ -54,12 +55,14 @@ pub(crate) fn try_flock_exclusive(file: &File) -> io::Result<bool> {
 /// What the child does between `fork` and `exec` of bubblewrap, in this order:
 ///
 /// 1. joins the slot's cgroups (writes `0`, i.e. "myself", to each pre-opened `cgroup.procs`);
-/// 2. joins the slot's network namespace (`setns` on a pre-opened `/run/netns/…` descriptor)
+/// 2. with bind mounts: enters a new mount namespace (propagation from it to the host's cut
+///    off) and bind-mounts each (source, mount point) there, while still root;
+/// 3. joins the slot's network namespace (`setns` on a pre-opened `/run/netns/…` descriptor)
 ///    and brings its loopback interface up;
-/// 3. places the inherited descriptors at their fixed numbers (listener on 3, seccomp
+/// 4. places the inherited descriptors at their fixed numbers (listener on 3, seccomp
 ///    programs after it) without close-on-exec, and marks every higher one close-on-exec;
-/// 4. drops every supplementary group, then gid, then uid to the slot's unprivileged ids;
-/// 5. sets `no_new_privs`.
+/// 5. drops every supplementary group, then gid, then uid to the slot's unprivileged ids;
+/// 6. sets `no_new_privs`.
 ///
 /// Every descriptor here was opened by the parent before forking; the child only uses
 /// async-signal-safe system calls and allocates nothing.
@@ -69,6 +72,8 @@ pub(crate) struct ChildSetup {
     pub(crate) netns: RawFd,
     /// (descriptor in the parent, number it must have in the child)
     pub(crate) fd_map: Vec<(RawFd, RawFd)>,
+    /// (source directory, mount point) bound in a private mount namespace of the child.
+    pub(crate) bind_mounts: Vec<(CString, CString)>,
     pub(crate) uid: u32,
     pub(crate) gid: u32,
 }
@@ -86,6 +91,38 @@ impl ChildSetup {
             let n = unsafe { libc::write(fd, b"0".as_ptr().cast(), 1) };
             if n != 1 {
                 return Err(io::Error::last_os_error());
+            }
+        }
+        if !self.bind_mounts.is_empty() {
+            // SAFETY: unshare/mount take flags and NUL-terminated strings prepared by the
+            // parent (alive until spawn returns); the child is single-threaded.
+            unsafe {
+                if libc::unshare(libc::CLONE_NEWNS) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                // Nothing mounted from here on may propagate back to the host.
+                if libc::mount(
+                    std::ptr::null(),
+                    c"/".as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_REC | libc::MS_SLAVE,
+                    std::ptr::null(),
+                ) != 0
+                {
+                    return Err(io::Error::last_os_error());
+                }
+                for (source, point) in &self.bind_mounts {
+                    if libc::mount(
+                        source.as_ptr(),
+                        point.as_ptr(),
+                        std::ptr::null(),
+                        libc::MS_BIND,
+                        std::ptr::null(),
+                    ) != 0
+                    {
+                        return Err(io::Error::last_os_error());
+                    }
+                }
             }
         }
         // SAFETY: `netns` is an open namespace descriptor owned by the parent; the child is

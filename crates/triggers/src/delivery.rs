@@ -23,6 +23,8 @@ pub enum TriggerKind {
     TimeTrigger,
     /// A `MessageQueueTrigger`.
     MessageQueueTrigger,
+    /// A `KubernetesWatchTrigger`.
+    KubernetesWatchTrigger,
 }
 
 impl TriggerKind {
@@ -32,6 +34,7 @@ impl TriggerKind {
         match self {
             Self::TimeTrigger => "time",
             Self::MessageQueueTrigger => "messagequeue",
+            Self::KubernetesWatchTrigger => "watch",
         }
     }
 
@@ -40,6 +43,7 @@ impl TriggerKind {
         match s {
             "time" => Some(Self::TimeTrigger),
             "messagequeue" => Some(Self::MessageQueueTrigger),
+            "watch" => Some(Self::KubernetesWatchTrigger),
             _ => None,
         }
     }

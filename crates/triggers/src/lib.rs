@@ -1,10 +1,13 @@
-//! Event triggers of the all-in-one server: TimeTriggers fire on their cron schedule and call
-//! their function through the router's internal route, exactly as Fission's timer does.
+//! Event triggers of the all-in-one server: TimeTriggers fire on their cron schedule,
+//! MessageQueueTriggers consume their broker (Kafka, RabbitMQ, Redis Streams, NATS
+//! JetStream), KubernetesWatchTriggers watch their namespace of the cluster; each calls its
+//! function through the router's internal route, as Fission's components do.
 //!
 //! * [`delivery`]: the one delivery path (Fission's publisher retries, per-trigger metrics,
 //!   status, failures in the function's log).
 //! * [`schedule`]: cron parsing as Fission's timer parses it (also used by
 //!   `fission tt showschedule`).
+//! * [`kubewatch`]: watch triggers (where the cluster is: [`KubeSource`]).
 //! * [`Triggers`]: follows the store and runs one task per trigger.
 #![deny(missing_docs)]
 
@@ -20,8 +23,11 @@ use tokio_util::sync::CancellationToken;
 
 pub mod async_jobs;
 pub mod delivery;
+pub mod kubewatch;
 pub mod mq;
+mod mq_kafka;
 mod mq_nats;
+mod mq_rabbitmq;
 mod mq_redis;
 pub mod schedule;
 mod timer;
@@ -31,11 +37,12 @@ pub use delivery::{
     Answer, Call, Delivery, DeliveryError, RetryPolicy, StatusTable, TriggerKey, TriggerKind,
     TriggerStatus,
 };
+pub use kubewatch::KubeSource;
 pub use schedule::{Schedule, ScheduleError};
 pub use timer::TIMER_NAME_HEADER;
 
 /// Path of the status API on the controller: `GET /v2/triggerstatus/{kind}/{name}?namespace=`
-/// with kind `time` or `messagequeue`.
+/// with kind `time`, `messagequeue` or `watch`.
 pub const STATUS_PATH: &str = "/v2/triggerstatus/{kind}/{name}";
 
 /// Why the trigger component stopped.
@@ -52,6 +59,7 @@ pub struct Triggers {
     store: Arc<dyn ResourceStore>,
     delivery: Delivery,
     async_jobs: Option<AsyncJobs>,
+    kube: KubeSource,
 }
 
 impl Triggers {
@@ -66,7 +74,15 @@ impl Triggers {
             store,
             delivery: Delivery::new(router_url, registry, logs),
             async_jobs: None,
+            kube: KubeSource::default(),
         }
+    }
+
+    /// Where KubernetesWatchTriggers find their cluster (default: kube's inference, the
+    /// pod's service account or `$KUBECONFIG`).
+    pub fn with_kube(mut self, source: KubeSource) -> Self {
+        self.kube = source;
+        self
     }
 
     /// Also run async calls, kept in the database at `path` (see [`async_jobs`]).
@@ -112,6 +128,8 @@ impl Triggers {
             mq::MqDefaults::from_env(),
             shutdown.clone(),
         );
+        let mut watches =
+            kubewatch::KubeWatches::new(self.delivery.clone(), self.kube.clone(), shutdown.clone());
         let stop_jobs = shutdown.child_token();
         let jobs = self
             .async_jobs
@@ -124,16 +142,18 @@ impl Triggers {
             match change {
                 Err(e) => break Err(TriggersError::Store(e)),
                 Ok(Change::Listed { objects, .. }) => {
-                    let (mut tts, mut mq) = (Vec::new(), Vec::new());
+                    let (mut tts, mut mq, mut ws) = (Vec::new(), Vec::new(), Vec::new());
                     for o in objects {
                         match o {
                             AnyResource::TimeTrigger(t) => tts.push(t),
                             AnyResource::MessageQueueTrigger(t) => mq.push(t),
+                            AnyResource::KubernetesWatchTrigger(t) => ws.push(t),
                             _ => {}
                         }
                     }
                     timers.replace_all(tts);
                     mqts.replace_all(mq);
+                    watches.replace_all(ws);
                 }
                 Ok(Change::Applied(event)) => match (event.event_type, event.object) {
                     (WatchEventType::Deleted, AnyResource::TimeTrigger(t)) => {
@@ -144,12 +164,17 @@ impl Triggers {
                         mqts.remove(&t.metadata.namespace, &t.metadata.name)
                     }
                     (_, AnyResource::MessageQueueTrigger(t)) => mqts.apply(t),
+                    (WatchEventType::Deleted, AnyResource::KubernetesWatchTrigger(t)) => {
+                        watches.remove(&t.metadata.namespace, &t.metadata.name)
+                    }
+                    (_, AnyResource::KubernetesWatchTrigger(t)) => watches.apply(t),
                     _ => {}
                 },
             }
         };
         timers.stop_all().await;
         mqts.stop_all().await;
+        watches.stop_all().await;
         if let Some(jobs) = jobs {
             stop_jobs.cancel();
             let _ = jobs.await;
@@ -171,7 +196,7 @@ async fn get_status(
     let Some(kind) = TriggerKind::from_api_name(&kind) else {
         return (
             StatusCode::BAD_REQUEST,
-            format!("unknown trigger kind '{kind}': use time or messagequeue"),
+            format!("unknown trigger kind '{kind}': use time, messagequeue or watch"),
         )
             .into_response();
     };

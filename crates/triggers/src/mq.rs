@@ -30,6 +30,9 @@ pub const MESSAGE_SOURCE: &str = "MessageSource";
 /// Error-topic header: how many times the message has been through the error topic.
 pub const RECYCLE_COUNTER: &str = "RecycleCounter";
 
+/// The `messageQueueType`s this server consumes.
+const SUPPORTED: [&str; 4] = ["kafka", "rabbitmq", "redis", "nats-jetstream"];
+
 /// Server-wide broker addresses, used when a trigger's `--metadata` names none.
 #[derive(Debug, Clone, Default)]
 pub struct MqDefaults {
@@ -37,6 +40,10 @@ pub struct MqDefaults {
     pub redis_address: Option<String>,
     /// NATS server URL (`nats://host:port`); env `FISSION_MQ_NATS_SERVER`.
     pub nats_server: Option<String>,
+    /// Kafka bootstrap servers (`host:port,…`); env `FISSION_MQ_KAFKA_BROKERS`.
+    pub kafka_brokers: Option<String>,
+    /// RabbitMQ URL (`amqp://user:password@host:port/vhost`); env `FISSION_MQ_RABBITMQ_URL`.
+    pub rabbitmq_url: Option<String>,
 }
 
 impl MqDefaults {
@@ -46,6 +53,8 @@ impl MqDefaults {
         Self {
             redis_address: var("FISSION_MQ_REDIS_ADDRESS"),
             nats_server: var("FISSION_MQ_NATS_SERVER"),
+            kafka_brokers: var("FISSION_MQ_KAFKA_BROKERS"),
+            rabbitmq_url: var("FISSION_MQ_RABBITMQ_URL"),
         }
     }
 }
@@ -55,7 +64,7 @@ impl MqDefaults {
 pub enum MqError {
     /// The broker type has no consumer here.
     #[error(
-        "message queue type '{0}' is not supported by this server (supported: redis, nats-jetstream); the trigger is not served"
+        "message queue type '{0}' is not supported by this server (supported: kafka, rabbitmq, redis, nats-jetstream); the trigger is not served"
     )]
     Unsupported(String),
     /// A required setting is missing.
@@ -283,7 +292,7 @@ impl MqTriggers {
         };
         let stop = self.shutdown.child_token();
         let mqtype = t.spec.message_queue_type.clone();
-        if !["redis", "nats-jetstream"].contains(&mqtype.as_str()) {
+        if !SUPPORTED.contains(&mqtype.as_str()) {
             refuse(&handler, &MqError::Unsupported(mqtype));
             return;
         }
@@ -299,6 +308,8 @@ impl MqTriggers {
                 }
             }
             let run = match mqtype.as_str() {
+                "kafka" => crate::mq_kafka::run(handler.clone(), &defaults, task_stop).await,
+                "rabbitmq" => crate::mq_rabbitmq::run(handler.clone(), &defaults, task_stop).await,
                 "redis" => crate::mq_redis::run(handler.clone(), &defaults, task_stop).await,
                 _ => crate::mq_nats::run(handler.clone(), &defaults, task_stop).await,
             };

@@ -175,3 +175,118 @@ async fn measure_nats_jetstream() {
     let _ = nats.kill();
     let _ = nats.wait();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement; run with --ignored --nocapture"]
+async fn measure_kafka() {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let kafka = common::brokers::Kafka::start().expect("kafka");
+    let f = Arc::new(FakeFunction::default());
+    let h = Harness::start(fake_router(f.clone()).await).await;
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", kafka.servers())
+        .set("linger.ms", "0")
+        .create()
+        .unwrap();
+    // The topic exists (and has a leader) before the consumer joins.
+    producer
+        .send(
+            FutureRecord::<(), _>::to("bench.warm").payload("x"),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    h.store
+        .create(mqt("kafka", &[("bootstrapServers", kafka.servers())]))
+        .await
+        .unwrap();
+    let mut lat = Vec::new();
+    for i in 0..LATENCY_SAMPLES {
+        let body = i.to_string();
+        let t = Instant::now();
+        producer
+            .send(
+                FutureRecord::<(), _>::to("bench.in").payload(&body),
+                Duration::from_secs(30),
+            )
+            .await
+            .unwrap();
+        // The first wait includes the consumer joining its group.
+        wait_calls(&f, i + 1).await;
+        if i > 0 {
+            lat.push(t.elapsed());
+        }
+    }
+    let start = Instant::now();
+    let bodies: Vec<String> = (0..N).map(|i| i.to_string()).collect();
+    let sends = bodies.iter().map(|b| {
+        producer.send(
+            FutureRecord::<(), _>::to("bench.in").payload(b),
+            Duration::from_secs(30),
+        )
+    });
+    for r in futures::future::join_all(sends).await {
+        r.unwrap();
+    }
+    wait_calls(&f, LATENCY_SAMPLES + N).await;
+    report("kafka", start.elapsed(), &mut lat);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement; run with --ignored --nocapture"]
+async fn measure_rabbitmq() {
+    use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
+    let rabbit = common::brokers::RabbitMq::start().expect("rabbitmq");
+    let f = Arc::new(FakeFunction::default());
+    let h = Harness::start(fake_router(f.clone()).await).await;
+    let conn = lapin::Connection::connect(&rabbit.url(), lapin::ConnectionProperties::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    ch.queue_declare(
+        "bench.in".into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        lapin::types::FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    h.store
+        .create(mqt("rabbitmq", &[("host", rabbit.url())]))
+        .await
+        .unwrap();
+    let publish = |body: String| {
+        let ch = ch.clone();
+        async move {
+            ch.basic_publish(
+                "".into(),
+                "bench.in".into(),
+                BasicPublishOptions::default(),
+                body.as_bytes(),
+                lapin::BasicProperties::default().with_delivery_mode(2),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        }
+    };
+    let mut lat = Vec::new();
+    for i in 0..LATENCY_SAMPLES {
+        let t = Instant::now();
+        publish(i.to_string()).await;
+        wait_calls(&f, i + 1).await;
+        lat.push(t.elapsed());
+    }
+    let start = Instant::now();
+    futures::future::join_all((0..N).map(|i| publish(i.to_string()))).await;
+    wait_calls(&f, LATENCY_SAMPLES + N).await;
+    report("rabbitmq", start.elapsed(), &mut lat);
+    h.stop().await;
+}

@@ -614,7 +614,7 @@ async fn create(ctx: &Ctx, a: FnCreateArgs) -> anyhow::Result<()> {
             namespace: env_ns.clone(),
             name: env.clone(),
         };
-        let pkg = package::new_package(
+        let mut pkg = package::new_package(
             &ns,
             &pkg_name,
             &env_ref,
@@ -622,6 +622,7 @@ async fn create(ctx: &Ctx, a: FnCreateArgs) -> anyhow::Result<()> {
             src,
             a.code.buildcmd.as_deref(),
         );
+        a.code.name_code_file(&mut pkg);
         validate(&pkg)?;
         if dry {
             dry_docs.push(to_yaml(&pkg)?);
@@ -1002,7 +1003,8 @@ async fn update(ctx: &Ctx, a: FnUpdateArgs) -> anyhow::Result<()> {
             resourceversion: pkg.metadata.resource_version,
         };
     } else if prepared.is_some() || a.code.buildcmd.is_some() || env_changed {
-        let pkg = package_of(ctx, &f).await?;
+        let mut pkg = package_of(ctx, &f).await?;
+        a.code.name_code_file(&mut pkg);
         let pkg_ns = pkg.metadata.namespace.clone();
         let others: Vec<String> = package::functions_using(ctx, &pkg_ns, &pkg.metadata.name)
             .await?

@@ -31,7 +31,8 @@ pub(crate) struct Ctx {
 
 impl Ctx {
     pub(crate) fn new(global: GlobalArgs) -> anyhow::Result<Self> {
-        let api = Api::new(&global.server, global.verbosity >= 2)?;
+        let api = Api::new(&global.server, global.verbosity >= 2)?
+            .with_access(global.auth_token.as_deref(), global.ca_cert.as_deref())?;
         Ok(Self { api, global })
     }
 
@@ -54,10 +55,8 @@ impl Ctx {
     }
 }
 
-/// Said when a trigger kind is stored that this server does not fire yet (Fission runs a
-/// separate component for each; this one is still to come).
 /// Message-queue types whose triggers this server consumes (`fission-triggers`).
-pub(crate) const CONSUMED_MQ_TYPES: [&str; 2] = ["redis", "nats-jetstream"];
+pub(crate) const CONSUMED_MQ_TYPES: [&str; 4] = ["kafka", "rabbitmq", "redis", "nats-jetstream"];
 
 /// Said when a message-queue trigger names a broker type this server does not consume.
 pub(crate) fn warn_mq_type_not_consumed(ctx: &Ctx, mq_type: &str) {
@@ -68,13 +67,6 @@ pub(crate) fn warn_mq_type_not_consumed(ctx: &Ctx, mq_type: &str) {
         "this server does not consume '{mq_type}' message queues yet (it does: {}): the trigger is \
          stored (and applies unchanged to a Fission cluster) but will not call its function",
         CONSUMED_MQ_TYPES.join(", ")
-    ));
-}
-
-pub(crate) fn warn_not_fired(ctx: &Ctx, kind: &str) {
-    ctx.warn(format!(
-        "this server does not fire {kind}s yet: the trigger is stored (and applies unchanged to a Fission \
-         cluster) but will not call its function"
     ));
 }
 

@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
 use fission_core::resources::{
-    ARCHIVE_LITERAL, Archive, Environment, EnvironmentSpec, Function, FunctionSpec, Package,
-    PackageSpec, PackageStatus, build_status,
+    ARCHIVE_LITERAL, Archive, CODE_FILENAME_ANNOTATION, Environment, EnvironmentSpec, Function,
+    FunctionSpec, Package, PackageSpec, PackageStatus, build_status,
 };
 use fission_core::{ObjectMeta, ObjectReference};
 
@@ -92,6 +92,31 @@ impl CodeArgs {
             .as_deref()
             .or(self.deploy.first().map(String::as_str))
             .or(self.src.first().map(String::as_str))
+    }
+
+    /// The name of the one file `--code` gives (the last path segment of a URL).
+    pub(crate) fn code_file_name(&self) -> Option<String> {
+        let code = self.code.as_deref()?;
+        let path = code.split(['?', '#']).next().unwrap_or(code);
+        let name = path.rsplit('/').next()?;
+        (!name.is_empty() && name != "." && name != "..").then(|| name.to_owned())
+    }
+
+    /// Record on `pkg` the name of its single code file, so its instances keep the user's name
+    /// (stack traces then show `hello.js`, not `deployarchive`); forget it when the deployment
+    /// is replaced by an archive. Leaves `pkg` alone when no deployment is given.
+    pub(crate) fn name_code_file(&self, pkg: &mut Package) {
+        if self.code.is_none() && self.deploy.is_empty() {
+            return;
+        }
+        let annotations = pkg.metadata.annotations.get_or_insert_default();
+        match self.code_file_name() {
+            Some(name) => annotations.insert(CODE_FILENAME_ANNOTATION.to_owned(), name),
+            None => annotations.remove(CODE_FILENAME_ANNOTATION),
+        };
+        if annotations.is_empty() {
+            pkg.metadata.annotations = None;
+        }
     }
 
     /// Read the files (all local failures happen here, before anything is written).
@@ -523,7 +548,7 @@ async fn create(ctx: &Ctx, a: PkgCreateArgs) -> anyhow::Result<()> {
         namespace: env_ns,
         name: env,
     };
-    let pkg = new_package(
+    let mut pkg = new_package(
         &ns,
         &name,
         &env_ref,
@@ -531,6 +556,7 @@ async fn create(ctx: &Ctx, a: PkgCreateArgs) -> anyhow::Result<()> {
         src,
         a.code.buildcmd.as_deref(),
     );
+    a.code.name_code_file(&mut pkg);
     validate(&pkg)?;
     if dry {
         return print_dry(&[to_yaml(&pkg)?]);
@@ -576,6 +602,8 @@ async fn update(ctx: &Ctx, a: PkgUpdateArgs) -> anyhow::Result<()> {
         .archives(ctx, prepared, false)
         .await
         .wrap("error updating package")?;
+    let mut pkg = pkg;
+    a.code.name_code_file(&mut pkg);
     let updated =
         update_package(ctx, pkg, deploy, src, a.code.buildcmd.as_deref(), env, None).await?;
     say(format!("Package '{}' updated", a.name));

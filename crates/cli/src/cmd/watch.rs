@@ -120,7 +120,6 @@ async fn create(ctx: &Ctx, a: WatchCreateArgs) -> anyhow::Result<()> {
     }
     ctx.api.create(&w).await.wrap("error creating watch")?;
     say(format!("trigger '{name}' created"));
-    super::warn_not_fired(ctx, "KubernetesWatchTrigger");
     Ok(())
 }
 
@@ -146,7 +145,7 @@ async fn get(ctx: &Ctx, a: WatchGetArgs) -> anyhow::Result<()> {
         return print_structured(f, &w);
     }
     watch_table(&[w]).print();
-    Ok(())
+    super::timetrigger::print_trigger_status(ctx, "watch", &ns, &a.name).await
 }
 
 async fn list(ctx: &Ctx, a: ListArgs) -> anyhow::Result<()> {

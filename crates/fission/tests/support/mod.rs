@@ -85,6 +85,25 @@ impl Server {
     }
 
     pub fn try_start_on(data_dir: &Path, controller: &str, router: &str) -> Result<Self, String> {
+        Self::try_start_logging(data_dir, controller, router, "info")
+    }
+
+    /// A server on free ports logging what `rust_log` (the `RUST_LOG` filter) selects.
+    pub fn start_logging(rust_log: &str) -> Self {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let data_dir = tmp.path().join("data");
+        let mut s = Self::try_start_logging(&data_dir, "127.0.0.1:0", "127.0.0.1:0", rust_log)
+            .unwrap_or_else(|e| panic!("server did not start: {e}"));
+        s._tmp = Some(tmp);
+        s
+    }
+
+    fn try_start_logging(
+        data_dir: &Path,
+        controller: &str,
+        router: &str,
+        rust_log: &str,
+    ) -> Result<Self, String> {
         std::fs::create_dir_all(data_dir).expect("data dir");
         let stderr_log = data_dir.with_extension(format!("{}.server.log", std::process::id()));
         let log = std::fs::File::create(&stderr_log).expect("log file");
@@ -99,7 +118,7 @@ impl Server {
                 "--grace-period",
                 "2",
             ])
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", rust_log)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)
@@ -318,4 +337,29 @@ impl Setup {
             .expect("call");
         (r.status().as_u16(), r.text().expect("body"))
     }
+}
+
+/// The cell under `column` in the row whose first cell is `name`, from a CLI table.
+pub fn table_cell(table: &str, name: &str, column: &str) -> String {
+    let mut lines = table.lines();
+    let header = lines.next().unwrap_or_default();
+    // Cells may contain single spaces (weighted FUNCTION(s)); columns start where headers do.
+    let start = header
+        .find(column)
+        .unwrap_or_else(|| panic!("no {column} column: {table}"));
+    let end = header[start..]
+        .find(char::is_whitespace)
+        .and_then(|w| {
+            header[start + w..]
+                .find(|c: char| !c.is_whitespace())
+                .map(|n| start + w + n)
+        })
+        .unwrap_or(usize::MAX);
+    let row = lines
+        .find(|l| l.split_whitespace().next() == Some(name))
+        .unwrap_or_else(|| panic!("{name} not in: {table}"));
+    row.get(start..end.min(row.len()))
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
 }

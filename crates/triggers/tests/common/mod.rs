@@ -14,6 +14,8 @@ use fission_store::RedbStore;
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
+pub mod brokers;
+
 /// One call the fake router received.
 #[derive(Debug, Clone)]
 pub struct Seen {
@@ -98,10 +100,27 @@ impl Harness {
         Self::start_with(router, store, dir).await
     }
 
+    /// With watch triggers watching the cluster of `kube`.
+    pub async fn start_kube(router: SocketAddr, kube: fission_triggers::KubeSource) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn ResourceStore> =
+            Arc::new(RedbStore::open(&dir.path().join("db.redb")).unwrap());
+        Self::start_full(router, store, dir, kube).await
+    }
+
     pub async fn start_with(
         router: SocketAddr,
         store: Arc<dyn ResourceStore>,
         dir: tempfile::TempDir,
+    ) -> Self {
+        Self::start_full(router, store, dir, Default::default()).await
+    }
+
+    async fn start_full(
+        router: SocketAddr,
+        store: Arc<dyn ResourceStore>,
+        dir: tempfile::TempDir,
+        kube: fission_triggers::KubeSource,
     ) -> Self {
         let mut registry = Registry::default();
         let triggers = fission_triggers::Triggers::new(
@@ -109,7 +128,8 @@ impl Harness {
             store.clone(),
             None,
             &mut registry,
-        );
+        )
+        .with_kube(kube);
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(triggers.clone().run(shutdown.clone()));
         Self {

@@ -414,11 +414,6 @@ async fn reconcile(
                     let m = create_any(&ctx.api, d)
                         .await
                         .wrap(&format!("error creating {what}"))?;
-                    if kind == ResourceKind::KubernetesWatchTrigger
-                        && !changes.created.contains_key(&kind)
-                    {
-                        crate::cmd::warn_not_fired(ctx, kind.kind_name());
-                    }
                     if let AnyResource::MessageQueueTrigger(t) = d {
                         crate::cmd::warn_mq_type_not_consumed(ctx, &t.spec.message_queue_type);
                     }

@@ -379,7 +379,7 @@ pub(crate) fn package(ctx: &Ctx, a: &PkgCreateArgs) -> anyhow::Result<()> {
     let env_ns = ctx.global.env_ref_namespace(&ns);
     warn_missing_env(ctx, &specs, &env_ns, &env);
     let (deploy, src, new_archives) = spec_archives(&a.code, &a.spec, &specs)?;
-    let pkg = spec_package(
+    let mut pkg = spec_package(
         &ns,
         &name,
         &env_ns,
@@ -388,6 +388,7 @@ pub(crate) fn package(ctx: &Ctx, a: &PkgCreateArgs) -> anyhow::Result<()> {
         src,
         a.code.buildcmd.as_deref(),
     );
+    a.code.name_code_file(&mut pkg);
     validate(&pkg)?;
     let mut docs = Vec::new();
     for aus in &new_archives {
@@ -456,7 +457,7 @@ pub(crate) fn function(ctx: &Ctx, a: &FnCreateArgs) -> anyhow::Result<()> {
             warn_missing_env(ctx, &specs, &env_ns, &env);
             let pkg_name = package_name_for_function(&a.name, &uuid::Uuid::new_v4().to_string());
             let (deploy, src, new_archives) = spec_archives(&a.code, &a.spec, &specs)?;
-            let pkg = spec_package(
+            let mut pkg = spec_package(
                 &ns,
                 &pkg_name,
                 &env_ns,
@@ -465,6 +466,7 @@ pub(crate) fn function(ctx: &Ctx, a: &FnCreateArgs) -> anyhow::Result<()> {
                 src,
                 a.code.buildcmd.as_deref(),
             );
+            a.code.name_code_file(&mut pkg);
             validate(&pkg)?;
             for aus in &new_archives {
                 docs.push(aus_doc(aus)?);

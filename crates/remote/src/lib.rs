@@ -1,0 +1,22 @@
+//! The network implementations of `fission-core`'s ports, for a server split into roles
+//! (`fission server --role controller|router|executor`):
+//!
+//! * [`ExecutorApi`] serves an executor's [`FunctionInstances`](fission_core::FunctionInstances)
+//!   as Fission's executor API (`POST /v2/getServiceForFunction`, `/v2/unTapService`,
+//!   `/v2/tapServices`), holding each lease until the router releases it.
+//! * [`RemoteInstances`] is the router's side: `FunctionInstances` over that API.
+//! * [`RemoteArchives`] reads package archives from the controller's storagesvc endpoint
+//!   (`GET /v1/archive?id=`), verified against their sha256 id.
+//!
+//! The all-in-one server uses none of this: its router calls the executor in-process.
+#![deny(missing_docs)]
+
+mod archives;
+mod client;
+mod server;
+mod wire;
+
+pub use archives::RemoteArchives;
+pub use client::{RemoteInstances, RemoteInstancesError};
+pub use server::ExecutorApi;
+pub use wire::{LEASE_TTL, TAP_INTERVAL};
