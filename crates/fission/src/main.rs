@@ -4,6 +4,8 @@
 //! lives in the component crates.
 
 mod env;
+mod fetcher;
+mod pods;
 mod server;
 
 use std::process::ExitCode;
@@ -32,6 +34,9 @@ struct Top {
 enum TopCommand {
     /// Run the all-in-one server: controller, router and executor in one process.
     Server(server::ServerArgs),
+    /// Run the fetcher sidecar of a function pod (Fission's fetcher API on :8000).
+    #[command(hide = true)]
+    Fetcher(fetcher::FetcherArgs),
     #[command(flatten)]
     Cli(fission_cli::Command),
 }
@@ -84,6 +89,7 @@ fn main() -> ExitCode {
                 };
                 (anyhow::Error::new(e), code)
             }),
+            TopCommand::Fetcher(args) => fetcher::run(args).await.map_err(|e| (e, 1)),
             TopCommand::Cli(cmd) => fission_cli::run(top.global, cmd).await.map_err(|e| (e, 1)),
         }
     });

@@ -89,6 +89,8 @@ pub struct ServerArgs {
     /// http(s) package archives (`--deploy`/`--src https://…`).
     #[arg(long, env = fission_fetch::CA_CERT_ENV)]
     archive_ca_cert: Option<PathBuf>,
+    #[command(flatten)]
+    pods: crate::pods::PodArgs,
     /// The split-role flags (`--role` and the addresses the roles find each other at).
     #[command(flatten)]
     roles: roles::RoleArgs,
@@ -277,8 +279,8 @@ fn default_environments_dir() -> Option<PathBuf> {
 
 /// Logs go to stderr from a writer thread: a request never waits on a slow terminal or pipe
 /// (the access log writes a line per request). Not lossy: past 128 k queued lines, loggers
-/// wait. The guard flushes what is queued when it is dropped, at the end of [`run`].
-fn init_tracing() -> tracing_appender::non_blocking::WorkerGuard {
+/// wait. The guard flushes what is queued when it is dropped: hold it until the process ends.
+pub(crate) fn init_tracing() -> tracing_appender::non_blocking::WorkerGuard {
     use std::io::IsTerminal as _;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
@@ -294,7 +296,7 @@ fn init_tracing() -> tracing_appender::non_blocking::WorkerGuard {
     guard
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let term = signal(SignalKind::terminate());
     let int = signal(SignalKind::interrupt());
@@ -437,6 +439,14 @@ async fn start(args: ServerArgs) -> Result<Running> {
     let started = tokio::time::Instant::now();
     let data_dir_path = args.data_dir.clone().unwrap_or_else(default_data_dir);
     let data = DataDir::open(&data_dir_path)?;
+    if args.pods.instances == crate::pods::InstancesMode::Pods
+        && args.store != StoreMode::Kubernetes
+    {
+        anyhow::bail!(
+            "--instances pods needs --store kubernetes (pods run in the store's cluster)"
+        );
+    }
+    let mut kube_client = None;
     let store: Arc<dyn ResourceStore> = match args.store {
         StoreMode::Embedded => {
             let cipher = SecretCipher::load_or_create(&data.secret_key())?;
@@ -452,6 +462,7 @@ async fn start(args: ServerArgs) -> Result<Running> {
         StoreMode::Kubernetes => {
             let store = fission_store_kube::KubeStore::connect(args.kubeconfig.as_deref()).await?;
             store.check_ready().await?;
+            kube_client = Some(store.client().clone());
             Arc::new(store)
         }
     };
@@ -572,14 +583,41 @@ async fn start(args: ServerArgs) -> Result<Running> {
     executor_config.first_instance_id = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(1, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX / 2));
-    let executor = fission_executor::Executor::new(
-        executor_config,
-        store.clone(),
-        archives.clone(),
-        logs.clone(),
-        launcher,
-        &mut registry,
-    );
+    let executor = match (args.pods.instances, kube_client) {
+        (crate::pods::InstancesMode::Pods, Some(client)) => {
+            // The fetchers must present the controller's token when it requires one: the
+            // one given, or the one generated in the data directory.
+            let raw_token = match (&token, &args.auth_token) {
+                (None, _) => None,
+                (Some(_), Some(t)) => Some(t.clone()),
+                (Some(_), None) => Some(
+                    std::fs::read_to_string(data.root().join("auth-token"))
+                        .context("cannot read the generated API token for the fetchers")?
+                        .trim()
+                        .to_owned(),
+                ),
+            };
+            crate::pods::executor(
+                &args.pods,
+                raw_token,
+                client,
+                controller_addr,
+                executor_config,
+                store.clone(),
+                Arc::new(logs.clone()),
+                &mut registry,
+            )
+            .await?
+        }
+        _ => crate::pods::AnyExecutor::of(fission_executor::Executor::new(
+            executor_config,
+            store.clone(),
+            archives.clone(),
+            logs.clone(),
+            launcher,
+            &mut registry,
+        )),
+    };
 
     // Triggers call functions through the router's internal routes, as Fission's do.
     let triggers = fission_triggers::Triggers::new(
@@ -601,7 +639,8 @@ async fn start(args: ServerArgs) -> Result<Running> {
         listen: router_addr,
         ..fission_router::Config::default()
     };
-    let mut router = fission_router::Router::new(router_config, executor.clone(), &mut registry);
+    let mut router =
+        fission_router::Router::new(router_config, executor.instances.clone(), &mut registry);
     if let Some(queue) = triggers.async_calls() {
         router = router.with_async_calls(queue);
     }
@@ -641,7 +680,7 @@ async fn start(args: ServerArgs) -> Result<Running> {
         stop_accepting.clone(),
     )
     .with_metrics_endpoint(render_metrics)
-    .with_instance_report(executor.clone())
+    .with_instance_report(executor.report.clone())
     .with_routes(triggers.api_routes());
     let controller = match token {
         Some(token) => controller.with_auth_token(token),
@@ -687,7 +726,7 @@ async fn start(args: ServerArgs) -> Result<Running> {
     let mut back = JoinSet::new();
     {
         let shutdown = stop_backends.clone();
-        back.spawn(async move { executor.run(shutdown).await.context("executor failed") });
+        back.spawn(async move { (executor.run)(shutdown).await.context("executor failed") });
     }
     {
         let (router, store, shutdown) = (router.clone(), store.clone(), stop_backends.clone());

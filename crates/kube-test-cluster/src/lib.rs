@@ -276,3 +276,221 @@ pub fn shared() -> Option<&'static TestCluster> {
         })
         .as_ref()
 }
+
+/// A one-node cluster that runs pods (`scripts/k8s/node-cluster.sh`): etcd, kube-apiserver,
+/// kube-controller-manager, kube-scheduler, containerd and a kubelet, with pods on the bridge
+/// `fissionrs0` (10.98.0.0/24; the host is [`NodeCluster::host_ip`] on it, so a server
+/// listening there is reachable from pods). One node runs on a machine at a time (the script
+/// waits for another test run's node to stop). Needs root, Debian's `runc` and
+/// `containernetworking-plugins`, `jq`, `gcc` and Go.
+pub struct NodeCluster {
+    dir: PathBuf,
+    _owned_dir: Option<tempfile::TempDir>,
+    /// `https://127.0.0.1:<port>`.
+    pub server: String,
+    /// An admin (system:masters) kubeconfig.
+    pub kubeconfig: PathBuf,
+    /// Directory holding etcd, kube-apiserver and kubectl.
+    pub bin_dir: PathBuf,
+    /// The host's address on the pod bridge.
+    pub host_ip: std::net::Ipv4Addr,
+    /// The node's name.
+    pub node_name: String,
+    /// Seconds the start took.
+    pub start_secs: f64,
+    stop_on_drop: bool,
+}
+
+fn node_script() -> PathBuf {
+    repo_root().join("scripts/k8s/node-cluster.sh")
+}
+
+/// Build the node's images (`scripts/k8s/build-images.sh`) into `out`, with the fetcher image
+/// made from `fission` (the binary under test). Cached by content: unchanged images are kept.
+pub fn build_node_images(out: &Path, fission: &Path) -> Result<(), ClusterError> {
+    for tool in ["jq", "gcc", "go", "runc", "node", "python3"] {
+        have(tool)?;
+    }
+    run(
+        Command::new(repo_root().join("scripts/k8s/build-images.sh"))
+            .arg(out)
+            .arg(fission),
+    )
+    .map(|_| ())
+}
+
+impl NodeCluster {
+    fn start_inner(images: &Path, shared: bool) -> Result<Self, ClusterError> {
+        for tool in ["openssl", "curl", "ip", "runc"] {
+            have(tool)?;
+        }
+        if !Path::new("/usr/lib/cni/bridge").exists() {
+            return Err(ClusterError::Missing {
+                tool: "containernetworking-plugins",
+            });
+        }
+        // The kubelet needs root.
+        let uid = run(Command::new("id").arg("-u"))?;
+        if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+            return Err(ClusterError::Missing {
+                tool: "root (the kubelet needs it)",
+            });
+        }
+        let tmp = tempfile::Builder::new()
+            .prefix("fission-node-")
+            .tempdir()
+            .map_err(|source| ClusterError::Io {
+                what: "create the node directory".into(),
+                source,
+            })?;
+        let api = free_port()?;
+        let t0 = Instant::now();
+        let mut cmd = Command::new(node_script());
+        cmd.arg("start").arg(tmp.path());
+        for (var, port) in [
+            ("ETCD_PORT", free_port()?),
+            ("ETCD_PEER_PORT", free_port()?),
+            ("APISERVER_PORT", api),
+            ("KCM_PORT", free_port()?),
+            ("SCHEDULER_PORT", free_port()?),
+            ("KUBELET_PORT", free_port()?),
+            ("KUBELET_HEALTHZ_PORT", free_port()?),
+        ] {
+            cmd.env(var, port.to_string());
+        }
+        cmd.env("NODE_IMAGES_DIR", images);
+        if shared {
+            cmd.arg(std::process::id().to_string());
+        }
+        run(&mut cmd)?;
+        let read = |f: &str| {
+            std::fs::read_to_string(tmp.path().join(f))
+                .map(|s| s.trim().to_owned())
+                .map_err(|source| ClusterError::Io {
+                    what: format!("read {f}"),
+                    source,
+                })
+        };
+        let bin_dir = PathBuf::from(read("bin-dir")?);
+        let node_name = read("node-name")?;
+        let dir = tmp.path().to_owned();
+        let owned = if shared {
+            let _ = tmp.keep();
+            None
+        } else {
+            Some(tmp)
+        };
+        Ok(Self {
+            kubeconfig: dir.join("admin.kubeconfig"),
+            server: format!("https://127.0.0.1:{api}"),
+            bin_dir,
+            host_ip: std::net::Ipv4Addr::new(10, 98, 0, 1),
+            node_name,
+            dir,
+            _owned_dir: owned,
+            start_secs: t0.elapsed().as_secs_f64(),
+            stop_on_drop: !shared,
+        })
+    }
+
+    /// Start a node of this test's own (images from `images`, see [`build_node_images`]),
+    /// torn down on drop.
+    pub fn start(images: &Path) -> Result<Self, ClusterError> {
+        Self::start_inner(images, false)
+    }
+
+    /// Run kubectl against this cluster.
+    pub fn kubectl<I, S>(&self, args: I) -> Output
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let mut cmd = Command::new(self.bin_dir.join("kubectl"));
+        cmd.arg("--kubeconfig").arg(&self.kubeconfig).args(args);
+        match cmd.output() {
+            Ok(o) => o,
+            Err(e) => panic!("cannot run kubectl: {e}"),
+        }
+    }
+
+    /// Run kubectl and return stdout; panics with stderr when it fails.
+    pub fn kubectl_ok<I, S>(&self, args: I) -> String
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let out = self.kubectl(args);
+        assert!(
+            out.status.success(),
+            "kubectl failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Apply the checked-in `fission.io` CRDs and wait until they are Established.
+    pub fn apply_crds(&self) {
+        let crds = repo_root().join("deploy/crds");
+        self.kubectl_ok([
+            std::ffi::OsStr::new("apply"),
+            "-f".as_ref(),
+            crds.as_os_str(),
+        ]);
+        self.kubectl_ok([
+            std::ffi::OsStr::new("wait"),
+            "--for=condition=Established".as_ref(),
+            "--timeout=60s".as_ref(),
+            "-f".as_ref(),
+            crds.as_os_str(),
+        ]);
+    }
+
+    /// The state directory (logs under `logs/`).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for NodeCluster {
+    fn drop(&mut self) {
+        if self.stop_on_drop {
+            let _ = Command::new(node_script())
+                .arg("stop")
+                .arg(&self.dir)
+                .status();
+        }
+    }
+}
+
+/// The node shared by every test in this test binary, started on first use (images built
+/// from `fission` into a cache under `~/.cache/fission-rs/k8s-node/images`) with the CRDs
+/// applied. None when a prerequisite is missing outside CI; panics in CI and on failures.
+pub fn shared_node(fission: &Path) -> Option<&'static NodeCluster> {
+    static NODE: OnceLock<Option<NodeCluster>> = OnceLock::new();
+    NODE.get_or_init(|| {
+        let images = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(std::env::temp_dir)
+            .join(".cache/fission-rs/k8s-node/images");
+        let started = build_node_images(&images, fission)
+            .and_then(|()| NodeCluster::start_inner(&images, true));
+        let node = match started {
+            Ok(n) => n,
+            Err(ClusterError::Missing { tool }) => {
+                return fission_test_support::require(
+                    "a Kubernetes test node",
+                    "scripts/k8s/node-cluster.sh needs root, runc and containernetworking-plugins (apt), jq, gcc and go",
+                    Err::<NodeCluster, _>(format!("{tool} is not installed")),
+                );
+            }
+            Err(e) => panic!("cannot start the Kubernetes test node: {e}"),
+        };
+        eprintln!(
+            "test node {} at {} ready in {:.1} s",
+            node.node_name, node.server, node.start_secs
+        );
+        node.apply_crds();
+        Some(node)
+    })
+    .as_ref()
+}

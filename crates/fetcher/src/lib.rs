@@ -1,0 +1,445 @@
+//! The fetcher: the sidecar of every pool pod (`fission fetcher`, Fission's `/fetcher`).
+//!
+//! On `POST /specialize` it puts the function's package into the directory it shares with the
+//! runtime container (`/userfunc/<filename>`: the file itself, or the unpacked zip), writes the
+//! function's Secrets and ConfigMaps as files (`/secrets/<ns>/<name>/<key>`,
+//! `/configs/<ns>/<name>/<key>`), and tells the runtime to load it (`/v2/specialize`). Fission's
+//! fetcher reads Packages and Secrets from the Kubernetes API; this one reads them from the
+//! controller's REST API (the same objects), so a pod needs no service-account rights, and
+//! downloads archives sha256-verified (`fission-fetch`) and unpacks them safely
+//! (`fission-unpack`).
+#![deny(missing_docs)]
+
+pub mod wire;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use fission_core::ObjectMeta;
+use fission_core::resources::{Archive, ConfigMap, Package, Secret, build_status};
+use tokio_util::sync::CancellationToken;
+
+use crate::wire::{FETCH_DEPLOYMENT, FETCH_SOURCE, FETCH_URL, FetchRequest, SpecializeRequest};
+
+/// How long the runtime may take to start accepting connections before a specialize fails.
+const RUNTIME_CONNECT_BUDGET: Duration = Duration::from_secs(60);
+/// Attempts at reading a Package the executor just saw (the controller may lag a write).
+const PACKAGE_TRIES: u32 = 5;
+
+/// Fetcher settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The directory shared with the runtime (`/userfunc`).
+    pub shared_dir: PathBuf,
+    /// Where Secrets go (`/secrets`).
+    pub secret_dir: PathBuf,
+    /// Where ConfigMaps go (`/configs`).
+    pub configmap_dir: PathBuf,
+    /// The controller's base URL (`http://host:port`), for Packages, Secrets, ConfigMaps and
+    /// archives.
+    pub controller_url: String,
+    /// The runtime's base URL (`http://127.0.0.1:8888`).
+    pub runtime_url: String,
+    /// The controller's API token (sent as `Authorization: Bearer` to the controller only).
+    pub auth_token: Option<String>,
+    /// Archive downloads.
+    pub fetch: fission_fetch::FetchConfig,
+}
+
+/// Why a fetch or specialization failed; the status is what the caller gets.
+#[derive(Debug, thiserror::Error)]
+pub enum FetcherError {
+    /// The request itself is wrong.
+    #[error("{0}")]
+    BadRequest(String),
+    /// A Secret or ConfigMap the function names does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The archive did not match its recorded sha256.
+    #[error("{0}")]
+    Checksum(String),
+    /// Anything else (controller unreachable, disk, the runtime refused the code).
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl IntoResponse for FetcherError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            Self::BadRequest(_) | Self::Checksum(_) => StatusCode::BAD_REQUEST,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        tracing::warn!(%status, error = %self, "request failed");
+        (status, self.to_string()).into_response()
+    }
+}
+
+struct Fetcher {
+    config: Config,
+    http: reqwest::Client,
+    /// Downloads from anywhere but the controller (never given the token).
+    downloads: fission_fetch::Fetcher,
+    /// Downloads from the controller's archive endpoint (with the token).
+    controller_downloads: fission_fetch::Fetcher,
+}
+
+/// Serve the fetcher API on `listener` until `shutdown`.
+pub async fn serve(
+    config: Config,
+    listener: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), FetcherError> {
+    let app = router(config)?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+        .map_err(|e| FetcherError::Internal(format!("fetcher server failed: {e}")))
+}
+
+/// The fetcher's HTTP API.
+pub fn router(config: Config) -> Result<Router, FetcherError> {
+    let http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(300))
+        .build()
+        .map_err(|e| FetcherError::Internal(format!("cannot build the HTTP client: {e}")))?;
+    let setup = |e: fission_fetch::FetchError| {
+        FetcherError::Internal(format!("cannot set up downloads: {e}"))
+    };
+    let downloads = fission_fetch::Fetcher::new(&config.fetch, None).map_err(setup)?;
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = &config.auth_token {
+        let value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| setup(fission_fetch::FetchError::InvalidToken))?;
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    let controller_downloads =
+        fission_fetch::Fetcher::with_headers(&config.fetch, None, headers).map_err(setup)?;
+    let state = Arc::new(Fetcher {
+        config,
+        http,
+        downloads,
+        controller_downloads,
+    });
+    Ok(Router::new()
+        .route("/specialize", post(specialize))
+        .route("/fetch", post(fetch))
+        .route("/upload", post(upload))
+        .route("/healthz", get(|| async { StatusCode::OK }))
+        .route("/readiness-healthz", get(|| async { StatusCode::OK }))
+        .route(
+            "/version",
+            get(|| async {
+                axum::Json(serde_json::json!({
+                    "name": "fission-rs fetcher",
+                    "version": env!("CARGO_PKG_VERSION"),
+                }))
+            }),
+        )
+        .with_state(state))
+}
+
+fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, FetcherError> {
+    serde_json::from_slice(body)
+        .map_err(|e| FetcherError::BadRequest(format!("cannot decode the request: {e}")))
+}
+
+async fn specialize(
+    State(f): State<Arc<Fetcher>>,
+    body: Bytes,
+) -> Result<StatusCode, FetcherError> {
+    let req: SpecializeRequest = parse(&body)?;
+    let t0 = std::time::Instant::now();
+    f.fetch(&req.fetch_req).await?;
+    let fetched = t0.elapsed();
+    f.load(&req.load_req).await?;
+    tracing::info!(
+        package = %req.fetch_req.package.name,
+        fetch_ms = fetched.as_millis() as u64,
+        total_ms = t0.elapsed().as_millis() as u64,
+        "specialized"
+    );
+    Ok(StatusCode::OK)
+}
+
+async fn fetch(State(f): State<Arc<Fetcher>>, body: Bytes) -> Result<StatusCode, FetcherError> {
+    let req: FetchRequest = parse(&body)?;
+    f.fetch(&req).await?;
+    Ok(StatusCode::OK)
+}
+
+/// Builds do not run in pods yet (the builder runs in the server), so there is nothing to
+/// upload from here.
+async fn upload(body: Bytes) -> Result<StatusCode, FetcherError> {
+    let _req: wire::UploadRequest = parse(&body)?;
+    Ok(StatusCode::NOT_IMPLEMENTED)
+}
+
+/// A single path component: the shared directory must not be escaped.
+fn safe_name(name: &str) -> Result<&str, FetcherError> {
+    if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
+        return Err(FetcherError::BadRequest(format!(
+            "invalid file name '{name}': must be one path component"
+        )));
+    }
+    Ok(name)
+}
+
+impl Fetcher {
+    async fn fetch(&self, req: &FetchRequest) -> Result<(), FetcherError> {
+        let filename = safe_name(&req.filename)?;
+        let target = self.config.shared_dir.join(filename);
+        // Idempotent, as Fission's: a retried specialize finds the code already there.
+        if tokio::fs::symlink_metadata(&target).await.is_err() {
+            let bytes = match req.fetch_type {
+                FETCH_URL => self
+                    .downloads
+                    .fetch(&req.url, "")
+                    .await
+                    .map_err(|e| FetcherError::Internal(e.to_string()))?,
+                FETCH_SOURCE | FETCH_DEPLOYMENT => self.package_bytes(req).await?,
+                other => {
+                    return Err(FetcherError::BadRequest(format!(
+                        "unknown fetch type {other}"
+                    )));
+                }
+            };
+            let keep = req.keeparchive;
+            tokio::task::spawn_blocking(move || install(&bytes, &target, keep))
+                .await
+                .map_err(|e| FetcherError::Internal(e.to_string()))??;
+        }
+        self.write_values(req).await
+    }
+
+    async fn package_bytes(&self, req: &FetchRequest) -> Result<Vec<u8>, FetcherError> {
+        let meta = &req.package;
+        let pkg: Package = self.get_package(meta).await?;
+        let archive: &Archive = if req.fetch_type == FETCH_DEPLOYMENT {
+            let status = pkg.status.buildstatus.as_str();
+            if !(status.is_empty()
+                || status == build_status::SUCCEEDED
+                || status == build_status::NONE)
+            {
+                return Err(FetcherError::Internal(format!(
+                    "cannot fetch deployment: package build status was not \"succeeded\" (it is \"{status}\")"
+                )));
+            }
+            &pkg.spec.deployment
+        } else {
+            &pkg.spec.source
+        };
+        let literal = archive.archive_type == fission_core::resources::ARCHIVE_LITERAL
+            || (archive.archive_type != fission_core::resources::ARCHIVE_URL
+                && !archive.literal.is_empty());
+        if literal {
+            return Ok(archive.literal.clone());
+        }
+        // An archive the controller stores is downloaded from the controller; others from
+        // where they are. Both are checked against the package's sha256.
+        let (url, downloads) = match fission_core::archive::archive_id_from_url(&archive.url) {
+            Some(id) => (
+                format!(
+                    "{}/proxy/storage/v1/archive?id={}",
+                    self.config.controller_url.trim_end_matches('/'),
+                    id
+                ),
+                &self.controller_downloads,
+            ),
+            None => (archive.url.clone(), &self.downloads),
+        };
+        downloads
+            .fetch(&url, &archive.checksum.sum)
+            .await
+            .map_err(|e| match e {
+                fission_fetch::FetchError::ChecksumMismatch { .. } => {
+                    FetcherError::Checksum(format!("package '{}': {e}", meta.name))
+                }
+                e => FetcherError::Internal(format!("package '{}': {e}", meta.name)),
+            })
+    }
+
+    async fn get_package(&self, meta: &ObjectMeta) -> Result<Package, FetcherError> {
+        let mut last = String::new();
+        for attempt in 0..PACKAGE_TRIES {
+            match self
+                .get_json::<Package>("packages", &meta.namespace, &meta.name)
+                .await
+            {
+                Ok(p) => return Ok(p),
+                Err(FetcherError::NotFound(e)) => {
+                    last = e;
+                    tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt + 1))).await;
+                }
+                Err(FetcherError::Internal(e)) => {
+                    last = e;
+                    tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt + 1))).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(FetcherError::Internal(format!(
+            "cannot get package '{}' (namespace '{}'): {last}",
+            meta.name, meta.namespace
+        )))
+    }
+
+    async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        collection: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Result<T, FetcherError> {
+        let url = format!(
+            "{}/v2/{collection}/{name}",
+            self.config.controller_url.trim_end_matches('/')
+        );
+        let mut request = self.http.get(&url).query(&[("namespace", namespace)]);
+        if let Some(token) = &self.config.auth_token {
+            request = request.bearer_auth(token);
+        }
+        let resp = request
+            .send()
+            .await
+            .map_err(|e| FetcherError::Internal(format!("cannot reach the controller: {e}")))?;
+        let status = resp.status();
+        if status == reqwest::StatusCode::NOT_FOUND {
+            let kind = collection.trim_end_matches('s');
+            return Err(FetcherError::NotFound(format!(
+                "{kind} '{name}' (namespace '{namespace}') not found"
+            )));
+        }
+        if !status.is_success() {
+            let text = resp.text().await.unwrap_or_default();
+            return Err(FetcherError::Internal(format!(
+                "controller answered {status} for {url}: {}",
+                text.trim()
+            )));
+        }
+        resp.json::<T>()
+            .await
+            .map_err(|e| FetcherError::Internal(format!("cannot decode {url}: {e}")))
+    }
+
+    async fn write_values(&self, req: &FetchRequest) -> Result<(), FetcherError> {
+        let mut files: Vec<(PathBuf, Vec<u8>)> = Vec::new();
+        for r in &req.secret_list {
+            let s: Secret = self.get_json("secrets", &r.namespace, &r.name).await?;
+            let dir = self
+                .config
+                .secret_dir
+                .join(safe_name(&r.namespace)?)
+                .join(safe_name(&r.name)?);
+            for (k, v) in s.data {
+                files.push((dir.join(safe_name(&k)?), v));
+            }
+        }
+        for r in &req.config_map_list {
+            let c: ConfigMap = self.get_json("configmaps", &r.namespace, &r.name).await?;
+            let dir = self
+                .config
+                .configmap_dir
+                .join(safe_name(&r.namespace)?)
+                .join(safe_name(&r.name)?);
+            for (k, v) in c.data {
+                files.push((dir.join(safe_name(&k)?), v.into_bytes()));
+            }
+        }
+        for (path, bytes) in files {
+            if let Some(parent) = path.parent() {
+                tokio::fs::create_dir_all(parent).await.map_err(|e| {
+                    FetcherError::Internal(format!("cannot create {}: {e}", parent.display()))
+                })?;
+            }
+            tokio::fs::write(&path, bytes).await.map_err(|e| {
+                FetcherError::Internal(format!("cannot write {}: {e}", path.display()))
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Tell the runtime to load the code: `/v2/specialize` with the load request for
+    /// environment version ≥ 2, `/specialize` for version 1. Retried only while the runtime
+    /// is not accepting connections yet; any answer ≥ 300 is a failure carrying its body.
+    async fn load(&self, load: &serde_json::Value) -> Result<(), FetcherError> {
+        let version = load.get("envVersion").and_then(|v| v.as_i64()).unwrap_or(3);
+        let base = self.config.runtime_url.trim_end_matches('/');
+        let deadline = tokio::time::Instant::now() + RUNTIME_CONNECT_BUDGET;
+        let mut pause = Duration::from_millis(25);
+        loop {
+            let request = if version >= 2 {
+                self.http.post(format!("{base}/v2/specialize")).json(load)
+            } else {
+                self.http
+                    .post(format!("{base}/specialize"))
+                    .header("content-type", "text/plain")
+            };
+            match request.send().await {
+                Ok(resp) if resp.status().as_u16() < 300 => return Ok(()),
+                Ok(resp) => {
+                    let status = resp.status();
+                    let body = resp.text().await.unwrap_or_default();
+                    return Err(FetcherError::Internal(format!(
+                        "error specializing function: the runtime answered {status}: {}",
+                        body.trim()
+                    )));
+                }
+                Err(e) if e.is_connect() && tokio::time::Instant::now() + pause < deadline => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(500));
+                }
+                Err(e) => {
+                    return Err(FetcherError::Internal(format!(
+                        "error specializing function: cannot reach the runtime at {base}: {e}"
+                    )));
+                }
+            }
+        }
+    }
+}
+
+/// Put `bytes` at `target`: unpacked into a directory when it is a zip (unless `keep`), else
+/// as the file itself. Written beside the target and renamed, so a crash leaves no half result.
+fn install(bytes: &[u8], target: &Path, keep: bool) -> Result<(), FetcherError> {
+    let io = |what: &str, e: std::io::Error| {
+        FetcherError::Internal(format!("cannot {what} {}: {e}", target.display()))
+    };
+    let tmp = target.with_extension("tmp");
+    let _ = std::fs::remove_dir_all(&tmp);
+    let _ = std::fs::remove_file(&tmp);
+    if fission_unpack::is_zip(bytes) && !keep {
+        // unzip creates the directory itself and may leave part of it on failure.
+        if let Err(e) = fission_unpack::unzip(bytes, &tmp, fission_unpack::UnpackLimits::default())
+        {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(FetcherError::BadRequest(format!(
+                "cannot unpack the archive: {e}"
+            )));
+        }
+    } else {
+        std::fs::write(&tmp, bytes).map_err(|e| io("write", e))?;
+    }
+    std::fs::rename(&tmp, target).map_err(|e| io("rename into", e))
+}
+
+/// Bind `addr` and serve until `shutdown` (the `fission fetcher` command).
+pub async fn run(
+    config: Config,
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+) -> Result<(), FetcherError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| FetcherError::Internal(format!("cannot listen on {addr}: {e}")))?;
+    tracing::info!(%addr, shared = %config.shared_dir.display(), "fetcher listening");
+    serve(config, listener, shutdown).await
+}

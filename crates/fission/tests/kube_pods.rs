@@ -1,0 +1,547 @@
+//! End-to-end on a real node: `fission server --store kubernetes --instances pods` against
+//! etcd + kube-apiserver + controller-manager + scheduler + containerd + kubelet on this
+//! machine (scripts/k8s/node-cluster.sh). Functions run in pool pods (runtime container +
+//! `fission fetcher` sidecar, images built from this machine's packages), claimed and
+//! specialized by the executor, called at their pod IPs.
+
+mod support;
+
+use std::io::{BufRead as _, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use kube_test_cluster::{NodeCluster, shared_node};
+use support::{BIN, http, write};
+
+/// The controller's API token in these tests.
+const TOKEN: &str = "kube-pods-test-token-0123456789abcdef";
+
+/// A server whose instances are pods of `node`, stopped on drop.
+struct PodServer {
+    child: Child,
+    controller: String,
+    router: String,
+    namespace: String,
+    log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl PodServer {
+    fn start(node: &NodeCluster, namespace: &str) -> Self {
+        // Pods reach the controller (their fetcher reads packages from it) at the host's
+        // address on the pod bridge.
+        let controller_listen = format!("{}:0", node.host_ip);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("server.log");
+        let mut child = Command::new(BIN)
+            .args(["server", "--store", "kubernetes", "--instances", "pods"])
+            .arg("--kubeconfig")
+            .arg(&node.kubeconfig)
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(["--pod-namespace", namespace, "--sandbox", "none"])
+            .args(["--controller-listen", &controller_listen])
+            .args(["--router-listen", "127.0.0.1:0", "--grace-period", "2"])
+            // Beyond loopback the controller requires a token; the fetchers get it too.
+            .args(["--auth-token", TOKEN])
+            .env("RUST_LOG", "info,fission_executor_kube=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("spawn server");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(line) if line.starts_with("fission server ready") => {
+                    let after = |key: &str| {
+                        line.split(key)
+                            .nth(1)
+                            .and_then(|r| r.split_whitespace().next())
+                            .unwrap_or_default()
+                            .to_owned()
+                    };
+                    return Self {
+                        controller: after("controller "),
+                        router: after("router "),
+                        namespace: namespace.to_owned(),
+                        child,
+                        log,
+                        _dir: dir,
+                    };
+                }
+                Ok(_) => {}
+                Err(_) => {
+                    let exited = child.try_wait().ok().flatten();
+                    if exited.is_some() || Instant::now() > deadline {
+                        let _ = child.kill();
+                        panic!(
+                            "server did not start ({exited:?}): {}",
+                            std::fs::read_to_string(&log).unwrap_or_default()
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[track_caller]
+    fn fission_ok(&self, args: &[&str]) -> String {
+        let out = Command::new(BIN)
+            .args(args)
+            .env("FISSION_URL", &self.controller)
+            .env("FISSION_ROUTER_URL", &self.router)
+            .env("FISSION_AUTH_TOKEN", TOKEN)
+            .env_remove("FISSION_DEFAULT_NAMESPACE")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run fission");
+        assert!(
+            out.status.success(),
+            "fission {args:?} failed: {}\nserver log:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log_text()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn get(&self, path: &str) -> Option<(u16, String)> {
+        let r = http().get(format!("{}{path}", self.router)).send().ok()?;
+        Some((r.status().as_u16(), r.text().ok()?))
+    }
+}
+
+impl Drop for PodServer {
+    fn drop(&mut self) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn node() -> Option<&'static NodeCluster> {
+    shared_node(std::path::Path::new(BIN))
+}
+
+/// `kubectl get pods` in `ns` with `selector`: (name, podIP, ready, terminating) per pod.
+fn pods(node: &NodeCluster, ns: &str, selector: &str) -> Vec<(String, String, bool, bool)> {
+    let out = node.kubectl_ok([
+        "get", "pods", "-n", ns, "-l", selector, "-o",
+        "jsonpath={range .items[*]}{.metadata.name} {.status.podIP} {.status.conditions[?(@.type==\"Ready\")].status} {.metadata.deletionTimestamp}{\"\\n\"}{end}",
+    ]);
+    out.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            (
+                f[0].to_owned(),
+                f.get(1).copied().unwrap_or("").to_owned(),
+                f.get(2) == Some(&"True"),
+                f.get(3).is_some_and(|t| !t.is_empty()),
+            )
+        })
+        .collect()
+}
+
+/// Poll `check` every 200 ms until it gives a value; on timeout fail with the pods and the
+/// server's log.
+#[track_caller]
+fn wait_for<T>(
+    node: &NodeCluster,
+    server: &PodServer,
+    within: Duration,
+    what: &str,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "timed out after {within:?} waiting for {what}\npods:\n{}\nserver log:\n{}",
+                node.kubectl_ok(["get", "pods", "-A", "-o", "wide", "--show-labels"]),
+                server.log_text()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Everything on one server, in order, so the node runs one set of pools at a time.
+#[test]
+fn functions_run_in_claimed_pool_pods_on_a_real_kubelet() {
+    let Some(node) = node() else { return };
+    node.kubectl_ok(["create", "namespace", "fission-pods-it"]);
+    let server = PodServer::start(node, "fission-pods-it");
+    let code = tempfile::tempdir().expect("tempdir");
+
+    the_seed_walkthrough_answers_from_a_specialized_pool_pod(node, &server, code.path());
+    two_concurrent_cold_calls_specialize_two_different_pods(node, &server, code.path());
+    an_idle_pod_is_deleted_and_the_pool_refills(node, &server, code.path());
+    measure_cold_and_warm_latency(node, &server, code.path());
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Figures for BENCHMARKS.md (printed, never asserted): pool-hit cold start through the
+/// router, and warm latency through the router against the same pod called directly.
+fn measure_cold_and_warm_latency(node: &NodeCluster, server: &PodServer, dir: &std::path::Path) {
+    let code = write(
+        dir,
+        "bench.js",
+        "module.exports = async function(context) { return { status: 200, body: 'ok' }; }\n",
+    );
+    let ns = server.namespace.clone();
+    let mut cold = Vec::new();
+    for i in 0..5 {
+        let name = format!("cold{i}");
+        let url = format!("/{name}");
+        server.fission_ok(&[
+            "fn",
+            "create",
+            "--name",
+            &name,
+            "--env",
+            "nodejs",
+            "--code",
+            code.to_str().expect("utf-8 path"),
+        ]);
+        server.fission_ok(&[
+            "route",
+            "create",
+            "--function",
+            &name,
+            "--url",
+            &url,
+            "--method",
+            "GET",
+        ]);
+        // Until the router has the route it answers 404 without touching the executor; and a
+        // claimed generic pod must be waiting (the pool refilled after the last claim).
+        std::thread::sleep(Duration::from_secs(6));
+        // Only the call that reached the function is timed.
+        let (status, took) = wait_for(node, server, Duration::from_secs(30), "a cold call", || {
+            let t0 = Instant::now();
+            server
+                .get(&url)
+                .filter(|(s, _)| *s != 404)
+                .map(|(s, _)| (s, t0.elapsed()))
+        });
+        cold.push(took);
+        assert_eq!(status, 200, "server log:\n{}", server.log_text());
+    }
+    let pod_ip = pods(node, &ns, "functionName=cold0,managed=false")
+        .first()
+        .map(|p| p.1.clone())
+        .expect("cold0's pod");
+    let time = |url: &str| {
+        let client = http();
+        let mut v: Vec<Duration> = (0..300)
+            .map(|_| {
+                let t0 = Instant::now();
+                let r = client.get(url).send().expect("call");
+                assert_eq!(r.status().as_u16(), 200);
+                let _ = r.bytes();
+                t0.elapsed()
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let via_router = time(&format!("{}/cold0", server.router));
+    let direct = time(&format!("http://{pod_ip}:8888/"));
+    cold.sort();
+    eprintln!(
+        "BENCH pods: pool-hit cold start through the router p50 {:?} (min {:?}, max {:?}, n={}); \
+         warm via router p50 {:?} p99 {:?}; same pod direct p50 {:?} p99 {:?} (n=300 each)",
+        percentile(&cold, 0.5),
+        cold[0],
+        cold[cold.len() - 1],
+        cold.len(),
+        percentile(&via_router, 0.5),
+        percentile(&via_router, 0.99),
+        percentile(&direct, 0.5),
+        percentile(&direct, 0.99),
+    );
+}
+
+fn the_seed_walkthrough_answers_from_a_specialized_pool_pod(
+    node: &NodeCluster,
+    server: &PodServer,
+    dir: &std::path::Path,
+) {
+    server.fission_ok(&[
+        "env",
+        "create",
+        "--name",
+        "nodejs",
+        "--image",
+        "fission/node-env",
+        "--poolsize",
+        "1",
+    ]);
+    // The pool Deployment comes up with the environment, before any call.
+    let ns = server.namespace.clone();
+    wait_for(
+        node,
+        server,
+        Duration::from_secs(120),
+        "a ready pool pod",
+        || {
+            pods(node, &ns, "environmentName=nodejs,managed=true")
+                .iter()
+                .any(|p| p.2)
+                .then_some(())
+        },
+    );
+    let hello = write(
+        dir,
+        "hello.js",
+        "module.exports = async function(context) {\n  return { status: 200, body: \"Hello, world!\\n\" };\n}\n",
+    );
+    server.fission_ok(&[
+        "fn",
+        "create",
+        "--name",
+        "hello",
+        "--env",
+        "nodejs",
+        "--code",
+        hello.to_str().expect("utf-8 path"),
+    ]);
+    server.fission_ok(&[
+        "route",
+        "create",
+        "--function",
+        "hello",
+        "--url",
+        "/hello",
+        "--method",
+        "GET",
+    ]);
+    let (status, body) = wait_for(
+        node,
+        server,
+        Duration::from_secs(60),
+        "GET /hello to answer 200",
+        || server.get("/hello").filter(|(s, _)| *s == 200),
+    );
+    assert_eq!((status, body.as_str()), (200, "Hello, world!\n"));
+
+    // It came from a pod the executor claimed and labelled as Fission does.
+    let specialized = wait_for(
+        node,
+        server,
+        Duration::from_secs(20),
+        "one pod labelled functionName=hello,managed=false",
+        || {
+            let p = pods(node, &ns, "functionName=hello,managed=false");
+            (p.len() == 1).then_some(p)
+        },
+    );
+    let svc_host = node.kubectl_ok([
+        "get",
+        "pod",
+        "-n",
+        &ns,
+        &specialized[0].0,
+        "-o",
+        "jsonpath={.metadata.annotations.svcHost}",
+    ]);
+    assert_eq!(svc_host, format!("{}:8888", specialized[0].1));
+    // The pool refilled: the claimed pod left the Deployment, which replaced it.
+    wait_for(
+        node,
+        server,
+        Duration::from_secs(60),
+        "the pool to refill after a claim",
+        || {
+            pods(node, &ns, "environmentName=nodejs,managed=true")
+                .iter()
+                .any(|p| p.2)
+                .then_some(())
+        },
+    );
+    let deployments = node.kubectl_ok([
+        "get",
+        "deployments",
+        "-n",
+        &ns,
+        "-o",
+        "jsonpath={.items[*].metadata.name}",
+    ]);
+    assert!(
+        deployments.starts_with("poolmgr-nodejs-default-"),
+        "pool deployment name: {deployments}"
+    );
+    // Warm calls reuse that pod.
+    for _ in 0..5 {
+        assert_eq!(
+            server.get("/hello"),
+            Some((200, "Hello, world!\n".to_owned()))
+        );
+    }
+    assert_eq!(pods(node, &ns, "functionName=hello,managed=false").len(), 1);
+}
+
+fn two_concurrent_cold_calls_specialize_two_different_pods(
+    node: &NodeCluster,
+    server: &PodServer,
+    dir: &std::path::Path,
+) {
+    // Answers with the pod's name after a pause, so two calls overlap.
+    let slow = write(
+        dir,
+        "whoami.js",
+        "const os = require('os');\nmodule.exports = async function(context) {\n  await new Promise(r => setTimeout(r, 1500));\n  return { status: 200, body: os.hostname() };\n}\n",
+    );
+    server.fission_ok(&[
+        "fn",
+        "create",
+        "--name",
+        "whoami",
+        "--env",
+        "nodejs",
+        "--requestsperpod",
+        "1",
+        "--code",
+        slow.to_str().expect("utf-8 path"),
+    ]);
+    server.fission_ok(&[
+        "route",
+        "create",
+        "--function",
+        "whoami",
+        "--url",
+        "/whoami",
+        "--method",
+        "GET",
+    ]);
+    // The route reaches the router within a moment (a 404 until then).
+    std::thread::sleep(Duration::from_secs(2));
+    let calls: Vec<_> = (0..2)
+        .map(|_| {
+            let url = format!("{}/whoami", server.router);
+            std::thread::spawn(move || {
+                let r = http().get(url).send().expect("call");
+                (r.status().as_u16(), r.text().expect("body"))
+            })
+        })
+        .collect();
+    let answers: Vec<(u16, String)> = calls.into_iter().map(|h| h.join().expect("join")).collect();
+    assert!(
+        answers.iter().all(|(s, _)| *s == 200),
+        "answers {answers:?}; server log:\n{}",
+        server.log_text()
+    );
+    assert_ne!(answers[0].1, answers[1].1, "both calls ran in one pod");
+    let ns = &server.namespace;
+    let specialized: Vec<String> = pods(node, ns, "functionName=whoami,managed=false")
+        .into_iter()
+        .map(|p| p.0)
+        .collect();
+    for (_, pod) in &answers {
+        assert!(specialized.contains(pod), "{pod} not in {specialized:?}");
+    }
+}
+
+fn an_idle_pod_is_deleted_and_the_pool_refills(
+    node: &NodeCluster,
+    server: &PodServer,
+    dir: &std::path::Path,
+) {
+    let code = write(
+        dir,
+        "brief.js",
+        "module.exports = async function(context) { return { status: 200, body: 'brief' }; }\n",
+    );
+    server.fission_ok(&[
+        "fn",
+        "create",
+        "--name",
+        "brief",
+        "--env",
+        "nodejs",
+        "--idletimeout",
+        "2",
+        "--code",
+        code.to_str().expect("utf-8 path"),
+    ]);
+    server.fission_ok(&[
+        "route",
+        "create",
+        "--function",
+        "brief",
+        "--url",
+        "/brief",
+        "--method",
+        "GET",
+    ]);
+    wait_for(
+        node,
+        server,
+        Duration::from_secs(60),
+        "GET /brief to answer",
+        || {
+            server
+                .get("/brief")
+                .filter(|(s, b)| *s == 200 && b == "brief")
+        },
+    );
+    let ns = &server.namespace;
+    let pod = pods(node, ns, "functionName=brief")
+        .first()
+        .map(|p| p.0.clone())
+        .expect("a pod serves brief");
+    // idletimeout 2 s, reaper every 5 s: deleted within ~10 s.
+    wait_for(
+        node,
+        server,
+        Duration::from_secs(30),
+        "the idle pod to be deleted",
+        || {
+            pods(node, ns, "functionName=brief")
+                .iter()
+                .all(|p| p.0 != pod || p.3)
+                .then_some(())
+        },
+    );
+    wait_for(
+        node,
+        server,
+        Duration::from_secs(60),
+        "a ready pool pod after the reap",
+        || {
+            pods(node, ns, "environmentName=nodejs,managed=true")
+                .iter()
+                .any(|p| p.2)
+                .then_some(())
+        },
+    );
+}

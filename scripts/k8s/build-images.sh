@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Builds the images a test node runs, from this machine's Debian packages and the repo, with
+# no registry: rootfs directories packed by mkimage.sh into OCI archives in OUT_DIR.
+#
+#   localhost/pause:fission-rs             Kubernetes' pause (built by build-node-binaries.sh)
+#   localhost/fission-rs-nodejs:local      node + environments/nodejs (listens on 0.0.0.0:8888)
+#   localhost/fission-rs-python:local      python3 + environments/python (+ its vendored Flask)
+#   localhost/fission-rs-fetcher:local     the fission binary, run as `fission fetcher`
+#
+# Usage: build-images.sh OUT_DIR FISSION_BINARY [NODE_BIN_DIR]
+# Each archive is rebuilt only when its inputs changed (a hash of them is kept beside it).
+set -euo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd); REPO=$(cd "$HERE/../.." && pwd)
+OUT=${1:?usage: build-images.sh OUT_DIR FISSION_BINARY}; FISSION=${2:?fission binary}
+NBIN=${3:-$("$HERE/build-node-binaries.sh" | tail -n1)}
+mkdir -p "$OUT"
+
+# copy_bin ROOTFS FILE…: the files plus the shared libraries they load (ldd), same paths.
+copy_bin() {
+  local root=$1 f lib; shift
+  for f in "$@"; do
+    mkdir -p "$root$(dirname "$f")"; cp -L "$f" "$root$f"
+    for lib in $(ldd "$f" 2>/dev/null | grep -o '/[^ ]*' | sort -u); do
+      [ -e "$root$lib" ] || { mkdir -p "$root$(dirname "$lib")"; cp -L "$lib" "$root$lib"; }
+    done
+  done
+}
+base_rootfs() { # the few files every image needs
+  mkdir -p "$1/etc" "$1/tmp" "$1/userfunc" "$1/secrets" "$1/configs" "$1/dev" "$1/proc" "$1/sys"
+  chmod 1777 "$1/tmp"
+  printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' > "$1/etc/passwd"
+  printf 'root:x:0:\nnobody:x:65534:\n' > "$1/etc/group"
+  [ -d /etc/ssl/certs ] && mkdir -p "$1/etc/ssl" && cp -rL /etc/ssl/certs "$1/etc/ssl/" 2>/dev/null || true
+}
+# build NAME TAG KEY-INPUTS… -- runs make_NAME ROOTFS, packs it; skipped when the key matches.
+build() {
+  local name=$1 image=$2 key=$3 tar=$OUT/$1.oci.tar
+  if [ -f "$tar" ] && [ "$(cat "$tar.key" 2>/dev/null)" = "$key" ]; then echo "image $image: up to date" >&2; return 0; fi
+  local root; root=$(mktemp -d); trap 'rm -rf "$root"' RETURN
+  "make_$name" "$root"
+  "$HERE/mkimage.sh" "$root" "$image" "$tar" "${EP:-null}" "${CMD:-null}" "${ENVS:-[]}"
+  echo "$key" > "$tar.key"
+}
+hash_of() { { for f in "$@"; do if [ -d "$f" ]; then (cd "$f" && find . -type f -print0 | sort -z | xargs -0 sha256sum); else sha256sum "$f"; fi; done; } | sha256sum | cut -c1-16; }
+
+make_pause() { mkdir -p "$1"; cp "$NBIN/pause" "$1/pause"; }
+EP='["/pause"]' CMD=null ENVS='[]' build pause localhost/pause:fission-rs "$(hash_of "$NBIN/pause" "$HERE/mkimage.sh")"
+
+NODE=$(readlink -f "$(command -v node)")
+[ -d "$REPO/environments/nodejs/node_modules" ] || (cd "$REPO/environments/nodejs" && npm ci --omit=dev --no-audit --no-fund >&2)
+make_nodejs() {
+  base_rootfs "$1"; copy_bin "$1" "$NODE"; mkdir -p "$1/usr/bin"; [ "$NODE" = /usr/bin/node ] || ln -s "$NODE" "$1/usr/bin/node"
+  mkdir -p "$1/app"; cp -r "$REPO/environments/nodejs/server.js" "$REPO/environments/nodejs/package.json" "$REPO/environments/nodejs/node_modules" "$1/app/"
+}
+EP='["/usr/bin/node", "/app/server.js"]' CMD=null ENVS='["HOST=0.0.0.0", "NODE_ENV=production"]' \
+  build nodejs localhost/fission-rs-nodejs:local "$(hash_of "$NODE" "$REPO/environments/nodejs/server.js" "$REPO/environments/nodejs/node_modules" "$HERE/mkimage.sh")"
+
+PY=$(readlink -f /usr/bin/python3); PYV=$(basename "$PY")
+make_python() {
+  base_rootfs "$1"; copy_bin "$1" "$PY"; ln -s "$PYV" "$1/usr/bin/python3"
+  mkdir -p "$1/usr/lib"; cp -r "/usr/lib/$PYV" "$1/usr/lib/"
+  rm -rf "$1/usr/lib/$PYV/test" "$1/usr/lib/$PYV/dist-packages" "$1/usr/lib/$PYV"/config-*
+  for so in "$1/usr/lib/$PYV/lib-dynload"/*.so; do copy_bin "$1" "/usr/lib/$PYV/lib-dynload/$(basename "$so")"; done
+  mkdir -p "$1/app"; cp "$REPO/environments/python/server.py" "$1/app/"
+  python3 -m pip install --quiet --no-deps --disable-pip-version-check --target "$1/app/vendor" -r "$REPO/environments/python/requirements.txt" >&2
+}
+EP='["/usr/bin/python3", "/app/server.py"]' CMD=null ENVS='["HOST=0.0.0.0", "PYTHONPATH=/app/vendor"]' \
+  build python localhost/fission-rs-python:local "$(hash_of "$PY" "$REPO/environments/python/server.py" "$REPO/environments/python/requirements.txt" "$HERE/mkimage.sh")"
+
+make_fetcher() { base_rootfs "$1"; copy_bin "$1" "$(readlink -f "$FISSION")"; mv "$1$(readlink -f "$FISSION")" "$1/fission"; }
+EP='["/fission", "fetcher"]' CMD=null ENVS='[]' build fetcher localhost/fission-rs-fetcher:local "$(hash_of "$FISSION" "$HERE/mkimage.sh")"
+echo "$OUT"
