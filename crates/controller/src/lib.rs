@@ -14,6 +14,7 @@ pub mod canary;
 mod error;
 mod handlers;
 mod references;
+mod stats;
 mod ui;
 mod value_watch;
 
@@ -67,6 +68,8 @@ pub struct Controller {
     pub(crate) instances: Option<Arc<dyn fission_core::InstanceReport>>,
     /// Routes other components serve through the controller (trigger status).
     pub(crate) extra_routes: Option<axum::Router>,
+    /// The router's per-function series (the dashboard's plots), when the router is in-process.
+    pub(crate) stats: Option<Arc<fission_core::CallStats>>,
 }
 
 impl Controller {
@@ -87,6 +90,7 @@ impl Controller {
             metrics: None,
             instances: None,
             extra_routes: None,
+            stats: None,
         }
     }
 
@@ -102,6 +106,13 @@ impl Controller {
     /// Answer `GET /v2/functions/{name}/instances` from `report` (404 until this is called).
     pub fn with_instance_report(mut self, report: Arc<dyn fission_core::InstanceReport>) -> Self {
         self.instances = Some(report);
+        self
+    }
+
+    /// Serve `/v2/stats/...` (the dashboard's plots and live stream) from `stats` (404 until
+    /// this is called).
+    pub fn with_call_stats(mut self, stats: Arc<fission_core::CallStats>) -> Self {
+        self.stats = Some(stats);
         self
     }
 

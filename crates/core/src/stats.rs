@@ -378,7 +378,14 @@ fn series(namespace: &str, name: &str, f: &FunctionStats, range: Range) -> Funct
     let mut summary = Bucket::empty(first);
     let mut points = Vec::new();
     let mut current: Option<Bucket> = None;
-    for b in f.ring().iter().filter(|b| b.index >= first) {
+    // Newest buckets are at the back: read only those in range (the live stream asks for the
+    // current bucket of every function once a second).
+    let in_range: Vec<Bucket> = {
+        let ring = f.ring();
+        let n = ring.iter().rev().take_while(|b| b.index >= first).count();
+        ring.range(ring.len() - n..).copied().collect()
+    };
+    for b in &in_range {
         summary.merge(b);
         let step = b.index / per;
         match &mut current {
@@ -438,8 +445,11 @@ mod tests {
         assert_eq!(s.total_errors, 1);
         assert_eq!(s.summary.calls, 3);
         assert_eq!(s.summary.cold_starts, 1);
-        let counts: Vec<(u64, u32, u32)> =
-            s.points.iter().map(|p| (p.start, p.calls, p.errors)).collect();
+        let counts: Vec<(u64, u32, u32)> = s
+            .points
+            .iter()
+            .map(|p| (p.start, p.calls, p.errors))
+            .collect();
         assert_eq!(counts, vec![(t0, 2, 1), (t0 + 10, 1, 0)]);
     }
 
@@ -486,7 +496,10 @@ mod tests {
             .function("default", "hello", Range::window(10, later))
             .expect("still known");
         assert!(s.points.is_empty(), "{s:?}");
-        assert_eq!(s.total_calls, 6, "totals are since the start, not the window");
+        assert_eq!(
+            s.total_calls, 6,
+            "totals are since the start, not the window"
+        );
         assert!(
             stats.functions(None, Range::window(10, later)).is_empty(),
             "a function without calls in the window is not listed"

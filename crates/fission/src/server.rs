@@ -510,7 +510,18 @@ async fn start(args: ServerArgs) -> Result<Running> {
     )
     .with_metrics_endpoint(render_metrics)
     .with_instance_report(executor.clone())
+    .with_call_stats(router.call_stats())
     .with_routes(triggers.api_routes());
+    // Functions no longer called give their last hour's buckets back.
+    tokio::spawn({
+        let (stats, shutdown) = (router.call_stats(), stop_accepting.clone());
+        async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+            while shutdown.run_until_cancelled(every.tick()).await.is_some() {
+                stats.expire(fission_core::stats::unix_now());
+            }
+        }
+    });
 
     // Listeners: stop first, drain in-flight requests.
     let mut front = JoinSet::new();

@@ -311,6 +311,12 @@ impl Router {
         server::serve(self.inner.clone(), listener, shutdown, grace).await
     }
 
+    /// Every function's calls over the last hour, as this router answered them (what the
+    /// dashboard plots; shared, so readers see calls as they are recorded).
+    pub fn call_stats(&self) -> Arc<fission_core::CallStats> {
+        self.inner.metrics.stats.clone()
+    }
+
     /// Replace the route table directly (tests and embedders that do not use a store).
     pub fn set_route_table(&self, table: RouteTable) {
         self.inner.publish(table);
