@@ -4,6 +4,7 @@
 //! lives in the component crates.
 
 mod env;
+mod otel;
 mod server;
 
 use std::process::ExitCode;

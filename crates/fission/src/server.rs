@@ -191,15 +191,25 @@ fn default_environments_dir() -> Option<PathBuf> {
         .find(|c| c.join("nodejs/server.js").is_file() || c.join("python/server.py").is_file())
 }
 
-fn init_tracing() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+/// Logs to stderr (`RUST_LOG`), and spans to OTLP when `OTEL_EXPORTER_OTLP_*` asks for it.
+fn init_tracing() -> Result<Option<crate::otel::Tracing>> {
     use std::io::IsTerminal as _;
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::prelude::*;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let log = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
+        .with_filter(filter);
+    let (traces, exporter) = match crate::otel::layer()? {
+        Some((layer, exporter)) => (Some(layer), Some(exporter)),
+        None => (None, None),
+    };
+    let _ = tracing_subscriber::registry()
+        .with(log)
+        .with(traces)
         .try_init();
+    Ok(exporter)
 }
 
 async fn shutdown_signal() {
@@ -325,6 +335,8 @@ struct Running {
     sandbox: Option<SandboxRun>,
     store: Arc<dyn ResourceStore>,
     data: DataDir,
+    /// The OTLP exporter, flushed last.
+    traces: Option<crate::otel::Tracing>,
 }
 
 /// Run the server until a signal arrives.
@@ -338,7 +350,7 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
 
 /// Open the data directory, bind the listeners and start every component.
 async fn start(args: ServerArgs) -> Result<Running> {
-    init_tracing();
+    let traces = init_tracing()?;
     let started = tokio::time::Instant::now();
     let data_dir_path = args.data_dir.clone().unwrap_or_else(default_data_dir);
     let data = DataDir::open(&data_dir_path)?;
@@ -609,6 +621,7 @@ async fn start(args: ServerArgs) -> Result<Running> {
         sandbox,
         store,
         data,
+        traces,
     })
 }
 
@@ -623,6 +636,7 @@ impl Running {
             sandbox,
             store,
             data,
+            traces,
         } = self;
         let mut first_error = None;
         tokio::select! {
@@ -636,6 +650,16 @@ impl Running {
         drop(sandbox);
         drop(store);
         drop(data);
+        if let Some(traces) = traces {
+            // Flushing waits for the exporter, which runs on this runtime: not on a worker.
+            let flush = tokio::task::spawn_blocking(move || traces.shutdown());
+            if tokio::time::timeout(Duration::from_secs(5), flush)
+                .await
+                .is_err()
+            {
+                tracing::warn!("the last traces were not exported within 5 s");
+            }
+        }
         match first_error {
             Some(e) => Err(e),
             None => Ok(()),

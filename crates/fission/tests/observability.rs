@@ -219,3 +219,237 @@ fn prometheus_scrapes_the_server_and_the_dashboard_queries_give_sane_numbers() {
         );
     }
 }
+
+/// Jaeger all-in-one (scripts/ensure-jaeger.sh builds it): `JAEGER_BIN`, else the cached build.
+fn jaeger_bin() -> Option<PathBuf> {
+    let probe = match std::env::var_os("JAEGER_BIN") {
+        Some(p) => Ok(PathBuf::from(p)),
+        None => std::env::var_os("HOME")
+            .map(|h| PathBuf::from(h).join(".cache/fission-rs/jaeger/v1.75.0/jaeger"))
+            .ok_or_else(|| "HOME is not set".to_owned()),
+    }
+    .and_then(|p| {
+        if p.is_file() {
+            Ok(p)
+        } else {
+            Err(format!("{} does not exist", p.display()))
+        }
+    });
+    require(
+        "Jaeger all-in-one",
+        "scripts/ensure-jaeger.sh (builds it from the Go module proxy), or set JAEGER_BIN",
+        probe,
+    )
+}
+
+/// Jaeger with in-memory storage: an OTLP/HTTP receiver and the query API on free ports.
+struct Jaeger {
+    child: Child,
+    otlp: String,
+    query: String,
+}
+
+impl Jaeger {
+    fn start(bin: &Path, dir: &Path) -> Self {
+        let (otlp, query, query_grpc) = (free_port(), free_port(), free_port());
+        let config = dir.join("jaeger.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "service:
+  extensions: [jaeger_storage, jaeger_query]
+  pipelines:
+    traces:
+      receivers: [otlp]
+      processors: [batch]
+      exporters: [jaeger_storage_exporter]
+  telemetry:
+    metrics:
+      level: none
+    logs:
+      level: warn
+extensions:
+  jaeger_query:
+    storage:
+      traces: mem
+    http:
+      endpoint: 127.0.0.1:{query}
+    grpc:
+      endpoint: 127.0.0.1:{query_grpc}
+  jaeger_storage:
+    backends:
+      mem:
+        memory:
+          max_traces: 10000
+receivers:
+  otlp:
+    protocols:
+      http:
+        endpoint: 127.0.0.1:{otlp}
+processors:
+  batch:
+    timeout: 100ms
+exporters:
+  jaeger_storage_exporter:
+    trace_storage: mem
+"
+            ),
+        )
+        .expect("jaeger config");
+        let log = std::fs::File::create(dir.join("jaeger.log")).expect("log file");
+        let child = Command::new(bin)
+            .arg(format!("--config={}", config.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn jaeger");
+        let jaeger = Self {
+            child,
+            otlp: format!("http://127.0.0.1:{otlp}"),
+            query: format!("http://127.0.0.1:{query}"),
+        };
+        let client = http();
+        eventually_blocking(Duration::from_secs(60), "jaeger ready", || {
+            let r = client
+                .get(format!("{}/api/services", jaeger.query))
+                .send()
+                .ok()?;
+            r.status().is_success().then_some(())
+        });
+        jaeger
+    }
+
+    /// The spans of trace `id`, once Jaeger has at least `want` of them.
+    fn trace(&self, id: &str, want: usize) -> Vec<Value> {
+        let client = http();
+        eventually_blocking(Duration::from_secs(30), "the trace in jaeger", || {
+            let body: Value = client
+                .get(format!("{}/api/traces/{id}", self.query))
+                .send()
+                .ok()?
+                .json()
+                .ok()?;
+            let spans = body["data"][0]["spans"].as_array()?.clone();
+            (spans.len() >= want).then_some(spans)
+        })
+    }
+}
+
+impl Drop for Jaeger {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn span<'a>(spans: &'a [Value], name: &str) -> &'a Value {
+    spans
+        .iter()
+        .find(|s| s["operationName"] == name)
+        .unwrap_or_else(|| {
+            let names: Vec<&Value> = spans.iter().map(|s| &s["operationName"]).collect();
+            panic!("no span '{name}' in the trace; spans: {names:?}")
+        })
+}
+
+fn parent_of(span: &Value) -> Option<&str> {
+    span["references"]
+        .as_array()?
+        .iter()
+        .find(|r| r["refType"] == "CHILD_OF")
+        .and_then(|r| r["spanID"].as_str())
+}
+
+#[test]
+fn a_cold_call_is_traced_in_jaeger_and_its_traceparent_reaches_the_function() {
+    let Some(jaeger_bin) = jaeger_bin() else {
+        return;
+    };
+    if require_functions().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let jaeger = Jaeger::start(&jaeger_bin, dir.path());
+    let server = Server::start_with_env(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", &jaeger.otlp),
+        ("OTEL_SERVICE_NAME", "fission-trace-test"),
+    ]);
+    server
+        .fission(&[
+            "env",
+            "create",
+            "--name",
+            "nodejs",
+            "--image",
+            "fission/node-env",
+            "--poolsize",
+            "1",
+        ])
+        .ok();
+    let code = write(
+        dir.path(),
+        "echo.js",
+        "module.exports = async (context) => ({ status: 200, body: String(context.request.headers['traceparent'] || 'none') });\n",
+    );
+    server
+        .fission(&[
+            "fn",
+            "create",
+            "--name",
+            "echo",
+            "--env",
+            "nodejs",
+            "--code",
+            code.to_str().expect("path"),
+        ])
+        .ok();
+
+    // The caller's own trace: the router continues it.
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let caller_span = "00f067aa0ba902b7";
+    let resp = http()
+        .get(server.url("/fission-function/echo"))
+        .header("traceparent", format!("00-{trace_id}-{caller_span}-01"))
+        .send()
+        .expect("call");
+    assert_eq!(resp.status().as_u16(), 200);
+    let seen = resp.text().expect("body");
+    let parts: Vec<&str> = seen.trim().split('-').collect();
+    assert_eq!(parts.len(), 4, "the function saw traceparent {seen:?}");
+    assert_eq!(
+        parts[1], trace_id,
+        "the function's call is in the caller's trace"
+    );
+    assert_ne!(
+        parts[2], caller_span,
+        "the router's span is the function's parent"
+    );
+
+    let spans = jaeger.trace(trace_id, 5);
+    let request = span(&spans, "router.request");
+    let lookup = span(&spans, "route lookup");
+    let acquire = span(&spans, "acquire instance");
+    let specialize = span(&spans, "specialize");
+    let upstream = span(&spans, "upstream call");
+    assert_eq!(parent_of(request), Some(caller_span), "{request}");
+    let request_id = request["spanID"].as_str().expect("span id");
+    assert_eq!(parent_of(lookup), Some(request_id), "{lookup}");
+    assert_eq!(parent_of(acquire), Some(request_id), "{acquire}");
+    assert_eq!(parent_of(upstream), Some(request_id), "{upstream}");
+    assert_eq!(
+        parent_of(specialize),
+        acquire["spanID"].as_str(),
+        "the specialization happens inside the acquisition: {specialize}"
+    );
+    assert_eq!(
+        upstream["spanID"].as_str(),
+        Some(parts[2]),
+        "the function's traceparent names the upstream call span"
+    );
+    let cold = acquire["tags"]
+        .as_array()
+        .and_then(|tags| tags.iter().find(|t| t["key"] == "fission.cold"))
+        .map(|t| t["value"].clone());
+    assert_eq!(cold, Some(Value::Bool(true)), "{acquire}");
+}

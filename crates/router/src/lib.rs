@@ -106,6 +106,7 @@ pub mod respond;
 mod server;
 mod sync;
 pub mod table;
+mod trace;
 mod upstream;
 
 use std::net::SocketAddr;

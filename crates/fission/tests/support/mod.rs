@@ -85,6 +85,27 @@ impl Server {
     }
 
     pub fn try_start_on(data_dir: &Path, controller: &str, router: &str) -> Result<Self, String> {
+        Self::try_start_with_env(data_dir, controller, router, &[])
+    }
+
+    /// A fresh server (own data dir, free ports) with extra environment variables.
+    pub fn start_with_env(env: &[(&str, &str)]) -> Self {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let data_dir = tmp.path().join("data");
+        let mut s = match Self::try_start_with_env(&data_dir, "127.0.0.1:0", "127.0.0.1:0", env) {
+            Ok(s) => s,
+            Err(e) => panic!("server did not start: {e}"),
+        };
+        s._tmp = Some(tmp);
+        s
+    }
+
+    pub fn try_start_with_env(
+        data_dir: &Path,
+        controller: &str,
+        router: &str,
+        env: &[(&str, &str)],
+    ) -> Result<Self, String> {
         std::fs::create_dir_all(data_dir).expect("data dir");
         let stderr_log = data_dir.with_extension(format!("{}.server.log", std::process::id()));
         let log = std::fs::File::create(&stderr_log).expect("log file");
@@ -100,6 +121,7 @@ impl Server {
                 "2",
             ])
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)
