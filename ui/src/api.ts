@@ -181,12 +181,13 @@ export interface LatestEvent {
   functions: { namespace: string; name: string; totalCalls: number; totalErrors: number; bucket: Point; minute: Point }[];
 }
 
-/** A `change` event: a write to the store. */
+/** A `change` event: a write to the store, with the object (absent for secrets and config maps). */
 export interface ChangeEvent {
   kind: string;
   type: string;
   namespace: string;
   name: string;
+  object?: unknown;
 }
 
 /** Every function of `namespace` called in the last hour, per minute. */

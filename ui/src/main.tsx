@@ -11,7 +11,7 @@ import type { Canary, Environment, Fn, Package, Trigger } from "./api";
 
 /** A safety net only: every change arrives over the event stream. */
 const FALLBACK_REFRESH_MS = 60_000;
-/** Store writes come in bursts (`spec apply`): one reload for the burst. */
+/** Store writes come in bursts (`spec apply`): one update for the burst. */
 const CHANGE_DEBOUNCE_MS = 150;
 /** The hour's summaries (percentiles cannot be merged in the page) are re-read at most this often. */
 const SUMMARY_REFRESH_MS = 10_000;
@@ -51,9 +51,10 @@ const COLLECTIONS: [keyof Resources, string][] = [
  * and a reload that changed nothing does not render at all: with thousands of functions, most
  * reloads cost only the fetch.
  */
-function useResources(namespace: string): { data: Resources; error: string | null; loaded: boolean; reload: () => void } {
+function useResources(namespace: string): { data: Resources; error: string | null; loaded: boolean; reload: () => void; apply: (changes: api.ChangeEvent[]) => void } {
   const [state, setState] = useState<{ data: Resources; error: string | null; loaded: boolean }>({ data: EMPTY, error: null, loaded: false });
   const reloadRef = useRef<() => void>(() => {});
+  const applyRef = useRef<(changes: api.ChangeEvent[]) => void>(() => {});
   useEffect(() => {
     let stopped = false;
     let timer: number | undefined;
@@ -95,17 +96,65 @@ function useResources(namespace: string): { data: Resources; error: string | nul
         timer = window.setTimeout(load, FALLBACK_REFRESH_MS);
       }
     };
+    // A change event carries the object: patch its one entry instead of relisting everything
+    // (with a thousand functions, a relisting is a megabyte to parse and a full diff).
+    const apply = (changes: api.ChangeEvent[]) => {
+      if (changes.length > MAX_PATCHES) return load();
+      const next = { ...data } as Record<keyof Resources, { metadata: { name: string } }[]>;
+      for (const c of changes) {
+        const key = KIND_KEYS[c.kind];
+        if (c.kind === "*") return load();
+        if (!key || c.namespace !== namespace) continue;
+        if (c.type !== "DELETED" && !c.object) return load();
+        const list = [...next[key]];
+        // Lists come sorted by name: keep them so.
+        let i = 0;
+        while (i < list.length && list[i].metadata.name < c.name) i++;
+        const exists = i < list.length && list[i].metadata.name === c.name;
+        if (c.type === "DELETED") {
+          if (exists) list.splice(i, 1);
+        } else if (exists) {
+          list[i] = c.object as { metadata: { name: string } };
+        } else {
+          list.splice(i, 0, c.object as { metadata: { name: string } });
+        }
+        next[key] = list;
+        // The next full listing of this collection is parsed again, whatever its text.
+        texts[COLLECTIONS.findIndex(([k]) => k === key)] = "";
+      }
+      data = next as unknown as Resources;
+      setState({ data, error: null, loaded: true });
+      // A listing in flight may predate these changes: list once more after it.
+      if (running) again = true;
+    };
     reloadRef.current = load;
+    applyRef.current = apply;
     load();
     return () => {
       stopped = true;
       reloadRef.current = () => {};
+      applyRef.current = () => {};
       window.clearTimeout(timer);
     };
   }, [namespace]);
   const reload = useCallback(() => reloadRef.current(), []);
-  return { ...state, reload };
+  const apply = useCallback((changes: api.ChangeEvent[]) => applyRef.current(changes), []);
+  return { ...state, reload, apply };
 }
+
+/** The collection each kind of `change` event patches. */
+const KIND_KEYS: Record<string, keyof Resources> = {
+  Environment: "environments",
+  Function: "functions",
+  Package: "packages",
+  HTTPTrigger: "http",
+  TimeTrigger: "time",
+  MessageQueueTrigger: "mq",
+  KubernetesWatchTrigger: "watches",
+  CanaryConfig: "canaries",
+};
+/** More changes than this in one burst (`spec apply`): one relisting is cheaper. */
+const MAX_PATCHES = 50;
 
 /** Per function: the last hour's summary and calls per minute (sparkline), kept live. */
 interface FnStats {
@@ -116,12 +165,60 @@ interface FnStats {
 }
 
 /**
- * The last hour of every function of `namespace`: read once, then the stream's `minute` points
- * are merged in as calls happen; the summaries (percentiles) are re-read at most every
+ * Every function's last hour, outside the component tree: each row subscribes to its own
+ * function, so a call re-renders one row, not a thousand.
+ */
+class StatsStore {
+  private stats = new Map<string, FnStats>();
+  private listeners = new Map<string, Set<() => void>>();
+
+  get(name: string): FnStats | undefined {
+    return this.stats.get(name);
+  }
+
+  subscribe(name: string, on: () => void): () => void {
+    let set = this.listeners.get(name);
+    if (!set) this.listeners.set(name, (set = new Set()));
+    set.add(on);
+    return () => set.delete(on);
+  }
+
+  private set(name: string, value: FnStats | undefined) {
+    if (value) this.stats.set(name, value);
+    else this.stats.delete(name);
+    for (const on of this.listeners.get(name) ?? []) on();
+  }
+
+  /** A fresh read of the list endpoint. */
+  replace(functions: api.FunctionSeries[]) {
+    const fresh = new Map(functions.map((f) => [f.name, { summary: f.summary, totalCalls: f.totalCalls, totalErrors: f.totalErrors, minutes: f.points }]));
+    for (const name of this.stats.keys()) if (!fresh.has(name)) this.set(name, undefined);
+    for (const [name, v] of fresh) this.set(name, v);
+  }
+
+  /** A `stats` event: the current minute of the functions called. */
+  merge(e: api.LatestEvent) {
+    for (const f of e.functions) {
+      const prev = this.stats.get(f.name);
+      const minutes = (prev?.minutes ?? []).filter((p) => p.start > e.now - HOUR && p.start !== f.minute.start);
+      minutes.push(f.minute);
+      // Counts add up exactly; percentiles wait for the next summary read.
+      const summary = prev
+        ? { ...prev.summary, calls: prev.summary.calls + f.totalCalls - prev.totalCalls, errors: prev.summary.errors + f.totalErrors - prev.totalErrors }
+        : f.minute;
+      this.set(f.name, { summary, totalCalls: f.totalCalls, totalErrors: f.totalErrors, minutes });
+    }
+  }
+}
+
+const statsStore = new StatsStore();
+
+/**
+ * Keeps `statsStore` on the last hour of `namespace`: read once, then the stream's `minute`
+ * points are merged in as calls happen; the summaries (percentiles) are re-read at most every
  * SUMMARY_REFRESH_MS while calls keep coming.
  */
-function useStats(namespace: string): { stats: Map<string, FnStats>; onStats: StatsListener } {
-  const [stats, setStats] = useState<Map<string, FnStats>>(() => new Map());
+function useStats(namespace: string): StatsListener {
   const refresh = useRef<{ last: number; timer?: number; load: () => void }>({ last: 0, load: () => {} });
   useEffect(() => {
     let stopped = false;
@@ -130,36 +227,20 @@ function useStats(namespace: string): { stats: Map<string, FnStats>; onStats: St
       r.last = Date.now();
       try {
         const resp = await api.statsList(namespace);
-        if (stopped) return;
-        const m = new Map<string, FnStats>();
-        for (const f of resp.functions) m.set(f.name, { summary: f.summary, totalCalls: f.totalCalls, totalErrors: f.totalErrors, minutes: f.points });
-        setStats(m);
+        if (!stopped) statsStore.replace(resp.functions);
       } catch {
         // The resource lists report the server's errors; the plots just stay as they were.
       }
     };
-    setStats(new Map());
+    statsStore.replace([]);
     r.load();
     return () => {
       stopped = true;
       window.clearTimeout(r.timer);
     };
   }, [namespace]);
-  const onStats = useCallback((e: api.LatestEvent) => {
-    setStats((old) => {
-      const m = new Map(old);
-      for (const f of e.functions) {
-        const prev = m.get(f.name);
-        const minutes = (prev?.minutes ?? []).filter((p) => p.start > e.now - HOUR && p.start !== f.minute.start);
-        minutes.push(f.minute);
-        // Counts add up exactly; percentiles wait for the next summary read.
-        const summary = prev
-          ? { ...prev.summary, calls: prev.summary.calls + f.totalCalls - prev.totalCalls, errors: prev.summary.errors + f.totalErrors - prev.totalErrors }
-          : f.minute;
-        m.set(f.name, { summary, totalCalls: f.totalCalls, totalErrors: f.totalErrors, minutes });
-      }
-      return m;
-    });
+  return useCallback((e: api.LatestEvent) => {
+    statsStore.merge(e);
     const r = refresh.current;
     if (r.timer === undefined) {
       const wait = Math.max(0, r.last + SUMMARY_REFRESH_MS - Date.now());
@@ -169,7 +250,6 @@ function useStats(namespace: string): { stats: Map<string, FnStats>; onStats: St
       }, wait);
     }
   }, []);
-  return { stats, onStats };
 }
 
 /** The `#/…` route: the overview, or one function's page. */
@@ -196,32 +276,41 @@ function Status({ value }: { value?: string }) {
 function App() {
   const route = useRoute();
   const [namespace, setNamespace] = useState(() => localStorage.getItem("fission-ns") || "default");
-  const { data, error, loaded, reload } = useResources(namespace);
-  const { stats, onStats } = useStats(namespace);
+  const { data, error, loaded, reload, apply } = useResources(namespace);
+  const onStats = useStats(namespace);
   const [live, setLive] = useState(false);
   useEffect(() => {
     let debounce: number | undefined;
+    let pending: api.ChangeEvent[] = [];
+    let dropped = false;
     const close = api.follow(
       namespace,
       (e) => {
         onStats(e);
         for (const l of statsListeners) l(e);
       },
-      () => {
+      (change) => {
+        pending.push(change);
         window.clearTimeout(debounce);
-        debounce = window.setTimeout(reload, CHANGE_DEBOUNCE_MS);
+        debounce = window.setTimeout(() => {
+          const batch = pending;
+          pending = [];
+          apply(batch);
+        }, CHANGE_DEBOUNCE_MS);
       },
       (open) => {
         setLive(open);
-        // Whatever happened while the stream was down is read again.
-        if (open) reload();
+        // Whatever happened while the stream was down is read again (the first opening
+        // follows the first listing: nothing to catch up on).
+        if (open && dropped) reload();
+        if (!open) dropped = true;
       },
     );
     return () => {
       window.clearTimeout(debounce);
       close();
     };
-  }, [namespace, reload, onStats]);
+  }, [namespace, reload, apply, onStats]);
   const setNs = (ns: string) => {
     localStorage.setItem("fission-ns", ns);
     setNamespace(ns || "default");
@@ -242,18 +331,18 @@ function App() {
         {route[0] === "functions" && route[1] ? (
           <FunctionPage name={route[1]} namespace={namespace} data={data} loaded={loaded} />
         ) : (
-          <Overview data={data} stats={stats} namespace={namespace} />
+          <Overview data={data} namespace={namespace} />
         )}
       </main>
     </>
   );
 }
 
-function Overview({ data, stats, namespace }: { data: Resources; stats: Map<string, FnStats>; namespace: string }) {
+function Overview({ data, namespace }: { data: Resources; namespace: string }) {
   return (
     <>
       <Environments data={data} />
-      <Functions data={data} stats={stats} />
+      <Functions data={data} />
       <Packages packages={data.packages} />
       <Triggers data={data} namespace={namespace} />
       <Canaries canaries={data.canaries} http={data.http} />
@@ -293,10 +382,14 @@ function Environments({ data }: { data: Resources }) {
   );
 }
 
-/** Rows rendered per frame: the first screenful comes at once, the rest without a long task. */
+/**
+ * Rows rendered per frame: the first screenful comes at once, the rest without a long task. Rows
+ * are rendered in chunks of this many that skip their diff when their functions did not change,
+ * so each frame (and each live update) costs one chunk, not every row shown so far.
+ */
 const ROWS_PER_FRAME = 200;
 
-function Functions({ data, stats }: { data: Resources; stats: Map<string, FnStats> }) {
+function Functions({ data }: { data: Resources }) {
   const [filter, setFilter] = useState("");
   // Indexes built once per refresh, so each row is O(1) even with thousands of functions.
   const pkgStatus = useMemo(() => new Map(data.packages.map((p) => [p.metadata.name, p.status?.buildstatus])), [data.packages]);
@@ -324,31 +417,74 @@ function Functions({ data, stats }: { data: Resources; stats: Map<string, FnStat
           <tr><th>name</th><th>environment</th><th>executor</th><th>package</th><th>build</th><th>routes</th><th>calls (1 h)</th><th>errors</th><th>cold</th><th>p50</th><th>p99</th><th>calls per minute</th></tr>
         </thead>
         <tbody>
-          {shown.slice(0, limit).map((f) => {
-            const pkg = f.spec.package?.packageref?.name;
-            return <FunctionRow key={f.metadata.name} f={f} build={pkg ? pkgStatus.get(pkg) ?? "none" : ""} routes={(routes.get(f.metadata.name) ?? []).join(" ")} stats={stats.get(f.metadata.name)} />;
-          })}
+          {Array.from({ length: Math.ceil(Math.min(limit, shown.length) / ROWS_PER_FRAME) }, (_, i) => (
+            <RowChunk key={i} fns={shown} from={i * ROWS_PER_FRAME} to={Math.min((i + 1) * ROWS_PER_FRAME, shown.length)} pkgStatus={pkgStatus} routes={routes} />
+          ))}
         </tbody>
       </table>
     </section>
   );
 }
 
+interface ChunkProps {
+  fns: Fn[];
+  from: number;
+  to: number;
+  pkgStatus: Map<string, string | undefined>;
+  routes: Map<string, string[]>;
+}
+
+/** Rows `from..to` of the list; skipped when those functions and the indexes are unchanged. */
+class RowChunk extends Component<ChunkProps> {
+  shouldComponentUpdate(next: ChunkProps): boolean {
+    const p = this.props;
+    if (next.from !== p.from || next.to !== p.to || next.pkgStatus !== p.pkgStatus || next.routes !== p.routes) return true;
+    for (let i = next.from; i < next.to; i++) if (next.fns[i] !== p.fns[i]) return true;
+    return false;
+  }
+
+  render({ fns, from, to, pkgStatus, routes }: ChunkProps) {
+    return (
+      <>
+        {fns.slice(from, to).map((f) => {
+          const pkg = f.spec.package?.packageref?.name;
+          return <FunctionRow key={f.metadata.name} f={f} build={pkg ? pkgStatus.get(pkg) ?? "none" : ""} routes={(routes.get(f.metadata.name) ?? []).join(" ")} />;
+        })}
+      </>
+    );
+  }
+}
+
 interface RowProps {
   f: Fn;
   build: string;
   routes: string;
-  stats?: FnStats;
 }
 
-/** One function's row; re-rendered only when what it shows changed. */
-class FunctionRow extends Component<RowProps> {
-  shouldComponentUpdate(next: RowProps): boolean {
-    const p = this.props;
-    return next.f.metadata.resourceVersion !== p.f.metadata.resourceVersion || next.build !== p.build || next.routes !== p.routes || next.stats !== p.stats;
+/** One function's row; re-rendered only when what it shows changed (its calls arrive from `statsStore`). */
+class FunctionRow extends Component<RowProps, { stats?: FnStats }> {
+  private unsubscribe?: () => void;
+
+  constructor(props: RowProps) {
+    super(props);
+    this.state = { stats: statsStore.get(props.f.metadata.name) };
   }
 
-  render({ f, build, routes, stats }: RowProps) {
+  componentDidMount() {
+    const name = this.props.f.metadata.name;
+    this.unsubscribe = statsStore.subscribe(name, () => this.setState({ stats: statsStore.get(name) }));
+  }
+
+  componentWillUnmount() {
+    this.unsubscribe?.();
+  }
+
+  shouldComponentUpdate(next: RowProps, nextState: { stats?: FnStats }): boolean {
+    const p = this.props;
+    return next.f.metadata.resourceVersion !== p.f.metadata.resourceVersion || next.build !== p.build || next.routes !== p.routes || nextState.stats !== this.state.stats;
+  }
+
+  render({ f, build, routes }: RowProps, { stats }: { stats?: FnStats }) {
     const s = stats?.summary;
     return (
       <tr data-function={f.metadata.name}>
@@ -358,12 +494,19 @@ class FunctionRow extends Component<RowProps> {
         <td>{f.spec.package?.packageref?.name}</td>
         <td>{build ? <Status value={build} /> : null}</td>
         <td class="mono">{routes}</td>
-        <td class="num calls">{s ? s.calls : <span class="muted">0</span>}</td>
-        <td class={`num${s?.errors ? " error" : ""}`}>{s ? s.errors : ""}</td>
-        <td class="num">{s ? s.coldStarts : ""}</td>
-        <td class="num">{ms(s?.p50Ms)}</td>
-        <td class="num">{ms(s?.p99Ms)}</td>
-        <td>{stats ? <Sparkline points={stats.minutes} /> : null}</td>
+        {s && stats ? (
+          <>
+            <td class="num calls">{s.calls}</td>
+            <td class={`num${s.errors ? " error" : ""}`}>{s.errors}</td>
+            <td class="num">{s.coldStarts}</td>
+            <td class="num">{ms(s.p50Ms)}</td>
+            <td class="num">{ms(s.p99Ms)}</td>
+            <td><Sparkline points={stats.minutes} /></td>
+          </>
+        ) : (
+          // One cell for a function without calls: most of a thousand rows are these.
+          <td class="calls muted" colSpan={6}>0</td>
+        )}
       </tr>
     );
   }
@@ -696,10 +839,20 @@ function Chart({ id, title, now, points, series }: { id: string; title: string; 
           let d = "";
           let prev: api.Point | undefined;
           for (const p of shown) {
-            d += `${prev && p.start - prev.start <= 10 ? "L" : "M"}${(x(p) + slot / 2).toFixed(1)} ${y(s.value(p) ?? 0).toFixed(1)}h0.1`;
+            d += `${prev && p.start - prev.start <= 10 ? "L" : "M"}${(x(p) + slot / 2).toFixed(1)} ${y(s.value(p) ?? 0).toFixed(1)}`;
             prev = p;
           }
-          return <path key={s.label} class={`series-${s.label}`} data-points={shown.length} d={d} fill="none" stroke={s.color} stroke-width="2" stroke-linecap="round" />;
+          // Lines join consecutive buckets; a dot marks each one, so a lone call is visible too.
+          return (
+            <g key={s.label}>
+              <path class={`series-${s.label}`} data-points={shown.length} d={d} fill="none" stroke={s.color} stroke-width="2" />
+              {shown.map((p) => (
+                <circle key={p.start} cx={(x(p) + slot / 2).toFixed(1)} cy={y(s.value(p) ?? 0).toFixed(1)} r="2.5" fill={s.color}>
+                  <title>{`${s.label} ${ms(s.value(p))}`}</title>
+                </circle>
+              ))}
+            </g>
+          );
         })}
         <text x="0" y={CHART_H + 13} font-size="11" fill="#667085">
           {title}, max {max >= 100 ? max.toFixed(0) : max.toFixed(1)} — {series.map((s) => s.label).join(" / ")} — last 60 min

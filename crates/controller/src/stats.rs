@@ -7,8 +7,8 @@
 //! * `GET /v2/stats/functions/{namespace}/{name}?step=` — one function (default step 10).
 //! * `GET /v2/stats/stream?namespace=` — `text/event-stream`: `stats` events (at most one a
 //!   second) with the current 10-second and 60-second points of every function of the namespace
-//!   called since the last event, and `change` events (`{kind, type, namespace, name}`) for every
-//!   write to the store.
+//!   called since the last event, and `change` events (`{kind, type, namespace, name, object}`)
+//!   for every write to the store.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -134,6 +134,27 @@ struct ChangeEvent {
     event_type: &'static str,
     namespace: String,
     name: String,
+    /// The object as `GET` returns it, so the page updates one row instead of relisting
+    /// (absent for secrets and config maps, and literal archives are left out).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    object: Option<serde_json::Value>,
+}
+
+/// What the page may see of `object`.
+fn shown(object: &fission_core::AnyResource) -> Option<serde_json::Value> {
+    use fission_core::ResourceKind;
+    if matches!(object.kind(), ResourceKind::Secret | ResourceKind::ConfigMap) {
+        return None;
+    }
+    let mut v = object.to_value();
+    if let Some(spec) = v.get_mut("spec") {
+        for part in ["deployment", "source"] {
+            if let Some(archive) = spec.get_mut(part).and_then(|a| a.as_object_mut()) {
+                archive.remove("literal");
+            }
+        }
+    }
+    Some(v)
 }
 
 enum Next {
@@ -224,6 +245,7 @@ impl StreamState {
                         },
                         namespace: m.namespace.clone(),
                         name: m.name.clone(),
+                        object: shown(&ev.object),
                     }))
                 }
                 // The first listing is what the page fetched itself; a relisting (after the
@@ -237,6 +259,7 @@ impl StreamState {
                             event_type: "LISTED",
                             namespace: self.namespace.clone().unwrap_or_default(),
                             name: String::new(),
+                            object: None,
                         }))
                     }
                 }
