@@ -820,7 +820,8 @@ function Chart({ id, title, now, points, series }: { id: string; title: string; 
   const y = (v: number) => CHART_H - (v / max) * CHART_H;
   return (
     <div class="chart" id={id}>
-      <svg width="100%" viewBox={`0 0 ${CHART_W} ${CHART_H + 16}`} role="img" aria-label={title}>
+      {/* A margin around the plot area, so the newest bucket's and the maximum's dots are whole. */}
+      <svg width="100%" viewBox={`-4 -6 ${CHART_W + 8} ${CHART_H + 22}`} role="img" aria-label={title}>
         <line x1="0" x2={CHART_W} y1={CHART_H} y2={CHART_H} stroke="#e4e7ec" />
         {series.map((s) => {
           const shown = points.filter((p) => p.start >= from && s.value(p) !== undefined && (s.value(p) ?? 0) > 0);

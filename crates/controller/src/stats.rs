@@ -67,7 +67,7 @@ fn stats(c: &Controller) -> Result<Arc<CallStats>, ApiError> {
 /// A step of `BUCKET_SECS` multiples within the window.
 fn step(q: &StatsQuery, default: u64) -> Result<u64, ApiError> {
     let step = q.step.unwrap_or(default);
-    if step == 0 || step % BUCKET_SECS != 0 || step > WINDOW_SECS {
+    if step == 0 || !step.is_multiple_of(BUCKET_SECS) || step > WINDOW_SECS {
         return Err(ApiError::invalid(format!(
             "step must be a multiple of {BUCKET_SECS} seconds up to {WINDOW_SECS}, not {step}"
         )));
@@ -143,7 +143,10 @@ struct ChangeEvent {
 /// What the page may see of `object`.
 fn shown(object: &fission_core::AnyResource) -> Option<serde_json::Value> {
     use fission_core::ResourceKind;
-    if matches!(object.kind(), ResourceKind::Secret | ResourceKind::ConfigMap) {
+    if matches!(
+        object.kind(),
+        ResourceKind::Secret | ResourceKind::ConfigMap
+    ) {
         return None;
     }
     let mut v = object.to_value();
