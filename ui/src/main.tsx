@@ -280,9 +280,11 @@ function App() {
   const onStats = useStats(namespace);
   const [live, setLive] = useState(false);
   useEffect(() => {
+    // The stream opens after the first listing: the server's work for it (following the store
+    // starts with a listing of its own) does not delay the first render.
+    if (!loaded) return;
     let debounce: number | undefined;
     let pending: api.ChangeEvent[] = [];
-    let dropped = false;
     const close = api.follow(
       namespace,
       (e) => {
@@ -300,17 +302,16 @@ function App() {
       },
       (open) => {
         setLive(open);
-        // Whatever happened while the stream was down is read again (the first opening
-        // follows the first listing: nothing to catch up on).
-        if (open && dropped) reload();
-        if (!open) dropped = true;
+        // Whatever changed before the stream (re)opened is read again; a listing that finds
+        // nothing new costs a fetch, no parse and no render.
+        if (open) reload();
       },
     );
     return () => {
       window.clearTimeout(debounce);
       close();
     };
-  }, [namespace, reload, apply, onStats]);
+  }, [namespace, loaded, reload, apply, onStats]);
   const setNs = (ns: string) => {
     localStorage.setItem("fission-ns", ns);
     setNamespace(ns || "default");
