@@ -151,3 +151,94 @@ export function targets(ref: FunctionRef | undefined): string[] {
   if (ref.type === "function-weights" && ref.functionweights) return Object.keys(ref.functionweights);
   return ref.name ? [ref.name] : [];
 }
+
+/** One step of a function's calls (`/v2/stats/...`). */
+export interface Point {
+  start: number;
+  calls: number;
+  errors: number;
+  coldStarts: number;
+  p50Ms?: number;
+  p99Ms?: number;
+}
+
+export interface FunctionSeries {
+  namespace: string;
+  name: string;
+  totalCalls: number;
+  totalErrors: number;
+  summary: Point;
+  points: Point[];
+}
+
+export interface StatsResponse {
+  step: number;
+  now: number;
+  window: number;
+  functions: FunctionSeries[];
+}
+
+/** A `stats` event: the current 10-second bucket and minute of each function called since the last one. */
+export interface LatestEvent {
+  now: number;
+  functions: { namespace: string; name: string; totalCalls: number; totalErrors: number; bucket: Point; minute: Point }[];
+}
+
+/** A `change` event: a write to the store, with the object (absent for secrets and config maps). */
+export interface ChangeEvent {
+  kind: string;
+  type: string;
+  namespace: string;
+  name: string;
+  object?: unknown;
+}
+
+/** Every function of `namespace` called in the last hour, per minute. */
+export async function statsList(namespace: string): Promise<StatsResponse> {
+  const resp = await fetch(`/v2/stats/functions?namespace=${encodeURIComponent(namespace)}&step=60`);
+  if (!resp.ok) throw await failure(resp, "reading call statistics");
+  return (await resp.json()) as StatsResponse;
+}
+
+/** One function's last hour, per 10 seconds. */
+export async function statsOne(namespace: string, name: string): Promise<StatsResponse> {
+  const resp = await fetch(`/v2/stats/functions/${encodeURIComponent(namespace)}/${encodeURIComponent(name)}?step=10`);
+  if (!resp.ok) throw await failure(resp, `reading call statistics of ${name}`);
+  return (await resp.json()) as StatsResponse;
+}
+
+export interface TriggerStatus {
+  fired: number;
+  succeeded: number;
+  failed: number;
+  lastFire?: string;
+  lastStatus?: number;
+  lastError?: string;
+}
+
+/** A time or message-queue trigger's fires; `null` when the server does not run it. */
+export async function triggerStatus(kind: "time" | "messagequeue", name: string, namespace: string): Promise<TriggerStatus | null> {
+  const resp = await fetch(`/v2/triggerstatus/${kind}/${encodeURIComponent(name)}?namespace=${encodeURIComponent(namespace)}`);
+  if (resp.status === 404) return null;
+  if (!resp.ok) throw await failure(resp, `reading the status of trigger ${name}`);
+  return (await resp.json()) as TriggerStatus;
+}
+
+/**
+ * Follow the server's live stream for `namespace`: `onStats` with calls as they are answered,
+ * `onChange` for every write to the store, `onState` when the connection opens or drops
+ * (EventSource reconnects by itself). Returns the function that closes it.
+ */
+export function follow(
+  namespace: string,
+  onStats: (e: LatestEvent) => void,
+  onChange: (e: ChangeEvent) => void,
+  onState: (open: boolean) => void,
+): () => void {
+  const es = new EventSource(`/v2/stats/stream?namespace=${encodeURIComponent(namespace)}`);
+  es.addEventListener("stats", (e) => onStats(JSON.parse((e as MessageEvent).data) as LatestEvent));
+  es.addEventListener("change", (e) => onChange(JSON.parse((e as MessageEvent).data) as ChangeEvent));
+  es.onopen = () => onState(true);
+  es.onerror = () => onState(false);
+  return () => es.close();
+}

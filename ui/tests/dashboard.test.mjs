@@ -125,7 +125,10 @@ run("a function created with the CLI appears live, is invoked from the page, and
   const row = page.locator('tr[data-function="hello"]');
   await row.waitFor({ timeout: 10_000 });
   assert.match(await row.innerText(), /nodejs/);
-  assert.match(await page.locator("#triggers").innerText(), /hello-route[\s\S]*GET \/hello/);
+  // The route is written after the function: it arrives with its own change event.
+  const route = page.locator('#triggers tr[data-trigger="http/hello-route"]');
+  await route.waitFor({ timeout: 10_000 });
+  assert.match(await route.innerText(), /GET \/hello/);
   await page.screenshot({ path: join(SHOTS, "overview.png"), fullPage: true });
 
   await row.locator("a").first().click();
@@ -144,9 +147,43 @@ run("a function created with the CLI appears live, is invoked from the page, and
   await page.locator("#log-tail", { hasText: "dashboard-test call POST" }).waitFor({ timeout: 15_000 });
   await page.click("#inv-send");
   await page.waitForFunction(() => document.querySelectorAll("#plot rect.bar").length === 2, null, { timeout: 30_000 });
+  // The server's own series, pushed over the event stream: both calls (the first a cold start)
+  // in the hour's throughput plot and the latency plot, without reloading the page.
+  await page.locator("#hour-calls", { hasText: "2 calls, 0 errors, 1 cold starts" }).waitFor({ timeout: 10_000 });
+  await page.waitForFunction(() => Number(document.querySelector("#throughput path.series-calls")?.getAttribute("data-points")) >= 1);
+  await page.waitForFunction(() => Number(document.querySelector("#latency path.series-p99")?.getAttribute("data-points")) >= 1);
+  // A call made elsewhere (curl, another user) shows up too.
+  const viaRouter = await fetch(`${server.router}/fission-function/hello`, { method: "DELETE" });
+  assert.equal(viaRouter.status, 201);
+  await page.locator("#hour-calls", { hasText: "3 calls" }).waitFor({ timeout: 10_000 });
   await page.screenshot({ path: join(SHOTS, "function.png"), fullPage: true });
+
+  // Back on the overview, the function's row carries its hour: calls and a sparkline.
+  await page.goto(server.dashboard);
+  const calls = page.locator('tr[data-function="hello"] td.calls');
+  await calls.filter({ hasText: /^3$/ }).waitFor({ timeout: 10_000 });
+  assert.equal(await page.locator('tr[data-function="hello"] svg.spark').count(), 1);
+  await fetch(`${server.router}/hello`);
+  await calls.filter({ hasText: /^4$/ }).waitFor({ timeout: 10_000 });
+  assert.equal(await page.locator("#live").innerText(), "live");
+  await page.screenshot({ path: join(SHOTS, "overview-calls.png"), fullPage: true });
   assert.deepEqual(pageErrors, []);
   await page.close();
+});
+
+run("the stats endpoints serve the router's series and refuse a bad step", async () => {
+  const r = await fetch(`${server.controller}/v2/stats/functions/default/hello?step=10`);
+  assert.equal(r.status, 200);
+  const body = await r.json();
+  assert.equal(body.step, 10);
+  const [hello] = body.functions;
+  assert.equal(hello.name, "hello");
+  assert.ok(hello.totalCalls >= 4, JSON.stringify(hello));
+  assert.equal(hello.summary.coldStarts, 1);
+  assert.ok(hello.summary.p99Ms > 0);
+  const bad = await fetch(`${server.controller}/v2/stats/functions?step=7`);
+  assert.equal(bad.status, 400);
+  assert.match((await bad.json()).message, /multiple of 10 seconds/);
 });
 
 run("invoking a function that does not exist shows the controller's error on the page", async () => {
@@ -208,9 +245,22 @@ run("first load stays under 200 KB of JavaScript and 1,000 functions render with
   await page.waitForFunction(() => document.querySelectorAll("tr[data-function]").length === 1001, null, { timeout: 30_000 });
   const renderMs = Date.now() - started;
   // Long main-thread tasks are what a user feels as a freeze: during the first load, and over
-  // two refreshes after it (recorded from the page's start by the init script above).
+  // the live updates after it (recorded from the page's start by the init script above).
   const renderedAt = await page.evaluate(() => performance.now());
-  await page.waitForTimeout(4500);
+  // Live updates while 1,001 rows are shown: calls (stats events re-render one row each) and a
+  // new function (a change event reloads every list).
+  for (let i = 0; i < 5; i++) {
+    await fetch(`${server.router}/hello`);
+    await page.waitForTimeout(500);
+  }
+  const extra = await fetch(`${server.controller}/v2/functions`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ ...hello, metadata: { name: "load-extra", namespace: "default" } }),
+  });
+  assert.ok(extra.ok);
+  await page.waitForFunction(() => document.querySelectorAll("tr[data-function]").length === 1002, null, { timeout: 10_000 });
+  await page.waitForTimeout(1500);
   const longestTasks = await page.evaluate((at) => {
     const tasks = window.__longTasks;
     const longest = (list) => list.reduce((m, e) => Math.max(m, e.duration), 0);
@@ -221,17 +271,18 @@ run("first load stays under 200 KB of JavaScript and 1,000 functions render with
   await page.waitForFunction(() => document.querySelectorAll("tr[data-function]").length === 10);
   const filterMs = Date.now() - filterStarted;
   await page.fill("#functions input.filter", "");
-  await page.waitForFunction(() => document.querySelectorAll("tr[data-function]").length === 1001);
+  await page.waitForFunction(() => document.querySelectorAll("tr[data-function]").length === 1002);
   await page.screenshot({ path: join(SHOTS, "thousand-functions.png") });
   const numbers = { functions: 1001, jsBytes, renderMs, longestTaskOnLoadMs: longestTasks.load, longestTaskOnRefreshMs: longestTasks.refresh, filterMs };
   writeFileSync(join(SHOTS, "measurements.json"), JSON.stringify(numbers, null, 2) + "\n");
   console.log(`dashboard measurements: ${JSON.stringify(numbers)}`);
   assert.ok(jsBytes > 0 && jsBytes < 200 * 1024, `first load fetched ${jsBytes} bytes of JavaScript`);
   assert.ok(renderMs < 5000, `1,001 functions took ${renderMs} ms to appear`);
-  // Generous bounds: CI machines are shared; a regression to rendering everything in one task
-  // (or on every refresh) overshoots them.
-  assert.ok(longestTasks.load < 400, `the page froze for ${longestTasks.load} ms while loading`);
-  assert.ok(longestTasks.refresh < 200, `the page froze for ${longestTasks.refresh} ms while refreshing`);
+  // Generous bounds: CI machines are shared (on a 2-core VM at load 25–30 the same-run figures of
+  // the polling dashboard were 554 ms on load and 414 ms for a relisting; BENCHMARKS.md), while
+  // rendering all rows in one task, or re-rendering every row on each update, takes seconds there.
+  assert.ok(longestTasks.load < 1000, `the page froze for ${longestTasks.load} ms while loading`);
+  assert.ok(longestTasks.refresh < 1000, `the page froze for ${longestTasks.refresh} ms while updating live`);
   await page.close();
 });
 

@@ -61,6 +61,10 @@ impl From<StepError> for Stop {
 
 /// Build `pkg` in `work` (an empty, existing directory). `env` is the package's environment,
 /// or why it could not be read.
+#[tracing::instrument(name = "build", level = "debug", skip_all, fields(
+    fission.package = %pkg.metadata.name,
+    fission.namespace = %pkg.metadata.namespace,
+))]
 pub(crate) async fn build(
     ctx: &Ctx<'_>,
     pkg: &Package,

@@ -118,6 +118,7 @@ pub(crate) fn routes(c: Controller) -> Router {
             );
     }
     r.merge(crate::ui::routes())
+        .merge(crate::stats::routes())
         .route("/v1/{*rest}", axum::routing::any(v1_gone))
         .fallback(|| async { ApiError::not_found("no such API path; see /v2/apidocs.json") })
         .layer(DefaultBodyLimit::max(c.config.max_object_bytes))

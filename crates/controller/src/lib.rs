@@ -16,6 +16,7 @@ pub mod canary;
 mod error;
 mod handlers;
 mod references;
+mod stats;
 pub mod tls;
 mod ui;
 mod value_watch;
@@ -74,6 +75,8 @@ pub struct Controller {
     pub(crate) token: Option<ApiToken>,
     /// When set, the listener speaks TLS only.
     pub(crate) tls: Option<TlsConfig>,
+    /// The router's per-function series (the dashboard's plots), when the router is in-process.
+    pub(crate) stats: Option<Arc<fission_core::CallStats>>,
 }
 
 impl Controller {
@@ -97,6 +100,7 @@ impl Controller {
             extra_routes: None,
             token: None,
             tls: None,
+            stats: None,
         }
     }
 
@@ -124,6 +128,13 @@ impl Controller {
     /// Answer `GET /v2/functions/{name}/instances` from `report` (404 until this is called).
     pub fn with_instance_report(mut self, report: Arc<dyn fission_core::InstanceReport>) -> Self {
         self.instances = Some(report);
+        self
+    }
+
+    /// Serve `/v2/stats/...` (the dashboard's plots and live stream) from `stats` (404 until
+    /// this is called).
+    pub fn with_call_stats(mut self, stats: Arc<fission_core::CallStats>) -> Self {
+        self.stats = Some(stats);
         self
     }
 

@@ -22,6 +22,7 @@ mod meta;
 mod names;
 pub mod resources;
 pub mod runtime;
+pub mod stats;
 mod store;
 pub mod validation;
 
@@ -35,6 +36,7 @@ pub use logs::{FunctionLogs, LineSink, LogError, LogRecord, LogRecordStream, Out
 pub use meta::{API_VERSION, ObjectMeta, ObjectReference};
 pub use names::{is_dns1123_label, is_dns1123_subdomain};
 pub use resources::{AnyResource, Object, ResourceKind, Spec};
+pub use stats::CallStats;
 pub use store::{ResourceStore, StoreError, WatchEvent, WatchEventType, WatchStream};
 pub use validation::ValidationError;
 

@@ -68,9 +68,16 @@ impl<B: InstanceBackend> Executor<B> {
                     let me = self.me.upgrade().ok_or(ExecutorError::ShuttingDown)?;
                     // A task of its own: if the caller gives up, the specialization still
                     // completes and the instance serves the next request.
-                    let task =
-                        self.tasks
-                            .spawn(me.specialize_new(function.clone(), ticket, permit));
+                    // The span is the caller's child: a trace of a cold call shows its specialization.
+                    let span = tracing::debug_span!(
+                        "specialize",
+                        fission.function = %function.metadata.name,
+                        fission.namespace = %function.metadata.namespace,
+                    );
+                    let task = self.tasks.spawn(tracing::Instrument::instrument(
+                        me.specialize_new(function.clone(), ticket, permit),
+                        span,
+                    ));
                     return match tokio::time::timeout_at(deadline, task).await {
                         Ok(Ok(result)) => result,
                         Ok(Err(e)) => Err(ExecutorError::Internal(format!(

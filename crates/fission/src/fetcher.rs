@@ -34,7 +34,7 @@ pub(crate) struct FetcherArgs {
 }
 
 pub(crate) async fn run(args: FetcherArgs) -> anyhow::Result<()> {
-    let _log = crate::server::init_tracing();
+    let _log = crate::server::init_tracing()?;
     let config = fission_fetcher::Config {
         shared_dir: args.shared_dir,
         secret_dir: args.secret_dir,

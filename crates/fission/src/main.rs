@@ -5,6 +5,7 @@
 
 mod env;
 mod fetcher;
+mod otel;
 mod pods;
 mod server;
 

@@ -277,23 +277,58 @@ fn default_environments_dir() -> Option<PathBuf> {
         .find(|c| c.join("nodejs/server.js").is_file() || c.join("python/server.py").is_file())
 }
 
-/// Logs go to stderr from a writer thread: a request never waits on a slow terminal or pipe
-/// (the access log writes a line per request). Not lossy: past 128 k queued lines, loggers
-/// wait. The guard flushes what is queued when it is dropped: hold it until the process ends.
-pub(crate) fn init_tracing() -> tracing_appender::non_blocking::WorkerGuard {
+/// What logging holds until the process ends.
+pub(crate) struct Logging {
+    /// Flushes the queued log lines when dropped.
+    _guard: tracing_appender::non_blocking::WorkerGuard,
+    /// The OTLP exporter, flushed last.
+    traces: Option<crate::otel::Tracing>,
+}
+
+impl Logging {
+    /// Export the traces still buffered (bounded by the exporter's timeout, and by 5 s here).
+    async fn flush_traces(&mut self) {
+        if let Some(traces) = self.traces.take() {
+            // Flushing waits for the exporter, which runs on this runtime: not on a worker.
+            let flush = tokio::task::spawn_blocking(move || traces.shutdown());
+            if tokio::time::timeout(Duration::from_secs(5), flush)
+                .await
+                .is_err()
+            {
+                tracing::warn!("the last traces were not exported within 5 s");
+            }
+        }
+    }
+}
+
+/// Logs to stderr (`RUST_LOG`) from a writer thread, so a request never waits on a slow
+/// terminal or pipe (the access log writes a line per request; not lossy: past 128 k queued
+/// lines, loggers wait); spans to OTLP when `OTEL_EXPORTER_OTLP_*` asks for it.
+pub(crate) fn init_tracing() -> Result<Logging> {
     use std::io::IsTerminal as _;
     use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::prelude::*;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
         .thread_name("fission-log")
         .finish(std::io::stderr());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let log = tracing_subscriber::fmt::layer()
         .with_writer(writer)
         .with_ansi(std::io::stderr().is_terminal())
+        .with_filter(filter);
+    let (traces, exporter) = match crate::otel::layer()? {
+        Some((layer, exporter)) => (Some(layer), Some(exporter)),
+        None => (None, None),
+    };
+    let _ = tracing_subscriber::registry()
+        .with(log)
+        .with(traces)
         .try_init();
-    guard
+    Ok(Logging {
+        _guard: guard,
+        traces: exporter,
+    })
 }
 
 pub(crate) async fn shutdown_signal() {
@@ -423,12 +458,14 @@ struct Running {
 
 /// Run the server until a signal arrives.
 pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
-    let _log = init_tracing();
+    let mut logging = init_tracing().map_err(ServerError::Start)?;
     let running = start(args).await.map_err(ServerError::Start)?;
-    running
+    let result = running
         .serve_until_signal()
         .await
-        .map_err(ServerError::Failed)
+        .map_err(ServerError::Failed);
+    logging.flush_traces().await;
+    result
 }
 
 /// Open the data directory, bind the listeners and start every component.
@@ -681,6 +718,7 @@ async fn start(args: ServerArgs) -> Result<Running> {
     )
     .with_metrics_endpoint(render_metrics)
     .with_instance_report(executor.report.clone())
+    .with_call_stats(router.call_stats())
     .with_routes(triggers.api_routes());
     let controller = match token {
         Some(token) => controller.with_auth_token(token),
@@ -690,6 +728,16 @@ async fn start(args: ServerArgs) -> Result<Running> {
         Some(tls) => controller.with_tls(tls),
         None => controller,
     };
+    // Functions no longer called give their last hour's buckets back.
+    tokio::spawn({
+        let (stats, shutdown) = (router.call_stats(), stop_accepting.clone());
+        async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+            while shutdown.run_until_cancelled(every.tick()).await.is_some() {
+                stats.expire(fission_core::stats::unix_now());
+            }
+        }
+    });
 
     // Listeners: stop first, drain in-flight requests.
     let mut front = JoinSet::new();

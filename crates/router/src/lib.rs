@@ -107,6 +107,7 @@ pub mod respond;
 mod server;
 mod sync;
 pub mod table;
+mod trace;
 mod upstream;
 
 use std::net::SocketAddr;
@@ -324,6 +325,12 @@ impl Router {
         routes: Routes,
     ) -> std::io::Result<()> {
         server::serve(self.inner.clone(), listener, shutdown, grace, routes).await
+    }
+
+    /// Every function's calls over the last hour, as this router answered them (what the
+    /// dashboard plots; shared, so readers see calls as they are recorded).
+    pub fn call_stats(&self) -> Arc<fission_core::CallStats> {
+        self.inner.metrics.stats.clone()
     }
 
     /// Replace the route table directly (tests and embedders that do not use a store).

@@ -6,18 +6,18 @@
 //! | `fission_function_calls_total` | counter | namespace, name, path, method, code |
 //! | `fission_function_errors_total` | counter (code ≥ 400, as Fission) | namespace, name, path, method, code |
 //! | `fission_function_overhead_seconds` | histogram | namespace, name, path, method, code |
+//! | `fission_function_duration_seconds` | histogram (fission-rs) | namespace, name, path, method, code |
 //! | `fission_function_cold_start_requests_total` | counter | namespace, name |
 //!
 //! `path` is the trigger's prefix or relativeurl (empty for `/fission-function/...`), `code`
 //! the status sent to the client; a client that disconnects before the response head is
 //! counted with code 499, as Fission does. Overhead is the time from receiving the request to
 //! having the response head, minus the time spent waiting for the function: it includes
-//! leasing an instance, so cold starts show up in it.
+//! leasing an instance, so cold starts show up in it. Duration is the whole time to the response
+//! head as the caller sees it (Fission has no such family; latency percentiles come from it).
 
 use std::borrow::Cow;
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::Method;
@@ -55,24 +55,24 @@ fn overhead_histogram() -> Histogram {
     ])
 }
 
+/// Call durations: from 1 ms to a minute (the default function timeout).
+fn duration_histogram() -> Histogram {
+    Histogram::new([
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    ])
+}
+
 /// The router's metric families.
 #[derive(Debug)]
 pub(crate) struct Metrics {
     calls: Family<CallLabels, Counter>,
     errors: Family<CallLabels, Counter>,
     overhead: Family<CallLabels, Histogram, fn() -> Histogram>,
+    duration: Family<CallLabels, Histogram, fn() -> Histogram>,
     cold_starts: Family<FunctionLabels, Counter>,
-    /// Per-function totals over every path, method and code (the canary manager's input).
-    totals: RwLock<HashMap<FunctionKey, Arc<FunctionTotals>>>,
-}
-
-/// `(namespace, name)`.
-type FunctionKey = (Arc<str>, Arc<str>);
-
-#[derive(Debug, Default)]
-struct FunctionTotals {
-    total: AtomicU64,
-    failed: AtomicU64,
+    /// Per-function totals and the last hour's series (the canary manager's and the
+    /// dashboard's input).
+    pub(crate) stats: Arc<fission_core::CallStats>,
 }
 
 impl Metrics {
@@ -83,8 +83,9 @@ impl Metrics {
             calls: Family::default(),
             errors: Family::default(),
             overhead: Family::new_with_constructor(overhead_histogram),
+            duration: Family::new_with_constructor(duration_histogram),
             cold_starts: Family::default(),
-            totals: RwLock::new(HashMap::new()),
+            stats: Arc::new(fission_core::CallStats::new()),
         };
         registry.register(
             "fission_function_calls",
@@ -102,6 +103,11 @@ impl Metrics {
             m.overhead.clone(),
         );
         registry.register(
+            "fission_function_duration_seconds",
+            "Time from receiving a call to having the function's response head",
+            m.duration.clone(),
+        );
+        registry.register(
             // Not `fission_function_cold_starts`: the executor owns that family (specializations);
             // one name declared twice makes the whole scrape unparseable.
             "fission_function_cold_start_requests",
@@ -112,44 +118,13 @@ impl Metrics {
     }
 }
 
-/// Standard methods as static strings, so labelling a request does not allocate.
 impl Metrics {
-    fn count(&self, namespace: &Arc<str>, name: &Arc<str>, code: u16) {
-        let key = (namespace.clone(), name.clone());
-        let found = self
-            .totals
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
-            .cloned();
-        let totals = match found {
-            Some(t) => t,
-            None => self
-                .totals
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .entry(key)
-                .or_default()
-                .clone(),
-        };
-        totals.total.fetch_add(1, Ordering::Relaxed);
-        if code >= 400 {
-            totals.failed.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
     pub(crate) fn totals(&self, namespace: &str, name: &str) -> fission_core::CallCounts {
-        let totals = self.totals.read().unwrap_or_else(|e| e.into_inner());
-        let key: FunctionKey = (Arc::from(namespace), Arc::from(name));
-        totals
-            .get(&key)
-            .map_or_else(Default::default, |t| fission_core::CallCounts {
-                total: t.total.load(Ordering::Relaxed),
-                failed: t.failed.load(Ordering::Relaxed),
-            })
+        self.stats.totals(namespace, name)
     }
 }
 
+/// Standard methods as static strings, so labelling a request does not allocate.
 fn method_label(m: &Method) -> Cow<'static, str> {
     const KNOWN: [Method; 9] = [
         Method::GET,
@@ -193,6 +168,7 @@ struct Series {
     /// Only for error codes.
     errors: Option<Counter>,
     overhead: Histogram,
+    duration: Histogram,
 }
 
 impl SeriesCache {
@@ -211,6 +187,7 @@ pub(crate) struct CallRecord {
     labels: Option<CallLabels>,
     started: Instant,
     upstream: Duration,
+    cold: bool,
 }
 
 impl CallRecord {
@@ -232,6 +209,7 @@ impl CallRecord {
             }),
             started: Instant::now(),
             upstream: Duration::ZERO,
+            cold: false,
         }
     }
 
@@ -241,7 +219,8 @@ impl CallRecord {
     }
 
     /// This request caused a specialization.
-    pub(crate) fn cold_start(&self) {
+    pub(crate) fn cold_start(&mut self) {
+        self.cold = true;
         if let Some(l) = &self.labels {
             let labels = FunctionLabels {
                 namespace: l.namespace.clone(),
@@ -261,12 +240,18 @@ impl CallRecord {
             return;
         };
         labels.code = code;
-        self.metrics.count(&labels.namespace, &labels.name, code);
-        let overhead = self
-            .started
-            .elapsed()
-            .saturating_sub(self.upstream)
-            .as_secs_f64();
+        let elapsed = self.started.elapsed();
+        self.metrics.stats.record(
+            &labels.namespace,
+            &labels.name,
+            fission_core::stats::CallSample {
+                code,
+                latency: elapsed,
+                cold: self.cold,
+            },
+            fission_core::stats::unix_now(),
+        );
+        let overhead = elapsed.saturating_sub(self.upstream).as_secs_f64();
         let mut cache = self.target.series.lock();
         let cached = cache.iter().find(|s| {
             s.code == code
@@ -279,12 +264,14 @@ impl CallRecord {
                 e.inc();
             }
             s.overhead.observe(overhead);
+            s.duration.observe(elapsed.as_secs_f64());
             return;
         }
         let series = Series {
             calls: self.metrics.calls.get_or_create(&labels).clone(),
             errors: (code >= 400).then(|| self.metrics.errors.get_or_create(&labels).clone()),
             overhead: self.metrics.overhead.get_or_create(&labels).clone(),
+            duration: self.metrics.duration.get_or_create(&labels).clone(),
             path: labels.path,
             method: labels.method,
             code,
@@ -294,6 +281,7 @@ impl CallRecord {
             e.inc();
         }
         series.overhead.observe(overhead);
+        series.duration.observe(elapsed.as_secs_f64());
         if cache.len() < SERIES_CACHE_SIZE {
             cache.push(series);
         }
@@ -333,7 +321,7 @@ mod tests {
         let metrics = Arc::new(Metrics::register(&mut registry));
         let t = target();
         let path: Arc<str> = Arc::from("/hello");
-        let rec = CallRecord::start(metrics.clone(), &t, &path, &Method::GET);
+        let mut rec = CallRecord::start(metrics.clone(), &t, &path, &Method::GET);
         rec.cold_start();
         rec.finish(500);
 
@@ -350,6 +338,7 @@ mod tests {
             text.contains("fission_function_overhead_seconds_bucket{"),
             "{text}"
         );
+        assert!(text.contains(r#"fission_function_duration_seconds_count{namespace="default",name="hello",path="/hello",method="GET",code="500"} 1"#), "{text}");
         assert!(!text.contains("_total_total"), "{text}");
     }
 

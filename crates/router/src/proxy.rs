@@ -221,9 +221,16 @@ impl Proxy {
         let mut client_upgrade = upgrade.map(|(_, on)| on);
         let mut attempt = 1;
         loop {
+            let acquire_span = tracing::debug_span!(
+                "acquire instance",
+                fission.function = %target.label,
+                fission.cold = tracing::field::Empty,
+            );
             let mut lease = match tokio::time::timeout(
                 target.timeout,
-                self.instances.acquire(&target.function),
+                self.instances
+                    .acquire(&target.function)
+                    .instrument(acquire_span.clone()),
             )
             .await
             {
@@ -236,6 +243,7 @@ impl Proxy {
             };
             // For the access log: whether this call cold-started, and on which instance.
             *leased = Some((lease.cold, lease.instance_id));
+            acquire_span.record("fission.cold", lease.cold);
             if lease.cold {
                 record.cold_start();
                 Span::current().record("fission.cold", true);
@@ -268,9 +276,24 @@ impl Proxy {
             *up.version_mut() = Version::HTTP_11;
             *up.headers_mut() = headers;
 
+            let call_span = tracing::debug_span!(
+                "upstream call",
+                otel.kind = "client",
+                server.address = %lease.addr,
+                http.response.status_code = tracing::field::Empty,
+            );
+            crate::trace::inject(&call_span, up.headers_mut());
             let sent = Instant::now();
-            let result =
-                tokio::time::timeout(target.timeout, self.upstreams.send(lease.addr, up)).await;
+            let result = tokio::time::timeout(
+                target.timeout,
+                self.upstreams
+                    .send(lease.addr, up)
+                    .instrument(call_span.clone()),
+            )
+            .await;
+            if let Ok(Ok((resp, _))) = &result {
+                call_span.record("http.response.status_code", resp.status().as_u16());
+            }
             record.add_upstream(sent.elapsed());
             match result {
                 Err(_) => {

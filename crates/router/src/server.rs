@@ -190,6 +190,7 @@ pub(crate) async fn handle(
 ) -> Response<RouterBody> {
     let span = tracing::debug_span!(
         "router.request",
+        otel.kind = "server",
         http.request.method = %req.method(),
         url.path = %req.uri().path(),
         fission.function = field::Empty,
@@ -198,6 +199,7 @@ pub(crate) async fn handle(
         http.response.status_code = field::Empty,
     );
     let access = access::Pending::start(req.method(), req.uri());
+    crate::trace::continue_from(&span, req.headers());
     async move {
         let resp = dispatch(&inner, req, client, &shutdown, routes).await;
         let span = Span::current();
@@ -221,7 +223,11 @@ async fn dispatch(
 ) -> Response<RouterBody> {
     let table = inner.current_table();
     let host = request_host(&req);
-    let forward = match table.lookup(req.method(), host, req.uri().path()) {
+    let found = {
+        let _lookup = tracing::debug_span!("route lookup").entered();
+        table.lookup(req.method(), host, req.uri().path())
+    };
+    let forward = match found {
         Lookup::Builtin(Builtin::Healthz | Builtin::Root) => return respond::ok_empty(),
         Lookup::Builtin(Builtin::Version) => return respond::version(&inner.config.router_version),
         Lookup::Builtin(Builtin::Metrics) => {

@@ -369,6 +369,11 @@ impl Delivery {
     /// Deliver `call` for trigger `key` under `policy`: the answer (the last one, when answers
     /// are retried) or why there is none. Records metrics and status; failures go to the
     /// function's log too.
+    #[tracing::instrument(name = "trigger fire", level = "debug", skip_all, fields(
+        otel.kind = "producer",
+        fission.trigger = %key,
+        fission.function = %call.function,
+    ))]
     pub async fn deliver(
         &self,
         key: &TriggerKey,
@@ -478,6 +483,10 @@ impl Delivery {
         for (k, v) in headers {
             req = req.header(k, v);
         }
+        // The router's span of this call continues the fire's trace.
+        let mut trace = reqwest::header::HeaderMap::new();
+        crate::trace::inject(&tracing::Span::current(), &mut trace);
+        req = req.headers(trace);
         let resp = req.send().await?;
         let status = resp.status().as_u16();
         let headers = resp

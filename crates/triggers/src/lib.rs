@@ -31,6 +31,7 @@ mod mq_rabbitmq;
 mod mq_redis;
 pub mod schedule;
 mod timer;
+mod trace;
 
 pub use async_jobs::{AsyncConfig, AsyncJobs, Job, JobState};
 pub use delivery::{

@@ -85,24 +85,31 @@ impl Server {
     }
 
     pub fn try_start_on(data_dir: &Path, controller: &str, router: &str) -> Result<Self, String> {
-        Self::try_start_logging(data_dir, controller, router, "info")
+        Self::try_start_with_env(data_dir, controller, router, &[])
     }
 
     /// A server on free ports logging what `rust_log` (the `RUST_LOG` filter) selects.
     pub fn start_logging(rust_log: &str) -> Self {
+        Self::start_with_env(&[("RUST_LOG", rust_log)])
+    }
+
+    /// A fresh server (own data dir, free ports) with extra environment variables.
+    pub fn start_with_env(env: &[(&str, &str)]) -> Self {
         let tmp = tempfile::tempdir().expect("tempdir");
         let data_dir = tmp.path().join("data");
-        let mut s = Self::try_start_logging(&data_dir, "127.0.0.1:0", "127.0.0.1:0", rust_log)
-            .unwrap_or_else(|e| panic!("server did not start: {e}"));
+        let mut s = match Self::try_start_with_env(&data_dir, "127.0.0.1:0", "127.0.0.1:0", env) {
+            Ok(s) => s,
+            Err(e) => panic!("server did not start: {e}"),
+        };
         s._tmp = Some(tmp);
         s
     }
 
-    fn try_start_logging(
+    pub fn try_start_with_env(
         data_dir: &Path,
         controller: &str,
         router: &str,
-        rust_log: &str,
+        env: &[(&str, &str)],
     ) -> Result<Self, String> {
         std::fs::create_dir_all(data_dir).expect("data dir");
         let stderr_log = data_dir.with_extension(format!("{}.server.log", std::process::id()));
@@ -118,7 +125,8 @@ impl Server {
                 "--grace-period",
                 "2",
             ])
-            .env("RUST_LOG", rust_log)
+            .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)
