@@ -301,6 +301,19 @@ impl Logging {
     }
 }
 
+/// What is logged without `RUST_LOG`: `info`, without the per-request access lines unless
+/// Fission's `DISPLAY_ACCESS_LOG=true` asks for them (a line per request costs the warm path
+/// ~40 µs and a quarter of the router's throughput on this class of machine: BENCHMARKS.md).
+fn default_log_filter() -> &'static str {
+    let access = std::env::var("DISPLAY_ACCESS_LOG")
+        .is_ok_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "true" | "1" | "yes"));
+    if access {
+        "info"
+    } else {
+        "info,fission_router::access=off"
+    }
+}
+
 /// Logs to stderr (`RUST_LOG`) from a writer thread, so a request never waits on a slow
 /// terminal or pipe (the access log writes a line per request; not lossy: past 128 k queued
 /// lines, loggers wait); spans to OTLP when `OTEL_EXPORTER_OTLP_*` asks for it.
@@ -308,7 +321,8 @@ pub(crate) fn init_tracing() -> Result<Logging> {
     use std::io::IsTerminal as _;
     use tracing_subscriber::EnvFilter;
     use tracing_subscriber::prelude::*;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_log_filter()));
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
         .thread_name("fission-log")
