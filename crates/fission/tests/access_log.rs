@@ -133,3 +133,35 @@ fn rust_log_turns_the_access_log_off() {
     );
     assert!(access_lines(&server).is_empty(), "{log}");
 }
+
+#[test]
+fn the_access_log_is_off_by_default_and_display_access_log_turns_it_on() {
+    let Some(()) = require_functions() else {
+        return;
+    };
+    for (env, wanted) in [
+        (&[("RUST_LOG", "")][..], false),
+        (
+            &[("RUST_LOG", ""), ("DISPLAY_ACCESS_LOG", "true")][..],
+            true,
+        ),
+    ] {
+        let server = Server::start_with_env(env);
+        let dir = tempfile::tempdir().expect("tempdir");
+        hello(&server, dir.path());
+        eventually_blocking(Duration::from_secs(30), "/hello routed", || {
+            get(&server, "/hello") == 200
+        });
+        if wanted {
+            eventually_blocking(Duration::from_secs(10), "an access line", || {
+                !access_lines(&server).is_empty()
+            });
+        } else {
+            // Lines are written by the server's log thread: give a late one time to appear.
+            std::thread::sleep(Duration::from_millis(500));
+            let log = server.log();
+            assert!(log.contains(" INFO "), "the info log stays on: {log}");
+            assert!(access_lines(&server).is_empty(), "{env:?}: {log}");
+        }
+    }
+}

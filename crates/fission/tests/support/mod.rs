@@ -105,6 +105,8 @@ impl Server {
         s
     }
 
+    /// `RUST_LOG` is `info` unless `env` sets it; `("RUST_LOG", "")` leaves it unset (the
+    /// server's own default filter).
     pub fn try_start_with_env(
         data_dir: &Path,
         controller: &str,
@@ -114,7 +116,13 @@ impl Server {
         std::fs::create_dir_all(data_dir).expect("data dir");
         let stderr_log = data_dir.with_extension(format!("{}.server.log", std::process::id()));
         let log = std::fs::File::create(&stderr_log).expect("log file");
-        let mut child = Command::new(BIN)
+        let mut command = Command::new(BIN);
+        if env.contains(&("RUST_LOG", "")) {
+            command.env_remove("RUST_LOG");
+        } else {
+            command.env("RUST_LOG", "info");
+        }
+        let mut child = command
             .args(["server", "--data-dir"])
             .arg(data_dir)
             .args([
@@ -125,8 +133,11 @@ impl Server {
                 "--grace-period",
                 "2",
             ])
-            .env("RUST_LOG", "info")
-            .envs(env.iter().copied())
+            .envs(
+                env.iter()
+                    .copied()
+                    .filter(|(k, v)| !(*k == "RUST_LOG" && v.is_empty())),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)
