@@ -186,12 +186,7 @@ impl TestCluster {
         I: IntoIterator<Item = S>,
         S: AsRef<std::ffi::OsStr>,
     {
-        let mut cmd = Command::new(self.bin_dir.join("kubectl"));
-        cmd.arg("--kubeconfig").arg(&self.kubeconfig).args(args);
-        match cmd.output() {
-            Ok(o) => o,
-            Err(e) => panic!("cannot run kubectl: {e}"),
-        }
+        kubectl(&self.bin_dir, &self.kubeconfig, args)
     }
 
     /// Run kubectl and return stdout; panics with stderr when it fails.
@@ -200,30 +195,12 @@ impl TestCluster {
         I: IntoIterator<Item = S>,
         S: AsRef<std::ffi::OsStr>,
     {
-        let out = self.kubectl(args);
-        assert!(
-            out.status.success(),
-            "kubectl failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        kubectl_ok(&self.bin_dir, &self.kubeconfig, args)
     }
 
     /// Apply the checked-in `fission.io` CRDs and wait until they are Established.
     pub fn apply_crds(&self) {
-        let crds = repo_root().join("deploy/crds");
-        self.kubectl_ok([
-            std::ffi::OsStr::new("apply"),
-            "-f".as_ref(),
-            crds.as_os_str(),
-        ]);
-        self.kubectl_ok([
-            std::ffi::OsStr::new("wait"),
-            "--for=condition=Established".as_ref(),
-            "--timeout=60s".as_ref(),
-            "-f".as_ref(),
-            crds.as_os_str(),
-        ]);
+        apply_crds(&self.bin_dir, &self.kubeconfig);
     }
 
     /// Stop and start the API server (etcd and its data stay).
@@ -405,12 +382,7 @@ impl NodeCluster {
         I: IntoIterator<Item = S>,
         S: AsRef<std::ffi::OsStr>,
     {
-        let mut cmd = Command::new(self.bin_dir.join("kubectl"));
-        cmd.arg("--kubeconfig").arg(&self.kubeconfig).args(args);
-        match cmd.output() {
-            Ok(o) => o,
-            Err(e) => panic!("cannot run kubectl: {e}"),
-        }
+        kubectl(&self.bin_dir, &self.kubeconfig, args)
     }
 
     /// Run kubectl and return stdout; panics with stderr when it fails.
@@ -419,30 +391,12 @@ impl NodeCluster {
         I: IntoIterator<Item = S>,
         S: AsRef<std::ffi::OsStr>,
     {
-        let out = self.kubectl(args);
-        assert!(
-            out.status.success(),
-            "kubectl failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        kubectl_ok(&self.bin_dir, &self.kubeconfig, args)
     }
 
     /// Apply the checked-in `fission.io` CRDs and wait until they are Established.
     pub fn apply_crds(&self) {
-        let crds = repo_root().join("deploy/crds");
-        self.kubectl_ok([
-            std::ffi::OsStr::new("apply"),
-            "-f".as_ref(),
-            crds.as_os_str(),
-        ]);
-        self.kubectl_ok([
-            std::ffi::OsStr::new("wait"),
-            "--for=condition=Established".as_ref(),
-            "--timeout=60s".as_ref(),
-            "-f".as_ref(),
-            crds.as_os_str(),
-        ]);
+        apply_crds(&self.bin_dir, &self.kubeconfig);
     }
 
     /// The state directory (logs under `logs/`).
@@ -493,4 +447,58 @@ pub fn shared_node(fission: &Path) -> Option<&'static NodeCluster> {
         Some(node)
     })
     .as_ref()
+}
+
+/// kubectl from `bin_dir` against the cluster of `kubeconfig` (both cluster kinds share it).
+fn kubectl<I, S>(bin_dir: &Path, kubeconfig: &Path, args: I) -> Output
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let mut cmd = Command::new(bin_dir.join("kubectl"));
+    cmd.arg("--kubeconfig").arg(kubeconfig).args(args);
+    match cmd.output() {
+        Ok(o) => o,
+        Err(e) => panic!("cannot run kubectl: {e}"),
+    }
+}
+
+/// [`kubectl`]'s stdout; panics with stderr when it fails.
+fn kubectl_ok<I, S>(bin_dir: &Path, kubeconfig: &Path, args: I) -> String
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let out = kubectl(bin_dir, kubeconfig, args);
+    assert!(
+        out.status.success(),
+        "kubectl failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Apply the checked-in `fission.io` CRDs and wait until they are Established.
+fn apply_crds(bin_dir: &Path, kubeconfig: &Path) {
+    let crds = repo_root().join("deploy/crds");
+    kubectl_ok(
+        bin_dir,
+        kubeconfig,
+        [
+            std::ffi::OsStr::new("apply"),
+            "-f".as_ref(),
+            crds.as_os_str(),
+        ],
+    );
+    kubectl_ok(
+        bin_dir,
+        kubeconfig,
+        [
+            std::ffi::OsStr::new("wait"),
+            "--for=condition=Established".as_ref(),
+            "--timeout=60s".as_ref(),
+            "-f".as_ref(),
+            crds.as_os_str(),
+        ],
+    );
 }
