@@ -417,15 +417,22 @@ impl Drop for NodeCluster {
 }
 
 /// The node shared by every test in this test binary, started on first use (images built
-/// from `fission` into a cache under `~/.cache/fission-rs/k8s-node/images`) with the CRDs
+/// from `fission` into a cache under `~/.cache/fission-rs/k8s-node/images`, or
+/// `$FISSION_RS_NODE_IMAGES`) with the CRDs
 /// applied. None when a prerequisite is missing outside CI; panics in CI and on failures.
 pub fn shared_node(fission: &Path) -> Option<&'static NodeCluster> {
     static NODE: OnceLock<Option<NodeCluster>> = OnceLock::new();
     NODE.get_or_init(|| {
-        let images = std::env::var_os("HOME")
+        // FISSION_RS_NODE_IMAGES lets concurrent checkouts (each with its own `fission`
+        // binary) keep their own image archives instead of rebuilding one another's.
+        let images = std::env::var_os("FISSION_RS_NODE_IMAGES")
             .map(PathBuf::from)
-            .unwrap_or_else(std::env::temp_dir)
-            .join(".cache/fission-rs/k8s-node/images");
+            .unwrap_or_else(|| {
+                std::env::var_os("HOME")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(std::env::temp_dir)
+                    .join(".cache/fission-rs/k8s-node/images")
+            });
         let started = build_node_images(&images, fission)
             .and_then(|()| NodeCluster::start_inner(&images, true));
         let node = match started {
