@@ -255,15 +255,16 @@ pub fn shared() -> Option<&'static TestCluster> {
 }
 
 /// A one-node cluster that runs pods (`scripts/k8s/node-cluster.sh`): etcd, kube-apiserver,
-/// kube-controller-manager, kube-scheduler, containerd and a kubelet, with pods on the bridge
-/// `fissionrs0` (10.98.0.0/24; the host is [`NodeCluster::host_ip`] on it, so a server
-/// listening there is reachable from pods). One node runs on a machine at a time (the script
+/// kube-controller-manager, kube-scheduler, containerd, a kubelet and kube-proxy (nftables
+/// mode: ClusterIP Services work, NodePorts answer on [`NodeCluster::host_ip`]), with pods on
+/// the bridge `fissionrs0` (10.98.0.0/24; the host is [`NodeCluster::host_ip`] on it, so a
+/// server listening there is reachable from pods). No cluster DNS. One node runs on a machine at a time (the script
 /// waits for another test run's node to stop). Needs root, Debian's `runc` and
 /// `containernetworking-plugins`, `jq`, `gcc` and Go.
 pub struct NodeCluster {
     dir: PathBuf,
     _owned_dir: Option<tempfile::TempDir>,
-    /// `https://127.0.0.1:<port>`.
+    /// `https://10.98.0.1:<port>`: the API server listens on the pod bridge, so pods reach it.
     pub server: String,
     /// An admin (system:masters) kubeconfig.
     pub kubeconfig: PathBuf,
@@ -332,6 +333,8 @@ impl NodeCluster {
             ("SCHEDULER_PORT", free_port()?),
             ("KUBELET_PORT", free_port()?),
             ("KUBELET_HEALTHZ_PORT", free_port()?),
+            ("KUBE_PROXY_HEALTHZ_PORT", free_port()?),
+            ("KUBE_PROXY_METRICS_PORT", free_port()?),
         ] {
             cmd.env(var, port.to_string());
         }
@@ -359,7 +362,7 @@ impl NodeCluster {
         };
         Ok(Self {
             kubeconfig: dir.join("admin.kubeconfig"),
-            server: format!("https://127.0.0.1:{api}"),
+            server: format!("https://10.98.0.1:{api}"),
             bin_dir,
             host_ip: std::net::Ipv4Addr::new(10, 98, 0, 1),
             node_name,
