@@ -99,6 +99,32 @@ pub fn in_ci() -> bool {
     fission_test_support::ci_enforced()
 }
 
+/// helm from `HELM_BIN` (a directory; .ci/run sets it) or built and cached by
+/// `scripts/k8s/build-helm.sh`; None outside CI when there is no Go toolchain to build it.
+pub fn helm() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("HELM_BIN").filter(|d| !d.is_empty()) {
+        return Some(PathBuf::from(dir).join("helm"));
+    }
+    fission_test_support::require(
+        "helm",
+        "scripts/k8s/build-helm.sh builds it with go (scripts/k8s/ensure-go.sh)",
+        fission_test_support::binary_on_path("go").map_err(|e| e.to_string()),
+    )?;
+    match run(&mut Command::new(
+        repo_root().join("scripts/k8s/build-helm.sh"),
+    )) {
+        Ok(out) => {
+            let dir = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .last()
+                .unwrap_or_default()
+                .to_owned();
+            Some(PathBuf::from(dir).join("helm"))
+        }
+        Err(e) => panic!("cannot build helm: {e}"),
+    }
+}
+
 /// A running etcd + kube-apiserver.
 pub struct TestCluster {
     dir: PathBuf,
