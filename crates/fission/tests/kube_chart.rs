@@ -256,6 +256,7 @@ fn the_helm_chart_runs_fission_on_a_real_node_and_uninstalls_cleanly() {
     let install = install(node, &helm);
     controller_router_and_executor_pods_become_ready(node);
     let ready = t0.elapsed();
+    the_executor_may_manage_function_pods_only_in_the_function_namespace(node);
 
     let code = tempfile::tempdir().expect("tempdir");
     let t1 = Instant::now();
@@ -310,6 +311,41 @@ fn controller_router_and_executor_pods_become_ready(node: &NodeCluster) {
             "no Ready {component} pod: {pods}"
         );
     }
+}
+
+fn the_executor_may_manage_function_pods_only_in_the_function_namespace(node: &NodeCluster) {
+    let can = |verb: &str, resource: &str, ns: &str| -> bool {
+        let out = node.kubectl([
+            "auth",
+            "can-i",
+            verb,
+            resource,
+            "-n",
+            ns,
+            &format!("--as=system:serviceaccount:{NS}:fission-executor"),
+        ]);
+        String::from_utf8_lossy(&out.stdout).trim() == "yes"
+    };
+    for (verb, resource) in [
+        ("create", "deployments.apps"),
+        ("delete", "deployments.apps"),
+        ("patch", "pods"),
+        ("delete", "pods"),
+        ("create", "secrets"),
+        ("update", "secrets/fission-rs-fetcher-token"),
+    ] {
+        assert!(
+            can(verb, resource, FN_NS),
+            "executor should {verb} {resource}"
+        );
+        assert!(
+            !can(verb, resource, "default"),
+            "executor must not {verb} {resource} outside {FN_NS}"
+        );
+    }
+    // Pods come from the pool Deployments; other Secrets are not the executor's to change.
+    assert!(!can("create", "pods", FN_NS));
+    assert!(!can("update", "secrets/someone-elses", FN_NS));
 }
 
 fn the_seed_walkthrough_answers_through_the_router_node_port(
