@@ -207,12 +207,21 @@ import_images() {
 # Acquire the machine's one node slot: wait while another live node holds it.
 claim_slot() {
   exec 8>"$LOCK"
+  local other busy cleanup_wait=0
   for _ in $(seq 600); do
     flock 8
-    local other; other=$(cat "$OWNER_FILE" 2>/dev/null || true)
-    if [ -z "$other" ] || [ "$other" = "$DIR" ] || ! { [ -f "$other/run/kubelet.pid" ] || [ -f "$other/run/containerd.pid" ] || [ -f "$other/run/kube-apiserver.pid" ]; }; then
-      echo "$DIR" > "$OWNER_FILE"; flock -u 8; return 0
+    other=$(cat "$OWNER_FILE" 2>/dev/null || true); busy=0
+    if [ -n "$other" ] && [ "$other" != "$DIR" ]; then
+      # Busy while the other node runs, and while its stop still undoes host changes (the
+      # bridge, mounts, sysctls) after its daemons are gone: a node must not start on a bridge
+      # about to be deleted. A stop that died leaves a marker naming a dead PID; a stop of a
+      # script without the marker is waited for through its bridge marker, for at most 60 s.
+      if [ -f "$other/run/kubelet.pid" ] || [ -f "$other/run/containerd.pid" ] || [ -f "$other/run/kube-apiserver.pid" ]; then busy=1
+      elif [ -f "$other/run/stopping" ] && alive "$(cat "$other/run/stopping" 2>/dev/null || echo 0)"; then busy=1
+      elif [ -f "$other/run/bridge-created" ] && [ $((cleanup_wait += 1)) -le 60 ]; then busy=1
+      fi
     fi
+    if [ $busy = 0 ]; then echo "$DIR" > "$OWNER_FILE"; flock -u 8; return 0; fi
     flock -u 8; sleep 1
   done
   log "Error: another test node ($other) has held this machine's node slot for 10 minutes"; return 1
@@ -323,6 +332,7 @@ import)
   ;;
 stop)
   [ -d "$R" ] || exit 0
+  echo $$ > "$R/stopping"
   KBIN=$(cat "$DIR/bin-dir" 2>/dev/null || true); NBIN=$(cat "$DIR/node-bin-dir" 2>/dev/null || true)
   BRIDGE=$(cat "$DIR/bridge" 2>/dev/null || echo "$BRIDGE")
   # 1. pods deleted through the API while the kubelet runs (CNI DEL and unmounts happen here)
@@ -354,6 +364,7 @@ stop)
     rm -f "$R/cgroups-created"; fi
   exec 8>"$LOCK"; flock 8
   [ "$(cat "$OWNER_FILE" 2>/dev/null)" = "$DIR" ] && rm -f "$OWNER_FILE"
+  rm -f "$R/stopping"
   exit 0
   ;;
 *) echo "usage: $0 start|import|stop DIR …" >&2; exit 2 ;;

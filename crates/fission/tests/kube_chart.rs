@@ -263,6 +263,7 @@ fn the_helm_chart_runs_fission_on_a_real_node_and_uninstalls_cleanly() {
     the_seed_walkthrough_answers_through_the_router_node_port(node, &install, code.path());
     let walkthrough = t1.elapsed();
     steady_calls_all_succeed(&install);
+    measure_cold_and_warm_latency(node, &install, code.path());
 
     let t2 = Instant::now();
     fission_yaml_applied_with_kubectl_alone_answers_through_the_router(node, &install);
@@ -433,6 +434,95 @@ fn steady_calls_all_succeed(install: &Install) {
     let report = traffic.stop();
     assert!(report.ok >= 10, "{report:?}");
     assert!(report.failures.is_empty(), "{report:?}");
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Figures for BENCHMARKS.md (printed, never asserted), everything in pods as installed:
+/// pool-hit cold start through the router's NodePort (router pod → executor Service →
+/// claimed pool pod), and warm latency through the NodePort against the same pod called
+/// directly from the host.
+fn measure_cold_and_warm_latency(node: &NodeCluster, install: &Install, dir: &Path) {
+    let code = write(
+        dir,
+        "bench.js",
+        "module.exports = async function(context) { return { status: 200, body: 'ok' }; }\n",
+    );
+    let mut cold = Vec::new();
+    for i in 0..3 {
+        let name = format!("cold{i}");
+        let url = format!("/{name}");
+        install.fission_ok(
+            node,
+            &[
+                "fn",
+                "create",
+                "--name",
+                &name,
+                "--env",
+                "nodejs",
+                "--code",
+                code.to_str().expect("utf-8 path"),
+            ],
+        );
+        install.fission_ok(
+            node,
+            &["route", "create", "--function", &name, "--url", &url],
+        );
+        // The router learns the route within a moment (404 until then, without touching the
+        // executor), and the pool refills after the previous claim.
+        std::thread::sleep(Duration::from_secs(6));
+        let (status, took) = wait_for(node, Duration::from_secs(60), "a cold call", || {
+            let t0 = Instant::now();
+            install
+                .get(&url)
+                .filter(|(s, _)| *s != 404)
+                .map(|(s, _)| (s, t0.elapsed()))
+        });
+        assert_eq!(status, 200, "{}", diagnostics(node));
+        cold.push(took);
+    }
+    let pod_ip = node.kubectl_ok([
+        "get",
+        "pods",
+        "-n",
+        FN_NS,
+        "-l",
+        "functionName=cold0",
+        "-o",
+        "jsonpath={.items[0].status.podIP}",
+    ]);
+    let time = |url: &str| {
+        let client = http();
+        let mut v: Vec<Duration> = (0..200)
+            .map(|_| {
+                let t0 = Instant::now();
+                let r = client.get(url).send().expect("call");
+                assert_eq!(r.status().as_u16(), 200);
+                let _ = r.bytes();
+                t0.elapsed()
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let via_router = time(&format!("{}/cold0", install.router));
+    let direct = time(&format!("http://{}:8888/", pod_ip.trim()));
+    cold.sort();
+    eprintln!(
+        "BENCH chart: pool-hit cold start through the router NodePort p50 {:?} (min {:?}, max {:?}, n={}); \
+         warm via router NodePort p50 {:?} p99 {:?}; same pod direct p50 {:?} p99 {:?} (n=200 each)",
+        percentile(&cold, 0.5),
+        cold[0],
+        cold[cold.len() - 1],
+        cold.len(),
+        percentile(&via_router, 0.5),
+        percentile(&via_router, 0.99),
+        percentile(&direct, 0.5),
+        percentile(&direct, 0.99),
+    );
 }
 
 /// Fission's `test_node_hello_http` flow done with kubectl alone: the objects as Fission's
