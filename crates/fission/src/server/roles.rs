@@ -90,7 +90,7 @@ pub(super) async fn start(args: ServerArgs) -> Result<Running> {
     let data = DataDir::open(&data_dir)?;
     let store = fission_store_kube::KubeStore::connect(args.kubeconfig.as_deref()).await?;
     store.check_ready().await?;
-    let kube_client = store.client().clone();
+    let client = store.client().clone();
     let store: Arc<dyn ResourceStore> = Arc::new(store);
     let parts = Parts {
         stop_accepting: CancellationToken::new(),
@@ -102,7 +102,7 @@ pub(super) async fn start(args: ServerArgs) -> Result<Running> {
     let (parts, sandbox) = match role {
         Role::Controller => (controller(&args, &store, &data, parts).await?, None),
         Role::Router => (router(&args, &store, parts).await?, None),
-        Role::Executor => executor(&args, &store, kube_client, &data, parts).await?,
+        Role::Executor => executor(&args, &store, client, &data, parts).await?,
         Role::All => anyhow::bail!("--role all is started by the all-in-one path"),
     };
     tracing::info!(role = role.name(), data_dir = %data.root().display(), "fission server started");
