@@ -386,7 +386,28 @@ impl PodBackend {
             .await
         {
             Ok(_) => tracing::info!(pool = %plan.pool, "pool deployment created"),
-            Err(e) if api_code(&e) == Some(409) => {}
+            Err(e) if api_code(&e) == Some(409) => {
+                // Left by an earlier run, which may have been configured differently (images,
+                // the controller's URL): its generic pods must be what this executor would
+                // start. An unchanged template rolls nothing.
+                let desired = serde_json::to_value(&deployment).map_err(|e| {
+                    ExecutorError::Internal(format!("cannot describe pool {}: {e}", plan.pool))
+                })?;
+                let patch = json!({"spec": {
+                    "replicas": desired["spec"]["replicas"],
+                    "template": desired["spec"]["template"],
+                }});
+                if let Err(e) = self
+                    .deployments
+                    .patch(&plan.pool, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                {
+                    return Err(ExecutorError::Internal(format!(
+                        "cannot update pool deployment {}: {e}",
+                        plan.pool
+                    )));
+                }
+            }
             Err(e) => {
                 return Err(ExecutorError::Internal(format!(
                     "cannot create pool deployment {}: {e}",
