@@ -15,7 +15,7 @@ use fission_executor::ObjectVersion;
 use k8s_openapi::api::core::v1::Pod;
 
 use crate::lease::{LeaseView, Owner};
-use crate::{ANNOTATION_EXECUTOR, is_ready};
+use crate::{ANNOTATION_EXECUTOR, is_ready, pod_end};
 
 /// Annotation (ours) on pool pods: the resourceVersion of their environment.
 pub const ANNOTATION_ENV_RV: &str = "fission-rs.io/environment-resource-version";
@@ -89,6 +89,10 @@ pub fn fate(pod: &Pod, me: &str, owners: &HashMap<String, (Owner, Option<LeaseVi
     };
     if !is_ready(pod) {
         return Fate::Delete("not ready");
+    }
+    if pod_end(pod).is_some() {
+        // A restarted runtime lost the function it had loaded.
+        return Fate::Delete("a container restarted");
     }
     Fate::Adopt {
         function,
@@ -182,6 +186,16 @@ mod tests {
             fate(&pod("old", true, false), "me", &owners(Owner::Gone)),
             Fate::Delete(_)
         ));
+        let restarted: Pod = {
+            let mut p = serde_json::to_value(pod("old", true, true)).expect("json");
+            p["status"]["containerStatuses"] = json!([{"name": "nodejs", "restartCount": 1,
+                "ready": true, "image": "i", "imageID": ""}]);
+            serde_json::from_value(p).expect("pod")
+        };
+        assert_eq!(
+            fate(&restarted, "me", &owners(Owner::Gone)),
+            Fate::Delete("a container restarted")
+        );
         let mut no_env_rv = pod("old", true, true);
         no_env_rv
             .metadata

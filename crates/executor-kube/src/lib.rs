@@ -223,6 +223,8 @@ impl PodBackend {
             pods: self.pods.clone(),
             exit,
             killed: AtomicBool::new(false),
+            owner: self.config.executor_id.clone(),
+            handed_over: AtomicBool::new(false),
         });
         tokio::spawn(instance.clone().monitor());
         self.lock_names().insert(instance_id, name);
@@ -681,6 +683,10 @@ struct PodInstance {
     pods: Api<Pod>,
     exit: watch::Sender<Option<ExitReport>>,
     killed: AtomicBool,
+    /// This executor's id: a pod whose `executorInstanceId` names another was adopted by it.
+    owner: String,
+    /// Adopted by another executor (this one stalled past its Lease): never delete it.
+    handed_over: AtomicBool,
 }
 
 impl PodInstance {
@@ -704,23 +710,44 @@ impl PodInstance {
                 _ = rx.changed() => return,
                 _ = tokio::time::sleep(POD_CHECK_INTERVAL) => {}
             }
+            // (why it ended, whether to delete it)
             let gone = match self.pods.get_opt(&self.name).await {
-                Ok(None) => Some("pod deleted".to_owned()),
-                Ok(Some(pod)) => pod_end(&pod),
+                Ok(None) => Some(("pod deleted".to_owned(), false)),
+                Ok(Some(pod)) if owner_of(&pod) != Some(self.owner.as_str()) => {
+                    self.handed_over.store(true, Ordering::SeqCst);
+                    tracing::warn!(pod = %self.name, "pod adopted by another executor (this one missed renewing its lease)");
+                    Some(("adopted by another executor".to_owned(), false))
+                }
+                // Restarted or finished, it no longer serves its function, and no one else
+                // would delete it.
+                Ok(Some(pod)) => {
+                    pod_end(&pod).map(|end| (end, pod.metadata.deletion_timestamp.is_none()))
+                }
                 Err(error) => {
                     tracing::debug!(pod = %self.name, %error, "cannot check pod");
                     None
                 }
             };
-            if let Some(status) = gone {
+            if let Some((status, delete)) = gone {
                 self.exited(status);
+                if delete {
+                    self.kill();
+                }
                 return;
             }
         }
     }
 }
 
-fn pod_end(pod: &Pod) -> Option<String> {
+fn owner_of(pod: &Pod) -> Option<&str> {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ANNOTATION_EXECUTOR))
+        .map(String::as_str)
+}
+
+pub(crate) fn pod_end(pod: &Pod) -> Option<String> {
     if pod.metadata.deletion_timestamp.is_some() {
         return Some("pod is being deleted".to_owned());
     }
@@ -750,7 +777,7 @@ impl RuntimeInstance for PodInstance {
         self.exit.subscribe()
     }
     fn kill(&self) {
-        if self.killed.swap(true, Ordering::SeqCst) {
+        if self.handed_over.load(Ordering::SeqCst) || self.killed.swap(true, Ordering::SeqCst) {
             return;
         }
         let (pods, name, exit) = (self.pods.clone(), self.name.clone(), self.exit.clone());
