@@ -250,6 +250,11 @@ mod tests {
         offered: Mutex<Vec<(ObjectVersion, ObjectVersion)>>,
         /// Ids of the adopted instances, in the order offered.
         adopted: Mutex<Vec<u64>>,
+        /// Say it keeps generic instances itself.
+        keeps: bool,
+        /// Pools prepared and retired.
+        prepared: std::sync::atomic::AtomicUsize,
+        retired: std::sync::atomic::AtomicUsize,
     }
 
     #[async_trait::async_trait]
@@ -274,6 +279,15 @@ mod tests {
             target: Specialization<'_>,
         ) -> Result<(), LoadError> {
             self.inner.specialize(instance, log, target).await
+        }
+        fn keeps_generic_instances(&self) -> bool {
+            self.keeps
+        }
+        async fn prepare(&self, _plan: &EnvironmentPlan<Self::Launch>) {
+            self.prepared.fetch_add(1, Ordering::SeqCst);
+        }
+        async fn retire(&self, _plan: &EnvironmentPlan<Self::Launch>) {
+            self.retired.fetch_add(1, Ordering::SeqCst);
         }
         async fn adopt(&self, next_id: &(dyn Fn() -> u64 + Send + Sync)) -> Vec<AdoptedInstance> {
             let offered: Vec<_> = std::mem::take(&mut *self.offered.lock().expect("lock"));
@@ -351,6 +365,9 @@ mod tests {
                 (of_function(&hello), old_env),
             ]),
             adopted: Mutex::new(Vec::new()),
+            keeps: false,
+            prepared: Default::default(),
+            retired: Default::default(),
         };
         let logs = LogStore::open(dir.path().join("logs")).expect("logs");
         let exec = Executor::build(
@@ -404,6 +421,92 @@ mod tests {
         shutdown.cancel();
         run.await.expect("join").expect("run");
         assert_eq!(launcher.alive(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_backend_that_keeps_generic_instances_gets_no_executor_pool_and_hears_of_env_versions()
+     {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (envs, bin) = testing::fake_environments(dir.path());
+        let config = Config::new(envs, dir.path().join("cache"), bin.clone(), bin);
+        let store = MemoryStore::new();
+        let env: Environment = testing::create(
+            &store,
+            testing::environment("nodejs", "fission/node-env", 3),
+        )
+        .await;
+        let _: fission_core::resources::Package = testing::create(
+            &store,
+            testing::literal_package("pkg", "nodejs", b"module.exports = 1"),
+        )
+        .await;
+        let hello: Function =
+            testing::create(&store, testing::function("hello", "nodejs", "pkg", "")).await;
+        let launcher = FakeLauncher::new();
+        let backend = Adopting {
+            inner: LocalBackend::with_limits(
+                config.local.clone(),
+                launcher.clone(),
+                Arc::new(ArchiveStore::open(dir.path().join("archives")).expect("archives")),
+                store.clone(),
+                UnpackLimits::default(),
+            ),
+            launcher: launcher.clone(),
+            offered: Mutex::new(Vec::new()),
+            adopted: Mutex::new(Vec::new()),
+            keeps: true,
+            prepared: Default::default(),
+            retired: Default::default(),
+        };
+        let logs = LogStore::open(dir.path().join("logs")).expect("logs");
+        let exec = Executor::build(
+            config,
+            store.clone(),
+            Arc::new(logs),
+            backend,
+            Metrics::unregistered(),
+        );
+        let shutdown = CancellationToken::new();
+        let run = tokio::spawn(exec.clone().run(shutdown.clone()));
+        exec.wait_for_first_adoption().await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // poolsize 3, but the backend's own pool is the warm pool.
+        assert_eq!(launcher.launched.load(Ordering::SeqCst), 0);
+        assert_eq!(exec.backend.prepared.load(Ordering::SeqCst), 1);
+        // A cold start takes one instance from the backend, and the executor keeps none in
+        // reserve after it.
+        drop(exec.acquire(&hello).await.expect("lease"));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(launcher.launched.load(Ordering::SeqCst), 1);
+        assert_eq!(launcher.specializations(), 1);
+        // An environment update replaces the pool: the old version is retired, the new prepared.
+        let mut changed = env.clone();
+        changed.spec.poolsize = 1;
+        let _: Environment = testing::update(&store, changed).await;
+        for _ in 0..200 {
+            if exec.backend.retired.load(Ordering::SeqCst) == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(exec.backend.retired.load(Ordering::SeqCst), 1);
+        assert_eq!(exec.backend.prepared.load(Ordering::SeqCst), 2);
+        // Deleted: retired too.
+        store
+            .delete(ResourceKind::Environment, "default", "nodejs")
+            .await
+            .expect("delete");
+        for _ in 0..200 {
+            if exec.backend.retired.load(Ordering::SeqCst) == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(exec.backend.retired.load(Ordering::SeqCst), 2);
+        // Shutdown keeps what the backend holds for current versions: nothing more retired.
+        shutdown.cancel();
+        run.await.expect("join").expect("run");
+        assert_eq!(exec.backend.retired.load(Ordering::SeqCst), 2);
     }
 
     #[test]
