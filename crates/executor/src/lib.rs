@@ -36,6 +36,9 @@
 //! * `cold.rs` is the request path: lease a warm instance or specialize a new one.
 //! * `instances.rs` is the specialized-instance table (concurrency, requestsPerPod, onceOnly,
 //!   draining), `reaper.rs` the idle reaper; both are pure bookkeeping.
+//! * `adopt.rs` takes over the specialized instances an executor that is gone left behind
+//!   (the backend finds them), keeping those whose function and environment versions are
+//!   current; calls wait (bounded) for the first adoption after start.
 //! * this file is the facade: construction, `run`, and the shutdown order.
 //!
 //! Choices worth knowing:
