@@ -90,8 +90,8 @@ pub fn fate(pod: &Pod, me: &str, owners: &HashMap<String, (Owner, Option<LeaseVi
     if !is_ready(pod) {
         return Fate::Delete("not ready");
     }
-    if pod_end(pod).is_some() {
-        // A restarted runtime lost the function it had loaded.
+    if pod_end(pod, 0).is_some() {
+        // A restarted runtime may have lost the function it had loaded (when is unknown).
         return Fate::Delete("a container restarted");
     }
     Fate::Adopt {

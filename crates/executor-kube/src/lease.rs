@@ -213,6 +213,19 @@ impl Leases {
         }
     }
 
+    /// Give this executor's Lease up (it stopped, its pods deleted).
+    pub async fn release(&self) {
+        match self
+            .api
+            .delete(&lease_name(&self.me), &DeleteParams::default())
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if api_code(&e) == Some(404) => {}
+            Err(error) => tracing::warn!(%error, "cannot delete this executor's lease"),
+        }
+    }
+
     /// Judge every executor other than this one that holds a Lease (one without is gone).
     pub async fn owners(&self) -> Result<HashMap<String, (Owner, Option<LeaseView>)>, kube::Error> {
         let list = self

@@ -225,6 +225,7 @@ impl PodBackend {
             killed: AtomicBool::new(false),
             owner: self.config.executor_id.clone(),
             handed_over: AtomicBool::new(false),
+            restarts_at_claim: restarts(pod),
         });
         tokio::spawn(instance.clone().monitor());
         self.lock_names().insert(instance_id, name);
@@ -687,6 +688,8 @@ struct PodInstance {
     owner: String,
     /// Adopted by another executor (this one stalled past its Lease): never delete it.
     handed_over: AtomicBool,
+    /// Container restarts when claimed (a restart before the claim lost nothing).
+    restarts_at_claim: i32,
 }
 
 impl PodInstance {
@@ -720,9 +723,8 @@ impl PodInstance {
                 }
                 // Restarted or finished, it no longer serves its function, and no one else
                 // would delete it.
-                Ok(Some(pod)) => {
-                    pod_end(&pod).map(|end| (end, pod.metadata.deletion_timestamp.is_none()))
-                }
+                Ok(Some(pod)) => pod_end(&pod, self.restarts_at_claim)
+                    .map(|end| (end, pod.metadata.deletion_timestamp.is_none())),
                 Err(error) => {
                     tracing::debug!(pod = %self.name, %error, "cannot check pod");
                     None
@@ -747,7 +749,17 @@ fn owner_of(pod: &Pod) -> Option<&str> {
         .map(String::as_str)
 }
 
-pub(crate) fn pod_end(pod: &Pod) -> Option<String> {
+/// Container restarts of `pod` so far.
+pub(crate) fn restarts(pod: &Pod) -> i32 {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .map_or(0, |cs| cs.iter().map(|c| c.restart_count).sum())
+}
+
+/// Why `pod` no longer serves what was loaded into it, if it does not: deleted, finished, or
+/// a container restarted since it was claimed (it had `restarts_at_claim` then).
+pub(crate) fn pod_end(pod: &Pod, restarts_at_claim: i32) -> Option<String> {
     if pod.metadata.deletion_timestamp.is_some() {
         return Some("pod is being deleted".to_owned());
     }
@@ -755,11 +767,7 @@ pub(crate) fn pod_end(pod: &Pod) -> Option<String> {
     if let Some(phase @ ("Failed" | "Succeeded")) = status.phase.as_deref() {
         return Some(format!("pod {phase}"));
     }
-    let restarted = status
-        .container_statuses
-        .as_ref()
-        .is_some_and(|cs| cs.iter().any(|c| c.restart_count > 0));
-    restarted.then(|| "a container of the pod restarted".to_owned())
+    (restarts(pod) > restarts_at_claim).then(|| "a container of the pod restarted".to_owned())
 }
 
 #[async_trait::async_trait]
@@ -877,6 +885,11 @@ impl InstanceBackend for PodBackend {
                 self.delete_pool(&name).await;
             }
         }
+    }
+
+    async fn stopped(&self) {
+        self.renewing.abort();
+        self.leases.release().await;
     }
 
     async fn adopt(&self, next_id: &(dyn Fn() -> u64 + Send + Sync)) -> Vec<AdoptedInstance> {
@@ -1092,19 +1105,23 @@ mod tests {
     #[test]
     fn a_pod_ends_when_deleted_finished_or_restarted() {
         let pod = |v: serde_json::Value| -> Pod { serde_json::from_value(v).expect("pod") };
-        assert_eq!(pod_end(&pod(json!({"status": {"phase": "Running"}}))), None);
+        assert_eq!(
+            pod_end(&pod(json!({"status": {"phase": "Running"}})), 0),
+            None
+        );
         assert!(
-            pod_end(&pod(
-                json!({"metadata": {"deletionTimestamp": "2026-01-01T00:00:00Z"}})
-            ))
+            pod_end(
+                &pod(json!({"metadata": {"deletionTimestamp": "2026-01-01T00:00:00Z"}})),
+                0
+            )
             .is_some()
         );
-        assert!(pod_end(&pod(json!({"status": {"phase": "Failed"}}))).is_some());
-        assert!(
-            pod_end(&pod(json!({"status": {"phase": "Running", "containerStatuses": [
-                {"name": "nodejs", "restartCount": 1, "ready": true, "image": "i", "imageID": ""}
-            ]}})))
-            .is_some()
-        );
+        assert!(pod_end(&pod(json!({"status": {"phase": "Failed"}})), 0).is_some());
+        let restarted_once = pod(json!({"status": {"phase": "Running", "containerStatuses": [
+            {"name": "nodejs", "restartCount": 1, "ready": true, "image": "i", "imageID": ""}
+        ]}}));
+        assert!(pod_end(&restarted_once, 0).is_some());
+        // A restart before the claim lost nothing that was loaded.
+        assert_eq!(pod_end(&restarted_once, 1), None);
     }
 }

@@ -119,6 +119,10 @@ pub trait InstanceBackend: Send + Sync + 'static {
     /// for it (its generic instances). Its specialized instances are stopped separately.
     async fn retire(&self, _plan: &EnvironmentPlan<Self::Launch>) {}
 
+    /// The executor stopped (every instance it started was killed and waited for): release
+    /// what marks this executor as alive to others.
+    async fn stopped(&self) {}
+
     /// After the store's first listing: `current` are all environments. Release what the
     /// backend keeps for any other environment version (left by an earlier run).
     async fn forget_other_environments(&self, _current: &[Environment]) {}

@@ -347,6 +347,7 @@ impl<B: InstanceBackend> Executor<B> {
         {
             tracing::warn!("executor tasks still running after shutdown");
         }
+        self.backend.stopped().await;
         tracing::info!(instances = all.len(), "executor stopped");
     }
 }

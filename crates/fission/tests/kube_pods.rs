@@ -215,6 +215,20 @@ fn functions_run_in_claimed_pool_pods_on_a_real_kubelet() {
     a_pool_holds_poolsize_generic_pods_and_no_claimed_spares(node, &server);
     let server = an_executor_restart_adopts_the_specialized_pods(node, server, code.path());
     an_environment_update_replaces_the_pool_deployment(node, &server);
+    // A server that stops cleanly deletes its pods and gives its Lease up.
+    let ns = server.namespace.clone();
+    drop(server);
+    let leases = node.kubectl_ok([
+        "get",
+        "leases",
+        "-n",
+        &ns,
+        "-l",
+        "fission-rs.io/executor-lease=true",
+        "-o",
+        "name",
+    ]);
+    assert_eq!(leases.trim(), "", "leases left after a clean stop");
 }
 
 /// Non-terminating pods of `selector`.
@@ -368,6 +382,23 @@ fn an_executor_restart_adopts_the_specialized_pods(
         first_owner,
         "the pod still names the killed executor"
     );
+    // The killed executor's Lease was deleted once it was found gone: only the new one's is left.
+    let leases = node.kubectl_ok([
+        "get",
+        "leases",
+        "-n",
+        &ns,
+        "-l",
+        "fission-rs.io/executor-lease=true",
+        "-o",
+        "jsonpath={.items[*].spec.holderIdentity}",
+    ]);
+    assert_eq!(
+        leases.split_whitespace().count(),
+        1,
+        "executor leases: {leases}"
+    );
+    assert!(!leases.contains(&first_owner), "executor leases: {leases}");
     second
 }
 
