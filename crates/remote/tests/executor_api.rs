@@ -230,7 +230,7 @@ async fn fissions_plain_text_form_answers_other_clients() {
 }
 
 #[tokio::test]
-async fn an_unreachable_executor_is_an_error_naming_it() {
+async fn an_unreachable_executor_refuses_calls_it_is_needed_for_as_retryable_naming_it() {
     // A port nothing listens on: bound, then released.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -239,10 +239,73 @@ async fn an_unreachable_executor_is_an_error_naming_it() {
     let client = RemoteInstances::new(&format!("http://127.0.0.1:{port}")).expect("client");
     let err = client.acquire(&function("hello")).await.expect_err("down");
     assert!(
-        matches!(&err, ExecutorError::Internal(m) if m.contains(&format!("cannot reach the executor at http://127.0.0.1:{port}"))),
+        matches!(&err, ExecutorError::Overloaded { message, retry_after_secs, queue_full: false }
+            if message.contains(&format!("cannot reach the executor at http://127.0.0.1:{port}"))
+                && *retry_after_secs > 0),
         "{err:?}"
     );
     assert!(RemoteInstances::new("executor:8888").is_err());
+}
+
+#[tokio::test]
+async fn while_the_executor_is_down_warm_functions_are_served_from_their_known_instance() {
+    let stand_in = Arc::new(StandIn::default());
+    let api = ExecutorApi::new(Arc::new(Instances(stand_in.clone())));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let stop = tokio_util::sync::CancellationToken::new();
+    let stopped = stop.clone();
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, api.router())
+            .with_graceful_shutdown(stopped.cancelled_owned())
+            .await;
+    });
+    let client = RemoteInstances::new(&format!("http://{addr}")).expect("client");
+    let mut v1 = function("hello");
+    v1.metadata.uid = "u1".into();
+    v1.metadata.resource_version = "7".into();
+    drop(client.acquire(&v1).await.expect("lease"));
+
+    // The executor goes away (its pod was deleted).
+    stop.cancel();
+    server.await.expect("server task");
+
+    let lease = client
+        .acquire(&v1)
+        .await
+        .expect("served from the known instance");
+    assert_eq!(
+        (lease.addr.to_string(), lease.instance_id, lease.cold),
+        (INSTANCE.to_owned(), 100, false)
+    );
+    drop(lease);
+
+    // A function the router never had an instance of, or a newer version of this one, truly
+    // needs the executor: refused as retryable.
+    let mut v2 = v1.clone();
+    v2.metadata.resource_version = "8".into();
+    for f in [&function("other"), &v2] {
+        let err = client.acquire(f).await.expect_err("needs the executor");
+        assert!(
+            matches!(
+                err,
+                ExecutorError::Overloaded {
+                    queue_full: false,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
+    // An instance that failed is forgotten: the next call needs the executor.
+    let mut lease = client.acquire(&v1).await.expect("still known");
+    lease.mark_broken();
+    drop(lease);
+    let err = client.acquire(&v1).await.expect_err("forgotten");
+    assert!(matches!(err, ExecutorError::Overloaded { .. }), "{err:?}");
 }
 
 #[tokio::test]
