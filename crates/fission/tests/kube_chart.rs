@@ -141,6 +141,8 @@ struct Traffic {
 #[derive(Debug, Default)]
 struct TrafficReport {
     ok: usize,
+    /// The slowest answered call.
+    slowest: Duration,
     /// Every call that did not answer `expect`: status or error, and when.
     failures: Vec<String>,
 }
@@ -154,12 +156,15 @@ impl Traffic {
             let t0 = Instant::now();
             let mut report = TrafficReport::default();
             while !flag.load(Ordering::SeqCst) {
-                match client
+                let sent = Instant::now();
+                // The function's timeout (60 s): a call may wait that long for an instance.
+                let answer = client
                     .get(&url)
-                    .timeout(Duration::from_secs(10))
+                    .timeout(Duration::from_secs(60))
                     .send()
-                    .map(|r| (r.status().as_u16(), r.text().unwrap_or_default()))
-                {
+                    .map(|r| (r.status().as_u16(), r.text().unwrap_or_default()));
+                report.slowest = report.slowest.max(sent.elapsed());
+                match answer {
                     Ok((200, body)) if body == expect => report.ok += 1,
                     Ok((status, body)) => report
                         .failures
@@ -263,6 +268,9 @@ fn the_helm_chart_runs_fission_on_a_real_node_and_uninstalls_cleanly() {
     the_seed_walkthrough_answers_through_the_router_node_port(node, &install, code.path());
     let walkthrough = t1.elapsed();
     steady_calls_all_succeed(&install);
+    let t_kill = Instant::now();
+    killing_the_executor_pod_mid_traffic_fails_no_warm_call(node, &install);
+    let executor_kill = t_kill.elapsed();
     measure_cold_and_warm_latency(node, &install, code.path());
 
     let t2 = Instant::now();
@@ -272,7 +280,7 @@ fn the_helm_chart_runs_fission_on_a_real_node_and_uninstalls_cleanly() {
     let t3 = Instant::now();
     helm_uninstall_leaves_no_workload_behind(node, &install);
     eprintln!(
-        "TIME chart: install to Ready {ready:?}, walkthrough {walkthrough:?}, kubectl flow {kubectl_flow:?}, uninstall {:?}, total {:?}",
+        "TIME chart: install to Ready {ready:?}, walkthrough {walkthrough:?}, executor kill {executor_kill:?}, kubectl flow {kubectl_flow:?}, uninstall {:?}, total {:?}",
         t3.elapsed(),
         t0.elapsed()
     );
@@ -427,13 +435,95 @@ fn the_seed_walkthrough_answers_through_the_router_node_port(
 }
 
 /// Warm calls through the NodePort, from a second thread, for a few seconds: none fails.
-/// (An executor restart under this traffic is the next step once adoption exists.)
 fn steady_calls_all_succeed(install: &Install) {
     let traffic = Traffic::start(format!("{}/hello", install.router), "Hello, world!\n");
     std::thread::sleep(Duration::from_secs(3));
     let report = traffic.stop();
     assert!(report.ok >= 10, "{report:?}");
     assert!(report.failures.is_empty(), "{report:?}");
+}
+
+/// The executor pod is force-deleted (no grace: its Lease is left to expire) under warm
+/// traffic to `hello`. While no executor is up the router serves `hello` from the instance
+/// it already knows; the Deployment's new executor adopts the specialized pod (the same pod,
+/// now naming the new executor, its fetcher specialized once) and answers the calls after
+/// that. No call fails: `hello` is warm, so none of them truly needs an executor.
+fn killing_the_executor_pod_mid_traffic_fails_no_warm_call(node: &NodeCluster, install: &Install) {
+    let specialized = || pod_names(node, FN_NS, "functionName=hello,managed=false");
+    let before = specialized();
+    assert_eq!(before.len(), 1, "{before:?}");
+    let pod = before[0].clone();
+    let owner = || {
+        node.kubectl_ok([
+            "get",
+            "pod",
+            "-n",
+            FN_NS,
+            &pod,
+            "-o",
+            "jsonpath={.metadata.annotations.executorInstanceId}",
+        ])
+    };
+    let specializations = || {
+        let log = node.kubectl_ok(["logs", "-n", FN_NS, &pod, "-c", "fetcher"]);
+        log.lines().filter(|l| l.contains("specialized")).count()
+    };
+    assert_eq!(specializations(), 1, "the pod was specialized once");
+    let first_owner = owner();
+    let executors = pod_names(node, NS, "app.kubernetes.io/component=executor");
+    assert_eq!(executors.len(), 1, "{executors:?}");
+
+    let traffic = Traffic::start(format!("{}/hello", install.router), "Hello, world!\n");
+    std::thread::sleep(Duration::from_secs(2));
+    let killed = Instant::now();
+    node.kubectl_ok([
+        "delete",
+        "pod",
+        "-n",
+        NS,
+        &executors[0],
+        "--grace-period=0",
+        "--force",
+    ]);
+    // The new executor is up once it has adopted the pod (it names itself there).
+    wait_for(
+        node,
+        Duration::from_secs(120),
+        "the new executor to adopt the specialized pod",
+        || {
+            let now = owner();
+            (!now.is_empty() && now != first_owner).then_some(())
+        },
+    );
+    let adopted = killed.elapsed();
+    // Calls answered by way of the new executor, not only from the router's known address.
+    std::thread::sleep(Duration::from_secs(3));
+    let report = traffic.stop();
+    eprintln!(
+        "KILL executor: adopted after {adopted:?}; {} calls answered, slowest {:?}",
+        report.ok, report.slowest
+    );
+    assert!(
+        report.failures.is_empty(),
+        "warm calls failed while the executor restarted: {report:?}\n{}",
+        diagnostics(node)
+    );
+    assert!(report.ok >= 10, "{report:?}");
+    assert_eq!(
+        specialized(),
+        std::slice::from_ref(&pod),
+        "the same pod serves hello"
+    );
+    assert_eq!(
+        specializations(),
+        1,
+        "the adopted pod was specialized again"
+    );
+    let new_executors = pod_names(node, NS, "app.kubernetes.io/component=executor");
+    assert!(
+        !new_executors.contains(&executors[0]) && new_executors.len() == 1,
+        "{new_executors:?}"
+    );
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {

@@ -4,7 +4,8 @@
 //! * [`ExecutorApi`] serves an executor's [`FunctionInstances`](fission_core::FunctionInstances)
 //!   as Fission's executor API (`POST /v2/getServiceForFunction`, `/v2/unTapService`,
 //!   `/v2/tapServices`), holding each lease until the router releases it.
-//! * [`RemoteInstances`] is the router's side: `FunctionInstances` over that API.
+//! * [`RemoteInstances`] is the router's side: `FunctionInstances` over that API, serving a
+//!   function from the last instance it was given while the executor is unreachable.
 //! * [`RemoteArchives`] reads package archives from the controller's storagesvc endpoint
 //!   (`GET /v1/archive?id=`), verified against their sha256 id.
 //!
