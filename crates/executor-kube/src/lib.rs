@@ -851,6 +851,10 @@ impl InstanceBackend for PodBackend {
         true
     }
 
+    fn instances_outlive_executor(&self) -> bool {
+        true
+    }
+
     async fn prepare(&self, plan: &EnvironmentPlan<PodPlan>) {
         if let Err(error) = self.ensure_pool(&plan.launch).await {
             tracing::warn!(pool = %plan.launch.pool, %error, "cannot create pool deployment");

@@ -252,6 +252,8 @@ mod tests {
         adopted: Mutex<Vec<u64>>,
         /// Say it keeps generic instances itself.
         keeps: bool,
+        /// Say its instances outlive the executor.
+        outlive: bool,
         /// Pools prepared and retired.
         prepared: std::sync::atomic::AtomicUsize,
         retired: std::sync::atomic::AtomicUsize,
@@ -282,6 +284,9 @@ mod tests {
         }
         fn keeps_generic_instances(&self) -> bool {
             self.keeps
+        }
+        fn instances_outlive_executor(&self) -> bool {
+            self.outlive
         }
         async fn prepare(&self, _plan: &EnvironmentPlan<Self::Launch>) {
             self.prepared.fetch_add(1, Ordering::SeqCst);
@@ -366,6 +371,7 @@ mod tests {
             ]),
             adopted: Mutex::new(Vec::new()),
             keeps: false,
+            outlive: false,
             prepared: Default::default(),
             retired: Default::default(),
         };
@@ -455,6 +461,7 @@ mod tests {
             offered: Mutex::new(Vec::new()),
             adopted: Mutex::new(Vec::new()),
             keeps: true,
+            outlive: false,
             prepared: Default::default(),
             retired: Default::default(),
         };
@@ -507,6 +514,64 @@ mod tests {
         shutdown.cancel();
         run.await.expect("join").expect("run");
         assert_eq!(exec.backend.retired.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_stopping_executor_leaves_instances_that_outlive_it_for_the_next_to_adopt() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (envs, bin) = testing::fake_environments(dir.path());
+        let config = Config::new(envs, dir.path().join("cache"), bin.clone(), bin);
+        let store = MemoryStore::new();
+        let _: Environment = testing::create(
+            &store,
+            testing::environment("nodejs", "fission/node-env", 0),
+        )
+        .await;
+        let _: fission_core::resources::Package = testing::create(
+            &store,
+            testing::literal_package("pkg", "nodejs", b"module.exports = 1"),
+        )
+        .await;
+        let hello: Function =
+            testing::create(&store, testing::function("hello", "nodejs", "pkg", "")).await;
+        let launcher = FakeLauncher::new();
+        let backend = Adopting {
+            inner: LocalBackend::with_limits(
+                config.local.clone(),
+                launcher.clone(),
+                Arc::new(ArchiveStore::open(dir.path().join("archives")).expect("archives")),
+                store.clone(),
+                UnpackLimits::default(),
+            ),
+            launcher: launcher.clone(),
+            offered: Mutex::new(Vec::new()),
+            adopted: Mutex::new(Vec::new()),
+            keeps: true,
+            outlive: true,
+            prepared: Default::default(),
+            retired: Default::default(),
+        };
+        let logs = LogStore::open(dir.path().join("logs")).expect("logs");
+        let exec = Executor::build(
+            config,
+            store.clone(),
+            Arc::new(logs),
+            backend,
+            Metrics::unregistered(),
+        );
+        let shutdown = CancellationToken::new();
+        let run = tokio::spawn(exec.clone().run(shutdown.clone()));
+        let lease = exec.acquire(&hello).await.expect("lease");
+        let id = lease.instance_id;
+        drop(lease);
+        shutdown.cancel();
+        run.await.expect("join").expect("run");
+        let instance = launcher.instance(id).expect("the specialized instance");
+        assert_eq!(
+            instance.kills.load(Ordering::SeqCst),
+            0,
+            "a stopping executor killed an instance the next one could adopt"
+        );
     }
 
     #[test]

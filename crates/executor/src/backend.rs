@@ -102,6 +102,14 @@ pub trait InstanceBackend: Send + Sync + 'static {
         false
     }
 
+    /// Whether instances outlive this executor process (pods in a cluster). At stop they are
+    /// then left running, for the next executor to [`adopt`](Self::adopt), instead of
+    /// killed: a restarted executor (a rolling update, a deleted pod) keeps its functions
+    /// warm.
+    fn instances_outlive_executor(&self) -> bool {
+        false
+    }
+
     /// Specialized instances left by an executor that is gone, taken over by this one (each
     /// gets its id from `next_id`). The executor keeps those whose function and environment
     /// versions are still current and kills the others. Called once the store has been

@@ -285,7 +285,8 @@ impl<B: InstanceBackend> Executor<B> {
 
     /// Follow the store's change feed (creating, replacing and removing pools; retiring
     /// instances of changed or deleted functions), reap idle instances, and on `shutdown` stop
-    /// every instance and wait for them to exit.
+    /// every instance and wait for them to exit (unless they outlive the executor: see
+    /// [`InstanceBackend::instances_outlive_executor`]).
     ///
     /// `shutdown` must fire only after the router has drained: instances are killed then.
     /// Fails only if the store cannot be listed at startup; later feed errors relist.
@@ -322,13 +323,25 @@ impl<B: InstanceBackend> Executor<B> {
                 g.instance.kill();
             }
         }
-        for i in self.table.take_all() {
-            i.kill();
-        }
         let all: Vec<Arc<dyn RuntimeInstance>> = {
             let mut live = self.lock_live();
             live.closed = true;
             live.instances.values().cloned().collect()
+        };
+        let left = self.backend.instances_outlive_executor();
+        let all = if left {
+            // Left for the next executor to adopt (one being specialized is deleted by it).
+            tracing::info!(
+                instances = all.len(),
+                "leaving instances for the next executor to adopt"
+            );
+            drop(self.table.take_all());
+            Vec::new()
+        } else {
+            for i in self.table.take_all() {
+                i.kill();
+            }
+            all
         };
         for i in &all {
             i.kill();

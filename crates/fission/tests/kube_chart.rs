@@ -454,7 +454,7 @@ fn killing_the_executor_pod_mid_traffic_fails_no_warm_call(node: &NodeCluster, i
     assert_eq!(before.len(), 1, "{before:?}");
     let pod = before[0].clone();
     let owner = || {
-        node.kubectl_ok([
+        let out = node.kubectl([
             "get",
             "pod",
             "-n",
@@ -462,7 +462,14 @@ fn killing_the_executor_pod_mid_traffic_fails_no_warm_call(node: &NodeCluster, i
             &pod,
             "-o",
             "jsonpath={.metadata.annotations.executorInstanceId}",
-        ])
+        ]);
+        assert!(
+            out.status.success(),
+            "the specialized pod {pod} is gone: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            diagnostics(node)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let specializations = || {
         let log = node.kubectl_ok(["logs", "-n", FN_NS, &pod, "-c", "fetcher"]);
