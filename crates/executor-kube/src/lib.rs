@@ -69,6 +69,8 @@ pub const FETCHER_PORT: u16 = 8000;
 const POD_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a claim waits for a Ready pod before checking that the pool Deployment exists.
 const POOL_RECHECK: Duration = Duration::from_secs(5);
+/// Longest a claim waits for a pool view's first listing before listing pods itself.
+const VIEW_READY_WAIT: Duration = Duration::from_secs(2);
 
 /// Settings of the pod backend.
 #[derive(Debug, Clone)]
@@ -153,6 +155,21 @@ pub struct PodBackend {
     renewing: tokio::task::JoinHandle<()>,
     /// The first adoption pass has run (it waits for undecided owners; later ones do not).
     adopted_once: AtomicBool,
+    /// Per pool Deployment, a watch-fed view of its unclaimed pods: a claim is then one
+    /// conditional PATCH, with no LIST on the call's path.
+    unclaimed: Mutex<HashMap<String, PoolView>>,
+}
+
+/// The unclaimed pods of one pool, kept current by a watch on its label selector.
+struct PoolView {
+    store: kube::runtime::reflector::Store<Pod>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for PoolView {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 impl Drop for PodBackend {
@@ -203,6 +220,7 @@ impl PodBackend {
             leases,
             renewing,
             adopted_once: AtomicBool::new(false),
+            unclaimed: Mutex::new(HashMap::new()),
         })
     }
 
@@ -422,22 +440,79 @@ impl PodBackend {
         Ok(())
     }
 
+    /// The watch-fed view of `pool`'s unclaimed pods, started on first use.
+    fn pool_view(&self, pool: &str) -> kube::runtime::reflector::Store<Pod> {
+        use futures::StreamExt as _;
+        use kube::runtime::{WatchStreamExt as _, reflector, watcher};
+        let mut views = self.unclaimed.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(v) = views.get(pool) {
+            return v.store.clone();
+        }
+        let (store, writer) = reflector::store();
+        let stream = reflector(
+            writer,
+            watcher(
+                self.pods.clone(),
+                watcher::Config::default().labels(&unclaimed_selector(pool)),
+            ),
+        )
+        .default_backoff();
+        let name = pool.to_owned();
+        let task = tokio::spawn(async move {
+            let mut stream = std::pin::pin!(stream);
+            while let Some(event) = stream.next().await {
+                if let Err(error) = event {
+                    tracing::debug!(pool = %name, %error, "pool pod watch failed; retrying");
+                }
+            }
+        });
+        views.insert(
+            pool.to_owned(),
+            PoolView {
+                store: store.clone(),
+                task,
+            },
+        );
+        store
+    }
+
+    /// The Ready pods of a pool view, oldest first; None until the watch has listed.
+    async fn cached_unclaimed(view: &kube::runtime::reflector::Store<Pod>) -> Option<Vec<Pod>> {
+        // The first claim of a pool waits briefly for the watch's first listing.
+        tokio::time::timeout(VIEW_READY_WAIT, view.wait_until_ready())
+            .await
+            .ok()?
+            .ok()?;
+        Some(
+            view.state()
+                .into_iter()
+                .filter(|p| is_ready(p))
+                .map(|p| (*p).clone())
+                .collect(),
+        )
+    }
+
     /// Claim one Ready pod of the pool: see the crate docs for why this is race-free.
     async fn claim(&self, plan: &PodPlan, instance_id: u64) -> Result<Pod, ExecutorError> {
         let deadline = tokio::time::Instant::now() + self.config.pod_ready_timeout;
-        let selector = format!("{LABEL_POOL}={},{LABEL_MANAGED}=true", plan.pool);
+        let selector = unclaimed_selector(&plan.pool);
         let mut pause = Duration::from_millis(50);
         let mut recheck_pool = tokio::time::Instant::now() + POOL_RECHECK;
+        let view = self.pool_view(&plan.pool);
         loop {
-            let mut ready: Vec<Pod> = self
-                .pods
-                .list(&ListParams::default().labels(&selector))
-                .await
-                .map_err(|e| ExecutorError::Internal(format!("cannot list pool pods: {e}")))?
-                .items
-                .into_iter()
-                .filter(is_ready)
-                .collect();
+            let mut ready: Vec<Pod> = match Self::cached_unclaimed(&view).await {
+                Some(pods) => pods,
+                // The watch has not listed yet: ask the API server.
+                None => self
+                    .pods
+                    .list(&ListParams::default().labels(&selector))
+                    .await
+                    .map_err(|e| ExecutorError::Internal(format!("cannot list pool pods: {e}")))?
+                    .items
+                    .into_iter()
+                    .filter(is_ready)
+                    .collect(),
+            };
             // Oldest first, as Fission's work queue hands them out.
             ready.sort_by(|a, b| {
                 a.metadata
@@ -525,6 +600,11 @@ pub(crate) fn api_code(e: &kube::Error) -> Option<u16> {
         kube::Error::Api(s) => Some(s.code),
         _ => None,
     }
+}
+
+/// The label selector of a pool's unclaimed pods (a claim relabels `managed=false`).
+fn unclaimed_selector(pool: &str) -> String {
+    format!("{LABEL_POOL}={pool},{LABEL_MANAGED}=true")
 }
 
 pub(crate) fn is_ready(pod: &Pod) -> bool {
@@ -856,6 +936,8 @@ impl InstanceBackend for PodBackend {
     }
 
     async fn prepare(&self, plan: &EnvironmentPlan<PodPlan>) {
+        // Watching from now on, the first claim finds the view listed.
+        self.pool_view(&plan.launch.pool);
         if let Err(error) = self.ensure_pool(&plan.launch).await {
             tracing::warn!(pool = %plan.launch.pool, %error, "cannot create pool deployment");
         }
@@ -866,6 +948,10 @@ impl InstanceBackend for PodBackend {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(plan.launch.pool.clone());
+        self.unclaimed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&plan.launch.pool);
         self.delete_pool(&plan.launch.pool).await;
     }
 
