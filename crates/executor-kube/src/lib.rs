@@ -6,10 +6,12 @@
 //! instance *claims* a Ready pool pod: its `managed` label is flipped to `false` with a merge
 //! patch that carries the pod's `resourceVersion`, which the API server treats as a
 //! precondition — of two executors (or two cold calls) patching the same pod, exactly one
-//! succeeds and the other gets 409 Conflict and tries the next pod. The claimed pod leaves the
-//! Deployment's selector, so its ReplicaSet starts a replacement (the pool refills). Loading a
-//! function is `POST <podIP>:8000/specialize` to the fetcher; calls then go to `<podIP>:8888`.
-//! Stopping an instance deletes its pod.
+//! succeeds and the other gets 409 Conflict and tries the next pod. The candidates come from a
+//! watch-fed view of the pool's unclaimed pods, so a claim makes no LIST. The claimed pod
+//! leaves the Deployment's selector, so its ReplicaSet starts a replacement (the pool
+//! refills). Loading a function is `POST <podIP>:8000/specialize` to the fetcher; calls then
+//! go to `<podIP>:8888`. Stopping an instance deletes its pod. A stopping executor leaves its
+//! pods for the next one to adopt.
 //!
 //! The pool Deployment is the warm pool: the executor keeps no claimed pods in reserve, so an
 //! environment has `poolsize` generic pods plus the claimed ones. An environment update or

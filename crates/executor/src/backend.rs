@@ -127,8 +127,9 @@ pub trait InstanceBackend: Send + Sync + 'static {
     /// for it (its generic instances). Its specialized instances are stopped separately.
     async fn retire(&self, _plan: &EnvironmentPlan<Self::Launch>) {}
 
-    /// The executor stopped (every instance it started was killed and waited for): release
-    /// what marks this executor as alive to others.
+    /// The executor stopped (every instance it started was killed and waited for; or, when
+    /// [`instances_outlive_executor`](Self::instances_outlive_executor), at the start of
+    /// stopping): release what marks this executor as alive to others.
     async fn stopped(&self) {}
 
     /// After the store's first listing: `current` are all environments. Release what the

@@ -336,6 +336,9 @@ impl<B: InstanceBackend> Executor<B> {
                 "leaving instances for the next executor to adopt"
             );
             drop(self.table.take_all());
+            // Give up what marks this executor alive now, not after the tasks wind down: the
+            // next executor adopts the instances as soon as it sees that.
+            self.backend.stopped().await;
             Vec::new()
         } else {
             for i in self.table.take_all() {
@@ -360,7 +363,9 @@ impl<B: InstanceBackend> Executor<B> {
         {
             tracing::warn!("executor tasks still running after shutdown");
         }
-        self.backend.stopped().await;
+        if !left {
+            self.backend.stopped().await;
+        }
         tracing::info!(instances = all.len(), "executor stopped");
     }
 }
