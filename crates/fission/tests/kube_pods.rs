@@ -215,7 +215,8 @@ fn functions_run_in_claimed_pool_pods_on_a_real_kubelet() {
     a_pool_holds_poolsize_generic_pods_and_no_claimed_spares(node, &server);
     let server = an_executor_restart_adopts_the_specialized_pods(node, server, code.path());
     an_environment_update_replaces_the_pool_deployment(node, &server);
-    // A server that stops cleanly deletes its pods and gives its Lease up.
+    // A server that stops cleanly gives its Lease up (its specialized pods are left for the
+    // next executor to adopt).
     let ns = server.namespace.clone();
     drop(server);
     let leases = node.kubectl_ok([
