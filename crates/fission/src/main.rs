@@ -3,6 +3,7 @@
 //! This binary only parses configuration and wires the components together; everything else
 //! lives in the component crates.
 
+mod builder;
 mod env;
 mod fetcher;
 mod otel;
@@ -38,6 +39,9 @@ enum TopCommand {
     /// Run the fetcher sidecar of a function pod (Fission's fetcher API on :8000).
     #[command(hide = true)]
     Fetcher(fetcher::FetcherArgs),
+    /// Run the builder of a builder pod (Fission's builder API on :8001).
+    #[command(hide = true)]
+    Builder(builder::BuilderArgs),
     #[command(flatten)]
     Cli(fission_cli::Command),
 }
@@ -91,6 +95,7 @@ fn main() -> ExitCode {
                 (anyhow::Error::new(e), code)
             }),
             TopCommand::Fetcher(args) => fetcher::run(args).await.map_err(|e| (e, 1)),
+            TopCommand::Builder(args) => builder::run(args).await.map_err(|e| (e, 1)),
             TopCommand::Cli(cmd) => fission_cli::run(top.global, cmd).await.map_err(|e| (e, 1)),
         }
     });
