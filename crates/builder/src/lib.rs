@@ -100,6 +100,7 @@ use std::time::Duration;
 
 use fission_unpack::UnpackLimits;
 
+pub use crate::archive::{ZipDirError, Zipped, zip_dir};
 pub use crate::manager::BuildManager;
 pub use crate::runner::{
     BuildResources, BuildRunner, BuildStep, DEFAULT_BUILD_LIMITS, HostRunner, SANDBOX_PACKAGES,
