@@ -50,7 +50,15 @@ fn main() -> ExitCode {
     let mut cli = Top::command();
     cli.build();
     // Fission's CLI (Go's pflag) also takes `--flag=true|false`; scripts written for it pass them.
-    let args: Vec<std::ffi::OsString> = fission_cli::go_style_bools(&cli, std::env::args_os());
+    let mut args: Vec<std::ffi::OsString> = fission_cli::go_style_bools(&cli, std::env::args_os());
+    // Installed as `/builder` in a builder image, it is Fission's builder: `/builder /packages`.
+    if args
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .is_some_and(|n| n == "builder")
+    {
+        args.insert(1, "builder".into());
+    }
     let serving = args
         .iter()
         .skip(1)
