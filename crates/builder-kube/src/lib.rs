@@ -376,9 +376,8 @@ impl BuilderPods {
         };
         self.clean(&builder_url, &src).await;
         let (status, text) = built;
-        let answer: BuildResponse = serde_json::from_str(&text).map_err(|_| {
-            format!("the builder answered {status}: {}", text.trim())
-        })?;
+        let answer: BuildResponse = serde_json::from_str(&text)
+            .map_err(|_| format!("the builder answered {status}: {}", text.trim()))?;
         log.output(&answer.build_logs);
         if !status.is_success() || answer.artifact_filename.is_empty() {
             return Err(format!("the build in pod {pod} failed ({status})"));
@@ -476,7 +475,10 @@ pub fn builder_name(env: &Environment) -> String {
 fn labels(env: &Environment) -> BTreeMap<String, String> {
     BTreeMap::from([
         (LABEL_ENV_NAME.to_owned(), env.metadata.name.clone()),
-        (LABEL_ENV_NAMESPACE.to_owned(), env.metadata.namespace.clone()),
+        (
+            LABEL_ENV_NAMESPACE.to_owned(),
+            env.metadata.namespace.clone(),
+        ),
         (
             LABEL_ENV_RESOURCE_VERSION.to_owned(),
             resource_version(env).to_owned(),
@@ -512,8 +514,10 @@ fn builder_deployment(
     let mut fetcher_env =
         vec![json!({"name": "FISSION_CONTROLLER_URL", "value": config.controller_url})];
     if config.controller_token {
-        fetcher_env.push(json!({"name": "FISSION_AUTH_TOKEN", "valueFrom": {"secretKeyRef": {
-            "name": TOKEN_SECRET, "key": "token"}}}));
+        fetcher_env.push(
+            json!({"name": "FISSION_AUTH_TOKEN", "valueFrom": {"secretKeyRef": {
+            "name": TOKEN_SECRET, "key": "token"}}}),
+        );
     }
     let mounts = json!([
         {"name": "packages", "mountPath": PACKAGES},
