@@ -238,13 +238,35 @@ fn the_rendered_manifests_apply_to_a_real_api_server_with_least_privilege_rbac()
             assert!(!can(sa, verb, r), "{sa} must not {verb} {r}");
         }
     }
-    // Nothing beyond the store: no pods, no RBAC, no other groups.
+    // The controller runs builder pods (Fission's buildermgr): a Deployment and a Service per
+    // environment with a builder, found Ready through their pods; it never makes pods itself.
+    for (verb, r) in [
+        ("create", "deployments.apps"),
+        ("delete", "deployments.apps"),
+        ("list", "deployments.apps"),
+        ("create", "services"),
+        ("delete", "services"),
+        ("list", "pods"),
+    ] {
+        assert!(can("controller", verb, r), "controller should {verb} {r}");
+    }
+    for (verb, r) in [("create", "pods"), ("update", "deployments.apps")] {
+        assert!(
+            !can("controller", verb, r),
+            "controller must not {verb} {r}"
+        );
+    }
+    // Nothing beyond the store for the others; no RBAC or nodes for anyone.
     for sa in ["controller", "router", "executor"] {
+        for (verb, r) in [("list", "nodes"), ("create", "clusterrolebindings")] {
+            assert!(!can(sa, verb, r), "{sa} must not {verb} {r}");
+        }
+    }
+    for sa in ["router", "executor"] {
         for (verb, r) in [
             ("create", "pods"),
-            ("list", "nodes"),
-            ("create", "clusterrolebindings"),
             ("list", "deployments.apps"),
+            ("create", "services"),
         ] {
             assert!(!can(sa, verb, r), "{sa} must not {verb} {r}");
         }
