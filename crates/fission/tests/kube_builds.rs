@@ -114,7 +114,7 @@ impl PodServer {
             .args(["--controller-listen", &format!("{}:0", node.host_ip)])
             .args(["--router-listen", "127.0.0.1:0", "--grace-period", "2"])
             .args(["--auth-token", TOKEN])
-            .args(["--pod-builder-ready-timeout", "120"])
+            .args(["--pod-builder-ready-timeout", "20"])
             .env("RUST_LOG", "info,fission_builder_kube=debug")
             // Handed on to builder pods (see the module docs).
             .env("PIP_INDEX_URL", &index.url)
@@ -432,6 +432,115 @@ fn source_packages_build_in_the_environments_builder_pod_on_a_real_kubelet() {
     assert!(
         info.contains("No matching distribution found for fission-rs-no-such-package-0xdead")
             && info.contains("error building source package"),
+        "{info}"
+    );
+
+    // The Node.js builder image: npm in the builder pod, then the function in a pool pod.
+    server.fission_ok(&[
+        "env",
+        "create",
+        "--name",
+        "nodejs",
+        "--image",
+        "fission/node-env",
+        "--builder",
+        "fission/node-builder",
+        "--poolsize",
+        "1",
+    ]);
+    let hello = files(
+        code.path(),
+        "nodehello",
+        &[
+            (
+                "package.json",
+                r#"{"name": "nodehello", "version": "1.0.0"}"#,
+            ),
+            (
+                "hello.js",
+                "module.exports = async () => ({ status: 200, body: 'built by npm in a pod\\n' });\n",
+            ),
+        ],
+    );
+    server.fission_ok(&[
+        "pkg", "create", "--name", "node-pkg", "--env", "nodejs", "--src", &hello, "--nowait",
+    ]);
+    let info = finished_info(node, &server, "node-pkg");
+    assert!(info.contains("succeeded"), "{info}");
+    assert!(
+        info.contains("up to date") || info.contains("added"),
+        "npm ran: {info}"
+    );
+    server.fission_ok(&[
+        "fn",
+        "create",
+        "--name",
+        "nodehello",
+        "--env",
+        "nodejs",
+        "--pkg",
+        "node-pkg",
+        "--entrypoint",
+        "hello",
+    ]);
+    server.fission_ok(&[
+        "route",
+        "create",
+        "--function",
+        "nodehello",
+        "--url",
+        "/nodehello",
+        "--method",
+        "GET",
+    ]);
+    let body = wait_for(
+        node,
+        &server,
+        Duration::from_secs(120),
+        "the node function to answer",
+        || {
+            let r = http()
+                .get(format!("{}/nodehello", server.router))
+                .send()
+                .ok()?;
+            (r.status().as_u16() == 200)
+                .then(|| r.text().ok())
+                .flatten()
+        },
+    );
+    assert_eq!(body, "built by npm in a pod\n");
+
+    // A builder that never gets Ready (its image does not exist) fails the package after the
+    // ready timeout, as Fission's buildermgr does. The controller accepts only builder images
+    // it knows, so the Environment is applied as Fission YAML straight to the API server.
+    let yaml = code.path().join("broken.yaml");
+    std::fs::write(
+        &yaml,
+        "apiVersion: fission.io/v1\nkind: Environment\nmetadata:\n  name: broken\n  namespace: default\n\
+         spec:\n  version: 2\n  runtime:\n    image: fission/python-env\n\
+         \x20 builder:\n    image: localhost/fission-rs-no-such-builder:local\n",
+    )
+    .expect("write yaml");
+    node.kubectl_ok([
+        std::ffi::OsStr::new("apply"),
+        "-f".as_ref(),
+        yaml.as_os_str(),
+    ]);
+    server.fission_ok(&[
+        "pkg",
+        "create",
+        "--name",
+        "stuck-pkg",
+        "--env",
+        "broken",
+        "--src",
+        &bad,
+        "--nowait",
+    ]);
+    let info = finished_info(node, &server, "stuck-pkg");
+    assert!(info.contains("failed"), "{info}");
+    assert!(
+        info.contains("Build timeout due to environment builder not ready"),
         "{info}"
     );
 
