@@ -16,6 +16,8 @@
 //! meanwhile is refused with 429 and `Retry-After` instead of queueing behind the first.
 #![deny(missing_docs)]
 
+mod sys;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -306,16 +308,20 @@ async fn run_command(command: &str, src: &Path, deploy: &Path, log: &Log) -> Res
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        // A build abandoned by its caller does not keep running.
+        // Its own process group, killed as a whole when the build ends or is abandoned.
+        .process_group(0)
         .kill_on_drop(true)
         .spawn()
         .map_err(|source| RunError::Start {
             program: program.to_owned(),
             source,
         })?;
+    let group = sys::GroupGuard(child.id());
     let out = child.stdout.take().map(|s| pump(s, log.clone()));
     let err = child.stderr.take().map(|s| pump(s, log.clone()));
     let status = child.wait().await.map_err(RunError::Wait)?;
+    // Whatever it left running goes now, also releasing the output pipes it may hold.
+    drop(group);
     for task in [out, err].into_iter().flatten() {
         let _ = task.await;
     }

@@ -254,3 +254,45 @@ async fn a_second_build_while_one_runs_is_refused_with_retry_after() {
         .expect("post");
     assert_eq!(resp.status(), 200);
 }
+
+#[tokio::test]
+async fn nothing_a_build_started_outlives_it() {
+    let s = server().await;
+    // The build leaves a background process behind; it is killed with the build's group.
+    source(
+        s.shared.path(),
+        "bg",
+        &[(
+            "bg.sh",
+            "sleep 30 &\necho $! > \"$SRC_PKG/../bg.pid\"\ncp -r \"$SRC_PKG\" \"$DEPLOY_PKG\"\n",
+        )],
+    );
+    let t0 = std::time::Instant::now();
+    let resp = s
+        .http
+        .post(format!("{}/", s.url))
+        .json(&serde_json::json!({"srcPkgFilename": "bg", "command": "/bin/sh bg.sh"}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), 200);
+    assert!(
+        t0.elapsed() < std::time::Duration::from_secs(10),
+        "the answer waited for the background process: {:?}",
+        t0.elapsed()
+    );
+    let pid = std::fs::read_to_string(s.shared.path().join("bg.pid")).expect("pid");
+    let proc_dir = Path::new("/proc").join(pid.trim());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    // Gone, or a zombie waiting for init to reap it.
+    while proc_dir.exists()
+        && !std::fs::read_to_string(proc_dir.join("stat")).is_ok_and(|s| s.contains(") Z "))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the build's background process {} survived it",
+            pid.trim()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
