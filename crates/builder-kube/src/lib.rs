@@ -264,6 +264,7 @@ impl BuilderPods {
         );
         let deadline = tokio::time::Instant::now() + self.config.ready_timeout;
         let mut pause = Duration::from_millis(100);
+        let mut why = String::new();
         loop {
             match self
                 .pods
@@ -274,11 +275,24 @@ impl BuilderPods {
                     if let Some(found) = list.items.iter().find_map(ready_ip) {
                         return Ok(found);
                     }
+                    why = list
+                        .items
+                        .iter()
+                        .filter_map(waiting_reason)
+                        .collect::<Vec<_>>()
+                        .join("; ");
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot list builder pods"),
             }
             if tokio::time::Instant::now() + pause > deadline {
-                return Err("Build timeout due to environment builder not ready".to_owned());
+                // Its Deployment may have been deleted behind our back: the next build or
+                // environment change creates it again.
+                self.ensured.lock().await.remove(&builder_name(env));
+                let mut msg = "Build timeout due to environment builder not ready".to_owned();
+                if !why.is_empty() {
+                    msg.push_str(&format!(" ({why})"));
+                }
+                return Err(msg);
             }
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_secs(1));
@@ -630,6 +644,23 @@ fn ready_ip(pod: &Pod) -> Option<(String, String)> {
         .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
     let ip = status.pod_ip.as_deref().filter(|ip| !ip.is_empty())?;
     ready.then(|| (pod.metadata.name.clone().unwrap_or_default(), ip.to_owned()))
+}
+
+/// Why a pod's containers are not running yet (`builder: ErrImagePull: …`), if they say.
+fn waiting_reason(pod: &Pod) -> Option<String> {
+    let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
+    let reasons: Vec<String> = statuses
+        .iter()
+        .filter_map(|c| {
+            let w = c.state.as_ref()?.waiting.as_ref()?;
+            let reason = w.reason.as_deref().unwrap_or("waiting");
+            Some(match w.message.as_deref().filter(|m| !m.is_empty()) {
+                Some(m) => format!("{}: {reason}: {m}", c.name),
+                None => format!("{}: {reason}", c.name),
+            })
+        })
+        .collect();
+    (!reasons.is_empty()).then(|| reasons.join(", "))
 }
 
 /// Six random lowercase letters, as Fission names source directories.

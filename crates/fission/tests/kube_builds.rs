@@ -543,6 +543,11 @@ fn source_packages_build_in_the_environments_builder_pod_on_a_real_kubelet() {
         info.contains("Build timeout due to environment builder not ready"),
         "{info}"
     );
+    // …saying why the pod is not Ready.
+    assert!(
+        info.contains("builder: ") && info.contains("ImagePull"),
+        "{info}"
+    );
 
     // A changed environment gets a builder of its new version; the old one is deleted. A
     // deleted environment takes its builder with it.
