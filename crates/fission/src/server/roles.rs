@@ -100,7 +100,7 @@ pub(super) async fn start(args: ServerArgs) -> Result<Running> {
         back: JoinSet::new(),
     };
     let (parts, sandbox) = match role {
-        Role::Controller => (controller(&args, &store, &data, parts).await?, None),
+        Role::Controller => (controller(&args, &store, client, &data, parts).await?, None),
         Role::Router => (router(&args, &store, parts).await?, None),
         Role::Executor => executor(&args, &store, client, &data, parts).await?,
         Role::All => anyhow::bail!("--role all is started by the all-in-one path"),
@@ -188,6 +188,7 @@ fn archive_fetch(args: &ServerArgs) -> Result<fission_fetch::FetchConfig> {
 async fn controller(
     args: &ServerArgs,
     store: &Arc<dyn ResourceStore>,
+    client: kube::Client,
     data: &DataDir,
     mut p: Parts,
 ) -> Result<Started> {
@@ -208,6 +209,14 @@ async fn controller(
     builder_config.node_bin = node;
     builder_config.runtime_python_bin = python;
     builder_config.archive_fetch = archive_fetch(args)?;
+    // --instances pods: environments with a builder image build in builder pods (the split
+    // controller serves no token, so their fetchers need none).
+    let builder_pods = (args.pods.instances == crate::pods::InstancesMode::Pods)
+        .then(|| crate::pods::builder_pods(&args.pods, false, client, addr))
+        .transpose()?;
+    builder_config.remote = builder_pods
+        .clone()
+        .map(|b| b as Arc<dyn fission_builder::RemoteBuilds>);
     let builder = fission_builder::BuildManager::new(
         builder_config,
         store.clone(),
@@ -236,6 +245,13 @@ async fn controller(
     let shutdown = p.stop_backends.clone();
     p.back
         .spawn(async move { builder.run(shutdown).await.context("build manager failed") });
+    if let Some(pods) = builder_pods {
+        let (s, shutdown) = (store.clone(), p.stop_backends.clone());
+        p.back.spawn(async move {
+            pods.run(s, shutdown).await;
+            Ok(())
+        });
+    }
     let shutdown = p.stop_backends.clone();
     p.back
         .spawn(async move { triggers.run(shutdown).await.context("triggers failed") });
