@@ -612,12 +612,10 @@ fn canaries_advance_and_roll_back_from_the_calls_of_two_routers_and_fn_list_coun
     );
     let route = |name: &str| {
         let out = fission(&["route", "get", "--name", name]);
-        let line = out
-            .lines()
+        out.lines()
             .find(|l| l.split_whitespace().next() == Some(name))
             .unwrap_or_default()
-            .to_owned();
-        line
+            .to_owned()
     };
     assert!(
         route("good").contains("good-new:100 good-old:0"),
