@@ -526,9 +526,14 @@ fn canaries_advance_and_roll_back_from_the_calls_of_two_routers_and_fn_list_coun
         "fn list to count the old functions' instances",
         || {
             let list = fission(&["fn", "list"]);
-            (column(&list, "good-old", "INSTANCES") != "0").then_some(list)
+            let counted = ["good-old", "bad-old"]
+                .iter()
+                .all(|f| column(&list, f, "INSTANCES") != "0");
+            counted.then_some(list)
         },
     );
+    // One instance each: the calls so far came one at a time.
+    assert_eq!(column(&list, "good-old", "INSTANCES"), "1", "{list}");
     assert_eq!(column(&list, "bad-old", "INSTANCES"), "1", "{list}");
     assert_eq!(column(&list, "good-new", "INSTANCES"), "0", "{list}");
 
