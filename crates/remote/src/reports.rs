@@ -421,6 +421,55 @@ mod tests {
         shutdown.cancel();
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn an_executor_silent_for_the_ttl_no_longer_counts_but_a_routers_calls_stay() {
+        let reports = ClusterReports::new();
+        let instances = |n| {
+            Json(InstancesReport {
+                functions: vec![FunctionInstanceCount {
+                    namespace: "default".to_owned(),
+                    name: "f".to_owned(),
+                    instances: n,
+                }],
+            })
+        };
+        let calls = Json(CallsReport {
+            functions: vec![FunctionCalls {
+                namespace: "default".to_owned(),
+                name: "f".to_owned(),
+                total: 4,
+                failed: 1,
+            }],
+        });
+        let ok =
+            |r: Result<StatusCode, (StatusCode, String)>| assert_eq!(r, Ok(StatusCode::NO_CONTENT));
+        ok(put_instances(
+            State(reports.clone()),
+            Path("gone".to_owned()),
+            instances(2),
+        )
+        .await);
+        ok(put_calls(State(reports.clone()), Path("r".to_owned()), calls).await);
+        tokio::time::advance(REPORT_TTL / 2).await;
+        ok(put_instances(
+            State(reports.clone()),
+            Path("live".to_owned()),
+            instances(1),
+        )
+        .await);
+        assert_eq!(reports.instance_count("default", "f"), 3);
+        tokio::time::advance(REPORT_TTL / 2).await;
+        assert_eq!(
+            reports.instance_count("default", "f"),
+            1,
+            "only the live executor"
+        );
+        assert_eq!(reports.calls("default", "f").total, 4);
+        let rejected =
+            put_instances(State(reports.clone()), Path(String::new()), instances(1)).await;
+        assert_eq!(rejected.map_err(|(s, _)| s), Err(StatusCode::BAD_REQUEST));
+    }
+
     /// An executor with `n` instances of `default/f`.
     struct Fixed(usize);
 
