@@ -532,9 +532,12 @@ fn canaries_advance_and_roll_back_from_the_calls_of_two_routers_and_fn_list_coun
             counted.then_some(list)
         },
     );
-    // One instance each: the calls so far came one at a time.
-    assert_eq!(column(&list, "good-old", "INSTANCES"), "1", "{list}");
-    assert_eq!(column(&list, "bad-old", "INSTANCES"), "1", "{list}");
+    // The called functions have instances (the executor may have scaled out), the uncalled
+    // one none.
+    for f in ["good-old", "bad-old"] {
+        let n: usize = column(&list, f, "INSTANCES").parse().expect("a count");
+        assert!(n >= 1, "{list}");
+    }
     assert_eq!(column(&list, "good-new", "INSTANCES"), "0", "{list}");
 
     for shop in ["good", "bad"] {
