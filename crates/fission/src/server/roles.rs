@@ -146,6 +146,19 @@ async fn bind(addr: SocketAddr, what: &str, flag: &str) -> Result<(TcpListener, 
     Ok((l, local))
 }
 
+/// This process's name in its reports to the controller: the pod (or host), the process and
+/// its start, so a restarted process reports as a new one.
+fn reporter_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty() && h.len() <= 64)
+        .unwrap_or_else(|| "local".to_owned());
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    format!("{host}-{}-{started}", std::process::id())
+}
+
 fn metrics_render(registry: Registry) -> impl Fn() -> String + Clone + Send + Sync + 'static {
     let registry = Arc::new(Mutex::new(registry));
     move || {
@@ -223,6 +236,9 @@ async fn controller(
         archives.clone(),
         logs.clone(),
     );
+    // Routers send their call counts (the canary manager's input) and executors their instance
+    // counts (`fission fn list`) here; any number of each add up.
+    let reports = fission_remote::ClusterReports::new();
     let controller = fission_controller::Controller::new(
         fission_controller::Config {
             router_url: router_url.clone(),
@@ -234,7 +250,8 @@ async fn controller(
         p.stop_accepting.clone(),
     )
     .with_metrics_endpoint(metrics_render(registry))
-    .with_routes(triggers.api_routes());
+    .with_instance_report(Arc::new(reports.clone()))
+    .with_routes(triggers.api_routes().merge(reports.routes()));
     let grace = p.grace;
     p.front.spawn(async move {
         controller
@@ -265,9 +282,11 @@ async fn controller(
         prune_archives_periodically(s, archives, shutdown).await;
         Ok(())
     });
-    // The canary manager judges functions by the router's call counts, which live in the
-    // router processes; split roles do not run it yet.
-    tracing::warn!("canary configs are not advanced with split roles (--role all runs them)");
+    let (s, shutdown) = (store.clone(), p.stop_backends.clone());
+    p.back.spawn(async move {
+        fission_controller::canary::run(s, Arc::new(reports), shutdown).await;
+        Ok(())
+    });
     tracing::info!(router = %router_url, "controller listening on http://{addr}");
     Ok(Started {
         parts: p,
@@ -299,6 +318,17 @@ async fn router(
         r.serve(listener, shutdown, grace)
             .await
             .context("router failed")
+    });
+    let reporter = fission_remote::Reporter::router(
+        &args.roles.controller_url,
+        args.auth_token.as_deref(),
+        &reporter_id(),
+    )
+    .map_err(|e| anyhow::anyhow!("--controller-url: {e}"))?;
+    let (stats, shutdown) = (router.call_stats(), p.stop_backends.clone());
+    p.back.spawn(async move {
+        reporter.send_calls(stats, shutdown).await;
+        Ok(())
     });
     let (r, s, shutdown) = (router.clone(), store.clone(), p.stop_backends.clone());
     p.back.spawn(async move {
@@ -400,7 +430,22 @@ async fn executor(
             &mut registry,
         ))
     };
-    let crate::pods::AnyExecutor { instances, run, .. } = executor;
+    let crate::pods::AnyExecutor {
+        instances,
+        run,
+        report,
+    } = executor;
+    let reporter = fission_remote::Reporter::executor(
+        &args.roles.controller_url,
+        args.auth_token.as_deref(),
+        &reporter_id(),
+    )
+    .map_err(|e| anyhow::anyhow!("--controller-url: {e}"))?;
+    let shutdown = p.stop_backends.clone();
+    p.back.spawn(async move {
+        reporter.send_instances(report, shutdown).await;
+        Ok(())
+    });
     let api = fission_remote::ExecutorApi::new(instances);
     let render = metrics_render(registry);
     let app = api.router().route(
