@@ -713,31 +713,11 @@ server.on('error', (err) => {
 // ping is terminated, so dead peers do not keep the instance busy.  The router
 // holds the instance for as long as the upgraded connection stays open.
 
-const WS_TIMEOUT_MS = Number(process.env.TIMEOUT) > 0 ? Number(process.env.TIMEOUT) : 60000;
-const kAlive = Symbol('answered the last ping');
-// `ws` is loaded by the first upgrade request, not at start: few functions take websockets,
-// and its modules are ~0.3 MiB of heap in every idle instance (bench/memory.js). The first
-// upgrade of an instance pays for the require (a few ms).
-let wss = null;
+const { WebSocketServer } = require('ws');
 
-function websocketServer() {
-  if (wss !== null) return wss;
-  const { WebSocketServer } = require('ws');
-  wss = new WebSocketServer({ noServer: true, clientTracking: true });
-  wss.on('connection', onWebSocket);
-  const liveness = setInterval(() => {
-    for (const ws of wss.clients) {
-      if (!ws[kAlive]) {
-        ws.terminate();
-        continue;
-      }
-      ws[kAlive] = false;
-      ws.ping();
-    }
-  }, WS_TIMEOUT_MS);
-  liveness.unref();
-  return wss;
-}
+const WS_TIMEOUT_MS = Number(process.env.TIMEOUT) > 0 ? Number(process.env.TIMEOUT) : 60000;
+const wss = new WebSocketServer({ noServer: true, clientTracking: true });
+const kAlive = Symbol('answered the last ping');
 
 function refuseUpgrade(socket, status, text) {
   const body = Buffer.from(text);
@@ -753,12 +733,11 @@ server.on('upgrade', (req, socket, head) => {
     refuseUpgrade(socket, 500, 'Generic container: no requests supported');
     return;
   }
-  const wsServer = websocketServer();
   // handleUpgrade answers 400/426 itself for a request that is no websocket handshake.
-  wsServer.handleUpgrade(req, socket, head, (ws) => wsServer.emit('connection', ws, req));
+  wss.handleUpgrade(req, socket, head, (ws) => wss.emit('connection', ws, req));
 });
 
-function onWebSocket(ws) {
+wss.on('connection', (ws) => {
   ws[kAlive] = true;
   ws.on('pong', () => {
     ws[kAlive] = true;
@@ -774,7 +753,19 @@ function onWebSocket(ws) {
   } catch (err) {
     closeOnError(err);
   }
-}
+});
+
+const wsLiveness = setInterval(() => {
+  for (const ws of wss.clients) {
+    if (!ws[kAlive]) {
+      ws.terminate();
+      continue;
+    }
+    ws[kAlive] = false;
+    ws.ping();
+  }
+}, WS_TIMEOUT_MS);
+wsLiveness.unref();
 
 // ---------------------------------------------------------------------------
 // Warm-up

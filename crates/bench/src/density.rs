@@ -231,7 +231,9 @@ async fn first_call(router: &mut Conn, f: &Func) -> Result<f64> {
                 "{path} answered another function's body: {:?}",
                 r.text().trim()
             ),
-            StatusCode::NOT_FOUND | StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+            StatusCode::NOT_FOUND
+            | StatusCode::TOO_MANY_REQUESTS
+            | StatusCode::SERVICE_UNAVAILABLE
                 if t0.elapsed() < FIRST_CALL_TIMEOUT =>
             {
                 let wait = r
@@ -357,7 +359,7 @@ async fn measure(server: &Server, plan: DensityPlan, avail_before: u64) -> Resul
             let took = first_call(&mut router, &f).await?;
             first_calls.entry(lang.label()).or_default().push(took);
             funcs.push(f);
-            if funcs.len() % 100 == 0 {
+            if funcs.len().is_multiple_of(100) {
                 progress(format!(
                     "{} functions warm, MemAvailable {}, {:.0} s",
                     funcs.len(),
@@ -451,7 +453,10 @@ fn render(m: &Measured) -> String {
             "Warm specialized functions held at once (Node + Python)",
             format!("{} + {} = {}", n_node, n_py, m.funcs.len()),
         )
-        .baseline(format!("requested {} + {}", m.plan.node, m.plan.python), stopped)
+        .baseline(
+            format!("requested {} + {}", m.plan.node, m.plan.python),
+            stopped,
+        )
         .target(
             format!("{requested} (all requested)"),
             m.funcs.len() as f64,
@@ -478,14 +483,23 @@ fn render(m: &Measured) -> String {
             .map(|(_, v)| *v)
             .collect();
         let s = summarize(&v);
-        let f = summarize(m.first_calls.get(lang.label()).map(Vec::as_slice).unwrap_or(&[]));
+        let f = summarize(
+            m.first_calls
+                .get(lang.label())
+                .map(Vec::as_slice)
+                .unwrap_or(&[]),
+        );
         rows.push(
             Row::new(
                 format!("Second call, {}: p50 / p99 (n = {})", lang.label(), s.n),
                 format!("{} / {}", ms(s.p50), ms(s.p99)),
             )
             .baseline(
-                format!("first call (cold start) p50 / p99 {} / {}", ms(f.p50), ms(f.p99)),
+                format!(
+                    "first call (cold start) p50 / p99 {} / {}",
+                    ms(f.p50),
+                    ms(f.p99)
+                ),
                 "—",
             ),
         );
@@ -560,7 +574,10 @@ fn render(m: &Measured) -> String {
             ),
         )
         .baseline(
-            format!("{} per function (kernel objects included)", mib(per_fn(used))),
+            format!(
+                "{} per function (kernel objects included)",
+                mib(per_fn(used))
+            ),
             "—",
         ),
     );

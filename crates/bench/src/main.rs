@@ -73,7 +73,12 @@ struct Args {
     #[arg(long, value_name = "MIB", default_value_t = 3072, requires = "density")]
     floor_mib: u64,
     /// How long the density run lets every function idle before reading memory.
-    #[arg(long, value_name = "SECONDS", default_value_t = 20, requires = "density")]
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 20,
+        requires = "density"
+    )]
     idle_secs: u64,
 }
 

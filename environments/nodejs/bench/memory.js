@@ -7,7 +7,8 @@
 //       [--instances 4] [--calls 1000] [--idle 2]
 //
 // A variant is LABEL=TOKENS; a token `--x` is a node flag, `NAME=value` an environment
-// variable. Each variant starts --instances loaders (server.js, as the executor does: fd-less,
+// variable, `server=FILE` another loader (e.g. an older server.js placed beside a link to
+// node_modules). Each variant starts --instances loaders (server.js, as the executor does: fd-less,
 // PORT), specializes each with its own hello function, makes --calls sequential keep-alive
 // calls per instance (after 200 unmeasured ones), lets them idle (--idle seconds), and reads
 // /proc/<pid>/smaps_rollup. Variants run interleaved, instance by instance, so machine noise
@@ -41,12 +42,15 @@ function parseArgs() {
       if (eq <= 0) fail(`--variant wants LABEL=TOKENS, got "${spec}"`);
       const flags = [];
       const env = {};
+      let server = SERVER;
       for (const t of spec.slice(eq + 1).split(/\s+/).filter(Boolean)) {
         if (t.startsWith('--')) flags.push(t);
+        else if (t.startsWith('server=')) server = path.resolve(t.slice('server='.length));
         else if (/^[A-Z_][A-Z0-9_]*=/.test(t)) env[t.slice(0, t.indexOf('='))] = t.slice(t.indexOf('=') + 1);
-        else fail(`variant token "${t}" is neither --flag nor NAME=value`);
+        else fail(`variant token "${t}" is neither --flag, NAME=value nor server=FILE`);
       }
-      variants.push({ label: spec.slice(0, eq), flags, env, inst: [] });
+      if (!fs.existsSync(server)) fail(`no server file ${server}`);
+      variants.push({ label: spec.slice(0, eq), flags, env, server, inst: [] });
     } else if (a === '--instances') {
       instances = Number(argv[++i]);
       if (!Number.isInteger(instances) || instances < 1) fail('--instances wants a number ≥ 1');
@@ -60,7 +64,7 @@ function parseArgs() {
       fail(`unknown argument ${a}`);
     }
   }
-  if (!variants.length) variants.push({ label: 'default', flags: [], env: {}, inst: [] });
+  if (!variants.length) variants.push({ label: 'default', flags: [], env: {}, server: SERVER, inst: [] });
   return { variants, instances, calls, idle };
 }
 
@@ -77,7 +81,7 @@ function freePort() {
 
 async function start(variant, home) {
   const port = await freePort();
-  const child = spawn(process.execPath, [...variant.flags, SERVER], {
+  const child = spawn(process.execPath, [...variant.flags, variant.server], {
     env: { PATH: '/usr/bin:/bin', HOME: home, PORT: String(port), ...variant.env },
     cwd: home,
     stdio: ['ignore', 'pipe', 'inherit'],
@@ -214,7 +218,11 @@ async function main() {
   const cols = variants.map((v) => v.label);
   console.log(`node ${process.version}; ${instances} instances per variant, ${calls} calls each, then ${idle} s idle`);
   console.log('variant flags:');
-  for (const v of variants) console.log(`  ${v.label}: ${[...Object.entries(v.env).map(([k, x]) => `${k}=${x}`), ...v.flags].join(' ') || '(none)'}`);
+  for (const v of variants) {
+    const tokens = [...Object.entries(v.env).map(([k, x]) => `${k}=${x}`), ...v.flags];
+    if (v.server !== SERVER) tokens.push(`server=${v.server}`);
+    console.log(`  ${v.label}: ${tokens.join(' ') || '(none)'}`);
+  }
   const row = (name, f, digits = 0) =>
     console.log(name.padEnd(40) + variants.map((v) => f(v).toFixed(digits).padStart(14)).join(''));
   console.log(''.padEnd(40) + cols.map((c) => c.padStart(14)).join(''));

@@ -150,24 +150,3 @@ test('a peer that stops answering pings is terminated after TIMEOUT', async () =
     await server.stop();
   }
 });
-
-test('the websocket library is loaded by the first upgrade, not by an instance that never takes one', async () => {
-  // Answers whether `ws` is loaded in this instance, over http (callback signature) and websocket.
-  const fn = `const loaded = () => Object.keys(require.cache).some((k) => /[\\\\/]node_modules[\\\\/]ws[\\\\/]/.test(k));
-module.exports = function (a, b) {
-  if (a && a.request) return b(200, String(loaded()));
-  a.send(String(loaded()));
-};`;
-  const server = await serve({ 'f.js': fn }, { functionName: 'f' });
-  try {
-    const before = await fetch(server.url + '/');
-    assert.equal(await before.text(), 'false');
-    const ws = await open(wsUrl(server));
-    assert.equal(await ws.next(), 'true');
-    ws.close();
-    const after = await fetch(server.url + '/');
-    assert.equal(await after.text(), 'true');
-  } finally {
-    await server.stop();
-  }
-});
