@@ -121,7 +121,7 @@ pub struct Slot {
     dir: PathBuf,
     userfunc: PathBuf,
     host_id: u32,
-    cgroups: Option<SlotCgroups>,
+    pub(crate) cgroups: Option<SlotCgroups>,
     net: Option<SlotNet>,
     child: Option<tokio::process::Child>,
     pid: Option<u32>,
@@ -371,7 +371,7 @@ struct Partial<'a> {
     run: &'a Run,
     index: u32,
     dir: PathBuf,
-    cgroups: Option<SlotCgroups>,
+    pub(crate) cgroups: Option<SlotCgroups>,
     net: Option<SlotNet>,
     armed: bool,
 }
