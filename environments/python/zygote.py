@@ -164,8 +164,9 @@ def _confine(req, fds):
     # Read the filters while every descriptor is still at hand.
     programs = [_read_all(fd) for fd in named.get("seccomp", [])]
     # Supplementary groups are host groups (root's): drop them while still in the host's user
-    # namespace, where setgroups is allowed.
-    os.setgroups([])
+    # namespace, where setgroups is allowed (and needed: a sandboxed zygote runs as root).
+    if os.geteuid() == 0:
+        os.setgroups([])
     for fd in named.get("cgroup_procs", []):
         os.write(fd, b"0")
     if "net" in named:
