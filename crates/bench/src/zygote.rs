@@ -37,10 +37,17 @@ const POOLSIZE: u32 = 3;
 impl Side {
     async fn start(paths: &Paths, extra: &[String], zygote: bool) -> Result<Self> {
         let mut args = extra.to_vec();
-        args.push(format!("--python-zygote={}", if zygote { "on" } else { "off" }));
+        args.push(format!(
+            "--python-zygote={}",
+            if zygote { "on" } else { "off" }
+        ));
         let server = Server::start(&paths.fission, &paths.environments, &args, false)?;
         let mut side = Self {
-            label: if zygote { "zygote" } else { "interpreter per instance" },
+            label: if zygote {
+                "zygote"
+            } else {
+                "interpreter per instance"
+            },
             api: Api::connect(server.controller).await?,
             metrics: Metrics::connect(server.router).await?,
             router: Conn::connect(server.router).await?,
@@ -146,7 +153,10 @@ pub async fn run(paths: &Paths, extra: &[String], smoke: bool) -> Result<String>
     ];
 
     // Idle specialized PSS first, while nothing else runs in either server.
-    eprintln!("zygote: {} idle specialized instances per mode", counts.idle);
+    eprintln!(
+        "zygote: {} idle specialized instances per mode",
+        counts.idle
+    );
     let mut pss = Vec::new();
     for side in &mut sides {
         let mut names = Vec::new();
@@ -169,7 +179,9 @@ pub async fn run(paths: &Paths, extra: &[String], smoke: bool) -> Result<String>
     }
 
     for side in &mut sides {
-        side.api.create_env("python", Lang::Python, POOLSIZE).await?;
+        side.api
+            .create_env("python", Lang::Python, POOLSIZE)
+            .await?;
     }
     eprintln!(
         "zygote: pool-hit ×{} and empty-pool ×{} per mode, interleaved",
@@ -199,10 +211,16 @@ pub async fn run(paths: &Paths, extra: &[String], smoke: bool) -> Result<String>
             }
         }
     }
-    if sides.iter().any(|s| s.pool_hit.is_empty() || s.empty_pool.is_empty()) {
+    if sides
+        .iter()
+        .any(|s| s.pool_hit.is_empty() || s.empty_pool.is_empty())
+    {
         bail!(
             "calls failed: {:?}",
-            sides.iter().flat_map(|s| s.failures.clone()).collect::<Vec<_>>()
+            sides
+                .iter()
+                .flat_map(|s| s.failures.clone())
+                .collect::<Vec<_>>()
         );
     }
 
@@ -242,7 +260,10 @@ pub async fn run(paths: &Paths, extra: &[String], smoke: bool) -> Result<String>
     out.push_str(&format!(
         "\nzygote in use: {}; failures: {:?}\n",
         pss[0].1 > 0.0,
-        sides.iter().flat_map(|s| s.failures.clone()).collect::<Vec<_>>()
+        sides
+            .iter()
+            .flat_map(|s| s.failures.clone())
+            .collect::<Vec<_>>()
     ));
     Ok(out)
 }

@@ -593,3 +593,67 @@ fn fission_netns() -> Vec<String> {
         .map(str::to_owned)
         .collect()
 }
+
+/// Children of `parent` whose command line contains `needle`, from /proc.
+fn children_named(parent: u32, needle: &str) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // ppid is the second field after the command name's closing parenthesis.
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<u32>().ok());
+            ppid == Some(parent)
+                && std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .map(|c| String::from_utf8_lossy(&c).contains(needle))
+                    .unwrap_or(false)
+        })
+        .collect()
+}
+
+#[test]
+fn killing_the_zygote_ends_its_instances_and_a_new_zygote_takes_over() {
+    let Some(s) = setup_in(Python::Zygote) else {
+        return;
+    };
+    let hello = "def main():\n    return 'hello'\n";
+    s.function("before", "python", "b.py", hello, &[]);
+    assert_eq!(s.call("before", ""), (200, "hello".to_owned()));
+    let server = s.server.child.id();
+    let zygotes = children_named(server, "zygote.py");
+    assert_eq!(zygotes.len(), 1, "one zygote per server: {zygotes:?}");
+    let zygote = zygotes[0];
+    let instances = children_named(zygote, "zygote.py");
+    assert!(!instances.is_empty(), "instances are the zygote's children");
+    let killed = std::process::Command::new("kill")
+        .args(["-9", &zygote.to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    // Its children are taken down with their slots, and the function gets a new instance,
+    // forked by a new zygote.
+    eventually_blocking(
+        Duration::from_secs(15),
+        "the dead zygote's instances to be gone",
+        || {
+            instances
+                .iter()
+                .all(|p| !std::path::Path::new(&format!("/proc/{p}")).exists())
+                .then_some(())
+        },
+    );
+    let (status, body) = eventually_blocking(Duration::from_secs(20), "a new instance", || {
+        let r = s.call("before", "");
+        (r.0 == 200).then_some(r)
+    });
+    assert_eq!((status, body.as_str()), (200, "hello"));
+    let now = children_named(server, "zygote.py");
+    assert!(
+        now.len() == 1 && now[0] != zygote,
+        "a new zygote: {now:?} (old {zygote})"
+    );
+}
