@@ -108,6 +108,12 @@ def connect(port):
     s.close()
     return "connected"
 
+def target(fd):
+    try:
+        return os.readlink("/proc/self/fd/" + fd)
+    except OSError:
+        return None  # the descriptor listdir used, closed by now
+
 def libc_call(name, *args):
     libc = ctypes.CDLL(None, use_errno=True)
     rc = getattr(libc, name)(*args)
@@ -140,6 +146,7 @@ def main():
         "ptrace_attach_1": attempt(lambda: libc_call("ptrace", 16, 1, None, None)),
         "interfaces": [n for _, n in socket.if_nameindex()],
         "cmdline": open("/proc/self/cmdline", "rb").read().decode(errors="replace"),
+        "fds": {f: target(f) for f in os.listdir("/proc/self/fd") if target(f) is not None},
         "status": dict(
             l.split(":", 1)[0:1] + [l.split(":", 1)[1].strip()]
             for l in open("/proc/self/status").read().splitlines()
@@ -211,6 +218,18 @@ fn attacker_function_cannot_reach_host_files_control_plane_or_kernel_interfaces(
     for caps in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
         assert_eq!(field(caps), "0000000000000000", "{caps}: {status}");
     }
+    // Nothing of the host or of the zygote is open: above stdio, only sockets (the listener,
+    // the connection being served) — no file, directory, pipe or namespace descriptor.
+    let fds = v["fds"].as_object().expect("fds");
+    for (fd, target) in fds {
+        let target = target.as_str().unwrap_or_default();
+        let n: u32 = fd.parse().unwrap_or(u32::MAX);
+        assert!(
+            n <= 2 || target.starts_with("socket:"),
+            "fd {fd} -> {target}: {fds:?}"
+        );
+    }
+    assert!(fds.len() <= 6, "{fds:?}");
     let cmdline = v["cmdline"].as_str().unwrap_or_default();
     assert!(
         cmdline.contains(mode.loader()),
