@@ -344,6 +344,15 @@ def main():
     except OSError:
         own_pidns = None
     _confine_self()
+    if os.environ.get("FISSION_ZYGOTE_SECCOMP"):
+        # The server's first message: our own filters (the slots' deny program without setns).
+        data, fds, _flags, _addr = socket.recv_fds(sock, MAX_MESSAGE, MAX_FDS)
+        if not data or json.loads(data).get("op") != "confine" or not fds:
+            _log("expected the seccomp programs first")
+            sys.exit(2)
+        for fd in fds:
+            _install_seccomp(_read_all(fd))
+            os.close(fd)
     sys.dont_write_bytecode = True
     server._warm_up()
     # Everything allocated so far is shared with every child; keep the collector off it.

@@ -37,6 +37,8 @@ pub struct SandboxLauncher {
 /// The zygote of a launcher: started on the first Python launch, again after it died.
 struct ZygoteHandle {
     config: ZygoteConfig,
+    /// For the zygote's own seccomp programs.
+    sandbox: Sandbox,
     current: tokio::sync::Mutex<Option<Arc<Zygote>>>,
     /// Set once starting failed: Python instances then start the plain way (said once).
     failed: std::sync::atomic::AtomicBool,
@@ -49,7 +51,11 @@ impl ZygoteHandle {
             return Ok(z.clone());
         }
         let log = LogSink::new(Arc::new(ZygoteLog));
-        let z = Arc::new(Zygote::start(&self.config, log).await?);
+        let seccomp = self
+            .sandbox
+            .zygote_seccomp_programs()
+            .map_err(|e| ZygoteError::Io(io::Error::other(e.to_string())))?;
+        let z = Arc::new(Zygote::start(&self.config, log, seccomp).await?);
         tracing::info!(pid = ?z.pid(), "python zygote started: Python instances are forked from it");
         *current = Some(z.clone());
         Ok(z)
@@ -93,6 +99,7 @@ impl SandboxLauncher {
     pub fn with_python_zygote(mut self, config: ZygoteConfig) -> Self {
         self.zygote = Some(Arc::new(ZygoteHandle {
             config,
+            sandbox: self.sandbox.clone(),
             current: tokio::sync::Mutex::new(None),
             failed: std::sync::atomic::AtomicBool::new(false),
         }));

@@ -100,7 +100,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Zygote {
     /// Start a zygote and wait until it has imported the loader. Its own output goes to `log`.
-    pub(crate) async fn start(config: &ZygoteConfig, log: LogSink) -> Result<Self, ZygoteError> {
+    /// `seccomp`: filters the zygote installs on itself before it does anything else (none:
+    /// it runs unfiltered).
+    pub(crate) async fn start(
+        config: &ZygoteConfig,
+        log: LogSink,
+        seccomp: Vec<std::fs::File>,
+    ) -> Result<Self, ZygoteError> {
         let fail = |reason: String| ZygoteError::Start {
             script: config.script.clone(),
             reason,
@@ -120,6 +126,10 @@ impl Zygote {
             .env("PATH", "/usr/bin:/bin")
             .env("LANG", "C.UTF-8")
             .env("FISSION_ZYGOTE_FD", sys::LISTEN_FD.to_string())
+            .env(
+                "FISSION_ZYGOTE_SECCOMP",
+                if seccomp.is_empty() { "" } else { "1" },
+            )
             .current_dir("/")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -135,6 +145,11 @@ impl Zygote {
             tokio::spawn(pump_lines(err, OutputStream::Stderr, log.clone()));
         }
         let pid = process.id();
+        if !seccomp.is_empty() {
+            let fds: Vec<BorrowedFd<'_>> = seccomp.iter().map(AsFd::as_fd).collect();
+            send_with_fds(&ours, br#"{"op":"confine"}"#, &fds)
+                .map_err(|e| fail(format!("cannot send its seccomp programs: {e}")))?;
+        }
 
         let shared = Arc::new(Shared::default());
         shared.alive.store(true, Ordering::SeqCst);
@@ -204,21 +219,10 @@ impl Zygote {
             return Err(ZygoteError::Gone);
         }
         let raw: Vec<BorrowedFd<'_>> = fds.iter().map(|(_, fd)| *fd).collect();
-        let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
-        let mut control = SendAncillaryBuffer::new(&mut space);
-        control.push(SendAncillaryMessage::ScmRights(&raw));
-        let sent = {
-            let sock = lock(&self.sock);
-            rustix::net::sendmsg(
-                sock.as_fd(),
-                &[IoSlice::new(&body)],
-                &mut control,
-                SendFlags::NOSIGNAL,
-            )
-        };
+        let sent = send_with_fds(&lock(&self.sock), &body, &raw);
         if let Err(e) = sent {
             lock(&self.shared.pending).remove(&id);
-            return Err(ZygoteError::Io(e.into()));
+            return Err(ZygoteError::Io(e));
         }
         match tokio::time::timeout(SPAWN_TIMEOUT, rx).await {
             Ok(Ok(answer)) => answer,
@@ -231,6 +235,22 @@ impl Zygote {
             }
         }
     }
+}
+
+/// One message with descriptors attached (SCM_RIGHTS); at most [`MAX_FDS`].
+fn send_with_fds(sock: &OwnedFd, body: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    if !control.push(SendAncillaryMessage::ScmRights(fds)) {
+        return Err(io::Error::other(format!("more than {MAX_FDS} descriptors")));
+    }
+    rustix::net::sendmsg(
+        sock.as_fd(),
+        &[IoSlice::new(body)],
+        &mut control,
+        SendFlags::NOSIGNAL,
+    )?;
+    Ok(())
 }
 
 /// The reader thread: answers to requests, exit reports, and the end of the zygote.

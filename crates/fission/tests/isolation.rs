@@ -646,6 +646,22 @@ fn killing_the_zygote_ends_its_instances_and_a_new_zygote_takes_over() {
     let zygotes = children_named(server, "zygote.py");
     assert_eq!(zygotes.len(), 1, "one zygote per server: {zygotes:?}");
     let zygote = zygotes[0];
+    // The zygote keeps only what forking into slots needs: CAP_SETGID and CAP_SYS_ADMIN, under
+    // no_new_privs and its own seccomp filters.
+    let status = std::fs::read_to_string(format!("/proc/{zygote}/status")).expect("status");
+    let field = |k: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}:")))
+            .map(|v| v.trim().to_owned())
+            .unwrap_or_default()
+    };
+    assert_eq!(field("Seccomp"), "2", "{status}");
+    assert_eq!(field("NoNewPrivs"), "1", "{status}");
+    for caps in ["CapEff", "CapPrm", "CapBnd"] {
+        assert_eq!(field(caps), "0000000000200040", "{caps}: {status}");
+    }
+    assert_eq!(field("CapInh"), "0000000000000000", "{status}");
     let instances = children_named(zygote, "zygote.py");
     assert!(!instances.is_empty(), "instances are the zygote's children");
     let killed = std::process::Command::new("kill")

@@ -10,7 +10,7 @@ use std::fs::{self, File};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::slot::{SECCOMP_CLONE3, SECCOMP_DENY};
+use crate::slot::{SECCOMP_CLONE3, SECCOMP_DENY, SECCOMP_ZYGOTE};
 use crate::{Error, Sandbox, Slot, SlotSpec};
 
 /// The placeholder a zygote slot runs: it only holds the namespaces open.
@@ -49,7 +49,17 @@ impl SlotSpec {
 impl Sandbox {
     /// The seccomp programs every slot's process runs under, opened from the run directory.
     pub fn seccomp_programs(&self) -> Result<Vec<File>, Error> {
-        [SECCOMP_DENY, SECCOMP_CLONE3]
+        self.open_run_files(&[SECCOMP_DENY, SECCOMP_CLONE3])
+    }
+
+    /// The seccomp programs for the zygote itself: the slots' deny program without `setns`,
+    /// and the clone3 program.
+    pub fn zygote_seccomp_programs(&self) -> Result<Vec<File>, Error> {
+        self.open_run_files(&[SECCOMP_ZYGOTE, SECCOMP_CLONE3])
+    }
+
+    fn open_run_files(&self, names: &[&str]) -> Result<Vec<File>, Error> {
+        names
             .iter()
             .map(|n| {
                 let p = self.run.run_dir.join(n);
