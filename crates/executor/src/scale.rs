@@ -151,4 +151,7 @@ impl<B: InstanceBackend> fission_core::InstanceReport for Executor<B> {
     fn instance_count(&self, namespace: &str, name: &str) -> usize {
         self.table.instance_count(namespace, name)
     }
+    fn instance_counts(&self) -> Vec<(String, String, usize)> {
+        self.table.instance_counts()
+    }
 }

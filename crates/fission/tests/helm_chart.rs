@@ -3,37 +3,9 @@
 //! exactly `deploy/crds/`), and those manifests apply to a real API server with RBAC that
 //! gives each role what it needs and no more.
 
-use std::path::PathBuf;
 use std::process::Command;
 
-use kube_test_cluster::{TestCluster, repo_root};
-
-/// helm from `HELM_BIN` (set by .ci/run) or built/cached by scripts/k8s/build-helm.sh; None
-/// outside CI when there is no Go toolchain to build it.
-fn helm() -> Option<PathBuf> {
-    if let Some(dir) = std::env::var_os("HELM_BIN").filter(|d| !d.is_empty()) {
-        return Some(PathBuf::from(dir).join("helm"));
-    }
-    fission_test_support::require(
-        "helm",
-        "scripts/k8s/build-helm.sh builds it with go (scripts/k8s/ensure-go.sh)",
-        fission_test_support::binary_on_path("go").map_err(|e| e.to_string()),
-    )?;
-    let out = Command::new(repo_root().join("scripts/k8s/build-helm.sh"))
-        .output()
-        .expect("run build-helm.sh");
-    assert!(
-        out.status.success(),
-        "build-helm.sh failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let dir = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .last()
-        .unwrap_or_default()
-        .to_owned();
-    Some(PathBuf::from(dir).join("helm"))
-}
+use kube_test_cluster::{TestCluster, helm, repo_root};
 
 fn run_ok(cmd: &mut Command) -> String {
     let out = cmd.output().expect("run");
@@ -122,8 +94,10 @@ fn the_chart_lints_and_renders_exactly_the_checked_in_manifests_and_crds() {
         custom.contains("name: executor\n  namespace: fx"),
         "{custom}"
     );
+    // Components find each other through the variables Kubernetes gives every container,
+    // which works without cluster DNS.
     assert!(
-        custom.contains("--executor-url=http://executor.fx"),
+        custom.contains("--executor-url=http://$(EXECUTOR_SERVICE_HOST):$(EXECUTOR_SERVICE_PORT)"),
         "{custom}"
     );
     assert!(custom.contains("replicas: 5"), "{custom}");
@@ -146,6 +120,17 @@ fn the_chart_lints_and_renders_exactly_the_checked_in_manifests_and_crds() {
     assert!(
         String::from_utf8_lossy(&bad.stderr)
             .contains("executor.mode must be sidecar or deployment")
+    );
+    // Function pods are reached through the executor Service, never a router's loopback.
+    let bad = Command::new(&helm)
+        .args(["template", "f", "--set", "executor.mode=sidecar"])
+        .arg(&chart)
+        .output()
+        .expect("helm");
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr)
+            .contains("executor.instances: pods needs executor.mode: deployment")
     );
 }
 
@@ -188,18 +173,19 @@ fn the_rendered_manifests_apply_to_a_real_api_server_with_least_privilege_rbac()
     );
     assert!(services.lines().any(|l| l == "router=31314"), "{services}");
 
-    let can = |sa: &str, verb: &str, resource: &str| -> bool {
+    let can_in = |ns: &str, sa: &str, verb: &str, resource: &str| -> bool {
         let out = cluster.kubectl([
             "auth",
             "can-i",
             verb,
             resource,
             "-n",
-            "default",
+            ns,
             &format!("--as=system:serviceaccount:fission:fission-{sa}"),
         ]);
         String::from_utf8_lossy(&out.stdout).trim() == "yes"
     };
+    let can = |sa: &str, verb: &str, resource: &str| can_in("default", sa, verb, resource);
     // Every role follows the store; only the controller writes to it.
     for sa in ["controller", "router", "executor"] {
         for r in [
@@ -238,6 +224,19 @@ fn the_rendered_manifests_apply_to_a_real_api_server_with_least_privilege_rbac()
             assert!(!can(sa, verb, r), "{sa} must not {verb} {r}");
         }
     }
+    // Executors hold Leases (adoption of a gone executor's pods); nobody else does.
+    for verb in ["create", "patch", "delete", "list"] {
+        assert!(
+            can("executor", verb, "leases.coordination.k8s.io"),
+            "executor should {verb} leases"
+        );
+    }
+    for sa in ["controller", "router"] {
+        assert!(
+            !can(sa, "create", "leases.coordination.k8s.io"),
+            "{sa} must not create leases"
+        );
+    }
     // Nothing beyond the store: no pods, no RBAC, no other groups.
     for sa in ["controller", "router", "executor"] {
         for (verb, r) in [
@@ -249,4 +248,31 @@ fn the_rendered_manifests_apply_to_a_real_api_server_with_least_privilege_rbac()
             assert!(!can(sa, verb, r), "{sa} must not {verb} {r}");
         }
     }
+    // In the function namespace the controller runs builder pods (Fission's buildermgr): a
+    // Deployment and a Service per environment with a builder, found Ready through their
+    // pods; it never makes or changes pods itself.
+    let functions = "fission-function";
+    for (verb, r) in [
+        ("create", "deployments.apps"),
+        ("delete", "deployments.apps"),
+        ("list", "deployments.apps"),
+        ("create", "services"),
+        ("delete", "services"),
+        ("list", "pods"),
+    ] {
+        assert!(
+            can_in(functions, "controller", verb, r),
+            "controller should {verb} {r} in {functions}"
+        );
+    }
+    for (verb, r) in [("create", "pods"), ("update", "deployments.apps")] {
+        assert!(
+            !can_in(functions, "controller", verb, r),
+            "controller must not {verb} {r} in {functions}"
+        );
+    }
+    assert!(
+        !can_in(functions, "router", "create", "deployments.apps"),
+        "router must not create deployments in {functions}"
+    );
 }
