@@ -22,6 +22,7 @@ mod procs;
 mod report;
 mod soak;
 mod stats;
+mod zygote;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -61,6 +62,11 @@ struct Args {
     /// the killed instance's in-flight requests).
     #[arg(long)]
     soak: bool,
+    /// Instead of the benchmarks: the Python zygote against an interpreter per instance (two
+    /// servers, `--python-zygote=on|off`, calls interleaved): pool-hit and empty-pool cold
+    /// starts, PSS of idle specialized instances.
+    #[arg(long, conflicts_with = "soak")]
+    zygote: bool,
     /// Length of the soak run.
     #[arg(long, value_name = "SECONDS", default_value_t = 60, requires = "soak")]
     seconds: u64,
@@ -259,6 +265,9 @@ async fn run(args: &Args) -> Result<String> {
     let paths = Paths::discover(args.fission.clone())?;
     if args.soak {
         return soak::run(&paths, &args.server_args, args.keep_data, args.seconds).await;
+    }
+    if args.zygote {
+        return zygote::run(&paths, &args.server_args, args.smoke).await;
     }
     if let Some((node, python)) = args.density {
         let plan = density::DensityPlan {

@@ -70,6 +70,7 @@ mod sandboxed;
 mod scale;
 mod specialize;
 mod sys;
+mod zygote;
 
 #[cfg(test)]
 mod testing;
@@ -108,6 +109,7 @@ pub use crate::launcher::{
 pub use crate::local::{EGRESS_ANNOTATION, LaunchTemplate, LocalBackend, LocalConfig};
 pub use crate::package::{PackageError, UnpackError};
 pub use crate::sandboxed::{PreparedRuntimes, SandboxLauncher};
+pub use crate::zygote::{ZygoteConfig, ZygoteError};
 
 /// How long shutdown waits for instances to exit after SIGKILL.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);

@@ -387,8 +387,12 @@ async fn executor(
     let (node, python) = runtime_binaries(args);
     let run_dir = data.root().join("run");
     let _ = std::fs::remove_dir_all(&run_dir);
-    let (launcher, environments_dir, sandbox) =
-        instance_launcher(args.sandbox, &environments_dir, &run_dir)?;
+    let (launcher, environments_dir, sandbox) = instance_launcher(
+        args.sandbox,
+        &environments_dir,
+        &run_dir,
+        (args.python_zygote == super::Toggle::On).then_some(python.as_path()),
+    )?;
     let mut config = fission_executor::Config::new(environments_dir, data.cache(), node, python);
     config.local.archive_fetch = fetch;
     if let Some(n) = args.max_instances {
