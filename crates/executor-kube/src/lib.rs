@@ -16,6 +16,10 @@
 //! instances.
 #![deny(missing_docs)]
 
+mod newdeploy;
+
+pub use crate::newdeploy::{DeploymentsError, KubeDeployments, object_name as newdeploy_name};
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;
 use std::net::SocketAddr;

@@ -227,6 +227,23 @@ fn the_rendered_manifests_apply_to_a_real_api_server_with_least_privilege_rbac()
             "controller should update {r}"
         );
     }
+    // newdeploy: the executor writes each function's Deployment, Service and HPA, scales the
+    // Deployment, and watches EndpointSlices; no other role touches them.
+    for (verb, r) in [
+        ("create", "deployments.apps"),
+        ("patch", "deployments.apps"),
+        ("delete", "services"),
+        ("update", "horizontalpodautoscalers.autoscaling"),
+        ("watch", "endpointslices.discovery.k8s.io"),
+    ] {
+        assert!(can("executor", verb, r), "executor should {verb} {r}");
+        assert!(!can("router", verb, r), "router must not {verb} {r}");
+    }
+    assert!(!can(
+        "executor",
+        "create",
+        "endpointslices.discovery.k8s.io"
+    ));
     for sa in ["router", "executor"] {
         for (verb, r) in [
             ("create", "secrets"),
