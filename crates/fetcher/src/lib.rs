@@ -519,3 +519,13 @@ pub async fn serve_specialized(
         ))),
     }
 }
+
+/// `--specialize-request` as given on the command line.
+impl std::str::FromStr for SpecializeRequest {
+    type Err = FetcherError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        serde_json::from_str(s)
+            .map_err(|e| FetcherError::BadRequest(format!("not a FunctionSpecializeRequest: {e}")))
+    }
+}

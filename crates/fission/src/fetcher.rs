@@ -58,8 +58,8 @@ pub(crate) async fn run(args: FetcherArgs) -> anyhow::Result<()> {
     });
     if args.specialize_on_startup {
         let request = args.specialize_request.unwrap_or_default();
-        let request: fission_fetcher::wire::SpecializeRequest = serde_json::from_str(&request)
-            .context("--specialize-request is not a FunctionSpecializeRequest")?;
+        let request: fission_fetcher::wire::SpecializeRequest =
+            request.parse().context("invalid --specialize-request")?;
         return fission_fetcher::run_specialized(config, args.listen, request, shutdown)
             .await
             .context("fetcher stopped");
