@@ -375,8 +375,11 @@ mod tests {
         let mut config = Config::new(envs, dir.path().join("cache"), bin.clone(), bin);
         config.reaper_interval = Duration::from_millis(50);
         let store = MemoryStore::new();
-        let _: Environment =
-            testing::create(&store, testing::environment("nodejs", "fission/node-env", 0)).await;
+        let _: Environment = testing::create(
+            &store,
+            testing::environment("nodejs", "fission/node-env", 0),
+        )
+        .await;
         let _: Package = testing::create(
             &store,
             testing::literal_package("hello-pkg", "nodejs", b"module.exports = 1"),
@@ -488,7 +491,13 @@ mod tests {
         .await;
         let err = h.exec.acquire(&h.function).await.expect_err("no endpoint");
         assert!(
-            matches!(err, ExecutorError::Overloaded { queue_full: false, .. }),
+            matches!(
+                err,
+                ExecutorError::Overloaded {
+                    queue_full: false,
+                    ..
+                }
+            ),
             "{err:?}"
         );
         // The failed call ended: the function idles and is scaled down.
