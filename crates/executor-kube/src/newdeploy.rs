@@ -39,6 +39,8 @@ const NEWDEPLOY: &str = "newdeploy";
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 /// Upper bound of a leaving pod's preStop pause (calls routed to it just before finish).
 const MAX_DRAIN_SECS: i64 = 60;
+/// How often a waiting cold call reads the EndpointSlices itself.
+const REFRESH_EVERY: Duration = Duration::from_millis(500);
 /// Retry-After on a call that found no ready pod in time.
 const RETRY_AFTER_SECS: u64 = 5;
 
@@ -149,6 +151,7 @@ pub struct KubeDeployments {
     deployments: Api<Deployment>,
     services: Api<Service>,
     hpas: Api<HorizontalPodAutoscaler>,
+    slices: Api<EndpointSlice>,
     ready: Arc<Mutex<Ready>>,
     /// Bumped on every EndpointSlice change; cold calls wait on it.
     changed: watch::Receiver<u64>,
@@ -169,16 +172,17 @@ impl KubeDeployments {
         let (tx, changed) = watch::channel(0u64);
         let (synced_tx, mut synced) = watch::channel(false);
         let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), &ns);
+        let watched = slices.clone();
         let state = ready.clone();
         let watch_task = tokio::spawn(async move {
             let cfg = watcher::Config::default().labels(&format!("executorType={NEWDEPLOY}"));
-            let mut events = std::pin::pin!(watcher(slices, cfg).default_backoff());
+            let mut events = std::pin::pin!(watcher(watched, cfg).default_backoff());
             let mut relist: Option<Ready> = None;
             while let Some(event) = events.next().await {
                 let event = match event {
                     Ok(e) => e,
                     Err(error) => {
-                        tracing::debug!(%error, "EndpointSlice watch error (retrying)");
+                        tracing::info!(%error, "EndpointSlice watch error (retrying)");
                         continue;
                     }
                 };
@@ -215,6 +219,7 @@ impl KubeDeployments {
             deployments: Api::namespaced(client.clone(), &ns),
             services: Api::namespaced(client.clone(), &ns),
             hpas: Api::namespaced(client, &ns),
+            slices,
             config,
             ready,
             changed,
@@ -257,6 +262,29 @@ impl KubeDeployments {
             Err(e) => Err(ExecutorError::Internal(format!(
                 "cannot scale {name} up: {e}"
             ))),
+        }
+    }
+
+    /// Read the Service's EndpointSlices directly: a cold call does not depend on the watch
+    /// alone (it may be reconnecting after an error, with a backoff).
+    async fn refresh(&self, service: &str) {
+        let selector = format!("{SERVICE_NAME_LABEL}={service}");
+        match self
+            .slices
+            .list(&ListParams::default().labels(&selector))
+            .await
+        {
+            Ok(list) => {
+                let mut r = lock(&self.ready);
+                let mut fresh: HashMap<String, Vec<SocketAddr>> = HashMap::new();
+                for s in &list.items {
+                    if let Some((_, name)) = slice_key(s) {
+                        fresh.insert(name, ready_addrs(s));
+                    }
+                }
+                r.by_service.insert(service.to_owned(), fresh);
+            }
+            Err(error) => tracing::debug!(%service, %error, "cannot list EndpointSlices"),
         }
     }
 
@@ -368,22 +396,26 @@ impl FunctionDeployments for KubeDeployments {
             if let Some(addr) = lock(&self.ready).pick(&name) {
                 return Ok(Endpoint { addr, cold: true });
             }
-            match tokio::time::timeout_at(deadline, changed.changed()).await {
-                Ok(Ok(())) => {}
-                // The watch ended (never while the port lives) or the wait is over.
-                Ok(Err(_)) | Err(_) => {
-                    return Err(ExecutorError::Overloaded {
-                        message: format!(
-                            "no pod of {name} for function '{}/{}' became ready within {}s",
-                            function.metadata.namespace,
-                            function.metadata.name,
-                            timeout.as_secs()
-                        ),
-                        retry_after_secs: RETRY_AFTER_SECS,
-                        queue_full: false,
-                    });
-                }
+            let next = (tokio::time::Instant::now() + REFRESH_EVERY).min(deadline);
+            match tokio::time::timeout_at(next, changed.changed()).await {
+                Ok(Ok(())) => continue,
+                // The watch ended (never while the port lives): poll.
+                Ok(Err(_)) => tokio::time::sleep_until(next).await,
+                Err(_) => {}
             }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ExecutorError::Overloaded {
+                    message: format!(
+                        "no pod of {name} for function '{}/{}' became ready within {}s",
+                        function.metadata.namespace,
+                        function.metadata.name,
+                        timeout.as_secs()
+                    ),
+                    retry_after_secs: RETRY_AFTER_SECS,
+                    queue_full: false,
+                });
+            }
+            self.refresh(&name).await;
         }
     }
 

@@ -328,7 +328,12 @@ fn min_scale_one_is_ready_before_the_first_call_and_answers(
         "GET /nd to answer",
         || server.get("/nd").filter(|(s, _)| *s != 404),
     );
-    assert_eq!((status, body.as_str()), (200, "Hello, world!\n"));
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "Hello, world!\n"),
+        "server log:\n{}",
+        server.log_text()
+    );
 
     // Warm latency, through the router and straight to the same pod (printed, not asserted).
     let pod_ip = first(node, "pods", "nd", ".status.podIP");
