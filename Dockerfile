@@ -26,6 +26,15 @@ RUN cd /environments/nodejs && npm ci --omit=dev --no-audit --no-fund --loglevel
       --target /environments/python/vendor -r /environments/python/requirements.txt \
  && rm -rf /environments/nodejs/test /environments/nodejs/bench /environments/python/tests /environments/python/bench
 
+# --- the fetcher sidecar of function pods (the chart's executor.fetcherImage) ----------------
+#   docker build --target fetcher -t fission-rs/fetcher:0.1.0 .
+FROM debian:bookworm-slim AS fetcher
+RUN apt-get update -qq \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ca-certificates \
+ && rm -rf /var/lib/apt/lists/*
+COPY --from=build /out/fission /usr/bin/fission
+ENTRYPOINT ["/usr/bin/fission", "fetcher"]
+
 # --- run -----------------------------------------------------------------------------------
 FROM debian:bookworm-slim
 # bubblewrap, nftables and iproute2: each function instance's sandbox (--sandbox bwrap);

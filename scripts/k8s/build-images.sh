@@ -5,7 +5,10 @@
 #   localhost/pause:fission-rs             Kubernetes' pause (built by build-node-binaries.sh)
 #   localhost/fission-rs-nodejs:local      node + environments/nodejs (listens on 0.0.0.0:8888)
 #   localhost/fission-rs-python:local      python3 + environments/python (+ its vendored Flask)
-#   localhost/fission-rs-fetcher:local     the fission binary, run as `fission fetcher`
+#   localhost/fission-rs:local             the fission binary (CLI and every server role: the
+#                                          chart's controller, router and executor), CA certs
+#   localhost/fission-rs-fetcher:local     the same rootfs, run as `fission fetcher` (one
+#                                          archive, one layer: stored once)
 #
 # Usage: build-images.sh OUT_DIR FISSION_BINARY [NODE_BIN_DIR]
 # Each archive is rebuilt only when its inputs changed (a hash of them is kept beside it).
@@ -67,6 +70,13 @@ make_python() {
 EP='["/usr/bin/python3", "/app/server.py"]' CMD=null ENVS='["HOST=0.0.0.0", "PYTHONPATH=/app/vendor"]' \
   build python localhost/fission-rs-python:local "$(hash_of "$PY" "$REPO/environments/python/server.py" "$REPO/environments/python/requirements.txt" "$HERE/mkimage.sh")"
 
-make_fetcher() { base_rootfs "$1"; copy_bin "$1" "$(readlink -f "$FISSION")"; mv "$1$(readlink -f "$FISSION")" "$1/fission"; }
-EP='["/fission", "fetcher"]' CMD=null ENVS='[]' build fetcher localhost/fission-rs-fetcher:local "$(hash_of "$FISSION" "$HERE/mkimage.sh")"
+# The binary at /usr/bin/fission as in the Dockerfile's image; its data under /var/lib/fission.
+make_fission() {
+  base_rootfs "$1"; local bin; bin=$(readlink -f "$FISSION"); copy_bin "$1" "$bin"
+  mkdir -p "$1/usr/bin" "$1/var/lib/fission"; [ "$bin" = /usr/bin/fission ] || mv "$1$bin" "$1/usr/bin/fission"
+}
+rm -f "$OUT/fetcher.oci.tar" "$OUT/fetcher.oci.tar.key"   # now inside fission.oci.tar
+ALSO='[{"name": "localhost/fission-rs-fetcher:local", "entrypoint": ["/usr/bin/fission", "fetcher"]}]' \
+EP='["/usr/bin/fission"]' CMD=null ENVS='["FISSION_DATA_DIR=/var/lib/fission"]' \
+  build fission localhost/fission-rs:local "$(hash_of "$FISSION" "$HERE/mkimage.sh" "$HERE/build-images.sh")"
 echo "$OUT"

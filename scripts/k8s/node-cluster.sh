@@ -11,6 +11,15 @@
 #   SCHEDULER_PORT KUBELET_PORT KUBELET_HEALTHZ_PORT.
 # Network (env, defaults): POD_CIDR_PREFIX=10.98.0 (pods get <prefix>.2-254/24, the host is
 #   <prefix>.1 on the bridge), SERVICE_CIDR=10.97.0.0/24, BRIDGE=fissionrs0.
+# The API server listens on <prefix>.1 (not loopback) and publishes it as the `kubernetes`
+#   Service's endpoint, so pods reach it in-cluster (KUBERNETES_SERVICE_HOST, through
+#   kube-proxy) as on any cluster; the bridge address is local to this machine and its pods.
+# Services (env): kube-proxy runs in nftables mode unless WITH_KUBE_PROXY=0, so ClusterIP
+#   Services work from pods and from the host, and NodePorts answer on <prefix>.1 (the host's
+#   bridge address; nftables mode has no NodePorts on 127.0.0.1). Its ports:
+#   KUBE_PROXY_HEALTHZ_PORT KUBE_PROXY_METRICS_PORT (required with it). Binary: K8S_PROXY_BIN
+#   (else scripts/k8s/build-kube-proxy.sh). There is no cluster DNS: pods find Services through
+#   the <NAME>_SERVICE_HOST/_PORT variables Kubernetes gives every container.
 # Binaries: K8S_BIN (etcd, kube-apiserver, kubectl; else scripts/k8s/build-binaries.sh) and
 #   K8S_NODE_BIN (kubelet, containerd, …; else scripts/k8s/build-node-binaries.sh).
 #   runc and the CNI plugins come from Debian (apt: runc containernetworking-plugins).
@@ -71,7 +80,7 @@ extendedKeyUsage=clientAuth"
   sign apiserver "/CN=kube-apiserver" "basicConstraints=CA:FALSE
 keyUsage=critical,digitalSignature,keyEncipherment
 extendedKeyUsage=serverAuth
-subjectAltName=IP:127.0.0.1,IP:$svc_ip,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+subjectAltName=IP:127.0.0.1,IP:$POD_CIDR_PREFIX.1,IP:$svc_ip,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
   sign admin "/O=system:masters/CN=kubernetes-admin" "$client"
   sign controller-manager "/CN=system:kube-controller-manager" "$client"
   sign scheduler "/CN=system:kube-scheduler" "$client"
@@ -79,6 +88,8 @@ subjectAltName=IP:127.0.0.1,IP:$svc_ip,DNS:localhost,DNS:kubernetes,DNS:kubernet
   sign kubelet "/O=system:nodes/CN=system:node:$NODE" "$client"
   # What the API server presents to the kubelet for logs, exec and port-forward.
   sign apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" "$client"
+  # kube-proxy's identity (RBAC's default system:node-proxier binding names this user).
+  sign kube-proxy "/CN=system:kube-proxy" "$client"
   openssl genrsa -out sa.key 2048 2>/dev/null; openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
   chmod 600 ./*.key )
 }
@@ -89,7 +100,7 @@ apiVersion: v1
 kind: Config
 clusters:
 - name: local
-  cluster: {server: "https://127.0.0.1:$APISERVER_PORT", certificate-authority-data: $(base64 -w0 < "$P/ca.crt")}
+  cluster: {server: "https://$POD_CIDR_PREFIX.1:$APISERVER_PORT", certificate-authority-data: $(base64 -w0 < "$P/ca.crt")}
 users:
 - name: $1
   user: {client-certificate-data: $(base64 -w0 < "$P/$1.crt"), client-key-data: $(base64 -w0 < "$P/$1.key")}
@@ -170,6 +181,19 @@ evictionHard: {memory.available: "100Mi", nodefs.available: "1%", imagefs.availa
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 YAML
+  # conntrack zeros: leave the host's conntrack sysctls as they are.
+  cat > "$DIR/kube-proxy-config.yaml" <<YAML
+apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+mode: nftables
+clientConnection: {kubeconfig: $DIR/kube-proxy.kubeconfig}
+hostnameOverride: $NODE
+clusterCIDR: $POD_CIDR_PREFIX.0/24
+healthzBindAddress: 127.0.0.1:${KUBE_PROXY_HEALTHZ_PORT:-0}
+metricsBindAddress: 127.0.0.1:${KUBE_PROXY_METRICS_PORT:-0}
+nodePortAddresses: ["$POD_CIDR_PREFIX.1/32"]
+conntrack: {maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeout: 0s}
+YAML
 }
 
 import_images() {
@@ -183,12 +207,21 @@ import_images() {
 # Acquire the machine's one node slot: wait while another live node holds it.
 claim_slot() {
   exec 8>"$LOCK"
+  local other busy cleanup_wait=0
   for _ in $(seq 600); do
     flock 8
-    local other; other=$(cat "$OWNER_FILE" 2>/dev/null || true)
-    if [ -z "$other" ] || [ "$other" = "$DIR" ] || ! { [ -f "$other/run/kubelet.pid" ] || [ -f "$other/run/containerd.pid" ] || [ -f "$other/run/kube-apiserver.pid" ]; }; then
-      echo "$DIR" > "$OWNER_FILE"; flock -u 8; return 0
+    other=$(cat "$OWNER_FILE" 2>/dev/null || true); busy=0
+    if [ -n "$other" ] && [ "$other" != "$DIR" ]; then
+      # Busy while the other node runs, and while its stop still undoes host changes (the
+      # bridge, mounts, sysctls) after its daemons are gone: a node must not start on a bridge
+      # about to be deleted. A stop that died leaves a marker naming a dead PID; a stop of a
+      # script without the marker is waited for through its bridge marker, for at most 60 s.
+      if [ -f "$other/run/kubelet.pid" ] || [ -f "$other/run/containerd.pid" ] || [ -f "$other/run/kube-apiserver.pid" ]; then busy=1
+      elif [ -f "$other/run/stopping" ] && alive "$(cat "$other/run/stopping" 2>/dev/null || echo 0)"; then busy=1
+      elif [ -f "$other/run/bridge-created" ] && [ $((cleanup_wait += 1)) -le 60 ]; then busy=1
+      fi
     fi
+    if [ $busy = 0 ]; then echo "$DIR" > "$OWNER_FILE"; flock -u 8; return 0; fi
     flock -u 8; sleep 1
   done
   log "Error: another test node ($other) has held this machine's node slot for 10 minutes"; return 1
@@ -197,7 +230,10 @@ claim_slot() {
 case $cmd in
 start)
   owner=${3:-}
-  for v in ETCD_PORT ETCD_PEER_PORT APISERVER_PORT KCM_PORT SCHEDULER_PORT KUBELET_PORT KUBELET_HEALTHZ_PORT; do
+  WITH_KUBE_PROXY=${WITH_KUBE_PROXY:-1}
+  ports="ETCD_PORT ETCD_PEER_PORT APISERVER_PORT KCM_PORT SCHEDULER_PORT KUBELET_PORT KUBELET_HEALTHZ_PORT"
+  [ "$WITH_KUBE_PROXY" = 1 ] && ports="$ports KUBE_PROXY_HEALTHZ_PORT KUBE_PROXY_METRICS_PORT"
+  for v in $ports; do
     [ -n "${!v:-}" ] || { log "Error: $v is not set"; exit 2; }
   done
   [ "$(id -u)" = 0 ] || { log "Error: a kubelet needs root"; exit 1; }
@@ -207,6 +243,10 @@ start)
   [ -x /usr/lib/cni/bridge ] && [ -x /usr/lib/cni/host-local ] || { log "Error: the CNI plugins are not installed (apt-get install containernetworking-plugins)"; exit 1; }
   KBIN=${K8S_BIN:-$("$HERE/build-binaries.sh" | tail -n1)}
   NBIN=${K8S_NODE_BIN:-$("$HERE/build-node-binaries.sh" | tail -n1)}
+  if [ "$WITH_KUBE_PROXY" = 1 ]; then
+    command -v nft >/dev/null || { log "Error: nft is not installed (apt-get install nftables; kube-proxy's nftables mode)"; exit 1; }
+    PBIN=${K8S_PROXY_BIN:-$("$HERE/build-kube-proxy.sh" | tail -n1)}
+  fi
   NODE=$(hostname | tr 'A-Z' 'a-z')
   mkdir -p "$R" "$DIR/logs" "$DIR/kubelet"
   echo "$KBIN" > "$DIR/bin-dir"; echo "$NBIN" > "$DIR/node-bin-dir"; echo "$NODE" > "$DIR/node-name"
@@ -223,7 +263,7 @@ start)
   # The kubelet rewrites these at start (protectKernelDefaults=false); stop restores them.
   [ -f "$R/sysctl-saved" ] || sysctl $KSYS | sed 's/ = /=/' > "$R/sysctl-saved"
   [ -f "$P/admin.crt" ] || gen_certs
-  for n in admin controller-manager scheduler kubelet; do kubeconfig $n; done
+  for n in admin controller-manager scheduler kubelet kube-proxy; do kubeconfig $n; done
   write_configs
   # The bridge exists before the first pod with the host's address on it, so a server can
   # listen on <prefix>.1 for pods (the CNI bridge plugin adopts an existing bridge + gateway).
@@ -240,8 +280,7 @@ start)
   wait_for etcd 60 curl -fsS "http://127.0.0.1:$ETCD_PORT/health"
   daemon kube-apiserver "$KBIN/kube-apiserver" \
     --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
-    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$APISERVER_PORT" \
-    --endpoint-reconciler-type=none \
+    --bind-address="$POD_CIDR_PREFIX.1" --advertise-address="$POD_CIDR_PREFIX.1" --secure-port="$APISERVER_PORT" \
     --tls-cert-file="$P/apiserver.crt" --tls-private-key-file="$P/apiserver.key" --client-ca-file="$P/ca.crt" \
     --kubelet-client-certificate="$P/apiserver-kubelet-client.crt" --kubelet-client-key="$P/apiserver-kubelet-client.key" \
     --authorization-mode=Node,RBAC --enable-admission-plugins=NodeRestriction \
@@ -249,7 +288,7 @@ start)
     --service-account-issuer=https://kubernetes.default.svc.cluster.local \
     --service-account-key-file="$P/sa.pub" --service-account-signing-key-file="$P/sa.key" \
     --allow-privileged=true
-  wait_for kube-apiserver 120 curl -fsS --cacert "$P/ca.crt" --cert "$P/admin.crt" --key "$P/admin.key" "https://127.0.0.1:$APISERVER_PORT/readyz"
+  wait_for kube-apiserver 120 curl -fsS --cacert "$P/ca.crt" --cert "$P/admin.crt" --key "$P/admin.key" "https://$POD_CIDR_PREFIX.1:$APISERVER_PORT/readyz"
   KC=$DIR/controller-manager.kubeconfig
   daemon kube-controller-manager "$NBIN/kube-controller-manager" \
     --kubeconfig="$KC" --authentication-kubeconfig="$KC" --authorization-kubeconfig="$KC" \
@@ -272,6 +311,12 @@ start)
   K=("$KBIN/kubectl" --kubeconfig "$DIR/admin.kubeconfig")
   node_ready() { [ "$("${K[@]}" get node "$NODE" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null)" = True ]; }
   wait_for kubelet 120 node_ready
+  if [ "$WITH_KUBE_PROXY" = 1 ]; then
+    # Its tables (ip/ip6 kube-proxy) are removed at stop: kube-proxy leaves them behind.
+    echo started > "$R/kube-proxy-started"
+    daemon kube-proxy "$PBIN/kube-proxy" --config="$DIR/kube-proxy-config.yaml" --v=1
+    wait_for kube-proxy 60 curl -fsS "http://127.0.0.1:$KUBE_PROXY_HEALTHZ_PORT/healthz"
+  fi
   # Pods are refused until the ServiceAccount controller made the default account.
   wait_for kube-controller-manager 60 "${K[@]}" get serviceaccount default
   trap - EXIT
@@ -279,14 +324,15 @@ start)
     setsid bash -c 'while kill -0 "$1" 2>/dev/null; do sleep 1; done; "$2" stop "$3"; rm -rf "$3"' \
       watchdog "$owner" "$HERE/node-cluster.sh" "$DIR" </dev/null >/dev/null 2>&1 &
   fi
-  awk -v a="$t0" -v b="$(date +%s.%N)" -v p="$APISERVER_PORT" -v n="$NODE" 'BEGIN {
-    printf "node-cluster: node %s Ready, API server https://127.0.0.1:%s, in %.1f s\n", n, p, b-a }' >&2
+  awk -v a="$t0" -v b="$(date +%s.%N)" -v p="$APISERVER_PORT" -v n="$NODE" -v h="$POD_CIDR_PREFIX.1" 'BEGIN {
+    printf "node-cluster: node %s Ready, API server https://%s:%s, in %.1f s\n", n, h, p, b-a }' >&2
   ;;
 import)
   shift 2; NBIN=$(cat "$DIR/node-bin-dir"); import_images "$@"
   ;;
 stop)
   [ -d "$R" ] || exit 0
+  echo $$ > "$R/stopping"
   KBIN=$(cat "$DIR/bin-dir" 2>/dev/null || true); NBIN=$(cat "$DIR/node-bin-dir" 2>/dev/null || true)
   BRIDGE=$(cat "$DIR/bridge" 2>/dev/null || echo "$BRIDGE")
   # 1. pods deleted through the API while the kubelet runs (CNI DEL and unmounts happen here)
@@ -295,6 +341,10 @@ stop)
     "${K[@]}" delete deployments,replicasets,services --all -A --timeout=30s >/dev/null 2>&1 || true
     "${K[@]}" delete pods --all -A --grace-period=1 --timeout=30s >/dev/null 2>&1 || true
   fi
+  stop_one kube-proxy
+  if [ -f "$R/kube-proxy-started" ]; then
+    nft delete table ip kube-proxy 2>/dev/null || true; nft delete table ip6 kube-proxy 2>/dev/null || true
+    rm -f "$R/kube-proxy-started"; fi
   stop_one kubelet
   [ -S "$R/containerd.sock" ] && [ -n "$NBIN" ] && "$NBIN/crictl" -r "unix://$R/containerd.sock" rmp -fa >/dev/null 2>&1 || true
   stop_one containerd
@@ -314,6 +364,7 @@ stop)
     rm -f "$R/cgroups-created"; fi
   exec 8>"$LOCK"; flock 8
   [ "$(cat "$OWNER_FILE" 2>/dev/null)" = "$DIR" ] && rm -f "$OWNER_FILE"
+  rm -f "$R/stopping"
   exit 0
   ;;
 *) echo "usage: $0 start|import|stop DIR …" >&2; exit 2 ;;

@@ -30,8 +30,18 @@ app.kubernetes.io/instance: {{ .Release.Name }}
     secretKeyRef: {name: {{ .Values.auth.tokenSecret | quote }}, key: FISSION_AUTH_TOKEN}
 {{- end -}}
 
+{{/*
+The URL of one of the chart's Services, from the variables Kubernetes gives every container
+(<NAME>_SERVICE_HOST/_PORT of the Services of its namespace, expanded in args as $(VAR)): it
+works in any cluster, with or without cluster DNS.
+*/}}
+{{- define "fission-rs.serviceUrl" -}}
+http://$({{ . | upper }}_SERVICE_HOST):$({{ . | upper }}_SERVICE_PORT)
+{{- end -}}
+
 {{/* The executor container (a router pod's sidecar or its own Deployment). */}}
 {{- define "fission-rs.executorContainer" -}}
+{{- $pods := eq .Values.executor.instances "pods" }}
 - name: executor
   image: {{ include "fission-rs.image" . }}
   imagePullPolicy: {{ .Values.image.pullPolicy }}
@@ -39,8 +49,18 @@ app.kubernetes.io/instance: {{ .Release.Name }}
     - server
     - --role=executor
     - --executor-listen={{ if eq .Values.executor.mode "sidecar" }}127.0.0.1{{ else }}0.0.0.0{{ end }}:8889
-    - --controller-url=http://controller.{{ .Release.Namespace }}
+    - --controller-url={{ include "fission-rs.serviceUrl" "controller" }}
+    {{- if $pods }}
+    - --instances=pods
+    - --pod-namespace={{ .Values.executor.functionNamespace }}
+    - --pod-nodejs-image={{ .Values.executor.runtimeImages.nodejs }}
+    - --pod-python-image={{ .Values.executor.runtimeImages.python }}
+    - --fetcher-image={{ .Values.executor.fetcherImage }}
+    - --pod-image-pull-policy={{ .Values.image.pullPolicy }}
+    - --sandbox=none
+    {{- else }}
     - --sandbox={{ .Values.executor.sandbox }}
+    {{- end }}
     {{- with .Values.executor.maxInstances }}
     - --max-instances={{ . }}
     {{- end }}
@@ -50,7 +70,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   envFrom:
     - secretRef: {name: {{ .Values.auth.existingSecret | quote }}}
   {{- end }}
-  {{- if eq .Values.executor.sandbox "bwrap" }}
+  {{- if and (not $pods) (eq .Values.executor.sandbox "bwrap") }}
   # Sandboxes need user, network and cgroup namespaces and nftables: root with privileges.
   securityContext:
     privileged: true

@@ -3,37 +3,9 @@
 //! exactly `deploy/crds/`), and those manifests apply to a real API server with RBAC that
 //! gives each role what it needs and no more.
 
-use std::path::PathBuf;
 use std::process::Command;
 
-use kube_test_cluster::{TestCluster, repo_root};
-
-/// helm from `HELM_BIN` (set by .ci/run) or built/cached by scripts/k8s/build-helm.sh; None
-/// outside CI when there is no Go toolchain to build it.
-fn helm() -> Option<PathBuf> {
-    if let Some(dir) = std::env::var_os("HELM_BIN").filter(|d| !d.is_empty()) {
-        return Some(PathBuf::from(dir).join("helm"));
-    }
-    fission_test_support::require(
-        "helm",
-        "scripts/k8s/build-helm.sh builds it with go (scripts/k8s/ensure-go.sh)",
-        fission_test_support::binary_on_path("go").map_err(|e| e.to_string()),
-    )?;
-    let out = Command::new(repo_root().join("scripts/k8s/build-helm.sh"))
-        .output()
-        .expect("run build-helm.sh");
-    assert!(
-        out.status.success(),
-        "build-helm.sh failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let dir = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .last()
-        .unwrap_or_default()
-        .to_owned();
-    Some(PathBuf::from(dir).join("helm"))
-}
+use kube_test_cluster::{TestCluster, helm, repo_root};
 
 fn run_ok(cmd: &mut Command) -> String {
     let out = cmd.output().expect("run");
@@ -122,8 +94,10 @@ fn the_chart_lints_and_renders_exactly_the_checked_in_manifests_and_crds() {
         custom.contains("name: executor\n  namespace: fx"),
         "{custom}"
     );
+    // Components find each other through the variables Kubernetes gives every container,
+    // which works without cluster DNS.
     assert!(
-        custom.contains("--executor-url=http://executor.fx"),
+        custom.contains("--executor-url=http://$(EXECUTOR_SERVICE_HOST):$(EXECUTOR_SERVICE_PORT)"),
         "{custom}"
     );
     assert!(custom.contains("replicas: 5"), "{custom}");
@@ -146,6 +120,17 @@ fn the_chart_lints_and_renders_exactly_the_checked_in_manifests_and_crds() {
     assert!(
         String::from_utf8_lossy(&bad.stderr)
             .contains("executor.mode must be sidecar or deployment")
+    );
+    // Function pods are reached through the executor Service, never a router's loopback.
+    let bad = Command::new(&helm)
+        .args(["template", "f", "--set", "executor.mode=sidecar"])
+        .arg(&chart)
+        .output()
+        .expect("helm");
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr)
+            .contains("executor.instances: pods needs executor.mode: deployment")
     );
 }
 

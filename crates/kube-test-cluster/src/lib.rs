@@ -99,6 +99,32 @@ pub fn in_ci() -> bool {
     fission_test_support::ci_enforced()
 }
 
+/// helm from `HELM_BIN` (a directory; .ci/run sets it) or built and cached by
+/// `scripts/k8s/build-helm.sh`; None outside CI when there is no Go toolchain to build it.
+pub fn helm() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("HELM_BIN").filter(|d| !d.is_empty()) {
+        return Some(PathBuf::from(dir).join("helm"));
+    }
+    fission_test_support::require(
+        "helm",
+        "scripts/k8s/build-helm.sh builds it with go (scripts/k8s/ensure-go.sh)",
+        fission_test_support::binary_on_path("go").map_err(|e| e.to_string()),
+    )?;
+    match run(&mut Command::new(
+        repo_root().join("scripts/k8s/build-helm.sh"),
+    )) {
+        Ok(out) => {
+            let dir = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .last()
+                .unwrap_or_default()
+                .to_owned();
+            Some(PathBuf::from(dir).join("helm"))
+        }
+        Err(e) => panic!("cannot build helm: {e}"),
+    }
+}
+
 /// A running etcd + kube-apiserver.
 pub struct TestCluster {
     dir: PathBuf,
@@ -255,15 +281,16 @@ pub fn shared() -> Option<&'static TestCluster> {
 }
 
 /// A one-node cluster that runs pods (`scripts/k8s/node-cluster.sh`): etcd, kube-apiserver,
-/// kube-controller-manager, kube-scheduler, containerd and a kubelet, with pods on the bridge
-/// `fissionrs0` (10.98.0.0/24; the host is [`NodeCluster::host_ip`] on it, so a server
-/// listening there is reachable from pods). One node runs on a machine at a time (the script
+/// kube-controller-manager, kube-scheduler, containerd, a kubelet and kube-proxy (nftables
+/// mode: ClusterIP Services work, NodePorts answer on [`NodeCluster::host_ip`]), with pods on
+/// the bridge `fissionrs0` (10.98.0.0/24; the host is [`NodeCluster::host_ip`] on it, so a
+/// server listening there is reachable from pods). No cluster DNS. One node runs on a machine at a time (the script
 /// waits for another test run's node to stop). Needs root, Debian's `runc` and
 /// `containernetworking-plugins`, `jq`, `gcc` and Go.
 pub struct NodeCluster {
     dir: PathBuf,
     _owned_dir: Option<tempfile::TempDir>,
-    /// `https://127.0.0.1:<port>`.
+    /// `https://10.98.0.1:<port>`: the API server listens on the pod bridge, so pods reach it.
     pub server: String,
     /// An admin (system:masters) kubeconfig.
     pub kubeconfig: PathBuf,
@@ -332,6 +359,8 @@ impl NodeCluster {
             ("SCHEDULER_PORT", free_port()?),
             ("KUBELET_PORT", free_port()?),
             ("KUBELET_HEALTHZ_PORT", free_port()?),
+            ("KUBE_PROXY_HEALTHZ_PORT", free_port()?),
+            ("KUBE_PROXY_METRICS_PORT", free_port()?),
         ] {
             cmd.env(var, port.to_string());
         }
@@ -359,7 +388,7 @@ impl NodeCluster {
         };
         Ok(Self {
             kubeconfig: dir.join("admin.kubeconfig"),
-            server: format!("https://127.0.0.1:{api}"),
+            server: format!("https://10.98.0.1:{api}"),
             bin_dir,
             host_ip: std::net::Ipv4Addr::new(10, 98, 0, 1),
             node_name,

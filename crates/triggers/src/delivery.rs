@@ -524,20 +524,3 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     }
     s
 }
-
-/// The `(namespace, name)` keys of `running` that no trigger in `current` has any more (a
-/// full listing replaced what was running: these stop).
-pub(crate) fn departed<R, S: fission_core::Spec>(
-    running: &std::collections::HashMap<(String, String), R>,
-    current: &[fission_core::Object<S>],
-) -> Vec<(String, String)> {
-    let keep: std::collections::HashSet<(&str, &str)> = current
-        .iter()
-        .map(|t| (t.metadata.namespace.as_str(), t.metadata.name.as_str()))
-        .collect();
-    running
-        .keys()
-        .filter(|(ns, name)| !keep.contains(&(ns.as_str(), name.as_str())))
-        .cloned()
-        .collect()
-}

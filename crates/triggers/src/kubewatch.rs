@@ -15,7 +15,7 @@ use std::fmt::Debug;
 use std::path::PathBuf;
 
 use bytes::Bytes;
-use fission_core::resources::{KubernetesWatchTrigger, KubernetesWatchTriggerSpec};
+use fission_core::resources::KubernetesWatchTriggerSpec;
 use futures::StreamExt as _;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::batch::v1::Job;
@@ -28,6 +28,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::delivery::{Call, Delivery, RetryPolicy, TriggerKey, TriggerKind};
+use crate::registry::TriggerTasks;
 
 /// Header with the watch event type.
 pub const EVENT_TYPE_HEADER: &str = "X-Kubernetes-Event-Type";
@@ -75,89 +76,28 @@ impl KubeSource {
     }
 }
 
-struct Running {
-    spec: KubernetesWatchTriggerSpec,
-    stop: CancellationToken,
-    task: JoinHandle<()>,
+/// Watches for the [`Registry`](crate::registry::Registry).
+pub(crate) struct WatchTasks {
+    pub(crate) delivery: Delivery,
+    pub(crate) source: KubeSource,
 }
 
-/// The running watches, keyed by (namespace, name).
-pub(crate) struct KubeWatches {
-    delivery: Delivery,
-    source: KubeSource,
-    shutdown: CancellationToken,
-    running: HashMap<(String, String), Running>,
-}
+impl TriggerTasks for WatchTasks {
+    type Spec = KubernetesWatchTriggerSpec;
+    const KIND: TriggerKind = TriggerKind::KubernetesWatchTrigger;
 
-impl KubeWatches {
-    pub(crate) fn new(delivery: Delivery, source: KubeSource, shutdown: CancellationToken) -> Self {
-        Self {
-            delivery,
-            source,
-            shutdown,
-            running: HashMap::new(),
-        }
-    }
-
-    pub(crate) fn replace_all(&mut self, triggers: Vec<KubernetesWatchTrigger>) {
-        for (ns, name) in crate::delivery::departed(&self.running, &triggers) {
-            self.remove(&ns, &name);
-        }
-        for t in triggers {
-            self.apply(t);
-        }
-    }
-
-    pub(crate) fn apply(&mut self, t: KubernetesWatchTrigger) {
-        let id = (t.metadata.namespace.clone(), t.metadata.name.clone());
-        if self.running.get(&id).is_some_and(|r| r.spec == t.spec) {
-            return;
-        }
-        if let Some(old) = self.running.remove(&id) {
-            old.stop.cancel();
-        }
-        let key = TriggerKey {
-            kind: TriggerKind::KubernetesWatchTrigger,
-            namespace: id.0.clone(),
-            name: id.1.clone(),
-        };
-        self.delivery.status().register(&key);
+    fn start(
+        &self,
+        key: TriggerKey,
+        spec: &KubernetesWatchTriggerSpec,
+        stop: CancellationToken,
+    ) -> Option<JoinHandle<()>> {
         let w = Watch {
             delivery: self.delivery.clone(),
             key,
-            spec: t.spec.clone(),
+            spec: spec.clone(),
         };
-        let stop = self.shutdown.child_token();
-        let task = tokio::spawn(run(w, self.source.clone(), stop.clone()));
-        self.running.insert(
-            id,
-            Running {
-                spec: t.spec,
-                stop,
-                task,
-            },
-        );
-    }
-
-    pub(crate) fn remove(&mut self, namespace: &str, name: &str) {
-        if let Some(old) = self
-            .running
-            .remove(&(namespace.to_owned(), name.to_owned()))
-        {
-            old.stop.cancel();
-        }
-        self.delivery.status().remove(&TriggerKey {
-            kind: TriggerKind::KubernetesWatchTrigger,
-            namespace: namespace.to_owned(),
-            name: name.to_owned(),
-        });
-    }
-
-    pub(crate) async fn stop_all(&mut self) {
-        for (_, r) in self.running.drain() {
-            r.stop.cancel();
-            let _ = r.task.await;
-        }
+        Some(tokio::spawn(run(w, self.source.clone(), stop)))
     }
 }
 

@@ -18,8 +18,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use fission_core::{AnyResource, FunctionLogs, ResourceStore, StoreError, WatchEventType};
 use fission_watcher::{Change, Watcher};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::Registry as MetricsRegistry;
 use tokio_util::sync::CancellationToken;
+
+use crate::registry::Registry;
 
 pub mod async_jobs;
 pub mod delivery;
@@ -29,6 +31,7 @@ mod mq_kafka;
 mod mq_nats;
 mod mq_rabbitmq;
 mod mq_redis;
+mod registry;
 pub mod schedule;
 mod timer;
 mod trace;
@@ -69,7 +72,7 @@ impl Triggers {
         router_url: &str,
         store: Arc<dyn ResourceStore>,
         logs: Option<Arc<dyn FunctionLogs>>,
-        registry: &mut Registry,
+        registry: &mut MetricsRegistry,
     ) -> Self {
         Self {
             store,
@@ -122,15 +125,30 @@ impl Triggers {
     /// Follow the store and run every trigger until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), TriggersError> {
         let mut watcher = Watcher::new(self.store.clone(), "triggers");
-        let mut timers = timer::Timers::new(self.delivery.clone(), shutdown.clone());
-        let mut mqts = mq::MqTriggers::new(
-            self.store.clone(),
+        let mut timers = Registry::new(
+            timer::TimerTasks {
+                delivery: self.delivery.clone(),
+            },
             self.delivery.clone(),
-            mq::MqDefaults::from_env(),
             shutdown.clone(),
         );
-        let mut watches =
-            kubewatch::KubeWatches::new(self.delivery.clone(), self.kube.clone(), shutdown.clone());
+        let mut mqts = Registry::new(
+            mq::MqTasks {
+                store: self.store.clone(),
+                delivery: self.delivery.clone(),
+                defaults: mq::MqDefaults::from_env(),
+            },
+            self.delivery.clone(),
+            shutdown.clone(),
+        );
+        let mut watches = Registry::new(
+            kubewatch::WatchTasks {
+                delivery: self.delivery.clone(),
+                source: self.kube.clone(),
+            },
+            self.delivery.clone(),
+            shutdown.clone(),
+        );
         let stop_jobs = shutdown.child_token();
         let jobs = self
             .async_jobs

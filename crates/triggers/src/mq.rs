@@ -9,15 +9,15 @@
 //! in between delivers it again (at least once) and nothing is dropped silently. Consumers
 //! reconnect with a doubling backoff when the broker goes away.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use bytes::Bytes;
-use fission_core::resources::{MessageQueueTrigger, MessageQueueTriggerSpec};
+use fission_core::resources::MessageQueueTriggerSpec;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::delivery::{Call, Delivery, RetryPolicy, TriggerKey, TriggerKind};
+use crate::registry::TriggerTasks;
 
 /// Header naming the topic a message came from.
 pub const TOPIC_HEADER: &str = "X-Fission-MQTrigger-Topic";
@@ -230,75 +230,36 @@ impl Backoff {
     }
 }
 
-struct Running {
-    spec: MessageQueueTriggerSpec,
-    stop: CancellationToken,
-    task: JoinHandle<()>,
+/// Broker consumers for the [`Registry`](crate::registry::Registry).
+pub(crate) struct MqTasks {
+    pub(crate) store: std::sync::Arc<dyn fission_core::ResourceStore>,
+    pub(crate) delivery: Delivery,
+    pub(crate) defaults: MqDefaults,
 }
 
-/// The running consumers, keyed by (namespace, name).
-pub(crate) struct MqTriggers {
-    store: std::sync::Arc<dyn fission_core::ResourceStore>,
-    delivery: Delivery,
-    defaults: MqDefaults,
-    shutdown: CancellationToken,
-    running: HashMap<(String, String), Running>,
-}
+impl TriggerTasks for MqTasks {
+    type Spec = MessageQueueTriggerSpec;
+    const KIND: TriggerKind = TriggerKind::MessageQueueTrigger;
 
-impl MqTriggers {
-    pub(crate) fn new(
-        store: std::sync::Arc<dyn fission_core::ResourceStore>,
-        delivery: Delivery,
-        defaults: MqDefaults,
-        shutdown: CancellationToken,
-    ) -> Self {
-        Self {
-            store,
-            delivery,
-            defaults,
-            shutdown,
-            running: HashMap::new(),
-        }
-    }
-
-    pub(crate) fn replace_all(&mut self, triggers: Vec<MessageQueueTrigger>) {
-        for (ns, name) in crate::delivery::departed(&self.running, &triggers) {
-            self.remove(&ns, &name);
-        }
-        for t in triggers {
-            self.apply(t);
-        }
-    }
-
-    pub(crate) fn apply(&mut self, t: MessageQueueTrigger) {
-        let id = (t.metadata.namespace.clone(), t.metadata.name.clone());
-        if self.running.get(&id).is_some_and(|r| r.spec == t.spec) {
-            return;
-        }
-        if let Some(old) = self.running.remove(&id) {
-            old.stop.cancel();
-        }
-        let key = TriggerKey {
-            kind: TriggerKind::MessageQueueTrigger,
-            namespace: id.0.clone(),
-            name: id.1.clone(),
-        };
-        self.delivery.status().register(&key);
+    fn start(
+        &self,
+        key: TriggerKey,
+        spec: &MessageQueueTriggerSpec,
+        stop: CancellationToken,
+    ) -> Option<JoinHandle<()>> {
         let mut handler = Handler {
             delivery: self.delivery.clone(),
-            key: key.clone(),
-            spec: t.spec.clone(),
+            key,
+            spec: spec.clone(),
             secrets: Default::default(),
         };
-        let stop = self.shutdown.child_token();
-        let mqtype = t.spec.message_queue_type.clone();
+        let mqtype = spec.message_queue_type.clone();
         if !SUPPORTED.contains(&mqtype.as_str()) {
             refuse(&handler, &MqError::Unsupported(mqtype));
-            return;
+            return None;
         }
-        let (defaults, store, task_stop) =
-            (self.defaults.clone(), self.store.clone(), stop.clone());
-        let task = tokio::spawn(async move {
+        let (defaults, store) = (self.defaults.clone(), self.store.clone());
+        Some(tokio::spawn(async move {
             if !handler.spec.secret.is_empty() {
                 match load_secret(store.as_ref(), &handler.key.namespace, &handler.spec.secret)
                     .await
@@ -308,44 +269,15 @@ impl MqTriggers {
                 }
             }
             let run = match mqtype.as_str() {
-                "kafka" => crate::mq_kafka::run(handler.clone(), &defaults, task_stop).await,
-                "rabbitmq" => crate::mq_rabbitmq::run(handler.clone(), &defaults, task_stop).await,
-                "redis" => crate::mq_redis::run(handler.clone(), &defaults, task_stop).await,
-                _ => crate::mq_nats::run(handler.clone(), &defaults, task_stop).await,
+                "kafka" => crate::mq_kafka::run(handler.clone(), &defaults, stop).await,
+                "rabbitmq" => crate::mq_rabbitmq::run(handler.clone(), &defaults, stop).await,
+                "redis" => crate::mq_redis::run(handler.clone(), &defaults, stop).await,
+                _ => crate::mq_nats::run(handler.clone(), &defaults, stop).await,
             };
             if let Err(e) = run {
                 refuse(&handler, &e);
             }
-        });
-        self.running.insert(
-            id,
-            Running {
-                spec: t.spec,
-                stop,
-                task,
-            },
-        );
-    }
-
-    pub(crate) fn remove(&mut self, namespace: &str, name: &str) {
-        if let Some(old) = self
-            .running
-            .remove(&(namespace.to_owned(), name.to_owned()))
-        {
-            old.stop.cancel();
-        }
-        self.delivery.status().remove(&TriggerKey {
-            kind: TriggerKind::MessageQueueTrigger,
-            namespace: namespace.to_owned(),
-            name: name.to_owned(),
-        });
-    }
-
-    pub(crate) async fn stop_all(&mut self) {
-        for (_, r) in self.running.drain() {
-            r.stop.cancel();
-            let _ = r.task.await;
-        }
+        }))
     }
 }
 

@@ -4,120 +4,55 @@
 //! fire is always computed from the current time. A fire that comes while the previous call is
 //! still running is skipped and counted, so a slow function never has calls stacked on it.
 
-use std::collections::HashMap;
-
 use bytes::Bytes;
-use fission_core::resources::TimeTrigger;
+use fission_core::resources::TimeTriggerSpec;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::delivery::{Call, Delivery, RetryPolicy, TriggerKey, TriggerKind};
+use crate::registry::TriggerTasks;
 use crate::schedule::Schedule;
 
 /// Header Fission's timer adds to every call.
 pub const TIMER_NAME_HEADER: &str = "X-Fission-Timer-Name";
 
-struct Running {
-    spec: fission_core::resources::TimeTriggerSpec,
-    stop: CancellationToken,
-    task: JoinHandle<()>,
+/// Timer tasks for the [`Registry`](crate::registry::Registry).
+pub(crate) struct TimerTasks {
+    pub(crate) delivery: Delivery,
 }
 
-/// The running timers, keyed by (namespace, name).
-pub(crate) struct Timers {
-    delivery: Delivery,
-    shutdown: CancellationToken,
-    running: HashMap<(String, String), Running>,
-}
+impl TriggerTasks for TimerTasks {
+    type Spec = TimeTriggerSpec;
+    const KIND: TriggerKind = TriggerKind::TimeTrigger;
 
-impl Timers {
-    pub(crate) fn new(delivery: Delivery, shutdown: CancellationToken) -> Self {
-        Self {
-            delivery,
-            shutdown,
-            running: HashMap::new(),
-        }
-    }
-
-    /// Make the running timers exactly `triggers`.
-    pub(crate) fn replace_all(&mut self, triggers: Vec<TimeTrigger>) {
-        for (ns, name) in crate::delivery::departed(&self.running, &triggers) {
-            self.remove(&ns, &name);
-        }
-        for t in triggers {
-            self.apply(t);
-        }
-    }
-
-    /// Start or restart the timer of `t` (unchanged specs keep their task and schedule).
-    pub(crate) fn apply(&mut self, t: TimeTrigger) {
-        let id = (t.metadata.namespace.clone(), t.metadata.name.clone());
-        if self.running.get(&id).is_some_and(|r| r.spec == t.spec) {
-            return;
-        }
-        if let Some(old) = self.running.remove(&id) {
-            old.stop.cancel();
-        }
-        let key = TriggerKey {
-            kind: TriggerKind::TimeTrigger,
-            namespace: id.0.clone(),
-            name: id.1.clone(),
-        };
-        self.delivery.status().register(&key);
-        let schedule = match Schedule::parse(&t.spec.cron) {
+    fn start(
+        &self,
+        key: TriggerKey,
+        spec: &TimeTriggerSpec,
+        stop: CancellationToken,
+    ) -> Option<JoinHandle<()>> {
+        let schedule = match Schedule::parse(&spec.cron) {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(trigger = %key, error = %e, "time trigger not scheduled");
                 self.delivery.status().set_error(&key, e.to_string());
-                return;
+                return None;
             }
         };
-        let stop = self.shutdown.child_token();
-        let task = tokio::spawn(run_timer(
+        Some(tokio::spawn(run_timer(
             self.delivery.clone(),
             key,
-            t.spec.clone(),
+            spec.clone(),
             schedule,
-            stop.clone(),
-        ));
-        self.running.insert(
-            id,
-            Running {
-                spec: t.spec,
-                stop,
-                task,
-            },
-        );
-    }
-
-    /// Stop the timer of a deleted trigger.
-    pub(crate) fn remove(&mut self, namespace: &str, name: &str) {
-        if let Some(old) = self
-            .running
-            .remove(&(namespace.to_owned(), name.to_owned()))
-        {
-            old.stop.cancel();
-        }
-        self.delivery.status().remove(&TriggerKey {
-            kind: TriggerKind::TimeTrigger,
-            namespace: namespace.to_owned(),
-            name: name.to_owned(),
-        });
-    }
-
-    /// Stop every timer and wait for their tasks (in-flight calls are cancelled).
-    pub(crate) async fn stop_all(&mut self) {
-        for (_, r) in self.running.drain() {
-            r.stop.cancel();
-            let _ = r.task.await;
-        }
+            stop,
+        )))
     }
 }
 
 async fn run_timer(
     delivery: Delivery,
     key: TriggerKey,
-    spec: fission_core::resources::TimeTriggerSpec,
+    spec: TimeTriggerSpec,
     schedule: Schedule,
     stop: CancellationToken,
 ) {

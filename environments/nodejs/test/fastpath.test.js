@@ -19,6 +19,10 @@ const PROBE = `module.exports = async function (context) {
   if (req.query.throw) throw new Error('probe failure');
   // Which path served the call: only Express's router sets req.route.
   if (req.query.which) return { status: 200, body: req.route === undefined ? 'fast' : 'express' };
+  if (req.query.text) {
+    const headers = req.query.type ? { 'Content-Type': req.query.type } : undefined;
+    return { status: Number(req.query.status || 200), headers, body: 'h\u00e9llo ' + req.url };
+  }
   if (req.query.stream) {
     const { Readable } = require('stream');
     return { status: 200, body: Readable.from(['a', 'b']) };
@@ -166,6 +170,13 @@ const CASES = [
   ['OPTIONS', req('OPTIONS', '/o')],
   ['DELETE with status', req('DELETE', '/d?status=418')],
   ['conditional GET (ETag)', req('GET', '/same', { 'If-None-Match': 'W/"0-2jmj7l5rSw0yVb/vlWAYkK/YzwY"' })],
+  ['string body', req('GET', '/text?text=1')],
+  ['string body, HEAD', req('HEAD', '/text?text=1')],
+  ['string body, conditional GET', req('GET', '/text?text=1', { 'If-None-Match': '*' })],
+  ['string body, If-Modified-Since', req('GET', '/text?text=1', { 'If-Modified-Since': 'Sun, 06 Dec 2026 00:00:00 GMT' })],
+  ['string body, status 204', req('GET', '/text?text=1&status=204')],
+  ['string body, status 205', req('GET', '/text?text=1&status=205')],
+  ['string body, the function sets Content-Type', req('GET', '/text?text=1&type=text/plain')],
   ['XHR, Accept', req('GET', '/x', { 'X-Requested-With': 'XMLHttpRequest', Accept: 'text/html' })],
   ['function writes the response', req('GET', '/w?direct=1')],
   ['function throws', req('GET', '/e?throw=1')],

@@ -90,6 +90,7 @@ pub(super) async fn start(args: ServerArgs) -> Result<Running> {
     let data = DataDir::open(&data_dir)?;
     let store = fission_store_kube::KubeStore::connect(args.kubeconfig.as_deref()).await?;
     store.check_ready().await?;
+    let client = store.client().clone();
     let store: Arc<dyn ResourceStore> = Arc::new(store);
     let parts = Parts {
         stop_accepting: CancellationToken::new(),
@@ -101,7 +102,7 @@ pub(super) async fn start(args: ServerArgs) -> Result<Running> {
     let (parts, sandbox) = match role {
         Role::Controller => (controller(&args, &store, &data, parts).await?, None),
         Role::Router => (router(&args, &store, parts).await?, None),
-        Role::Executor => executor(&args, &store, &data, parts).await?,
+        Role::Executor => executor(&args, &store, client, &data, parts).await?,
         Role::All => anyhow::bail!("--role all is started by the all-in-one path"),
     };
     tracing::info!(role = role.name(), data_dir = %data.root().display(), "fission server started");
@@ -302,11 +303,13 @@ async fn router(
     })
 }
 
-/// Warm pools and instances on this machine, served to routers over the executor API;
-/// archives come from the controller at `--controller-url`.
+/// Warm pools and instances on this machine (or, with `--instances pods`, pods of the
+/// store's cluster), served to routers over the executor API; archives come from the
+/// controller at `--controller-url`.
 async fn executor(
     args: &ServerArgs,
     store: &Arc<dyn ResourceStore>,
+    kube_client: kube::Client,
     data: &DataDir,
     mut p: Parts,
 ) -> Result<(Started, Option<super::SandboxRun>)> {
@@ -353,15 +356,36 @@ async fn executor(
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(1, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX / 2));
     let mut registry = Registry::default();
-    let executor = fission_executor::Executor::new(
-        config,
-        store.clone(),
-        archives,
-        logs,
-        launcher,
-        &mut registry,
-    );
-    let api = fission_remote::ExecutorApi::new(executor.clone());
+    let executor = if args.pods.instances == crate::pods::InstancesMode::Pods {
+        // The pods' fetchers read packages from the controller this executor uses (in a
+        // cluster: its Service) unless --pod-controller-url says otherwise.
+        let mut pods = args.pods.clone();
+        pods.pod_controller_url
+            .get_or_insert_with(|| args.roles.controller_url.clone());
+        crate::pods::executor(
+            &pods,
+            args.auth_token.clone(),
+            kube_client,
+            // Only the default of --pod-controller-url, which is set above.
+            addr,
+            config,
+            store.clone(),
+            Arc::new(logs),
+            &mut registry,
+        )
+        .await?
+    } else {
+        crate::pods::AnyExecutor::of(fission_executor::Executor::new(
+            config,
+            store.clone(),
+            archives,
+            logs,
+            launcher,
+            &mut registry,
+        ))
+    };
+    let crate::pods::AnyExecutor { instances, run, .. } = executor;
+    let api = fission_remote::ExecutorApi::new(instances);
     let render = metrics_render(registry);
     let app = api.router().route(
         "/metrics",
@@ -388,7 +412,7 @@ async fn executor(
     });
     let shutdown = p.stop_backends.clone();
     p.back
-        .spawn(async move { executor.run(shutdown).await.context("executor failed") });
+        .spawn(async move { run(shutdown).await.context("executor failed") });
     let shutdown = p.stop_backends.clone();
     p.back.spawn(async move {
         api.expire_leases(shutdown).await;
