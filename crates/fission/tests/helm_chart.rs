@@ -212,23 +212,6 @@ fn the_rendered_manifests_apply_to_a_real_api_server_with_least_privilege_rbac()
             "controller should update {r}"
         );
     }
-    // newdeploy: the executor writes each function's Deployment, Service and HPA, scales the
-    // Deployment, and watches EndpointSlices; no other role touches them.
-    for (verb, r) in [
-        ("create", "deployments.apps"),
-        ("patch", "deployments.apps"),
-        ("delete", "services"),
-        ("update", "horizontalpodautoscalers.autoscaling"),
-        ("watch", "endpointslices.discovery.k8s.io"),
-    ] {
-        assert!(can("executor", verb, r), "executor should {verb} {r}");
-        assert!(!can("router", verb, r), "router must not {verb} {r}");
-    }
-    assert!(!can(
-        "executor",
-        "create",
-        "endpointslices.discovery.k8s.io"
-    ));
     for sa in ["router", "executor"] {
         for (verb, r) in [
             ("create", "secrets"),
@@ -240,7 +223,7 @@ fn the_rendered_manifests_apply_to_a_real_api_server_with_least_privilege_rbac()
             assert!(!can(sa, verb, r), "{sa} must not {verb} {r}");
         }
     }
-    // Nothing beyond the store (and the executor's newdeploy objects): no pods, no RBAC.
+    // Nothing beyond the store: no pods, no RBAC, no other groups.
     for sa in ["controller", "router", "executor"] {
         for (verb, r) in [
             ("create", "pods"),
@@ -248,11 +231,52 @@ fn the_rendered_manifests_apply_to_a_real_api_server_with_least_privilege_rbac()
             ("create", "clusterrolebindings"),
             ("list", "deployments.apps"),
         ] {
-            // newdeploy functions' Deployments are the executor's (checked above).
-            if sa == "executor" && r == "deployments.apps" {
-                continue;
-            }
             assert!(!can(sa, verb, r), "{sa} must not {verb} {r}");
         }
     }
+    // newdeploy: in the function namespace (only) the executor writes each function's
+    // Deployment, Service and HPA, scales the Deployment, and watches EndpointSlices.
+    let can_in = |ns: &str, sa: &str, verb: &str, resource: &str, sub: &str| -> bool {
+        let mut args = vec![
+            "auth".to_owned(),
+            "can-i".to_owned(),
+            verb.to_owned(),
+            resource.to_owned(),
+            "-n".to_owned(),
+            ns.to_owned(),
+            format!("--as=system:serviceaccount:fission:fission-{sa}"),
+        ];
+        if !sub.is_empty() {
+            args.push(format!("--subresource={sub}"));
+        }
+        let out = cluster.kubectl(&args);
+        String::from_utf8_lossy(&out.stdout).trim() == "yes"
+    };
+    for (verb, r, sub) in [
+        ("create", "deployments.apps", ""),
+        ("patch", "deployments.apps", "scale"),
+        ("delete", "services", ""),
+        ("update", "horizontalpodautoscalers.autoscaling", ""),
+        ("watch", "endpointslices.discovery.k8s.io", ""),
+    ] {
+        assert!(
+            can_in("fission-function", "executor", verb, r, sub),
+            "executor should {verb} {r} {sub} in fission-function"
+        );
+        assert!(
+            !can_in("default", "executor", verb, r, sub),
+            "executor must not {verb} {r} {sub} outside fission-function"
+        );
+        assert!(
+            !can_in("fission-function", "router", verb, r, sub),
+            "router must not {verb} {r} {sub}"
+        );
+    }
+    assert!(!can_in(
+        "fission-function",
+        "executor",
+        "create",
+        "endpointslices.discovery.k8s.io",
+        ""
+    ));
 }
