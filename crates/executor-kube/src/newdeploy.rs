@@ -227,11 +227,6 @@ impl KubeDeployments {
         })
     }
 
-    /// How many ready endpoints `function` has now.
-    pub fn ready_count(&self, function: &Function) -> usize {
-        lock(&self.ready).count(&object_name(function))
-    }
-
     /// Scale from zero to one (never down: another call may have scaled up further).
     async fn wake(&self, name: &str) -> Result<(), ExecutorError> {
         let scale = self.deployments.get_scale(name).await.map_err(|e| {
@@ -433,6 +428,10 @@ impl FunctionDeployments for KubeDeployments {
                 "cannot scale {name} to {replicas}: {e}"
             ))),
         }
+    }
+
+    fn ready(&self, function: &Function) -> usize {
+        lock(&self.ready).count(&object_name(function))
     }
 
     async fn remove(&self, function: &Function) -> Result<(), ExecutorError> {

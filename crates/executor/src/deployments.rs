@@ -54,6 +54,10 @@ pub trait FunctionDeployments: Send + Sync + 'static {
     /// Delete the objects of every function whose uid is not in `keep` (deleted while no
     /// executor was watching).
     async fn retain(&self, keep: &HashSet<String>) -> Result<(), ExecutorError>;
+    /// How many ready instances `function` has now (what `fn list` shows). No I/O.
+    fn ready(&self, _function: &Function) -> usize {
+        0
+    }
 }
 
 /// Calls in flight and the last call's end, per function uid.
@@ -282,6 +286,19 @@ impl<B: InstanceBackend> Executor<B> {
         }
     }
 
+    /// Ready instances of the newdeploy function `namespace/name` on the cluster.
+    pub(crate) fn deployed_count(&self, namespace: &str, name: &str) -> usize {
+        let Some(d) = self.deployed.as_ref() else {
+            return 0;
+        };
+        let function = self
+            .lock_scaled()
+            .values()
+            .find(|f| f.metadata.namespace == namespace && f.metadata.name == name)
+            .cloned();
+        function.map_or(0, |f| d.port.ready(&f))
+    }
+
     /// The function's environment, read from the store.
     async fn environment_of(&self, function: &Function) -> Result<Environment, ExecutorError> {
         let (ns, name) = crate::feed::env_key(function);
@@ -357,6 +374,9 @@ mod tests {
         }
         async fn retain(&self, _: &HashSet<String>) -> Result<(), ExecutorError> {
             Ok(())
+        }
+        fn ready(&self, _: &Function) -> usize {
+            2
         }
     }
 
@@ -444,8 +464,8 @@ mod tests {
         let lease = h.exec.acquire(&h.function).await.expect("lease");
         assert_eq!(lease.addr.to_string(), "10.0.0.7:8888");
         assert!(lease.cold);
-        // No instance of its own here: the cluster runs it.
-        assert_eq!(h.exec.instance_count("default", "hello"), 0);
+        // No instance of its own here: the cluster runs it, and reports its ready pods.
+        assert_eq!(h.exec.instance_count("default", "hello"), 2);
         // In use: never scaled down, however long the call takes.
         tokio::time::sleep(Duration::from_millis(1300)).await;
         assert!(h.fake.scaled.lock().expect("lock").is_empty());

@@ -156,12 +156,12 @@ impl<B: InstanceBackend> Executor<B> {
 
     /// How many instances serve `namespace/name` now (every version).
     pub fn instance_count(&self, namespace: &str, name: &str) -> usize {
-        self.table.instance_count(namespace, name)
+        self.table.instance_count(namespace, name) + self.deployed_count(namespace, name)
     }
 }
 
 impl<B: InstanceBackend> fission_core::InstanceReport for Executor<B> {
     fn instance_count(&self, namespace: &str, name: &str) -> usize {
-        self.table.instance_count(namespace, name)
+        Executor::instance_count(self, namespace, name)
     }
 }

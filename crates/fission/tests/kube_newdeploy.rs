@@ -321,6 +321,22 @@ fn min_scale_one_is_ready_before_the_first_call_and_answers(
         deployment[0]
     );
 
+    // `fn list` counts its ready pod (INSTANCES, the last column).
+    wait_for(
+        node,
+        server,
+        Duration::from_secs(20),
+        "fn list to show one instance of nd",
+        || {
+            let list = server.fission_ok(&["fn", "list"]);
+            list.lines()
+                .any(|l| {
+                    l.split_whitespace().next() == Some("nd")
+                        && l.split_whitespace().last() == Some("1")
+                })
+                .then_some(())
+        },
+    );
     let (status, body) = wait_for(
         node,
         server,
