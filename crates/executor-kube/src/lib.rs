@@ -11,11 +11,22 @@
 //! function is `POST <podIP>:8000/specialize` to the fetcher; calls then go to `<podIP>:8888`.
 //! Stopping an instance deletes its pod.
 //!
+//! The pool Deployment is the warm pool: the executor keeps no claimed pods in reserve, so an
+//! environment has `poolsize` generic pods plus the claimed ones. An environment update or
+//! delete deletes the old version's pool Deployment (its generic pods go with it; claimed pods
+//! left its selector and serve until reaped); at start, pool Deployments of environment
+//! versions that no longer exist are deleted.
+//!
+//! Each executor holds a Lease (`lease.rs`); specialized pods claimed by an executor whose
+//! Lease is missing or expired are adopted (`adopt.rs`) rather than specialized again.
+//!
 //! What to claim, when, how many instances a function may have and when one is idle are
 //! decided by the executor's shared pool logic above this backend, exactly as for local
 //! instances.
 #![deny(missing_docs)]
 
+mod adopt;
+mod lease;
 mod newdeploy;
 
 pub use crate::newdeploy::{DeploymentsError, KubeDeployments, object_name as newdeploy_name};
@@ -32,15 +43,19 @@ use fission_core::ExecutorError;
 use fission_core::resources::Environment;
 use fission_core::runtime::{BuiltinRuntime, builtin_runtime};
 use fission_executor::{
-    CodeSlot, EnvironmentPlan, ExitReport, InstanceBackend, LoadError, LogSink, RuntimeInstance,
-    Specialization,
+    AdoptedInstance, CodeSlot, EnvironmentPlan, ExitReport, InstanceBackend, LoadError, LogSink,
+    RuntimeInstance, Specialization,
 };
 use fission_fetcher::wire::{FETCH_DEPLOYMENT, FetchRequest, ValueRef};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use serde_json::json;
 use tokio::sync::watch;
+
+pub use crate::adopt::ANNOTATION_ENV_RV;
+use crate::adopt::Fate;
+use crate::lease::{LEASE_DURATION, Leases, Owner, RENEW_EVERY};
 
 /// Label (Fission's) on pool pods: `true` while the pool Deployment owns the pod.
 pub const LABEL_MANAGED: &str = "managed";
@@ -55,6 +70,8 @@ pub const RUNTIME_PORT: u16 = 8888;
 pub const FETCHER_PORT: u16 = 8000;
 /// How often a claimed pod is checked for having gone away.
 const POD_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a claim waits for a Ready pod before checking that the pool Deployment exists.
+const POOL_RECHECK: Duration = Duration::from_secs(5);
 
 /// Settings of the pod backend.
 #[derive(Debug, Clone)]
@@ -97,9 +114,9 @@ pub enum PodBackendError {
         #[source]
         source: kube::Error,
     },
-    /// Listing or deleting pods left by an earlier executor failed.
-    #[error("cannot clean up pods of an earlier executor in namespace '{namespace}': {source}")]
-    Cleanup {
+    /// This executor's Lease could not be created.
+    #[error("cannot create this executor's Lease in namespace '{namespace}': {source}")]
+    Lease {
         /// The namespace.
         namespace: String,
         /// The API error.
@@ -131,13 +148,24 @@ pub struct PodBackend {
     http: reqwest::Client,
     /// Pool Deployments known to exist (created at most once per process).
     ensured: tokio::sync::Mutex<HashSet<String>>,
+    /// Pool Deployments deleted (their environment version was replaced): never re-created.
+    retired: Mutex<HashSet<String>>,
     /// Pod name of every claimed instance, by instance id.
     names: Arc<Mutex<HashMap<u64, String>>>,
+    leases: Arc<Leases>,
+    renewing: tokio::task::JoinHandle<()>,
+    /// The first adoption pass has run (it waits for undecided owners; later ones do not).
+    adopted_once: AtomicBool,
+}
+
+impl Drop for PodBackend {
+    fn drop(&mut self) {
+        self.renewing.abort();
+    }
 }
 
 impl PodBackend {
-    /// A backend using `client`; pods of an earlier executor that claimed them and is gone
-    /// (another `executorInstanceId`) are deleted, since nothing would ever route to them.
+    /// A backend using `client`, holding (and renewing) this executor's Lease.
     pub async fn new(client: kube::Client, config: PodConfig) -> Result<Self, PodBackendError> {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
@@ -152,46 +180,187 @@ impl PodBackend {
                     source,
                 })?;
         }
-        let backend = Self {
+        let leases = Arc::new(Leases::new(
+            Api::namespaced(client.clone(), &config.namespace),
+            config.executor_id.clone(),
+        ));
+        leases
+            .hold()
+            .await
+            .map_err(|source| PodBackendError::Lease {
+                namespace: config.namespace.clone(),
+                source,
+            })?;
+        let renewing = tokio::spawn({
+            let leases = leases.clone();
+            async move { leases.renew_forever().await }
+        });
+        Ok(Self {
             pods: Api::namespaced(client.clone(), &config.namespace),
             deployments: Api::namespaced(client, &config.namespace),
             config,
             http,
             ensured: tokio::sync::Mutex::new(HashSet::new()),
+            retired: Mutex::new(HashSet::new()),
             names: Arc::new(Mutex::new(HashMap::new())),
-        };
-        backend.delete_orphans().await?;
-        Ok(backend)
+            leases,
+            renewing,
+            adopted_once: AtomicBool::new(false),
+        })
     }
 
-    async fn delete_orphans(&self) -> Result<(), PodBackendError> {
-        let err = |source| PodBackendError::Cleanup {
-            namespace: self.config.namespace.clone(),
-            source,
-        };
-        let claimed = self
-            .pods
-            .list(&ListParams::default().labels(&format!("{LABEL_MANAGED}=false,{LABEL_POOL}")))
-            .await
-            .map_err(err)?;
-        for pod in claimed {
-            let owner = pod
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(ANNOTATION_EXECUTOR));
-            if owner.is_some_and(|o| *o == self.config.executor_id) {
-                continue;
+    /// Make `pod` (claimed by this executor, Ready) an instance.
+    fn instance_of(&self, pod: &Pod, instance_id: u64) -> Result<Arc<PodInstance>, ExecutorError> {
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let ip = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.pod_ip.as_deref())
+            .and_then(|ip| ip.parse::<std::net::IpAddr>().ok())
+            .ok_or_else(|| ExecutorError::Internal(format!("pod {name} has no IP address")))?;
+        let (exit, _) = watch::channel(None);
+        let instance = Arc::new(PodInstance {
+            id: instance_id,
+            name: name.clone(),
+            addr: SocketAddr::new(ip, RUNTIME_PORT),
+            pods: self.pods.clone(),
+            exit,
+            killed: AtomicBool::new(false),
+            owner: self.config.executor_id.clone(),
+            handed_over: AtomicBool::new(false),
+            restarts_at_claim: restarts(pod),
+        });
+        tokio::spawn(instance.clone().monitor());
+        self.lock_names().insert(instance_id, name);
+        // The name is no longer needed once the instance has gone.
+        let mut rx = instance.exit.subscribe();
+        let names = self.names.clone();
+        tokio::spawn(async move {
+            let _ = rx.wait_for(|e| e.is_some()).await;
+            names
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&instance_id);
+        });
+        Ok(instance)
+    }
+
+    /// One adoption pass (see `adopt.rs`). With `wait`, owners not yet known to be alive or
+    /// gone are looked at again until they are (at most a Lease's duration and a bit).
+    async fn adopt_pods(
+        &self,
+        next_id: &(dyn Fn() -> u64 + Send + Sync),
+        wait: bool,
+    ) -> Result<Vec<AdoptedInstance>, kube::Error> {
+        let me = &self.config.executor_id;
+        let give_up = tokio::time::Instant::now() + LEASE_DURATION + 2 * RENEW_EVERY;
+        let (claimed, owners) = loop {
+            let claimed = self
+                .pods
+                .list(&ListParams::default().labels(&format!("{LABEL_MANAGED}=false,{LABEL_POOL}")))
+                .await?
+                .items;
+            let owners = self.leases.owners().await?;
+            let undecided = claimed
+                .iter()
+                .filter_map(|p| match adopt::fate(p, me, &owners) {
+                    Fate::Undecided(at) => Some(at),
+                    _ => None,
+                })
+                .min();
+            match undecided {
+                Some(at) if wait && tokio::time::Instant::now() < give_up => {
+                    let at = at
+                        .min(give_up)
+                        .max(tokio::time::Instant::now() + RENEW_EVERY / 3);
+                    tracing::info!(
+                        "waiting for the owners of claimed pods to renew their leases or expire"
+                    );
+                    tokio::time::sleep_until(at).await;
+                }
+                _ => break (claimed, owners),
             }
-            let name = pod.metadata.name.unwrap_or_default();
-            tracing::info!(pod = %name, "deleting a pod claimed by an earlier executor");
-            match self.pods.delete(&name, &DeleteParams::default()).await {
-                Ok(_) => {}
-                Err(e) if api_code(&e) == Some(404) => {}
-                Err(e) => return Err(err(e)),
+        };
+        let mut adopted = Vec::new();
+        for pod in &claimed {
+            let name = pod.metadata.name.clone().unwrap_or_default();
+            let precondition = pod.metadata.resource_version.clone();
+            match adopt::fate(pod, me, &owners) {
+                Fate::Leave | Fate::Undecided(_) => {}
+                Fate::Delete(why) => {
+                    tracing::info!(pod = %name, why, "deleting a pod of a gone executor");
+                    let dp = DeleteParams {
+                        preconditions: Some(Preconditions {
+                            resource_version: precondition,
+                            uid: None,
+                        }),
+                        ..DeleteParams::default()
+                    };
+                    if let Err(e) = self.pods.delete(&name, &dp).await
+                        && !matches!(api_code(&e), Some(404 | 409))
+                    {
+                        tracing::warn!(pod = %name, error = %e, "cannot delete pod");
+                    }
+                }
+                Fate::Adopt {
+                    function,
+                    environment,
+                } => {
+                    let id = next_id();
+                    let patch = json!({"metadata": {
+                        "resourceVersion": precondition,
+                        "annotations": {
+                            ANNOTATION_EXECUTOR: me,
+                            "fission-rs.io/instance": id.to_string(),
+                        },
+                    }});
+                    let taken = match self
+                        .pods
+                        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                        .await
+                    {
+                        Ok(p) => p,
+                        // Another executor adopted it, or it changed: the next pass decides.
+                        Err(e) if matches!(api_code(&e), Some(409 | 404)) => continue,
+                        Err(e) => {
+                            tracing::warn!(pod = %name, error = %e, "cannot adopt pod");
+                            continue;
+                        }
+                    };
+                    match self.instance_of(&taken, id) {
+                        Ok(instance) => {
+                            tracing::info!(pod = %name, function = %function.name, instance = id, "pod adopted");
+                            adopted.push(AdoptedInstance {
+                                instance,
+                                function,
+                                environment,
+                            });
+                        }
+                        Err(e) => tracing::warn!(pod = %name, error = %e, "cannot adopt pod"),
+                    }
+                }
             }
         }
-        Ok(())
+        for (owner, view) in owners.values() {
+            if let (Owner::Gone, Some(view)) = (owner, view) {
+                self.leases.forget(view).await;
+            }
+        }
+        Ok(adopted)
+    }
+
+    /// Delete pool Deployment `name` (its generic pods go with it).
+    async fn delete_pool(&self, name: &str) {
+        self.ensured.lock().await.remove(name);
+        let dp = DeleteParams {
+            propagation_policy: Some(kube::api::PropagationPolicy::Background),
+            ..DeleteParams::default()
+        };
+        match self.deployments.delete(name, &dp).await {
+            Ok(_) => tracing::info!(pool = %name, "pool deployment deleted"),
+            Err(e) if api_code(&e) == Some(404) => {}
+            Err(e) => tracing::warn!(pool = %name, error = %e, "cannot delete pool deployment"),
+        }
     }
 
     fn lock_names(&self) -> std::sync::MutexGuard<'_, HashMap<u64, String>> {
@@ -203,6 +372,17 @@ impl PodBackend {
         if ensured.contains(&plan.pool) {
             return Ok(());
         }
+        if self
+            .retired
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&plan.pool)
+        {
+            return Err(ExecutorError::Internal(format!(
+                "pool {} belongs to a replaced environment version",
+                plan.pool
+            )));
+        }
         let deployment = pool_deployment(plan, &self.config).map_err(|e| {
             ExecutorError::Internal(format!("cannot describe pool {}: {e}", plan.pool))
         })?;
@@ -212,7 +392,28 @@ impl PodBackend {
             .await
         {
             Ok(_) => tracing::info!(pool = %plan.pool, "pool deployment created"),
-            Err(e) if api_code(&e) == Some(409) => {}
+            Err(e) if api_code(&e) == Some(409) => {
+                // Left by an earlier run, which may have been configured differently (images,
+                // the controller's URL): its generic pods must be what this executor would
+                // start. An unchanged template rolls nothing.
+                let desired = serde_json::to_value(&deployment).map_err(|e| {
+                    ExecutorError::Internal(format!("cannot describe pool {}: {e}", plan.pool))
+                })?;
+                let patch = json!({"spec": {
+                    "replicas": desired["spec"]["replicas"],
+                    "template": desired["spec"]["template"],
+                }});
+                if let Err(e) = self
+                    .deployments
+                    .patch(&plan.pool, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                {
+                    return Err(ExecutorError::Internal(format!(
+                        "cannot update pool deployment {}: {e}",
+                        plan.pool
+                    )));
+                }
+            }
             Err(e) => {
                 return Err(ExecutorError::Internal(format!(
                     "cannot create pool deployment {}: {e}",
@@ -229,6 +430,7 @@ impl PodBackend {
         let deadline = tokio::time::Instant::now() + self.config.pod_ready_timeout;
         let selector = format!("{LABEL_POOL}={},{LABEL_MANAGED}=true", plan.pool);
         let mut pause = Duration::from_millis(50);
+        let mut recheck_pool = tokio::time::Instant::now() + POOL_RECHECK;
         loop {
             let mut ready: Vec<Pod> = self
                 .pods
@@ -278,6 +480,13 @@ impl PodBackend {
                     plan.pool, self.config.pod_ready_timeout
                 )));
             }
+            if tokio::time::Instant::now() >= recheck_pool {
+                // Another executor may have deleted the pool (it saw an older listing of the
+                // environments at its start): create it again if so.
+                self.ensured.lock().await.remove(&plan.pool);
+                self.ensure_pool(plan).await?;
+                recheck_pool = tokio::time::Instant::now() + POOL_RECHECK;
+            }
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_millis(500));
         }
@@ -314,14 +523,14 @@ async fn write_token_secret(
 }
 
 /// The HTTP status of an API error.
-fn api_code(e: &kube::Error) -> Option<u16> {
+pub(crate) fn api_code(e: &kube::Error) -> Option<u16> {
     match e {
         kube::Error::Api(s) => Some(s.code),
         _ => None,
     }
 }
 
-fn is_ready(pod: &Pod) -> bool {
+pub(crate) fn is_ready(pod: &Pod) -> bool {
     pod.metadata.deletion_timestamp.is_none()
         && pod.status.as_ref().is_some_and(|s| {
             s.pod_ip.as_deref().is_some_and(|ip| !ip.is_empty())
@@ -416,7 +625,11 @@ fn pool_deployment(plan: &PodPlan, config: &PodConfig) -> Result<Deployment, ser
             "replicas": env.spec.effective_poolsize(),
             "selector": { "matchLabels": { LABEL_POOL: plan.pool, LABEL_MANAGED: "true" } },
             "template": {
-                "metadata": { "labels": pod_labels },
+                "metadata": {
+                    "labels": pod_labels,
+                    // What adoption checks a specialized pod's environment version against.
+                    "annotations": { ANNOTATION_ENV_RV: env.metadata.resource_version },
+                },
                 "spec": {
                     // The runtimes and the fetcher exit on SIGTERM, so a large grace period
                     // costs nothing unless a call is still running.
@@ -474,6 +687,12 @@ struct PodInstance {
     pods: Api<Pod>,
     exit: watch::Sender<Option<ExitReport>>,
     killed: AtomicBool,
+    /// This executor's id: a pod whose `executorInstanceId` names another was adopted by it.
+    owner: String,
+    /// Adopted by another executor (this one stalled past its Lease): never delete it.
+    handed_over: AtomicBool,
+    /// Container restarts when claimed (a restart before the claim lost nothing).
+    restarts_at_claim: i32,
 }
 
 impl PodInstance {
@@ -497,23 +716,53 @@ impl PodInstance {
                 _ = rx.changed() => return,
                 _ = tokio::time::sleep(POD_CHECK_INTERVAL) => {}
             }
+            // (why it ended, whether to delete it)
             let gone = match self.pods.get_opt(&self.name).await {
-                Ok(None) => Some("pod deleted".to_owned()),
-                Ok(Some(pod)) => pod_end(&pod),
+                Ok(None) => Some(("pod deleted".to_owned(), false)),
+                Ok(Some(pod)) if owner_of(&pod) != Some(self.owner.as_str()) => {
+                    self.handed_over.store(true, Ordering::SeqCst);
+                    tracing::warn!(pod = %self.name, "pod adopted by another executor (this one missed renewing its lease)");
+                    Some(("adopted by another executor".to_owned(), false))
+                }
+                // Restarted or finished, it no longer serves its function, and no one else
+                // would delete it.
+                Ok(Some(pod)) => pod_end(&pod, self.restarts_at_claim)
+                    .map(|end| (end, pod.metadata.deletion_timestamp.is_none())),
                 Err(error) => {
                     tracing::debug!(pod = %self.name, %error, "cannot check pod");
                     None
                 }
             };
-            if let Some(status) = gone {
+            if let Some((status, delete)) = gone {
                 self.exited(status);
+                if delete {
+                    self.kill();
+                }
                 return;
             }
         }
     }
 }
 
-fn pod_end(pod: &Pod) -> Option<String> {
+fn owner_of(pod: &Pod) -> Option<&str> {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ANNOTATION_EXECUTOR))
+        .map(String::as_str)
+}
+
+/// Container restarts of `pod` so far.
+pub(crate) fn restarts(pod: &Pod) -> i32 {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .map_or(0, |cs| cs.iter().map(|c| c.restart_count).sum())
+}
+
+/// Why `pod` no longer serves what was loaded into it, if it does not: deleted, finished, or
+/// a container restarted since it was claimed (it had `restarts_at_claim` then).
+pub(crate) fn pod_end(pod: &Pod, restarts_at_claim: i32) -> Option<String> {
     if pod.metadata.deletion_timestamp.is_some() {
         return Some("pod is being deleted".to_owned());
     }
@@ -521,11 +770,7 @@ fn pod_end(pod: &Pod) -> Option<String> {
     if let Some(phase @ ("Failed" | "Succeeded")) = status.phase.as_deref() {
         return Some(format!("pod {phase}"));
     }
-    let restarted = status
-        .container_statuses
-        .as_ref()
-        .is_some_and(|cs| cs.iter().any(|c| c.restart_count > 0));
-    restarted.then(|| "a container of the pod restarted".to_owned())
+    (restarts(pod) > restarts_at_claim).then(|| "a container of the pod restarted".to_owned())
 }
 
 #[async_trait::async_trait]
@@ -543,7 +788,7 @@ impl RuntimeInstance for PodInstance {
         self.exit.subscribe()
     }
     fn kill(&self) {
-        if self.killed.swap(true, Ordering::SeqCst) {
+        if self.handed_over.load(Ordering::SeqCst) || self.killed.swap(true, Ordering::SeqCst) {
             return;
         }
         let (pods, name, exit) = (self.pods.clone(), self.name.clone(), self.exit.clone());
@@ -605,6 +850,62 @@ impl InstanceBackend for PodBackend {
         })
     }
 
+    fn keeps_generic_instances(&self) -> bool {
+        true
+    }
+
+    async fn prepare(&self, plan: &EnvironmentPlan<PodPlan>) {
+        if let Err(error) = self.ensure_pool(&plan.launch).await {
+            tracing::warn!(pool = %plan.launch.pool, %error, "cannot create pool deployment");
+        }
+    }
+
+    async fn retire(&self, plan: &EnvironmentPlan<PodPlan>) {
+        self.retired
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(plan.launch.pool.clone());
+        self.delete_pool(&plan.launch.pool).await;
+    }
+
+    async fn forget_other_environments(&self, current: &[Environment]) {
+        let keep: HashSet<String> = current.iter().map(pool_name).collect();
+        let pools = match self
+            .deployments
+            .list(&ListParams::default().labels(&format!("executorType=poolmgr,{LABEL_POOL}")))
+            .await
+        {
+            Ok(list) => list.items,
+            Err(error) => {
+                tracing::warn!(%error, "cannot list pool deployments");
+                return;
+            }
+        };
+        for d in pools {
+            let name = d.metadata.name.unwrap_or_default();
+            if !keep.contains(&name) {
+                tracing::info!(pool = %name, "deleting the pool of an environment version that no longer exists");
+                self.delete_pool(&name).await;
+            }
+        }
+    }
+
+    async fn stopped(&self) {
+        self.renewing.abort();
+        self.leases.release().await;
+    }
+
+    async fn adopt(&self, next_id: &(dyn Fn() -> u64 + Send + Sync)) -> Vec<AdoptedInstance> {
+        let first = !self.adopted_once.swap(true, Ordering::SeqCst);
+        match self.adopt_pods(next_id, first).await {
+            Ok(adopted) => adopted,
+            Err(error) => {
+                tracing::warn!(%error, "cannot look for pods to adopt");
+                Vec::new()
+            }
+        }
+    }
+
     async fn start(
         &self,
         plan: &EnvironmentPlan<PodPlan>,
@@ -613,35 +914,16 @@ impl InstanceBackend for PodBackend {
     ) -> Result<Arc<dyn RuntimeInstance>, ExecutorError> {
         self.ensure_pool(&plan.launch).await?;
         let pod = self.claim(&plan.launch, instance_id).await?;
-        let name = pod.metadata.name.clone().unwrap_or_default();
-        let ip = pod
-            .status
-            .as_ref()
-            .and_then(|s| s.pod_ip.as_deref())
-            .and_then(|ip| ip.parse::<std::net::IpAddr>().ok())
-            .ok_or_else(|| ExecutorError::Internal(format!("pod {name} has no IP address")))?;
-        let (exit, _) = watch::channel(None);
-        let instance = Arc::new(PodInstance {
-            id: instance_id,
-            name: name.clone(),
-            addr: SocketAddr::new(ip, RUNTIME_PORT),
-            pods: self.pods.clone(),
-            exit,
-            killed: AtomicBool::new(false),
-        });
-        tokio::spawn(instance.clone().monitor());
-        self.lock_names().insert(instance_id, name.clone());
-        // The name is no longer needed once the instance has gone.
-        let mut rx = instance.exit.subscribe();
-        let names = self.names.clone();
-        tracing::debug!(pod = %name, instance = instance_id, "pool pod claimed");
-        tokio::spawn(async move {
-            let _ = rx.wait_for(|e| e.is_some()).await;
-            names
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&instance_id);
-        });
+        let instance = match self.instance_of(&pod, instance_id) {
+            Ok(i) => i,
+            Err(e) => {
+                // Claimed but unusable: nothing would ever route to it.
+                let name = pod.metadata.name.clone().unwrap_or_default();
+                let _ = self.pods.delete(&name, &DeleteParams::default()).await;
+                return Err(e);
+            }
+        };
+        tracing::debug!(pod = %instance.name, instance = instance_id, "pool pod claimed");
         Ok(instance)
     }
 
@@ -826,19 +1108,23 @@ mod tests {
     #[test]
     fn a_pod_ends_when_deleted_finished_or_restarted() {
         let pod = |v: serde_json::Value| -> Pod { serde_json::from_value(v).expect("pod") };
-        assert_eq!(pod_end(&pod(json!({"status": {"phase": "Running"}}))), None);
+        assert_eq!(
+            pod_end(&pod(json!({"status": {"phase": "Running"}})), 0),
+            None
+        );
         assert!(
-            pod_end(&pod(
-                json!({"metadata": {"deletionTimestamp": "2026-01-01T00:00:00Z"}})
-            ))
+            pod_end(
+                &pod(json!({"metadata": {"deletionTimestamp": "2026-01-01T00:00:00Z"}})),
+                0
+            )
             .is_some()
         );
-        assert!(pod_end(&pod(json!({"status": {"phase": "Failed"}}))).is_some());
-        assert!(
-            pod_end(&pod(json!({"status": {"phase": "Running", "containerStatuses": [
-                {"name": "nodejs", "restartCount": 1, "ready": true, "image": "i", "imageID": ""}
-            ]}})))
-            .is_some()
-        );
+        assert!(pod_end(&pod(json!({"status": {"phase": "Failed"}})), 0).is_some());
+        let restarted_once = pod(json!({"status": {"phase": "Running", "containerStatuses": [
+            {"name": "nodejs", "restartCount": 1, "ready": true, "image": "i", "imageID": ""}
+        ]}}));
+        assert!(pod_end(&restarted_once, 0).is_some());
+        // A restart before the claim lost nothing that was loaded.
+        assert_eq!(pod_end(&restarted_once, 1), None);
     }
 }

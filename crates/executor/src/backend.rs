@@ -94,4 +94,59 @@ pub trait InstanceBackend: Send + Sync + 'static {
     /// A function was created or changed and will probably be called soon: do the work its
     /// first specialization would otherwise wait for (e.g. fetch and unpack its deployment).
     async fn prefetch(&self, _target: Specialization<'_>) {}
+
+    /// Whether the backend keeps generic instances ready by itself (e.g. a pool Deployment's
+    /// pods) and [`start`](Self::start) hands one of those out. The executor then keeps no
+    /// warm instances of its own: it would only hold a second `poolsize` of them.
+    fn keeps_generic_instances(&self) -> bool {
+        false
+    }
+
+    /// Specialized instances left by an executor that is gone, taken over by this one (each
+    /// gets its id from `next_id`). The executor keeps those whose function and environment
+    /// versions are still current and kills the others. Called once the store has been
+    /// listed, then every reaper interval; the first call may wait until it can tell whether
+    /// the owners of such instances are alive.
+    async fn adopt(&self, _next_id: &(dyn Fn() -> u64 + Send + Sync)) -> Vec<AdoptedInstance> {
+        Vec::new()
+    }
+
+    /// A pool for this environment version was created: get ready to start its instances
+    /// (e.g. create the pool Deployment), in the background.
+    async fn prepare(&self, _plan: &EnvironmentPlan<Self::Launch>) {}
+
+    /// An environment version's pool was replaced or removed: release what the backend keeps
+    /// for it (its generic instances). Its specialized instances are stopped separately.
+    async fn retire(&self, _plan: &EnvironmentPlan<Self::Launch>) {}
+
+    /// The executor stopped (every instance it started was killed and waited for): release
+    /// what marks this executor as alive to others.
+    async fn stopped(&self) {}
+
+    /// After the store's first listing: `current` are all environments. Release what the
+    /// backend keeps for any other environment version (left by an earlier run).
+    async fn forget_other_environments(&self, _current: &[Environment]) {}
+}
+
+/// One version of a named object: what an adopted instance was specialized for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ObjectVersion {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// uid.
+    pub uid: String,
+    /// resourceVersion.
+    pub resource_version: String,
+}
+
+/// A specialized instance taken over from an executor that is gone.
+pub struct AdoptedInstance {
+    /// The instance, serving its function.
+    pub instance: Arc<dyn RuntimeInstance>,
+    /// The function version loaded into it.
+    pub function: ObjectVersion,
+    /// The environment version it runs.
+    pub environment: ObjectVersion,
 }

@@ -459,6 +459,61 @@ impl FunctionTable {
         InstanceLease::new(addr, id, true, release)
     }
 
+    /// An instance adopted from an executor that is gone joins the table idle, as if it had
+    /// just served a call: idle reaping, concurrency and requestsPerPod apply from here on.
+    /// Returns `false` (the caller kills it) when `function` is no longer the current version.
+    pub(crate) fn adopt(
+        &self,
+        function: &Function,
+        instance: Arc<dyn RuntimeInstance>,
+        pool_id: u64,
+    ) -> bool {
+        let key = VersionKey::of(function);
+        let id = instance.id();
+        let release = Arc::new(SlotRelease {
+            table: self.me.clone(),
+            key: key.clone(),
+            id,
+            exit: instance.exit_watch(),
+        });
+        let mut st = self.lock();
+        let entry = st.by_uid.entry(key.uid.clone()).or_default();
+        if rv_number(&key.rv) < entry.latest {
+            return false;
+        }
+        let state = entry
+            .versions
+            .entry(key.rv.clone())
+            .or_insert_with(|| FunctionState {
+                labels: function_labels(&function.metadata.namespace, &function.metadata.name),
+                limits: Limits::of(function),
+                slots: Vec::new(),
+                specializing: 0,
+                joined: 0,
+                draining: false,
+                notify: Arc::new(Notify::new()),
+            });
+        if state.draining {
+            return false;
+        }
+        state.slots.push(Slot {
+            instance,
+            pool_id,
+            active: 0,
+            last_used: Instant::now(),
+            retired: false,
+            release,
+        });
+        self.metrics
+            .function_instances
+            .get_or_create(&state.labels)
+            .inc();
+        // Requests waiting at the function's concurrency can use it.
+        state.notify.notify_waiters();
+        st.index.insert(id, key);
+        true
+    }
+
     fn abandon(&self, key: &VersionKey) {
         let mut st = self.lock();
         if let Some(state) = st

@@ -36,6 +36,9 @@
 //! * `cold.rs` is the request path: lease a warm instance or specialize a new one.
 //! * `instances.rs` is the specialized-instance table (concurrency, requestsPerPod, onceOnly,
 //!   draining), `reaper.rs` the idle reaper; both are pure bookkeeping.
+//! * `adopt.rs` takes over the specialized instances an executor that is gone left behind
+//!   (the backend finds them), keeping those whose function and environment versions are
+//!   current; calls wait (bounded) for the first adoption after start.
 //! * this file is the facade: construction, `run`, and the shutdown order.
 //!
 //! Choices worth knowing:
@@ -51,6 +54,7 @@
 #![deny(missing_docs)]
 
 mod admission;
+mod adopt;
 mod backend;
 mod cold;
 mod deployments;
@@ -75,7 +79,7 @@ mod tests;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -94,7 +98,9 @@ use crate::package::UnpackLimits;
 use crate::pool::Pool;
 
 pub use crate::admission::AdmissionConfig;
-pub use crate::backend::{EnvironmentPlan, InstanceBackend, LoadError, Specialization};
+pub use crate::backend::{
+    AdoptedInstance, EnvironmentPlan, InstanceBackend, LoadError, ObjectVersion, Specialization,
+};
 pub use crate::deployments::{Endpoint, FunctionDeployments};
 pub use crate::launcher::{
     CodeSlot, DiscardLines, ExitReport, InstanceLauncher, InstanceLimits, LaunchError, LaunchSpec,
@@ -186,6 +192,10 @@ pub struct Executor<B: InstanceBackend = LocalBackend> {
     cpu_samples: Mutex<HashMap<u64, (tokio::time::Instant, Duration)>>,
     /// Where newdeploy functions run when not here (see `deployments.rs`).
     deployed: Option<deployments::Deployed>,
+    /// The first adoption (in `run`) is done: checked on every call, so an atomic.
+    adoption_done: AtomicBool,
+    /// The same, for calls waiting for it (see `adopt.rs`).
+    adoption: tokio::sync::watch::Sender<bool>,
 }
 
 impl Executor<LocalBackend> {
@@ -293,6 +303,9 @@ impl<B: InstanceBackend> Executor<B> {
             scaled: Mutex::new(HashMap::new()),
             cpu_samples: Mutex::new(HashMap::new()),
             deployed: deployments.map(deployments::Deployed::new),
+            // Calls made before `run` has adopted wait for it (bounded): see `adopt.rs`.
+            adoption_done: AtomicBool::new(false),
+            adoption: tokio::sync::watch::Sender::new(false),
         })
     }
 
@@ -303,6 +316,7 @@ impl<B: InstanceBackend> Executor<B> {
     /// `shutdown` must fire only after the router has drained: instances are killed then.
     /// Fails only if the store cannot be listed at startup; later feed errors relist.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) -> Result<(), Error> {
+        self.tasks.spawn(self.clone().adopt_at_start());
         self.tasks.spawn(reaper::run(self.clone()));
         let result = self.follow_store(&shutdown).await;
         self.stop().await;
@@ -359,6 +373,7 @@ impl<B: InstanceBackend> Executor<B> {
         {
             tracing::warn!("executor tasks still running after shutdown");
         }
+        self.backend.stopped().await;
         tracing::info!(instances = all.len(), "executor stopped");
     }
 }
@@ -366,6 +381,9 @@ impl<B: InstanceBackend> Executor<B> {
 #[async_trait::async_trait]
 impl<B: InstanceBackend> FunctionInstances for Executor<B> {
     async fn acquire(&self, function: &Function) -> Result<InstanceLease, ExecutorError> {
+        if !self.adoption_done.load(Ordering::Acquire) {
+            self.wait_for_first_adoption().await;
+        }
         self.acquire_instance(function).await
     }
 }

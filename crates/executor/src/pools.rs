@@ -39,7 +39,12 @@ impl<B: InstanceBackend> Executor<B> {
                 }
             }
             let id = self.next_pool.fetch_add(1, Ordering::Relaxed);
-            let pool = Arc::new(Pool::new(id, env, plan, self.metrics.clone()));
+            let mut pool = Pool::new(id, env, plan, self.metrics.clone());
+            if self.backend.keeps_generic_instances() {
+                // The backend's own pool is the warm pool; each cold start takes from it.
+                pool.target = 0;
+            }
+            let pool = Arc::new(pool);
             let replaced = pools.insert(key, pool.clone());
             (pool, replaced)
         };
@@ -53,6 +58,10 @@ impl<B: InstanceBackend> Executor<B> {
             "warm pool created"
         );
         if let Some(me) = self.me.upgrade() {
+            let prepared = pool.clone();
+            let backend = me.clone();
+            self.tasks
+                .spawn(async move { backend.backend.prepare(&prepared.plan).await });
             self.tasks.spawn(me.refill(pool.clone()));
         }
         Ok(pool)
@@ -65,11 +74,16 @@ impl<B: InstanceBackend> Executor<B> {
         }
     }
 
-    fn close_pool(&self, pool: &Pool<B::Launch>) {
+    fn close_pool(&self, pool: &Arc<Pool<B::Launch>>) {
         for g in pool.close() {
             g.instance.kill();
         }
         self.table.retire_pool(pool.id);
+        if let Some(me) = self.me.upgrade() {
+            let pool = pool.clone();
+            self.tasks
+                .spawn(async move { me.backend.retire(&pool.plan).await });
+        }
     }
 
     /// The pool of `function`'s environment, creating it from the store if the change feed has
@@ -198,7 +212,13 @@ impl<B: InstanceBackend> Executor<B> {
         Ok(GenericInstance { instance, log })
     }
 
-    fn on_exit(&self, id: u64, pool: &Pool<B::Launch>, report: &ExitReport, log: &LogSink) {
+    pub(crate) fn on_exit(
+        &self,
+        id: u64,
+        pool: &Pool<B::Launch>,
+        report: &ExitReport,
+        log: &LogSink,
+    ) {
         self.lock_live().instances.remove(&id);
         let was_ready = pool.remove(id);
         self.table.remove_instance(id);

@@ -223,6 +223,19 @@ fn the_rendered_manifests_apply_to_a_real_api_server_with_least_privilege_rbac()
             assert!(!can(sa, verb, r), "{sa} must not {verb} {r}");
         }
     }
+    // Executors hold Leases (adoption of a gone executor's pods); nobody else does.
+    for verb in ["create", "patch", "delete", "list"] {
+        assert!(
+            can("executor", verb, "leases.coordination.k8s.io"),
+            "executor should {verb} leases"
+        );
+    }
+    for sa in ["controller", "router"] {
+        assert!(
+            !can(sa, "create", "leases.coordination.k8s.io"),
+            "{sa} must not create leases"
+        );
+    }
     // Nothing beyond the store: no pods, no RBAC, no other groups.
     for sa in ["controller", "router", "executor"] {
         for (verb, r) in [

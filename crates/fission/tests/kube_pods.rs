@@ -29,6 +29,11 @@ struct PodServer {
 
 impl PodServer {
     fn start(node: &NodeCluster, namespace: &str) -> Self {
+        Self::start_on(node, namespace, "127.0.0.1:0")
+    }
+
+    /// A server whose router listens on `router_listen`.
+    fn start_on(node: &NodeCluster, namespace: &str, router_listen: &str) -> Self {
         // Pods reach the controller (their fetcher reads packages from it) at the host's
         // address on the pod bridge.
         let controller_listen = format!("{}:0", node.host_ip);
@@ -42,7 +47,7 @@ impl PodServer {
             .arg(dir.path().join("data"))
             .args(["--pod-namespace", namespace, "--sandbox", "none"])
             .args(["--controller-listen", &controller_listen])
-            .args(["--router-listen", "127.0.0.1:0", "--grace-period", "2"])
+            .args(["--router-listen", router_listen, "--grace-period", "2"])
             // Beyond loopback the controller requires a token; the fetchers get it too.
             .args(["--auth-token", TOKEN])
             .env("RUST_LOG", "info,fission_executor_kube=debug")
@@ -127,6 +132,10 @@ impl PodServer {
 
 impl Drop for PodServer {
     fn drop(&mut self) {
+        // Already gone (killed by the test): its pid may belong to someone else by now.
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
         let pid = self.child.id().to_string();
         let _ = Command::new("kill").args(["-TERM", &pid]).status();
         let deadline = Instant::now() + Duration::from_secs(15);
@@ -203,6 +212,251 @@ fn functions_run_in_claimed_pool_pods_on_a_real_kubelet() {
     two_concurrent_cold_calls_specialize_two_different_pods(node, &server, code.path());
     an_idle_pod_is_deleted_and_the_pool_refills(node, &server, code.path());
     measure_cold_and_warm_latency(node, &server, code.path());
+    a_pool_holds_poolsize_generic_pods_and_no_claimed_spares(node, &server);
+    let server = an_executor_restart_adopts_the_specialized_pods(node, server, code.path());
+    an_environment_update_replaces_the_pool_deployment(node, &server);
+    // A server that stops cleanly deletes its pods and gives its Lease up.
+    let ns = server.namespace.clone();
+    drop(server);
+    let leases = node.kubectl_ok([
+        "get",
+        "leases",
+        "-n",
+        &ns,
+        "-l",
+        "fission-rs.io/executor-lease=true",
+        "-o",
+        "name",
+    ]);
+    assert_eq!(leases.trim(), "", "leases left after a clean stop");
+}
+
+/// Non-terminating pods of `selector`.
+fn live_pods(node: &NodeCluster, ns: &str, selector: &str) -> Vec<(String, String, bool, bool)> {
+    pods(node, ns, selector)
+        .into_iter()
+        .filter(|p| !p.3)
+        .collect()
+}
+
+/// A pool holds `poolsize` generic pods; every claimed pod serves a function (the executor
+/// keeps no claimed pods in reserve beside the pool Deployment's).
+fn a_pool_holds_poolsize_generic_pods_and_no_claimed_spares(
+    node: &NodeCluster,
+    server: &PodServer,
+) {
+    let ns = &server.namespace;
+    wait_for(
+        node,
+        server,
+        Duration::from_secs(60),
+        "poolsize (1) generic pods and only specialized claimed pods",
+        || {
+            let generic = live_pods(node, ns, "environmentName=nodejs,managed=true");
+            let claimed = live_pods(node, ns, "environmentName=nodejs,managed=false");
+            let specialized = live_pods(
+                node,
+                ns,
+                "environmentName=nodejs,managed=false,functionName",
+            );
+            (generic.len() == 1 && claimed.len() == specialized.len()).then_some(())
+        },
+    );
+}
+
+/// The executor is SIGKILLed with a specialized pod serving `host`; a new one on the same
+/// cluster answers the next calls from that same pod, without specializing again, and a
+/// client calling all along sees only successes once the new server is up.
+fn an_executor_restart_adopts_the_specialized_pods(
+    node: &NodeCluster,
+    mut first: PodServer,
+    dir: &std::path::Path,
+) -> PodServer {
+    let code = write(
+        dir,
+        "host.js",
+        "const os = require('os');\nmodule.exports = async function(context) {\n  return { status: 200, body: os.hostname() };\n}\n",
+    );
+    let code = code.to_str().expect("utf-8 path");
+    first.fission_ok(&[
+        "fn", "create", "--name", "host", "--env", "nodejs", "--code", code,
+    ]);
+    first.fission_ok(&[
+        "route",
+        "create",
+        "--function",
+        "host",
+        "--url",
+        "/host",
+        "--method",
+        "GET",
+    ]);
+    let (_, pod) = wait_for(
+        node,
+        &first,
+        Duration::from_secs(60),
+        "GET /host to answer",
+        || first.get("/host").filter(|(s, _)| *s == 200),
+    );
+    let ns = first.namespace.clone();
+    let owner = |pod: &str| {
+        node.kubectl_ok([
+            "get",
+            "pod",
+            "-n",
+            &ns,
+            pod,
+            "-o",
+            "jsonpath={.metadata.annotations.executorInstanceId}",
+        ])
+    };
+    let first_owner = owner(&pod);
+    let specializations = |pod: &str| {
+        let log = node.kubectl_ok(["logs", "-n", &ns, pod, "-c", "fetcher"]);
+        log.lines().filter(|l| l.contains("specialized")).count()
+    };
+    assert_eq!(specializations(&pod), 1, "the pod was specialized once");
+
+    // The next server listens where the first did, so one client can call across the restart.
+    let router_listen = first.router.trim_start_matches("http://").to_owned();
+    let url = format!("{}/host", first.router);
+    let _ = first.child.kill(); // SIGKILL: nothing cleaned up, the lease left to expire
+    let _ = first.child.wait();
+    drop(first);
+
+    // One client, calling one at a time (so requestsPerPod 1 never asks for a second pod).
+    type Seen = Vec<(Instant, Result<(u16, String), String>)>;
+    let seen: std::sync::Arc<std::sync::Mutex<Seen>> = Default::default();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let client = {
+        let (stop, seen) = (stop.clone(), seen.clone());
+        std::thread::spawn(move || {
+            let client = http();
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let sent = Instant::now();
+                let answer = client
+                    .get(&url)
+                    .send()
+                    .map(|r| (r.status().as_u16(), r.text().unwrap_or_default()))
+                    .map_err(|e| e.to_string());
+                seen.lock().expect("lock").push((sent, answer));
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    let second = PodServer::start_on(node, &ns, &router_listen);
+    let ready_at = Instant::now();
+    let after = |seen: &Seen| -> Vec<Result<(u16, String), String>> {
+        seen.iter()
+            .filter(|(sent, _)| *sent >= ready_at)
+            .map(|(_, a)| a.clone())
+            .collect()
+    };
+    // Calls wait for the adoption (up to a lease's duration: the first executor renewed its
+    // lease just before the kill); let a few be answered after it.
+    wait_for(
+        node,
+        &second,
+        Duration::from_secs(60),
+        "five answers after the restart",
+        || (after(&seen.lock().expect("lock")).len() >= 5).then_some(()),
+    );
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    client.join().expect("client");
+    let seen = seen.lock().expect("lock");
+    for answer in after(&seen) {
+        assert_eq!(
+            answer.as_ref().map(|(s, b)| (*s, b.as_str())),
+            Ok((200, pod.as_str())),
+            "a call after the new server was up; server log:\n{}",
+            second.log_text()
+        );
+    }
+    assert_eq!(
+        specializations(&pod),
+        1,
+        "the adopted pod was specialized again"
+    );
+    assert_ne!(
+        owner(&pod),
+        first_owner,
+        "the pod still names the killed executor"
+    );
+    // The killed executor's Lease was deleted once it was found gone: only the new one's is left.
+    let leases = node.kubectl_ok([
+        "get",
+        "leases",
+        "-n",
+        &ns,
+        "-l",
+        "fission-rs.io/executor-lease=true",
+        "-o",
+        "jsonpath={.items[*].spec.holderIdentity}",
+    ]);
+    assert_eq!(
+        leases.split_whitespace().count(),
+        1,
+        "executor leases: {leases}"
+    );
+    assert!(!leases.contains(&first_owner), "executor leases: {leases}");
+    second
+}
+
+/// An environment update brings a pool Deployment for the new version, deletes the old one,
+/// and the new pool holds the new poolsize of generic pods.
+fn an_environment_update_replaces_the_pool_deployment(node: &NodeCluster, server: &PodServer) {
+    let ns = &server.namespace;
+    let deployments = || {
+        node.kubectl_ok([
+            "get",
+            "deployments",
+            "-n",
+            ns,
+            "-o",
+            "jsonpath={.items[*].metadata.name}",
+        ])
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect::<Vec<_>>()
+    };
+    let before = deployments();
+    assert_eq!(before.len(), 1, "one pool deployment: {before:?}");
+    server.fission_ok(&["env", "update", "--name", "nodejs", "--poolsize", "2"]);
+    let after = wait_for(
+        node,
+        server,
+        Duration::from_secs(60),
+        "the old pool deployment replaced by a new one",
+        || {
+            let now = deployments();
+            (now.len() == 1 && now != before).then_some(now)
+        },
+    );
+    assert!(after[0].starts_with("poolmgr-nodejs-default-"), "{after:?}");
+    wait_for(
+        node,
+        server,
+        Duration::from_secs(120),
+        "poolsize (2) generic pods of the new pool",
+        || {
+            let generic = live_pods(
+                node,
+                ns,
+                &format!("fission-rs.io/pool={},managed=true", after[0]),
+            );
+            let old = live_pods(
+                node,
+                ns,
+                &format!("fission-rs.io/pool={},managed=true", before[0]),
+            );
+            (generic.len() == 2 && generic.iter().all(|p| p.2) && old.is_empty()).then_some(())
+        },
+    );
+    // Calls are served by the new version's pods.
+    let (status, _) = wait_for(node, server, Duration::from_secs(60), "GET /host", || {
+        server.get("/host").filter(|(s, _)| *s == 200)
+    });
+    assert_eq!(status, 200);
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
