@@ -164,4 +164,7 @@ impl<B: InstanceBackend> fission_core::InstanceReport for Executor<B> {
     fn instance_count(&self, namespace: &str, name: &str) -> usize {
         Executor::instance_count(self, namespace, name)
     }
+    fn instance_counts(&self) -> Vec<(String, String, usize)> {
+        self.table.instance_counts()
+    }
 }

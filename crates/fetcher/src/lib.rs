@@ -8,6 +8,10 @@
 //! controller's REST API (the same objects), so a pod needs no service-account rights, and
 //! downloads archives sha256-verified (`fission-fetch`) and unpacks them safely
 //! (`fission-unpack`).
+//!
+//! In a builder pod it also fetches a package's *source* into `/packages` (`POST /fetch` with
+//! `fetchType: 0`) and, after the build, zips the deployment and stores it in the controller's
+//! archive store (`POST /upload`).
 #![deny(missing_docs)]
 
 pub mod wire;
@@ -187,11 +191,80 @@ async fn fetch(State(f): State<Arc<Fetcher>>, body: Bytes) -> Result<StatusCode,
     Ok(StatusCode::OK)
 }
 
-/// Builds do not run in pods yet (the builder runs in the server), so there is nothing to
-/// upload from here.
-async fn upload(body: Bytes) -> Result<StatusCode, FetcherError> {
-    let _req: wire::UploadRequest = parse(&body)?;
-    Ok(StatusCode::NOT_IMPLEMENTED)
+/// Largest deployment archive a build may upload (Fission's storagesvc caps uploads at 256 MiB).
+const MAX_UPLOAD_BYTES: u64 = 256 << 20;
+
+/// `POST /upload` (builder pods): zip `<shared>/<filename>` (when `archivepackage`), store it in
+/// the controller's archive store (the controller is this project's storagesvc, so
+/// `storagesvcurl` is not used), remove the local copy, and answer where the archive is and its
+/// sha256.
+async fn upload(
+    State(f): State<Arc<Fetcher>>,
+    body: Bytes,
+) -> Result<axum::Json<wire::UploadResponse>, FetcherError> {
+    let req: wire::UploadRequest = parse(&body)?;
+    let path = f.config.shared_dir.join(safe_name(&req.filename)?);
+    let local = path.clone();
+    let zip = req.archivepackage;
+    let bytes = tokio::task::spawn_blocking(move || read_for_upload(&local, zip))
+        .await
+        .map_err(|e| FetcherError::Internal(e.to_string()))??;
+    let result = f.store_archive(bytes).await;
+    // The deployment is in the archive store now (or the build failed): either way the
+    // builder pod's volume should not fill up with it.
+    let _ = tokio::task::spawn_blocking(move || remove_path(&path)).await;
+    let (id, sum) = result?;
+    tracing::info!(archive = %id, file = %req.filename, "deployment uploaded");
+    Ok(axum::Json(wire::UploadResponse {
+        archive_download_url: fission_core::archive::storage_url(&id),
+        checksum: fission_core::resources::Checksum {
+            checksum_type: "sha256".to_owned(),
+            sum,
+        },
+    }))
+}
+
+fn read_for_upload(path: &Path, zip: bool) -> Result<Vec<u8>, FetcherError> {
+    let meta = std::fs::symlink_metadata(path)
+        .map_err(|e| FetcherError::BadRequest(format!("cannot upload {}: {e}", path.display())))?;
+    if zip && meta.is_dir() {
+        let z = fission_builder::zip_dir(
+            path,
+            fission_unpack::UnpackLimits::default(),
+            MAX_UPLOAD_BYTES,
+        )
+        .map_err(|e| FetcherError::Internal(format!("cannot zip {}: {e}", path.display())))?;
+        for skipped in &z.skipped_links {
+            tracing::warn!(link = %skipped, "left out of the deployment archive");
+        }
+        return Ok(z.bytes);
+    }
+    if !meta.is_file() {
+        return Err(FetcherError::BadRequest(format!(
+            "cannot upload {}: not a file (set archivepackage to zip a directory)",
+            path.display()
+        )));
+    }
+    if meta.len() > MAX_UPLOAD_BYTES {
+        return Err(FetcherError::BadRequest(format!(
+            "cannot upload {}: {} bytes is over the {MAX_UPLOAD_BYTES}-byte limit",
+            path.display(),
+            meta.len()
+        )));
+    }
+    std::fs::read(path)
+        .map_err(|e| FetcherError::Internal(format!("cannot read {}: {e}", path.display())))
+}
+
+fn remove_path(path: &Path) {
+    let removed = match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
+        Ok(_) => std::fs::remove_file(path),
+        Err(_) => Ok(()),
+    };
+    if let Err(e) = removed {
+        tracing::warn!(path = %path.display(), error = %e, "cannot remove an uploaded file");
+    }
 }
 
 /// A single path component: the shared directory must not be escaped.
@@ -290,6 +363,47 @@ impl Fetcher {
                 }
                 e => FetcherError::Internal(format!("package '{}': {e}", meta.name)),
             })
+    }
+
+    /// Store `bytes` in the controller's archive store; returns the content id and the sha256.
+    async fn store_archive(&self, bytes: Vec<u8>) -> Result<(String, String), FetcherError> {
+        use sha2::Digest as _;
+        #[derive(serde::Deserialize)]
+        struct Stored {
+            id: String,
+        }
+        let sum = hex::encode(sha2::Sha256::digest(&bytes));
+        let url = format!(
+            "{}/proxy/storage/v1/archive",
+            self.config.controller_url.trim_end_matches('/')
+        );
+        let mut request = self
+            .http
+            .post(&url)
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .header("X-File-Size", bytes.len().to_string())
+            .body(bytes);
+        if let Some(token) = &self.config.auth_token {
+            request = request.bearer_auth(token);
+        }
+        let resp = request
+            .send()
+            .await
+            .map_err(|e| FetcherError::Internal(format!("cannot reach the controller: {e}")))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let text = resp.text().await.unwrap_or_default();
+            return Err(FetcherError::Internal(format!(
+                "controller answered {status} to the upload: {}",
+                text.trim()
+            )));
+        }
+        let stored: Stored = resp
+            .json()
+            .await
+            .map_err(|e| FetcherError::Internal(format!("cannot decode the upload answer: {e}")))?;
+        let id = fission_core::archive::content_id(&stored.id).to_owned();
+        Ok((id, sum))
     }
 
     async fn get_package(&self, meta: &ObjectMeta) -> Result<Package, FetcherError> {

@@ -634,6 +634,7 @@ async fn start(args: ServerArgs) -> Result<Running> {
     executor_config.first_instance_id = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(1, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX / 2));
+    let mut builder_pods = None;
     let executor = match (args.pods.instances, kube_client) {
         (crate::pods::InstancesMode::Pods, Some(client)) => {
             // The fetchers must present the controller's token when it requires one: the
@@ -648,6 +649,12 @@ async fn start(args: ServerArgs) -> Result<Running> {
                         .to_owned(),
                 ),
             };
+            builder_pods = Some(crate::pods::builder_pods(
+                &args.pods,
+                raw_token.is_some(),
+                client.clone(),
+                controller_addr,
+            )?);
             crate::pods::executor(
                 &args.pods,
                 raw_token,
@@ -716,6 +723,11 @@ async fn start(args: ServerArgs) -> Result<Running> {
     builder_config.runtime_python_bin = python.clone();
     builder_config.archive_fetch = archive_fetch;
     builder_config.runner = build_runner(sandbox.as_ref());
+    // With pods, environments with a builder image build in their builder pods (Fission's
+    // buildermgr); the rest (custom commands without a builder image) still build here.
+    builder_config.remote = builder_pods
+        .clone()
+        .map(|b| b as Arc<dyn fission_builder::RemoteBuilds>);
     let builder = fission_builder::BuildManager::new(
         builder_config,
         store.clone(),
@@ -802,6 +814,13 @@ async fn start(args: ServerArgs) -> Result<Running> {
     {
         let shutdown = stop_backends.clone();
         back.spawn(async move { builder.run(shutdown).await.context("build manager failed") });
+    }
+    if let Some(pods) = builder_pods {
+        let (store, shutdown) = (store.clone(), stop_backends.clone());
+        back.spawn(async move {
+            pods.run(store, shutdown).await;
+            Ok(())
+        });
     }
     if args.store == StoreMode::Kubernetes {
         // kubectl changes secrets and config maps without the controller seeing it.
