@@ -375,6 +375,7 @@ mod tests {
             store.clone(),
             Arc::new(logs),
             backend,
+            None,
             Metrics::unregistered(),
         );
         let shutdown = CancellationToken::new();
@@ -464,6 +465,7 @@ mod tests {
             store.clone(),
             Arc::new(logs),
             backend,
+            None,
             Metrics::unregistered(),
         );
         let shutdown = CancellationToken::new();

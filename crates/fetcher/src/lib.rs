@@ -19,6 +19,7 @@ pub mod wire;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -94,6 +95,9 @@ struct Fetcher {
     downloads: fission_fetch::Fetcher,
     /// Downloads from the controller's archive endpoint (with the token).
     controller_downloads: fission_fetch::Fetcher,
+    /// What `/readiness-healthz` answers: false until the startup specialization (newdeploy)
+    /// loaded the function, so the pod takes no calls before.
+    ready: AtomicBool,
 }
 
 /// Serve the fetcher API on `listener` until `shutdown`.
@@ -111,6 +115,11 @@ pub async fn serve(
 
 /// The fetcher's HTTP API.
 pub fn router(config: Config) -> Result<Router, FetcherError> {
+    Ok(build(config, true)?.0)
+}
+
+/// The API and its state; `ready` is the readiness answer until a startup specialization.
+fn build(config: Config, ready: bool) -> Result<(Router, Arc<Fetcher>), FetcherError> {
     let http = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(300))
@@ -133,13 +142,14 @@ pub fn router(config: Config) -> Result<Router, FetcherError> {
         http,
         downloads,
         controller_downloads,
+        ready: AtomicBool::new(ready),
     });
-    Ok(Router::new()
+    let router = Router::new()
         .route("/specialize", post(specialize))
         .route("/fetch", post(fetch))
         .route("/upload", post(upload))
         .route("/healthz", get(|| async { StatusCode::OK }))
-        .route("/readiness-healthz", get(|| async { StatusCode::OK }))
+        .route("/readiness-healthz", get(readiness))
         .route(
             "/version",
             get(|| async {
@@ -149,7 +159,16 @@ pub fn router(config: Config) -> Result<Router, FetcherError> {
                 }))
             }),
         )
-        .with_state(state))
+        .with_state(state.clone());
+    Ok((router, state))
+}
+
+async fn readiness(State(f): State<Arc<Fetcher>>) -> StatusCode {
+    if f.ready.load(Ordering::Acquire) {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    }
 }
 
 fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, FetcherError> {
@@ -162,16 +181,7 @@ async fn specialize(
     body: Bytes,
 ) -> Result<StatusCode, FetcherError> {
     let req: SpecializeRequest = parse(&body)?;
-    let t0 = std::time::Instant::now();
-    f.fetch(&req.fetch_req).await?;
-    let fetched = t0.elapsed();
-    f.load(&req.load_req).await?;
-    tracing::info!(
-        package = %req.fetch_req.package.name,
-        fetch_ms = fetched.as_millis() as u64,
-        total_ms = t0.elapsed().as_millis() as u64,
-        "specialized"
-    );
+    f.specialize(&req).await?;
     Ok(StatusCode::OK)
 }
 
@@ -268,6 +278,20 @@ fn safe_name(name: &str) -> Result<&str, FetcherError> {
 }
 
 impl Fetcher {
+    async fn specialize(&self, req: &SpecializeRequest) -> Result<(), FetcherError> {
+        let t0 = std::time::Instant::now();
+        self.fetch(&req.fetch_req).await?;
+        let fetched = t0.elapsed();
+        self.load(&req.load_req).await?;
+        tracing::info!(
+            package = %req.fetch_req.package.name,
+            fetch_ms = fetched.as_millis() as u64,
+            total_ms = t0.elapsed().as_millis() as u64,
+            "specialized"
+        );
+        Ok(())
+    }
+
     async fn fetch(&self, req: &FetchRequest) -> Result<(), FetcherError> {
         let filename = safe_name(&req.filename)?;
         let target = self.config.shared_dir.join(filename);
@@ -556,4 +580,66 @@ pub async fn run(
         .map_err(|e| FetcherError::Internal(format!("cannot listen on {addr}: {e}")))?;
     tracing::info!(%addr, shared = %config.shared_dir.display(), "fetcher listening");
     serve(config, listener, shutdown).await
+}
+
+/// Bind `addr` and [`serve_specialized`] (`fission fetcher --specialize-on-startup`).
+pub async fn run_specialized(
+    config: Config,
+    addr: SocketAddr,
+    request: SpecializeRequest,
+    shutdown: CancellationToken,
+) -> Result<(), FetcherError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| FetcherError::Internal(format!("cannot listen on {addr}: {e}")))?;
+    tracing::info!(%addr, shared = %config.shared_dir.display(), "fetcher listening, specializing on startup");
+    serve_specialized(config, listener, request, shutdown).await
+}
+
+/// Serve on `listener` and load `request` at once (Fission's `-specialize-on-startup`, what a
+/// newdeploy pod's fetcher does): `/readiness-healthz` answers 503 until the function is
+/// loaded. A failed load ends the fetcher with the error — the container restarts and tries
+/// again, and the pod never becomes ready with a runtime that did not load the function.
+pub async fn serve_specialized(
+    config: Config,
+    listener: tokio::net::TcpListener,
+    request: SpecializeRequest,
+    shutdown: CancellationToken,
+) -> Result<(), FetcherError> {
+    let (app, state) = build(config, false)?;
+    let stop = shutdown.child_token();
+    let stopped = stop.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stopped.cancelled().await })
+            .await
+    });
+    let loaded = tokio::select! {
+        r = state.specialize(&request) => r,
+        () = shutdown.cancelled() => Ok(()),
+    };
+    if let Err(e) = loaded {
+        stop.cancel();
+        let _ = server.await;
+        return Err(FetcherError::Internal(format!(
+            "specialization on startup failed: {e}"
+        )));
+    }
+    state.ready.store(true, Ordering::Release);
+    match server.await {
+        Ok(r) => r.map_err(|e| FetcherError::Internal(format!("fetcher server failed: {e}"))),
+        Err(e) => Err(FetcherError::Internal(format!(
+            "fetcher server failed: {e}"
+        ))),
+    }
+}
+
+/// `--specialize-request` as given on the command line.
+impl std::str::FromStr for SpecializeRequest {
+    type Err = FetcherError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        serde_json::from_str(s)
+            .map_err(|e| FetcherError::BadRequest(format!("not a FunctionSpecializeRequest: {e}")))
+    }
 }

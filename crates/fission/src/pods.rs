@@ -112,13 +112,25 @@ pub(crate) async fn executor(
         pod_ready_timeout: Duration::from_secs(args.pod_ready_timeout),
         controller_token,
     };
+    // newdeploy functions: a Deployment, Service and HPA each (Fission's newdeploy).
+    let deployments =
+        fission_executor_kube::KubeDeployments::new(client.clone(), pod_config.clone())
+            .await
+            .context("cannot start the newdeploy executor")?;
     let backend = fission_executor_kube::PodBackend::new(client, pod_config)
         .await
         .context("cannot start the pod executor")?;
     tracing::info!(namespace = %args.pod_namespace, "function instances run as pods");
-    Ok(AnyExecutor::of(fission_executor::Executor::with_backend(
-        config, store, logs, backend, registry,
-    )))
+    Ok(AnyExecutor::of(
+        fission_executor::Executor::with_deployments(
+            config,
+            store,
+            logs,
+            backend,
+            Arc::new(deployments),
+            registry,
+        ),
+    ))
 }
 
 /// Builder pods (Fission's buildermgr): builds of environments with a builder image run in a
