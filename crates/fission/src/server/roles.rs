@@ -207,6 +207,13 @@ async fn controller(
 ) -> Result<Started> {
     let (listener, addr) =
         bind(args.controller_listen, "controller", "--controller-listen").await?;
+    // The same rules as the all-in-one server: a token whenever the controller listens beyond
+    // loopback (a cluster always does), TLS when given.
+    let token = super::api_token(args, addr, data)?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(fission_controller::TlsConfig::from_pem_files(cert, key)?),
+        _ => None,
+    };
     let router_url = args.roles.router_url.trim_end_matches('/').to_owned();
     let archives = ArchiveStore::open(data.archives())?;
     let logs = LogStore::open(data.logs())?;
@@ -222,10 +229,10 @@ async fn controller(
     builder_config.node_bin = node;
     builder_config.runtime_python_bin = python;
     builder_config.archive_fetch = archive_fetch(args)?;
-    // --instances pods: environments with a builder image build in builder pods (the split
-    // controller serves no token, so their fetchers need none).
+    // --instances pods: environments with a builder image build in builder pods, whose
+    // fetchers present the token (from the Secret the executor writes) when one is required.
     let builder_pods = (args.pods.instances == crate::pods::InstancesMode::Pods)
-        .then(|| crate::pods::builder_pods(&args.pods, false, client, addr))
+        .then(|| crate::pods::builder_pods(&args.pods, token.is_some(), client, addr))
         .transpose()?;
     builder_config.remote = builder_pods
         .clone()
@@ -252,6 +259,14 @@ async fn controller(
     .with_metrics_endpoint(metrics_render(registry))
     .with_instance_report(Arc::new(reports.clone()))
     .with_routes(triggers.api_routes().merge(reports.routes()));
+    let controller = match token {
+        Some(token) => controller.with_auth_token(token),
+        None => controller,
+    };
+    let controller = match tls {
+        Some(tls) => controller.with_tls(tls),
+        None => controller,
+    };
     let grace = p.grace;
     p.front.spawn(async move {
         controller
