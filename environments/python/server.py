@@ -59,12 +59,6 @@ def _arg_value(name):
     return None
 
 
-LISTEN_FD = os.environ.get("FISSION_LISTEN_FD", "")
-PORT = int(_arg_value("port") or os.environ.get("RUNTIME_PORT") or os.environ.get("PORT") or 8888)
-HOST = os.environ.get("HOST") or "127.0.0.1"
-CODEPATH = _arg_value("codepath") or os.environ.get("FISSION_CODEPATH") or "/userfunc/user"
-# Idle keep-alive timeout (seconds) for client connections.
-KEEPALIVE_TIMEOUT = float(os.environ.get("KEEPALIVE_TIMEOUT") or 120)
 
 
 def _env_int(name, default):
@@ -81,9 +75,23 @@ def _env_int(name, default):
     return number
 
 
-# Request bodies over this many bytes are refused with 413 (the router's default limit too).
-BODY_LIMIT = _env_int("MAX_BODY_BYTES", 64 * 1024 * 1024)
-ACCESS_LOG = os.environ.get("ACCESS_LOG", "") not in ("", "0", "false", "no")
+def configure():
+    """Reads the settings from the arguments and the environment. Runs at import, and again in
+    a child of the zygote (zygote.py), which imported this module under the zygote's own
+    environment and gets the instance's afterwards."""
+    global LISTEN_FD, PORT, HOST, CODEPATH, KEEPALIVE_TIMEOUT, BODY_LIMIT, ACCESS_LOG
+    LISTEN_FD = os.environ.get("FISSION_LISTEN_FD", "")
+    PORT = int(_arg_value("port") or os.environ.get("RUNTIME_PORT") or os.environ.get("PORT") or 8888)
+    HOST = os.environ.get("HOST") or "127.0.0.1"
+    CODEPATH = _arg_value("codepath") or os.environ.get("FISSION_CODEPATH") or "/userfunc/user"
+    # Idle keep-alive timeout (seconds) for client connections.
+    KEEPALIVE_TIMEOUT = float(os.environ.get("KEEPALIVE_TIMEOUT") or 120)
+    # Request bodies over this many bytes are refused with 413 (the router's default limit too).
+    BODY_LIMIT = _env_int("MAX_BODY_BYTES", 64 * 1024 * 1024)
+    ACCESS_LOG = os.environ.get("ACCESS_LOG", "") not in ("", "0", "false", "no")
+
+
+configure()
 
 
 def log(msg):
@@ -808,7 +816,8 @@ def _warm_up():
 # ---------------------------------------------------------------------------
 
 
-def main():
+def main(warm_up=True):
+    """Serves until killed. `warm_up=False`: the zygote already ran the warm-up request."""
     fd = None
     if LISTEN_FD:
         try:
@@ -820,7 +829,8 @@ def main():
     # only cost time (~0.7 ms on ext4) on every cold start, and in a sandbox /userfunc is
     # read-only anyway.
     sys.dont_write_bytecode = True
-    _warm_up()
+    if warm_up:
+        _warm_up()
     try:
         server = make_server(HOST, PORT, fd)
     except OSError as exc:

@@ -9,6 +9,9 @@
 #                                          chart's controller, router and executor), CA certs
 #   localhost/fission-rs-fetcher:local     the same rootfs, run as `fission fetcher` (one
 #                                          archive, one layer: stored once)
+#   localhost/fission-rs-python-builder:local  python3 + pip, /build (environments/python/builder),
+#                                          the fission binary as /builder (Fission's builder API)
+#   localhost/fission-rs-node-builder:local    node + npm, /build (environments/nodejs/builder), /builder
 #
 # Usage: build-images.sh OUT_DIR FISSION_BINARY [NODE_BIN_DIR]
 # Each archive is rebuilt only when its inputs changed (a hash of them is kept beside it).
@@ -59,11 +62,14 @@ EP='["/usr/bin/node", "/app/server.js"]' CMD=null ENVS='["HOST=0.0.0.0", "NODE_E
   build nodejs localhost/fission-rs-nodejs:local "$(hash_of "$NODE" "$REPO/environments/nodejs/server.js" "$REPO/environments/nodejs/node_modules" "$HERE/mkimage.sh")"
 
 PY=$(readlink -f /usr/bin/python3); PYV=$(basename "$PY")
-make_python() {
+python_base() {
   base_rootfs "$1"; copy_bin "$1" "$PY"; ln -s "$PYV" "$1/usr/bin/python3"
   mkdir -p "$1/usr/lib"; cp -r "/usr/lib/$PYV" "$1/usr/lib/"
   rm -rf "$1/usr/lib/$PYV/test" "$1/usr/lib/$PYV/dist-packages" "$1/usr/lib/$PYV"/config-*
   for so in "$1/usr/lib/$PYV/lib-dynload"/*.so; do copy_bin "$1" "/usr/lib/$PYV/lib-dynload/$(basename "$so")"; done
+}
+make_python() {
+  python_base "$1"
   mkdir -p "$1/app"; cp "$REPO/environments/python/server.py" "$1/app/"
   python3 -m pip install --quiet --no-deps --disable-pip-version-check --target "$1/app/vendor" -r "$REPO/environments/python/requirements.txt" >&2
 }
@@ -79,4 +85,33 @@ rm -f "$OUT/fetcher.oci.tar" "$OUT/fetcher.oci.tar.key"   # now inside fission.o
 ALSO='[{"name": "localhost/fission-rs-fetcher:local", "entrypoint": ["/usr/bin/fission", "fetcher"]}]' \
 EP='["/usr/bin/fission"]' CMD=null ENVS='["FISSION_DATA_DIR=/var/lib/fission"]' \
   build fission localhost/fission-rs:local "$(hash_of "$FISSION" "$HERE/mkimage.sh" "$HERE/build-images.sh")"
+
+# Builder images: Fission's builder API as /builder (the fission binary: named `builder`, it runs
+# `fission builder`), the default build as /build, and a shell with the few tools builds use.
+builder_base() {
+  copy_bin "$1" "$(readlink -f "$FISSION")"; mv "$1$(readlink -f "$FISSION")" "$1/builder"
+  copy_bin "$1" /usr/bin/dash /usr/bin/env /usr/bin/cp /usr/bin/mkdir /usr/bin/rm /usr/bin/ls /usr/bin/cat
+  ln -s dash "$1/usr/bin/sh"; [ -e "$1/bin" ] || ln -s usr/bin "$1/bin"
+  mkdir -p "$1/usr/local/bin" "$1/packages"; ln -s /build "$1/usr/local/bin/build"
+}
+make_python_builder() {
+  python_base "$1"; builder_base "$1"
+  # Debian's pip (its dependencies vendored inside it), on the interpreter's dist-packages path.
+  mkdir -p "$1/usr/lib/python3/dist-packages"; cp -r /usr/lib/python3/dist-packages/pip "$1/usr/lib/python3/dist-packages/"
+  printf '#!/bin/sh\nexec /usr/bin/python3 -m pip "$@"\n' > "$1/usr/bin/pip3"; chmod +x "$1/usr/bin/pip3"
+  cp "$REPO/environments/python/builder/build.sh" "$1/build"; chmod +x "$1/build"
+}
+EP='["/builder", "/packages"]' CMD=null ENVS='["HOME=/tmp", "PIP_DISABLE_PIP_VERSION_CHECK=1", "PIP_NO_CACHE_DIR=1"]' \
+  build python_builder localhost/fission-rs-python-builder:local "$(hash_of "$FISSION" "$PY" /usr/lib/python3/dist-packages/pip "$REPO/environments/python/builder" "$HERE/mkimage.sh" "$HERE/build-images.sh")"
+
+NPM=/usr/lib/node_modules/npm
+make_node_builder() {
+  base_rootfs "$1"; copy_bin "$1" "$NODE"; mkdir -p "$1/usr/bin"; [ "$NODE" = /usr/bin/node ] || ln -s "$NODE" "$1/usr/bin/node"
+  builder_base "$1"
+  mkdir -p "$1/usr/lib/node_modules"; cp -r "$NPM" "$1/usr/lib/node_modules/"
+  ln -s ../lib/node_modules/npm/bin/npm-cli.js "$1/usr/bin/npm"
+  cp "$REPO/environments/nodejs/builder/build.sh" "$1/build"; chmod +x "$1/build"
+}
+EP='["/builder", "/packages"]' CMD=null ENVS='["HOME=/tmp", "npm_config_update_notifier=false"]' \
+  build node_builder localhost/fission-rs-node-builder:local "$(hash_of "$FISSION" "$NODE" "$NPM" "$REPO/environments/nodejs/builder" "$HERE/mkimage.sh" "$HERE/build-images.sh")"
 echo "$OUT"

@@ -89,6 +89,20 @@ impl Api {
         limits: Limits,
     ) -> Result<()> {
         let (_, code) = lang.hello();
+        self.create_function_with(name, env, code, limits, 120)
+            .await
+    }
+
+    /// Like [`create_function`](Self::create_function) with the function's own `code` and
+    /// `idletimeout` (seconds an idle instance is kept).
+    pub async fn create_function_with(
+        &mut self,
+        name: &str,
+        env: &str,
+        code: &str,
+        limits: Limits,
+        idletimeout: u32,
+    ) -> Result<()> {
         let pkg_name = format!("{name}-pkg");
         let pkg = json!({
             "apiVersion": "fission.io/v1",
@@ -129,7 +143,7 @@ impl Api {
                     "ExecutionStrategy": {"ExecutorType": "poolmgr", "MinScale": 0, "MaxScale": 0, "TargetCPUPercent": 0, "SpecializationTimeout": 120},
                 },
                 "functionTimeout": 60,
-                "idletimeout": 120,
+                "idletimeout": idletimeout,
                 "concurrency": limits.concurrency,
                 "requestsPerPod": limits.requests_per_pod,
                 "resources": {},

@@ -16,11 +16,13 @@
 
 mod anchors;
 mod api;
+mod density;
 mod http;
 mod procs;
 mod report;
 mod soak;
 mod stats;
+mod zygote;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -60,9 +62,30 @@ struct Args {
     /// the killed instance's in-flight requests).
     #[arg(long)]
     soak: bool,
+    /// Instead of the benchmarks: the Python zygote against an interpreter per instance (two
+    /// servers, `--python-zygote=on|off`, calls interleaved): pool-hit and empty-pool cold
+    /// starts, PSS of idle specialized instances.
+    #[arg(long, conflicts_with = "soak")]
+    zygote: bool,
     /// Length of the soak run.
     #[arg(long, value_name = "SECONDS", default_value_t = 60, requires = "soak")]
     seconds: u64,
+    /// Instead of the benchmarks: the density run — N Node.js and M Python functions (`N` alone:
+    /// N of each) made warm at once, their memory and second-call latency (issue #15). Stops
+    /// adding functions when MemAvailable falls below --floor-mib.
+    #[arg(long, value_name = "N[,M]", value_parser = density::parse_counts, conflicts_with = "soak")]
+    density: Option<(usize, usize)>,
+    /// The density run's memory floor: no function is added while MemAvailable is below it.
+    #[arg(long, value_name = "MIB", default_value_t = 3072, requires = "density")]
+    floor_mib: u64,
+    /// How long the density run lets every function idle before reading memory.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 20,
+        requires = "density"
+    )]
+    idle_secs: u64,
 }
 
 /// How much of everything.
@@ -243,6 +266,34 @@ async fn run(args: &Args) -> Result<String> {
     if args.soak {
         return soak::run(&paths, &args.server_args, args.keep_data, args.seconds).await;
     }
+    if args.zygote {
+        return zygote::run(&paths, &args.server_args, args.smoke).await;
+    }
+    if let Some((node, python)) = args.density {
+        let plan = density::DensityPlan {
+            node,
+            python,
+            floor_bytes: args.floor_mib << 20,
+            idle: Duration::from_secs(args.idle_secs),
+        };
+        let load_before = report::loadavg();
+        let mut command = format!(
+            "cargo run --release -p fission-bench -- --density {node},{python} --floor-mib {} --idle-secs {}",
+            args.floor_mib, args.idle_secs
+        );
+        for a in &args.server_args {
+            command.push_str(&format!(" --server-arg={a}"));
+        }
+        let extra = vec![
+            format!("fission binary: {}", binary_info(&paths.fission)),
+            format!("runtimes: {}", versions(&paths)),
+            format!("load average before the run: {load_before}"),
+        ];
+        let mut s = report::machine_header(&command, &extra);
+        s.push_str(&density::run(&paths, &args.server_args, args.keep_data, plan).await?);
+        return Ok(s);
+    }
+    let paths_for_density = paths.clone();
     let plan = if args.smoke {
         Plan::smoke()
     } else {
@@ -379,7 +430,17 @@ async fn run(args: &Args) -> Result<String> {
             others * 100.0
         ),
     ];
-    Ok(render(&res, &command, &extra, args.smoke))
+    let mut report = render(&res, &command, &extra, args.smoke);
+    if args.smoke {
+        // The density run at a few functions, so CI runs its code path too.
+        let plan = density::DensityPlan::smoke();
+        progress(format!(
+            "density (smoke): {} Node + {} Python functions",
+            plan.node, plan.python
+        ));
+        report.push_str(&density::run(&paths_for_density, &args.server_args, false, plan).await?);
+    }
+    Ok(report)
 }
 
 /// Modification time of the binary and the checkout's commit (with `-dirty` for local changes).

@@ -184,6 +184,8 @@ pub struct Server {
     pub spawn_to_healthz: Duration,
     pub log_path: PathBuf,
     dir: Option<tempfile::TempDir>,
+    /// How long [`stop`](Self::stop) waits for the drain before SIGKILL.
+    stop_timeout: Duration,
 }
 
 impl Server {
@@ -244,6 +246,7 @@ impl Server {
             spawn_to_healthz: Duration::ZERO,
             log_path,
             dir: Some(dir),
+            stop_timeout: Duration::from_secs(15),
         };
         if let Some(d) = server.dir.take_if(|_| keep_dir) {
             let _ = d.keep();
@@ -295,6 +298,12 @@ impl Server {
         self.child.id()
     }
 
+    /// Wait up to `d` for a clean stop (a server with thousands of instances tears down
+    /// thousands of sandboxes) before SIGKILL.
+    pub fn set_stop_timeout(&mut self, d: Duration) {
+        self.stop_timeout = d;
+    }
+
     /// `key=value` of the server's "fission server started" log line (e.g. `sandbox`).
     pub fn started_field(&self, key: &str) -> Option<String> {
         let text = std::fs::read_to_string(&self.log_path).ok()?;
@@ -323,7 +332,7 @@ impl Server {
         let pid = self.child.id();
         let left = descendants(pid);
         signal(pid, libc::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(15);
+        let deadline = Instant::now() + self.stop_timeout;
         loop {
             match self.child.try_wait() {
                 Ok(Some(_)) | Err(_) => break,

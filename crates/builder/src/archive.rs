@@ -17,16 +17,18 @@ use zip::write::SimpleFileOptions;
 
 /// A zipped directory.
 #[derive(Debug)]
-pub(crate) struct Zipped {
-    pub(crate) bytes: Vec<u8>,
-    pub(crate) files: usize,
+pub struct Zipped {
+    /// The zip.
+    pub bytes: Vec<u8>,
+    /// Regular files in it.
+    pub files: usize,
     /// Links left out, with why.
-    pub(crate) skipped_links: Vec<String>,
+    pub skipped_links: Vec<String>,
 }
 
 /// Why a directory could not be zipped.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum ZipDirError {
+pub enum ZipDirError {
     /// Filesystem failure.
     #[error("cannot read {path}: {source}")]
     Io {
@@ -44,12 +46,8 @@ pub(crate) enum ZipDirError {
     TooLarge(String),
 }
 
-/// Zip the contents of `root`.
-pub(crate) fn zip_dir(
-    root: &Path,
-    limits: UnpackLimits,
-    max_archive: u64,
-) -> Result<Zipped, ZipDirError> {
+/// Zip the contents of `root`: at most `limits` unpacked, at most `max_archive` bytes of zip.
+pub fn zip_dir(root: &Path, limits: UnpackLimits, max_archive: u64) -> Result<Zipped, ZipDirError> {
     let io_err = |path: &Path| {
         let path = path.to_owned();
         move |source| ZipDirError::Io { path, source }

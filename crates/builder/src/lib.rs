@@ -51,6 +51,13 @@
 //! there: directly when it starts with `#!` (the exec bit is added if the zip lost it), else with
 //! `/bin/sh`. A command that leaves `$DEPLOY_PKG` a single file deploys that file as is.
 //!
+//! ## Builder pods
+//!
+//! With [`Config::remote`] set ([`RemoteBuilds`], e.g. Fission's builder pods on Kubernetes),
+//! packages of the environments it handles are not built here: after the claim, the remote side
+//! fetches the source, builds and stores the deployment, and the manager records the result and
+//! re-pins functions as above, within the same [`Config::build_timeout`].
+//!
 //! ## Processes
 //!
 //! Every build step is started by the [`Config::runner`] ([`BuildRunner`]):
@@ -89,6 +96,7 @@ mod log;
 mod manager;
 mod process;
 mod recipe;
+mod remote;
 mod runner;
 mod sys;
 mod tools;
@@ -100,7 +108,9 @@ use std::time::Duration;
 
 use fission_unpack::UnpackLimits;
 
+pub use crate::archive::{ZipDirError, Zipped, zip_dir};
 pub use crate::manager::BuildManager;
+pub use crate::remote::{RemoteBuilds, RemoteLog};
 pub use crate::runner::{
     BuildResources, BuildRunner, BuildStep, DEFAULT_BUILD_LIMITS, HostRunner, SANDBOX_PACKAGES,
     SandboxRunner, StepPaths, StepProcess,
@@ -142,6 +152,9 @@ pub struct Config {
     pub pass_env: Vec<OsString>,
     /// Where build steps run: [`HostRunner`] (the default here) or [`SandboxRunner`].
     pub runner: Arc<dyn BuildRunner>,
+    /// Builds of the environments this handles run there instead (builder pods); `None`: all
+    /// builds run here.
+    pub remote: Option<Arc<dyn RemoteBuilds>>,
 }
 
 /// Default `build_timeout`: Fission's buildermgr waits 10 minutes for a build.
@@ -199,6 +212,7 @@ impl Config {
             archive_fetch: fission_fetch::FetchConfig::default(),
             pass_env: DEFAULT_PASS_ENV.iter().map(OsString::from).collect(),
             runner: Arc::new(HostRunner),
+            remote: None,
         }
     }
 }

@@ -21,6 +21,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::build::{self, Outcome};
 use crate::log::BuildLog;
+use crate::remote::{RemoteBuilds, RemoteLog};
 use crate::tools::Tools;
 use crate::{Config, Error};
 
@@ -243,30 +244,18 @@ impl BuildManager {
             .logs
             .writer(&key.0, &format!("pkg:{}", key.1), running_version);
         let log = BuildLog::new(Some(writer), self.config.max_log_bytes);
-        let work = self.work_dir_for(&running);
-        let outcome = match tokio::fs::create_dir_all(&work).await {
-            Err(e) => {
-                log.note(format!(
-                    "error building source package: cannot create the build directory: {e}"
-                ));
-                Outcome::Failed
-            }
-            Ok(()) => {
-                let env = self.environment_of(&running).await;
-                let ctx = build::Ctx {
-                    config: &self.config,
-                    archives: self.archives.as_ref(),
-                    remote: &self.remote,
-                    tools: &self.tools,
-                    log: &log,
-                    cancel,
-                };
-                build::build(&ctx, &running, env, &work).await
-            }
+        let env = self.environment_of(&running).await;
+        let remote = match (&self.config.remote, &env) {
+            (Some(r), Ok(e)) if r.handles(e) => Some((r.clone(), e.clone())),
+            _ => None,
         };
-        let work_root = work.clone();
-        let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(work_root)).await;
-
+        let outcome = match remote {
+            Some((remote, env)) => {
+                self.remote_build(&running, &env, &*remote, &log, cancel)
+                    .await
+            }
+            None => self.local_build(&running, env, &log, cancel).await,
+        };
         match outcome {
             Outcome::Cancelled => tracing::info!(package = %name, "build cancelled"),
             Outcome::Failed => {
@@ -287,6 +276,76 @@ impl BuildManager {
                 {
                     self.repin_functions(&pkg).await;
                 }
+            }
+        }
+    }
+
+    /// Build here, in a fresh work directory that is removed afterwards.
+    async fn local_build(
+        &self,
+        running: &Package,
+        env: Result<Environment, String>,
+        log: &BuildLog,
+        cancel: &CancellationToken,
+    ) -> Outcome {
+        let work = self.work_dir_for(running);
+        let outcome = match tokio::fs::create_dir_all(&work).await {
+            Err(e) => {
+                log.note(format!(
+                    "error building source package: cannot create the build directory: {e}"
+                ));
+                Outcome::Failed
+            }
+            Ok(()) => {
+                let ctx = build::Ctx {
+                    config: &self.config,
+                    archives: self.archives.as_ref(),
+                    remote: &self.remote,
+                    tools: &self.tools,
+                    log,
+                    cancel,
+                };
+                build::build(&ctx, running, env, &work).await
+            }
+        };
+        let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(work)).await;
+        outcome
+    }
+
+    /// Build through [`Config::remote`], within the build timeout.
+    async fn remote_build(
+        &self,
+        running: &Package,
+        env: &Environment,
+        remote: &dyn RemoteBuilds,
+        log: &BuildLog,
+        cancel: &CancellationToken,
+    ) -> Outcome {
+        let started = std::time::Instant::now();
+        let rlog = RemoteLog::new(log.clone());
+        rlog.note(format!("Building {}", remote.describe()));
+        let limit = self.config.build_timeout;
+        let result = tokio::select! {
+            r = tokio::time::timeout(limit, remote.build(running, env, &rlog)) => r,
+            () = cancel.cancelled() => return Outcome::Cancelled,
+        };
+        let took = format!("{:.1}s", started.elapsed().as_secs_f64());
+        match result {
+            Ok(Ok(archive)) => {
+                rlog.note(format!("Build succeeded in {took}"));
+                Outcome::Succeeded(archive)
+            }
+            Ok(Err(why)) => {
+                rlog.note(format!("error building source package: {why}"));
+                rlog.note(format!("Build failed after {took}"));
+                Outcome::Failed
+            }
+            Err(_) => {
+                rlog.note(format!(
+                    "error building source package: the build took longer than {}s",
+                    limit.as_secs()
+                ));
+                Outcome::Failed
             }
         }
     }

@@ -588,3 +588,138 @@ async fn sources_in_the_archive_store_are_checksummed() {
     );
     h.stop().await;
 }
+
+/// Builds "elsewhere": records what it was asked, answers a fixed result.
+#[derive(Debug)]
+struct Elsewhere {
+    result: Result<Archive, String>,
+    asked: std::sync::Mutex<Vec<String>>,
+}
+
+impl fission_builder::RemoteBuilds for Elsewhere {
+    fn handles(&self, env: &Environment) -> bool {
+        env.spec
+            .builder
+            .as_ref()
+            .is_some_and(|b| !b.image.is_empty())
+    }
+
+    fn build<'a>(
+        &'a self,
+        pkg: &'a Package,
+        env: &'a Environment,
+        log: &'a fission_builder::RemoteLog,
+    ) -> futures::future::BoxFuture<'a, Result<Archive, String>> {
+        Box::pin(async move {
+            self.asked
+                .lock()
+                .expect("lock")
+                .push(format!("{}@{}", pkg.metadata.name, env.metadata.name));
+            log.output("Collecting six\nSuccessfully installed six-1.16.0\n");
+            self.result.clone()
+        })
+    }
+
+    fn describe(&self) -> String {
+        "in a builder pod".to_owned()
+    }
+}
+
+#[tokio::test]
+async fn packages_of_an_environment_with_a_builder_pod_are_built_there_and_recorded_here() {
+    let mut h = Harness::new();
+    h.env("python", "fission/python-builder", "").await;
+    h.env("plain", "", "").await;
+    let deployment = Archive {
+        archive_type: "url".to_owned(),
+        url: "http://storagesvc.fission/v1/archive?id=%2Ffission%2Ffission-functions%2Fabc"
+            .to_owned(),
+        checksum: fission_core::resources::Checksum {
+            checksum_type: "sha256".to_owned(),
+            sum: "abc".to_owned(),
+        },
+        ..Archive::default()
+    };
+    let remote = Arc::new(Elsewhere {
+        result: Ok(deployment.clone()),
+        asked: Default::default(),
+    });
+    let pkg = h
+        .package("remote", "python", zip_of(&[("main.py", "x=1\n")]), "")
+        .await;
+    let f = h.function("f", &pkg).await;
+    // A custom command in an environment without a builder image still builds here.
+    let local = h
+        .package(
+            "local",
+            "plain",
+            zip_of(&[("build.sh", "cp -r \"$SRC_PKG\" \"$DEPLOY_PKG\"\n")]),
+            "sh build.sh",
+        )
+        .await;
+    let mut config = h.config();
+    config.remote = Some(remote.clone());
+    h.start_with(config);
+    let done = h.finished("remote", 30).await;
+    let log = &done.status.buildlog;
+    assert_eq!(done.status.buildstatus, "succeeded", "{log}");
+    assert_eq!(done.spec.deployment, deployment);
+    assert!(log.contains("Building in a builder pod"), "{log}");
+    assert!(log.contains("Successfully installed six-1.16.0"), "{log}");
+    // Re-pinning follows the package write.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while h
+        .get_function("f")
+        .await
+        .spec
+        .package
+        .packageref
+        .resourceversion
+        != done.metadata.resource_version
+    {
+        assert!(
+            Instant::now() < deadline,
+            "function not re-pinned to the remote build (was {})",
+            f.spec.package.packageref.resourceversion
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let built_here = h.finished(&local.metadata.name, 60).await;
+    assert_eq!(
+        built_here.status.buildstatus, "succeeded",
+        "{}",
+        built_here.status.buildlog
+    );
+    assert_eq!(
+        *remote.asked.lock().expect("lock"),
+        ["remote@python"],
+        "only the builder environment's package went elsewhere"
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_remote_build_failure_fails_the_package_with_the_builders_story() {
+    let mut h = Harness::new();
+    h.env("python", "fission/python-builder", "").await;
+    let remote = Arc::new(Elsewhere {
+        result: Err("Build timeout due to environment builder not ready".to_owned()),
+        asked: Default::default(),
+    });
+    h.package("p", "python", zip_of(&[("main.py", "x=1\n")]), "")
+        .await;
+    let mut config = h.config();
+    config.remote = Some(remote);
+    h.start_with(config);
+    let done = h.finished("p", 30).await;
+    let log = &done.status.buildlog;
+    assert_eq!(done.status.buildstatus, "failed", "{log}");
+    assert!(
+        log.contains(
+            "error building source package: Build timeout due to environment builder not ready"
+        ),
+        "{log}"
+    );
+    assert!(done.spec.deployment.is_empty());
+    h.stop().await;
+}

@@ -139,4 +139,7 @@ pub trait FunctionInstances: Send + Sync + 'static {
 pub trait InstanceReport: Send + Sync + 'static {
     /// Instances serving `namespace/name` now.
     fn instance_count(&self, namespace: &str, name: &str) -> usize;
+    /// `(namespace, name, instances)` of every function with instances now (split roles send
+    /// it to the controller).
+    fn instance_counts(&self) -> Vec<(String, String, usize)>;
 }

@@ -293,6 +293,23 @@ impl CallStats {
             })
     }
 
+    /// `(namespace, name, totals)` of every function called within the window (split roles
+    /// send it to the controller, which sums the routers').
+    pub fn all_totals(&self) -> Vec<(String, String, CallCounts)> {
+        self.functions
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|((ns, name), f)| {
+                let counts = CallCounts {
+                    total: f.total.load(Ordering::Relaxed),
+                    failed: f.failed.load(Ordering::Relaxed),
+                };
+                (ns.to_string(), name.to_string(), counts)
+            })
+            .collect()
+    }
+
     /// `namespace/name` over `range`, `None` if it was never called.
     pub fn function(&self, namespace: &str, name: &str, range: Range) -> Option<FunctionSeries> {
         let f = self.find(namespace, name)?;

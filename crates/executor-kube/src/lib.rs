@@ -29,6 +29,9 @@
 
 mod adopt;
 mod lease;
+mod newdeploy;
+
+pub use crate::newdeploy::{DeploymentsError, KubeDeployments, object_name as newdeploy_name};
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;

@@ -381,6 +381,7 @@ mod tests {
             store.clone(),
             Arc::new(logs),
             backend,
+            None,
             Metrics::unregistered(),
         );
         let shutdown = CancellationToken::new();
@@ -471,6 +472,7 @@ mod tests {
             store.clone(),
             Arc::new(logs),
             backend,
+            None,
             Metrics::unregistered(),
         );
         let shutdown = CancellationToken::new();

@@ -32,6 +32,9 @@ impl<B: InstanceBackend> Executor<B> {
             function: format!("{}/{}", function.metadata.namespace, function.metadata.name),
             secs,
         };
+        if let Some(d) = self.deployed(function) {
+            return self.acquire_deployed(d, function, deadline).await;
+        }
         // A specialization slot won while queueing, kept for the next decision.
         let mut slot: Option<OwnedSemaphorePermit> = None;
         let mut queued_since: Option<tokio::time::Instant> = None;

@@ -59,6 +59,9 @@ impl<B: InstanceBackend> Executor<B> {
         self.table.reconcile(&functions);
         self.lock_scaled()
             .retain(|uid, _| functions.contains_key(uid));
+        if self.deployed.is_some() {
+            self.undeploy_all_but(functions.keys().cloned().collect());
+        }
         for f in newdeploy {
             self.track_scaled(&f);
         }
@@ -76,6 +79,9 @@ impl<B: InstanceBackend> Executor<B> {
             }
             (WatchEventType::Deleted, AnyResource::Function(f)) => {
                 self.untrack_scaled(&f.metadata.uid);
+                if self.deployed(&f).is_some() {
+                    self.undeploy(&f);
+                }
                 self.table.function_changed(&f.metadata.uid, None);
             }
             (_, AnyResource::Function(f)) => {

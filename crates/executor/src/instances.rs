@@ -369,6 +369,26 @@ impl FunctionTable {
             .sum()
     }
 
+    /// `(namespace, name, instances)` of every function with instances (every version).
+    pub(crate) fn instance_counts(&self) -> Vec<(String, String, usize)> {
+        let st = self.lock();
+        let mut counts: HashMap<(&str, &str), usize> = HashMap::new();
+        for v in st.by_uid.values().flat_map(|e| e.versions.values()) {
+            if !v.slots.is_empty() {
+                *counts
+                    .entry((
+                        v.labels.function_namespace.as_str(),
+                        v.labels.function_name.as_str(),
+                    ))
+                    .or_default() += v.slots.len();
+            }
+        }
+        counts
+            .into_iter()
+            .map(|((ns, name), n)| (ns.to_owned(), name.to_owned(), n))
+            .collect()
+    }
+
     /// A wake-up for when anything changes for this function version (a lease ends, an
     /// instance joins or leaves), registered now; `None` if the table has no state for it.
     pub(crate) fn change_of(&self, function: &Function) -> Option<Pin<Box<OwnedNotified>>> {

@@ -57,6 +57,7 @@ mod admission;
 mod adopt;
 mod backend;
 mod cold;
+mod deployments;
 mod feed;
 mod instances;
 mod launcher;
@@ -70,6 +71,7 @@ mod sandboxed;
 mod scale;
 mod specialize;
 mod sys;
+mod zygote;
 
 #[cfg(test)]
 mod testing;
@@ -100,6 +102,7 @@ pub use crate::admission::AdmissionConfig;
 pub use crate::backend::{
     AdoptedInstance, EnvironmentPlan, InstanceBackend, LoadError, ObjectVersion, Specialization,
 };
+pub use crate::deployments::{Endpoint, FunctionDeployments};
 pub use crate::launcher::{
     CodeSlot, DiscardLines, ExitReport, InstanceLauncher, InstanceLimits, LaunchError, LaunchSpec,
     LineSink, LogSink, OutputStream, ProcessLauncher, RuntimeInstance, resolve_runtime_binaries,
@@ -108,6 +111,7 @@ pub use crate::launcher::{
 pub use crate::local::{EGRESS_ANNOTATION, LaunchTemplate, LocalBackend, LocalConfig};
 pub use crate::package::{PackageError, UnpackError};
 pub use crate::sandboxed::{PreparedRuntimes, SandboxLauncher};
+pub use crate::zygote::{ZygoteConfig, ZygoteError};
 
 /// How long shutdown waits for instances to exit after SIGKILL.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -188,6 +192,8 @@ pub struct Executor<B: InstanceBackend = LocalBackend> {
     scaled: Mutex<HashMap<String, Function>>,
     /// Last CPU sample per instance id (newdeploy's `TargetCPUPercent`).
     cpu_samples: Mutex<HashMap<u64, (tokio::time::Instant, Duration)>>,
+    /// Where newdeploy functions run when not here (see `deployments.rs`).
+    deployed: Option<deployments::Deployed>,
     /// The first adoption (in `run`) is done: checked on every call, so an atomic.
     adoption_done: AtomicBool,
     /// The same, for calls waiting for it (see `adopt.rs`).
@@ -233,7 +239,7 @@ impl Executor<LocalBackend> {
             store.clone(),
             limits,
         );
-        Self::build(config, store, Arc::new(logs), backend, metrics)
+        Self::build(config, store, Arc::new(logs), backend, None, metrics)
     }
 }
 
@@ -246,7 +252,27 @@ impl<B: InstanceBackend> Executor<B> {
         backend: B,
         metrics: &mut prometheus_client::registry::Registry,
     ) -> Arc<Self> {
-        Self::build(config, store, logs, backend, Metrics::new(metrics))
+        Self::build(config, store, logs, backend, None, Metrics::new(metrics))
+    }
+
+    /// An executor whose instances `backend` runs and whose newdeploy functions `deployments`
+    /// runs (a Deployment per function on Kubernetes, instead of instances of their own here).
+    pub fn with_deployments(
+        config: Config,
+        store: Arc<dyn ResourceStore>,
+        logs: Arc<dyn FunctionLogs>,
+        backend: B,
+        deployments: Arc<dyn FunctionDeployments>,
+        metrics: &mut prometheus_client::registry::Registry,
+    ) -> Arc<Self> {
+        Self::build(
+            config,
+            store,
+            logs,
+            backend,
+            Some(deployments),
+            Metrics::new(metrics),
+        )
     }
 
     fn build(
@@ -254,6 +280,7 @@ impl<B: InstanceBackend> Executor<B> {
         store: Arc<dyn ResourceStore>,
         logs: Arc<dyn FunctionLogs>,
         backend: B,
+        deployments: Option<Arc<dyn FunctionDeployments>>,
         metrics: Metrics,
     ) -> Arc<Self> {
         let first_instance_id = config.first_instance_id.max(1);
@@ -277,6 +304,7 @@ impl<B: InstanceBackend> Executor<B> {
             admission: Admission::new(admission),
             scaled: Mutex::new(HashMap::new()),
             cpu_samples: Mutex::new(HashMap::new()),
+            deployed: deployments.map(deployments::Deployed::new),
             // Calls made before `run` has adopted wait for it (bounded): see `adopt.rs`.
             adoption_done: AtomicBool::new(false),
             adoption: tokio::sync::watch::Sender::new(false),

@@ -14,7 +14,7 @@ use fission_core::{
 
 use crate::backend::{EnvironmentPlan, InstanceBackend, LoadError, Specialization};
 use crate::launcher::{
-    CodeSlot, InstanceLauncher, InstanceLimits, LaunchSpec, LogSink, RuntimeInstance,
+    CodeSlot, InstanceLauncher, InstanceLimits, LaunchSpec, LogSink, NODE_FLAGS, RuntimeInstance,
 };
 use crate::package::{PackageCache, UnpackLimits};
 use crate::specialize::{self, LoadRequest, SpecializeError};
@@ -207,11 +207,9 @@ impl InstanceBackend for LocalBackend {
         let (program, script, args) = match runtime {
             BuiltinRuntime::NodeJs => {
                 let script = dir.join("server.js");
-                (
-                    self.config.node_bin.clone(),
-                    script.clone(),
-                    vec![script.into_os_string()],
-                )
+                let mut args: Vec<std::ffi::OsString> = NODE_FLAGS.iter().map(Into::into).collect();
+                args.push(script.clone().into_os_string());
+                (self.config.node_bin.clone(), script, args)
             }
             BuiltinRuntime::Python => {
                 let script = dir.join("server.py");

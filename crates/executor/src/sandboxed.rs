@@ -5,15 +5,19 @@
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use fission_sandbox::{Limits, Sandbox, Slot, SlotSpec};
 use tokio::sync::{Notify, watch};
 
+use crate::zygote::{Zygote, ZygoteConfig, ZygoteError};
+
 use crate::launcher::{
-    CodeSlot, ExitReport, InstanceLauncher, LaunchError, LaunchSpec, OutputStream, RuntimeInstance,
-    describe_status, pump_lines,
+    CodeSlot, ExitReport, InstanceLauncher, LaunchError, LaunchSpec, LogSink, OutputStream,
+    RuntimeInstance, describe_status, pump_lines,
 };
 
 /// Environment variable names the launcher owns.
@@ -26,6 +30,45 @@ pub struct SandboxLauncher {
     /// Host directories the runtimes need (the environments directory) and where they appear
     /// inside, read-only; launch arguments naming a host path are rewritten to the inside one.
     binds: Vec<(PathBuf, PathBuf)>,
+    /// Python instances forked by the zygote, when on.
+    zygote: Option<Arc<ZygoteHandle>>,
+}
+
+/// The zygote of a launcher: started on the first Python launch, again after it died.
+struct ZygoteHandle {
+    config: ZygoteConfig,
+    /// For the zygote's own seccomp programs.
+    sandbox: Sandbox,
+    current: tokio::sync::Mutex<Option<Arc<Zygote>>>,
+    /// Set once starting failed: Python instances then start the plain way (said once).
+    failed: std::sync::atomic::AtomicBool,
+}
+
+impl ZygoteHandle {
+    async fn get(&self) -> Result<Arc<Zygote>, ZygoteError> {
+        let mut current = self.current.lock().await;
+        if let Some(z) = current.as_ref().filter(|z| z.is_alive()) {
+            return Ok(z.clone());
+        }
+        let log = LogSink::new(Arc::new(ZygoteLog));
+        let seccomp = self
+            .sandbox
+            .zygote_seccomp_programs()
+            .map_err(|e| ZygoteError::Io(io::Error::other(e.to_string())))?;
+        let z = Arc::new(Zygote::start(&self.config, log, seccomp).await?);
+        tracing::info!(pid = ?z.pid(), "python zygote started: Python instances are forked from it");
+        *current = Some(z.clone());
+        Ok(z)
+    }
+}
+
+/// The zygote's own output, into the server log.
+struct ZygoteLog;
+
+impl crate::launcher::LineSink for ZygoteLog {
+    fn line(&self, _stream: OutputStream, line: &str) {
+        tracing::info!(target: "fission::zygote", "{line}");
+    }
 }
 
 impl std::fmt::Debug for SandboxLauncher {
@@ -33,6 +76,7 @@ impl std::fmt::Debug for SandboxLauncher {
         f.debug_struct("SandboxLauncher")
             .field("run_id", &self.sandbox.run_id())
             .field("binds", &self.binds)
+            .field("python_zygote", &self.zygote.as_ref().map(|z| &z.config))
             .finish()
     }
 }
@@ -41,7 +85,38 @@ impl SandboxLauncher {
     /// A launcher creating slots in `sandbox`, binding each `(host, inside)` of `binds`
     /// read-only.
     pub fn new(sandbox: Sandbox, binds: Vec<(PathBuf, PathBuf)>) -> Self {
-        Self { sandbox, binds }
+        Self {
+            sandbox,
+            binds,
+            zygote: None,
+        }
+    }
+
+    /// Fork Python instances (`<python> … python/server.py`) from a zygote started with
+    /// `config` instead of starting an interpreter per instance. Each child joins a slot made
+    /// for it (same namespaces, cgroups, seccomp programs, uid) before it loads anything of
+    /// the user. If the zygote cannot start, instances start the plain way (logged once).
+    pub fn with_python_zygote(mut self, config: ZygoteConfig) -> Self {
+        self.zygote = Some(Arc::new(ZygoteHandle {
+            config,
+            sandbox: self.sandbox.clone(),
+            current: tokio::sync::Mutex::new(None),
+            failed: std::sync::atomic::AtomicBool::new(false),
+        }));
+        self
+    }
+
+    /// Whether `spec` is the Python loader, which the zygote can fork.
+    fn forkable(&self, spec: &LaunchSpec) -> Option<&Arc<ZygoteHandle>> {
+        let z = self.zygote.as_ref()?;
+        let is_loader = spec.args.last().is_some_and(|a| {
+            Path::new(a).file_name() == Some(std::ffi::OsStr::new("server.py"))
+                && Path::new(a).parent().is_some_and(|d| d.ends_with("python"))
+        });
+        (spec.program == z.config.python
+            && is_loader
+            && !z.failed.load(std::sync::atomic::Ordering::Relaxed))
+        .then_some(z)
     }
 }
 
@@ -172,7 +247,27 @@ impl InstanceLauncher for SandboxLauncher {
                         |q| q.to_string_lossy().into_owned(),
                     )
             })
-            .collect();
+            .collect::<Vec<String>>();
+        if let Some(z) = self.forkable(&spec) {
+            match z.get().await {
+                Ok(zygote) => {
+                    let forked = Forked {
+                        listener,
+                        addr,
+                        limits,
+                        env,
+                        // What follows the loader script (`-I -S <script> …`).
+                        args: args.iter().skip(3).cloned().collect(),
+                    };
+                    return self.launch_forked(&zygote, &spec, forked).await;
+                }
+                Err(e) => {
+                    if !z.failed.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                        tracing::warn!(error = %e, "the Python zygote cannot run here: every Python instance starts its own interpreter");
+                    }
+                }
+            }
+        }
         let mut slot_spec = SlotSpec::new(spec.program.clone(), args, listener);
         slot_spec.readonly_binds = self.binds.clone();
         slot_spec.limits = Some(limits);
@@ -272,6 +367,206 @@ impl InstanceLauncher for SandboxLauncher {
             userfunc,
             values,
             exit: exit_rx,
+            kill,
+        }))
+    }
+}
+
+/// What a forked instance gets, prepared as for a regular slot.
+struct Forked {
+    listener: TcpListener,
+    addr: SocketAddr,
+    limits: Limits,
+    env: Vec<(String, String)>,
+    args: Vec<String>,
+}
+
+impl SandboxLauncher {
+    /// A slot holding only its namespaces, and a child of the zygote that joins them.
+    async fn launch_forked(
+        &self,
+        zygote: &Zygote,
+        spec: &LaunchSpec,
+        forked: Forked,
+    ) -> Result<Arc<dyn RuntimeInstance>, LaunchError> {
+        let setup = |e: String| LaunchError::Setup(io::Error::other(e));
+        let mut slot_spec = SlotSpec::holder();
+        slot_spec.readonly_binds = self.binds.clone();
+        slot_spec.limits = Some(forked.limits);
+        slot_spec.egress = spec.limits.egress;
+        let sandbox = self.sandbox.clone();
+        let (mut slot, handles) = tokio::task::spawn_blocking(move || {
+            let slot = sandbox.create_slot(slot_spec)?;
+            let handles = slot.join_handles(&sandbox)?;
+            Ok::<_, fission_sandbox::Error>((slot, handles))
+        })
+        .await
+        .map_err(|e| setup(e.to_string()))?
+        .map_err(|e| setup(e.to_string()))?;
+        let userfunc = slot.userfunc_dir().to_owned();
+        let values = (slot.dir().join("secrets"), slot.dir().join("configs"));
+        let memory_limit = forked.limits.memory_bytes;
+        // bubblewrap's own output (setup errors) goes to the instance's log too.
+        let mut bwrap = slot.take_child();
+        let mut pumps = Vec::new();
+        if let Some(child) = bwrap.as_mut() {
+            if let Some(out) = child.stdout.take() {
+                pumps.push(tokio::spawn(pump_lines(
+                    out,
+                    OutputStream::Stdout,
+                    spec.log.clone(),
+                )));
+            }
+            if let Some(err) = child.stderr.take() {
+                pumps.push(tokio::spawn(pump_lines(
+                    err,
+                    OutputStream::Stderr,
+                    spec.log.clone(),
+                )));
+            }
+        }
+        let slot = Arc::new(Mutex::new(Some(slot)));
+        let destroy = |slot: Arc<Mutex<Option<Slot>>>| async move {
+            let taken = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some(slot) = taken {
+                let _ = tokio::task::spawn_blocking(move || {
+                    if let Err(e) = slot.destroy() {
+                        tracing::warn!(error = %e, "cannot remove a sandbox slot");
+                    }
+                })
+                .await;
+            }
+        };
+
+        let pipes = (|| Ok::<_, io::Error>((io::pipe()?, io::pipe()?)))();
+        let ((out_r, out_w), (err_r, err_w)) = match pipes {
+            Ok(p) => p,
+            Err(e) => {
+                destroy(slot).await;
+                return Err(LaunchError::Setup(e));
+            }
+        };
+        let mut fds: Vec<(&str, std::os::fd::BorrowedFd<'_>)> = vec![
+            ("listen", forked.listener.as_fd()),
+            ("stdout", out_w.as_fd()),
+            ("stderr", err_w.as_fd()),
+        ];
+        fds.extend(handles.namespaces.iter().map(|(n, f)| (*n, f.as_fd())));
+        fds.extend(
+            handles
+                .cgroup_procs
+                .iter()
+                .map(|f| ("cgroup_procs", f.as_fd())),
+        );
+        fds.extend(handles.seccomp.iter().map(|f| ("seccomp", f.as_fd())));
+        let inside = |p: &Path| p.to_string_lossy().into_owned();
+        let mut request = serde_json::Map::new();
+        let mut env = vec![("LANG".to_owned(), "C.UTF-8".to_owned())];
+        env.extend(forked.env.iter().cloned());
+        request.insert("env".into(), serde_json::json!(env));
+        request.insert("args".into(), serde_json::json!(forked.args));
+        request.insert("cwd".into(), "/tmp".into());
+        request.insert("uid".into(), fission_sandbox::INSIDE_ID.into());
+        request.insert("gid".into(), fission_sandbox::INSIDE_ID.into());
+        request.insert(
+            "path_map".into(),
+            serde_json::json!(
+                self.binds
+                    .iter()
+                    .map(|(h, i)| [inside(h), inside(i)])
+                    .collect::<Vec<_>>()
+            ),
+        );
+        let answer = zygote.spawn(request, &fds).await;
+        drop(fds);
+        // The child holds its copies now; ours must go (EOF and refused connections once it
+        // is gone).
+        drop((out_w, err_w, forked.listener, handles));
+        let (pid, mut exit_rx) = match answer {
+            Ok(a) => a,
+            Err(e) => {
+                destroy(slot).await;
+                return Err(setup(e.to_string()));
+            }
+        };
+        for (reader, stream) in [(out_r, OutputStream::Stdout), (err_r, OutputStream::Stderr)] {
+            match tokio::net::unix::pipe::Receiver::from_file(std::fs::File::from(
+                std::os::fd::OwnedFd::from(reader),
+            )) {
+                Ok(r) => pumps.push(tokio::spawn(pump_lines(r, stream, spec.log.clone()))),
+                Err(e) => tracing::warn!(error = %e, "cannot read a forked instance's output"),
+            }
+        }
+
+        let (exit_tx, exit_watch) = watch::channel(None);
+        let kill = Arc::new(Notify::new());
+        let kill_requested = kill.clone();
+        let reaper_slot = slot.clone();
+        tokio::spawn(async move {
+            let exited = async {
+                loop {
+                    if let Some(s) = exit_rx.borrow_and_update().clone() {
+                        return s;
+                    }
+                    if exit_rx.changed().await.is_err() {
+                        return "unknown".to_owned();
+                    }
+                }
+            };
+            let kill_slot = |s: Arc<Mutex<Option<Slot>>>| async move {
+                let _ = tokio::task::spawn_blocking(move || {
+                    if let Some(slot) = s.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+                        let _ = slot.kill();
+                    }
+                })
+                .await;
+            };
+            tokio::pin!(exited);
+            let (status, killed) = tokio::select! {
+                status = &mut exited => (status, false),
+                () = kill_requested.notified() => {
+                    // The whole cgroup (frozen first, so nothing escapes): the child, anything
+                    // it forked, the placeholder.
+                    kill_slot(reaper_slot.clone()).await;
+                    let status = tokio::time::timeout(Duration::from_secs(5), &mut exited)
+                        .await
+                        .unwrap_or_else(|_| "killed".to_owned());
+                    (status, true)
+                }
+            };
+            // The placeholder and bubblewrap outlive the child: end the slot.
+            kill_slot(reaper_slot.clone()).await;
+            if let Some(mut b) = bwrap {
+                let _ = b.start_kill();
+                let _ = b.wait().await;
+            }
+            for p in pumps {
+                let _ = p.await;
+            }
+            let oom = reaper_slot
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .is_some_and(Slot::oom_killed);
+            let status = match (oom, memory_limit) {
+                (true, Some(m)) => {
+                    format!("out of memory (memory limit {} MiB)", m / (1024 * 1024))
+                }
+                (true, None) => "out of memory".to_owned(),
+                (false, _) => status,
+            };
+            let _ = exit_tx.send(Some(ExitReport { status, killed }));
+            destroy(reaper_slot).await;
+        });
+
+        Ok(Arc::new(SandboxedInstance {
+            id: spec.instance_id,
+            addr: forked.addr,
+            pid: Some(pid),
+            slot,
+            userfunc,
+            values,
+            exit: exit_watch,
             kill,
         }))
     }

@@ -21,9 +21,18 @@ impl<B: InstanceBackend> Executor<B> {
         if function.spec.executor_type() == executor_type::NEWDEPLOY {
             scaled.insert(function.metadata.uid.clone(), function.clone());
             drop(scaled);
+            if self.deployed(function).is_some() {
+                // The cluster keeps it at MinScale (see deployments.rs).
+                self.deploy_changed(function);
+                return;
+            }
             self.ensure_min_scale(function.clone());
-        } else {
-            scaled.remove(&function.metadata.uid);
+        } else if let Some(before) = scaled.remove(&function.metadata.uid) {
+            drop(scaled);
+            // No longer newdeploy: its Deployment goes.
+            if self.deployed(&before).is_some() {
+                self.undeploy(&before);
+            }
         }
     }
 
@@ -35,6 +44,10 @@ impl<B: InstanceBackend> Executor<B> {
     /// Bring every newdeploy function back to `MinScale` (instances crash, and the reaper's
     /// pass may have left fewer than the floor after an update).
     pub(crate) fn ensure_all_min_scale(&self) {
+        if let Some(d) = self.deployed.as_ref() {
+            self.scale_idle_deployments(d);
+            return;
+        }
         let functions: Vec<Function> = self.lock_scaled().values().cloned().collect();
         for f in functions {
             self.ensure_min_scale(f);
@@ -143,12 +156,15 @@ impl<B: InstanceBackend> Executor<B> {
 
     /// How many instances serve `namespace/name` now (every version).
     pub fn instance_count(&self, namespace: &str, name: &str) -> usize {
-        self.table.instance_count(namespace, name)
+        self.table.instance_count(namespace, name) + self.deployed_count(namespace, name)
     }
 }
 
 impl<B: InstanceBackend> fission_core::InstanceReport for Executor<B> {
     fn instance_count(&self, namespace: &str, name: &str) -> usize {
-        self.table.instance_count(namespace, name)
+        Executor::instance_count(self, namespace, name)
+    }
+    fn instance_counts(&self) -> Vec<(String, String, usize)> {
+        self.table.instance_counts()
     }
 }

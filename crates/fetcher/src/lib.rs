@@ -8,6 +8,10 @@
 //! controller's REST API (the same objects), so a pod needs no service-account rights, and
 //! downloads archives sha256-verified (`fission-fetch`) and unpacks them safely
 //! (`fission-unpack`).
+//!
+//! In a builder pod it also fetches a package's *source* into `/packages` (`POST /fetch` with
+//! `fetchType: 0`) and, after the build, zips the deployment and stores it in the controller's
+//! archive store (`POST /upload`).
 #![deny(missing_docs)]
 
 pub mod wire;
@@ -15,6 +19,7 @@ pub mod wire;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -90,6 +95,9 @@ struct Fetcher {
     downloads: fission_fetch::Fetcher,
     /// Downloads from the controller's archive endpoint (with the token).
     controller_downloads: fission_fetch::Fetcher,
+    /// What `/readiness-healthz` answers: false until the startup specialization (newdeploy)
+    /// loaded the function, so the pod takes no calls before.
+    ready: AtomicBool,
 }
 
 /// Serve the fetcher API on `listener` until `shutdown`.
@@ -107,6 +115,11 @@ pub async fn serve(
 
 /// The fetcher's HTTP API.
 pub fn router(config: Config) -> Result<Router, FetcherError> {
+    Ok(build(config, true)?.0)
+}
+
+/// The API and its state; `ready` is the readiness answer until a startup specialization.
+fn build(config: Config, ready: bool) -> Result<(Router, Arc<Fetcher>), FetcherError> {
     let http = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(300))
@@ -129,13 +142,14 @@ pub fn router(config: Config) -> Result<Router, FetcherError> {
         http,
         downloads,
         controller_downloads,
+        ready: AtomicBool::new(ready),
     });
-    Ok(Router::new()
+    let router = Router::new()
         .route("/specialize", post(specialize))
         .route("/fetch", post(fetch))
         .route("/upload", post(upload))
         .route("/healthz", get(|| async { StatusCode::OK }))
-        .route("/readiness-healthz", get(|| async { StatusCode::OK }))
+        .route("/readiness-healthz", get(readiness))
         .route(
             "/version",
             get(|| async {
@@ -145,7 +159,16 @@ pub fn router(config: Config) -> Result<Router, FetcherError> {
                 }))
             }),
         )
-        .with_state(state))
+        .with_state(state.clone());
+    Ok((router, state))
+}
+
+async fn readiness(State(f): State<Arc<Fetcher>>) -> StatusCode {
+    if f.ready.load(Ordering::Acquire) {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    }
 }
 
 fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, FetcherError> {
@@ -158,16 +181,7 @@ async fn specialize(
     body: Bytes,
 ) -> Result<StatusCode, FetcherError> {
     let req: SpecializeRequest = parse(&body)?;
-    let t0 = std::time::Instant::now();
-    f.fetch(&req.fetch_req).await?;
-    let fetched = t0.elapsed();
-    f.load(&req.load_req).await?;
-    tracing::info!(
-        package = %req.fetch_req.package.name,
-        fetch_ms = fetched.as_millis() as u64,
-        total_ms = t0.elapsed().as_millis() as u64,
-        "specialized"
-    );
+    f.specialize(&req).await?;
     Ok(StatusCode::OK)
 }
 
@@ -177,11 +191,80 @@ async fn fetch(State(f): State<Arc<Fetcher>>, body: Bytes) -> Result<StatusCode,
     Ok(StatusCode::OK)
 }
 
-/// Builds do not run in pods yet (the builder runs in the server), so there is nothing to
-/// upload from here.
-async fn upload(body: Bytes) -> Result<StatusCode, FetcherError> {
-    let _req: wire::UploadRequest = parse(&body)?;
-    Ok(StatusCode::NOT_IMPLEMENTED)
+/// Largest deployment archive a build may upload (Fission's storagesvc caps uploads at 256 MiB).
+const MAX_UPLOAD_BYTES: u64 = 256 << 20;
+
+/// `POST /upload` (builder pods): zip `<shared>/<filename>` (when `archivepackage`), store it in
+/// the controller's archive store (the controller is this project's storagesvc, so
+/// `storagesvcurl` is not used), remove the local copy, and answer where the archive is and its
+/// sha256.
+async fn upload(
+    State(f): State<Arc<Fetcher>>,
+    body: Bytes,
+) -> Result<axum::Json<wire::UploadResponse>, FetcherError> {
+    let req: wire::UploadRequest = parse(&body)?;
+    let path = f.config.shared_dir.join(safe_name(&req.filename)?);
+    let local = path.clone();
+    let zip = req.archivepackage;
+    let bytes = tokio::task::spawn_blocking(move || read_for_upload(&local, zip))
+        .await
+        .map_err(|e| FetcherError::Internal(e.to_string()))??;
+    let result = f.store_archive(bytes).await;
+    // The deployment is in the archive store now (or the build failed): either way the
+    // builder pod's volume should not fill up with it.
+    let _ = tokio::task::spawn_blocking(move || remove_path(&path)).await;
+    let (id, sum) = result?;
+    tracing::info!(archive = %id, file = %req.filename, "deployment uploaded");
+    Ok(axum::Json(wire::UploadResponse {
+        archive_download_url: fission_core::archive::storage_url(&id),
+        checksum: fission_core::resources::Checksum {
+            checksum_type: "sha256".to_owned(),
+            sum,
+        },
+    }))
+}
+
+fn read_for_upload(path: &Path, zip: bool) -> Result<Vec<u8>, FetcherError> {
+    let meta = std::fs::symlink_metadata(path)
+        .map_err(|e| FetcherError::BadRequest(format!("cannot upload {}: {e}", path.display())))?;
+    if zip && meta.is_dir() {
+        let z = fission_builder::zip_dir(
+            path,
+            fission_unpack::UnpackLimits::default(),
+            MAX_UPLOAD_BYTES,
+        )
+        .map_err(|e| FetcherError::Internal(format!("cannot zip {}: {e}", path.display())))?;
+        for skipped in &z.skipped_links {
+            tracing::warn!(link = %skipped, "left out of the deployment archive");
+        }
+        return Ok(z.bytes);
+    }
+    if !meta.is_file() {
+        return Err(FetcherError::BadRequest(format!(
+            "cannot upload {}: not a file (set archivepackage to zip a directory)",
+            path.display()
+        )));
+    }
+    if meta.len() > MAX_UPLOAD_BYTES {
+        return Err(FetcherError::BadRequest(format!(
+            "cannot upload {}: {} bytes is over the {MAX_UPLOAD_BYTES}-byte limit",
+            path.display(),
+            meta.len()
+        )));
+    }
+    std::fs::read(path)
+        .map_err(|e| FetcherError::Internal(format!("cannot read {}: {e}", path.display())))
+}
+
+fn remove_path(path: &Path) {
+    let removed = match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
+        Ok(_) => std::fs::remove_file(path),
+        Err(_) => Ok(()),
+    };
+    if let Err(e) = removed {
+        tracing::warn!(path = %path.display(), error = %e, "cannot remove an uploaded file");
+    }
 }
 
 /// A single path component: the shared directory must not be escaped.
@@ -195,6 +278,20 @@ fn safe_name(name: &str) -> Result<&str, FetcherError> {
 }
 
 impl Fetcher {
+    async fn specialize(&self, req: &SpecializeRequest) -> Result<(), FetcherError> {
+        let t0 = std::time::Instant::now();
+        self.fetch(&req.fetch_req).await?;
+        let fetched = t0.elapsed();
+        self.load(&req.load_req).await?;
+        tracing::info!(
+            package = %req.fetch_req.package.name,
+            fetch_ms = fetched.as_millis() as u64,
+            total_ms = t0.elapsed().as_millis() as u64,
+            "specialized"
+        );
+        Ok(())
+    }
+
     async fn fetch(&self, req: &FetchRequest) -> Result<(), FetcherError> {
         let filename = safe_name(&req.filename)?;
         let target = self.config.shared_dir.join(filename);
@@ -266,6 +363,47 @@ impl Fetcher {
                 }
                 e => FetcherError::Internal(format!("package '{}': {e}", meta.name)),
             })
+    }
+
+    /// Store `bytes` in the controller's archive store; returns the content id and the sha256.
+    async fn store_archive(&self, bytes: Vec<u8>) -> Result<(String, String), FetcherError> {
+        use sha2::Digest as _;
+        #[derive(serde::Deserialize)]
+        struct Stored {
+            id: String,
+        }
+        let sum = hex::encode(sha2::Sha256::digest(&bytes));
+        let url = format!(
+            "{}/proxy/storage/v1/archive",
+            self.config.controller_url.trim_end_matches('/')
+        );
+        let mut request = self
+            .http
+            .post(&url)
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .header("X-File-Size", bytes.len().to_string())
+            .body(bytes);
+        if let Some(token) = &self.config.auth_token {
+            request = request.bearer_auth(token);
+        }
+        let resp = request
+            .send()
+            .await
+            .map_err(|e| FetcherError::Internal(format!("cannot reach the controller: {e}")))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let text = resp.text().await.unwrap_or_default();
+            return Err(FetcherError::Internal(format!(
+                "controller answered {status} to the upload: {}",
+                text.trim()
+            )));
+        }
+        let stored: Stored = resp
+            .json()
+            .await
+            .map_err(|e| FetcherError::Internal(format!("cannot decode the upload answer: {e}")))?;
+        let id = fission_core::archive::content_id(&stored.id).to_owned();
+        Ok((id, sum))
     }
 
     async fn get_package(&self, meta: &ObjectMeta) -> Result<Package, FetcherError> {
@@ -442,4 +580,66 @@ pub async fn run(
         .map_err(|e| FetcherError::Internal(format!("cannot listen on {addr}: {e}")))?;
     tracing::info!(%addr, shared = %config.shared_dir.display(), "fetcher listening");
     serve(config, listener, shutdown).await
+}
+
+/// Bind `addr` and [`serve_specialized`] (`fission fetcher --specialize-on-startup`).
+pub async fn run_specialized(
+    config: Config,
+    addr: SocketAddr,
+    request: SpecializeRequest,
+    shutdown: CancellationToken,
+) -> Result<(), FetcherError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| FetcherError::Internal(format!("cannot listen on {addr}: {e}")))?;
+    tracing::info!(%addr, shared = %config.shared_dir.display(), "fetcher listening, specializing on startup");
+    serve_specialized(config, listener, request, shutdown).await
+}
+
+/// Serve on `listener` and load `request` at once (Fission's `-specialize-on-startup`, what a
+/// newdeploy pod's fetcher does): `/readiness-healthz` answers 503 until the function is
+/// loaded. A failed load ends the fetcher with the error — the container restarts and tries
+/// again, and the pod never becomes ready with a runtime that did not load the function.
+pub async fn serve_specialized(
+    config: Config,
+    listener: tokio::net::TcpListener,
+    request: SpecializeRequest,
+    shutdown: CancellationToken,
+) -> Result<(), FetcherError> {
+    let (app, state) = build(config, false)?;
+    let stop = shutdown.child_token();
+    let stopped = stop.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stopped.cancelled().await })
+            .await
+    });
+    let loaded = tokio::select! {
+        r = state.specialize(&request) => r,
+        () = shutdown.cancelled() => Ok(()),
+    };
+    if let Err(e) = loaded {
+        stop.cancel();
+        let _ = server.await;
+        return Err(FetcherError::Internal(format!(
+            "specialization on startup failed: {e}"
+        )));
+    }
+    state.ready.store(true, Ordering::Release);
+    match server.await {
+        Ok(r) => r.map_err(|e| FetcherError::Internal(format!("fetcher server failed: {e}"))),
+        Err(e) => Err(FetcherError::Internal(format!(
+            "fetcher server failed: {e}"
+        ))),
+    }
+}
+
+/// `--specialize-request` as given on the command line.
+impl std::str::FromStr for SpecializeRequest {
+    type Err = FetcherError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        serde_json::from_str(s)
+            .map_err(|e| FetcherError::BadRequest(format!("not a FunctionSpecializeRequest: {e}")))
+    }
 }

@@ -83,3 +83,14 @@ pub struct UploadRequest {
     #[serde(default)]
     pub archivepackage: bool,
 }
+
+/// `ArchiveUploadResponse`: where the uploaded archive is and its checksum.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct UploadResponse {
+    /// The archive's storagesvc URL (`http://storagesvc.fission/v1/archive?id=…`).
+    #[serde(rename = "archiveDownloadUrl", default)]
+    pub archive_download_url: String,
+    /// Its sha256.
+    #[serde(default)]
+    pub checksum: fission_core::resources::Checksum,
+}

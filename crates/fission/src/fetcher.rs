@@ -31,6 +31,12 @@ pub(crate) struct FetcherArgs {
     /// The controller's API token (the pod gets it from a Secret).
     #[arg(long, env = crate::env::ENV_AUTH_TOKEN, hide_env_values = true)]
     auth_token: Option<String>,
+    /// Load the function of --specialize-request before becoming ready (newdeploy pods).
+    #[arg(long = "specialize-on-startup", requires = "specialize_request")]
+    specialize_on_startup: bool,
+    /// The `FunctionSpecializeRequest` JSON to load on startup.
+    #[arg(long = "specialize-request")]
+    specialize_request: Option<String>,
 }
 
 pub(crate) async fn run(args: FetcherArgs) -> anyhow::Result<()> {
@@ -50,6 +56,14 @@ pub(crate) async fn run(args: FetcherArgs) -> anyhow::Result<()> {
         crate::server::shutdown_signal().await;
         stop.cancel();
     });
+    if args.specialize_on_startup {
+        let request = args.specialize_request.unwrap_or_default();
+        let request: fission_fetcher::wire::SpecializeRequest =
+            request.parse().context("invalid --specialize-request")?;
+        return fission_fetcher::run_specialized(config, args.listen, request, shutdown)
+            .await
+            .context("fetcher stopped");
+    }
     fission_fetcher::run(config, args.listen, shutdown)
         .await
         .context("fetcher stopped")

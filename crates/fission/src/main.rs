@@ -3,6 +3,7 @@
 //! This binary only parses configuration and wires the components together; everything else
 //! lives in the component crates.
 
+mod builder;
 mod env;
 mod fetcher;
 mod otel;
@@ -38,6 +39,9 @@ enum TopCommand {
     /// Run the fetcher sidecar of a function pod (Fission's fetcher API on :8000).
     #[command(hide = true)]
     Fetcher(fetcher::FetcherArgs),
+    /// Run the builder of a builder pod (Fission's builder API on :8001).
+    #[command(hide = true)]
+    Builder(builder::BuilderArgs),
     #[command(flatten)]
     Cli(fission_cli::Command),
 }
@@ -46,7 +50,15 @@ fn main() -> ExitCode {
     let mut cli = Top::command();
     cli.build();
     // Fission's CLI (Go's pflag) also takes `--flag=true|false`; scripts written for it pass them.
-    let args: Vec<std::ffi::OsString> = fission_cli::go_style_bools(&cli, std::env::args_os());
+    let mut args: Vec<std::ffi::OsString> = fission_cli::go_style_bools(&cli, std::env::args_os());
+    // Installed as `/builder` in a builder image, it is Fission's builder: `/builder /packages`.
+    if args
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .is_some_and(|n| n == "builder")
+    {
+        args.insert(1, "builder".into());
+    }
     let serving = args
         .iter()
         .skip(1)
@@ -91,6 +103,7 @@ fn main() -> ExitCode {
                 (anyhow::Error::new(e), code)
             }),
             TopCommand::Fetcher(args) => fetcher::run(args).await.map_err(|e| (e, 1)),
+            TopCommand::Builder(args) => builder::run(args).await.map_err(|e| (e, 1)),
             TopCommand::Cli(cmd) => fission_cli::run(top.global, cmd).await.map_err(|e| (e, 1)),
         }
     });

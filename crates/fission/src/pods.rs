@@ -48,6 +48,15 @@ pub(crate) struct PodArgs {
     /// Seconds a cold start waits for a Ready pool pod.
     #[arg(long, default_value_t = 300)]
     pub pod_ready_timeout: u64,
+    /// Image run for Fission's Python builder images (builder pods).
+    #[arg(long, default_value = "localhost/fission-rs-python-builder:local")]
+    pub pod_python_builder_image: String,
+    /// Image run for Fission's Node.js builder images (builder pods).
+    #[arg(long, default_value = "localhost/fission-rs-node-builder:local")]
+    pub pod_node_builder_image: String,
+    /// Seconds a build waits for a Ready builder pod before the package fails.
+    #[arg(long, default_value_t = 300)]
+    pub pod_builder_ready_timeout: u64,
 }
 
 /// The executor's run loop, whatever its backend.
@@ -103,11 +112,56 @@ pub(crate) async fn executor(
         pod_ready_timeout: Duration::from_secs(args.pod_ready_timeout),
         controller_token,
     };
+    // newdeploy functions: a Deployment, Service and HPA each (Fission's newdeploy).
+    let deployments =
+        fission_executor_kube::KubeDeployments::new(client.clone(), pod_config.clone())
+            .await
+            .context("cannot start the newdeploy executor")?;
     let backend = fission_executor_kube::PodBackend::new(client, pod_config)
         .await
         .context("cannot start the pod executor")?;
     tracing::info!(namespace = %args.pod_namespace, "function instances run as pods");
-    Ok(AnyExecutor::of(fission_executor::Executor::with_backend(
-        config, store, logs, backend, registry,
-    )))
+    Ok(AnyExecutor::of(
+        fission_executor::Executor::with_deployments(
+            config,
+            store,
+            logs,
+            backend,
+            Arc::new(deployments),
+            registry,
+        ),
+    ))
+}
+
+/// Builder pods (Fission's buildermgr): builds of environments with a builder image run in a
+/// builder Deployment per environment, in the pods' namespace.
+pub(crate) fn builder_pods(
+    args: &PodArgs,
+    controller_token: bool,
+    client: kube::Client,
+    controller_addr: SocketAddr,
+) -> Result<Arc<fission_builder_kube::BuilderPods>> {
+    // Proxies, CA bundles and package index settings of this server, so pip and npm in the
+    // builder pod reach their registries as builds here do (the images carry /etc/ssl/certs).
+    let builder_env = fission_builder::DEFAULT_PASS_ENV
+        .iter()
+        .filter_map(|k| std::env::var(k).ok().map(|v| ((*k).to_owned(), v)))
+        .collect();
+    let config = fission_builder_kube::BuilderPodConfig {
+        namespace: args.pod_namespace.clone(),
+        python_builder_image: args.pod_python_builder_image.clone(),
+        node_builder_image: args.pod_node_builder_image.clone(),
+        fetcher_image: args.fetcher_image.clone(),
+        image_pull_policy: args.pod_image_pull_policy.clone(),
+        controller_url: args
+            .pod_controller_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{controller_addr}")),
+        controller_token,
+        ready_timeout: Duration::from_secs(args.pod_builder_ready_timeout),
+        builder_env,
+    };
+    let pods = fission_builder_kube::BuilderPods::new(client, config)
+        .context("cannot set up builder pods")?;
+    Ok(Arc::new(pods))
 }

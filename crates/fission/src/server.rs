@@ -68,6 +68,12 @@ pub struct ServerArgs {
     /// no isolation at all.
     #[arg(long, env = ENV_SANDBOX, value_enum, default_value_t = SandboxMode::Bwrap)]
     sandbox: SandboxMode,
+    /// Python instances (with --sandbox bwrap) are forked from one pre-initialized interpreter
+    /// (the loader and Flask imported, memory shared copy-on-write) and each child joins its own
+    /// sandbox slot before it loads the function. `off`: every instance starts its own
+    /// interpreter. If the zygote cannot start, instances start their own (logged).
+    #[arg(long, env = "FISSION_PYTHON_ZYGOTE", value_enum, default_value_t = Toggle::On)]
+    python_zygote: Toggle,
     /// Most function instances (warm and specialized) alive at once [default: memory / 48 MiB].
     /// Cold starts beyond it are refused with 503 and Retry-After.
     #[arg(long, env = ENV_MAX_INSTANCES, value_parser = clap::value_parser!(u32).range(1..))]
@@ -173,6 +179,15 @@ enum SandboxMode {
     None,
 }
 
+/// `on` / `off` flag values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Toggle {
+    /// Enabled.
+    On,
+    /// Disabled.
+    Off,
+}
+
 /// The sandbox of a run and the runtimes prepared for it (both released at shutdown).
 type SandboxRun = (fission_sandbox::Sandbox, fission_executor::PreparedRuntimes);
 
@@ -181,6 +196,7 @@ fn instance_launcher(
     mode: SandboxMode,
     environments_dir: &Path,
     run_dir: &Path,
+    python_zygote: Option<&Path>,
 ) -> Result<(
     Arc<dyn fission_executor::InstanceLauncher>,
     PathBuf,
@@ -213,7 +229,7 @@ fn instance_launcher(
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "cannot remove sandbox leftovers"),
             }
-            let (launcher, runtimes) =
+            let (mut launcher, runtimes) =
                 fission_executor::SandboxLauncher::with_runtimes(sandbox.clone(), environments_dir)
                     .with_context(|| {
                         format!(
@@ -221,6 +237,12 @@ fn instance_launcher(
                             environments_dir.display()
                         )
                     })?;
+            if let Some(python) = python_zygote {
+                launcher = launcher.with_python_zygote(fission_executor::ZygoteConfig {
+                    python: python.to_owned(),
+                    script: runtimes.path().join("python/zygote.py"),
+                });
+            }
             tracing::info!(
                 sandbox_run = sandbox.run_id(),
                 "function instances run in sandboxes"
@@ -600,8 +622,12 @@ async fn start(args: ServerArgs) -> Result<Running> {
     let run_dir = data.root().join("run");
     // Instance homes of a previous (crashed) run are stale: start clean.
     let _ = std::fs::remove_dir_all(&run_dir);
-    let (launcher, environments_dir, sandbox) =
-        instance_launcher(args.sandbox, &environments_dir, &run_dir)?;
+    let (launcher, environments_dir, sandbox) = instance_launcher(
+        args.sandbox,
+        &environments_dir,
+        &run_dir,
+        (args.python_zygote == Toggle::On).then_some(python.as_path()),
+    )?;
     let mut executor_config = fission_executor::Config::new(
         environments_dir.clone(),
         data.cache(),
@@ -634,6 +660,7 @@ async fn start(args: ServerArgs) -> Result<Running> {
     executor_config.first_instance_id = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(1, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX / 2));
+    let mut builder_pods = None;
     let executor = match (args.pods.instances, kube_client) {
         (crate::pods::InstancesMode::Pods, Some(client)) => {
             // The fetchers must present the controller's token when it requires one: the
@@ -648,6 +675,12 @@ async fn start(args: ServerArgs) -> Result<Running> {
                         .to_owned(),
                 ),
             };
+            builder_pods = Some(crate::pods::builder_pods(
+                &args.pods,
+                raw_token.is_some(),
+                client.clone(),
+                controller_addr,
+            )?);
             crate::pods::executor(
                 &args.pods,
                 raw_token,
@@ -716,6 +749,11 @@ async fn start(args: ServerArgs) -> Result<Running> {
     builder_config.runtime_python_bin = python.clone();
     builder_config.archive_fetch = archive_fetch;
     builder_config.runner = build_runner(sandbox.as_ref());
+    // With pods, environments with a builder image build in their builder pods (Fission's
+    // buildermgr); the rest (custom commands without a builder image) still build here.
+    builder_config.remote = builder_pods
+        .clone()
+        .map(|b| b as Arc<dyn fission_builder::RemoteBuilds>);
     let builder = fission_builder::BuildManager::new(
         builder_config,
         store.clone(),
@@ -802,6 +840,13 @@ async fn start(args: ServerArgs) -> Result<Running> {
     {
         let shutdown = stop_backends.clone();
         back.spawn(async move { builder.run(shutdown).await.context("build manager failed") });
+    }
+    if let Some(pods) = builder_pods {
+        let (store, shutdown) = (store.clone(), stop_backends.clone());
+        back.spawn(async move {
+            pods.run(store, shutdown).await;
+            Ok(())
+        });
     }
     if args.store == StoreMode::Kubernetes {
         // kubectl changes secrets and config maps without the controller seeing it.

@@ -173,18 +173,19 @@ fn the_rendered_manifests_apply_to_a_real_api_server_with_least_privilege_rbac()
     );
     assert!(services.lines().any(|l| l == "router=31314"), "{services}");
 
-    let can = |sa: &str, verb: &str, resource: &str| -> bool {
+    let can_in = |ns: &str, sa: &str, verb: &str, resource: &str| -> bool {
         let out = cluster.kubectl([
             "auth",
             "can-i",
             verb,
             resource,
             "-n",
-            "default",
+            ns,
             &format!("--as=system:serviceaccount:fission:fission-{sa}"),
         ]);
         String::from_utf8_lossy(&out.stdout).trim() == "yes"
     };
+    let can = |sa: &str, verb: &str, resource: &str| can_in("default", sa, verb, resource);
     // Every role follows the store; only the controller writes to it.
     for sa in ["controller", "router", "executor"] {
         for r in [
@@ -247,4 +248,76 @@ fn the_rendered_manifests_apply_to_a_real_api_server_with_least_privilege_rbac()
             assert!(!can(sa, verb, r), "{sa} must not {verb} {r}");
         }
     }
+    // In the function namespace the controller runs builder pods (Fission's buildermgr): a
+    // Deployment and a Service per environment with a builder, found Ready through their
+    // pods; it never makes or changes pods itself.
+    let functions = "fission-function";
+    for (verb, r) in [
+        ("create", "deployments.apps"),
+        ("delete", "deployments.apps"),
+        ("list", "deployments.apps"),
+        ("create", "services"),
+        ("delete", "services"),
+        ("list", "pods"),
+    ] {
+        assert!(
+            can_in(functions, "controller", verb, r),
+            "controller should {verb} {r} in {functions}"
+        );
+    }
+    for (verb, r) in [("create", "pods"), ("update", "deployments.apps")] {
+        assert!(
+            !can_in(functions, "controller", verb, r),
+            "controller must not {verb} {r} in {functions}"
+        );
+    }
+    assert!(
+        !can_in(functions, "router", "create", "deployments.apps"),
+        "router must not create deployments in {functions}"
+    );
+    // newdeploy: in the function namespace (only) the executor writes each function's
+    // Deployment, Service and HPA, scales the Deployment, and watches EndpointSlices.
+    let can_in = |ns: &str, sa: &str, verb: &str, resource: &str, sub: &str| -> bool {
+        let mut args = vec![
+            "auth".to_owned(),
+            "can-i".to_owned(),
+            verb.to_owned(),
+            resource.to_owned(),
+            "-n".to_owned(),
+            ns.to_owned(),
+            format!("--as=system:serviceaccount:fission:fission-{sa}"),
+        ];
+        if !sub.is_empty() {
+            args.push(format!("--subresource={sub}"));
+        }
+        let out = cluster.kubectl(&args);
+        String::from_utf8_lossy(&out.stdout).trim() == "yes"
+    };
+    for (verb, r, sub) in [
+        ("create", "deployments.apps", ""),
+        ("patch", "deployments.apps", "scale"),
+        ("delete", "services", ""),
+        ("update", "horizontalpodautoscalers.autoscaling", ""),
+        ("watch", "endpointslices.discovery.k8s.io", ""),
+    ] {
+        assert!(
+            can_in("fission-function", "executor", verb, r, sub),
+            "executor should {verb} {r} {sub} in fission-function"
+        );
+        assert!(
+            !can_in("default", "executor", verb, r, sub),
+            "executor must not {verb} {r} {sub} outside fission-function"
+        );
+        assert!(
+            !can_in("fission-function", "router", verb, r, sub),
+            "router must not {verb} {r} {sub}"
+        );
+    }
+    assert!(!can_in(
+        "fission-function",
+        "executor",
+        "create",
+        "endpointslices.discovery.k8s.io",
+        ""
+    ));
 }

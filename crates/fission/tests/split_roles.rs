@@ -360,3 +360,286 @@ fn a_split_role_on_the_embedded_store_refuses_to_start_saying_why() {
         "{stderr}"
     );
 }
+
+/// A module answering `body` with `status`.
+fn answers(body: &str, status: u16) -> String {
+    format!("module.exports = async () => ({{ status: {status}, body: '{body}' }});\n")
+}
+
+/// Cells of `column` in `table`, by the first column.
+fn column(table: &str, name: &str, column: &str) -> String {
+    let mut lines = table.lines();
+    let header = lines.next().unwrap_or_default();
+    let start = header
+        .find(column)
+        .unwrap_or_else(|| panic!("{column} in {table}"));
+    let line = lines
+        .find(|l| l.split_whitespace().next() == Some(name))
+        .unwrap_or_else(|| panic!("{name} in {table}"));
+    line.get(start..)
+        .unwrap_or_default()
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[test]
+fn canaries_advance_and_roll_back_from_the_calls_of_two_routers_and_fn_list_counts_the_executors_instances()
+ {
+    let Some(()) = require_functions() else {
+        return;
+    };
+    // A cluster of this test's own: every controller runs a canary manager over the whole store.
+    let Some(cluster) = TestCluster::start_or_skip() else {
+        return;
+    };
+    cluster.apply_crds();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (pc, pe) = (free_port(), free_port());
+    let controller_url = format!("http://127.0.0.1:{pc}");
+    let executor_url = format!("http://127.0.0.1:{pe}");
+    let executor = RoleProcess::start(
+        "executor",
+        &cluster,
+        dir.path(),
+        &[
+            format!("--executor-listen=127.0.0.1:{pe}"),
+            format!("--controller-url={controller_url}"),
+        ],
+    );
+    let router_urls: Vec<String> = (0..2)
+        .map(|_| format!("http://127.0.0.1:{}", free_port()))
+        .collect();
+    let controller = RoleProcess::start(
+        "controller",
+        &cluster,
+        dir.path(),
+        &[
+            format!("--controller-listen=127.0.0.1:{pc}"),
+            format!("--router-url={}", router_urls[0]),
+        ],
+    );
+    let routers: Vec<RoleProcess> = router_urls
+        .iter()
+        .enumerate()
+        .map(|(i, url)| {
+            let listen = url.trim_start_matches("http://");
+            let dir = dir.path().join(format!("r{i}"));
+            std::fs::create_dir_all(&dir).expect("mkdir");
+            RoleProcess::start(
+                "router",
+                &cluster,
+                &dir,
+                &[
+                    format!("--router-listen={listen}"),
+                    format!("--executor-url={executor_url}"),
+                    format!("--controller-url={controller_url}"),
+                ],
+            )
+        })
+        .collect();
+    let logs = || {
+        let routers: Vec<String> = routers.iter().map(RoleProcess::log).collect();
+        format!(
+            "{}\n{}\n{}",
+            controller.log(),
+            routers.join("\n"),
+            executor.log()
+        )
+    };
+    let fission = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .args(args)
+            .env("FISSION_URL", &controller_url)
+            .env("FISSION_ROUTER_URL", &router_urls[0])
+            .env("FISSION_AUTH_TOKEN", API_TOKEN)
+            .env_remove("FISSION_DEFAULT_NAMESPACE")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run fission");
+        assert!(
+            out.status.success(),
+            "fission {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            logs()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+
+    fission(&[
+        "env",
+        "create",
+        "--name",
+        "canary-node",
+        "--image",
+        "fission/node-env",
+    ]);
+    // Two rollouts at once: `good` whose new version answers 200, `bad` whose new one fails.
+    for (shop, new_status) in [("good", 200), ("bad", 500)] {
+        for (version, status) in [("old", 200), ("new", new_status)] {
+            let name = format!("{shop}-{version}");
+            let code = write(dir.path(), &format!("{name}.js"), &answers(version, status));
+            fission(&[
+                "fn",
+                "create",
+                "--name",
+                &name,
+                "--env",
+                "canary-node",
+                "--code",
+                code.to_str().expect("path"),
+            ]);
+        }
+        fission(&[
+            "route",
+            "create",
+            "--name",
+            shop,
+            "--url",
+            &format!("/{shop}"),
+            "--function",
+            &format!("{shop}-old"),
+            "--weight",
+            "100",
+            "--function",
+            &format!("{shop}-new"),
+            "--weight",
+            "0",
+        ]);
+        for url in &router_urls {
+            eventually_blocking(
+                Duration::from_secs(60),
+                "the route to answer on every router",
+                || {
+                    let r = http().get(format!("{url}/{shop}")).send().ok()?;
+                    (r.status().as_u16() == 200).then_some(())
+                },
+            );
+        }
+    }
+
+    // INSTANCES comes from the executor process (its report reaches the controller within a
+    // second or so).
+    let list = eventually_blocking(
+        Duration::from_secs(20),
+        "fn list to count the old functions' instances",
+        || {
+            let list = fission(&["fn", "list"]);
+            let counted = ["good-old", "bad-old"]
+                .iter()
+                .all(|f| column(&list, f, "INSTANCES") != "0");
+            counted.then_some(list)
+        },
+    );
+    // The called functions have instances (the executor may have scaled out), the uncalled
+    // one none.
+    for f in ["good-old", "bad-old"] {
+        let n: usize = column(&list, f, "INSTANCES").parse().expect("a count");
+        assert!(n >= 1, "{list}");
+    }
+    assert_eq!(column(&list, "good-new", "INSTANCES"), "0", "{list}");
+
+    for shop in ["good", "bad"] {
+        fission(&[
+            "canary-config",
+            "create",
+            "--name",
+            shop,
+            "--httptrigger",
+            shop,
+            "--newfunction",
+            &format!("{shop}-new"),
+            "--oldfunction",
+            &format!("{shop}-old"),
+            "--increment-step",
+            "50",
+            "--increment-interval",
+            "2s",
+            "--failure-threshold",
+            "10",
+        ]);
+    }
+    // Traffic through both routers, alternately, until both rollouts end.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let traffic = {
+        let (stop, urls) = (stop.clone(), router_urls.clone());
+        std::thread::spawn(move || {
+            let client = http();
+            let mut seen = Vec::new();
+            let mut i = 0usize;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for shop in ["good", "bad"] {
+                    let url = format!("{}/{shop}", urls[i % urls.len()]);
+                    if let Ok(r) = client.get(url).send() {
+                        seen.push((
+                            i % urls.len(),
+                            shop,
+                            r.status().as_u16(),
+                            r.text().unwrap_or_default(),
+                        ));
+                    }
+                }
+                i += 1;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            seen
+        })
+    };
+    let canary = |name: &str| {
+        column(
+            &fission(&["canary-config", "get", "--name", name]),
+            name,
+            "STATUS",
+        )
+    };
+    let outcome = eventually_blocking(Duration::from_secs(90), "both canaries to finish", || {
+        let (good, bad) = (canary("good"), canary("bad"));
+        (good != "pending" && bad != "pending").then_some((good, bad))
+    });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let seen = traffic.join().expect("traffic");
+    assert_eq!(
+        outcome,
+        ("succeeded".to_owned(), "failed".to_owned()),
+        "{}",
+        logs()
+    );
+    for router in 0..2 {
+        assert!(
+            seen.iter()
+                .any(|(r, shop, _, body)| *r == router && *shop == "good" && body == "new"),
+            "router {router} sent calls to the new version"
+        );
+    }
+    assert!(
+        seen.iter()
+            .filter(|(_, shop, _, _)| *shop == "good")
+            .all(|(_, _, status, _)| *status == 200),
+        "no call of the healthy rollout failed"
+    );
+    let route = |name: &str| {
+        let out = fission(&["route", "get", "--name", name]);
+        out.lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(
+        route("good").contains("good-new:100 good-old:0"),
+        "{}",
+        route("good")
+    );
+    assert!(
+        route("bad").contains("bad-new:0 bad-old:100"),
+        "{}",
+        route("bad")
+    );
+    for url in &router_urls {
+        let r = http().get(format!("{url}/bad")).send().expect("call");
+        assert_eq!(
+            (r.status().as_u16(), r.text().expect("body")),
+            (200, "old".to_owned())
+        );
+    }
+}

@@ -9,15 +9,20 @@
 //! * [`RemoteArchives`] reads package archives from the controller's storagesvc endpoint
 //!   (`GET /v1/archive?id=`), verified against their sha256 id.
 //!
+//! * [`ClusterReports`] and [`Reporter`]: routers' call counts and executors' instance counts
+//!   sent to the controller, which sums them (canary rollouts, `fission fn list`).
+//!
 //! The all-in-one server uses none of this: its router calls the executor in-process.
 #![deny(missing_docs)]
 
 mod archives;
 mod client;
+mod reports;
 mod server;
 mod wire;
 
 pub use archives::RemoteArchives;
 pub use client::{RemoteInstances, RemoteInstancesError};
+pub use reports::{ClusterReports, REPORT_INTERVAL, REPORT_TTL, Reporter, ReporterError};
 pub use server::ExecutorApi;
 pub use wire::{LEASE_TTL, TAP_INTERVAL};

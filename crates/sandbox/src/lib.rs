@@ -37,6 +37,7 @@ mod sandbox;
 mod seccomp;
 mod slot;
 mod sys;
+mod zygote;
 
 use std::io;
 use std::net::Ipv4Addr;
@@ -47,6 +48,7 @@ pub use cleanup::CleanupReport;
 pub use probe::{Capabilities, SandboxUnavailable};
 pub use sandbox::Sandbox;
 pub use slot::{Slot, SlotStats};
+pub use zygote::{HOLDER_PROGRAM, JoinHandles, NAMESPACES};
 
 /// The uid and gid a sandboxed process has inside its user namespace.
 pub const INSIDE_ID: u32 = 1000;

@@ -291,7 +291,13 @@ impl Sandbox {
             .map_err(|e| Error::Unavailable(SandboxUnavailable::Seccomp(e)))?;
         let clone3 = seccomp::clone3_program()
             .map_err(|e| Error::Unavailable(SandboxUnavailable::Seccomp(e)))?;
-        for (name, prog) in [(slot::SECCOMP_DENY, &deny), (slot::SECCOMP_CLONE3, &clone3)] {
+        let zygote = seccomp::zygote_program()
+            .map_err(|e| Error::Unavailable(SandboxUnavailable::Seccomp(e)))?;
+        for (name, prog) in [
+            (slot::SECCOMP_DENY, &deny),
+            (slot::SECCOMP_CLONE3, &clone3),
+            (slot::SECCOMP_ZYGOTE, &zygote),
+        ] {
             let p = run.run_dir.join(name);
             fs::write(&p, seccomp::to_bytes(prog))
                 .map_err(|e| Error::io(format!("write {}", p.display()), e))?;

@@ -115,8 +115,22 @@ fn target_arch() -> Result<TargetArch, String> {
 
 /// The deny program (see the module docs).
 pub(crate) fn deny_program() -> Result<BpfProgram, String> {
+    deny_program_allowing(&[])
+}
+
+/// The deny program without `setns`, for the Python zygote (which must join slots'
+/// namespaces, and does nothing else the deny program refuses). Its children add the regular
+/// programs on top before they run anything of a user.
+pub(crate) fn zygote_program() -> Result<BpfProgram, String> {
+    deny_program_allowing(&[libc::SYS_setns])
+}
+
+fn deny_program_allowing(allowed: &[i64]) -> Result<BpfProgram, String> {
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
-    let denied = denied_syscalls();
+    let denied: Vec<i64> = denied_syscalls()
+        .into_iter()
+        .filter(|nr| !allowed.contains(nr))
+        .collect();
     for nr in &denied {
         rules.insert(*nr, vec![]);
     }

@@ -20,6 +20,7 @@ pub(crate) const HOSTNAME: &str = "fission";
 /// File names of the compiled seccomp programs in the run directory.
 pub(crate) const SECCOMP_DENY: &str = "seccomp-deny.bpf";
 pub(crate) const SECCOMP_CLONE3: &str = "seccomp-clone3.bpf";
+pub(crate) const SECCOMP_ZYGOTE: &str = "seccomp-zygote.bpf";
 /// Most writable binds of a slot.
 const MAX_WRITABLE_BINDS: usize = 4;
 /// Name of writable bind `i`'s mount point in the slot's host directory.
@@ -121,7 +122,7 @@ pub struct Slot {
     dir: PathBuf,
     userfunc: PathBuf,
     host_id: u32,
-    cgroups: Option<SlotCgroups>,
+    pub(crate) cgroups: Option<SlotCgroups>,
     net: Option<SlotNet>,
     child: Option<tokio::process::Child>,
     pid: Option<u32>,
@@ -371,7 +372,7 @@ struct Partial<'a> {
     run: &'a Run,
     index: u32,
     dir: PathBuf,
-    cgroups: Option<SlotCgroups>,
+    pub(crate) cgroups: Option<SlotCgroups>,
     net: Option<SlotNet>,
     armed: bool,
 }

@@ -472,3 +472,52 @@ async fn leftovers_of_a_crashed_run_are_removed_and_live_runs_are_kept() {
     assert!(live.cgroup_dirs().iter().all(|d| d.exists()));
     live.destroy().expect("destroy");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_slot_hands_out_its_namespaces_cgroups_and_filters() {
+    use std::os::unix::fs::MetadataExt as _;
+    let Some(sb) = sandbox() else { return };
+    let mut spec = fission_sandbox::SlotSpec::holder();
+    spec.egress = false;
+    let slot = create(&sb, spec).await;
+    let sb2 = sb.clone();
+    let (slot, handles) = tokio::task::spawn_blocking(move || {
+        let h = slot.join_handles(&sb2).expect("join handles");
+        (slot, h)
+    })
+    .await
+    .expect("join");
+    let names: Vec<&str> = handles.namespaces.iter().map(|(n, _)| *n).collect();
+    assert_eq!(names, fission_sandbox::NAMESPACES);
+    // Every namespace is the slot's own, none is this process's.
+    for (name, file) in &handles.namespaces {
+        let ours = std::fs::metadata(format!("/proc/self/ns/{name}")).expect("own ns");
+        let theirs = file.metadata().expect("slot ns");
+        assert_ne!(ours.ino(), theirs.ino(), "{name} namespace is the host's");
+    }
+    // The placeholder runs as the slot's uid, in the slot's cgroups.
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", handles.holder_pid)).expect("status");
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).expect("Uid");
+    assert!(
+        uid_line.contains(&slot.host_uid().to_string()),
+        "{uid_line} (slot uid {})",
+        slot.host_uid()
+    );
+    assert_eq!(handles.cgroup_procs.len(), slot.cgroup_dirs().len());
+    // The filters are whole `struct sock_filter` arrays, the deny program first.
+    assert_eq!(handles.seccomp.len(), 2);
+    for f in &handles.seccomp {
+        let len = f.metadata().expect("filter").len();
+        assert!(len > 0 && len % 8 == 0, "{len}");
+    }
+    let zygote = sb.zygote_seccomp_programs().expect("zygote filters");
+    assert_eq!(zygote.len(), 2);
+    assert_ne!(
+        zygote[0].metadata().expect("zygote deny").len(),
+        handles.seccomp[0].metadata().expect("deny").len(),
+        "the zygote's deny program lets setns through"
+    );
+    drop(handles);
+    slot.destroy().expect("destroy");
+}

@@ -15,6 +15,7 @@ import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SERVER = os.path.join(os.path.dirname(HERE), "server.py")
+ZYGOTE = os.path.join(os.path.dirname(HERE), "zygote.py")
 RUNTIME_PYTHON = os.environ.get("RUNTIME_PYTHON") or (
     "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
 )
@@ -89,24 +90,134 @@ def tmp(tmp_path):
     return tmp_path
 
 
-@pytest.fixture
-def start(tmp_path):
+class Zygote:
+    """zygote.py without a sandbox: it forks instances that get only their descriptors and
+    environment (the executor adds a slot's namespaces, cgroups and seccomp programs)."""
+
+    def __init__(self):
+        import json as _json
+
+        self._json = _json
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.proc = subprocess.Popen(
+            [RUNTIME_PYTHON, "-I", "-S", ZYGOTE],
+            env={"PATH": "/usr/bin:/bin", "FISSION_ZYGOTE_FD": str(theirs.fileno())},
+            stdin=subprocess.DEVNULL,
+            pass_fds=(theirs.fileno(),),
+        )
+        theirs.close()
+        self.sock = ours
+        self.exits = {}
+        self.next_id = 0
+        assert "ready" in self._recv(timeout=30)
+
+    def _recv(self, timeout=None):
+        self.sock.settimeout(timeout)
+        data = self.sock.recv(65536)
+        if not data:
+            raise AssertionError("the zygote exited")
+        return self._json.loads(data)
+
+    def pump(self):
+        """Takes in the exit reports sent so far."""
+        while True:
+            try:
+                msg = self._recv(timeout=0)
+            except (BlockingIOError, socket.timeout):
+                return
+            if "exit" in msg:
+                self.exits[msg["exit"]] = msg
+
+    def spawn(self, env, args, listen, log_fd):
+        self.next_id += 1
+        req = {"op": "spawn", "id": self.next_id, "env": list(env.items()), "args": list(args), "cwd": "/tmp"}
+        req["fds"] = ["listen", "stdout", "stderr"]
+        socket.send_fds(self.sock, [self._json.dumps(req).encode()], [listen, log_fd, log_fd])
+        while True:
+            msg = self._recv(timeout=10)
+            if "exit" in msg:
+                self.exits[msg["exit"]] = msg
+            elif msg.get("id") == self.next_id:
+                assert "pid" in msg, msg
+                return msg["pid"]
+
+    def close(self):
+        self.sock.close()
+        self.proc.wait(10)
+
+
+class ZygoteChild:
+    """The Popen methods Server uses, for a child of the zygote."""
+
+    def __init__(self, zygote, pid):
+        self.zygote = zygote
+        self.pid = pid
+        self.returncode = None
+
+    def poll(self):
+        if self.returncode is None:
+            self.zygote.pump()
+            msg = self.zygote.exits.get(self.pid)
+            if msg is not None:
+                self.returncode = -msg["signal"] if "signal" in msg else msg["code"]
+        return self.returncode
+
+    def wait(self, timeout=None):
+        deadline = time.monotonic() + (timeout or 3600)
+        while self.poll() is None:
+            if time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired("zygote child", timeout)
+            time.sleep(0.01)
+        return self.returncode
+
+    def terminate(self):
+        os.kill(self.pid, 15)
+
+    def kill(self):
+        os.kill(self.pid, 9)
+
+
+@pytest.fixture(scope="session")
+def zygote():
+    z = Zygote()
+    yield z
+    z.close()
+
+
+# Every test that starts a server runs twice: a fresh interpreter per instance (as with
+# --python-zygote off) and a child forked from the zygote.
+@pytest.fixture(params=["exec", "zygote"])
+def start(request, tmp_path):
     servers = []
+    forked = request.param == "zygote"
 
     def _start(env=None, args=(), pass_fds=(), addr=None):
         port = free_port()
         full_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PORT": str(port)}
         full_env.update(env or {})
         log_path = str(tmp_path / "server-{}.log".format(len(servers)))
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen(
-                [RUNTIME_PYTHON, "-I", "-S", SERVER, *args],
-                env=full_env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                pass_fds=pass_fds,
-            )
+        if forked:
+            if pass_fds:
+                pytest.skip("a zygote child always gets its listening socket as fd 3")
+            listener = socket.socket()
+            listener.bind(("127.0.0.1", port))
+            listener.listen(128)
+            full_env["FISSION_LISTEN_FD"] = "3"
+            z = request.getfixturevalue("zygote")
+            with open(log_path, "wb") as log:
+                pid = z.spawn(full_env, args, listener.fileno(), log.fileno())
+            listener.close()
+            proc = ZygoteChild(z, pid)
+        else:
+            with open(log_path, "wb") as log:
+                proc = subprocess.Popen(
+                    [RUNTIME_PYTHON, "-I", "-S", SERVER, *args],
+                    env=full_env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    pass_fds=pass_fds,
+                )
         server = Server(proc, addr or ("127.0.0.1", port), log_path)
         servers.append(server)
         server.wait_ready()

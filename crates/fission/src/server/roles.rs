@@ -100,7 +100,7 @@ pub(super) async fn start(args: ServerArgs) -> Result<Running> {
         back: JoinSet::new(),
     };
     let (parts, sandbox) = match role {
-        Role::Controller => (controller(&args, &store, &data, parts).await?, None),
+        Role::Controller => (controller(&args, &store, client, &data, parts).await?, None),
         Role::Router => (router(&args, &store, parts).await?, None),
         Role::Executor => executor(&args, &store, client, &data, parts).await?,
         Role::All => anyhow::bail!("--role all is started by the all-in-one path"),
@@ -146,6 +146,19 @@ async fn bind(addr: SocketAddr, what: &str, flag: &str) -> Result<(TcpListener, 
     Ok((l, local))
 }
 
+/// This process's name in its reports to the controller: the pod (or host), the process and
+/// its start, so a restarted process reports as a new one.
+fn reporter_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty() && h.len() <= 64)
+        .unwrap_or_else(|| "local".to_owned());
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    format!("{host}-{}-{started}", std::process::id())
+}
+
 fn metrics_render(registry: Registry) -> impl Fn() -> String + Clone + Send + Sync + 'static {
     let registry = Arc::new(Mutex::new(registry));
     move || {
@@ -188,11 +201,19 @@ fn archive_fetch(args: &ServerArgs) -> Result<fission_fetch::FetchConfig> {
 async fn controller(
     args: &ServerArgs,
     store: &Arc<dyn ResourceStore>,
+    client: kube::Client,
     data: &DataDir,
     mut p: Parts,
 ) -> Result<Started> {
     let (listener, addr) =
         bind(args.controller_listen, "controller", "--controller-listen").await?;
+    // The same rules as the all-in-one server: a token whenever the controller listens beyond
+    // loopback (a cluster always does), TLS when given.
+    let token = super::api_token(args, addr, data)?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(fission_controller::TlsConfig::from_pem_files(cert, key)?),
+        _ => None,
+    };
     let router_url = args.roles.router_url.trim_end_matches('/').to_owned();
     let archives = ArchiveStore::open(data.archives())?;
     let logs = LogStore::open(data.logs())?;
@@ -208,12 +229,23 @@ async fn controller(
     builder_config.node_bin = node;
     builder_config.runtime_python_bin = python;
     builder_config.archive_fetch = archive_fetch(args)?;
+    // --instances pods: environments with a builder image build in builder pods, whose
+    // fetchers present the token (from the Secret the executor writes) when one is required.
+    let builder_pods = (args.pods.instances == crate::pods::InstancesMode::Pods)
+        .then(|| crate::pods::builder_pods(&args.pods, token.is_some(), client, addr))
+        .transpose()?;
+    builder_config.remote = builder_pods
+        .clone()
+        .map(|b| b as Arc<dyn fission_builder::RemoteBuilds>);
     let builder = fission_builder::BuildManager::new(
         builder_config,
         store.clone(),
         archives.clone(),
         logs.clone(),
     );
+    // Routers send their call counts (the canary manager's input) and executors their instance
+    // counts (`fission fn list`) here; any number of each add up.
+    let reports = fission_remote::ClusterReports::new();
     let controller = fission_controller::Controller::new(
         fission_controller::Config {
             router_url: router_url.clone(),
@@ -225,7 +257,16 @@ async fn controller(
         p.stop_accepting.clone(),
     )
     .with_metrics_endpoint(metrics_render(registry))
-    .with_routes(triggers.api_routes());
+    .with_instance_report(Arc::new(reports.clone()))
+    .with_routes(triggers.api_routes().merge(reports.routes()));
+    let controller = match token {
+        Some(token) => controller.with_auth_token(token),
+        None => controller,
+    };
+    let controller = match tls {
+        Some(tls) => controller.with_tls(tls),
+        None => controller,
+    };
     let grace = p.grace;
     p.front.spawn(async move {
         controller
@@ -236,6 +277,13 @@ async fn controller(
     let shutdown = p.stop_backends.clone();
     p.back
         .spawn(async move { builder.run(shutdown).await.context("build manager failed") });
+    if let Some(pods) = builder_pods {
+        let (s, shutdown) = (store.clone(), p.stop_backends.clone());
+        p.back.spawn(async move {
+            pods.run(s, shutdown).await;
+            Ok(())
+        });
+    }
     let shutdown = p.stop_backends.clone();
     p.back
         .spawn(async move { triggers.run(shutdown).await.context("triggers failed") });
@@ -249,9 +297,11 @@ async fn controller(
         prune_archives_periodically(s, archives, shutdown).await;
         Ok(())
     });
-    // The canary manager judges functions by the router's call counts, which live in the
-    // router processes; split roles do not run it yet.
-    tracing::warn!("canary configs are not advanced with split roles (--role all runs them)");
+    let (s, shutdown) = (store.clone(), p.stop_backends.clone());
+    p.back.spawn(async move {
+        fission_controller::canary::run(s, Arc::new(reports), shutdown).await;
+        Ok(())
+    });
     tracing::info!(router = %router_url, "controller listening on http://{addr}");
     Ok(Started {
         parts: p,
@@ -283,6 +333,17 @@ async fn router(
         r.serve(listener, shutdown, grace)
             .await
             .context("router failed")
+    });
+    let reporter = fission_remote::Reporter::router(
+        &args.roles.controller_url,
+        args.auth_token.as_deref(),
+        &reporter_id(),
+    )
+    .map_err(|e| anyhow::anyhow!("--controller-url: {e}"))?;
+    let (stats, shutdown) = (router.call_stats(), p.stop_backends.clone());
+    p.back.spawn(async move {
+        reporter.send_calls(stats, shutdown).await;
+        Ok(())
     });
     let (r, s, shutdown) = (router.clone(), store.clone(), p.stop_backends.clone());
     p.back.spawn(async move {
@@ -341,8 +402,12 @@ async fn executor(
     let (node, python) = runtime_binaries(args);
     let run_dir = data.root().join("run");
     let _ = std::fs::remove_dir_all(&run_dir);
-    let (launcher, environments_dir, sandbox) =
-        instance_launcher(args.sandbox, &environments_dir, &run_dir)?;
+    let (launcher, environments_dir, sandbox) = instance_launcher(
+        args.sandbox,
+        &environments_dir,
+        &run_dir,
+        (args.python_zygote == super::Toggle::On).then_some(python.as_path()),
+    )?;
     let mut config = fission_executor::Config::new(environments_dir, data.cache(), node, python);
     config.local.archive_fetch = fetch;
     if let Some(n) = args.max_instances {
@@ -384,7 +449,22 @@ async fn executor(
             &mut registry,
         ))
     };
-    let crate::pods::AnyExecutor { instances, run, .. } = executor;
+    let crate::pods::AnyExecutor {
+        instances,
+        run,
+        report,
+    } = executor;
+    let reporter = fission_remote::Reporter::executor(
+        &args.roles.controller_url,
+        args.auth_token.as_deref(),
+        &reporter_id(),
+    )
+    .map_err(|e| anyhow::anyhow!("--controller-url: {e}"))?;
+    let shutdown = p.stop_backends.clone();
+    p.back.spawn(async move {
+        reporter.send_instances(report, shutdown).await;
+        Ok(())
+    });
     let api = fission_remote::ExecutorApi::new(instances);
     let render = metrics_render(registry);
     let app = api.router().route(

@@ -291,6 +291,15 @@ impl Setup {
         })
     }
 
+    /// [`start`](Self::start) with extra environment variables for the server.
+    pub fn start_with_env(env: &[(&str, &str)]) -> Option<Self> {
+        require_functions()?;
+        Some(Self {
+            server: Server::start_with_env(env),
+            dir: tempfile::tempdir().expect("tempdir"),
+        })
+    }
+
     /// `fission <args>` against the server.
     pub fn fission(&self, args: &[&str]) -> Run {
         self.server.fission(args)
