@@ -559,6 +559,7 @@ mod tests {
             store.clone(),
             Arc::new(logs),
             backend,
+            None,
             Metrics::unregistered(),
         );
         let shutdown = CancellationToken::new();
