@@ -665,6 +665,20 @@ fn fetcher_env(config: &PodConfig) -> serde_json::Value {
     serde_json::Value::Array(env)
 }
 
+/// The volumes of a function pod (pool and newdeploy alike): the code, secrets and config maps
+/// the fetcher writes for the runtime, and the pod's own name for the fetcher.
+pub(crate) fn function_pod_volumes() -> serde_json::Value {
+    json!([
+        {"name": "userfunc", "emptyDir": {}},
+        {"name": "secrets", "emptyDir": {}},
+        {"name": "configmaps", "emptyDir": {}},
+        {"name": "podinfo", "downwardAPI": {"items": [
+            {"path": "name", "fieldRef": {"fieldPath": "metadata.name"}},
+            {"path": "namespace", "fieldRef": {"fieldPath": "metadata.namespace"}},
+        ]}},
+    ])
+}
+
 fn pool_deployment(plan: &PodPlan, config: &PodConfig) -> Result<Deployment, serde_json::Error> {
     let env = &plan.env;
     let mut labels = env_labels(env);
@@ -746,15 +760,7 @@ fn pool_deployment(plan: &PodPlan, config: &PodConfig) -> Result<Deployment, ser
                             "volumeMounts": mounts,
                         },
                     ],
-                    "volumes": [
-                        {"name": "userfunc", "emptyDir": {}},
-                        {"name": "secrets", "emptyDir": {}},
-                        {"name": "configmaps", "emptyDir": {}},
-                        {"name": "podinfo", "downwardAPI": {"items": [
-                            {"path": "name", "fieldRef": {"fieldPath": "metadata.name"}},
-                            {"path": "namespace", "fieldRef": {"fieldPath": "metadata.namespace"}},
-                        ]}},
-                    ],
+                    "volumes": function_pod_volumes(),
                 },
             },
         },

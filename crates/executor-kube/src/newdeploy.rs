@@ -636,15 +636,7 @@ impl Objects {
                                 "volumeMounts": mounts,
                             },
                         ],
-                        "volumes": [
-                            {"name": "userfunc", "emptyDir": {}},
-                            {"name": "secrets", "emptyDir": {}},
-                            {"name": "configmaps", "emptyDir": {}},
-                            {"name": "podinfo", "downwardAPI": {"items": [
-                                {"path": "name", "fieldRef": {"fieldPath": "metadata.name"}},
-                                {"path": "namespace", "fieldRef": {"fieldPath": "metadata.namespace"}},
-                            ]}},
-                        ],
+                        "volumes": crate::function_pod_volumes(),
                     },
                 },
             },

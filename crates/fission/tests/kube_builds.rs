@@ -14,23 +14,15 @@ mod support;
 
 use std::io::{BufRead as _, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use kube_test_cluster::{NodeCluster, shared_node};
+use support::pods::{PodServer, PodServerOptions, wait_for};
 use support::{BIN, http};
 
 const TOKEN: &str = "kube-builds-test-token-0123456789abcdef";
 const NS: &str = "fission-builds-it";
-
-struct PodServer {
-    child: Child,
-    controller: String,
-    router: String,
-    log: std::path::PathBuf,
-    _dir: tempfile::TempDir,
-}
 
 /// A PyPI-style simple index (`/simple/<project>/` listing its files) with six 1.16.0 from
 /// PyPI, served by `python3 -m http.server` on the pod bridge; stopped on drop.
@@ -99,143 +91,6 @@ impl Drop for WheelIndex {
     }
 }
 
-impl PodServer {
-    fn start(node: &NodeCluster, index: &WheelIndex) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let log = dir.path().join("server.log");
-        let mut child = Command::new(BIN)
-            .args(["server", "--store", "kubernetes", "--instances", "pods"])
-            .arg("--kubeconfig")
-            .arg(&node.kubeconfig)
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .args(["--pod-namespace", NS, "--sandbox", "none"])
-            // Pods reach the controller at the host's address on the pod bridge.
-            .args(["--controller-listen", &format!("{}:0", node.host_ip)])
-            .args(["--router-listen", "127.0.0.1:0", "--grace-period", "2"])
-            .args(["--auth-token", TOKEN])
-            .args(["--pod-builder-ready-timeout", "20"])
-            .env("RUST_LOG", "info,fission_builder_kube=debug")
-            // Handed on to builder pods (see the module docs).
-            .env("PIP_INDEX_URL", &index.url)
-            .env("PIP_TRUSTED_HOST", node.host_ip.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).expect("log"))
-            .spawn()
-            .expect("spawn server");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            match rx.recv_timeout(Duration::from_millis(100)) {
-                Ok(line) if line.starts_with("fission server ready") => {
-                    let after = |key: &str| {
-                        line.split(key)
-                            .nth(1)
-                            .and_then(|r| r.split_whitespace().next())
-                            .unwrap_or_default()
-                            .to_owned()
-                    };
-                    return Self {
-                        controller: after("controller "),
-                        router: after("router "),
-                        child,
-                        log,
-                        _dir: dir,
-                    };
-                }
-                Ok(_) => {}
-                Err(_) => {
-                    let exited = child.try_wait().ok().flatten();
-                    if exited.is_some() || Instant::now() > deadline {
-                        let _ = child.kill();
-                        panic!(
-                            "server did not start ({exited:?}): {}",
-                            std::fs::read_to_string(&log).unwrap_or_default()
-                        );
-                    }
-                }
-            }
-        }
-    }
-
-    fn fission(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
-            .args(args)
-            .env("FISSION_URL", &self.controller)
-            .env("FISSION_ROUTER_URL", &self.router)
-            .env("FISSION_AUTH_TOKEN", TOKEN)
-            .env_remove("FISSION_DEFAULT_NAMESPACE")
-            .stdin(Stdio::null())
-            .output()
-            .expect("run fission")
-    }
-
-    #[track_caller]
-    fn fission_ok(&self, args: &[&str]) -> String {
-        let out = self.fission(args);
-        assert!(
-            out.status.success(),
-            "fission {args:?} failed: {}\nserver log:\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            self.log_text()
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for PodServer {
-    fn drop(&mut self) {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-#[track_caller]
-fn wait_for<T>(
-    node: &NodeCluster,
-    server: &PodServer,
-    within: Duration,
-    what: &str,
-    mut check: impl FnMut() -> Option<T>,
-) -> T {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        if Instant::now() > deadline {
-            panic!(
-                "timed out after {within:?} waiting for {what}\npods:\n{}\nserver log:\n{}",
-                node.kubectl_ok(["get", "pods", "-A", "-o", "wide", "--show-labels"]),
-                server.log_text()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
 /// Names of the builder Deployments of environment `env`.
 fn builder_deployments(node: &NodeCluster, env: &str) -> Vec<String> {
     node.kubectl_ok([
@@ -287,7 +142,20 @@ fn source_packages_build_in_the_environments_builder_pod_on_a_real_kubelet() {
     };
     node.kubectl_ok(["create", "namespace", NS]);
     let index = WheelIndex::start(node.host_ip);
-    let server = PodServer::start(node, &index);
+    let trusted_host = node.host_ip.to_string();
+    let server = PodServer::start(
+        node,
+        PodServerOptions {
+            rust_log: "info,fission_builder_kube=debug",
+            args: &["--pod-builder-ready-timeout", "20"],
+            // Handed on to builder pods (see the module docs).
+            env: &[
+                ("PIP_INDEX_URL", &index.url),
+                ("PIP_TRUSTED_HOST", &trusted_host),
+            ],
+            ..PodServerOptions::new(NS, TOKEN)
+        },
+    );
     let code = tempfile::tempdir().expect("tempdir");
 
     server.fission_ok(&[

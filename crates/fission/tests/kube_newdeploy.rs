@@ -6,13 +6,12 @@
 
 mod support;
 
-use std::io::{BufRead as _, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kube_test_cluster::{NodeCluster, shared_node};
+use support::pods::{PodServer, PodServerOptions, percentile, wait_for};
 use support::{BIN, http, write};
 
 /// The controller's API token in these tests.
@@ -20,157 +19,33 @@ const TOKEN: &str = "kube-newdeploy-test-token-0123456789abcdef";
 /// Namespace of the function pods (and their Deployments, Services, HPAs).
 const NS: &str = "fission-newdeploy-it";
 
-/// A server whose instances are pods of `node`, stopped on drop.
-struct PodServer {
-    child: Child,
-    controller: String,
-    router: String,
-    log: std::path::PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl PodServer {
-    fn start(node: &NodeCluster) -> Self {
-        // Pods reach the controller (their fetcher reads packages from it) at the host's
-        // address on the pod bridge.
-        let controller_listen = format!("{}:0", node.host_ip);
-        let dir = tempfile::tempdir().expect("tempdir");
-        let log = dir.path().join("server.log");
-        let mut child = Command::new(BIN)
-            .args(["server", "--store", "kubernetes", "--instances", "pods"])
-            .arg("--kubeconfig")
-            .arg(&node.kubeconfig)
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .args(["--pod-namespace", NS, "--sandbox", "none"])
-            .args(["--controller-listen", &controller_listen])
-            .args(["--router-listen", "127.0.0.1:0", "--grace-period", "2"])
-            .args(["--auth-token", TOKEN])
-            .env(
-                "RUST_LOG",
-                "info,fission_executor_kube=debug,fission_executor=debug",
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).expect("log"))
-            .spawn()
-            .expect("spawn server");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            match rx.recv_timeout(Duration::from_millis(100)) {
-                Ok(line) if line.starts_with("fission server ready") => {
-                    let after = |key: &str| {
-                        line.split(key)
-                            .nth(1)
-                            .and_then(|r| r.split_whitespace().next())
-                            .unwrap_or_default()
-                            .to_owned()
-                    };
-                    return Self {
-                        controller: after("controller "),
-                        router: after("router "),
-                        child,
-                        log,
-                        _dir: dir,
-                    };
-                }
-                Ok(_) => {}
-                Err(_) => {
-                    let exited = child.try_wait().ok().flatten();
-                    if exited.is_some() || Instant::now() > deadline {
-                        let _ = child.kill();
-                        panic!(
-                            "server did not start ({exited:?}): {}",
-                            std::fs::read_to_string(&log).unwrap_or_default()
-                        );
-                    }
-                }
-            }
-        }
-    }
-
-    #[track_caller]
-    fn fission_ok(&self, args: &[&str]) -> String {
-        let out = Command::new(BIN)
-            .args(args)
-            .env("FISSION_URL", &self.controller)
-            .env("FISSION_ROUTER_URL", &self.router)
-            .env("FISSION_AUTH_TOKEN", TOKEN)
-            .env_remove("FISSION_DEFAULT_NAMESPACE")
-            .stdin(Stdio::null())
-            .output()
-            .expect("run fission");
-        assert!(
-            out.status.success(),
-            "fission {args:?} failed: {}\nserver log:\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            self.log_text()
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn get(&self, path: &str) -> Option<(u16, String)> {
-        let r = http().get(format!("{}{path}", self.router)).send().ok()?;
-        Some((r.status().as_u16(), r.text().ok()?))
-    }
-
-    /// Create `name` as a newdeploy function of `code` with `extra` flags, routed at `/name`.
-    fn newdeploy(&self, name: &str, code: &std::path::Path, extra: &[&str]) {
-        let mut args = vec![
-            "fn",
-            "create",
-            "--name",
-            name,
-            "--env",
-            "nodejs",
-            "--executortype",
-            "newdeploy",
-            "--code",
-            code.to_str().expect("utf-8 path"),
-        ];
-        args.extend_from_slice(extra);
-        self.fission_ok(&args);
-        let url = format!("/{name}");
-        self.fission_ok(&[
-            "route",
-            "create",
-            "--function",
-            name,
-            "--url",
-            &url,
-            "--method",
-            "GET",
-        ]);
-    }
-}
-
-impl Drop for PodServer {
-    fn drop(&mut self) {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Create `name` as a newdeploy function of `code` with `extra` flags, routed at `/name`.
+fn newdeploy(server: &PodServer, name: &str, code: &std::path::Path, extra: &[&str]) {
+    let mut args = vec![
+        "fn",
+        "create",
+        "--name",
+        name,
+        "--env",
+        "nodejs",
+        "--executortype",
+        "newdeploy",
+        "--code",
+        code.to_str().expect("utf-8 path"),
+    ];
+    args.extend_from_slice(extra);
+    server.fission_ok(&args);
+    let url = format!("/{name}");
+    server.fission_ok(&[
+        "route",
+        "create",
+        "--function",
+        name,
+        "--url",
+        &url,
+        "--method",
+        "GET",
+    ]);
 }
 
 /// `kubectl get <kind> -l functionName=<f>` with a jsonpath over the first item ("" if none).
@@ -205,43 +80,6 @@ fn names(node: &NodeCluster, kind: &str, function: &str) -> Vec<String> {
     .collect()
 }
 
-/// Poll `check` every 200 ms until it gives a value; on timeout fail with the cluster's
-/// objects and the server's log.
-#[track_caller]
-fn wait_for<T>(
-    node: &NodeCluster,
-    server: &PodServer,
-    within: Duration,
-    what: &str,
-    mut check: impl FnMut() -> Option<T>,
-) -> T {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        if Instant::now() > deadline {
-            panic!(
-                "timed out after {within:?} waiting for {what}\nobjects:\n{}\nserver log:\n{}",
-                node.kubectl_ok([
-                    "get",
-                    "deployments,pods,services,hpa,endpointslices",
-                    "-n",
-                    NS,
-                    "-o",
-                    "wide"
-                ]),
-                server.log_text()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
-
 /// Everything on one server, in order, so the node runs one set of functions at a time.
 #[test]
 fn newdeploy_functions_run_as_deployments_on_a_real_kubelet() {
@@ -249,7 +87,13 @@ fn newdeploy_functions_run_as_deployments_on_a_real_kubelet() {
         return;
     };
     node.kubectl_ok(["create", "namespace", NS]);
-    let server = PodServer::start(node);
+    let server = PodServer::start(
+        node,
+        PodServerOptions {
+            rust_log: "info,fission_executor_kube=debug,fission_executor=debug",
+            ..PodServerOptions::new(NS, TOKEN)
+        },
+    );
     let dir = tempfile::tempdir().expect("tempdir");
     // No pool: newdeploy functions do not use one.
     server.fission_ok(&[
@@ -279,7 +123,8 @@ fn min_scale_one_is_ready_before_the_first_call_and_answers(
         "hello.js",
         "module.exports = async function(context) {\n  return { status: 200, body: \"Hello, world!\\n\" };\n}\n",
     );
-    server.newdeploy(
+    newdeploy(
+        server,
         "nd",
         &hello,
         &["--minscale", "1", "--maxscale", "3", "--fntimeout", "5"],
@@ -388,7 +233,8 @@ fn min_scale_zero_scales_to_zero_when_idle_and_starts_cold_from_zero(
         "zero.js",
         "module.exports = async function(context) { return { status: 200, body: 'from zero' }; }\n",
     );
-    server.newdeploy(
+    newdeploy(
+        server,
         "zero",
         &code,
         &[

@@ -6,149 +6,14 @@
 
 mod support;
 
-use std::io::{BufRead as _, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use kube_test_cluster::{NodeCluster, shared_node};
+use support::pods::{PodServer, PodServerOptions, percentile, wait_for};
 use support::{BIN, http, write};
 
 /// The controller's API token in these tests.
 const TOKEN: &str = "kube-pods-test-token-0123456789abcdef";
-
-/// A server whose instances are pods of `node`, stopped on drop.
-struct PodServer {
-    child: Child,
-    controller: String,
-    router: String,
-    namespace: String,
-    log: std::path::PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl PodServer {
-    fn start(node: &NodeCluster, namespace: &str) -> Self {
-        Self::start_on(node, namespace, "127.0.0.1:0")
-    }
-
-    /// A server whose router listens on `router_listen`.
-    fn start_on(node: &NodeCluster, namespace: &str, router_listen: &str) -> Self {
-        // Pods reach the controller (their fetcher reads packages from it) at the host's
-        // address on the pod bridge.
-        let controller_listen = format!("{}:0", node.host_ip);
-        let dir = tempfile::tempdir().expect("tempdir");
-        let log = dir.path().join("server.log");
-        let mut child = Command::new(BIN)
-            .args(["server", "--store", "kubernetes", "--instances", "pods"])
-            .arg("--kubeconfig")
-            .arg(&node.kubeconfig)
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .args(["--pod-namespace", namespace, "--sandbox", "none"])
-            .args(["--controller-listen", &controller_listen])
-            .args(["--router-listen", router_listen, "--grace-period", "2"])
-            // Beyond loopback the controller requires a token; the fetchers get it too.
-            .args(["--auth-token", TOKEN])
-            .env("RUST_LOG", "info,fission_executor_kube=debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).expect("log"))
-            .spawn()
-            .expect("spawn server");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            match rx.recv_timeout(Duration::from_millis(100)) {
-                Ok(line) if line.starts_with("fission server ready") => {
-                    let after = |key: &str| {
-                        line.split(key)
-                            .nth(1)
-                            .and_then(|r| r.split_whitespace().next())
-                            .unwrap_or_default()
-                            .to_owned()
-                    };
-                    return Self {
-                        controller: after("controller "),
-                        router: after("router "),
-                        namespace: namespace.to_owned(),
-                        child,
-                        log,
-                        _dir: dir,
-                    };
-                }
-                Ok(_) => {}
-                Err(_) => {
-                    let exited = child.try_wait().ok().flatten();
-                    if exited.is_some() || Instant::now() > deadline {
-                        let _ = child.kill();
-                        panic!(
-                            "server did not start ({exited:?}): {}",
-                            std::fs::read_to_string(&log).unwrap_or_default()
-                        );
-                    }
-                }
-            }
-        }
-    }
-
-    #[track_caller]
-    fn fission_ok(&self, args: &[&str]) -> String {
-        let out = Command::new(BIN)
-            .args(args)
-            .env("FISSION_URL", &self.controller)
-            .env("FISSION_ROUTER_URL", &self.router)
-            .env("FISSION_AUTH_TOKEN", TOKEN)
-            .env_remove("FISSION_DEFAULT_NAMESPACE")
-            .stdin(Stdio::null())
-            .output()
-            .expect("run fission");
-        assert!(
-            out.status.success(),
-            "fission {args:?} failed: {}\nserver log:\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            self.log_text()
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn get(&self, path: &str) -> Option<(u16, String)> {
-        let r = http().get(format!("{}{path}", self.router)).send().ok()?;
-        Some((r.status().as_u16(), r.text().ok()?))
-    }
-}
-
-impl Drop for PodServer {
-    fn drop(&mut self) {
-        // Already gone (killed by the test): its pid may belong to someone else by now.
-        if let Ok(Some(_)) = self.child.try_wait() {
-            return;
-        }
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn node() -> Option<&'static NodeCluster> {
     shared_node(std::path::Path::new(BIN))
@@ -174,38 +39,12 @@ fn pods(node: &NodeCluster, ns: &str, selector: &str) -> Vec<(String, String, bo
         .collect()
 }
 
-/// Poll `check` every 200 ms until it gives a value; on timeout fail with the pods and the
-/// server's log.
-#[track_caller]
-fn wait_for<T>(
-    node: &NodeCluster,
-    server: &PodServer,
-    within: Duration,
-    what: &str,
-    mut check: impl FnMut() -> Option<T>,
-) -> T {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        if Instant::now() > deadline {
-            panic!(
-                "timed out after {within:?} waiting for {what}\npods:\n{}\nserver log:\n{}",
-                node.kubectl_ok(["get", "pods", "-A", "-o", "wide", "--show-labels"]),
-                server.log_text()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 /// Everything on one server, in order, so the node runs one set of pools at a time.
 #[test]
 fn functions_run_in_claimed_pool_pods_on_a_real_kubelet() {
     let Some(node) = node() else { return };
     node.kubectl_ok(["create", "namespace", "fission-pods-it"]);
-    let server = PodServer::start(node, "fission-pods-it");
+    let server = PodServer::start(node, PodServerOptions::new("fission-pods-it", TOKEN));
     let code = tempfile::tempdir().expect("tempdir");
 
     the_seed_walkthrough_answers_from_a_specialized_pool_pod(node, &server, code.path());
@@ -345,7 +184,13 @@ fn an_executor_restart_adopts_the_specialized_pods(
             }
         })
     };
-    let second = PodServer::start_on(node, &ns, &router_listen);
+    let second = PodServer::start(
+        node,
+        PodServerOptions {
+            router_listen: &router_listen,
+            ..PodServerOptions::new(&ns, TOKEN)
+        },
+    );
     let ready_at = Instant::now();
     let after = |seen: &Seen| -> Vec<Result<(u16, String), String>> {
         seen.iter()
@@ -458,10 +303,6 @@ fn an_environment_update_replaces_the_pool_deployment(node: &NodeCluster, server
         server.get("/host").filter(|(s, _)| *s == 200)
     });
     assert_eq!(status, 200);
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
 /// Figures for BENCHMARKS.md (printed, never asserted): pool-hit cold start through the

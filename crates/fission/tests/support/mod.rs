@@ -12,6 +12,8 @@ pub use fission_test_support::{eventually_blocking, require, require_runtimes};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_fission");
 
+pub mod pods;
+
 pub struct Server {
     pub child: Child,
     pub controller: String,
