@@ -170,6 +170,19 @@ struct FunctionState {
 }
 
 impl FunctionState {
+    /// The state of a version of `function` nothing has touched yet.
+    fn new(function: &Function) -> Self {
+        Self {
+            labels: function_labels(&function.metadata.namespace, &function.metadata.name),
+            limits: Limits::of(function),
+            slots: Vec::new(),
+            specializing: 0,
+            joined: 0,
+            draining: false,
+            notify: Arc::new(Notify::new()),
+        }
+    }
+
     fn live(&self) -> usize {
         self.slots.iter().filter(|s| !s.retired).count()
     }
@@ -241,15 +254,10 @@ impl FunctionTable {
             .versions
             .entry(key.rv.clone())
             .or_insert_with(|| FunctionState {
-                labels: function_labels(&function.metadata.namespace, &function.metadata.name),
-                limits: Limits::of(function),
-                slots: Vec::new(),
-                specializing: 0,
-                joined: 0,
                 // The caller's copy is older than what the change feed already told us: serve it
                 // (the router still routes to it) but keep nothing around afterwards.
                 draining: rv_number(&key.rv) < latest,
-                notify: Arc::new(Notify::new()),
+                ..FunctionState::new(function)
             });
 
         if let Some(lease) = lease_free_slot(state) {
@@ -297,15 +305,7 @@ impl FunctionTable {
         let state = entry
             .versions
             .entry(key.rv.clone())
-            .or_insert_with(|| FunctionState {
-                labels: function_labels(&function.metadata.namespace, &function.metadata.name),
-                limits: Limits::of(function),
-                slots: Vec::new(),
-                specializing: 0,
-                joined: 0,
-                draining: false,
-                notify: Arc::new(Notify::new()),
-            });
+            .or_insert_with(|| FunctionState::new(function));
         if state.draining
             || !state.limits.overcommit
             || state.live() + state.specializing >= state.limits.retain
@@ -504,15 +504,7 @@ impl FunctionTable {
         let state = entry
             .versions
             .entry(key.rv.clone())
-            .or_insert_with(|| FunctionState {
-                labels: function_labels(&function.metadata.namespace, &function.metadata.name),
-                limits: Limits::of(function),
-                slots: Vec::new(),
-                specializing: 0,
-                joined: 0,
-                draining: false,
-                notify: Arc::new(Notify::new()),
-            });
+            .or_insert_with(|| FunctionState::new(function));
         if state.draining {
             return false;
         }
