@@ -665,6 +665,27 @@ fn fetcher_env(config: &PodConfig) -> serde_json::Value {
     serde_json::Value::Array(env)
 }
 
+/// Where the runtime and the fetcher of a function pod see [`function_pod_volumes`].
+pub(crate) fn function_pod_mounts() -> serde_json::Value {
+    json!([
+        {"name": "userfunc", "mountPath": "/userfunc"},
+        {"name": "secrets", "mountPath": "/secrets"},
+        {"name": "configmaps", "mountPath": "/configs"},
+        {"name": "podinfo", "mountPath": "/etc/podinfo"},
+    ])
+}
+
+/// The environment variables the Environment gives its runtime container (`--runtime-env`).
+pub(crate) fn runtime_container_env(env: &Environment) -> serde_json::Value {
+    env.spec
+        .runtime
+        .container
+        .as_ref()
+        .and_then(|c| c.get("env"))
+        .cloned()
+        .unwrap_or_else(|| json!([]))
+}
+
 /// The volumes of a function pod (pool and newdeploy alike): the code, secrets and config maps
 /// the fetcher writes for the runtime, and the pod's own name for the fetcher.
 pub(crate) fn function_pod_volumes() -> serde_json::Value {
@@ -690,20 +711,8 @@ fn pool_deployment(plan: &PodPlan, config: &PodConfig) -> Result<Deployment, ser
     } else {
         env.metadata.name.clone()
     };
-    let container_env = env
-        .spec
-        .runtime
-        .container
-        .as_ref()
-        .and_then(|c| c.get("env"))
-        .cloned()
-        .unwrap_or_else(|| json!([]));
-    let mounts = json!([
-        {"name": "userfunc", "mountPath": "/userfunc"},
-        {"name": "secrets", "mountPath": "/secrets"},
-        {"name": "configmaps", "mountPath": "/configs"},
-        {"name": "podinfo", "mountPath": "/etc/podinfo"},
-    ]);
+    let container_env = runtime_container_env(env);
+    let mounts = function_pod_mounts();
     let grace = match env.spec.termination_grace_period {
         g if g > 0 => g,
         _ => fission_core::resources::DEFAULT_GRACE_PERIOD,

@@ -547,20 +547,8 @@ impl Objects {
             &function.spec.resources,
         ))
         .map_err(|e| ExecutorError::Internal(e.to_string()))?;
-        let container_env = env
-            .spec
-            .runtime
-            .container
-            .as_ref()
-            .and_then(|c| c.get("env"))
-            .cloned()
-            .unwrap_or_else(|| json!([]));
-        let mounts = json!([
-            {"name": "userfunc", "mountPath": "/userfunc"},
-            {"name": "secrets", "mountPath": "/secrets"},
-            {"name": "configmaps", "mountPath": "/configs"},
-            {"name": "podinfo", "mountPath": "/etc/podinfo"},
-        ]);
+        let container_env = crate::runtime_container_env(env);
+        let mounts = crate::function_pod_mounts();
         let meta = |kind_labels: &Value| {
             json!({
                 "name": name,
