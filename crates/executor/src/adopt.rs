@@ -259,6 +259,50 @@ mod tests {
         retired: std::sync::atomic::AtomicUsize,
     }
 
+    impl Adopting {
+        /// The local backend over `store`, offering nothing, keeping no pool of its own.
+        fn over(
+            config: &Config,
+            launcher: &Arc<FakeLauncher>,
+            dir: &std::path::Path,
+            store: Arc<dyn fission_core::ResourceStore>,
+        ) -> Self {
+            Self {
+                inner: LocalBackend::with_limits(
+                    config.local.clone(),
+                    launcher.clone(),
+                    Arc::new(ArchiveStore::open(dir.join("archives")).expect("archives")),
+                    store,
+                    UnpackLimits::default(),
+                ),
+                launcher: launcher.clone(),
+                offered: Mutex::new(Vec::new()),
+                adopted: Mutex::new(Vec::new()),
+                keeps: false,
+                outlive: false,
+                prepared: Default::default(),
+                retired: Default::default(),
+            }
+        }
+    }
+
+    fn executor(
+        config: Config,
+        dir: &std::path::Path,
+        store: Arc<dyn fission_core::ResourceStore>,
+        backend: Adopting,
+    ) -> Arc<Executor<Adopting>> {
+        let logs = LogStore::open(dir.join("logs")).expect("logs");
+        Executor::build(
+            config,
+            store,
+            Arc::new(logs),
+            backend,
+            None,
+            Metrics::unregistered(),
+        )
+    }
+
     #[async_trait::async_trait]
     impl InstanceBackend for Adopting {
         type Launch = <LocalBackend as InstanceBackend>::Launch;
@@ -355,35 +399,15 @@ mod tests {
 
         let launcher = FakeLauncher::new();
         let backend = Adopting {
-            inner: LocalBackend::with_limits(
-                config.local.clone(),
-                launcher.clone(),
-                Arc::new(ArchiveStore::open(dir.path().join("archives")).expect("archives")),
-                store.clone(),
-                UnpackLimits::default(),
-            ),
-            launcher: launcher.clone(),
             offered: Mutex::new(vec![
                 (of_function(&hello), of_env(&env)),
                 (of_function(&changed), of_env(&env)),
                 (of_function(&gone), of_env(&env)),
                 (of_function(&hello), old_env),
             ]),
-            adopted: Mutex::new(Vec::new()),
-            keeps: false,
-            outlive: false,
-            prepared: Default::default(),
-            retired: Default::default(),
+            ..Adopting::over(&config, &launcher, dir.path(), store.clone())
         };
-        let logs = LogStore::open(dir.path().join("logs")).expect("logs");
-        let exec = Executor::build(
-            config,
-            store.clone(),
-            Arc::new(logs),
-            backend,
-            None,
-            Metrics::unregistered(),
-        );
+        let exec = executor(config, dir.path(), store.clone(), backend);
         let shutdown = CancellationToken::new();
         let run = tokio::spawn(exec.clone().run(shutdown.clone()));
 
@@ -451,30 +475,10 @@ mod tests {
             testing::create(&store, testing::function("hello", "nodejs", "pkg", "")).await;
         let launcher = FakeLauncher::new();
         let backend = Adopting {
-            inner: LocalBackend::with_limits(
-                config.local.clone(),
-                launcher.clone(),
-                Arc::new(ArchiveStore::open(dir.path().join("archives")).expect("archives")),
-                store.clone(),
-                UnpackLimits::default(),
-            ),
-            launcher: launcher.clone(),
-            offered: Mutex::new(Vec::new()),
-            adopted: Mutex::new(Vec::new()),
             keeps: true,
-            outlive: false,
-            prepared: Default::default(),
-            retired: Default::default(),
+            ..Adopting::over(&config, &launcher, dir.path(), store.clone())
         };
-        let logs = LogStore::open(dir.path().join("logs")).expect("logs");
-        let exec = Executor::build(
-            config,
-            store.clone(),
-            Arc::new(logs),
-            backend,
-            None,
-            Metrics::unregistered(),
-        );
+        let exec = executor(config, dir.path(), store.clone(), backend);
         let shutdown = CancellationToken::new();
         let run = tokio::spawn(exec.clone().run(shutdown.clone()));
         exec.wait_for_first_adoption().await;
@@ -538,30 +542,11 @@ mod tests {
             testing::create(&store, testing::function("hello", "nodejs", "pkg", "")).await;
         let launcher = FakeLauncher::new();
         let backend = Adopting {
-            inner: LocalBackend::with_limits(
-                config.local.clone(),
-                launcher.clone(),
-                Arc::new(ArchiveStore::open(dir.path().join("archives")).expect("archives")),
-                store.clone(),
-                UnpackLimits::default(),
-            ),
-            launcher: launcher.clone(),
-            offered: Mutex::new(Vec::new()),
-            adopted: Mutex::new(Vec::new()),
             keeps: true,
             outlive: true,
-            prepared: Default::default(),
-            retired: Default::default(),
+            ..Adopting::over(&config, &launcher, dir.path(), store.clone())
         };
-        let logs = LogStore::open(dir.path().join("logs")).expect("logs");
-        let exec = Executor::build(
-            config,
-            store.clone(),
-            Arc::new(logs),
-            backend,
-            None,
-            Metrics::unregistered(),
-        );
+        let exec = executor(config, dir.path(), store.clone(), backend);
         let shutdown = CancellationToken::new();
         let run = tokio::spawn(exec.clone().run(shutdown.clone()));
         let lease = exec.acquire(&hello).await.expect("lease");
